@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine (python3 + pip only):
+#   make demo   -> creates .venv if missing, runs the main job on a small CPU default
+#   make test   -> creates .venv if missing, runs the fast test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/bec-jax demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/solver_throughput.py --out benchmarks/results/solver_throughput.json
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

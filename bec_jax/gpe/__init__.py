@@ -1,0 +1,58 @@
+"""Gross–Pitaevskii physics core: grid, Hamiltonian, integrators, ground states."""
+
+from bec_jax.gpe.grid import Grid
+from bec_jax.gpe.hamiltonian import (
+    angular_momentum,
+    apply_hamiltonian,
+    chemical_potential,
+    density,
+    energy,
+    energy_terms,
+    norm,
+    normalize,
+    residual,
+)
+from bec_jax.gpe.splitstep import imaginary_time, real_time
+
+__all__ = [
+    "Grid",
+    "angular_momentum",
+    "apply_hamiltonian",
+    "chemical_potential",
+    "density",
+    "energy",
+    "energy_terms",
+    "norm",
+    "normalize",
+    "residual",
+    "imaginary_time",
+    "real_time",
+]
+
+from bec_jax.gpe.groundstate import GroundStateResult, SolverSettings, box_length, ground_state, initial_guess
+from bec_jax.gpe.observables import (
+    edge_density,
+    phase,
+    phase_gradient,
+    plaquette_winding,
+    rms_radius,
+    thomas_fermi,
+    vortex_count,
+    vortex_positions,
+)
+
+__all__ += [
+    "GroundStateResult",
+    "SolverSettings",
+    "box_length",
+    "ground_state",
+    "initial_guess",
+    "edge_density",
+    "phase",
+    "phase_gradient",
+    "plaquette_winding",
+    "rms_radius",
+    "thomas_fermi",
+    "vortex_count",
+    "vortex_positions",
+]

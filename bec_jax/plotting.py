@@ -1,0 +1,48 @@
+"""Figures (matplotlib, Agg backend: works headless)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bec_jax.gpe.grid import Grid  # noqa: E402
+from bec_jax.gpe.observables import vortex_positions  # noqa: E402
+
+__all__ = ["plot_ground_states"]
+
+
+def plot_ground_states(grid: Grid, psi, g, omega, energies, path, title: str | None = None):
+    """Density (top row) and phase (bottom row) per state, vortices marked.
+
+    psi: (B, n, n) complex; g, omega, energies: (B,). Vortices (+1 white
+    circles, -1 black crosses) are those inside the cloud (``vortex_mask``).
+    Writes a PNG to ``path`` and returns it.
+    """
+    psi = np.asarray(psi)
+    B = psi.shape[0]
+    ext = [grid.x[0], grid.x[-1] + grid.dx, grid.x[0], grid.x[-1] + grid.dx]
+    fig, axes = plt.subplots(2, B, figsize=(2.6 * B, 5.4), squeeze=False, constrained_layout=True)
+    for b in range(B):
+        rho = np.abs(psi[b]) ** 2
+        v = vortex_positions(grid, psi[b])
+        ax = axes[0, b]
+        ax.imshow(rho, origin="lower", extent=ext, cmap="magma")
+        ax.set_title(f"g={float(g[b]):.0f}, Ω={float(omega[b]):.2f}\nE={float(energies[b]):.4f}, {len(v)} vortices", fontsize=8)
+        ax2 = axes[1, b]
+        ax2.imshow(np.angle(psi[b]), origin="lower", extent=ext, cmap="twilight", vmin=-np.pi, vmax=np.pi)
+        for a in (ax, ax2):
+            pos, neg = v[v[:, 2] > 0], v[v[:, 2] < 0]
+            a.scatter(pos[:, 0], pos[:, 1], s=14, facecolors="none", edgecolors="cyan", linewidths=0.8)
+            a.scatter(neg[:, 0], neg[:, 1], s=14, c="k", marker="x", linewidths=0.8)
+            a.set_xticks([])
+            a.set_yticks([])
+    axes[0, 0].set_ylabel("density |ψ|²")
+    axes[1, 0].set_ylabel("phase arg ψ")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

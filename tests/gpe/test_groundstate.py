@@ -1,0 +1,120 @@
+"""Ground states against closed forms and published values.
+
+Published values (same conventions, ħ = m = ω = 1, V = r²/2, ∫|ψ|² = 1):
+non-rotating 2-D g = 100: E = 3.9459 (Bao & Du, SIAM J. Sci. Comput. 25,
+1674 (2004); Bao, Wang & Markowich, Commun. Math. Sci. 3, 57 (2005)).
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bec_jax as bj
+from tests.conftest import tol
+
+
+def test_g0_rotating_ground_state_has_e_mu_one(precision):
+    grid = bj.Grid(32, 12.0)
+    res = bj.ground_state(grid, 0.0, 0.6, key=jax.random.key(0), n_starts=2)
+    assert bool(res.converged)
+    t = tol(precision, 1e-4, 1e-8)
+    assert abs(float(res.energy) - 1) < t and abs(float(res.mu) - 1) < t
+    assert int(res.vortices) == 0
+
+
+def test_nonrotating_g100_matches_published_energy_and_virial(precision):
+    grid = bj.Grid(64, 16.0)
+    res = bj.ground_state(grid, 100.0, 0.0, key=jax.random.key(1), n_starts=1)
+    assert bool(res.converged) and not bool(res.touches_edge)
+    assert abs(float(res.energy) - 3.9459) < 1e-4  # published to 4 decimals
+    t = bj.energy_terms(grid, res.psi, 100.0, 0.0)
+    virial = float(t["kinetic"] - t["potential"] + t["interaction"])
+    assert abs(virial) < tol(precision, 2e-4, 1e-6)
+    # μ = E + (g/2)∫|ψ|⁴ and the residual is what the result says.
+    assert abs(float(res.mu - res.energy - t["interaction"])) < tol(precision, 1e-5, 1e-10)
+    assert float(res.residual) <= bj.gpe.groundstate.default_tolerances()[0]
+
+
+def test_fast_rotation_batch_finds_vortex_lattices():
+    """g = 100: 3 and 4 vortices at Ω = 0.65, 0.71, counter-clockwise, virial holds."""
+    grid = bj.Grid(64, 16.0)
+    om = jnp.array([0.65, 0.71])
+    res = bj.ground_state(grid, 100.0, om, key=jax.random.key(2))
+    assert res.psi.shape == (2, 64, 64) and res.start_energies.shape == (2, 4)
+    assert bool(jnp.all(res.converged))
+    assert res.vortices.tolist() == [3, 4]
+    # Winner is the lowest converged start.
+    np.testing.assert_allclose(res.energy, res.start_energies.min(axis=1), rtol=1e-6)
+    assert bool(jnp.all(bj.angular_momentum(grid, res.psi) > 0))
+    t = bj.energy_terms(grid, res.psi, 100.0, om)
+    assert float(jnp.max(jnp.abs(t["kinetic"] - t["potential"] + t["interaction"]))) < 5e-4
+
+
+def test_imaginary_time_method_agrees_with_pcg():
+    grid = bj.Grid(32, 12.0)
+    kw = dict(key=jax.random.key(3), n_starts=1)
+    a = bj.ground_state(grid, 20.0, 0.3, method="pcg", **kw)
+    b = bj.ground_state(grid, 20.0, 0.3, method="imaginary_time", dt=0.02, dt_min=0.005, **kw)
+    assert bool(a.converged) and bool(b.converged)
+    assert abs(float(a.energy - b.energy)) < 2e-5
+    assert int(b.steps) > 5 * int(a.steps)  # the reason pcg is the default
+
+
+def test_small_box_is_flagged_with_needed_length():
+    grid = bj.Grid(32, 7.0)
+    res = bj.ground_state(grid, 200.0, 0.0, key=jax.random.key(0), n_starts=1)
+    assert bool(res.touches_edge)
+    assert float(res.length_needed) > 7.0
+    ok = bj.ground_state(bj.Grid(48, float(bj.box_length(200.0, 0.0))), 200.0, 0.0, key=jax.random.key(0), n_starts=1)
+    assert not bool(ok.touches_edge)
+
+
+def test_nan_never_comes_back_converged():
+    grid = bj.Grid(16, 8.0)
+    psi0 = jnp.full((16, 16), jnp.nan, jnp.complex64)
+    res = bj.ground_state(grid, 10.0, 0.2, key=jax.random.key(0), psi0=psi0)
+    assert not bool(res.converged)
+
+
+@pytest.mark.parametrize(
+    "g, omega, kwargs, match",
+    [
+        (10.0, 1.0, {}, "trap"),
+        (10.0, jnp.array([0.2, 0.99, 1.01]), {}, r"\|omega\| < 1"),
+        (-5.0, 0.2, {}, ">= 0"),
+        (10.0, 0.2, dict(n_starts=0), "n_starts"),
+        (10.0, 0.2, dict(method="newton"), "method"),
+        (np.ones((2, 2)), 0.2, {}, "1-D"),
+        (10.0, 0.2, dict(psi0=jnp.ones((8, 8))), "psi0"),
+    ],
+)
+def test_ground_state_rejects_bad_input(g, omega, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bj.ground_state(bj.Grid(16, 8.0), g, omega, key=jax.random.key(0), **kwargs)
+
+
+def test_sharded_batch_matches_unsharded():
+    """4 fake CPU devices: the batch axis is sharded and results agree."""
+    code = textwrap.dedent(
+        """
+        import jax, numpy as np, bec_jax as bj
+        assert jax.device_count() == 4
+        grid = bj.Grid(32, 12.0)
+        g = np.array([10., 20., 40., 80.]); om = np.array([0.1, 0.3, 0.5, 0.2])
+        a = bj.ground_state(grid, g, om, key=jax.random.key(0), n_starts=2, shard=True)
+        assert len(a.psi.sharding.device_set) == 4, a.psi.sharding
+        b = bj.ground_state(grid, g, om, key=jax.random.key(0), n_starts=2, shard=False)
+        np.testing.assert_allclose(a.energy, b.energy, rtol=1e-5)
+        np.testing.assert_allclose(abs(np.asarray(a.psi)), abs(np.asarray(b.psi)), atol=1e-4)
+        print("OK")
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
