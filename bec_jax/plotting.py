@@ -15,7 +15,8 @@ __all__ = ["plot_ground_states"]
 
 
 def plot_ground_states(grid: Grid, psi, g, omega, energies, path, title: str | None = None):
-    """Density (top row) and phase (bottom row) per state, vortices marked.
+    """Density (top row) and phase (bottom row, grey where |ψ|² < 1e-3 max) per
+    state, vortices marked.
 
     psi: (B, n, n) complex; g, omega, energies: (B,). Vortices (+1 white
     circles, -1 black crosses) are those inside the cloud (``vortex_mask``).
@@ -30,9 +31,14 @@ def plot_ground_states(grid: Grid, psi, g, omega, energies, path, title: str | N
         v = vortex_positions(grid, psi[b])
         ax = axes[0, b]
         ax.imshow(rho, origin="lower", extent=ext, cmap="magma")
-        ax.set_title(f"g={float(g[b]):.0f}, Ω={float(omega[b]):.2f}\nE={float(energies[b]):.4f}, {len(v)} vortices", fontsize=8)
+        nv = f"{len(v)} vortex" if len(v) == 1 else f"{len(v)} vortices"
+        ax.set_title(f"g={float(g[b]):.0f}, Ω={float(omega[b]):.2f}\nE={float(energies[b]):.4f}, {nv}", fontsize=8)
         ax2 = axes[1, b]
-        ax2.imshow(np.angle(psi[b]), origin="lower", extent=ext, cmap="twilight", vmin=-np.pi, vmax=np.pi)
+        # The phase of the near-empty region is numerical noise: grey it out.
+        ph = np.ma.masked_where(rho < 1e-3 * rho.max(), np.angle(psi[b]))
+        cmap = plt.get_cmap("twilight").copy()
+        cmap.set_bad("0.85")
+        ax2.imshow(ph, origin="lower", extent=ext, cmap=cmap, vmin=-np.pi, vmax=np.pi)
         for a in (ax, ax2):
             pos, neg = v[v[:, 2] > 0], v[v[:, 2] < 0]
             a.scatter(pos[:, 0], pos[:, 1], s=14, facecolors="none", edgecolors="cyan", linewidths=0.8)

@@ -1,0 +1,161 @@
+"""Solver throughput: state-steps/s of `bj.imaginary_time`, with same-run baselines.
+
+For every (n, batch) it times, in the same process:
+  jax      bj.imaginary_time (jit, lax.scan of split steps), complex64
+  fft      the bare four 1-D FFT passes one step needs, in JAX (lax.scan)
+  numpy    the same split-step scheme in NumPy + scipy.fft (workers=-1: all cores)
+and reports medians and the ratios jax/fft (step cost over its FFT floor) and
+numpy/jax (speed-up). It also times ground_state for g = 500, Ω = 0.85, n = 128.
+
+    python benchmarks/solver_throughput.py --out benchmarks/results/solver_throughput.json
+    python benchmarks/solver_throughput.py --quick      # a small subset
+
+Timings are medians of --repeats calls after a warm-up (compile) call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.fft as sfft
+
+import bec_jax as bj
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up / compile
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def numpy_imaginary_time(grid, psi, g, omega, dt, steps):
+    """Reference NumPy/SciPy implementation of the same scheme as bec_jax.gpe.splitstep."""
+    x, k = grid.x.astype(np.float32), grid.k.astype(np.float32)
+    a = (0.5 * k[None, :] ** 2 + omega * x[:, None] * k[None, :]).astype(np.float32)
+    b = (0.5 * k[:, None] ** 2 - omega * k[:, None] * x[None, :]).astype(np.float32)
+    ea, eb = np.exp(-dt * a).astype(np.complex64), np.exp(-dt * b).astype(np.complex64)
+    ev = np.exp(-0.5 * dt * grid.potential()).astype(np.float32)
+    area = grid.cell_area
+    for s in range(steps):
+        ew = ev * np.exp(-0.5 * dt * g * (psi.real**2 + psi.imag**2))
+        psi = ew * psi
+        if s % 2 == 0:
+            psi = sfft.ifft(ea * sfft.fft(psi, axis=-1, workers=-1), axis=-1, workers=-1)
+            psi = sfft.ifft(eb * sfft.fft(psi, axis=-2, workers=-1), axis=-2, workers=-1)
+        else:
+            psi = sfft.ifft(eb * sfft.fft(psi, axis=-2, workers=-1), axis=-2, workers=-1)
+            psi = sfft.ifft(ea * sfft.fft(psi, axis=-1, workers=-1), axis=-1, workers=-1)
+        psi = ew * psi
+        nrm = np.sum(psi.real**2 + psi.imag**2, axis=(-2, -1), keepdims=True) * area
+        psi = (psi / np.sqrt(nrm)).astype(np.complex64)
+    return psi
+
+
+def fft_passes(steps):
+    @jax.jit
+    def run(psi):
+        def body(p, _):
+            p = jnp.fft.ifft(jnp.fft.fft(p, axis=-1), axis=-1)
+            return jnp.fft.ifft(jnp.fft.fft(p, axis=-2), axis=-2), None
+
+        return jax.lax.scan(body, psi, None, length=steps)[0]
+
+    return run
+
+
+def bench_point(n: int, batch: int, steps: int, repeats: int, numpy_steps: int) -> dict:
+    grid = bj.Grid(n, 16.0)
+    g, om, dt = 100.0, 0.8, 0.01
+    X, Y = grid.mesh()
+    psi = np.broadcast_to(np.exp(-(X**2 + Y**2) / 8), (batch, n, n)).astype(np.complex64)
+    psi_j = jax.device_put(jnp.asarray(psi))
+    t_jax = median_time(lambda: bj.imaginary_time(grid, psi_j, g, om, dt=dt, steps=steps).block_until_ready(), repeats)
+    run_fft = fft_passes(steps)
+    t_fft = median_time(lambda: run_fft(psi_j).block_until_ready(), repeats)
+    t_np = median_time(lambda: numpy_imaginary_time(grid, psi, g, om, dt, numpy_steps), max(1, repeats // 2))
+    # Same scheme: the NumPy result after numpy_steps equals jax's to float32 round-off.
+    ref = numpy_imaginary_time(grid, psi[:1], g, om, dt, 4)
+    err = float(np.max(np.abs(ref - np.asarray(bj.imaginary_time(grid, psi_j[:1], g, om, dt=dt, steps=4)))))
+    row = dict(
+        n=n, batch=batch,
+        jax_step_ms=1e3 * t_jax / steps,
+        fft_step_ms=1e3 * t_fft / steps,
+        numpy_step_ms=1e3 * t_np / numpy_steps,
+        jax_state_steps_per_s=batch * steps / t_jax,
+        numpy_state_steps_per_s=batch * numpy_steps / t_np,
+        max_abs_diff_vs_numpy=err,
+    )
+    row["jax_over_fft"] = row["jax_step_ms"] / row["fft_step_ms"]
+    row["speedup_vs_numpy"] = row["numpy_step_ms"] / row["jax_step_ms"]
+    return row
+
+
+def time_to_ground_state(n=128, g=500.0, omega=0.85) -> dict:
+    grid = bj.Grid(n, float(bj.box_length(g, omega)))
+    out = {}
+    for method in ("pcg",):
+        f = lambda: bj.ground_state(grid, g, omega, key=jax.random.key(0), method=method)
+        t0 = time.perf_counter()
+        res = jax.block_until_ready(f())
+        t_first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res = jax.block_until_ready(f())
+        t = time.perf_counter() - t0
+        out[method] = dict(
+            n=n, g=g, omega=omega, length=grid.length, wall_s=t, wall_s_with_compile=t_first,
+            energy=float(res.energy), residual=float(res.residual), converged=bool(res.converged),
+            vortices=int(res.vortices), steps=int(res.steps), n_starts=int(res.start_energies.shape[-1]),
+            start_energies=np.asarray(res.start_energies).tolist(),
+        )
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/results/solver_throughput.json")
+    p.add_argument("--sizes", default="64,128,200,256")
+    p.add_argument("--batches", default="1,16,64")
+    p.add_argument("--steps", type=int, default=20, help="steps per timed call")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="n=64,200 and batch 1,16 only; no ground-state timing")
+    p.add_argument("--no-ground-state", action="store_true")
+    args = p.parse_args()
+    sizes = [64, 200] if args.quick else [int(s) for s in args.sizes.split(",")]
+    batches = [1, 16] if args.quick else [int(b) for b in args.batches.split(",")]
+    rows = []
+    for n in sizes:
+        for b in batches:
+            row = bench_point(n, b, args.steps, args.repeats, numpy_steps=max(2, args.steps // 4))
+            rows.append(row)
+            print(f"n={n:4d} B={b:3d}  jax {row['jax_step_ms']:8.3f} ms/step  fft {row['fft_step_ms']:8.3f}  "
+                  f"numpy {row['numpy_step_ms']:8.3f}  jax/fft {row['jax_over_fft']:.2f}  "
+                  f"speed-up vs numpy {row['speedup_vs_numpy']:.2f}x  "
+                  f"{row['jax_state_steps_per_s']:,.0f} state-steps/s", flush=True)
+    result = dict(
+        benchmark="solver_throughput",
+        device=str(jax.devices()[0].device_kind), backend=jax.default_backend(),
+        cpu_count=os.cpu_count(), jax_version=jax.__version__, python=platform.python_version(),
+        steps_per_call=args.steps, repeats=args.repeats, dtype="complex64", rows=rows,
+    )
+    if not (args.quick or args.no_ground_state):
+        result["time_to_ground_state"] = time_to_ground_state()
+        print("time to ground state:", json.dumps(result["time_to_ground_state"], indent=1), flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
