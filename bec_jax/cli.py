@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
 from pathlib import Path
 
 
+COMMAND_MODULES = ["bec_jax.data.commands"]
+
+
 class UsageError(Exception):
     """Bad user input detected before any work starts (exit code 2)."""
 
 
-def _floats(text: str) -> list[float]:
+def floats(text: str) -> list[float]:
     try:
         return [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _out_dir(path: str) -> Path:
+def out_dir(path: str) -> Path:
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -45,7 +49,7 @@ def cmd_demo(args) -> int:
     if gs.shape != omegas.shape:
         raise UsageError(f"--g has {len(args.g)} values and --omega {len(args.omega)}: give one g or one per omega")
     bj.gpe.splitstep.check_parameters(gs, omegas)
-    out = _out_dir(args.out)
+    out = out_dir(args.out)
     length = args.length or float(np.max(bj.box_length(gs, omegas)))
     grid = bj.Grid(args.n, length)
     print(f"bec-jax demo: {len(gs)} ground states on a {grid.n}x{grid.n} grid, L={grid.length:.2f}, "
@@ -81,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="compute a few rotating ground states; write a PNG and a JSON summary")
     d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    d.add_argument("--g", type=_floats, default=[100.0], help="interaction g >= 0, one or one per omega")
-    d.add_argument("--omega", type=_floats, default=[0.0, 0.5, 0.65, 0.8],
+    d.add_argument("--g", type=floats, default=[100.0], help="interaction g >= 0, one or one per omega")
+    d.add_argument("--omega", type=floats, default=[0.0, 0.5, 0.65, 0.8],
                    help="rotation rates |Ω| < 1, comma-separated")
     d.add_argument("--n", type=int, default=96, help="grid points per side (even, >= 16)")
     d.add_argument("--length", type=float, default=None, help="box side (default: box_length rule)")
@@ -90,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-steps", type=int, default=20_000, help="imaginary-time steps cap per start")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
+    # Each concern registers its own subcommands: module.register(subparsers).
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return p
 
 

@@ -322,7 +322,9 @@ def ground_state(
       grid: the ``Grid`` (choose ``length`` ≥ ``box_length(g, omega)``).
       g: interaction strength(s) ≥ 0, scalar or 1-D (B,).
       omega: rotation rate(s), |Ω| < 1, scalar or 1-D, broadcast with g.
-      key: ``jax.random`` key for the initial guesses (keyword-only).
+      key: ``jax.random`` key for the initial guesses (keyword-only); or a
+        batch of typed keys (B,) (``jax.random.key`` arrays), one per state, so
+        that a state's result does not depend on the batch it was solved in.
       psi0: optional initial states (B, n, n) (or (n, n)); then one start each.
       n_starts: guesses per state (default 4; 1 when psi0 is given).
       method, dt, dt_min, check_every, max_steps, warmup_steps, max_iter,
@@ -366,7 +368,10 @@ def ground_state(
             raise ValueError(f"psi0 must have shape ({batch}, {grid.n}, {grid.n}), got {psi0.shape}")
         if settings.n_starts != 1:
             raise ValueError(f"with psi0 given, n_starts must be 1, got {settings.n_starts}")
-    keys = jax.random.split(key, (batch, settings.n_starts))
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == (batch,):
+        keys = jax.vmap(lambda k: jax.random.split(k, settings.n_starts))(key)
+    else:
+        keys = jax.random.split(key, (batch, settings.n_starts))
     rdt = real_dtype()
     args = [jnp.asarray(g_arr, rdt), jnp.asarray(om_arr, rdt), keys]
     sharding = _batch_sharding(batch) if shard else None

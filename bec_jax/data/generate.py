@@ -1,0 +1,219 @@
+"""Resumable, batched generation of ground-state datasets.
+
+Samples: ``n_groups`` (g, Ω) groups drawn uniformly from the configured box,
+``states_per_group`` samples per group, each solved from its own seeded
+initial guesses (so samples of a group differ, e.g. by the orientation of the
+vortex lattice). Sample i has seed ``seed * 2**32 + i`` (its key is
+``fold_in(key(seed), i)``), so its result does not depend on batching or on
+resuming.
+
+Crash safety: each batch is written to ``<out>.partial/batch_XXXXXX.h5`` under
+a temporary name and renamed when complete; a rerun skips the complete batches
+and redoes the rest, so interrupting (Ctrl-C, SIGKILL) loses at most the batch
+in flight and never leaves half-written samples. When all batches exist they
+are merged into ``<out>`` (again via a temporary name) and the partial folder
+is removed. The config is stored with the batches: a rerun with a different
+config is refused rather than mixed in.
+
+Box length rule: one box for the whole dataset,
+L = ``box_length(g_max, Ω_max)`` = 2 (R_TF(g_max, Ω_max) + 3.5), the largest
+cloud of the sampling box plus 3.5 trap units of margin; every state's edge
+density is checked (``touches_edge``) and such states are not stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import bec_jax
+from bec_jax.data.storage import FIELDS, atomic_write_h5, read_h5, write_h5
+from bec_jax.gpe.groundstate import box_length, ground_state
+from bec_jax.gpe.grid import Grid
+from bec_jax.gpe.splitstep import check_parameters
+
+__all__ = ["GenerateConfig", "PRESETS", "sample_parameters", "generate", "DatasetConflict"]
+
+
+class DatasetConflict(ValueError):
+    """An existing dataset or partial run was made with a different config."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateConfig:
+    """Everything that determines a dataset (stored in the file as JSON).
+
+    n: grid points per side. n_groups: (g, Ω) groups. states_per_group:
+    samples per group. g_range, omega_range: uniform sampling box.
+    length: box side (None: the box_length rule of the module doc).
+    batch_size: states per compiled batch (the unit of resumption).
+    n_starts, max_iter, method: ground-state solver settings.
+    seed: base seed. keep_unconverged: also store states that did not
+    converge or touch the box edge (flags are stored either way).
+    """
+
+    n: int = 64
+    n_groups: int = 60
+    states_per_group: int = 4
+    g_range: tuple[float, float] = (50.0, 500.0)
+    omega_range: tuple[float, float] = (0.45, 0.85)
+    length: float | None = None
+    batch_size: int = 32
+    n_starts: int = 4
+    max_iter: int = 2000
+    method: str = "pcg"
+    seed: int = 0
+    keep_unconverged: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "g_range", tuple(float(v) for v in self.g_range))
+        object.__setattr__(self, "omega_range", tuple(float(v) for v in self.omega_range))
+        (g0, g1), (o0, o1) = self.g_range, self.omega_range
+        if not (len(self.g_range) == 2 and 0 <= g0 <= g1):
+            raise ValueError(f"g_range must be (lo, hi) with 0 <= lo <= hi, got {self.g_range}")
+        if not (len(self.omega_range) == 2 and o0 <= o1):
+            raise ValueError(f"omega_range must be (lo, hi) with lo <= hi, got {self.omega_range}")
+        check_parameters(np.array([g0, g1]), np.array([o0, o1]))
+        for name in ("n_groups", "states_per_group", "batch_size", "n_starts", "max_iter"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        Grid(self.n, self.resolved_length)  # validates n and length
+
+    @property
+    def resolved_length(self) -> float:
+        if self.length is not None:
+            return float(self.length)
+        om = max(abs(self.omega_range[0]), abs(self.omega_range[1]))
+        return float(np.round(box_length(self.g_range[1], om), 3))
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.n, self.resolved_length)
+
+    @property
+    def n_samples(self) -> int:
+        return self.n_groups * self.states_per_group
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["length"] = self.resolved_length
+        return json.dumps(d, sort_keys=True)
+
+
+PRESETS = {
+    # CPU, a few minutes: 64², moderate (g, Ω) so that 64 points resolve the cores.
+    "quick": GenerateConfig(n=64, n_groups=60, states_per_group=4, g_range=(50.0, 250.0),
+                            omega_range=(0.45, 0.75), batch_size=48, n_starts=2),
+    # The reference sizes (n = 200, 420 groups x 4 = 1,680 states); meant for a GPU.
+    "paper": GenerateConfig(n=200, n_groups=420, states_per_group=4, batch_size=240, n_starts=4),
+}
+
+
+def sample_parameters(config: GenerateConfig):
+    """(g, omega, group, seed) per sample, each (N,), deterministic in config.seed."""
+    rng = np.random.default_rng(config.seed)
+    g_grp = rng.uniform(*config.g_range, config.n_groups)
+    om_grp = rng.uniform(*config.omega_range, config.n_groups)
+    group = np.repeat(np.arange(config.n_groups), config.states_per_group)
+    sample = np.arange(config.n_samples, dtype=np.int64)
+    return g_grp[group], om_grp[group], group, config.seed * 2**32 + sample
+
+
+def _solve_batch(config: GenerateConfig, g, omega, sample_ids):
+    grid = config.grid
+    base = jax.random.key(config.seed)
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(sample_ids, jnp.uint32))
+    res = ground_state(grid, g, omega, key=keys, n_starts=config.n_starts, max_iter=config.max_iter,
+                       method=config.method)
+    return jax.device_get(res)
+
+
+def _solver_attrs(config: GenerateConfig) -> str:
+    return json.dumps(dict(method=config.method, n_starts=config.n_starts, max_iter=config.max_iter,
+                           tolerances=bec_jax.gpe.groundstate.default_tolerances()))
+
+
+def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches: int | None = None) -> dict:
+    """Generate (or resume) the dataset ``out`` (.h5). Returns a summary dict.
+
+    max_batches: stop after computing this many new batches (for tests and
+    time-boxed runs; rerun to continue).
+    Raises DatasetConflict if ``out`` or its partial folder holds another config.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    cfg_json = config.to_json()
+    if out.exists():
+        _, attrs = read_h5(out, fields=[], psi=False)
+        if attrs.get("config") != cfg_json:
+            raise DatasetConflict(f"{out} exists with a different config; choose another --out or delete it")
+        return dict(status="complete", path=str(out), **json.loads(attrs.get("summary", "{}")))
+    part = out.with_name(out.name + ".partial")
+    part.mkdir(parents=True, exist_ok=True)
+    cfg_file = part / "config.json"
+    if cfg_file.exists():
+        if cfg_file.read_text() != cfg_json:
+            raise DatasetConflict(f"{part} holds an unfinished run with a different config; "
+                                  "rerun with the same settings to resume, or delete it")
+    else:
+        cfg_file.write_text(cfg_json)
+
+    g, omega, group, seeds = sample_parameters(config)
+    N, B = config.n_samples, config.batch_size
+    n_batches = -(-N // B)
+    done = {b for b in range(n_batches) if (part / f"batch_{b:06d}.h5").exists()}
+    bar = tqdm(total=N, initial=sum(min(B, N - b * B) for b in done), unit="state", desc="generate",
+               disable=not progress, dynamic_ncols=True)
+    computed, t0 = 0, time.perf_counter()
+    for b in range(n_batches):
+        if b in done:
+            continue
+        if max_batches is not None and computed >= max_batches:
+            break
+        lo, hi = b * B, min(N, (b + 1) * B)
+        pad = B - (hi - lo)  # pad the last batch: one compiled shape for all batches
+        sel = np.concatenate([np.arange(lo, hi), np.full(pad, hi - 1)])
+        res = _solve_batch(config, g[sel], omega[sel], sel)
+        arrays = dict(psi=np.asarray(res.psi), g=g[sel], omega=omega[sel], energy=res.energy, mu=res.mu,
+                      residual=res.residual, vortices=res.vortices, steps=res.steps, group=group[sel], seed=seeds[sel],
+                      converged=res.converged, touches_edge=res.touches_edge)
+        arrays = {k: np.asarray(v)[: hi - lo] for k, v in arrays.items()}
+        atomic_write_h5(part / f"batch_{b:06d}.h5", arrays, dict(batch=b))
+        computed += 1
+        bar.update(hi - lo)
+    bar.close()
+    missing = [b for b in range(n_batches) if not (part / f"batch_{b:06d}.h5").exists()]
+    if missing:
+        return dict(status="partial", path=str(part), batches_done=n_batches - len(missing), batches=n_batches)
+    return _merge(config, part, out, time.perf_counter() - t0, computed)
+
+
+def _merge(config: GenerateConfig, part: Path, out: Path, seconds: float, computed: int) -> dict:
+    batches = sorted(part.glob("batch_*.h5"))
+    chunks = [read_h5(p)[0] for p in batches]
+    arrays = {k: np.concatenate([c[k] for c in chunks]) for k in ["psi", *FIELDS]}
+    ok = arrays["converged"] & ~arrays["touches_edge"]
+    keep = np.ones_like(ok) if config.keep_unconverged else ok
+    n_failed = int((~ok).sum())
+    summary = dict(n_samples=int(keep.sum()), n_failed=n_failed, n_not_converged=int((~arrays["converged"]).sum()),
+                   n_touch_edge=int(arrays["touches_edge"].sum()), seconds_this_run=seconds, batches_this_run=computed)
+    arrays = {k: v[keep] for k, v in arrays.items()}
+    attrs = dict(grid_n=config.n, grid_length=config.resolved_length, config=config.to_json(),
+                 solver=_solver_attrs(config), bec_jax_version=bec_jax.__version__, backend=jax.default_backend(),
+                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 n_failed=n_failed, summary=json.dumps(summary))
+    tmp = out.with_name(out.name + ".tmp")
+    write_h5(tmp, arrays, attrs)
+    tmp.replace(out)
+    shutil.rmtree(part)
+    return dict(status="complete", path=str(out), **summary)
+

@@ -1,0 +1,69 @@
+"""Device batches for training: shuffled per epoch, optional 90° rotations."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bec_jax.data.targets import TargetConfig, make_example, rotate90
+from bec_jax.gpe.grid import Grid
+
+__all__ = ["BatchLoader"]
+
+
+@partial(jax.jit, static_argnames=("grid", "config"))
+def _examples(grid: Grid, psi, k, config: TargetConfig):
+    psi = jax.vmap(rotate90)(psi, k)
+    x, y, m = make_example(grid, psi, config)
+    return dict(x=x.astype(jnp.float32), y=y.astype(jnp.float32), mask=m)
+
+
+class BatchLoader:
+    """Iterates {"x": (B,n,n,1), "y": (B,n,n,2), "mask": (B,n,n)} device batches.
+
+    Inputs/targets are computed on device from ψ by ``targets.make_example``
+    (so augmentation rotates the vector field correctly, see ``rotate90``).
+
+    Args:
+      grid: the dataset's Grid.
+      psi: complex (N, n, n) states of this split (numpy or h5py dataset;
+        read once into host memory).
+      batch_size: samples per batch (> 0).
+      config: TargetConfig.
+      shuffle: new permutation every epoch (deterministic in (seed, epoch)).
+      augment: random k·90° rotation per sample and epoch.
+      drop_last: drop the final partial batch (keeps one compiled shape).
+      seed: base seed.
+    """
+
+    def __init__(self, grid: Grid, psi, batch_size: int, config: TargetConfig = TargetConfig(), *,
+                 shuffle: bool = True, augment: bool = False, drop_last: bool = False, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.grid, self.config = grid, config
+        self.psi = np.asarray(psi)  # h5py datasets are read once here
+        if self.psi.ndim != 3 or self.psi.shape[1:] != (grid.n, grid.n):
+            raise ValueError(f"psi must have shape (N, {grid.n}, {grid.n}), got {self.psi.shape}")
+        self.batch_size, self.shuffle, self.augment, self.drop_last, self.seed = (
+            batch_size, shuffle, augment, drop_last, seed)
+
+    def __len__(self) -> int:
+        n = len(self.psi)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int = 0) -> Iterator[dict]:
+        """Batches of one epoch; the order depends only on (seed, epoch)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        n = len(self.psi)
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        ks = rng.integers(0, 4, n) if self.augment else np.zeros(n, np.int64)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield _examples(self.grid, jnp.asarray(self.psi[idx]),
+                            jnp.asarray(ks[idx]), self.config)
+
+    __iter__ = epoch

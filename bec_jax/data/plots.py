@@ -1,0 +1,51 @@
+"""Dataset figure (reference paper Fig. 2 style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from bec_jax.data.storage import load_grid
+from bec_jax.data.targets import TargetConfig, make_example
+from bec_jax.plotting import plt
+
+
+def plot_samples(path, out, n_samples: int = 3, seed: int = 0, target: str = "phase_diff"):
+    """Density, x- and y-phase-gradient targets and the mask for a few samples.
+
+    Masked (invalid) pixels are shown grey in the gradient panels.
+    """
+    with h5py.File(path, "r") as f:
+        attrs = dict(f.attrs)
+        N = f["psi"].shape[0]
+        if N == 0:
+            raise ValueError(f"{path} holds no samples")
+        idx = np.sort(np.random.default_rng(seed).choice(N, min(n_samples, N), replace=False))
+        psi = f["psi"][idx]
+        g, om, nv = f["g"][idx], f["omega"][idx], f["vortices"][idx]
+    grid = load_grid(attrs)
+    x, y, m = (np.asarray(a) for a in make_example(grid, psi, TargetConfig(target=target)))
+    ext = [grid.x[0], grid.x[-1] + grid.dx] * 2
+    fig, axes = plt.subplots(len(idx), 4, figsize=(12, 3 * len(idx)), squeeze=False, constrained_layout=True)
+    unit = "rad/pixel" if target == "phase_diff" else "1/a⊥"
+    # Robust colour limit: vortex-core pixels (±π) would otherwise hide the flow.
+    lim = float(np.percentile(np.abs(y[m]), 98)) if m.any() else 1.0
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_bad("0.8")
+    for r in range(len(idx)):
+        rho = np.exp(x[r, ..., 0])
+        axes[r, 0].imshow(rho, origin="lower", extent=ext, cmap="magma")
+        axes[r, 0].set_title(f"density  g={g[r]:.0f} Ω={om[r]:.2f} ({nv[r]} vortices)", fontsize=9)
+        for c, name in ((0, "x"), (1, "y")):
+            im = axes[r, 1 + c].imshow(np.ma.masked_where(~m[r], y[r, ..., c]), origin="lower", extent=ext,
+                                      cmap=cmap, vmin=-lim, vmax=lim)
+            axes[r, 1 + c].set_title(f"{name}-phase gradient [{unit}]", fontsize=9)
+            fig.colorbar(im, ax=axes[r, 1 + c], shrink=0.8)
+        axes[r, 3].imshow(m[r], origin="lower", extent=ext, cmap="gray")
+        axes[r, 3].set_title("mask (white = valid)", fontsize=9)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
