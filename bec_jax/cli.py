@@ -13,7 +13,7 @@ from pathlib import Path
 COMMAND_MODULES = ["bec_jax.data.commands"]
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """Bad user input detected before any work starts (exit code 2)."""
 
 

@@ -36,8 +36,7 @@ def plot_ground_states(grid: Grid, psi, g, omega, energies, path, title: str | N
         ax2 = axes[1, b]
         # The phase of the near-empty region is numerical noise: grey it out.
         ph = np.ma.masked_where(rho < 1e-3 * rho.max(), np.angle(psi[b]))
-        cmap = plt.get_cmap("twilight").copy()
-        cmap.set_bad("0.85")
+        cmap = plt.get_cmap("twilight").with_extremes(bad="0.85")
         ax2.imshow(ph, origin="lower", extent=ext, cmap=cmap, vmin=-np.pi, vmax=np.pi)
         for a in (ax, ax2):
             pos, neg = v[v[:, 2] > 0], v[v[:, 2] < 0]

@@ -32,8 +32,7 @@ def plot_samples(path, out, n_samples: int = 3, seed: int = 0, target: str = "ph
     unit = "rad/pixel" if target == "phase_diff" else "1/a⊥"
     # Robust colour limit: vortex-core pixels (±π) would otherwise hide the flow.
     lim = float(np.percentile(np.abs(y[m]), 98)) if m.any() else 1.0
-    cmap = plt.get_cmap("RdBu_r").copy()
-    cmap.set_bad("0.8")
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.8")
     for r in range(len(idx)):
         rho = np.exp(x[r, ..., 0])
         axes[r, 0].imshow(rho, origin="lower", extent=ext, cmap="magma")

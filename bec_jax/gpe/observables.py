@@ -36,7 +36,9 @@ def phase_gradient(grid: Grid, psi, eps: float = 1e-12):
     (along rows), in inverse trap units. ``eps`` regularises the vortex cores
     and the empty region where |ψ|² → 0.
     """
-    k = jnp.asarray(grid.k)
+    # First derivative: the Nyquist mode gets wavenumber 0 (its sign is
+    # ambiguous), which keeps ∇θ exactly covariant under 90° rotations.
+    k = jnp.asarray(grid.k).at[grid.n // 2].set(0.0)
     dx = jnp.fft.ifft(1j * k * jnp.fft.fft(psi, axis=-1), axis=-1)
     dy = jnp.fft.ifft(1j * k[:, None] * jnp.fft.fft(psi, axis=-2), axis=-2)
     rho = density(psi)

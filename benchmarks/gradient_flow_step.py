@@ -1,0 +1,129 @@
+"""Control-task training step throughput (network + 50 CN steps + loss + Adam), steps/s.
+
+Times, in one process, the training step of the gradient-flow control task
+(``bec_jax.quantum.gradient_flow.make_control_train_step``: 40->64->64->50 MLP,
+u(t) -> V = u(t) x, 50 Crank–Nicolson steps on 20 points, quantum loss with the
+modified gradient, Adam; batch 10) in three variants:
+
+  jit             jax.jit of the whole step (one compiled graph)        <- bec_jax
+  jit_checkpoint  the same with jax.checkpoint'ed simulator segments (recompute in backward)
+  no_jit          the same step called without the outer jax.jit: network, grad
+                  bookkeeping and Adam run op by op (the library's inner simulator
+                  and loss calls stay individually compiled), i.e. what a user gets
+                  without compiling the step as a whole
+
+and reports steps/s (median over --repeats timed blocks of --block steps, after a
+warm-up block that includes compilation) and the ratios jit/no_jit and
+jit/jit_checkpoint.
+
+    python benchmarks/gradient_flow_step.py --out benchmarks/results/gradient_flow_step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from bec_jax.quantum.gradient_flow import ControlConfig, make_control_data, make_control_train_step
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def time_steps(step, state, batches, block: int, repeats: int) -> tuple[float, list[float]]:
+    """Median steps/s over `repeats` blocks of `block` chained steps (after one warm-up block)."""
+
+    def run_block(state):
+        params, opt = state
+        for i in range(block):
+            params, opt, loss = step(params, opt, batches[i % len(batches)])
+        jax.block_until_ready((params, opt, loss))
+        return params, opt
+
+    state = run_block(state)  # warm-up: compilation and first dispatch
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state = run_block(state)
+        rates.append(block / (time.perf_counter() - t0))
+    return float(np.median(rates)), rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=None, help="write JSON here (also printed)")
+    p.add_argument("--method", choices=("S", "L2", "M"), default="M")
+    p.add_argument("--repeats", type=_positive_int, default=7)
+    p.add_argument("--block", type=_positive_int, default=100,
+                   help="steps per timed block for the jitted variants (default: 100)")
+    p.add_argument("--no-jit-block", type=_positive_int, default=5,
+                   help="steps per timed block for the no_jit variant (default: 5)")
+    p.add_argument("--quick", action="store_true", help="3 repeats, smaller blocks")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.block, args.no_jit_block = 3, 20, 2
+
+    cfg = ControlConfig()
+    cfg_ck = ControlConfig(checkpoint=True)
+    psi0, target = make_control_data(cfg)
+    batches = [psi0[i : i + cfg.batch_size] for i in range(0, cfg.n_initial, cfg.batch_size)]
+
+    results = {}
+    for name, config, jit, block in (
+        ("jit", cfg, True, args.block),
+        ("jit_checkpoint", cfg_ck, True, args.block),
+        ("no_jit", cfg, False, args.no_jit_block),
+    ):
+        init, step = make_control_train_step(config, args.method, target)
+        state = init(jax.random.PRNGKey(0))
+        fn = jax.jit(step) if jit else step
+        median, rates = time_steps(fn, state, batches, block, args.repeats)
+        results[name] = {"steps_per_s": median, "all_steps_per_s": rates, "block": block}
+        print(f"{name:15s} {median:10.1f} steps/s", flush=True)
+
+    report = {
+        "benchmark": "gradient_flow_step",
+        "what": "one Adam step of the control task: MLP -> u(t) -> 50 CN steps (20 points) "
+                "-> quantum loss (custom_vjp) -> grad -> Adam, batch 10",
+        "method": args.method,
+        "config": {"grid_n": cfg.grid.n, "sim_steps": cfg.sim_steps, "batch_size": cfg.batch_size,
+                   "hidden": cfg.hidden, "dt": cfg.dt},
+        "repeats": args.repeats,
+        "results": results,
+        "ratios": {
+            "jit_over_no_jit": results["jit"]["steps_per_s"] / results["no_jit"]["steps_per_s"],
+            "jit_over_jit_checkpoint": results["jit"]["steps_per_s"]
+            / results["jit_checkpoint"]["steps_per_s"],
+        },
+        "device": str(jax.devices()[0]),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "argv": sys.argv[1:] if argv is None else argv,
+    }
+    print(f"ratio jit/no_jit = {report['ratios']['jit_over_no_jit']:.1f}, "
+          f"jit/jit_checkpoint = {report['ratios']['jit_over_jit_checkpoint']:.2f}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Dataset generation: contents, determinism, conflicts, resume after SIGKILL."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+import bec_jax.data as bd
+
+TINY = bd.GenerateConfig(n=16, n_groups=4, states_per_group=2, g_range=(20.0, 60.0), omega_range=(0.2, 0.5),
+                         batch_size=2, n_starts=1, max_iter=300, keep_unconverged=True)
+CLI = [sys.executable, "-m", "bec_jax.cli", "generate", "--no-progress", "--n", "16", "--n-groups", "4",
+       "--states-per-group", "2", "--g-range", "20,60", "--omega-range", "0.2,0.5", "--batch-size", "2",
+       "--n-starts", "1", "--max-iter", "300", "--keep-unconverged"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gen") / "tiny.h5"
+    summary = bd.generate(TINY, path, progress=False)
+    return path, summary
+
+
+def test_dataset_contents_and_attributes(tiny):
+    path, summary = tiny
+    assert summary["status"] == "complete" and summary["n_samples"] == 8
+    arrays, attrs = bd.read_h5(path)
+    assert arrays["psi"].shape == (8, 16, 16) and arrays["psi"].dtype == np.complex64
+    np.testing.assert_array_equal(arrays["group"], np.repeat(np.arange(4), 2))
+    assert len(set(arrays["seed"])) == 8
+    g, om = arrays["g"], arrays["omega"]
+    assert np.all((20 <= g) & (g <= 60)) and np.all((0.2 <= om) & (om <= 0.5))
+    assert np.all(g[::2] == g[1::2])  # one (g, Ω) per group
+    np.testing.assert_allclose(np.sum(np.abs(arrays["psi"]) ** 2, (1, 2)) * (attrs["grid_length"] / 16) ** 2, 1,
+                               rtol=1e-5)
+    assert json.loads(attrs["config"])["n"] == 16 and attrs["bec_jax_version"] and attrs["created"]
+    assert bd.load_grid(attrs).n == 16
+    with h5py.File(path) as f:  # chunked + compressed, readable with plain h5py
+        assert f["psi"].chunks == (1, 16, 16) and f["psi"].compression == "gzip"
+
+
+def test_same_config_same_data_and_conflict_is_refused(tiny, tmp_path):
+    path, _ = tiny
+    again = tmp_path / "again.h5"
+    bd.generate(TINY, again, progress=False)
+    a, b = bd.read_h5(path)[0], bd.read_h5(again)[0]
+    np.testing.assert_array_equal(a["psi"], b["psi"])
+    # Rerun on a finished file with the same config: a no-op; another config: refused.
+    assert bd.generate(TINY, path, progress=False)["status"] == "complete"
+    with pytest.raises(bd.DatasetConflict, match="different config"):
+        bd.generate(dataclasses.replace(TINY, seed=1), path, progress=False)
+
+
+def test_only_converged_states_are_kept_by_default(tmp_path):
+    cfg = dataclasses.replace(TINY, keep_unconverged=False, max_iter=1, n_groups=1, batch_size=2)
+    s = bd.generate(cfg, tmp_path / "x.h5", progress=False)
+    assert s["n_samples"] + s["n_failed"] == 2 and s["n_failed"] == 2  # one CG iteration converges nothing
+    assert bd.read_h5(tmp_path / "x.h5")[0]["psi"].shape == (0, 16, 16)
+
+
+def test_sigkill_mid_generation_then_resume_gives_identical_data(tiny, tmp_path):
+    out = tmp_path / "killed.h5"
+    part = tmp_path / "killed.h5.partial"
+    proc = subprocess.Popen(CLI + ["--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (part.exists() and list(part.glob("batch_*.h5"))):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = sorted(p.name for p in part.glob("batch_*.h5"))
+    assert 1 <= len(done_before) < 4 and not out.exists(), done_before
+    # A conflicting config does not touch the partial run.
+    bad = subprocess.run(CLI + ["--out", str(out), "--seed", "5"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "different config" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    ok = subprocess.run(CLI + ["--out", str(out)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert not part.exists()
+    a, b = bd.read_h5(tiny[0])[0], bd.read_h5(out)[0]
+    for k in ("psi", "g", "omega", "seed", "group", "energy"):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_bad_config_is_a_value_error():
+    with pytest.raises(ValueError, match="omega"):
+        bd.GenerateConfig(omega_range=(0.5, 1.0))
+    with pytest.raises(ValueError, match="n_groups"):
+        bd.GenerateConfig(n_groups=0)
+    with pytest.raises(ValueError, match="even"):
+        bd.GenerateConfig(n=33)

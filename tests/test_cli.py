@@ -1,0 +1,48 @@
+"""The `bec-jax` command line: demo output and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bec_jax.cli import main
+
+BEC = [sys.executable, "-m", "bec_jax.cli"]
+
+
+def test_demo_writes_png_and_json(tmp_path):
+    rc = main(["demo", "--out", str(tmp_path), "--n", "32", "--omega", "0.0,0.5", "--g", "50", "--starts", "1"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "ground_states.json").read_text())
+    assert [s["omega"] for s in summary["states"]] == [0.0, 0.5]
+    assert all(s["converged"] for s in summary["states"])
+    png = (tmp_path / "ground_states.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["demo", "--omega", "1.2"], "|omega| < 1"),
+        (["demo", "--g", "-3"], "g must be"),
+        (["demo", "--n", "31"], "even"),
+        (["demo", "--g", "1,2,3", "--omega", "0.1,0.2"], "one g or one per omega"),
+        (["demo", "--out", "/proc/forbidden"], "cannot write"),
+        (["generate", "--preset", "huge"], "unknown preset"),
+        (["generate", "--out", "x.txt"], ".h5"),
+        (["show-data", "--data", "/nonexistent.h5"], "no dataset"),
+    ],
+)
+def test_bad_input_one_line_exit_2(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_entry_point_exit_code_and_argparse_errors(tmp_path):
+    out = subprocess.run(BEC + ["demo", "--omega", "abc"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and "comma-separated numbers" in out.stderr
+    out = subprocess.run(BEC + ["demo", "--omega", "1.5"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "|omega| < 1" in out.stderr
