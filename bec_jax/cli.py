@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 
-COMMAND_MODULES = ["bec_jax.data.commands"]
+COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands"]
 
 
 class UsageError(ValueError):

@@ -214,6 +214,8 @@ def fidelity_loss(
         returns, per sample, grad(L) / max(sqrt(1 - L), eps) for every input,
         i.e. the modified gradient G_M of Schnell & Thuerey (2023), in JAX's
         complex convention (that of ``jax.grad`` of the standard loss).
+        sqrt(1 - L) is evaluated as |<psi_pred, psi_true>| (no cancellation).
+        Reverse mode only (grad/vjp); forward mode (jvp, jacfwd) is undefined.
       measure: optional positive quadrature weights broadcastable to the state
         shape; None means a uniform grid (a constant spacing cancels).
       state_ndim: number of trailing axes forming one state (1 for 1-D grids,

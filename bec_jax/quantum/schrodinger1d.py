@@ -75,15 +75,20 @@ class Grid1D:
         return self.length / (self.n + 1)
 
     def x(self, dtype=None) -> jax.Array:
-        """Interior node positions, shape (n,), default float dtype."""
-        j = jnp.arange(1, self.n + 1, dtype=dtype or jnp.result_type(float))
-        return self.x0 + j * self.dx
+        """Interior node positions x0 + j dx, j = 1..n, shape (n,), default float dtype."""
+        # numpy constant: no per-op compilation when called eagerly
+        x = self.x0 + np.arange(1, self.n + 1) * self.dx
+        return jnp.asarray(x, dtype=dtype or jnp.result_type(float))
 
 
 def _check_dt(dt) -> None:
-    if isinstance(dt, (int, float, np.floating, np.integer)) and not (
-        math.isfinite(float(dt)) and float(dt) > 0
-    ):
+    """Reject dt <= 0 / non-finite when dt is concrete (a traced dt cannot be checked)."""
+    if isinstance(dt, jax.core.Tracer):
+        return
+    arr = np.asarray(dt)
+    if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"dt must be a real scalar > 0, got {dt!r}")
+    if not (math.isfinite(float(arr.real)) and float(arr.real) > 0 and arr.imag == 0):
         raise ValueError(f"dt must be finite and > 0, got {dt!r}")
 
 
@@ -96,6 +101,7 @@ def _check_state(grid: Grid1D, psi, name: str = "psi") -> None:
         raise ValueError(f"{name} must have shape (..., {grid.n}) for grid.n={grid.n}, got {psi.shape}")
 
 
+@partial(jax.jit, static_argnums=0)
 def norm(grid: Grid1D, psi) -> jax.Array:
     """Discrete L2 norm sqrt(sum |psi_j|^2 dx), shape psi.shape[:-1], real."""
     return jnp.sqrt(jnp.sum(jnp.abs(psi) ** 2, axis=-1) * grid.dx)
@@ -106,8 +112,10 @@ def box_eigenvalue(grid: Grid1D, k) -> jax.Array:
 
     lambda_k = (4/dx^2) sin^2(k pi / (2(n+1)))  ->  (k pi / length)^2 as n -> inf.
     """
-    k = jnp.asarray(k)
-    return (4.0 / grid.dx**2) * jnp.sin(k * jnp.pi / (2 * (grid.n + 1))) ** 2
+    if isinstance(k, jax.core.Tracer):
+        return (4.0 / grid.dx**2) * jnp.sin(k * jnp.pi / (2 * (grid.n + 1))) ** 2
+    lam = (4.0 / grid.dx**2) * np.sin(np.asarray(k) * np.pi / (2 * (grid.n + 1))) ** 2
+    return jnp.asarray(lam, dtype=jnp.result_type(float))
 
 
 def box_eigenstate(grid: Grid1D, k: int, dtype=jnp.complex64) -> jax.Array:
@@ -117,10 +125,12 @@ def box_eigenstate(grid: Grid1D, k: int, dtype=jnp.complex64) -> jax.Array:
     """
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= grid.n:
         raise ValueError(f"mode k must be an integer in [1, {grid.n}], got {k!r}")
-    rdt = jnp.finfo(dtype).dtype
-    j = jnp.arange(1, grid.n + 1, dtype=rdt)
-    v = jnp.sin(k * jnp.pi * j / (grid.n + 1)) * jnp.sqrt(2.0 / grid.length)
-    return v.astype(dtype)
+    return jnp.asarray(_box_mode(grid, k), dtype=dtype)
+
+
+def _box_mode(grid: Grid1D, k: int) -> np.ndarray:
+    j = np.arange(1, grid.n + 1)
+    return np.sin(k * np.pi * j / (grid.n + 1)) * np.sqrt(2.0 / grid.length)
 
 
 def random_states(
@@ -139,23 +149,24 @@ def random_states(
 
 @partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _random_states(key, grid: Grid1D, shape: tuple, n_modes: int, dtype):
-    rdt = jnp.finfo(dtype).dtype
-    modes = jnp.stack([box_eigenstate(grid, k, dtype) for k in range(1, n_modes + 1)])
-    kr, ki = jax.random.split(key)
-    scale = 1.0 / jnp.arange(1, n_modes + 1, dtype=rdt)
-    c = (jax.random.normal(kr, (*shape, n_modes), rdt)
-         + 1j * jax.random.normal(ki, (*shape, n_modes), rdt)) * scale
-    psi = jnp.einsum("...k,kj->...j", c.astype(dtype), modes)
+    modes = jnp.asarray(np.stack([_box_mode(grid, k) for k in range(1, n_modes + 1)]), dtype)
+    scale = jnp.asarray(1.0 / np.arange(1, n_modes + 1), dtype)
+    # one complex draw (Re, Im each N(0, 1/2)): a single threefry kernel to compile
+    c = jax.random.normal(key, (*shape, n_modes), dtype) * scale
+    psi = jnp.einsum("...k,kj->...j", c, modes)
     return psi / norm(grid, psi)[..., None].astype(dtype)
 
 
 def apply_hamiltonian(grid: Grid1D, psi, potential) -> jax.Array:
     """H psi = -D2 psi + V psi with Dirichlet walls. psi (..., n); V broadcastable."""
+    psi = jnp.asarray(psi)
     _check_state(grid, psi)
-    z = jnp.zeros_like(psi[..., :1])
-    left = jnp.concatenate([z, psi[..., :-1]], axis=-1)
-    right = jnp.concatenate([psi[..., 1:], z], axis=-1)
-    return (2.0 * psi - left - right) / grid.dx**2 + potential * psi
+    return _apply_h(grid, psi, potential)
+
+
+@partial(jax.jit, static_argnums=0)
+def _apply_h(grid: Grid1D, psi, potential):
+    return (2.0 * psi - _neighbours(psi)) / grid.dx**2 + potential * psi
 
 
 def cn_step(grid: Grid1D, psi, potential, dt=DEFAULT_DT) -> jax.Array:
@@ -172,6 +183,7 @@ def cn_step(grid: Grid1D, psi, potential, dt=DEFAULT_DT) -> jax.Array:
       psi_{k+1}, same shape, complex dtype of psi.
     """
     _check_dt(dt)
+    psi = jnp.asarray(psi)
     _check_state(grid, psi)
     potential = jnp.asarray(potential)
     try:
@@ -209,7 +221,8 @@ def dipole_potentials(grid: Grid1D, u, static_potential=None) -> jax.Array:
     """Time-major potentials V_k(x) = V_static(x) + u_k x for a control u.
 
     Args:
-      u: real control, shape (..., steps) (batch-major, e.g. a network output).
+      u: real control, shape (..., steps) (batch-major, e.g. a network output),
+        energy / length units.
       static_potential: optional real (n,) or broadcastable; default 0.
 
     Returns:
@@ -218,6 +231,11 @@ def dipole_potentials(grid: Grid1D, u, static_potential=None) -> jax.Array:
     u = jnp.asarray(u)
     if u.ndim < 1:
         raise ValueError(f"u must have shape (..., steps), got a scalar {u.shape}")
+    return _dipole(grid, u, static_potential)
+
+
+@partial(jax.jit, static_argnums=0)
+def _dipole(grid: Grid1D, u, static_potential):
     x = grid.x(jnp.finfo(jnp.result_type(u.dtype, jnp.float32)).dtype)
     v = jnp.moveaxis(u, -1, 0)[..., None] * x
     return v if static_potential is None else v + static_potential
@@ -255,7 +273,7 @@ def evolve(
         (segments of isqrt(steps) steps) or an int segment length: each segment
         is wrapped in ``jax.checkpoint`` and recomputed on the backward pass, so
         only segment-boundary states are stored. Values and gradients are
-        unchanged. Ignored for the stored states when trajectory=True.
+        unchanged. With trajectory=True every state is returned anyway.
       trajectory: if True also return all states.
 
     Returns:

@@ -3,7 +3,7 @@
 Reference data, same conventions (ħ = m = ω = 1, V = r²/2, -½∇², -ΩL_z, ∫|ψ|² = 1):
 A. Andriati, "2d-bec" (GitHub, files compare1.dat and compare2.dat): finite-
 difference imaginary time converged to residual ~1e-3: its energies are good
-to ~5e-5 (our spectral values are grid-converged to 1e-7 at 128², L = 16). Ω = 0.57 there is a 2-vortex state; a centred
+to ~5e-5 (our spectral values agree to 1e-6 between 96² and 128², L = 16). Ω = 0.57 there is a 2-vortex state; a centred
 single vortex has lower energy (E = E₁(0) − Ω exactly, since ⟨L_z⟩ = 1), so the
 ground state has 1 vortex and the published 2-vortex state is metastable.
 """

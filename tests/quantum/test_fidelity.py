@@ -261,3 +261,10 @@ def test_jit_vmap_and_grad_of_jit(modified):
 def test_bad_input_raises_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         fidelity_loss(**kwargs)
+
+
+def test_exported_at_top_level():
+    import bec_jax
+
+    assert bec_jax.fidelity_loss is fidelity_loss
+    assert "fidelity_loss" in bec_jax.__all__
