@@ -7,14 +7,14 @@ modified gradient, Adam; batch 10) in three variants:
 
   jit             jax.jit of the whole step (one compiled graph)        <- bec_jax
   jit_checkpoint  the same with jax.checkpoint'ed simulator segments (recompute in backward)
-  no_jit          the same step called without the outer jax.jit: network, grad
-                  bookkeeping and Adam run op by op (the library's inner simulator
-                  and loss calls stay individually compiled), i.e. what a user gets
-                  without compiling the step as a whole
+  no_outer_jit    the same step called without the outer jax.jit: the library's own
+                  jitted pieces (simulator forward, loss) run as separate compiled
+                  calls, while grad bookkeeping, network and Adam run op by op
+  eager           the same step under jax.disable_jit(): everything op by op, the
+                  50-step lax.scan as a Python loop (plain define-by-run execution)
 
 and reports steps/s (median over --repeats timed blocks of --block steps, after a
-warm-up block that includes compilation) and the ratios jit/no_jit and
-jit/jit_checkpoint.
+warm-up block that includes compilation) and the ratios of jit to each baseline.
 
     python benchmarks/gradient_flow_step.py --out benchmarks/results/gradient_flow_step.json
 """
@@ -22,6 +22,7 @@ jit/jit_checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -45,13 +46,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def time_steps(step, state, batches, block: int, repeats: int) -> tuple[float, list[float]]:
+def time_steps(step, state, batches, block: int, repeats: int,
+               context=contextlib.nullcontext) -> tuple[float, list[float]]:
     """Median steps/s over `repeats` blocks of `block` chained steps (after one warm-up block)."""
 
     def run_block(state):
         params, opt = state
-        for i in range(block):
-            params, opt, loss = step(params, opt, batches[i % len(batches)])
+        with context():
+            for i in range(block):
+                params, opt, loss = step(params, opt, batches[i % len(batches)])
         jax.block_until_ready((params, opt, loss))
         return params, opt
 
@@ -71,12 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=_positive_int, default=7)
     p.add_argument("--block", type=_positive_int, default=100,
                    help="steps per timed block for the jitted variants (default: 100)")
-    p.add_argument("--no-jit-block", type=_positive_int, default=5,
-                   help="steps per timed block for the no_jit variant (default: 5)")
+    p.add_argument("--no-jit-block", type=_positive_int, default=10,
+                   help="steps per timed block for no_outer_jit (default: 10)")
+    p.add_argument("--eager-block", type=_positive_int, default=2,
+                   help="steps per timed block for eager (default: 2)")
     p.add_argument("--quick", action="store_true", help="3 repeats, smaller blocks")
     args = p.parse_args(argv)
     if args.quick:
-        args.repeats, args.block, args.no_jit_block = 3, 20, 2
+        args.repeats, args.block, args.no_jit_block, args.eager_block = 3, 20, 3, 1
 
     cfg = ControlConfig()
     cfg_ck = ControlConfig(checkpoint=True)
@@ -84,15 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     batches = [psi0[i : i + cfg.batch_size] for i in range(0, cfg.n_initial, cfg.batch_size)]
 
     results = {}
-    for name, config, jit, block in (
-        ("jit", cfg, True, args.block),
-        ("jit_checkpoint", cfg_ck, True, args.block),
-        ("no_jit", cfg, False, args.no_jit_block),
+    for name, config, jit, block, context in (
+        ("jit", cfg, True, args.block, contextlib.nullcontext),
+        ("jit_checkpoint", cfg_ck, True, args.block, contextlib.nullcontext),
+        ("no_outer_jit", cfg, False, args.no_jit_block, contextlib.nullcontext),
+        ("eager", cfg, False, args.eager_block, jax.disable_jit),
     ):
         init, step = make_control_train_step(config, args.method, target)
         state = init(jax.random.PRNGKey(0))
         fn = jax.jit(step) if jit else step
-        median, rates = time_steps(fn, state, batches, block, args.repeats)
+        median, rates = time_steps(fn, state, batches, block, args.repeats, context)
         results[name] = {"steps_per_s": median, "all_steps_per_s": rates, "block": block}
         print(f"{name:15s} {median:10.1f} steps/s", flush=True)
 
@@ -106,18 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "results": results,
         "ratios": {
-            "jit_over_no_jit": results["jit"]["steps_per_s"] / results["no_jit"]["steps_per_s"],
-            "jit_over_jit_checkpoint": results["jit"]["steps_per_s"]
-            / results["jit_checkpoint"]["steps_per_s"],
+            f"jit_over_{k}": results["jit"]["steps_per_s"] / results[k]["steps_per_s"]
+            for k in ("no_outer_jit", "eager", "jit_checkpoint")
         },
+        "load_average_1min": os.getloadavg()[0],
         "device": str(jax.devices()[0]),
         "jax": jax.__version__,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "argv": sys.argv[1:] if argv is None else argv,
     }
-    print(f"ratio jit/no_jit = {report['ratios']['jit_over_no_jit']:.1f}, "
-          f"jit/jit_checkpoint = {report['ratios']['jit_over_jit_checkpoint']:.2f}")
+    print(", ".join(f"{k} = {v:.2f}" for k, v in report["ratios"].items()))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1))

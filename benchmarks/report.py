@@ -32,6 +32,11 @@ def solver(d) -> str:
                         f"{t['n_starts']} starts: {t['wall_s']:.1f} s compiled ({t['wall_s_with_compile']:.1f} s "
                         f"with compilation), E = {t['energy']:.6f}, residual {t['residual']:.1e}, "
                         f"{t['vortices']} vortices, converged = {t['converged']}."]
+    if "batch_ground_states" in d:
+        b = d["batch_ground_states"]
+        out += ["", f"One compiled program for {b['batch']} ground states at {b['n']}² ({b['n_starts']} starts each): "
+                    f"{b['wall_s_with_compile']:.1f} s including compilation ({b['states_per_s']:.1f} states/s), "
+                    f"{100 * b['converged_fraction']:.1f} % converged, max residual {b['max_residual']:.1e}."]
     return "\n".join(out)
 
 

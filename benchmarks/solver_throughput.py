@@ -5,7 +5,8 @@ For every (n, batch) it times, in the same process:
   fft      the bare four 1-D FFT passes one step needs, in JAX (lax.scan)
   numpy    the same split-step scheme in NumPy + scipy.fft (workers=-1: all cores)
 and reports medians and the ratios jax/fft (step cost over its FFT floor) and
-numpy/jax (speed-up). It also times ground_state for g = 500, Ω = 0.85, n = 128.
+numpy/jax (speed-up). It also times ground_state for g = 500, Ω = 0.85, n = 128,
+and a batch of --batch-states (default 1024) ground states at 32² as one program.
 
     python benchmarks/solver_throughput.py --out benchmarks/results/solver_throughput.json
     python benchmarks/solver_throughput.py --quick      # a small subset
@@ -121,6 +122,20 @@ def time_to_ground_state(n=128, g=500.0, omega=0.85) -> dict:
     return out
 
 
+def batch_ground_states(batch: int = 1024, n: int = 32) -> dict:
+    """`batch` ground states, (g, Ω) uniform in [10, 50] x [0, 0.5], as one compiled program."""
+    rng = np.random.default_rng(0)
+    g, om = rng.uniform(10, 50, batch), rng.uniform(0.0, 0.5, batch)
+    grid = bj.Grid(n, float(bj.box_length(50.0, 0.5)))
+    f = lambda: jax.block_until_ready(bj.ground_state(grid, g, om, key=jax.random.key(0), n_starts=2))
+    t0 = time.perf_counter()
+    res = f()
+    wall = time.perf_counter() - t0
+    return dict(batch=batch, n=n, n_starts=2, wall_s_with_compile=wall, states_per_s=batch / wall,
+                converged_fraction=float(np.mean(np.asarray(res.converged))),
+                max_residual=float(np.max(np.asarray(res.residual))), mean_steps=float(np.mean(np.asarray(res.steps))))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="benchmarks/results/solver_throughput.json")
@@ -130,6 +145,7 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="n=64,200 and batch 1,16 only; no ground-state timing")
     p.add_argument("--no-ground-state", action="store_true")
+    p.add_argument("--batch-states", type=int, default=1024, help="size of the one-program ground-state batch")
     args = p.parse_args()
     sizes = [64, 200] if args.quick else [int(s) for s in args.sizes.split(",")]
     batches = [1, 16] if args.quick else [int(b) for b in args.batches.split(",")]
@@ -151,6 +167,8 @@ def main():
     if not (args.quick or args.no_ground_state):
         result["time_to_ground_state"] = time_to_ground_state()
         print("time to ground state:", json.dumps(result["time_to_ground_state"], indent=1), flush=True)
+        result["batch_ground_states"] = batch_ground_states(args.batch_states)
+        print("batch of ground states:", json.dumps(result["batch_ground_states"]), flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

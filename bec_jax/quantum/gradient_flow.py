@@ -393,6 +393,9 @@ def run_prediction(
 ) -> TrainResult:
     """Train the next-state network with one method for all seeds (vmapped)."""
     _check_method(method)
+    n_pairs = config.n_trajectories * config.steps
+    if config.batch_size > n_pairs:
+        raise ValueError(f"batch_size={config.batch_size} exceeds the number of samples {n_pairs}")
     inputs, targets = make_prediction_data(config)
     test = None
     if config.test_trajectories:
@@ -511,6 +514,10 @@ def run_control(
 ) -> TrainResult:
     """Train the control network with one method for all seeds (vmapped)."""
     _check_method(method)
+    if config.batch_size > config.n_initial:
+        raise ValueError(
+            f"batch_size={config.batch_size} exceeds the number of samples {config.n_initial}"
+        )
     psi0, target = make_control_data(config)
     loss = method_loss(method)
 

@@ -14,8 +14,8 @@ potential is held at one value V_k per step (its mid-step value), so a control
 u(t) is a sequence u_k with V_k(x) = V_static(x) + u_k x.
 
 Style: a frozen ``Grid1D``, pure functions of arrays, and one ``lax.scan``
-(``evolve``) with optional segment-wise ``jax.checkpoint`` so reverse-mode
-memory grows like steps/segment + segment instead of steps x (work per step).
+(``evolve``) with optional segment-wise ``jax.checkpoint``: reverse mode then
+stores O(steps/segment + segment) states instead of every step's residuals.
 """
 
 from __future__ import annotations
@@ -98,7 +98,9 @@ def _complex_dtype(*arrays):
 
 def _check_state(grid: Grid1D, psi, name: str = "psi") -> None:
     if psi.ndim < 1 or psi.shape[-1] != grid.n:
-        raise ValueError(f"{name} must have shape (..., {grid.n}) for grid.n={grid.n}, got {psi.shape}")
+        raise ValueError(
+            f"{name} must have shape (..., {grid.n}) for grid.n={grid.n}, got {psi.shape}"
+        )
 
 
 @partial(jax.jit, static_argnums=0)
@@ -214,7 +216,8 @@ def _cn_core(grid: Grid1D, psi, potential, dt):
 def _neighbours(psi):
     """psi_{j-1} + psi_{j+1} with zero Dirichlet values outside."""
     z = jnp.zeros_like(psi[..., :1])
-    return jnp.concatenate([z, psi[..., :-1]], axis=-1) + jnp.concatenate([psi[..., 1:], z], axis=-1)
+    left = jnp.concatenate([z, psi[..., :-1]], axis=-1)
+    return left + jnp.concatenate([psi[..., 1:], z], axis=-1)
 
 
 def dipole_potentials(grid: Grid1D, u, static_potential=None) -> jax.Array:

@@ -196,7 +196,7 @@ def test_trajectory_and_checkpoint_segments_agree():
     np.testing.assert_array_equal(ref_traj[0], psi0)
     np.testing.assert_array_equal(ref_traj[-1], ref_t)
     np.testing.assert_allclose(ref_traj[5], evolve(g, psi0, v[:5]), atol=1e-6)
-    for ck in (True, 7, 100):  # isqrt = 5 (no remainder), 7 (with remainder), > steps
+    for ck in (True, 7):  # isqrt = 5 (no remainder), 7 (3 segments + a 4-step remainder)
         psi_t, traj = evolve(g, psi0, v, checkpoint=ck, trajectory=True)
         np.testing.assert_allclose(psi_t, ref_t, atol=1e-6)
         np.testing.assert_allclose(traj, ref_traj, atol=1e-6)
@@ -209,34 +209,29 @@ def _final_loss(g, target, checkpoint):
     return f
 
 
-def test_checkpoint_gradients_equal_and_match_finite_differences():
+def test_checkpoint_same_gradient_less_memory_and_matches_finite_differences():
+    """2000 steps: checkpointed (isqrt = 44-step segments + a 20-step remainder) and plain
+    reverse mode give the same gradient, which matches central differences; the compiled
+    backward pass of the checkpointed version needs < half the temporary memory."""
     with jax.enable_x64(True):
         g = Grid1D()
-        psi0 = np_states(10, g, 2, "float64")
+        psi0 = np_states(10, g, 4, "float64")
         target = np_states(11, g, 1, "float64")[0]
-        u = np_normal(12, (2, 30), "float64")
-        grads = {ck: jax.jit(jax.grad(_final_loss(g, target, ck)))(u, psi0) for ck in (False, 7)}
-        np.testing.assert_allclose(grads[7], grads[False], atol=1e-13)  # 4 segments + remainder
+        u = np_normal(12, (4, 2000), "float64")
+        grads, temp = {}, {}
+        for ck in (False, True):
+            compiled = jax.jit(jax.grad(_final_loss(g, target, ck))).lower(u, psi0).compile()
+            grads[ck] = compiled(u, psi0)
+            analysis = compiled.memory_analysis()
+            temp[ck] = None if analysis is None else analysis.temp_size_in_bytes
+        np.testing.assert_allclose(grads[True], grads[False], atol=1e-12)
+        if temp[False] is not None:  # backends without memory analysis skip this part
+            assert temp[True] < 0.5 * temp[False], temp
         f = jax.jit(_final_loss(g, target, False))
         direction = np_normal(13, u.shape, "float64")
         h = 1e-6
         fd = (f(u + h * direction, psi0) - f(u - h * direction, psi0)) / (2 * h)
         np.testing.assert_allclose(np.vdot(grads[False], direction), fd, rtol=1e-6)
-
-
-def test_checkpoint_reduces_backward_memory():
-    """Compiled temp memory of the gradient over 2000 steps shrinks with checkpointing."""
-    g = Grid1D()
-    psi0 = np_states(14, g, 8)
-    target = np_states(15, g, 1)[0]
-    u = np.ones((8, 2000), np.float32)
-    sizes = {}
-    for ck in (False, True):
-        analysis = jax.jit(jax.grad(_final_loss(g, target, ck))).lower(u, psi0).compile().memory_analysis()
-        if analysis is None:
-            pytest.skip("backend provides no memory analysis")
-        sizes[ck] = analysis.temp_size_in_bytes
-    assert sizes[True] < 0.5 * sizes[False], sizes
 
 
 def test_random_states_shape_norm_and_smoothness():
