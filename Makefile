@@ -24,7 +24,10 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/solver_throughput.py --out benchmarks/results/solver_throughput.json
+	$(BIN)/python benchmarks/solver_throughput.py
+	$(BIN)/python benchmarks/ground_state_methods.py
+	$(BIN)/python benchmarks/generation_throughput.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
 import tempfile
 import time
 
-import jax
 
 import bec_jax.data as bd
+from common import write_result
 
 
 def time_generate(config, repeat_compiled: bool) -> dict:
@@ -50,15 +48,9 @@ def main():
     for k, r in rows.items():
         print(f"{k:13s} {r['states']:5d} states at {r['n']}²: {r['wall_s']:.1f} s  {r['states_per_s']:.2f} states/s "
               f"({r['stored']} stored, {r['failed']} failed)", flush=True)
-    result = dict(benchmark="generation_throughput", backend=jax.default_backend(),
-                  device=str(jax.devices()[0].device_kind), cpu_count=os.cpu_count(), jax_version=jax.__version__,
-                  python=platform.python_version(), rows=rows,
-                  paper_full_estimate_hours=1680 / rows["paper_subset"]["states_per_s"] / 3600)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"paper preset (1,680 states) at this rate: {result['paper_full_estimate_hours']:.2f} h")
-    print(f"wrote {args.out}")
+    hours = 1680 / rows["paper_subset"]["states_per_s"] / 3600
+    print(f"paper preset (1,680 states) at this rate: {hours:.2f} h")
+    write_result(args.out, dict(benchmark="generation_throughput", rows=rows, paper_full_estimate_hours=hours))
 
 
 if __name__ == "__main__":

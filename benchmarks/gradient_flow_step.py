@@ -33,17 +33,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from bec_jax.cli import positive_int
 from bec_jax.quantum.gradient_flow import ControlConfig, make_control_data, make_control_train_step
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def time_steps(step, state, batches, block: int, repeats: int,
@@ -71,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=None, help="write JSON here (also printed)")
     p.add_argument("--method", choices=("S", "L2", "M"), default="M")
-    p.add_argument("--repeats", type=_positive_int, default=7)
-    p.add_argument("--block", type=_positive_int, default=100,
+    p.add_argument("--repeats", type=positive_int, default=7)
+    p.add_argument("--block", type=positive_int, default=100,
                    help="steps per timed block for the jitted variants (default: 100)")
-    p.add_argument("--no-jit-block", type=_positive_int, default=10,
+    p.add_argument("--no-jit-block", type=positive_int, default=10,
                    help="steps per timed block for no_outer_jit (default: 10)")
-    p.add_argument("--eager-block", type=_positive_int, default=2,
+    p.add_argument("--eager-block", type=positive_int, default=2,
                    help="steps per timed block for eager (default: 2)")
     p.add_argument("--quick", action="store_true", help="3 repeats, smaller blocks")
     args = p.parse_args(argv)

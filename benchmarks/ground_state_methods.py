@@ -18,9 +18,6 @@ time did reach, for a same-residual comparison of FFT passes.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 
 import jax
@@ -30,6 +27,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import bec_jax as bj  # noqa: E402
+from common import write_result  # noqa: E402
 
 CASES = [(100.0, 0.8), (500.0, 0.6), (500.0, 0.85)]
 
@@ -107,13 +105,7 @@ def main():
               f"{it['fft_passes']:8d} passes {it['wall_s']:7.1f}s E={it['energy']:.8f} r={it['residual']:.1e} | "
               f"passes ratio {row['fft_pass_ratio_it_over_pcg']:.1f}x (same residual: "
               f"{row['fft_pass_ratio_same_residual']:.1f}x)", flush=True)
-    result = dict(benchmark="ground_state_methods", backend=jax.default_backend(),
-                  device=str(jax.devices()[0].device_kind), cpu_count=os.cpu_count(), jax_version=jax.__version__,
-                  python=platform.python_version(), dtype="complex128", settings=vars(args), rows=rows)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
+    write_result(args.out, dict(benchmark="ground_state_methods", dtype="complex128", settings=vars(args), rows=rows))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import jax
@@ -28,6 +26,7 @@ import numpy as np
 import scipy.fft as sfft
 
 import bec_jax as bj
+from common import write_result
 
 
 def median_time(fn, repeats: int) -> float:
@@ -160,8 +159,6 @@ def main():
                   f"{row['jax_state_steps_per_s']:,.0f} state-steps/s", flush=True)
     result = dict(
         benchmark="solver_throughput",
-        device=str(jax.devices()[0].device_kind), backend=jax.default_backend(),
-        cpu_count=os.cpu_count(), jax_version=jax.__version__, python=platform.python_version(),
         steps_per_call=args.steps, repeats=args.repeats, dtype="complex64", rows=rows,
     )
     if not (args.quick or args.no_ground_state):
@@ -169,10 +166,7 @@ def main():
         print("time to ground state:", json.dumps(result["time_to_ground_state"], indent=1), flush=True)
         result["batch_ground_states"] = batch_ground_states(args.batch_states)
         print("batch of ground states:", json.dumps(result["batch_ground_states"]), flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -27,22 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bec_jax.cli import positive_int
+
 TASKS = ("toy", "prediction", "control")
 COLORS = {"S": "tab:blue", "L2": "tab:red", "M": "tab:green"}
 LABELS = {"S": "S (standard)", "L2": "L2 (MSE)", "M": "M (modified)"}
 # Full-run defaults (paper sizes; the paper gives no epoch counts) and --quick ones.
 FULL = {"prediction_epochs": 200, "control_epochs": 1000, "toy_steps": 60}
 QUICK = {"prediction_epochs": 8, "control_epochs": 60, "toy_steps": 60}
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def _tasks(text: str) -> tuple[str, ...]:
@@ -62,25 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("runs/gradient_flow"),
                    help="output directory (default: runs/gradient_flow)")
-    p.add_argument("--seeds", type=_positive_int, default=3,
+    p.add_argument("--seeds", type=positive_int, default=3,
                    help="number of network seeds per method, 0..N-1 (default: 3)")
     p.add_argument("--tasks", type=_tasks, default=TASKS,
                    help="comma list of toy,prediction,control (default: all)")
     p.add_argument("--quick", action="store_true",
                    help=f"small CPU run: {QUICK['prediction_epochs']} prediction and "
                    f"{QUICK['control_epochs']} control epochs")
-    p.add_argument("--epochs", type=_positive_int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="set both --prediction-epochs and --control-epochs")
-    p.add_argument("--prediction-epochs", type=_positive_int, default=None,
+    p.add_argument("--prediction-epochs", type=positive_int, default=None,
                    help=f"(default: {FULL['prediction_epochs']}; 50 Adam steps each)")
-    p.add_argument("--control-epochs", type=_positive_int, default=None,
+    p.add_argument("--control-epochs", type=positive_int, default=None,
                    help=f"(default: {FULL['control_epochs']}; 10 Adam steps each)")
-    p.add_argument("--steps", "--toy-steps", dest="toy_steps", type=_positive_int, default=None,
+    p.add_argument("--steps", "--toy-steps", dest="toy_steps", type=positive_int, default=None,
                    help=f"gradient-descent steps of the toy problem (default: {FULL['toy_steps']})")
-    p.add_argument("--smooth", type=_positive_int, default=1,
+    p.add_argument("--smooth", type=positive_int, default=1,
                    help="moving-average window (epochs) for the plotted curves; the paper "
                    "used 10 (default: 1, raw)")
-    p.add_argument("--n-modes", type=_positive_int, default=5,
+    p.add_argument("--n-modes", type=positive_int, default=5,
                    help="random states mix the lowest N box modes, 1..20 (default: 5)")
     p.add_argument("--checkpoint", action="store_true",
                    help="jax.checkpoint the 50 simulator steps of the control task")
