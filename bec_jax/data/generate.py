@@ -111,7 +111,7 @@ class GenerateConfig:
 PRESETS = {
     # CPU, a few minutes: 64², moderate (g, Ω) so that 64 points resolve the cores.
     "quick": GenerateConfig(n=64, n_groups=60, states_per_group=4, g_range=(50.0, 250.0),
-                            omega_range=(0.45, 0.75), batch_size=48, n_starts=3),
+                            omega_range=(0.45, 0.75), batch_size=48, n_starts=3, max_iter=1000),
     # The reference sizes (n = 200, 420 groups x 4 = 1,680 states); meant for a GPU.
     "paper": GenerateConfig(n=200, n_groups=420, states_per_group=4, batch_size=240, n_starts=4),
 }

@@ -60,7 +60,7 @@ def pcg_minimize(grid: Grid, psi, g, omega, *, max_iter: int, tol_residual: floa
         return ~converged(c) & (c["it"] < max_iter) & jnp.isfinite(c["res"])
 
     def body(c):
-        psi, r, lam, res = c["psi"], c["r"], c["lam"], c["res"]
+        psi, r, lam = c["psi"], c["r"], c["lam"]
         z = precondition(r, lam, psi)
         rz = _inner(grid, r, z)
         beta = jnp.maximum(_inner(grid, r - c["r_prev"], z) / jnp.maximum(c["rz_prev"], 1e-30), 0.0)
