@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 
-COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands"]
+COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands"]
 
 
 class UsageError(ValueError):

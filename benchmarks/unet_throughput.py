@@ -39,7 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=200, help="image side (reference 200)")
     p.add_argument("--width", type=int, default=8, help="base width (reference 8)")
     p.add_argument("--depth", type=int, default=None, help="depth (default min(7, log2 size))")
-    p.add_argument("--train-batches", default="1,8,16", help="train-step batch sizes")
+    p.add_argument("--train-batches", default="2,8,16",
+                   help="train-step batch sizes (>= 2: BatchNorm cannot train on 1 value at the 1x1 bottleneck)")
     p.add_argument("--infer-batches", default="1,16", help="inference batch sizes")
     p.add_argument("--repeats", type=int, default=10, help="timed calls per measurement")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
@@ -184,6 +185,7 @@ def main(argv=None) -> int:
     print(f"U-Net {args.size}² width {args.width} depth {depth} ({n_params:,} params); CPU, "
           f"{os.cpu_count()} cores; jax {jax.__version__}" + (f", torch {torch_version}" if torch_version else ""),
           flush=True)
+    load_before = os.getloadavg()
     results = dict(jax=bench_jax(config, args))
     if torch_version:
         results["torch"] = bench_torch(config, args)
@@ -201,7 +203,8 @@ def main(argv=None) -> int:
         settings=dict(repeats=args.repeats, warmup=args.warmup, train_batches=args.train_batches,
                       infer_batches=args.infer_batches, optimizer="adam", lr=1e-3, loss="masked_mse"),
         machine=dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
-                     python=sys.version.split()[0], backend=jax.default_backend()),
+                     python=sys.version.split()[0], backend=jax.default_backend(),
+                     loadavg_1_5_15_before=load_before, loadavg_1_5_15_after=os.getloadavg()),
         versions=dict(jax=jax.__version__, flax=flax.__version__, torch=torch_version),
         torch_threads=torch_threads if torch_version else None,
         results=results,

@@ -1,0 +1,37 @@
+"""Model compression: global magnitude pruning (masks + an optax transform),
+structured channel pruning, and int8 quantization (fake-quant with a
+straight-through gradient, post-training quantization, orbax int8 storage,
+integer inference)."""
+
+from bec_jax.compress.pruning import (
+    DEFAULT_SCHEDULE,
+    KeepPrunedState,
+    PruneConfig,
+    apply_masks,
+    global_magnitude_masks,
+    keep_pruned,
+    prunable_names,
+    schedule_to,
+    set_masks,
+    sparsity_report,
+)
+from bec_jax.compress.quantization import (
+    SCHEMES,
+    FakeQuantConv,
+    Int8Conv,
+    QuantConfig,
+    conv_layer_names,
+    dequantize,
+    fake_quant,
+    load_quantized,
+    quantize_array,
+    quantize_model,
+    save_quantized,
+)
+
+__all__ = [
+    "DEFAULT_SCHEDULE", "KeepPrunedState", "PruneConfig", "apply_masks", "global_magnitude_masks", "keep_pruned",
+    "prunable_names", "schedule_to", "set_masks", "sparsity_report",
+    "SCHEMES", "FakeQuantConv", "Int8Conv", "QuantConfig", "conv_layer_names", "dequantize", "fake_quant",
+    "load_quantized", "quantize_array", "quantize_model", "save_quantized",
+]

@@ -1,0 +1,150 @@
+"""`bec-jax prune` and `bec-jax quantize`: compress a trained run and evaluate the result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bec_jax.cli import UsageError, floats, out_dir
+
+
+def _sparsity(text: str) -> float:
+    import argparse
+
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sparsity must be a number in [0, 1), got {text!r}") from None
+    if not (0 <= s < 1):
+        raise argparse.ArgumentTypeError(f"sparsity must be in [0, 1), got {s}")
+    return s
+
+
+def cmd_prune(args) -> int:
+    from bec_jax.compress.pruning import PruneConfig, check_sparsity, schedule_to, sparsity_report
+    from bec_jax.compress.quantization import save_quantized
+    from bec_jax.compress.workflow import FineTuner, load_setup, prune_once, test_mse
+
+    check_sparsity(args.sparsity)
+    if args.ft_epochs < 1 and args.method != "prune":
+        raise UsageError(f"--ft-epochs must be >= 1 for method {args.method!r}, got {args.ft_epochs}")
+    out = out_dir(args.out)
+    setup = load_setup(args.run, args.data)
+    tc = setup.train_config
+    lr = args.ft_lr if args.ft_lr is not None else tc.learning_rate / 10
+    dense = test_mse(setup.model, setup.test)
+    stages = schedule_to(args.sparsity, tuple(args.schedule)) if args.method == "iterative" else (args.sparsity,)
+    tuner = FineTuner(setup.model, setup.train, learning_rate=lr, loss=tc.loss) if args.method != "prune" else None
+    model, masks, log = setup.model, None, []
+    for s in stages:
+        model, masks = prune_once(model, PruneConfig(s, include_bn_scale=not args.no_bn_scale), masks)
+        row = dict(sparsity=s, test_mse_pruned=test_mse(model, setup.test)["mse"])
+        if tuner is not None:
+            model, losses = tuner.run(model, masks, args.ft_epochs)
+            row.update(test_mse_finetuned=test_mse(model, setup.test)["mse"], train_losses=losses)
+        log.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True)
+    final = test_mse(model, setup.test)
+    report = sparsity_report(nnx_params(model), include_bn_scale=not args.no_bn_scale)
+    sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=args.overwrite,
+                           extra=dict(kind="pruned", sparsity=args.sparsity, method=args.method))
+    summary = dict(run=str(args.run), method=args.method, sparsity=args.sparsity, stages=log,
+                   ft_epochs=args.ft_epochs, ft_lr=lr, include_bn_scale=not args.no_bn_scale,
+                   test_mse_dense=dense["mse"], test_mse=final["mse"], ratio_to_dense=final["mse"] / dense["mse"],
+                   sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
+    (out / "prune.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: summary[k] for k in ("method", "sparsity", "test_mse_dense", "test_mse", "ratio_to_dense")}
+                     | dict(achieved_sparsity=report["total"]["sparsity"], json=str(out / "prune.json"))))
+    return 0
+
+
+def nnx_params(model):
+    from flax import nnx
+
+    return nnx.state(model, nnx.Param)
+
+
+def cmd_quantize(args) -> int:
+    from bec_jax.compress.quantization import SCHEMES, QuantConfig, load_quantized, quantize_model, save_quantized
+    from bec_jax.compress.workflow import FineTuner, load_setup, test_mse
+
+    if args.scheme not in SCHEMES:
+        raise UsageError(f"unknown scheme {args.scheme!r}; allowed: {SCHEMES}")
+    if args.qat_epochs < 0:
+        raise UsageError(f"--qat-epochs must be >= 0, got {args.qat_epochs}")
+    out = out_dir(args.out)
+    setup = load_setup(args.run, args.data)
+    model = setup.model
+    if args.from_pruned:
+        model, _ = load_quantized(Path(args.from_pruned) / "model", setup.model_config)
+    qcfg = QuantConfig.preset(args.scheme)
+    fp32 = test_mse(model, setup.test)
+    if args.qat_epochs:
+        import jax
+        import numpy as np
+        from flax import nnx
+
+        fq = quantize_model(model, qcfg, "fake")
+        params = nnx.state(fq, nnx.Param)
+        # keep existing zeros (a pruned model stays pruned during QAT)
+        masks = jax.tree.map(lambda p: np.asarray(p) != 0, params)
+        lr = args.qat_lr if args.qat_lr is not None else setup.train_config.learning_rate / 10
+        tuned, _ = FineTuner(fq, setup.train, learning_rate=lr, loss=setup.train_config.loss).run(
+            fq, masks, args.qat_epochs)
+        model = _unwrap(tuned, model)
+    sizes = save_quantized(out / "model", model, qcfg, sparse=args.sparse, overwrite=args.overwrite,
+                           extra=dict(kind="quantized", scheme=args.scheme, qat_epochs=args.qat_epochs))
+    fp_sizes = save_quantized(out / "fp32", model if not args.qat_epochs else setup.model, None,
+                              sparse=args.sparse, overwrite=args.overwrite)
+    reloaded, _ = load_quantized(out / "model", setup.model_config)
+    q = test_mse(reloaded, setup.test)
+    summary = dict(run=str(args.run), scheme=args.scheme, quant=qcfg.to_dict(), qat_epochs=args.qat_epochs,
+                   sparse=args.sparse, test_mse_fp32=fp32["mse"], test_mse_reloaded=q["mse"],
+                   mse_change=q["mse"] / fp32["mse"] - 1, bytes_on_disk=sizes["bytes_on_disk"],
+                   payload_bytes=sizes["payload_bytes"], fp32_bytes_on_disk=fp_sizes["bytes_on_disk"],
+                   fp32_payload_bytes=fp_sizes["payload_bytes"], model=str(out / "model"))
+    (out / "quantize.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary))
+    return 0
+
+
+def _unwrap(fake_model, like):
+    """Plain float model holding the (QAT-trained) weights and statistics of ``fake_model``.
+
+    ``FakeQuantConv`` keeps nnx.Conv's parameter names, so the states share paths.
+    """
+    from flax import nnx
+
+    model = nnx.clone(like)
+    for kind in (nnx.Param, nnx.BatchStat):
+        nnx.update(model, nnx.state(fake_model, kind))
+    model.eval()
+    return model
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prune", help="global magnitude pruning of a trained run (+ optional fine-tuning)")
+    p.add_argument("--run", default="runs/train", help="training run folder (bec-jax train)")
+    p.add_argument("--data", default=None, help="dataset .h5 (default: the run's)")
+    p.add_argument("--sparsity", type=_sparsity, default=0.9, help="fraction of weights removed, in [0, 1)")
+    p.add_argument("--method", choices=["prune", "finetune", "iterative"], default="iterative")
+    p.add_argument("--schedule", type=floats, default=[0.8, 0.9, 0.97, 0.99, 0.995, 0.999],
+                   help="iterative schedule (steps below --sparsity are used, then --sparsity)")
+    p.add_argument("--ft-epochs", type=int, default=10, help="fine-tune epochs per stage (paper: 1/5 of training)")
+    p.add_argument("--ft-lr", type=float, default=None, help="fine-tune lr (default: training lr / 10)")
+    p.add_argument("--no-bn-scale", action="store_true", help="exclude BatchNorm scales (reference: included)")
+    p.add_argument("--out", default="runs/prune")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/model")
+    p.set_defaults(func=cmd_prune)
+
+    q = sub.add_parser("quantize", help="int8 post-training quantization (+ optional QAT), save, reload, evaluate")
+    q.add_argument("--run", default="runs/train", help="training run folder (bec-jax train)")
+    q.add_argument("--data", default=None, help="dataset .h5 (default: the run's)")
+    q.add_argument("--scheme", default="mixed", help="per_tensor, per_channel or mixed")
+    q.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs (0: PTQ)")
+    q.add_argument("--qat-lr", type=float, default=None, help="QAT lr (default: training lr / 10)")
+    q.add_argument("--from-pruned", default=None, help="start from a `bec-jax prune` output folder")
+    q.add_argument("--sparse", action="store_true", help="store kernels sparse (values + uint16 gaps)")
+    q.add_argument("--out", default="runs/quantize")
+    q.add_argument("--overwrite", action="store_true", help="replace existing OUT/model and OUT/fp32")
+    q.set_defaults(func=cmd_quantize)

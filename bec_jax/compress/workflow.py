@@ -1,0 +1,146 @@
+"""Compression workflows on a trained run: data, masked fine-tuning, evaluation.
+
+Reuses the trainer's pieces (``init_state``, ``make_train_step``,
+``make_predict``, ``evaluate_loader``, ``load_trained``, ``load_dataset``) so
+fine-tuning and evaluation are exactly those of ``bec-jax train`` /
+``evaluate``. One ``FineTuner`` compiles its train step once: the pruning
+masks live in the optimizer state (``keep_pruned``), so every sparsity level of
+a sweep reuses the same compiled step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from bec_jax.compress.pruning import PruneConfig, apply_masks, global_magnitude_masks, keep_pruned, set_masks
+from bec_jax.data.loader import BatchLoader
+from bec_jax.models.unet import UNet, UNetConfig
+from bec_jax.train.losses import loss_fn
+from bec_jax.train.trainer import (TrainConfig, evaluate_loader, init_state, load_dataset, load_trained,
+                                   make_predict, make_train_step)
+
+__all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "prune_once", "METHODS"]
+
+METHODS = ("prune", "finetune", "iterative")
+
+
+@dataclasses.dataclass
+class Setup:
+    """A trained model with its data: model (eval mode), configs and loaders."""
+
+    model: UNet
+    model_config: UNetConfig
+    train_config: TrainConfig
+    train: BatchLoader
+    test: BatchLoader
+    info: dict
+
+
+def load_setup(run_dir, data=None, which: str = "best", batch_size: int | None = None) -> Setup:
+    """Trained model of ``run_dir`` and loaders of its dataset (``data`` overrides the path).
+
+    Raises ValueError when the dataset's grid differs from the model's input size.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoints").is_dir():
+        raise ValueError(f"no training run at {str(run_dir)!r} (expected {str(run_dir / 'checkpoints')!r})")
+    model, info = load_trained(run_dir, which)
+    tc = info["train_config"]
+    data = data or _run_data(run_dir)
+    grid, arrays, _, splits = load_dataset(data, tc)
+    if grid.n != info["model_config"].input_size:
+        raise ValueError(f"dataset grid n={grid.n} differs from the model's input_size "
+                         f"{info['model_config'].input_size}")
+    if len(splits["test"]) == 0:
+        raise ValueError(f"the test split of {str(data)!r} is empty")
+    bs = batch_size or tc.batch_size
+    tcfg = tc.target_config
+    train = BatchLoader(grid, arrays["psi"][splits["train"]], bs, tcfg, shuffle=True, augment=tc.augment,
+                        seed=tc.seed + 1000)
+    test = BatchLoader(grid, arrays["psi"][splits["test"]], bs, tcfg, shuffle=False)
+    return Setup(model, info["model_config"], tc, train, test, dict(info, data=str(data)))
+
+
+def _run_data(run_dir: Path) -> str:
+    import json
+
+    m = run_dir / "metrics.json"
+    if not m.is_file():
+        raise ValueError(f"{str(m)!r} missing: pass the dataset path explicitly")
+    return json.loads(m.read_text())["data"]
+
+
+def test_mse(model: UNet, loader: BatchLoader, predict=None) -> dict:
+    """Exact masked test MSEs of ``model`` ({"mse", "mse_ref", "valid_fraction"}), eval mode."""
+    model.eval()
+    # everything that is not a Param (BatchNorm statistics, Int8Conv's int8 kernels and scales) rides along
+    gd, params, stats = nnx.split(model, nnx.Param, ...)
+    predict = predict or make_predict(gd)
+    return evaluate_loader(predict, dict(params=params, batch_stats=stats), loader)
+
+
+def prune_once(model: UNet, config: PruneConfig, previous=None):
+    """(pruned copy of ``model``, masks): global magnitude masks applied to the params."""
+    model = nnx.clone(model)
+    params = nnx.state(model, nnx.Param)
+    masks = global_magnitude_masks(params, config, previous)
+    nnx.update(model, apply_masks(params, masks))
+    return model, masks
+
+
+class FineTuner:
+    """Masked fine-tuning of models of one architecture with one compiled step.
+
+    tx = chain(adam(lr), keep_pruned(masks)). ``run(model, masks, epochs)``
+    returns (fine-tuned model in eval mode, per-epoch train losses). Pass
+    ``masks=None`` for dense training (all-True masks).
+    """
+
+    def __init__(self, model: UNet, loader: BatchLoader, *, learning_rate: float, loss: str = "masked_mse",
+                 optimizer: str = "adam"):
+        if not (learning_rate > 0):
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        self.loader = loader
+        params = nnx.state(model, nnx.Param)
+        self._ones = jax.tree.map(lambda p: np.ones(p.shape, bool), params)
+        base = optax.adam(learning_rate) if optimizer == "adam" else optax.adamw(learning_rate)
+        self.tx = optax.chain(base, keep_pruned(self._ones))
+        self._model_like = nnx.clone(model)
+        gd_train, self.gd_eval, _ = init_state(nnx.clone(model), self.tx)
+        self.step = make_train_step(gd_train, self.tx, loss_fn(loss))
+        self.predict = make_predict(self.gd_eval)
+        self.epoch_counter = 0
+
+    def run(self, model: UNet, masks=None, epochs: int = 1, on_epoch=None):
+        """Fine-tune a copy of ``model`` for ``epochs`` epochs keeping masked weights at 0.
+
+        on_epoch(k, model) is called after each epoch k = 1..epochs (model in eval mode).
+        """
+        masks = self._ones if masks is None else masks
+        if nnx.graphdef(model) != nnx.graphdef(self._model_like):
+            raise ValueError("FineTuner.run: model has another structure than the one this tuner was built for")
+        model = nnx.clone(model)
+        nnx.update(model, apply_masks(nnx.state(model, nnx.Param), masks))
+        _, _, state = init_state(model, self.tx)
+        # the step donates its state: copy, so the caller's model keeps its buffers
+        state = jax.tree.map(lambda a: a.copy(), state)
+        state["opt_state"] = set_masks(state["opt_state"], masks)
+        losses = []
+        for k in range(1, epochs + 1):
+            self.epoch_counter += 1
+            vals = []
+            for batch in self.loader.epoch(self.epoch_counter):
+                state, v = self.step(state, batch["x"], batch["y"], batch["mask"])
+                vals.append(v)
+            losses.append(float(np.mean(jax.device_get(vals))))
+            if not np.isfinite(losses[-1]):
+                raise FloatingPointError(f"fine-tuning diverged (loss {losses[-1]}); lower the learning rate")
+            if on_epoch is not None:
+                on_epoch(k, nnx.merge(self.gd_eval, state["params"], state["batch_stats"]))
+        return nnx.merge(self.gd_eval, state["params"], state["batch_stats"]), losses

@@ -1,0 +1,15 @@
+"""Neural networks (Flax NNX): the U-Net that maps log-density to phase gradient."""
+
+from bec_jax.models.unet import (
+    DoubleConv,
+    TorchBatchNorm,
+    UNet,
+    UNetConfig,
+    count_params,
+    init_model,
+    pad_to,
+    upsample_bilinear2x,
+)
+
+__all__ = ["DoubleConv", "TorchBatchNorm", "UNet", "UNetConfig", "count_params", "init_model", "pad_to",
+           "upsample_bilinear2x"]

@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from bec_jax.cli import main
+
+
+def test_bad_input_is_a_clear_error(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["prune", "--sparsity", "1.2"])
+    assert e.value.code == 2 and "[0, 1)" in capsys.readouterr().err
+    assert main(["quantize", "--scheme", "int4", "--run", str(tmp_path)]) == 2
+    assert "unknown scheme 'int4'" in capsys.readouterr().err
+    assert main(["prune", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "no training run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
+    run, data = small_run
+    assert main(["prune", "--run", str(run), "--sparsity", "0.9", "--method", "iterative", "--schedule", "0.5",
+                 "--ft-epochs", "1", "--out", str(tmp_path / "p")]) == 0
+    rep = json.loads((tmp_path / "p" / "prune.json").read_text())
+    assert rep["sparsity_table"]["total"]["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert [s["sparsity"] for s in rep["stages"]] == [0.5, 0.9]
+    assert main(["quantize", "--run", str(run), "--scheme", "per_channel", "--from-pruned", str(tmp_path / "p"),
+                 "--sparse", "--qat-epochs", "1", "--out", str(tmp_path / "q")]) == 0
+    q = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    assert q["payload_bytes"] < q["fp32_payload_bytes"] / 4
+    assert q["test_mse_reloaded"] > 0
+    # a pruned model of another architecture is refused
+    from bec_jax.compress.quantization import save_quantized
+    from bec_jax.models import UNetConfig, init_model
+
+    save_quantized(tmp_path / "other" / "model", init_model(UNetConfig(base_width=6, depth=2, input_size=32)), None)
+    assert main(["quantize", "--run", str(run), "--from-pruned", str(tmp_path / "other"),
+                 "--out", str(tmp_path / "q2")]) == 2
+    assert "another architecture" in capsys.readouterr().err

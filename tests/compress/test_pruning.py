@@ -1,0 +1,130 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from bec_jax.compress.pruning import (
+    PruneConfig, apply_masks, global_magnitude_masks, keep_pruned, named_leaves, prunable_names, schedule_to,
+    set_masks, sparsity_report,
+)
+from bec_jax.models import UNetConfig, init_model
+from bec_jax.train import init_state, make_train_step, masked_mse
+
+CFG = UNetConfig(base_width=4, depth=2, input_size=16)
+
+
+def _params():
+    return nnx.state(init_model(CFG, seed=1), nnx.Param)
+
+
+def test_masks_prune_exact_count_and_are_global():
+    params = _params()
+    masks = global_magnitude_masks(params, PruneConfig(0.7))
+    p, m = named_leaves(params), named_leaves(masks)
+    names = prunable_names(params)
+    assert any(n.endswith("scale") for n in names) and any(n.endswith("kernel") for n in names)
+    total = sum(p[n].size for n in names)
+    pruned = sum(int((~np.asarray(m[n])).sum()) for n in names)
+    assert pruned == round(0.7 * total)
+    kept_min = min(np.abs(np.asarray(p[n]))[np.asarray(m[n])].min() for n in names)
+    pruned_max = max(np.abs(np.asarray(p[n]))[~np.asarray(m[n])].max() for n in names if (~np.asarray(m[n])).any())
+    assert kept_min >= pruned_max  # one global threshold
+    for n in p:  # biases and BN biases untouched
+        if n not in names:
+            assert np.asarray(m[n]).all()
+
+
+def test_bn_scales_excluded_on_request():
+    params = _params()
+    masks = global_magnitude_masks(params, PruneConfig(0.9, include_bn_scale=False))
+    for n, mk in named_leaves(masks).items():
+        if n.endswith("scale"):
+            assert np.asarray(mk).all()
+    rep = sparsity_report(apply_masks(params, masks), include_bn_scale=False)
+    assert rep["total"]["sparsity"] == pytest.approx(0.9, abs=1e-3)
+
+
+def test_previous_masks_stay_pruned():
+    params = _params()
+    m1 = global_magnitude_masks(params, PruneConfig(0.5))
+    # perturb the params so that magnitudes reorder; pruned entries must stay pruned
+    rng = np.random.default_rng(3)
+    noisy = jax.tree.map(lambda x: np.asarray(x) + 0.5 * rng.standard_normal(x.shape).astype(np.float32), params)
+    m2 = global_magnitude_masks(noisy, PruneConfig(0.8), previous=m1)
+    for a, b in zip(jax.tree.leaves(m1), jax.tree.leaves(m2)):
+        assert not np.any(np.asarray(b) & ~np.asarray(a))
+
+
+@pytest.mark.parametrize("opt", [optax.adam(1e-2), optax.adamw(1e-2, weight_decay=0.1),
+                                 optax.sgd(1e-2, momentum=0.9)])
+def test_keep_pruned_keeps_zeros_exactly(opt):
+    key = jax.random.key(0)
+    params = {"a": jax.random.normal(key, (3, 3, 4, 5)), "b": {"scale": jnp.linspace(-1, 1, 7)}}
+    masks = global_magnitude_masks(params, PruneConfig(0.6))
+    params = apply_masks(params, masks)
+    target = jax.tree.map(lambda x: x + 3.0, params)  # gradients push every weight away from 0
+    loss = lambda p: sum(jnp.sum((x - t) ** 2) for x, t in zip(jax.tree.leaves(p), jax.tree.leaves(target)))
+
+    def run(tx, p):
+        s = tx.init(p)
+        for _ in range(5):
+            u, s = tx.update(jax.grad(loss)(p), s, p)
+            p = optax.apply_updates(p, u)
+        return p
+
+    pruned = run(optax.chain(opt, keep_pruned(masks)), params)
+    for x, m in zip(jax.tree.leaves(pruned), jax.tree.leaves(masks)):
+        assert np.all(np.asarray(x)[~np.asarray(m)] == 0.0)
+        assert np.all(np.asarray(x)[np.asarray(m)] != 0.0)
+    # control: the same optimizer without keep_pruned revives pruned weights
+    dense = run(opt, params)
+    assert any(np.any(np.asarray(x)[~np.asarray(m)] != 0) for x, m in zip(jax.tree.leaves(dense),
+                                                                          jax.tree.leaves(masks)))
+
+
+def test_keep_pruned_through_unet_train_step():
+    model = init_model(CFG, seed=0)
+    params = nnx.state(model, nnx.Param)
+    masks = global_magnitude_masks(params, PruneConfig(0.8))
+    nnx.update(model, apply_masks(params, masks))
+    tx = optax.chain(optax.adamw(1e-2, weight_decay=1e-2), keep_pruned(masks))
+    gd_train, _, state = init_state(model, tx)
+    step = make_train_step(gd_train, tx, masked_mse)
+    k1, k2 = jax.random.split(jax.random.key(1))
+    x = jax.random.normal(k1, (2, 16, 16, 1))
+    y = jax.random.normal(k2, (2, 16, 16, 2))
+    mask = jnp.ones((2, 16, 16), bool)
+    before = jax.tree.map(np.asarray, state["params"])
+    for _ in range(3):
+        state, _ = step(state, x, y, mask)
+    rep = sparsity_report(state["params"])
+    assert rep["total"]["zeros"] == round(0.8 * rep["total"]["size"])
+    changed = [not np.array_equal(a, np.asarray(b)) for a, b in zip(jax.tree.leaves(before),
+                                                                   jax.tree.leaves(state["params"]))]
+    assert any(changed)  # it did train
+    # swap in a sparser mask: new zeros appear only after applying it, then persist
+    masks2 = global_magnitude_masks(state["params"], PruneConfig(0.9), previous=masks)
+    state = dict(state, params=apply_masks(state["params"], masks2),
+                 opt_state=set_masks(state["opt_state"], masks2))
+    state, _ = step(state, x, y, mask)
+    assert sparsity_report(state["params"])["total"]["zeros"] == round(0.9 * rep["total"]["size"])
+
+
+def test_bad_input():
+    for s in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            PruneConfig(s)
+    with pytest.raises(ValueError, match="keep_pruned"):
+        set_masks(optax.adam(1e-3).init({"a": jnp.ones(3)}), {"a": jnp.ones(3, bool)})
+    with pytest.raises(ValueError, match="structure"):
+        keep_pruned({"a": jnp.ones(3, bool)}).init({"b": jnp.ones(3)})
+
+
+def test_schedule_to():
+    assert schedule_to(0.99) == (0.8, 0.9, 0.97, 0.99)
+    assert schedule_to(0.95) == (0.8, 0.9, 0.95)
+    assert schedule_to(0.5) == (0.5,)
+    with pytest.raises(ValueError):
+        schedule_to(1.0)

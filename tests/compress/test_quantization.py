@@ -1,0 +1,180 @@
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from bec_jax.compress.quantization import (
+    FakeQuantConv, Int8Conv, QuantConfig, _conv, conv_layer_names, conv_layers, decode_sparse, dequantize,
+    encode_sparse, fake_quant, load_quantized, quantize_array, quantize_model, save_quantized,
+    weight_error_stats,
+)
+from bec_jax.models import UNetConfig, init_model
+
+CFG = UNetConfig(base_width=4, depth=2, input_size=16)
+
+
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel"])
+def test_quantize_error_bounded_by_half_scale(granularity):
+    w = jax.random.normal(jax.random.key(0), (3, 3, 5, 7)) * jnp.arange(1, 8)  # channel-dependent ranges
+    q, s = quantize_array(w, granularity)
+    assert q.dtype == jnp.int8 and s.dtype == jnp.float32
+    assert s.shape == (() if granularity == "per_tensor" else (7,))
+    assert int(jnp.max(jnp.abs(q.astype(jnp.int32)))) == 127  # the range is used
+    err = jnp.abs(w - dequantize(q, s))
+    assert bool(jnp.all(err <= s / 2 * (1 + 1e-6)))
+    np.testing.assert_allclose(np.asarray(s), np.asarray(jnp.max(jnp.abs(w).reshape(-1, 7), 0).max() / 127
+                                                         if granularity == "per_tensor"
+                                                         else jnp.max(jnp.abs(w).reshape(-1, 7), 0) / 127),
+                               rtol=1e-6)
+
+
+def test_per_channel_beats_per_tensor_on_uneven_channels():
+    w = jax.random.normal(jax.random.key(1), (3, 3, 4, 6)) * jnp.array([1e-3, 1, 1, 1, 1, 10.0])
+    e = {g: float(jnp.mean(jnp.abs(w - dequantize(*quantize_array(w, g))))) for g in ("per_tensor", "per_channel")}
+    assert e["per_channel"] < e["per_tensor"]
+
+
+def test_fake_quant_forward_and_straight_through_gradient():
+    w = jax.random.normal(jax.random.key(2), (3, 3, 2, 4))
+    c = jax.random.normal(jax.random.key(3), w.shape)
+    for g in ("per_tensor", "per_channel"):
+        np.testing.assert_array_equal(fake_quant(w, g), dequantize(*quantize_array(w, g)))
+        grad = jax.grad(lambda x: jnp.sum(fake_quant(x, g) * c))(w)
+        np.testing.assert_array_equal(grad, c)  # identity inside the (max-based) range
+        assert not np.array_equal(fake_quant(w, g), w)
+    # the true derivative of round() is 0 almost everywhere: STE is what makes it trainable
+    assert float(jnp.abs(jax.grad(lambda x: jnp.sum(jnp.round(x * 10)))(w)).max()) == 0.0
+
+
+def test_int8_conv_matches_float_conv_of_dequantized_values():
+    k1, k2, k3 = jax.random.split(jax.random.key(4), 3)
+    x = jax.nn.relu(jax.random.normal(k1, (2, 9, 9, 16)))
+    w = jax.random.normal(k2, (3, 3, 16, 8)) * 0.2
+    b = jax.random.normal(k3, (8,))
+    q, s = quantize_array(w, "per_channel")
+    layer = Int8Conv(q, s, b, ((1, 1), (1, 1)))
+    y = layer(x)
+    qx, sx = quantize_array(x, "per_tensor")
+    exact = _conv(dequantize(qx, sx), dequantize(q, s), ((1, 1), (1, 1))) + b
+    np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-5)  # integer accumulation is exact
+    ref = _conv(x, dequantize(q, s), ((1, 1), (1, 1))) + b      # activations in float
+    bound = float(sx) / 2 * jnp.max(jnp.sum(jnp.abs(dequantize(q, s)), axis=(0, 1, 2)))
+    assert float(jnp.max(jnp.abs(y - ref))) <= bound
+    # int8 × int8 sums overflow int8 by far: int32 accumulation must be used
+    ones = Int8Conv(jnp.full((3, 3, 16, 1), 127, jnp.int8), jnp.float32(1.0), jnp.zeros(1), ((0, 0), (0, 0)))
+    out = ones(jnp.ones((1, 3, 3, 16)))
+    assert float(out[0, 0, 0, 0]) == pytest.approx(127 * 127 * 9 * 16 / 127, rel=1e-6)
+
+
+def test_quantize_model_layer_selection_and_accuracy():
+    model = init_model(CFG, seed=0)
+    model.eval()
+    names = conv_layer_names(model)
+    assert len(names) == 2 * (2 * CFG.depth + 1) + 1
+    assert len(conv_layer_names(nnx.eval_shape(lambda: init_model(UNetConfig(), 0)))) == 31
+    mixed = QuantConfig.preset("mixed")
+    assert mixed.selected(names) == names[2:-2]
+    x = jax.random.normal(jax.random.key(5), (2, 16, 16, 1))
+    y = nnx.jit(lambda m, v: m(v))(model, x)
+    for mode, cls in (("fake", FakeQuantConv), ("int8", Int8Conv)):
+        qm = quantize_model(model, mixed, mode)
+        kinds = {n: type(getattr(p, a)) for n, p, a in conv_layers(qm)}
+        assert [n for n, k in kinds.items() if k is cls] == names[2:-2]
+        assert all(kinds[n] is nnx.Conv for n in names[:2] + names[-2:])
+        err = float(jnp.max(jnp.abs(nnx.jit(lambda m, v: m(v))(qm, x) - y)))
+        assert 0 < err < 0.05 * float(jnp.max(jnp.abs(y)))
+    assert type(model.inc.conv1) is nnx.Conv  # the original is untouched
+    only = QuantConfig("per_tensor", layers=("outc",))
+    assert only.selected(names) == ["outc"]
+    with pytest.raises(ValueError, match="unknown conv layers"):
+        QuantConfig(layers=("nope",)).selected(names)
+    with pytest.raises(ValueError, match="unknown quantization scheme 'int4'"):
+        QuantConfig.preset("int4")
+    with pytest.raises(ValueError, match="granularity"):
+        QuantConfig("per_row")
+
+
+def test_fake_quant_model_trains_through_ste():
+    model = quantize_model(init_model(CFG, seed=0), QuantConfig("per_tensor"), "fake")
+    x = jax.random.normal(jax.random.key(6), (2, 16, 16, 1))
+    grads = nnx.jit(nnx.grad(lambda m: jnp.mean(m(x) ** 2)))(model)
+    g = grads["down"][0]["conv1"]["kernel"][...]
+    assert float(jnp.abs(g).max()) > 0
+
+
+def test_sparse_encoding_round_trip():
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal(200_000) * (rng.random(200_000) < 0.01)).astype(np.float32)
+    a[:70_000] = 0  # a gap above 65535
+    a[-1] = 3.0
+    for arr in (a, a.astype(np.int8), np.zeros((5, 4), np.int8), a.reshape(400, 500)):
+        enc = encode_sparse(arr)
+        assert enc["gaps"].dtype == np.uint16
+        np.testing.assert_array_equal(decode_sparse(enc, arr.shape, arr.dtype), arr)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    model = init_model(CFG, seed=2)
+    model.eval()
+    root = tmp_path_factory.mktemp("q")
+    sizes = {s: save_quantized(root / s, model, QuantConfig.preset(s)) for s in ("per_tensor", "mixed")}
+    sizes["fp32"] = save_quantized(root / "fp32", model, None)
+    return model, root, sizes
+
+
+def test_saved_int8_is_int8_and_smaller(saved):
+    import orbax.checkpoint as ocp
+
+    model, root, sizes = saved
+    tree = ocp.StandardCheckpointer().restore((root / "per_tensor" / "arrays").resolve())
+    assert {np.asarray(v).dtype for v in tree["int8"].values()} == {np.dtype(np.int8)}
+    assert set(tree["int8"]) == set(conv_layer_names(model))
+    assert sizes["per_tensor"]["payload_bytes"] < 0.4 * sizes["fp32"]["payload_bytes"]
+    with pytest.raises(ValueError, match="not empty"):
+        save_quantized(root / "fp32", model, None)
+
+
+def test_reload_in_fresh_process_evaluates_same_model(saved, tmp_path):
+    model, root, _ = saved
+    x = np.asarray(jax.random.normal(jax.random.key(7), (2, 16, 16, 1)), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import sys, json, numpy as np, jax.numpy as jnp\n"
+        "from bec_jax.compress.quantization import load_quantized\n"
+        "m, meta = load_quantized(sys.argv[1])\n"
+        "mi, _ = load_quantized(sys.argv[1], mode='int8')\n"
+        "x = jnp.asarray(np.load(sys.argv[2]))\n"
+        "np.save(sys.argv[3], np.asarray(m(x)))\n"
+        "np.save(sys.argv[4], np.asarray(mi(x)))\n"
+        "print(json.dumps(meta['quant']))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(root / "mixed"), str(tmp_path / "x.npy"),
+                          str(tmp_path / "y.npy"), str(tmp_path / "yi.npy")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["skip_first"] == 2
+    expected = quantize_model(model, QuantConfig.preset("mixed"), "fake")(jnp.asarray(x))  # same q·s weights
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5)
+    yi = np.load(tmp_path / "yi.npy")
+    assert np.max(np.abs(yi - np.asarray(expected))) < 0.05 * np.max(np.abs(expected))
+    assert not np.allclose(np.load(tmp_path / "y.npy"), model(jnp.asarray(x)), rtol=0, atol=1e-7)
+
+
+def test_reload_errors(saved, tmp_path):
+    _, root, _ = saved
+    with pytest.raises(ValueError, match="another architecture"):
+        load_quantized(root / "fp32", UNetConfig(base_width=8, depth=2, input_size=16))
+    with pytest.raises(ValueError, match="not a quantized model folder"):
+        load_quantized(tmp_path)
+
+
+def test_weight_error_stats_zero_for_fp32_layers():
+    model = init_model(CFG, seed=0)
+    st = weight_error_stats(model, QuantConfig.preset("mixed"))
+    r = np.asarray(st["residual_percentiles"])
+    assert np.all(r[:2] == 0) and np.all(r[-2:] == 0) and np.all(r[2:-2, -1] > 0)

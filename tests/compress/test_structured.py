@@ -1,0 +1,30 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from bec_jax.compress.structured import inner_widths, shrink_model
+from bec_jax.models import UNetConfig, count_params, init_model
+
+CFG = UNetConfig(base_width=4, depth=2, input_size=16)
+
+
+def test_shrink_is_exact_when_dropped_channels_are_dead():
+    model = init_model(CFG, seed=0)
+    model.eval()
+    # kill half of every block's inner channels: BN scale 0 and bias 0 -> relu(0) = 0 downstream
+    for b in [model.inc, *model.down, *model.up]:
+        mid = b.bn1.scale.shape[0]
+        dead = np.arange(mid) % 2 == 1
+        b.bn1.scale[...] = jnp.where(dead, 0.0, b.bn1.scale[...])
+        b.bn1.bias[...] = jnp.where(dead, 0.0, b.bn1.bias[...])
+    small = shrink_model(model, 0.5)
+    assert inner_widths(small) == [w // 2 for w in inner_widths(model)]
+    assert count_params(small) < count_params(model)
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 1))
+    f = nnx.jit(lambda m, v: m(v))
+    np.testing.assert_allclose(f(small, x), f(model, x), rtol=1e-5, atol=1e-5)
+    assert inner_widths(shrink_model(model, 1.0)) == inner_widths(model)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        shrink_model(model, 0.0)

@@ -1,0 +1,194 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bec_jax as bj
+from bec_jax.data.targets import TargetConfig, phase_differences, velocity
+from bec_jax.train.evaluate import (
+    EvalConfig,
+    detect_vortices,
+    evaluate_predictions,
+    fidelity,
+    integrate_differences,
+    match_vortices,
+    plaquette_circulation,
+    reconstruct_phase,
+    summarize,
+    to_differences,
+    winding_from_differences,
+)
+
+GRID = bj.Grid(64, 16.0)
+
+
+def smooth_periodic_phase(seed=0, n=64):
+    rng = np.random.default_rng(seed)
+    y, x = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    th = np.zeros((n, n))
+    for _ in range(6):
+        kx, ky = rng.integers(-3, 4, 2)
+        th += rng.normal() * np.cos(2 * np.pi * (kx * x + ky * y) / n + rng.uniform(0, 2 * np.pi))
+    return th
+
+
+def vortex_state(vortices, grid=GRID, width=3.0, smooth=0.0):
+    """Gaussian cloud with (x, y, ±1) vortices (cores of size ~0.3) and an optional smooth phase."""
+    X, Y = np.meshgrid(grid.x, grid.x)
+    psi = np.exp(-(X**2 + Y**2) / (2 * width**2)).astype(complex) * np.exp(1j * smooth * np.sin(2 * np.pi * X / 16))
+    for xv, yv, w in vortices:
+        zz = (X - xv) + 1j * (Y - yv)
+        f = zz / np.sqrt(np.abs(zz) ** 2 + 0.1)
+        psi *= f if w > 0 else np.conj(f)
+    return jnp.asarray(psi / np.sqrt(np.sum(np.abs(psi) ** 2) * grid.cell_area), jnp.complex64)
+
+
+def test_integration_recovers_a_periodic_phase_and_its_differences():
+    th = smooth_periodic_phase()
+    psi = jnp.asarray(np.exp(1j * th), jnp.complex64)
+    d = phase_differences(psi)
+    rec = np.asarray(integrate_differences(d))
+    np.testing.assert_allclose(rec - rec.mean(), th - th.mean(), atol=2e-4)
+    d_rec = np.stack([np.roll(rec, -1, 1) - rec, np.roll(rec, -1, 0) - rec], -1)
+    np.testing.assert_allclose(d_rec, np.asarray(d), atol=2e-4)
+
+
+def test_integration_is_least_squares_for_a_rotational_field():
+    # A field in the null space of Dᵀ (the discrete curl of a stream function a,
+    # d = (B_y a, −B_x a) with backward differences B) has no gradient part: it
+    # integrates to zero, and adding it to a gradient field changes nothing.
+    n = 32
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(n, n))
+    curl = np.stack([a - np.roll(a, 1, 0), -(a - np.roll(a, 1, 1))], -1)
+    assert np.abs(np.asarray(integrate_differences(jnp.asarray(curl, jnp.float32)))).max() < 1e-4
+    th = smooth_periodic_phase(3, n)
+    grad = np.stack([np.roll(th, -1, 1) - th, np.roll(th, -1, 0) - th], -1)
+    rec = np.asarray(integrate_differences(jnp.asarray(grad + curl, jnp.float32)))
+    np.testing.assert_allclose(rec, th - th.mean(), atol=2e-4)
+
+
+def test_weighted_integration_ignores_invalid_pixels():
+    th = smooth_periodic_phase(4)
+    d = np.stack([np.roll(th, -1, 1) - th, np.roll(th, -1, 0) - th], -1)
+    y, x = np.mgrid[:64, :64]
+    valid = (x - 31.5) ** 2 + (y - 31.5) ** 2 < 20**2
+    junk = np.where(valid[..., None], d, np.random.default_rng(0).normal(scale=3.0, size=d.shape))
+    rec = np.asarray(integrate_differences(jnp.asarray(junk, jnp.float32), jnp.asarray(valid)))
+    err = (rec - th)[valid]
+    assert np.abs(err - err.mean()).max() < 2e-3  # ~outside_weight x the phase scale
+    plain = np.asarray(integrate_differences(jnp.asarray(junk, jnp.float32)))
+    err_plain = (plain - th)[valid]
+    assert np.abs(err_plain - err_plain.mean()).max() > 0.1
+
+
+def test_winding_from_target_equals_plaquette_winding():
+    psi = vortex_state([(1.1, 0.6, 1), (-1.4, -0.9, 1), (0.35, -2.1, 1), (2.05, 1.85, -1)])
+    w = np.asarray(winding_from_differences(phase_differences(psi)))
+    np.testing.assert_array_equal(w, np.asarray(bj.plaquette_winding(psi)))
+    inside = w * np.asarray(bj.gpe.observables.vortex_mask(GRID, psi))
+    assert sorted(inside[inside != 0].tolist()) == [-1, 1, 1, 1]
+    np.testing.assert_allclose(np.asarray(plaquette_circulation(phase_differences(psi))), 2 * np.pi * w, atol=1e-4)
+
+
+def test_reconstruction_restores_vortex_states():
+    # Vortices at plaquette centres (x_i + dx/2): the singular part is exact.
+    dx = GRID.dx
+    c = lambda i: float(GRID.x[32 + i] + dx / 2)  # noqa: E731
+    psi = vortex_state([(c(4), c(2), 1), (c(-6), c(-3), 1), (c(1), c(-8), -1)], smooth=0.4)
+    d = phase_differences(psi)
+    valid = bj.gpe.observables.density(psi) >= 1e-3 * jnp.max(bj.gpe.observables.density(psi))
+    region = bj.gpe.observables.vortex_mask(GRID, psi)
+    th, w = reconstruct_phase(d, valid, region)
+    amp = jnp.abs(psi)
+    assert int(jnp.abs(w).sum()) == 3
+    assert float(fidelity(amp * jnp.exp(1j * th), psi)) > 0.9999
+    # Plain least squares without the vortex term loses most of the state.
+    th_ls = integrate_differences(d * valid[..., None])
+    assert float(fidelity(amp * jnp.exp(1j * th_ls), psi)) < 0.8
+    # Off-centre vortices: position quantised to a plaquette, still close.
+    psi2 = vortex_state([(1.1, 0.6, 1), (-1.4, -0.9, 1)], smooth=0.4)
+    th2, _ = reconstruct_phase(phase_differences(psi2), valid, bj.gpe.observables.vortex_mask(GRID, psi2))
+    assert float(fidelity(jnp.abs(psi2) * jnp.exp(1j * th2), psi2)) > 0.99
+
+
+def test_fidelity_properties():
+    psi = vortex_state([(1.1, 0.6, 1)])
+    assert abs(float(fidelity(psi, psi)) - 1) < 1e-5
+    assert abs(float(fidelity(3.0 * jnp.exp(0.7j) * psi, psi)) - 1) < 1e-5  # scale and global phase
+    other = vortex_state([(1.1, 0.6, -1)])
+    assert float(fidelity(other, psi)) < 0.9
+
+
+def test_match_vortices_is_optimal_and_sign_aware():
+    true = np.array([[0.0, 0.0, 1], [1.0, 0.0, 1], [5.0, 5.0, -1]])
+    # Greedy nearest-first would pair pred 0 with true 1 (distance 0.45) and leave
+    # true 0 unmatched (pred 1 is 1.3 away > radius); the optimum matches both.
+    pred = np.array([[0.55, 0.0, 1], [1.6, 0.0, 1], [5.0, 5.2, 1], [9.0, 9.0, -1]])
+    pairs, dist = match_vortices(true, pred, max_dist=0.7)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 0), (1, 1)]
+    np.testing.assert_allclose(sorted(dist), [0.55, 0.6])
+    assert len(match_vortices(true, np.zeros((0, 3)), 1.0)[0]) == 0
+
+
+def test_perfect_prediction_scores_perfectly():
+    psis = jnp.stack([vortex_state([(1.1, 0.6, 1), (-1.4, -0.9, 1)]), vortex_state([(0.3, -1.2, 1)])])
+    tcfg = TargetConfig()
+    pred = phase_differences(psis)
+    r = evaluate_predictions(GRID, psis, pred, np.array([8.0, 8.0]), tcfg)
+    assert np.all(r["mse"] == 0) and list(r["n_true"]) == [2, 1] and list(r["n_pred"]) == [2, 1]
+    assert np.all(r["false_pos"] == 0) and np.all(r["false_neg"] == 0)
+    np.testing.assert_allclose(r["fidelity"], r["fidelity_ceiling"], atol=1e-6)
+    assert np.all(r["fidelity"] > 0.99) and np.all(r["fidelity_zero_phase"] < 0.9)
+    s = summarize(r)
+    assert s["vortex_count_accuracy"] == 1.0 and s["precision"] == 1.0 and s["recall"] == 1.0
+    assert s["position_error_xi_max"] == 0.0 and s["mse"] == 0.0
+
+
+def test_missing_and_shifted_vortices_are_counted():
+    psi = vortex_state([(1.1, 0.6, 1), (-1.4, -0.9, 1)])
+    # Predict the field of a state whose first vortex moved by 1 trap unit and whose second is gone.
+    pred = phase_differences(vortex_state([(2.1, 0.6, 1)]))
+    mu = np.array([2.0])  # ξ = 0.5
+    r = evaluate_predictions(GRID, psi[None], pred[None], mu, TargetConfig(), EvalConfig(match_radius=3.0))
+    assert (r["n_true"][0], r["n_pred"][0], r["matched"][0], r["false_neg"][0], r["false_pos"][0]) == (2, 1, 1, 1, 0)
+    np.testing.assert_allclose(r["pos_err_xi"][0], [2.0], atol=0.01)  # 1.0 / ξ, both on plaquette centres
+    tight = evaluate_predictions(GRID, psi[None], pred[None], mu, TargetConfig(), EvalConfig(match_radius=1.0))
+    assert tight["matched"][0] == 0 and tight["false_pos"][0] == 1
+
+
+def test_velocity_targets_convert_to_differences():
+    th = smooth_periodic_phase(2)
+    psi = jnp.asarray(np.exp(1j * th), jnp.complex64)
+    d = to_differences(velocity(GRID, psi), "velocity", GRID.dx)
+    np.testing.assert_allclose(np.asarray(d), np.asarray(phase_differences(psi)), atol=0.02)
+    with pytest.raises(ValueError, match="target must be"):
+        to_differences(d, "phase", GRID.dx)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(match_radius=0), "match_radius"), (dict(vortex_threshold=1.0), "vortex_threshold"),
+    (dict(max_vortices=0), "max_vortices"),
+])
+def test_eval_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EvalConfig(**kwargs)
+
+
+def test_block_loops_find_a_vortex_on_a_pixel_with_an_undetermined_core():
+    # Vortex exactly on grid point (32, 32); blank the four edges touching that pixel,
+    # as a smooth prediction would: single plaquettes then miss it, the 3x3-pixel loop does not.
+    psi = vortex_state([(float(GRID.x[32]), float(GRID.x[32]), 1), (1.1, 0.6, 1)])
+    d = np.array(phase_differences(psi))
+    d[32, 32, 0] = d[32, 31, 0] = d[32, 32, 1] = d[31, 32, 1] = 0.0
+    d = jnp.asarray(d)
+    region = bj.gpe.observables.vortex_mask(GRID, psi)
+    single = np.asarray(winding_from_differences(d) * region)
+    both = np.asarray(detect_vortices(d, region))
+    assert np.abs(single).sum() == 1  # only the off-grid vortex
+    assert both.sum() == 2 and np.abs(both).sum() == 2
+    j, i = np.argwhere(both * (single == 0))[0]
+    assert j in (31, 32) and i in (31, 32)  # a plaquette touching the core pixel
+    # exact fields: the second pass adds nothing
+    exact = phase_differences(psi)
+    np.testing.assert_array_equal(np.asarray(detect_vortices(exact, region)),
+                                  np.asarray(winding_from_differences(exact) * region))
