@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -65,17 +64,33 @@ def test_only_converged_states_are_kept_by_default(tmp_path):
     assert bd.read_h5(tmp_path / "x.h5")[0]["psi"].shape == (0, 16, 16)
 
 
+# Runs the CLI in a child that SIGKILLs itself while writing the second batch
+# (after the temporary file is written, before the rename): deterministic,
+# unlike racing a kill against the solver from outside.
+DIE_IN_SECOND_WRITE = """
+import os, signal, sys
+from bec_jax.cli import main
+from bec_jax.data import storage
+written = []
+def dying_write(path, arrays, attrs):
+    if written:
+        storage.write_h5(path.with_name(path.name + ".tmp"), arrays, attrs)
+        os.kill(os.getpid(), signal.SIGKILL)
+    storage.atomic_write_h5(path, arrays, attrs)
+    written.append(path)
+sys.modules["bec_jax.data.generate"].atomic_write_h5 = dying_write
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_sigkill_mid_generation_then_resume_gives_identical_data(tiny, tmp_path):
     out = tmp_path / "killed.h5"
     part = tmp_path / "killed.h5.partial"
-    proc = subprocess.Popen(CLI + ["--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and not (part.exists() and list(part.glob("batch_*.h5"))):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done_before = sorted(p.name for p in part.glob("batch_*.h5"))
-    assert 1 <= len(done_before) < 4 and not out.exists(), done_before
+    killed = subprocess.run([sys.executable, "-c", DIE_IN_SECOND_WRITE] + CLI[3:] + ["--out", str(out)],
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert sorted(p.name for p in part.glob("batch_*")) == ["batch_000000.h5", "batch_000001.h5.tmp"]
+    assert not out.exists()
     # A conflicting config does not touch the partial run.
     bad = subprocess.run(CLI + ["--out", str(out), "--seed", "5"], capture_output=True, text=True)
     assert bad.returncode == 2 and "different config" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
