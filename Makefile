@@ -1,18 +1,21 @@
 # Two commands do all the set-up on a fresh machine (python3 + pip only):
-#   make demo   -> creates .venv if missing, runs the main job on a small CPU default
-#   make test   -> creates .venv if missing, runs the fast test suite
+#   make pipeline -> creates .venv if missing, runs the main job (quick preset, CPU): runs/quick/report.md
+#   make test     -> creates .venv if missing, runs the fast test suite
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: pipeline demo test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+pipeline: $(STAMP)
+	$(BIN)/bec-jax pipeline --preset quick --out runs/quick
 
 demo: $(STAMP)
 	$(BIN)/bec-jax demo --out runs/demo

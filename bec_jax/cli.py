@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 
-COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands"]
+COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands",
+                   "bec_jax.pipeline.commands"]
 
 
 class UsageError(ValueError):

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +39,10 @@ def main(argv=None) -> int:
         p.error(f"--repeats must be >= 3, got {args.repeats}")
 
     import jax
-    from flax import nnx
 
     from bec_jax.compress.quantization import QuantConfig, quantize_model
     from bec_jax.compress.structured import inner_widths, shrink_model
+    from bec_jax.compress.workflow import forward_latency
     from bec_jax.models import UNetConfig, count_params, init_model
 
     cfg = UNetConfig(base_width=args.width, depth=args.depth, input_size=args.size)
@@ -58,23 +57,10 @@ def main(argv=None) -> int:
     ref = None
     rows = {}
     for name, model in variants.items():
-        gd, state = nnx.split(model)
-        fwd = jax.jit(lambda s, v, gd=gd: nnx.merge(gd, s)(v))
-        t0 = time.perf_counter()
-        y = jax.block_until_ready(fwd(state, x))
-        compile_s = time.perf_counter() - t0
-        for _ in range(args.warmup):
-            jax.block_until_ready(fwd(state, x))
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fwd(state, x))
-            times.append(time.perf_counter() - t0)
-        ref = np.asarray(y) if ref is None else ref
-        t = np.asarray(times) * 1e3
-        rows[name] = dict(median_ms=float(np.median(t)), q25_ms=float(np.percentile(t, 25)),
-                          q75_ms=float(np.percentile(t, 75)), first_call_s=compile_s,
-                          max_abs_diff_to_fp32=float(np.max(np.abs(np.asarray(y) - ref))),
+        lat = forward_latency(model, x, warmup=args.warmup, repeats=args.repeats)
+        y = lat.pop("output")
+        ref = y if ref is None else ref
+        rows[name] = dict(lat, max_abs_diff_to_fp32=float(np.max(np.abs(y - ref))),
                           params=count_params(model) if not name.startswith("int8") else count_params(base))
         if name.startswith("structured"):
             rows[name]["inner_widths"] = inner_widths(model)

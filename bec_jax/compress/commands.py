@@ -21,29 +21,21 @@ def _sparsity(text: str) -> float:
 
 
 def cmd_prune(args) -> int:
-    from bec_jax.compress.pruning import PruneConfig, check_sparsity, schedule_to, sparsity_report
+    from bec_jax.compress.pruning import check_sparsity, sparsity_report
     from bec_jax.compress.quantization import save_quantized
-    from bec_jax.compress.workflow import FineTuner, load_setup, prune_once, test_mse
+    from bec_jax.compress.workflow import load_setup, prune_and_finetune, test_mse
 
     check_sparsity(args.sparsity)
     if args.ft_epochs < 1 and args.method != "prune":
         raise UsageError(f"--ft-epochs must be >= 1 for method {args.method!r}, got {args.ft_epochs}")
     out = out_dir(args.out)
     setup = load_setup(args.run, args.data)
-    tc = setup.train_config
-    lr = args.ft_lr if args.ft_lr is not None else tc.learning_rate / 10
+    lr = args.ft_lr if args.ft_lr is not None else setup.train_config.learning_rate / 10
     dense = test_mse(setup.model, setup.test)
-    stages = schedule_to(args.sparsity, tuple(args.schedule)) if args.method == "iterative" else (args.sparsity,)
-    tuner = FineTuner(setup.model, setup.train, learning_rate=lr, loss=tc.loss) if args.method != "prune" else None
-    model, masks, log = setup.model, None, []
-    for s in stages:
-        model, masks = prune_once(model, PruneConfig(s, include_bn_scale=not args.no_bn_scale), masks)
-        row = dict(sparsity=s, test_mse_pruned=test_mse(model, setup.test)["mse"])
-        if tuner is not None:
-            model, losses = tuner.run(model, masks, args.ft_epochs)
-            row.update(test_mse_finetuned=test_mse(model, setup.test)["mse"], train_losses=losses)
-        log.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True)
+    model, _, log = prune_and_finetune(
+        setup, args.sparsity, args.method, ft_epochs=args.ft_epochs, learning_rate=lr,
+        include_bn_scale=not args.no_bn_scale, schedule=tuple(args.schedule),
+        on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True))
     final = test_mse(model, setup.test)
     report = sparsity_report(nnx_params(model), include_bn_scale=not args.no_bn_scale)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=args.overwrite,

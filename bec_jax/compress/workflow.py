@@ -11,6 +11,8 @@ a sweep reuses the same compiled step.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import time
 from pathlib import Path
 
 import jax
@@ -18,14 +20,16 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bec_jax.compress.pruning import PruneConfig, apply_masks, global_magnitude_masks, keep_pruned, set_masks
+from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks, global_magnitude_masks, keep_pruned,
+                                      schedule_to, set_masks)
 from bec_jax.data.loader import BatchLoader
 from bec_jax.models.unet import UNet, UNetConfig
 from bec_jax.train.losses import loss_fn
 from bec_jax.train.trainer import (TrainConfig, evaluate_loader, init_state, load_dataset, load_trained,
                                    make_predict, make_train_step)
 
-__all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "prune_once", "METHODS"]
+__all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "prune_once", "prune_and_finetune", "forward_latency",
+           "METHODS"]
 
 METHODS = ("prune", "finetune", "iterative")
 
@@ -94,6 +98,46 @@ def prune_once(model: UNet, config: PruneConfig, previous=None):
     return model, masks
 
 
+def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", *, ft_epochs: int = 1,
+                       learning_rate: float | None = None, include_bn_scale: bool = True,
+                       schedule=DEFAULT_SCHEDULE, on_stage=None, progress: bool = False):
+    """Prune ``setup.model`` to ``sparsity`` by ``method`` (one of METHODS).
+
+    "prune": one shot; "finetune": one shot + ``ft_epochs`` of masked
+    fine-tuning; "iterative": the ``schedule`` steps below ``sparsity``, then
+    ``sparsity``, fine-tuning after each. learning_rate: fine-tuning rate
+    (default: the run's / 10). on_stage(row) is called after each stage.
+    Returns (model, masks, rows) with one row per stage: {"sparsity",
+    "test_mse_pruned"[, "test_mse_finetuned", "train_losses"]}.
+    """
+    from tqdm.auto import tqdm
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method != "prune" and ft_epochs < 1:
+        raise ValueError(f"ft_epochs must be >= 1 for method {method!r}, got {ft_epochs}")
+    stages = schedule_to(sparsity, schedule) if method == "iterative" else (sparsity,)
+    lr = learning_rate if learning_rate is not None else setup.train_config.learning_rate / 10
+    tuner = (FineTuner(setup.model, setup.train, learning_rate=lr, loss=setup.train_config.loss)
+             if method != "prune" else None)
+    bar = tqdm(total=len(stages) * (ft_epochs if tuner else 1), desc="prune", unit="epoch" if tuner else "stage",
+               disable=not progress, dynamic_ncols=True)
+    model, masks, rows = setup.model, None, []
+    for s in stages:
+        model, masks = prune_once(model, PruneConfig(s, include_bn_scale=include_bn_scale), masks)
+        row = dict(sparsity=s, test_mse_pruned=test_mse(model, setup.test)["mse"])
+        if tuner is not None:
+            model, losses = tuner.run(model, masks, ft_epochs, on_epoch=lambda k, m: bar.update())
+            row.update(test_mse_finetuned=test_mse(model, setup.test)["mse"], train_losses=losses)
+        else:
+            bar.update()
+        rows.append(row)
+        if on_stage is not None:
+            on_stage(row)
+    bar.close()
+    return model, masks, rows
+
+
 class FineTuner:
     """Masked fine-tuning of models of one architecture with one compiled step.
 
@@ -144,3 +188,38 @@ class FineTuner:
             if on_epoch is not None:
                 on_epoch(k, nnx.merge(self.gd_eval, state["params"], state["batch_stats"]))
         return nnx.merge(self.gd_eval, state["params"], state["batch_stats"]), losses
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_forward(gd):
+    """One compiled forward per architecture (models of one structure share it)."""
+    return jax.jit(lambda state, x: nnx.merge(gd, state)(x))
+
+
+def forward_latency(model, x, *, warmup: int = 3, repeats: int = 20) -> dict:
+    """Wall time of a jitted eval-mode forward of ``model`` on ``x`` (B, H, W, C).
+
+    After ``warmup`` untimed calls, ``repeats`` timed calls (block_until_ready).
+    Returns {"median_ms", "q25_ms", "q75_ms", "first_call_s" (compile + run),
+    "output": the output as numpy}; the model is not modified. "first_call_s"
+    includes compilation only for the first model of an architecture.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    model = nnx.clone(model)
+    model.eval()
+    gd, state = nnx.split(model)
+    fwd = _jitted_forward(gd)
+    t0 = time.perf_counter()
+    y = jax.block_until_ready(fwd(state, x))
+    first = time.perf_counter() - t0
+    for _ in range(warmup):
+        jax.block_until_ready(fwd(state, x))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fwd(state, x))
+        times.append(time.perf_counter() - t0)
+    t = np.asarray(times) * 1e3
+    return dict(median_ms=float(np.median(t)), q25_ms=float(np.percentile(t, 25)),
+                q75_ms=float(np.percentile(t, 75)), first_call_s=first, output=np.asarray(y))

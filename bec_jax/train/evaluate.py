@@ -51,7 +51,7 @@ from bec_jax.train.losses import masked_sq_error_sums
 __all__ = [
     "EvalConfig", "to_differences", "plaquette_circulation", "winding_from_differences", "detect_vortices",
     "integrate_differences", "vortex_phase", "reconstruct_phase", "fidelity", "match_vortices",
-    "positions_from_winding", "evaluate_predictions", "summarize", "evaluate_run",
+    "positions_from_winding", "evaluate_predictions", "summarize", "evaluate_model", "evaluate_run",
 ]
 
 
@@ -362,6 +362,50 @@ def summarize(per_sample: dict) -> dict:
     )
 
 
+def evaluate_model(model, grid: Grid, arrays: dict, idx, tcfg: TargetConfig, *, batch_size: int = 16,
+                   ecfg: EvalConfig = EvalConfig(), progress: bool = True, keep: int = 0,
+                   desc: str = "evaluate") -> tuple[dict, dict]:
+    """(summary, samples) of ``model`` (any U-Net-like nnx module, put in eval
+    mode) on the samples ``idx`` of a dataset's ``arrays`` (from ``read_h5``).
+
+    The shared core of ``evaluate_run`` and the pipeline's evaluation of
+    compressed models. summary: ``summarize`` of the per-sample metrics;
+    samples: the fields of ``keep`` samples spread evenly over ``idx``.
+    """
+    from flax import nnx
+    from tqdm.auto import tqdm
+
+    from bec_jax.train.trainer import make_predict
+
+    model.eval()
+    # everything that is not a Param (BatchNorm statistics, int8 kernels and scales) rides along
+    gd, params, batch_stats = nnx.split(model, nnx.Param, ...)
+    run_predict = make_predict(gd)
+    parts, samples = [], {}
+    # samples to return for plots: spread evenly over the split (groups are contiguous)
+    show = set(np.unique(np.linspace(0, len(idx) - 1, keep).round().astype(int)).tolist()) if keep else set()
+    for lo in tqdm(range(0, len(idx), batch_size), desc=desc, unit="batch", disable=not progress):
+        sel = idx[lo : lo + batch_size]
+        psi = jnp.asarray(arrays["psi"][sel])
+        x, _, _ = make_example(grid, psi, tcfg)
+        pred = run_predict(params, batch_stats, x.astype(jnp.float32))
+        r = evaluate_predictions(grid, psi, pred, arrays["mu"][sel], tcfg, ecfg)
+        parts.append({k: r[k] for k in ("mse", "mse_ref", "fidelity", "fidelity_ceiling", "fidelity_zero_phase",
+                                         "sq", "n_valid", "n_pixels", "n_true", "n_pred", "matched",
+                                         "false_pos", "false_neg")} | dict(pos_err_xi=r["pos_err_xi"]))
+        rows = [b for b in range(len(sel)) if lo + b in show]
+        if rows:
+            new = dict(psi=np.asarray(psi), x=np.asarray(x), pred=np.asarray(pred), target=r["target"],
+                       valid=r["valid"], theta_pred=r["theta_pred"], winding_pred=r["winding_pred"],
+                       winding_true=r["winding_true"], fidelity=r["fidelity"], index=sel,
+                       g=arrays["g"][sel], omega=arrays["omega"][sel])
+            new = {k: np.asarray(v)[rows] for k, v in new.items()}
+            samples = {k: (np.concatenate([samples[k], v]) if k in samples else v) for k, v in new.items()}
+    per = {k: (sum((p[k] for p in parts), []) if k == "pos_err_xi" else np.concatenate([p[k] for p in parts]))
+           for k in parts[0]}
+    return summarize(per), samples
+
+
 def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test", batch_size: int = 16,
                  ecfg: EvalConfig = EvalConfig(), progress: bool = True, keep: int = 0) -> dict:
     """Evaluate a trained run on a dataset split.
@@ -379,13 +423,9 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
     import json
     from pathlib import Path
 
-    from tqdm.auto import tqdm
-
     from bec_jax.data.splits import split_by_group
     from bec_jax.data.storage import load_grid, read_h5
-    from flax import nnx
-
-    from bec_jax.train.trainer import load_trained, make_predict
+    from bec_jax.train.trainer import load_trained
 
     if split not in ("test", "val", "train", "all"):
         raise ValueError(f"split must be one of test, val, train, all; got {split!r}")
@@ -411,31 +451,8 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
     if len(idx) == 0:
         raise ValueError(f"the {split!r} split of {str(data)!r} is empty")
     tcfg = tc.target_config
-    gd, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    run_predict = make_predict(gd)
-    parts, samples = [], {}
-    # samples to return for plots: spread evenly over the split (groups are contiguous)
-    show = set(np.unique(np.linspace(0, len(idx) - 1, keep).round().astype(int)).tolist()) if keep else set()
-    for lo in tqdm(range(0, len(idx), batch_size), desc="evaluate", unit="batch", disable=not progress):
-        sel = idx[lo : lo + batch_size]
-        psi = jnp.asarray(arrays["psi"][sel])
-        x, _, _ = make_example(grid, psi, tcfg)
-        pred = run_predict(params, batch_stats, x.astype(jnp.float32))
-        r = evaluate_predictions(grid, psi, pred, arrays["mu"][sel], tcfg, ecfg)
-        parts.append({k: r[k] for k in ("mse", "mse_ref", "fidelity", "fidelity_ceiling", "fidelity_zero_phase",
-                                         "sq", "n_valid", "n_pixels", "n_true", "n_pred", "matched",
-                                         "false_pos", "false_neg")} | dict(pos_err_xi=r["pos_err_xi"]))
-        rows = [b for b in range(len(sel)) if lo + b in show]
-        if rows:
-            new = dict(psi=np.asarray(psi), x=np.asarray(x), pred=np.asarray(pred), target=r["target"],
-                       valid=r["valid"], theta_pred=r["theta_pred"], winding_pred=r["winding_pred"],
-                       winding_true=r["winding_true"], fidelity=r["fidelity"], index=sel,
-                       g=arrays["g"][sel], omega=arrays["omega"][sel])
-            new = {k: np.asarray(v)[rows] for k, v in new.items()}
-            samples = {k: (np.concatenate([samples[k], v]) if k in samples else v) for k, v in new.items()}
-    per = {k: (sum((p[k] for p in parts), []) if k == "pos_err_xi" else np.concatenate([p[k] for p in parts]))
-           for k in parts[0]}
-    summary = summarize(per)
+    summary, samples = evaluate_model(model, grid, arrays, idx, tcfg, batch_size=batch_size, ecfg=ecfg,
+                                      progress=progress, keep=keep)
     config = dict(run=str(run_dir), data=str(data), split=split, checkpoint=which, epoch=int(info["epoch"]),
                   target=tcfg.target, mask_threshold=tcfg.mask_threshold, eval=dataclasses.asdict(ecfg),
                   grid=dict(n=grid.n, length=grid.length))

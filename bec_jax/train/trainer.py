@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -39,10 +40,15 @@ from bec_jax.train.losses import LOSSES, loss_fn, masked_sq_error_sums
 
 __all__ = [
     "OPTIMIZERS", "TrainConfig", "make_optimizer", "init_state", "make_train_step", "make_predict",
-    "evaluate_loader", "load_dataset", "fit", "FitResult", "load_trained",
+    "evaluate_loader", "load_dataset", "fit", "FitResult", "load_trained", "TRAIN_LOSSES", "make_loss",
+    "make_update",
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: Loss names of ``TrainConfig``: the pixel losses of ``losses.LOSSES`` plus the
+#: physics-informed "mse+fidelity" (``physics_informed.physics_informed_loss``).
+TRAIN_LOSSES = LOSSES + ("mse+fidelity",)
+_PHYSICS_FIELDS = ("fidelity_weight", "fidelity_modified", "fidelity_vortices")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +59,12 @@ class TrainConfig:
       weight decay ``weight_decay``; PyTorch's default 1e-2).
     learning_rate: > 0. batch_size: >= 1. epochs: >= 1 (may be raised on resume).
     seed: model initialisation and batch order.
-    loss: "masked_mse" (mean over valid pixels, default) or "reference"
-      (mean over all pixels of the masked squared error, the paper's).
+    loss: "masked_mse" (mean over valid pixels, default), "reference"
+      (mean over all pixels of the masked squared error, the paper's), or
+      "mse+fidelity" (masked MSE + fidelity_weight · quantum fidelity of the
+      integrated phase, ``bec_jax.train.physics_informed``).
+    fidelity_weight (λ ≥ 0), fidelity_modified (modified gradient ∇L/√(1−L)),
+      fidelity_vortices (vortex-aware integration): used by "mse+fidelity" only.
     target, mask_threshold: how ψ becomes targets and masks (``TargetConfig``).
     augment: random 90° rotations of training samples.
     split_seed, split: group-wise train/val/test split of the dataset.
@@ -75,13 +85,16 @@ class TrainConfig:
     split_seed: int = 0
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     drop_last: bool = False
+    fidelity_weight: float = 0.1
+    fidelity_modified: bool = False
+    fidelity_vortices: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "split", tuple(float(f) for f in self.split))
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.loss not in TRAIN_LOSSES:
+            raise ValueError(f"loss must be one of {TRAIN_LOSSES}, got {self.loss!r}")
         if not (self.learning_rate > 0):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.batch_size < 1:
@@ -93,6 +106,16 @@ class TrainConfig:
         if not (0 <= self.momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         self.target_config  # validates target and mask_threshold
+        if self.loss == "mse+fidelity":
+            self.physics_config  # validates fidelity_weight
+
+    @property
+    def physics_config(self):
+        """The ``PhysicsConfig`` of the "mse+fidelity" loss."""
+        from bec_jax.train.physics_informed import PhysicsConfig
+
+        return PhysicsConfig(fidelity_weight=self.fidelity_weight, modified=bool(self.fidelity_modified),
+                             vortices=bool(self.fidelity_vortices), target=self.target)
 
     @property
     def target_config(self) -> TargetConfig:
@@ -102,6 +125,10 @@ class TrainConfig:
         """Settings a resumed run must share with the original (all but ``epochs``)."""
         d = dataclasses.asdict(self)
         d.pop("epochs")
+        if self.loss != "mse+fidelity":
+            # unused by the pixel losses: runs written before these fields existed resume unchanged
+            for k in _PHYSICS_FIELDS:
+                d.pop(k)
         return d
 
 
@@ -113,6 +140,19 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     if config.optimizer == "adam":
         return optax.adam(lr)
     return optax.adamw(lr, weight_decay=config.weight_decay)
+
+
+def make_loss(config: TrainConfig, grid) -> Callable:
+    """The training loss of ``config`` on ``grid``: loss(pred, y, mask[, x]) -> float32 scalar.
+
+    Pixel losses come from ``losses.loss_fn``; "mse+fidelity" is
+    ``physics_informed_loss(grid, config.physics_config)`` (needs the input x).
+    """
+    if config.loss != "mse+fidelity":
+        return loss_fn(config.loss)
+    from bec_jax.train.physics_informed import physics_informed_loss
+
+    return physics_informed_loss(grid, config.physics_config)
 
 
 def init_state(model: UNet, tx: optax.GradientTransformation):
@@ -131,26 +171,45 @@ def init_state(model: UNet, tx: optax.GradientTransformation):
     return gd_train, gd_eval, dict(params=params, batch_stats=batch_stats, opt_state=opt_state)
 
 
-def make_train_step(gd_train, tx: optax.GradientTransformation, loss: Callable):
-    """A jitted ``step(state, x, y, mask) -> (state, loss)`` (state buffers donated).
+def make_update(gd_train, tx: optax.GradientTransformation, loss: Callable):
+    """The pure (un-jitted) ``update(state, x, y, mask) -> (state, loss)`` of one batch.
 
-    x (B, n, n, C_in) float32, y (B, n, n, 2) float32, mask (B, n, n) bool;
-    loss: float32 scalar of the batch before the update.
+    The body of ``make_train_step``, exposed so that other compiled steps
+    (``online.make_online_step``: solver + update in one program) reuse the
+    same code path. Arguments as in ``make_train_step``.
     """
+    call = (lambda p, x, y, m: loss(p, y, m, x)) if getattr(loss, "uses_input", False) else \
+        (lambda p, x, y, m: loss(p, y, m))
 
-    def step(state, x, y, mask):
+    def update(state, x, y, mask):
         model = nnx.merge(gd_train, state["params"], state["batch_stats"], copy=True)
-        value, grads = nnx.value_and_grad(lambda m: loss(m(x), y, mask))(model)
+        value, grads = nnx.value_and_grad(lambda m: call(m(x), x, y, mask))(model)
         params, batch_stats = nnx.state(model, nnx.Param, nnx.BatchStat)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         params = optax.apply_updates(params, updates)
         return dict(params=params, batch_stats=batch_stats, opt_state=opt_state), value
 
-    return jax.jit(step, donate_argnums=(0,))
+    return update
 
 
+def make_train_step(gd_train, tx: optax.GradientTransformation, loss: Callable):
+    """A jitted ``step(state, x, y, mask) -> (state, loss)`` (state buffers donated).
+
+    x (B, n, n, C_in) float32, y (B, n, n, 2) float32, mask (B, n, n) bool;
+    loss: float32 scalar of the batch before the update. ``loss(pred, y, mask)``,
+    or ``loss(pred, y, mask, x)`` if it has ``uses_input = True`` (the
+    physics-informed loss needs the density).
+    """
+    return jax.jit(make_update(gd_train, tx, loss), donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=32)
 def make_predict(gd_eval):
-    """A jitted ``predict(params, batch_stats, x) -> y`` in eval mode (running BatchNorm stats)."""
+    """A jitted ``predict(params, batch_stats, x) -> y`` in eval mode (running BatchNorm stats).
+
+    Cached by graph definition: models of one architecture (a checkpoint, its
+    pruned and dequantized copies) share one compiled function.
+    """
 
     @jax.jit
     def predict(params, batch_stats, x):
@@ -263,7 +322,7 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
     model = init_model(model_config, config.seed)
     tx = make_optimizer(config)
     gd_train, gd_eval, state = init_state(model, tx)
-    step_fn = make_train_step(gd_train, tx, loss_fn(config.loss))
+    step_fn = make_train_step(gd_train, tx, make_loss(config, grid))
     predict = make_predict(gd_eval)
 
     run = dict(train=config.resume_key(), data=_dataset_id(Path(data_path), attrs))
@@ -289,7 +348,8 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
                 bar.update(1)
             train_loss = float(np.mean(jax.device_get(losses)))
             metrics = evaluate_loader(predict, state, val)
-            val_loss = metrics["mse"] if config.loss == "masked_mse" else metrics["mse_ref"]
+            # model selection on the pixel metric of the loss ("mse+fidelity": the masked MSE)
+            val_loss = metrics["mse_ref"] if config.loss == "reference" else metrics["mse"]
             if not np.isfinite(train_loss):
                 raise FloatingPointError(f"training diverged at epoch {epoch} (train loss {train_loss}); "
                                          "lower the learning rate")

@@ -1,0 +1,238 @@
+"""Typed configuration of ``bec-jax pipeline`` and its presets.
+
+A ``PipelineConfig`` is five frozen sections, each the configuration object of
+the stage that uses it (no copies of their fields):
+
+- ``data``: ``bec_jax.data.GenerateConfig`` (dataset generation),
+- ``model``: ``bec_jax.models.UNetConfig`` (``input_size`` follows ``data.n``),
+- ``train``: ``bec_jax.train.TrainConfig``,
+- ``compress``: ``CompressConfig`` (pruning, fine-tuning, quantization schemes),
+- ``report``: ``ReportConfig`` (evaluation figure and latency measurement).
+
+The CLI exposes every field as ``--<section>-<field>`` (``--train-epochs 5``,
+``--data-g-range 50,250``), generated from the dataclasses by
+``add_config_flags`` so that flags and config cannot drift apart. The full
+config is written to ``<out>/config.json``; ``PipelineConfig.from_dict`` reads
+it back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+
+from bec_jax.compress.quantization import SCHEMES
+from bec_jax.data.generate import PRESETS as DATA_PRESETS
+from bec_jax.data.generate import GenerateConfig
+from bec_jax.models.unet import UNetConfig
+from bec_jax.train.trainer import TrainConfig
+
+__all__ = ["CompressConfig", "ReportConfig", "PipelineConfig", "PRESETS", "add_config_flags", "config_from_args"]
+
+PRUNE_METHODS = ("prune", "finetune", "iterative")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressConfig:
+    """Compression stage settings.
+
+    sparsity: global magnitude-pruning target in [0, 1) (conv kernels and, with
+      include_bn_scale, BatchNorm scales).
+    method: "prune" (one shot, no training), "finetune" (one shot + masked
+      fine-tuning) or "iterative" (the schedule 80, 90, 97, … % up to sparsity,
+      fine-tuning after each stage).
+    ft_epochs: fine-tuning epochs per stage. ft_lr: fine-tuning learning rate
+      (None: the training learning rate / 10).
+    schemes: int8 post-training quantization schemes applied to the dense model
+      (subset of ``bec_jax.compress.SCHEMES``).
+    combined_scheme: scheme of the pruned + int8 model (stored sparse).
+    """
+
+    sparsity: float = 0.9
+    method: str = "finetune"
+    ft_epochs: int = 3
+    ft_lr: float | None = None
+    include_bn_scale: bool = True
+    schemes: tuple[str, ...] = SCHEMES
+    combined_scheme: str = "per_channel"
+
+    def __post_init__(self):
+        object.__setattr__(self, "schemes", tuple(self.schemes))
+        if not (0 <= self.sparsity < 1):
+            raise ValueError(f"compress.sparsity must be in [0, 1), got {self.sparsity}")
+        if self.method not in PRUNE_METHODS:
+            raise ValueError(f"compress.method must be one of {PRUNE_METHODS}, got {self.method!r}")
+        if self.ft_epochs < (0 if self.method == "prune" else 1):
+            raise ValueError(f"compress.ft_epochs must be >= 1 for method {self.method!r}, got {self.ft_epochs}")
+        if self.ft_lr is not None and not self.ft_lr > 0:
+            raise ValueError(f"compress.ft_lr must be > 0, got {self.ft_lr}")
+        for s in (*self.schemes, self.combined_scheme):
+            if s not in SCHEMES:
+                raise ValueError(f"unknown quantization scheme {s!r}; allowed: {SCHEMES}")
+        if not self.schemes:
+            raise ValueError("compress.schemes must name at least one scheme")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """Evaluation and report settings.
+
+    samples: test samples shown in predictions.png. eval_batch_size: batch of
+    the evaluation. latency_batch: batch size of the inference-latency
+    measurement; latency_repeats: timed calls (the median is reported).
+    """
+
+    samples: int = 4
+    eval_batch_size: int = 16
+    latency_batch: int = 8
+    latency_repeats: int = 20
+
+    def __post_init__(self):
+        if self.samples < 0:
+            raise ValueError(f"report.samples must be >= 0, got {self.samples}")
+        for name in ("eval_batch_size", "latency_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"report.{name} must be >= 1, got {getattr(self, name)}")
+        if self.latency_repeats < 3:
+            raise ValueError(f"report.latency_repeats must be >= 3, got {self.latency_repeats}")
+
+
+SECTIONS = {"data": GenerateConfig, "model": UNetConfig, "train": TrainConfig, "compress": CompressConfig,
+            "report": ReportConfig}
+# Fields that follow from others and are not flags.
+DERIVED = {("model", "input_size"), ("model", "in_channels"), ("model", "out_channels")}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that determines a pipeline run (see the module doc)."""
+
+    data: GenerateConfig
+    model: UNetConfig
+    train: TrainConfig
+    compress: CompressConfig = CompressConfig()
+    report: ReportConfig = ReportConfig()
+
+    def __post_init__(self):
+        if self.model.input_size != self.data.n:
+            raise ValueError(f"model.input_size ({self.model.input_size}) must equal data.n ({self.data.n})")
+
+    def to_dict(self) -> dict:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PipelineConfig":
+        return cls(**{name: SECTIONS[name](**d[name]) for name in SECTIONS})
+
+    @property
+    def ft_lr(self) -> float:
+        return self.compress.ft_lr or self.train.learning_rate / 10
+
+
+def _auto_depth(n: int) -> int:
+    return min(7, int(math.floor(math.log2(n))))
+
+
+PRESETS = {
+    # 2-core CPU, ~10 minutes: 240 states on 64², a 4.3M-parameter U-Net, 20 epochs.
+    "quick": PipelineConfig(
+        data=DATA_PRESETS["quick"],
+        model=UNetConfig(base_width=8, depth=6, input_size=64),
+        train=TrainConfig(epochs=20),
+        compress=CompressConfig(sparsity=0.9, method="finetune", ft_epochs=3)),
+    # The reference sizes on a GPU: 1,680 states on 200², the 17.3M-parameter U-Net, 50 epochs.
+    "paper": PipelineConfig(
+        data=DATA_PRESETS["paper"],
+        model=UNetConfig(base_width=8, depth=7, input_size=200),
+        train=TrainConfig(epochs=50),
+        compress=CompressConfig(sparsity=0.9, method="iterative", ft_epochs=10),
+        report=ReportConfig(latency_batch=1)),
+}
+
+
+# ----------------------------------------------------------------- CLI flags
+
+def _parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _converter(hint):
+    """argparse ``type`` for a dataclass field annotation (int, float, str, bool,
+    tuple[...] as comma-separated values, X | None with 'none')."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = _converter(next(a for a in args if a is not type(None)))
+        return lambda text: None if text.strip().lower() == "none" else inner(text)
+    if origin is tuple:
+        item = _converter(args[0])
+
+        def parse_tuple(text: str):
+            vals = tuple(item(t.strip()) for t in text.split(",") if t.strip())
+            if args[-1] is not Ellipsis and len(vals) != len(args):
+                raise argparse.ArgumentTypeError(f"expected {len(args)} comma-separated values, got {text!r}")
+            return vals
+        return parse_tuple
+    if hint is bool:
+        return _parse_bool
+    if hint in (int, float, str):
+        def parse_scalar(text: str):
+            try:
+                return hint(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {hint.__name__}, got {text!r}") from None
+        return parse_scalar
+    raise TypeError(f"no flag parser for annotation {hint!r}")
+
+
+def _fields(section: str):
+    cls = SECTIONS[section]
+    hints = typing.get_type_hints(cls)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(cls) if (section, f.name) not in DERIVED]
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Add ``--<section>-<field>`` for every PipelineConfig field (default: the preset's)."""
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} ({cls.__name__}; default: the preset's value)")
+        for name, hint in _fields(section):
+            group.add_argument(f"--{section}-{name.replace('_', '-')}", dest=f"{section}__{name}",
+                               type=_converter(hint), default=None, metavar=_metavar(hint),
+                               help=f"{cls.__name__}.{name}")
+
+
+def _metavar(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        return "A,B,…" if args[-1] is Ellipsis else ",".join("ABCD"[: len(args)])
+    if origin in (typing.Union, types.UnionType):
+        return _metavar(next(a for a in args if a is not type(None))) + "|none"
+    return getattr(hint, "__name__", str(hint)).upper()
+
+
+def config_from_args(preset: PipelineConfig, args: argparse.Namespace) -> PipelineConfig:
+    """``preset`` with the flags given on the command line applied.
+
+    Changing ``--data-n`` moves ``model.input_size`` along (and the default
+    depth, min(7, log2 n), unless ``--model-depth`` is given). Invalid values
+    raise ValueError from the section's own validation.
+    """
+    sections = {}
+    for section in SECTIONS:
+        given = {name: getattr(args, f"{section}__{name}") for name, _ in _fields(section)
+                 if getattr(args, f"{section}__{name}", None) is not None}
+        base = getattr(preset, section)
+        if section == "model":
+            n = sections["data"].n
+            if n != base.input_size:
+                given.setdefault("depth", _auto_depth(n))
+            given["input_size"] = n
+        sections[section] = dataclasses.replace(base, **given)
+    return PipelineConfig(**sections)

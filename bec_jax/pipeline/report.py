@@ -1,0 +1,156 @@
+"""report.json (schema ``SCHEMA``, documented in the README) and report.md of a pipeline run."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SCHEMA", "build_report", "write_report", "plot_compression"]
+
+SCHEMA = "bec_jax.pipeline.report/1"
+# Per-model metrics copied from the evaluation summary into report.json.
+METRICS = ("mse", "mse_ref", "fidelity_mean", "fidelity_median", "vortex_count_accuracy", "vortex_count_mae",
+           "precision", "recall", "position_error_xi_median")
+
+
+def build_report(config, results: dict) -> dict:
+    """The report.json dict from the config and the stage results."""
+    import jax
+
+    import bec_jax
+
+    gen, train, ev = results["generate"], results["train"], results["evaluate"]
+    sizes = results["quantize"]["sizes"]
+    variants = results["evaluate_compressed"]["variants"]
+    dense = variants["dense"]
+    table = {}
+    for name, v in variants.items():
+        s = v["summary"]
+        table[name] = dict(
+            source=v["source"], scheme=v["scheme"], stored_sparse=v["stored_sparse"],
+            bytes_on_disk=sizes[name]["bytes_on_disk"], payload_bytes=sizes[name]["payload_bytes"],
+            size_ratio_vs_dense=sizes["dense"]["bytes_on_disk"] / sizes[name]["bytes_on_disk"],
+            **{k: s[k] for k in METRICS}, mse_ratio_vs_dense=s["mse"] / dense["summary"]["mse"],
+            latency_ms=v["latency_ms"]["median_ms"],
+            latency_int8_ms=v["latency_int8_ms"]["median_ms"] if "latency_int8_ms" in v else None)
+    return dict(
+        schema=SCHEMA, bec_jax_version=bec_jax.__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        backend=jax.default_backend(), device=str(jax.devices()[0].device_kind),
+        config=config.to_dict(),
+        dataset=dict(file="data.h5", n_samples=gen["n_samples"], n_failed=gen["n_failed"], grid_n=config.data.n,
+                     grid_length=config.data.resolved_length, size_bytes=gen["size_bytes"],
+                     generation_seconds=gen["stage_seconds"]),
+        training=dict(epochs=train["epochs"], best_epoch=train["best_epoch"], best_val_mse=train["best_val_mse"],
+                      seconds=train["seconds"]),
+        evaluation=dict(split="test", checkpoint="best", n_samples=ev["summary"]["n_samples"],
+                        **{k: ev["summary"][k] for k in METRICS},
+                        fidelity_ceiling_mean=ev["summary"]["fidelity_ceiling_mean"],
+                        fidelity_zero_phase_mean=ev["summary"]["fidelity_zero_phase_mean"]),
+        pruning={k: results["prune"][k] for k in ("method", "target_sparsity", "achieved_sparsity", "ft_epochs",
+                                                  "ft_lr")},
+        models=table,
+        latency=dict(batch=dense["latency_ms"]["batch"], repeats=config.report.latency_repeats,
+                     statistic="median"),
+        stage_seconds={k: r["stage_seconds"] for k, r in results.items() if "stage_seconds" in r},
+    )
+
+
+def plot_compression(models: dict, path) -> Path:
+    """Size on disk, test MSE and mean fidelity of every model variant (bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(models)
+    y = np.arange(len(names))
+    panels = [("size on disk (MB)", [models[n]["bytes_on_disk"] / 1e6 for n in names], "{:.2f}"),
+              ("test masked MSE", [models[n]["mse"] for n in names], "{:.2e}"),
+              ("mean fidelity", [models[n]["fidelity_mean"] for n in names], "{:.4f}"),
+              ("vortex count accuracy", [models[n]["vortex_count_accuracy"] for n in names], "{:.2f}")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 0.45 * len(names) + 1.4), sharey=True,
+                             constrained_layout=True)
+    colors = ["C0" if models[n]["scheme"] is None else "C1" for n in names]
+    for ax, (title, vals, fmt) in zip(axes, panels):
+        ax.barh(y, vals, color=colors)
+        lo = min(vals)
+        if title.startswith("mean fidelity"):  # fidelities sit near 1: zoom in
+            ax.set_xlim(max(0.0, lo - (1 - lo) * 0.5 - 1e-3), 1.0 + (1 - lo) * 0.5 + 1e-3)
+        for yi, v in zip(y, vals):
+            ax.text(v, yi, " " + fmt.format(v), va="center", fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.margins(x=0.3)  # room for the value labels
+    axes[0].set_yticks(y, names)
+    axes[0].invert_yaxis()
+    fig.suptitle("Reloaded models on the test split (orange: int8)", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _markdown(r: dict, figures: dict) -> str:
+    c, d, t, e = r["config"], r["dataset"], r["training"], r["evaluation"]
+    m = c["model"]
+    L = ["# bec_jax pipeline report", "",
+         f"{r['created']} · bec_jax {r['bec_jax_version']} · backend {r['backend']} ({r['device']}) · "
+         f"total {sum(r['stage_seconds'].values()):.0f} s", "",
+         "## Dataset", "",
+         f"{d['n_samples']} ground states ({d['n_failed']} not converged or touching the box edge, dropped) on a "
+         f"{d['grid_n']}² grid, L = {d['grid_length']:g}; g ∈ {c['data']['g_range']}, "
+         f"Ω ∈ {c['data']['omega_range']}; generated in {d['generation_seconds']:.0f} s, "
+         f"{d['size_bytes'] / 1e6:.1f} MB.", "",
+         f"![samples]({figures['data']})", "",
+         "## Training", "",
+         f"U-Net base width {m['base_width']}, depth {m['depth']}; {c['train']['optimizer']} "
+         f"lr {c['train']['learning_rate']:g}, batch {c['train']['batch_size']}, {t['epochs']} epochs in "
+         f"{t['seconds']:.0f} s; best validation masked MSE {t['best_val_mse']:.3e} at epoch {t['best_epoch']}.", "",
+         f"![loss]({figures['train']})", "",
+         "## Test split (dense model, best checkpoint)", "",
+         "| samples | masked MSE | mean fidelity | fidelity ceiling | zero-phase fidelity | vortex count accuracy "
+         "| position error (ξ, median) |", "|---|---|---|---|---|---|---|",
+         f"| {e['n_samples']} | {e['mse']:.3e} | {e['fidelity_mean']:.4f} | {e['fidelity_ceiling_mean']:.4f} | "
+         f"{e['fidelity_zero_phase_mean']:.4f} | {e['vortex_count_accuracy']:.3f} | "
+         f"{_num(e['position_error_xi_median'], '{:.2f}')} |", "",
+         "Fidelity ceiling: the same phase reconstruction applied to the true gradient; zero-phase: √n alone.", ""]
+    if "predictions" in figures:
+        L += [f"![predictions]({figures['predictions']})", ""]
+    p = r["pruning"]
+    L += ["## Compressed models (saved with orbax, reloaded, evaluated)", "",
+          f"Pruning: {p['method']} to {p['target_sparsity']:.0%} global magnitude sparsity (achieved "
+          f"{p['achieved_sparsity']:.1%}), {p['ft_epochs']} fine-tuning epochs at lr {p['ft_lr']:g}. "
+          f"Latency: median of {r['latency']['repeats']} jitted forward calls, batch {r['latency']['batch']}, "
+          f"on {r['backend']}; 'int8 path' runs int8 × int8 → int32 convolutions.", "",
+          "| model | size on disk | ×smaller | masked MSE | MSE / dense | mean fidelity | vortex count acc. "
+          "| latency (ms) | int8 path (ms) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, v in r["models"].items():
+        L.append(f"| {name} | {v['bytes_on_disk'] / 1e6:.2f} MB | {v['size_ratio_vs_dense']:.1f} | {v['mse']:.3e} | "
+                 f"{v['mse_ratio_vs_dense']:.2f} | {v['fidelity_mean']:.4f} | {v['vortex_count_accuracy']:.3f} | "
+                 f"{v['latency_ms']:.1f} | {_num(v['latency_int8_ms'], '{:.1f}')} |")
+    L += ["", f"![compression]({figures['compression']})", "", "## Time per stage", "",
+          "| stage | seconds |", "|---|---|"]
+    L += [f"| {k} | {v:.0f} |" for k, v in r["stage_seconds"].items()]
+    L += ["", "Reproduce: `bec-jax pipeline --config config.json --out <folder>` (config.json of this run).", ""]
+    return "\n".join(L)
+
+
+def _num(v, fmt: str) -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def write_report(out, config, results: dict) -> dict:
+    """Write report.json, report.md and compression.png into ``out``; returns the report dict."""
+    out = Path(out)
+    r = build_report(config, results)
+    figures = dict(data=results["generate"]["figure"], train=results["train"]["figure"],
+                   compression=plot_compression(r["models"], out / "compression.png").name)
+    if "figure" in results["evaluate"]:
+        figures["predictions"] = results["evaluate"]["figure"]
+    r["figures"] = sorted(figures.values())
+    (out / "report.json").write_text(json.dumps(r, indent=2))
+    (out / "report.md").write_text(_markdown(r, figures))
+    return dict(report_json=str(out / "report.json"), report_md=str(out / "report.md"), figures=r["figures"])

@@ -1,0 +1,281 @@
+"""``bec-jax pipeline``: generate → train → evaluate → prune → quantize →
+evaluate the reloaded compressed models → report, in one resumable run folder.
+
+Every stage is a call into the library (``generate``, ``fit``,
+``evaluate_model``, ``prune_and_finetune``, ``save_quantized`` /
+``load_quantized``) and ends by writing ``stages/<stage>.json`` atomically; a
+rerun skips finished stages. Generation and training also resume inside their
+stage (finished batches, the latest checkpoint), so an interrupted run loses at
+most one dataset batch or the epochs since the last checkpoint; the later
+stages take seconds to minutes and are redone when interrupted.
+
+Run folder::
+
+    config.json        the full PipelineConfig (a rerun must match it)
+    data.h5            the dataset (HDF5)
+    train/             orbax checkpoints, metrics.csv/json
+    models/<variant>/  every evaluated model, saved with orbax (save_quantized)
+    stages/*.json      per-stage results
+    report.md, report.json, *.png
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bec_jax.pipeline.config import PipelineConfig
+
+__all__ = ["STAGES", "RunConflict", "run_pipeline", "prepare_run"]
+
+STAGES = ("generate", "train", "evaluate", "prune", "quantize", "evaluate_compressed", "report")
+
+
+class RunConflict(ValueError):
+    """The run folder holds a run with another config."""
+
+
+def _write_json(path: Path, obj) -> None:
+    """Write JSON via a temporary file and a rename (a kill leaves old or new, never half)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+def prepare_run(config: PipelineConfig, out) -> Path:
+    """Create ``out`` and write config.json, or check that an existing run has
+    the same config (RunConflict naming the differing fields otherwise)."""
+    out = Path(out)
+    (out / "stages").mkdir(parents=True, exist_ok=True)
+    cfg_file = out / "config.json"
+    new = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as stored
+    if cfg_file.exists():
+        old = json.loads(cfg_file.read_text())
+        diff = _diff(old, new)
+        if diff:
+            raise RunConflict(f"{str(out)!r} holds a run with another config ({'; '.join(diff[:3])}"
+                              f"{'; …' if len(diff) > 3 else ''}); use another --out or delete it")
+    else:
+        _write_json(cfg_file, new)
+    return out
+
+
+# ------------------------------------------------------------------ stages
+
+class _Context:
+    """Run folder, config and lazily loaded shared objects of one invocation."""
+
+    def __init__(self, config: PipelineConfig, out: Path, progress: bool, log: Callable[[str], None]):
+        self.config, self.out, self.progress, self.log = config, out, progress, log
+        self.results: dict[str, dict] = {}
+        self._setup = self._test = None
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data.h5"
+
+    @property
+    def train_dir(self) -> Path:
+        return self.out / "train"
+
+    def setup(self):
+        """Best checkpoint with its dataset loaders (``compress.workflow.Setup``)."""
+        if self._setup is None:
+            from bec_jax.compress.workflow import load_setup
+
+            self._setup = load_setup(self.train_dir, self.data, which="best",
+                                     batch_size=self.config.report.eval_batch_size)
+        return self._setup
+
+    def test_split(self):
+        """(grid, arrays of the test split, TargetConfig), read once."""
+        if self._test is None:
+            from bec_jax.train.trainer import load_dataset
+
+            tc = self.setup().train_config
+            grid, arrays, _, splits = load_dataset(self.data, tc)
+            self._test = grid, {k: v[splits["test"]] for k, v in arrays.items()}, tc.target_config
+        return self._test
+
+
+def _stage_generate(ctx: _Context) -> dict:
+    from bec_jax.data.generate import generate
+    from bec_jax.data.plots import plot_samples
+
+    summary = generate(ctx.config.data, ctx.data, progress=ctx.progress)
+    if summary["status"] != "complete":
+        raise RuntimeError(f"dataset generation stopped early: {summary}")
+    if summary["n_samples"] < 5:
+        raise RuntimeError(f"only {summary['n_samples']} converged states in {ctx.data}; widen the config")
+    png = plot_samples(ctx.data, ctx.out / "data_samples.png", n_samples=3)
+    return dict(summary, figure=Path(png).name, size_bytes=ctx.data.stat().st_size)
+
+
+def _stage_train(ctx: _Context) -> dict:
+    from bec_jax.train.plots import plot_history
+    from bec_jax.train.trainer import fit
+
+    c = ctx.config
+    res = fit(ctx.data, ctx.train_dir, c.model, c.train, checkpoint_every=max(1, c.train.epochs // 10),
+              progress=ctx.progress, log=None)
+    png = plot_history(res.history, ctx.out / "training_loss.png",
+                       title=f"U-Net {c.model.base_width}/{c.model.depth}, {c.train.optimizer} "
+                             f"lr {c.train.learning_rate:g}")
+    best = next(r for r in res.history if r["epoch"] == res.best_epoch)
+    return dict(epochs=len(res.history), best_epoch=res.best_epoch, best_val_mse=best["val_mse"],
+                final_train_loss=res.history[-1]["train_loss"],
+                seconds=float(sum(r["seconds"] for r in res.history)), figure=Path(png).name)
+
+
+def _evaluate(ctx: _Context, model, desc: str, keep: int = 0):
+    """(summary, samples) of ``model`` on the run's test split."""
+    from bec_jax.train.evaluate import evaluate_model
+
+    grid, arrays, tcfg = ctx.test_split()
+    return evaluate_model(model, grid, arrays, np.arange(len(arrays["psi"])), tcfg,
+                          batch_size=ctx.config.report.eval_batch_size, progress=ctx.progress, keep=keep, desc=desc)
+
+
+def _latency(ctx: _Context, model) -> dict:
+    """Median forward latency (ms) of ``model`` on a batch of test inputs."""
+    import jax.numpy as jnp
+
+    from bec_jax.compress.workflow import forward_latency
+    from bec_jax.data.targets import make_example
+
+    r = ctx.config.report
+    grid, arrays, tcfg = ctx.test_split()
+    sel = np.resize(np.arange(len(arrays["psi"])), r.latency_batch)
+    x = make_example(grid, jnp.asarray(arrays["psi"][sel]), tcfg)[0].astype(jnp.float32)
+    lat = forward_latency(model, x, repeats=r.latency_repeats)
+    lat.pop("output")
+    return dict(lat, batch=r.latency_batch)
+
+
+def _stage_evaluate(ctx: _Context) -> dict:
+    from bec_jax.train.plots import plot_predictions
+
+    s = ctx.setup()
+    summary, samples = _evaluate(ctx, s.model, "evaluate", keep=ctx.config.report.samples)
+    out = dict(summary=summary, epoch=int(s.info["epoch"]))
+    if samples:
+        png = plot_predictions(samples, ctx.out / "predictions.png",
+                               title=f"test split, best checkpoint (epoch {s.info['epoch']}): masked MSE "
+                                     f"{summary['mse']:.2e}, mean fidelity {summary['fidelity_mean']:.4f}")
+        out["figure"] = Path(png).name
+    return out
+
+
+def _stage_prune(ctx: _Context) -> dict:
+    from flax import nnx
+
+    from bec_jax.compress.pruning import sparsity_report
+    from bec_jax.compress.quantization import save_quantized
+    from bec_jax.compress.workflow import prune_and_finetune
+
+    c = ctx.config.compress
+    model, _, rows = prune_and_finetune(ctx.setup(), c.sparsity, c.method, ft_epochs=c.ft_epochs,
+                                        learning_rate=ctx.config.ft_lr, include_bn_scale=c.include_bn_scale,
+                                        progress=ctx.progress)
+    save_quantized(ctx.out / "models" / "pruned", model, None, sparse=True, overwrite=True,
+                   extra=dict(kind="pruned", sparsity=c.sparsity, method=c.method))
+    achieved = sparsity_report(nnx.state(model, nnx.Param), c.include_bn_scale)["total"]["sparsity"]
+    return dict(method=c.method, target_sparsity=c.sparsity, achieved_sparsity=achieved, ft_epochs=c.ft_epochs,
+                ft_lr=ctx.config.ft_lr,
+                stages=[{k: v for k, v in r.items() if k != "train_losses"} for r in rows])
+
+
+def _variants(config: PipelineConfig) -> dict[str, tuple[str, str | None, bool]]:
+    """name -> (source model "dense" | "pruned", quantization scheme or None, stored sparse)."""
+    v = {"dense": ("dense", None, False), "pruned": ("pruned", None, True)}
+    for s in config.compress.schemes:
+        v[f"int8_{s}"] = ("dense", s, False)
+    v[f"pruned_int8_{config.compress.combined_scheme}"] = ("pruned", config.compress.combined_scheme, True)
+    return v
+
+
+def _stage_quantize(ctx: _Context) -> dict:
+    from tqdm.auto import tqdm
+
+    from bec_jax.compress.quantization import QuantConfig, load_quantized, save_quantized
+
+    models = ctx.out / "models"
+    pruned, _ = load_quantized(models / "pruned", ctx.config.model)
+    sources = {"dense": ctx.setup().model, "pruned": pruned}
+    sizes = {}
+    for name, (src, scheme, sparse) in tqdm(_variants(ctx.config).items(), desc="quantize", unit="model",
+                                            disable=not ctx.progress):
+        qc = QuantConfig.preset(scheme) if scheme else None
+        sizes[name] = save_quantized(models / name, sources[src], qc, sparse=sparse, overwrite=True,
+                                     extra=dict(kind=name, source=src, scheme=scheme))
+    return dict(sizes=sizes)
+
+
+def _stage_evaluate_compressed(ctx: _Context) -> dict:
+    from bec_jax.compress.quantization import load_quantized
+
+    rows = {}
+    for name, (src, scheme, sparse) in _variants(ctx.config).items():
+        model, _ = load_quantized(ctx.out / "models" / name, ctx.config.model)
+        summary, _ = _evaluate(ctx, model, f"evaluate {name}")
+        row = dict(source=src, scheme=scheme, stored_sparse=sparse, summary=summary,
+                   latency_ms=_latency(ctx, model))
+        if scheme:  # integer inference: int8 x int8 -> int32 convolutions
+            int8_model, _ = load_quantized(ctx.out / "models" / name, ctx.config.model, mode="int8")
+            row["latency_int8_ms"] = _latency(ctx, int8_model)
+        rows[name] = row
+    return dict(variants=rows)
+
+
+def _stage_report(ctx: _Context) -> dict:
+    from bec_jax.pipeline.report import write_report
+
+    return write_report(ctx.out, ctx.config, ctx.results)
+
+
+STAGE_FUNCTIONS = {"generate": _stage_generate, "train": _stage_train, "evaluate": _stage_evaluate,
+                   "prune": _stage_prune, "quantize": _stage_quantize,
+                   "evaluate_compressed": _stage_evaluate_compressed, "report": _stage_report}
+
+
+def run_pipeline(config: PipelineConfig, out, *, progress: bool = True,
+                 log: Callable[[str], None] | None = print) -> dict:
+    """Run (or resume) every stage into the folder ``out``; returns the report dict.
+
+    Raises RunConflict if ``out`` holds a run with another config.
+    """
+    log = log or (lambda s: None)
+    out = prepare_run(config, out)
+    ctx = _Context(config, out, progress, log)
+    t_start = time.perf_counter()
+    for i, name in enumerate(STAGES, 1):
+        done = out / "stages" / f"{name}.json"
+        if done.exists() and name != "report":
+            ctx.results[name] = json.loads(done.read_text())
+            log(f"[{i}/{len(STAGES)}] {name}: done earlier (stages/{name}.json)")
+            continue
+        log(f"[{i}/{len(STAGES)}] {name}")
+        t0 = time.perf_counter()
+        result = STAGE_FUNCTIONS[name](ctx)
+        result["stage_seconds"] = time.perf_counter() - t0
+        ctx.results[name] = result
+        _write_json(done, result)
+    log(f"pipeline finished in {time.perf_counter() - t_start:.0f} s: {out / 'report.md'}")
+    return ctx.results["report"]

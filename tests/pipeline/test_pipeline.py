@@ -1,0 +1,158 @@
+"""`bec-jax pipeline`: config and flags, one tiny end-to-end run, resume, conflicts, CLI errors."""
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+from flax import nnx
+
+from bec_jax.cli import build_parser
+from bec_jax.models import count_params, init_model
+from bec_jax.pipeline import PRESETS, STAGES, PipelineConfig, RunConflict, run_pipeline
+from bec_jax.pipeline.config import add_config_flags, config_from_args
+
+# The tiny flags as the CLI takes them: every stage runs, on a 16² grid in about a minute.
+TINY_FLAGS = ["--data-n", "16", "--data-n-groups", "10", "--data-states-per-group", "2", "--data-batch-size", "10",
+              "--data-n-starts", "1", "--data-max-iter", "300", "--data-g-range", "20,60",
+              "--data-omega-range", "0.2,0.5", "--data-keep-unconverged", "true", "--model-base-width", "2",
+              "--model-depth", "2", "--train-epochs", "2", "--train-batch-size", "4", "--compress-sparsity", "0.8",
+              "--compress-ft-epochs", "1", "--compress-schemes", "per_channel", "--report-samples", "2",
+              "--report-latency-repeats", "3", "--report-latency-batch", "2"]
+
+
+def parse(flags):
+    p = argparse.ArgumentParser()
+    add_config_flags(p)
+    return p.parse_args(flags)
+
+
+TINY = config_from_args(PRESETS["quick"], parse(TINY_FLAGS))
+
+
+def test_flags_cover_every_field_and_follow_the_grid():
+    c = TINY
+    assert (c.data.n, c.model.input_size, c.model.depth, c.train.epochs) == (16, 16, 2, 2)
+    assert c.data.g_range == (20.0, 60.0) and c.compress.schemes == ("per_channel",) and c.data.keep_unconverged
+    assert c.ft_lr == pytest.approx(c.train.learning_rate / 10)
+    # --data-n alone moves the input size and the default depth along
+    c64 = config_from_args(PRESETS["paper"], parse(["--data-n", "64"]))
+    assert (c64.model.input_size, c64.model.depth) == (64, 6)
+    # no flags: the preset itself; the config survives its JSON form
+    assert config_from_args(PRESETS["quick"], parse([])) == PRESETS["quick"]
+    assert PipelineConfig.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY
+    # every field of every section has a flag (except the derived model sizes)
+    flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["pipeline"]._actions}
+    for section in ("data", "model", "train", "compress", "report"):
+        for f in dataclasses.fields(getattr(TINY, section)):
+            if f.name not in ("input_size", "in_channels", "out_channels"):
+                assert f"{section}__{f.name}" in flags, (section, f.name)
+
+
+def test_paper_preset_is_the_reference_setup():
+    c = PRESETS["paper"]
+    assert (c.data.n, c.data.n_samples, c.train.epochs) == (200, 1680, 50)
+    model = nnx.eval_shape(lambda: init_model(c.model, 0))
+    assert count_params(model) == 17_314_578  # the reference U-Net's 17.3M parameters
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--compress-sparsity", "1.0"], "sparsity must be in"),
+    (["--compress-schemes", "int4"], "unknown quantization scheme"),
+    (["--model-depth", "9"], "2\\*\\*depth = 512 for depth 9"),
+    (["--train-epochs", "0"], "epochs must be >= 1"),
+    (["--report-latency-repeats", "1"], "latency_repeats must be >= 3"),
+])
+def test_bad_values_are_value_errors_naming_the_field(flags, match):
+    with pytest.raises(ValueError, match=match):
+        config_from_args(PRESETS["quick"], parse(flags))
+
+
+def test_bad_flag_types_exit_2():
+    with pytest.raises(SystemExit) as e:
+        parse(["--train-augment", "maybe"])
+    assert e.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    log = []
+    run_pipeline(TINY, out, progress=False, log=log.append)
+    return out, log
+
+
+def test_tiny_run_writes_report_models_and_figures(tiny_run):
+    out, log = tiny_run
+    assert [line.split("]")[1].strip() for line in log[:-1]] == list(STAGES)
+    r = json.loads((out / "report.json").read_text())
+    assert r["schema"] == "bec_jax.pipeline.report/1"
+    assert PipelineConfig.from_dict(r["config"]) == TINY
+    assert r["dataset"]["n_samples"] >= 5 and r["dataset"]["grid_n"] == 16
+    assert r["training"]["epochs"] == 2 and set(r["stage_seconds"]) == set(STAGES) - {"report"}
+    assert set(r["models"]) == {"dense", "pruned", "int8_per_channel", "pruned_int8_per_channel"}
+    m = r["models"]
+    # every model was reloaded from disk and evaluated; int8 of the same weights barely moves the MSE
+    assert m["dense"]["mse_ratio_vs_dense"] == 1.0
+    assert abs(m["int8_per_channel"]["mse"] / m["dense"]["mse"] - 1) < 0.1
+    assert m["pruned_int8_per_channel"]["payload_bytes"] < m["int8_per_channel"]["payload_bytes"]
+    assert m["int8_per_channel"]["payload_bytes"] < 0.4 * m["dense"]["payload_bytes"]
+    assert m["int8_per_channel"]["latency_int8_ms"] > 0 and m["dense"]["latency_int8_ms"] is None
+    assert 0.79 < r["pruning"]["achieved_sparsity"] < 0.81
+    for k in ("mse", "fidelity_mean", "vortex_count_accuracy"):
+        assert 0 <= r["evaluation"][k] < float("inf")
+    md = (out / "report.md").read_text()
+    for png in r["figures"]:
+        assert (out / png).stat().st_size > 5000 and f"]({png})" in md
+    assert (out / "models" / "pruned" / "quantized.json").exists() and (out / "train" / "checkpoints").is_dir()
+
+
+def test_rerun_resumes_and_redoes_only_unfinished_stages(tiny_run):
+    out, _ = tiny_run
+    before = json.loads((out / "report.json").read_text())
+    (out / "stages" / "evaluate_compressed.json").unlink()  # as if killed during that stage
+    log = []
+    run_pipeline(TINY, out, progress=False, log=log.append)
+    redone = [line for line in log[:-1] if "done earlier" not in line]
+    assert [line.split("]")[1].strip() for line in redone] == ["evaluate_compressed", "report"]
+    after = json.loads((out / "report.json").read_text())
+    assert after["models"]["pruned"]["mse"] == before["models"]["pruned"]["mse"]
+    assert after["dataset"] == before["dataset"]
+
+
+def test_other_config_in_the_same_folder_is_refused(tiny_run):
+    out, _ = tiny_run
+    other = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, epochs=3))
+    with pytest.raises(RunConflict, match=r"train.epochs: 2 -> 3"):
+        run_pipeline(other, out, progress=False, log=None)
+
+
+CLI = [sys.executable, "-m", "bec_jax.cli", "pipeline", "--no-progress"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--out", "/proc/bec_jax_run"], "cannot write to output folder"),
+    (["--compress-sparsity", "1.5"], "sparsity must be in [0, 1)"),
+])
+def test_cli_bad_input_is_one_line_exit_2(args, message, tmp_path):
+    r = subprocess.run(CLI + ["--out", str(tmp_path / "x")] + args, capture_output=True, text=True)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_conflicting_run_is_one_line_exit_2(tiny_run):
+    out, _ = tiny_run
+    r = subprocess.run(CLI + TINY_FLAGS + ["--out", str(out), "--train-epochs", "5"], capture_output=True, text=True)
+    assert r.returncode == 2 and "another config" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_rerun_of_a_finished_run_from_its_config_json(tiny_run):
+    out, _ = tiny_run
+    r = subprocess.run(CLI + ["--config", str(out / "config.json"), "--out", str(out)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["report"].endswith("report.md") and summary["test_mse"] > 0
