@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -169,9 +168,9 @@ def main(argv=None) -> int:
     import jax
     import flax
 
-    from bec_jax.models.unet import UNetConfig, count_params, init_model
+    from bec_jax.models.unet import UNetConfig, count_params, default_depth, init_model
 
-    depth = args.depth or min(7, int(math.floor(math.log2(args.size))))
+    depth = args.depth or default_depth(args.size)
     config = UNetConfig(base_width=args.width, depth=depth, input_size=args.size)
     n_params = count_params(init_model(config, 0))
     torch_version = None

@@ -64,7 +64,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import jax.numpy as jnp
     from flax import nnx
 
     from bec_jax.compress import plots
@@ -73,7 +72,7 @@ def main(argv=None) -> int:
                                                save_quantized, weight_error_stats)
     from bec_jax.compress.workflow import FineTuner, load_setup, prune_once, test_mse
     from bec_jax.data.storage import read_h5
-    from bec_jax.models.unet import UNetConfig
+    from bec_jax.models.unet import UNetConfig, default_depth
     from bec_jax.train.trainer import TrainConfig, fit
 
     t_start = time.perf_counter()
@@ -81,7 +80,7 @@ def main(argv=None) -> int:
     rep.mkdir(parents=True, exist_ok=True)
     _, attrs = read_h5(args.data, fields=[], psi=False)
     n = int(attrs["grid_n"])
-    depth = args.depth or min(7, int(np.log2(n)))
+    depth = args.depth or default_depth(n)
     mcfg = UNetConfig(base_width=args.width, depth=depth, input_size=n)
     tcfg = TrainConfig(learning_rate=args.lr, epochs=args.epochs)
     fit(args.data, args.out, mcfg, tcfg, checkpoint_every=max(1, args.epochs // 5), progress=False, log=print)
@@ -112,7 +111,7 @@ def main(argv=None) -> int:
             hist = dict(dense=base, pruned=pruned, finetuned=tuned)
         print(f"sparsity {s:.3f}: prune {m_prune:.3e}, prune+ft {m_ft:.3e}", flush=True)
     # iterative: one chain through the schedule; targets off the schedule branch from their prefix
-    chain, model, masks = {}, base, None
+    model, masks = base, None
     stages = sorted(set(DEFAULT_SCHEDULE) | set(targets))
     for s in stages:
         on_schedule = s in DEFAULT_SCHEDULE

@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     from bec_jax.data.storage import read_h5
     from flax import nnx
 
-    from bec_jax.models.unet import UNet, UNetConfig, count_params
+    from bec_jax.models.unet import UNet, UNetConfig, count_params, default_depth
     from bec_jax.train.evaluate import evaluate_run
     from bec_jax.train.trainer import fit
 
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
         return 2
     _, attrs = read_h5(data, fields=["group"], psi=False)
     n = int(attrs["grid_n"])
-    depth = args.depth or min(7, int(math.floor(math.log2(n))))
+    depth = args.depth or default_depth(n)
     model_config = UNetConfig(base_width=args.width, depth=depth, input_size=n)
     out, rep = Path(args.out), Path(args.report_dir)
     rep.mkdir(parents=True, exist_ok=True)

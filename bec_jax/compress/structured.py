@@ -11,7 +11,6 @@ channels carry most of the FLOPs of the up path (mid = in/2).
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 

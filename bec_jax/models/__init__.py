@@ -6,10 +6,11 @@ from bec_jax.models.unet import (
     UNet,
     UNetConfig,
     count_params,
+    default_depth,
     init_model,
     pad_to,
     upsample_bilinear2x,
 )
 
-__all__ = ["DoubleConv", "TorchBatchNorm", "UNet", "UNetConfig", "count_params", "init_model", "pad_to",
+__all__ = ["DoubleConv", "TorchBatchNorm", "UNet", "UNetConfig", "count_params", "default_depth", "init_model", "pad_to",
            "upsample_bilinear2x"]

@@ -44,7 +44,7 @@ import numpy as np
 from flax import nnx
 
 __all__ = ["UNetConfig", "UNet", "DoubleConv", "TorchBatchNorm", "count_params", "upsample_bilinear2x", "pad_to",
-           "init_model"]
+           "init_model", "default_depth"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +118,12 @@ class UNetConfig:
         if unknown:
             raise ValueError(f"unknown UNetConfig fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
+
+
+def default_depth(n: int) -> int:
+    """The default U-Net depth for n×n inputs: min(7, ⌊log2 n⌋), a 1×1 bottleneck
+    up to the reference depth 7."""
+    return min(7, int(np.floor(np.log2(n))))
 
 
 def _torch_uniform(bound: float):

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import types
 import typing
 
 from bec_jax.compress.quantization import SCHEMES
 from bec_jax.data.generate import PRESETS as DATA_PRESETS
 from bec_jax.data.generate import GenerateConfig
-from bec_jax.models.unet import UNetConfig
+from bec_jax.models.unet import UNetConfig, default_depth
 from bec_jax.train.trainer import TrainConfig
 
 __all__ = ["CompressConfig", "ReportConfig", "PipelineConfig", "PRESETS", "add_config_flags", "config_from_args"]
@@ -132,10 +131,6 @@ class PipelineConfig:
         return self.compress.ft_lr or self.train.learning_rate / 10
 
 
-def _auto_depth(n: int) -> int:
-    return min(7, int(math.floor(math.log2(n))))
-
-
 PRESETS = {
     # 2-core CPU, ~10 minutes: 240 states on 64², a 4.3M-parameter U-Net, 20 epochs.
     "quick": PipelineConfig(
@@ -232,7 +227,7 @@ def config_from_args(preset: PipelineConfig, args: argparse.Namespace) -> Pipeli
         if section == "model":
             n = sections["data"].n
             if n != base.input_size:
-                given.setdefault("depth", _auto_depth(n))
+                given.setdefault("depth", default_depth(n))
             given["input_size"] = n
         sections[section] = dataclasses.replace(base, **given)
     return PipelineConfig(**sections)

@@ -10,10 +10,10 @@ from bec_jax.cli import UsageError, out_dir
 
 
 def _model_config(args, n: int):
-    from bec_jax.models.unet import UNetConfig
+    from bec_jax.models.unet import UNetConfig, default_depth
 
     max_depth = int(math.floor(math.log2(n)))
-    depth = min(7, max_depth) if args.depth is None else args.depth
+    depth = default_depth(n) if args.depth is None else args.depth
     if not (1 <= depth <= max_depth):
         raise UsageError(f"--depth must be in [1, {max_depth}] for {n}x{n} images, got {depth}")
     return UNetConfig(base_width=args.width, depth=depth, input_size=n)
