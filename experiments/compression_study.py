@@ -71,17 +71,13 @@ def main(argv=None) -> int:
     from bec_jax.compress.quantization import (SCHEMES, QuantConfig, load_quantized, quantize_model,
                                                save_quantized, weight_error_stats)
     from bec_jax.compress.workflow import FineTuner, load_setup, prune_once, test_mse
-    from bec_jax.data.storage import read_h5
-    from bec_jax.models.unet import UNetConfig, default_depth
-    from bec_jax.train.trainer import TrainConfig, fit
+    from bec_jax.train.trainer import TrainConfig, fit, model_config_for
 
     t_start = time.perf_counter()
     rep = Path(args.report_dir)
     rep.mkdir(parents=True, exist_ok=True)
-    _, attrs = read_h5(args.data, fields=[], psi=False)
-    n = int(attrs["grid_n"])
-    depth = args.depth or default_depth(n)
-    mcfg = UNetConfig(base_width=args.width, depth=depth, input_size=n)
+    mcfg = model_config_for(args.data, args.width, args.depth)
+    depth = mcfg.depth
     tcfg = TrainConfig(learning_rate=args.lr, epochs=args.epochs)
     fit(args.data, args.out, mcfg, tcfg, checkpoint_every=max(1, args.epochs // 5), progress=False, log=print)
     setup = load_setup(args.out, args.data, which="latest")

@@ -148,19 +148,17 @@ def main(argv=None) -> int:
     from bec_jax.data.storage import read_h5
     from flax import nnx
 
-    from bec_jax.models.unet import UNet, UNetConfig, count_params, default_depth
+    from bec_jax.models.unet import UNet, count_params
     from bec_jax.train.evaluate import evaluate_run
-    from bec_jax.train.trainer import fit
+    from bec_jax.train.trainer import fit, model_config_for
 
-    data = Path(args.data)
-    if not data.exists():
-        print(f"no dataset at {args.data!r}; make one with `bec-jax generate --preset quick --out {args.data}`",
-              file=sys.stderr)
+    try:
+        model_config = model_config_for(args.data, args.width, args.depth)
+    except ValueError as e:
+        print(e, file=sys.stderr)
         return 2
-    _, attrs = read_h5(data, fields=["group"], psi=False)
-    n = int(attrs["grid_n"])
-    depth = args.depth or default_depth(n)
-    model_config = UNetConfig(base_width=args.width, depth=depth, input_size=n)
+    data, n, depth = Path(args.data), model_config.input_size, model_config.depth
+    _, attrs = read_h5(data, fields=[], psi=False)
     out, rep = Path(args.out), Path(args.report_dir)
     rep.mkdir(parents=True, exist_ok=True)
     n_params = count_params(nnx.eval_shape(lambda: UNet(model_config, rngs=nnx.Rngs(0))))

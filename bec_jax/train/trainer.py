@@ -34,7 +34,7 @@ from bec_jax.data.loader import BatchLoader
 from bec_jax.data.splits import split_by_group
 from bec_jax.data.storage import load_grid, read_h5
 from bec_jax.data.targets import TargetConfig
-from bec_jax.models.unet import UNet, UNetConfig, init_model
+from bec_jax.models.unet import UNet, UNetConfig, default_depth, init_model
 from bec_jax.train.checkpoint import Checkpoints
 from bec_jax.train.losses import LOSSES, loss_fn, masked_sq_error_sums
 
@@ -243,6 +243,16 @@ def _dataset_id(path: Path, attrs: dict) -> dict:
     cfg = attrs.get("config", "")
     return dict(grid_n=int(attrs["grid_n"]), grid_length=float(attrs["grid_length"]),
                 config_sha1=hashlib.sha1(str(cfg).encode()).hexdigest()[:16])
+
+
+def model_config_for(data_path, base_width: int = 8, depth: int | None = None) -> UNetConfig:
+    """The UNetConfig for a dataset file: input_size = its grid n, depth default
+    ``default_depth(n)``. ValueError if there is no dataset at ``data_path``."""
+    path = Path(data_path)
+    if not path.exists():
+        raise ValueError(f"no dataset at {str(path)!r} (make one with `bec-jax generate --preset quick --out {path}`)")
+    n = int(read_h5(path, fields=[], psi=False)[1]["grid_n"])
+    return UNetConfig(base_width=base_width, depth=default_depth(n) if depth is None else depth, input_size=n)
 
 
 def load_dataset(path, config: TrainConfig):
