@@ -16,8 +16,10 @@ then ``--repeats`` timed calls, each synchronised (``block_until_ready``);
 reported: median seconds per call, its interquartile range, samples/s =
 batch / median. Ratios are JAX over PyTorch from the same run.
 
-    python benchmarks/unet_throughput.py --out benchmarks/results/unet_throughput.json
+    python benchmarks/unet_throughput.py --ablation --out benchmarks/results/unet_throughput.json
     python benchmarks/unet_throughput.py --size 64 --repeats 5   # quicker
+
+Writes the JSON and, beside it, the markdown table (same name, .md).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=10, help="timed calls per measurement")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    p.add_argument("--ablation", action="store_true",
+                   help="also time JAX with XLA's convolution everywhere (GEMM path off)")
     p.add_argument("--out", default="benchmarks/results/unet_throughput.json")
     args = p.parse_args(argv)
     args.train_batches = [int(b) for b in args.train_batches.split(",") if b.strip()]
@@ -55,17 +59,27 @@ def parse_args(argv=None):
     return args
 
 
-def timed(fn, sync, repeats: int, warmup: int) -> dict:
-    """Median/IQR seconds per call of fn() (sync(result) blocks until done)."""
-    for _ in range(warmup):
-        sync(fn())
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sync(fn())
-        ts.append(time.perf_counter() - t0)
+def _summary(ts) -> dict:
     q = np.percentile(ts, [25, 50, 75])
-    return dict(median_s=float(q[1]), iqr_s=float(q[2] - q[0]), min_s=float(min(ts)), repeats=repeats)
+    return dict(median_s=float(q[1]), iqr_s=float(q[2] - q[0]), min_s=float(min(ts)), repeats=len(ts))
+
+
+def timed(calls: dict, repeats: int, warmup: int) -> dict:
+    """Median/IQR seconds per call for each of ``calls`` = {name: (fn, sync)}.
+
+    The calls are interleaved (a, b, a, b, …) so that all see the same machine
+    load on a shared CPU; sync(result) blocks until the work is done.
+    """
+    for fn, sync in calls.values():
+        for _ in range(warmup):
+            sync(fn())
+    ts = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, (fn, sync) in calls.items():
+            t0 = time.perf_counter()
+            sync(fn())
+            ts[name].append(time.perf_counter() - t0)
+    return {name: _summary(v) for name, v in ts.items()}
 
 
 def inputs(batch: int, size: int, seed: int = 0):
@@ -79,45 +93,55 @@ def inputs(batch: int, size: int, seed: int = 0):
     return x.astype(np.float32), y.astype(np.float32), mask
 
 
-def bench_jax(config, args) -> dict:
+def jax_calls(config, gemm_max_pixels: int | None = None):
+    """{"train": b -> (fn, sync), "infer": b -> (fn, sync)} for the bec_jax U-Net.
+
+    gemm_max_pixels: override ``bec_jax.models.unet.GEMM_MAX_PIXELS`` while
+    tracing (0 = always XLA's convolution), for the ablation.
+    """
     import jax
     import jax.numpy as jnp
     import optax
-    from flax import nnx
 
-    from bec_jax.models.unet import init_model
+    from bec_jax.models import unet
     from bec_jax.train.losses import masked_mse
     from bec_jax.train.trainer import init_state, make_predict, make_train_step
 
-    model = init_model(config, 0)
+    model = unet.init_model(config, 0)
     tx = optax.adam(1e-3)
     gd_train, gd_eval, state = init_state(model, tx)
     step = make_train_step(gd_train, tx, masked_mse)
     predict = make_predict(gd_eval)
-    out = dict(train={}, infer={})
     holder = dict(state=state)
 
-    def run_step(x, y, m):
-        holder["state"], loss = step(holder["state"], x, y, m)
-        return loss
+    def traced(fn):  # compile now, under the requested GEMM threshold
+        default = unet.GEMM_MAX_PIXELS
+        unet.GEMM_MAX_PIXELS = default if gemm_max_pixels is None else gemm_max_pixels
+        try:
+            jax.block_until_ready(fn())
+        finally:
+            unet.GEMM_MAX_PIXELS = default
+        return fn
 
-    for b in args.train_batches:
+    def train(b):
         x, y, m = (jnp.asarray(a) for a in inputs(b, config.input_size))
-        r = timed(lambda: run_step(x, y, m), jax.block_until_ready, args.repeats, args.warmup)
-        out["train"][b] = dict(r, samples_per_s=b / r["median_s"])
-        print(f"  jax   train batch {b:3d}: {r['median_s'] * 1e3:9.1f} ms/step  {b / r['median_s']:8.2f} samples/s",
-              flush=True)
-    params, stats = holder["state"]["params"], holder["state"]["batch_stats"]
-    for b in args.infer_batches:
+
+        def run():
+            holder["state"], loss = step(holder["state"], x, y, m)
+            return loss
+
+        return traced(run), jax.block_until_ready
+
+    def infer(b):
         x = jnp.asarray(inputs(b, config.input_size)[0])
-        r = timed(lambda: predict(params, stats, x), jax.block_until_ready, args.repeats, args.warmup)
-        out["infer"][b] = dict(r, latency_ms=r["median_s"] * 1e3, samples_per_s=b / r["median_s"])
-        print(f"  jax   infer batch {b:3d}: {r['median_s'] * 1e3:9.1f} ms", flush=True)
-    del nnx
-    return out
+        run = traced(lambda: predict(holder["state"]["params"], holder["state"]["batch_stats"], x))
+        return run, jax.block_until_ready
+
+    return dict(train=train, infer=infer)
 
 
-def bench_torch(config, args) -> dict:
+def torch_calls(config):
+    """The same for the PyTorch U-Net (weights copied from the JAX model)."""
     import torch
 
     from bec_jax.models.torch_unet import TorchUNet, copy_weights_to_torch
@@ -130,37 +154,56 @@ def bench_torch(config, args) -> dict:
         m = m.to(pred.dtype)[:, None]
         return ((pred - y) ** 2 * m).sum() / (pred.shape[1] * m.sum().clamp(min=1))
 
-    out = dict(train={}, infer={})
-    tmodel.train()
-    for b in args.train_batches:
+    def train(b):
         x, y, m = inputs(b, config.input_size)
         x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
         y = torch.from_numpy(y.transpose(0, 3, 1, 2).copy())
         m = torch.from_numpy(m)
 
-        def step():
+        def run():
+            tmodel.train()
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(tmodel(x), y, m)
             loss.backward()
             opt.step()
             return loss
 
-        r = timed(step, lambda v: v.item(), args.repeats, args.warmup)
-        out["train"][b] = dict(r, samples_per_s=b / r["median_s"])
-        print(f"  torch train batch {b:3d}: {r['median_s'] * 1e3:9.1f} ms/step  {b / r['median_s']:8.2f} samples/s",
-              flush=True)
-    tmodel.eval()
-    for b in args.infer_batches:
+        return run, lambda v: v.item()
+
+    def infer(b):
         x = torch.from_numpy(inputs(b, config.input_size)[0].transpose(0, 3, 1, 2).copy())
 
-        def infer():
+        def run():
+            tmodel.eval()
             with torch.inference_mode():
                 return tmodel(x)
 
-        r = timed(infer, lambda v: v.sum().item(), args.repeats, args.warmup)
-        out["infer"][b] = dict(r, latency_ms=r["median_s"] * 1e3, samples_per_s=b / r["median_s"])
-        print(f"  torch infer batch {b:3d}: {r['median_s'] * 1e3:9.1f} ms", flush=True)
-    return out
+        return run, lambda v: v.sum().item()
+
+    return dict(train=train, infer=infer)
+
+
+def markdown(report: dict) -> str:
+    """The results table (what benchmarks/README.md quotes)."""
+    r, c = report["results"], report["config"]
+    names = [n for n in ("jax", "jax_no_gemm", "torch") if n in r]
+    label = dict(jax="JAX (bec_jax)", jax_no_gemm="JAX, XLA conv only", torch="PyTorch")
+    lines = [f"U-Net {c['input_size']}², width {c['base_width']}, depth {c['depth']} ({report['n_params']:,} parameters); "
+             f"{report['machine']['cpu_count']} CPU cores, load average {report['machine']['loadavg_1_5_15_before'][0]:.1f}"
+             f" before / {report['machine']['loadavg_1_5_15_after'][0]:.1f} after; medians of "
+             f"{report['settings']['repeats']} interleaved calls; jax {report['versions']['jax']}"
+             + (f", torch {report['versions']['torch']} ({report['torch_threads']} threads)" if "torch" in r else ""),
+             "", "| | " + " | ".join(label[n] for n in names) + (" | JAX / PyTorch |" if "torch" in r else " |"),
+             "|---" * (len(names) + 1 + ("torch" in r)) + "|"]
+    for b in report["settings"]["train_batches"]:
+        row = [f"{r[n]['train'][b]['samples_per_s']:.2f} samples/s" for n in names]
+        ratio = [f"{r['ratio_jax_over_torch']['train_samples_per_s'][b]:.2f}×"] if "torch" in r else []
+        lines.append(f"| train step, batch {b} | " + " | ".join(row + ratio) + " |")
+    for b in report["settings"]["infer_batches"]:
+        row = [f"{r[n]['infer'][b]['latency_ms']:.1f} ms" for n in names]
+        ratio = [f"{r['ratio_jax_over_torch']['infer_speed'][b]:.2f}× speed"] if "torch" in r else []
+        lines.append(f"| inference, batch {b} | " + " | ".join(row + ratio) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -168,7 +211,7 @@ def main(argv=None) -> int:
     import jax
     import flax
 
-    from bec_jax.models.unet import UNetConfig, count_params, default_depth, init_model
+    from bec_jax.models.unet import GEMM_MAX_PIXELS, UNetConfig, count_params, default_depth, init_model
 
     depth = args.depth or default_depth(args.size)
     config = UNetConfig(base_width=args.width, depth=depth, input_size=args.size)
@@ -185,18 +228,34 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} cores; jax {jax.__version__}" + (f", torch {torch_version}" if torch_version else ""),
           flush=True)
     load_before = os.getloadavg()
-    results = dict(jax=bench_jax(config, args))
+    frameworks = dict(jax=jax_calls(config))
+    if args.ablation:
+        frameworks["jax_no_gemm"] = jax_calls(config, gemm_max_pixels=0)
     if torch_version:
-        results["torch"] = bench_torch(config, args)
+        frameworks["torch"] = torch_calls(config)
+    results = {name: dict(train={}, infer={}) for name in frameworks}
+    for kind, batches in (("train", args.train_batches), ("infer", args.infer_batches)):
+        for b in batches:
+            r = timed({name: fw[kind](b) for name, fw in frameworks.items()}, args.repeats, args.warmup)
+            for name, v in r.items():
+                v["samples_per_s"] = b / v["median_s"]
+                if kind == "infer":
+                    v["latency_ms"] = v["median_s"] * 1e3
+                results[name][kind][b] = v
+            print(f"  {kind} batch {b:3d}: " + "  ".join(
+                f"{name} {v['median_s'] * 1e3:8.1f} ms ({v['samples_per_s']:6.2f}/s)" for name, v in r.items()),
+                flush=True)
+    torch_threads = None
+    if torch_version:
+        import torch
+
+        torch_threads = torch.get_num_threads()
         results["ratio_jax_over_torch"] = dict(
             train_samples_per_s={b: results["jax"]["train"][b]["samples_per_s"] / results["torch"]["train"][b][
                 "samples_per_s"] for b in args.train_batches},
             infer_speed={b: results["torch"]["infer"][b]["median_s"] / results["jax"]["infer"][b]["median_s"]
                          for b in args.infer_batches},
         )
-        import torch
-
-        torch_threads = torch.get_num_threads()
     report = dict(
         benchmark="unet_throughput", config=config.to_dict(), n_params=n_params,
         settings=dict(repeats=args.repeats, warmup=args.warmup, train_batches=args.train_batches,
@@ -205,13 +264,16 @@ def main(argv=None) -> int:
                      python=sys.version.split()[0], backend=jax.default_backend(),
                      loadavg_1_5_15_before=load_before, loadavg_1_5_15_after=os.getloadavg()),
         versions=dict(jax=jax.__version__, flax=flax.__version__, torch=torch_version),
-        torch_threads=torch_threads if torch_version else None,
+        torch_threads=torch_threads, gemm_max_pixels=GEMM_MAX_PIXELS,
         results=results,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
+    table = markdown(report)
+    out.with_suffix(".md").write_text(table)
+    print(table)
     if torch_version:
         r = results["ratio_jax_over_torch"]
         print("JAX/PyTorch train samples/s: "

@@ -5,12 +5,14 @@ from bec_jax.models.unet import (
     TorchBatchNorm,
     UNet,
     UNetConfig,
+    apply_conv,
     count_params,
     default_depth,
     init_model,
+    max_pool2x,
     pad_to,
     upsample_bilinear2x,
 )
 
-__all__ = ["DoubleConv", "TorchBatchNorm", "UNet", "UNetConfig", "count_params", "default_depth", "init_model", "pad_to",
-           "upsample_bilinear2x"]
+__all__ = ["DoubleConv", "TorchBatchNorm", "UNet", "UNetConfig", "apply_conv", "count_params", "default_depth",
+           "init_model", "max_pool2x", "pad_to", "upsample_bilinear2x"]

@@ -43,8 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["UNetConfig", "UNet", "DoubleConv", "TorchBatchNorm", "count_params", "upsample_bilinear2x", "pad_to",
-           "init_model", "default_depth"]
+__all__ = ["UNetConfig", "UNet", "DoubleConv", "apply_conv", "TorchBatchNorm", "count_params", "upsample_bilinear2x",
+           "pad_to", "max_pool2x", "init_model", "default_depth"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +141,39 @@ def _conv(cin: int, cout: int, k: int, rngs: nnx.Rngs) -> nnx.Conv:
                     kernel_init=_torch_uniform(bound), bias_init=_torch_uniform(bound), rngs=rngs)
 
 
+#: Feature maps with at most this many pixels (H·W) use the GEMM form of a
+#: 3×3 conv (``apply_conv``); larger ones use XLA's convolution. Chosen by
+#: timing the reference train step on a 2-core CPU (benchmarks/README.md).
+GEMM_MAX_PIXELS = 144
+
+
+def apply_conv(conv, x):
+    """``conv(x)`` for a U-Net conv, with a faster path for small feature maps
+    (same parameters, same result up to summation order).
+
+    The deep levels are tiny images with many channels (3×3×512 kernels on 3×3
+    and 1×1 maps in the reference), where XLA:CPU's convolution and its two
+    backward convolutions run far below GEMM speed. For a plain ``nnx.Conv``
+    (stride 1, 'same' zero padding, odd square kernel) on H·W ≤
+    ``GEMM_MAX_PIXELS`` the conv is one matrix product of the k² shifted copies
+    of the padded input (im2col) with the reshaped kernel; on a 1×1 map only the
+    centre tap sees non-padding input. Any other module (a quantized
+    replacement) is simply called. x (B, H, W, C_in) → (B, H, W, C_out).
+    """
+    if type(conv) is not nnx.Conv or x.shape[1] * x.shape[2] > GEMM_MAX_PIXELS or conv.kernel.shape[0] == 1:
+        return conv(x)
+    k = conv.kernel[...]
+    kh, kw, cin, cout = k.shape
+    B, H, W, _ = x.shape
+    if H == 1 and W == 1:
+        y = x.reshape(B, cin) @ k[kh // 2, kw // 2]
+    else:
+        xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+        cols = jnp.concatenate([xp[:, dy:dy + H, dx:dx + W] for dy in range(kh) for dx in range(kw)], -1)
+        y = cols.reshape(B * H * W, kh * kw * cin) @ k.reshape(kh * kw * cin, cout)
+    return (y + conv.bias[...]).reshape(B, H, W, cout)
+
+
 class TorchBatchNorm(nnx.BatchNorm):
     """``nnx.BatchNorm`` over the last (channel) axis with PyTorch's statistics rule.
 
@@ -185,8 +218,8 @@ class DoubleConv(nnx.Module):
         self.bn2 = TorchBatchNorm(cout, momentum=1.0 - momentum, epsilon=epsilon, rngs=rngs)
 
     def __call__(self, x):
-        x = nnx.relu(self.bn1(self.conv1(x)))
-        return nnx.relu(self.bn2(self.conv2(x)))
+        x = nnx.relu(self.bn1(apply_conv(self.conv1, x)))
+        return nnx.relu(self.bn2(apply_conv(self.conv2, x)))
 
 
 def _interp_1d(n_in: int, n_out: int):
@@ -213,6 +246,17 @@ def upsample_bilinear2x(x):
         w = jnp.asarray(w, x.dtype).reshape(shape)
         x = jnp.take(x, lo, axis=axis) * (1 - w) + jnp.take(x, hi, axis=axis) * w
     return x
+
+
+def max_pool2x(x):
+    """2×2 max-pool, stride 2, floor mode (PyTorch ``MaxPool2d(2)``): x (B, H, W, C)
+    → (B, H//2, W//2, C). A reshape and a max rather than a reduce-window, whose
+    gradient (select-and-scatter) is slow on CPU. The gradient goes to the
+    maximum (split among exact ties, which after a ReLU occur only at 0, where
+    the ReLU passes no gradient anyway)."""
+    B, H, W, C = x.shape
+    h, w = H // 2, W // 2
+    return x[:, :2 * h, :2 * w].reshape(B, h, 2, w, 2, C).max(axis=(2, 4))
 
 
 def pad_to(x, height: int, width: int):
@@ -253,7 +297,7 @@ class UNet(nnx.Module):
             raise ValueError(f"input spatial size {x.shape[1:3]} is below 2**depth = {2**cfg.depth}")
         skips = [self.inc(x)]
         for block in self.down:
-            skips.append(block(nnx.max_pool(skips[-1], (2, 2), strides=(2, 2), padding="VALID")))
+            skips.append(block(max_pool2x(skips[-1])))
         h = skips.pop()
         for block in self.up:
             skip = skips.pop()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bec_jax.models import TorchBatchNorm, UNet, UNetConfig, count_params, init_model, pad_to, upsample_bilinear2x
+from bec_jax.models import (TorchBatchNorm, UNet, UNetConfig, apply_conv, count_params, init_model, max_pool2x, pad_to,
+                            upsample_bilinear2x)
 
 SMALL = UNetConfig(base_width=4, depth=3, input_size=37)
 
@@ -171,3 +172,35 @@ def test_batch_of_one_at_a_1x1_bottleneck_cannot_train():
         call(model, jnp.ones((1, 4, 4, 1)))
     model.eval()
     assert call(model, jnp.ones((1, 4, 4, 1))).shape == (1, 4, 4, 2)  # inference is fine
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (5, 7)])
+def test_gemm_conv_path_equals_xla_convolution(h, w, monkeypatch):
+    from bec_jax.models import unet
+
+    conv = unet._conv(6, 5, 3, nnx.Rngs(0))
+    assert type(conv) is nnx.Conv  # compression code swaps plain modules by type
+    gd, params = nnx.split(conv)
+    x = jax.random.normal(jax.random.key(2), (2, h, w, 6))
+
+    def value_and_grads():  # a new function object, so traced anew for each GEMM_MAX_PIXELS
+        def f(p, x):
+            return jnp.sum(jnp.sin(apply_conv(nnx.merge(gd, p), x)))
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(params, x)
+
+    assert h * w <= unet.GEMM_MAX_PIXELS
+    fast = value_and_grads()
+    monkeypatch.setattr(unet, "GEMM_MAX_PIXELS", 0)  # force lax.conv_general_dilated
+    ref = value_and_grads()
+    for a, b in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(ref)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_max_pool_is_floor_mode_maxpool_with_one_winner_per_window():
+    x = jax.random.normal(jax.random.key(3), (2, 5, 7, 3))
+    y = np.asarray(max_pool2x(x))
+    assert y.shape == (2, 2, 3, 3)
+    np.testing.assert_array_equal(y, np.asarray(nnx.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")))
+    g = np.asarray(jax.grad(lambda v: jnp.sum(max_pool2x(v) * jnp.arange(1.0, 4.0)))(x))
+    assert np.all(g[:, 4:] == 0) and np.all(g[:, :, 6:] == 0)  # the cropped row and column get nothing
+    assert np.count_nonzero(g) == y.size

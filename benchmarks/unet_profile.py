@@ -1,0 +1,123 @@
+"""Where the time of one U-Net train step goes on XLA:CPU: per-kind totals of XLA thunks.
+
+Runs the bec_jax train step (reference U-Net by default, batch 8) a few times
+under ``jax.profiler`` (perfetto trace), sums the durations of the executed XLA
+operations by kind (the op name without its numeric suffix: ``ynn_fusion`` =
+convolutions run by the YNNPACK library, ``transpose_copy_fusion`` = layout
+changes, mostly around the backward convolutions, ``wrapped_scatter`` = the
+gradient of the bilinear upsampling's gather, …) and writes a JSON and a
+markdown table. Also reports wall time and CPU utilisation (process CPU time /
+wall time) of the step.
+
+    python benchmarks/unet_profile.py --out benchmarks/results/unet_profile.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", type=int, default=200)
+    p.add_argument("--width", type=int, default=8)
+    p.add_argument("--depth", type=int, default=None)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3, help="profiled steps (after 2 warm-up steps)")
+    p.add_argument("--top", type=int, default=12, help="kinds listed in the markdown table")
+    p.add_argument("--out", default="benchmarks/results/unet_profile.json")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.batch < 2:
+        p.error("--steps must be >= 1 and --batch >= 2")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from bec_jax.models.unet import UNetConfig, count_params, default_depth, init_model
+    from bec_jax.train.losses import masked_mse
+    from bec_jax.train.trainer import init_state, make_train_step
+
+    depth = args.depth or default_depth(args.size)
+    config = UNetConfig(base_width=args.width, depth=depth, input_size=args.size)
+    model = init_model(config, 0)
+    tx = optax.adam(1e-3)
+    gd, _, state = init_state(model, tx)
+    step = make_train_step(gd, tx, masked_mse)
+    rng = np.random.default_rng(0)
+    n, B = args.size, args.batch
+    x = jnp.asarray(rng.normal(size=(B, n, n, 1)).astype(np.float32))
+    y = jnp.asarray(rng.normal(scale=0.3, size=(B, n, n, 2)).astype(np.float32))
+    m = jnp.ones((B, n, n), bool)
+    for _ in range(2):
+        state, loss = step(state, x, y, m)
+        jax.block_until_ready(loss)
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(args.steps):
+        state, loss = step(state, x, y, m)
+        jax.block_until_ready(loss)
+    wall, cpu = (time.perf_counter() - wall) / args.steps, (time.process_time() - cpu) / args.steps
+
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+        for _ in range(args.steps):
+            state, loss = step(state, x, y, m)
+            jax.block_until_ready(loss)
+        jax.profiler.stop_trace()
+        traces = sorted(Path(tmp).rglob("*.json.gz"))
+        if not traces:
+            raise RuntimeError("the profiler wrote no perfetto trace")
+        events = json.load(gzip.open(traces[-1]))["traceEvents"]
+    kinds, counts = collections.Counter(), collections.Counter()
+    # runtime bookkeeping, not XLA operations
+    skip = ("ThunkExecutor", "$", "Pjit", "Slinky", "ParseArguments", "CommonPjRt", "ThreadpoolListener", "end: ",
+            "Wait for")
+    for e in events:
+        if e.get("ph") != "X" or e["name"].startswith(skip):
+            continue
+        k = re.sub(r"\.\d+$", "", e["name"])
+        kinds[k] += e["dur"] / 1e3 / args.steps  # µs → ms per step
+        counts[k] += 1
+    total = sum(kinds.values())
+    rows = [dict(kind=k, ms_per_step=v, share=v / total, ops_per_step=counts[k] / args.steps)
+            for k, v in kinds.most_common()]
+    report = dict(benchmark="unet_profile", config=config.to_dict(), n_params=count_params(model), batch=B,
+                  steps=args.steps, wall_ms_per_step=wall * 1e3, cpu_ms_per_step=cpu * 1e3,
+                  cpu_utilisation=cpu / wall, cpu_count=os.cpu_count(), loadavg_1_5_15=os.getloadavg(),
+                  jax_version=jax.__version__, ops_total_ms_per_step=total,
+                  ops_per_step=sum(counts.values()) / args.steps, kinds=rows)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    lines = [f"Train step, U-Net {n}² width {args.width} depth {depth}, batch {B}: wall {wall * 1e3:.0f} ms, "
+             f"CPU {cpu * 1e3:.0f} ms ({cpu / wall:.2f} of {os.cpu_count()} cores), "
+             f"{sum(counts.values()) / args.steps:.0f} XLA ops taking {total:.0f} ms "
+             f"(load average {os.getloadavg()[0]:.1f})", "",
+             "| op kind | ms / step | share | ops / step |", "|---|---|---|---|"]
+    for r in rows[: args.top]:
+        lines.append(f"| `{r['kind']}` | {r['ms_per_step']:.1f} | {100 * r['share']:.0f} % | {r['ops_per_step']:.0f} |")
+    table = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
