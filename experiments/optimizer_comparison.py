@@ -80,9 +80,7 @@ def _fmt(s: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from bec_jax.data.storage import read_h5
-    from flax import nnx
-
-    from bec_jax.models.unet import UNet, count_params
+    from bec_jax.models.unet import count_params
     from bec_jax.train.plots import plot_optimizer_comparison
     from bec_jax.train.trainer import TrainConfig, fit, model_config_for
 
@@ -97,7 +95,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rep = Path(args.report_dir or args.out)
     rep.mkdir(parents=True, exist_ok=True)
-    n_params = count_params(nnx.eval_shape(lambda: UNet(model_config, rngs=nnx.Rngs(0))))
+    n_params = count_params(model_config)
     print(f"optimizer study: {args.optimizers} x seeds {args.seeds}, {args.epochs} epochs, loss {args.loss}, "
           f"U-Net width {args.width} depth {depth} ({n_params:,} parameters) on {n}² data {data}", flush=True)
 

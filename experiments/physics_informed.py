@@ -146,9 +146,7 @@ def plot(runs: list, variants: list, path: Path, title: str):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from bec_jax.data.storage import read_h5
-    from flax import nnx
-
-    from bec_jax.models.unet import UNet, count_params
+    from bec_jax.models.unet import count_params
     from bec_jax.train.evaluate import evaluate_run
     from bec_jax.train.trainer import fit, model_config_for
 
@@ -161,7 +159,7 @@ def main(argv=None) -> int:
     _, attrs = read_h5(data, fields=[], psi=False)
     out, rep = Path(args.out), Path(args.report_dir)
     rep.mkdir(parents=True, exist_ok=True)
-    n_params = count_params(nnx.eval_shape(lambda: UNet(model_config, rngs=nnx.Rngs(0))))
+    n_params = count_params(model_config)
     print(f"physics-informed study: {args.variants} x seeds {args.seeds}, {args.epochs} epochs, λ = {args.lam}, "
           f"U-Net width {args.width} depth {depth} ({n_params:,} parameters) on {n}² data {data}", flush=True)
 

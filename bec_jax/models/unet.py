@@ -343,11 +343,14 @@ def init_model(config: UNetConfig = UNetConfig(), seed: int = 0) -> UNet:
 
 def count_params(model_or_state) -> int:
     """Number of trainable parameters (``nnx.Param`` leaves) of a UNet, its
-    ``nnx.State`` or an abstract one from ``nnx.eval_shape`` (no allocation
-    needed). BatchNorm running statistics are not counted (see module doc)."""
+    ``nnx.State``, an abstract one from ``nnx.eval_shape``, or a ``UNetConfig``
+    (counted abstractly: nothing is allocated). BatchNorm running statistics
+    are not counted (see module doc)."""
     state = model_or_state
-    if isinstance(model_or_state, nnx.Module):
-        state = nnx.state(model_or_state, nnx.Param)
+    if isinstance(state, UNetConfig):
+        state = nnx.eval_shape(lambda: UNet(model_or_state, rngs=nnx.Rngs(0)))
+    if isinstance(state, nnx.Module):
+        state = nnx.state(state, nnx.Param)
     else:
         state = nnx.filter_state(state, nnx.Param) if isinstance(state, nnx.State) else state
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(state)))
