@@ -136,7 +136,7 @@ def register(sub) -> None:
     q.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs (0: PTQ)")
     q.add_argument("--qat-lr", type=float, default=None, help="QAT lr (default: training lr / 10)")
     q.add_argument("--from-pruned", default=None, help="start from a `bec-jax prune` output folder")
-    q.add_argument("--sparse", action="store_true", help="store kernels sparse (values + uint16 gaps)")
+    q.add_argument("--sparse", action="store_true", help="store kernels sparse (non-zero values + 1-byte index gaps)")
     q.add_argument("--out", default="runs/quantize")
     q.add_argument("--overwrite", action="store_true", help="replace existing OUT/model and OUT/fp32")
     q.set_defaults(func=cmd_quantize)

@@ -16,7 +16,7 @@ from flax import nnx
 
 from bec_jax.models.unet import DoubleConv, UNet
 
-__all__ = ["channel_scores", "shrink_double_conv", "shrink_model", "inner_widths"]
+__all__ = ["channel_scores", "shrink_double_conv", "shrink_model", "inner_widths", "with_inner_widths"]
 
 
 def channel_scores(block: DoubleConv) -> np.ndarray:
@@ -49,22 +49,32 @@ def shrink_model(model: UNet, keep_fraction: float) -> UNet:
     """Copy of ``model`` whose every DoubleConv keeps ceil(keep_fraction · mid) inner channels.
 
     keep_fraction in (0, 1]. The copy is in eval mode. Its ``config`` still
-    describes the unpruned widths: the shrunken model is for inference (and
-    fine-tuning), not for ``Checkpoints`` of that config.
+    describes the unpruned widths: the shrunken model is for inference and
+    fine-tuning (``FineTuner``) and is stored with ``save_quantized``, which
+    records its ``inner_widths``; training ``Checkpoints`` cannot hold it.
     """
     if not (0 < keep_fraction <= 1):
         raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+    return with_inner_widths(model, [max(1, int(np.ceil(keep_fraction * w))) for w in inner_widths(model)])
+
+
+def with_inner_widths(model: UNet, widths) -> UNet:
+    """Copy of ``model`` (eval mode) whose DoubleConvs keep their ``widths[i]`` most important inner channels.
+
+    widths: one int per DoubleConv in ``inner_widths`` order (inc, down…, up…),
+    each in [1, current inner width].
+    """
+    widths = [int(w) for w in widths]
+    if len(widths) != len(inner_widths(model)):
+        raise ValueError(f"expected {len(inner_widths(model))} inner widths (inc, down, up), got {len(widths)}")
     model = nnx.clone(model)
-    model.inc = shrink_double_conv(model.inc, _keep(model.inc, keep_fraction))
+    it = iter(widths)
+    model.inc = shrink_double_conv(model.inc, next(it))
     for blocks in (model.down, model.up):
         for i in range(len(blocks)):
-            blocks[i] = shrink_double_conv(blocks[i], _keep(blocks[i], keep_fraction))
+            blocks[i] = shrink_double_conv(blocks[i], next(it))
     model.eval()
     return model
-
-
-def _keep(block: DoubleConv, f: float) -> int:
-    return max(1, int(np.ceil(f * block.conv1.kernel.shape[-1])))
 
 
 def inner_widths(model: UNet) -> list[int]:

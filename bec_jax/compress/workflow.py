@@ -28,8 +28,8 @@ from bec_jax.train.losses import loss_fn
 from bec_jax.train.trainer import (TrainConfig, evaluate_loader, init_state, load_dataset, load_trained,
                                    make_predict, make_train_step)
 
-__all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "prune_once", "prune_and_finetune", "forward_latency",
-           "METHODS"]
+__all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "prune_once", "prune_and_finetune", "latency_table",
+           "forward_latency", "METHODS"]
 
 METHODS = ("prune", "finetune", "iterative")
 
@@ -196,30 +196,42 @@ def _jitted_forward(gd):
     return jax.jit(lambda state, x: nnx.merge(gd, state)(x))
 
 
-def forward_latency(model, x, *, warmup: int = 3, repeats: int = 20) -> dict:
-    """Wall time of a jitted eval-mode forward of ``model`` on ``x`` (B, H, W, C).
+def latency_table(models: dict, x, *, warmup: int = 3, repeats: int = 20) -> dict:
+    """Wall times of jitted eval-mode forwards of several models on ``x`` (B, H, W, C), interleaved.
 
-    After ``warmup`` untimed calls, ``repeats`` timed calls (block_until_ready).
-    Returns {"median_ms", "q25_ms", "q75_ms", "first_call_s" (compile + run),
-    "output": the output as numpy}; the model is not modified. "first_call_s"
-    includes compilation only for the first model of an architecture.
+    models: {name: model}. Each is compiled and run once (timed as
+    "first_call_s": compile + run, compile only for the first model of an
+    architecture), then run ``warmup`` times; then ``repeats`` rounds call every
+    model once in turn (block_until_ready), so all see the same machine load.
+    Returns {name: {"median_ms", "q25_ms", "q75_ms", "first_call_s", "output":
+    numpy output}}; the models are not modified.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    model = nnx.clone(model)
-    model.eval()
-    gd, state = nnx.split(model)
-    fwd = _jitted_forward(gd)
-    t0 = time.perf_counter()
-    y = jax.block_until_ready(fwd(state, x))
-    first = time.perf_counter() - t0
-    for _ in range(warmup):
-        jax.block_until_ready(fwd(state, x))
-    times = []
-    for _ in range(repeats):
+    calls, out = {}, {}
+    for name, model in models.items():
+        model = nnx.clone(model)
+        model.eval()
+        gd, state = nnx.split(model)
+        fwd = _jitted_forward(gd)
         t0 = time.perf_counter()
-        jax.block_until_ready(fwd(state, x))
-        times.append(time.perf_counter() - t0)
-    t = np.asarray(times) * 1e3
-    return dict(median_ms=float(np.median(t)), q25_ms=float(np.percentile(t, 25)),
-                q75_ms=float(np.percentile(t, 75)), first_call_s=first, output=np.asarray(y))
+        y = jax.block_until_ready(fwd(state, x))
+        out[name] = dict(first_call_s=time.perf_counter() - t0, output=np.asarray(y))
+        for _ in range(warmup):
+            jax.block_until_ready(fwd(state, x))
+        calls[name] = (fwd, state)
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, (fwd, state) in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fwd(state, x))
+            times[name].append(time.perf_counter() - t0)
+    for name, ts in times.items():
+        q25, q50, q75 = np.percentile(np.asarray(ts) * 1e3, [25, 50, 75])
+        out[name].update(median_ms=float(q50), q25_ms=float(q25), q75_ms=float(q75))
+    return out
+
+
+def forward_latency(model, x, *, warmup: int = 3, repeats: int = 20) -> dict:
+    """``latency_table`` of one model: {"median_ms", "q25_ms", "q75_ms", "first_call_s", "output"}."""
+    return latency_table({"model": model}, x, warmup=warmup, repeats=repeats)["model"]

@@ -137,7 +137,9 @@ PRESETS = {
         data=DATA_PRESETS["quick"],
         model=UNetConfig(base_width=8, depth=6, input_size=64),
         train=TrainConfig(epochs=20),
-        compress=CompressConfig(sparsity=0.9, method="finetune", ft_epochs=3)),
+        # iterative 80 → 90 → 97 %, 4 epochs each: pruned + int8 stored sparse ≈ 63× smaller at 1.06× the MSE
+        # of a dense model trained as long (experiments/results/compression_study)
+        compress=CompressConfig(sparsity=0.97, method="iterative", ft_epochs=4)),
     # The reference sizes on a GPU: 1,680 states on 200², the 17.3M-parameter U-Net, 50 epochs.
     "paper": PipelineConfig(
         data=DATA_PRESETS["paper"],

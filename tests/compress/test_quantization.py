@@ -107,15 +107,69 @@ def test_fake_quant_model_trains_through_ste():
     assert float(jnp.abs(g).max()) > 0
 
 
-def test_sparse_encoding_round_trip():
+def _edge_arrays():
     rng = np.random.default_rng(0)
     a = (rng.standard_normal(200_000) * (rng.random(200_000) < 0.01)).astype(np.float32)
     a[:70_000] = 0  # a gap above 65535
     a[-1] = 3.0
-    for arr in (a, a.astype(np.int8), np.zeros((5, 4), np.int8), a.reshape(400, 500)):
-        enc = encode_sparse(arr)
-        assert enc["gaps"].dtype == np.uint16
-        np.testing.assert_array_equal(decode_sparse(enc, arr.shape, arr.dtype), arr)
+    g255, g256 = np.zeros(600, np.int8), np.zeros(600, np.int8)
+    g255[[254, 509]] = [1, -2]  # first gap 255 (from −1), second 255
+    g256[[255, 511]] = [3, 4]  # gaps of exactly 256: escaped
+    first = np.zeros(300, np.int8)
+    first[[0, 299]] = [7, 9]  # first element non-zero, then a gap of 299
+    return dict(random=a, random_int8=a.astype(np.int8), random_2d=a.reshape(400, 500),
+                all_zero=np.zeros((5, 4), np.int8), all_zero_long=np.zeros(1000, np.float32),
+                no_zeros=np.arange(1, 301, dtype=np.float32), g255=g255, g256=g256, first=first,
+                single_zero=np.zeros(1, np.int8), single=np.ones(1, np.float32), empty=np.zeros((0, 3), np.int8))
+
+
+@pytest.mark.parametrize("name", list(_edge_arrays()))
+def test_sparse_encoding_round_trip(name):
+    arr = _edge_arrays()[name]
+    enc = encode_sparse(arr)
+    np.testing.assert_array_equal(decode_sparse(enc, arr.shape, arr.dtype), arr)
+    assert enc["gaps"].dtype == np.uint8 and enc["values"].dtype == arr.dtype
+    idx = np.flatnonzero(arr.ravel())
+    # one byte of index per stored value; 4 more per gap >= 256, and only then a long_gaps array
+    n_long = int(np.sum(np.diff(idx, prepend=-1) > 255)) if idx.size else int(arr.size > 255)
+    assert enc["gaps"].size == enc["values"].size == (idx.size or min(arr.size, 1))
+    assert enc.get("long_gaps", np.zeros(0)).size == n_long and ("long_gaps" in enc) == (n_long > 0)
+
+
+def test_sparse_encoding_escapes_exactly_from_256():
+    assert "long_gaps" not in encode_sparse(_edge_arrays()["g255"])
+    enc = encode_sparse(_edge_arrays()["g256"])
+    np.testing.assert_array_equal(enc["gaps"], [0, 0])
+    np.testing.assert_array_equal(enc["long_gaps"], [256, 256])
+
+
+def test_sparse_decoding_reads_old_layout_and_rejects_corrupt():
+    old = dict(values=np.asarray([0, 5], np.int8), gaps=np.asarray([65535, 10], np.uint16))  # format /1 filler
+    expected = np.zeros(70_000, np.int8)
+    expected[65_544] = 5
+    np.testing.assert_array_equal(decode_sparse(old, (70_000,), np.int8), expected)
+    enc = encode_sparse(_edge_arrays()["g256"])
+    with pytest.raises(ValueError, match="corrupt"):
+        decode_sparse(dict(enc, long_gaps=enc["long_gaps"][:1]), (600,), np.int8)
+
+
+def test_pack_round_trip_and_corrupt_layout():
+    from bec_jax.compress.quantization import _pack, _unpack
+
+    tree = {"int8": {"a": np.arange(6, dtype=np.int8).reshape(2, 3), "b": {"values": np.ones(2, np.int8),
+                                                                             "gaps": np.ones(2, np.uint8)}},
+            "scale": {"a": np.float32(0.5), "b": np.ones(3, np.float32)}, "empty": {"z": np.zeros(0, np.uint32)}}
+    arrays, layout = _pack(tree)
+    assert set(arrays) == {"int8", "uint8", "float32"}  # one leaf per dtype; zero-size groups dropped
+    back = _unpack(arrays, layout)
+    for path, _, _ in layout:
+        a, b = tree, back
+        for k in path:
+            a, b = a[k], b[k]
+        assert np.asarray(a).dtype == b.dtype and np.asarray(a).shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="corrupt"):
+        _unpack(dict(arrays, int8=arrays["int8"][:-1]), layout)
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +187,9 @@ def test_saved_int8_is_int8_and_smaller(saved):
 
     model, root, sizes = saved
     tree = ocp.StandardCheckpointer().restore((root / "per_tensor" / "arrays").resolve())
-    assert {np.asarray(v).dtype for v in tree["int8"].values()} == {np.dtype(np.int8)}
-    assert set(tree["int8"]) == set(conv_layer_names(model))
+    assert np.asarray(tree["int8"]).dtype == np.int8  # the int8 kernels, packed into one array
+    assert np.asarray(tree["int8"]).size == sum(np.size(k) for _, p, a in conv_layers(model)
+                                                for k in [getattr(p, a).kernel[...]])
     assert sizes["per_tensor"]["payload_bytes"] < 0.4 * sizes["fp32"]["payload_bytes"]
     with pytest.raises(ValueError, match="not empty"):
         save_quantized(root / "fp32", model, None)
@@ -163,6 +218,24 @@ def test_reload_in_fresh_process_evaluates_same_model(saved, tmp_path):
     yi = np.load(tmp_path / "yi.npy")
     assert np.max(np.abs(yi - np.asarray(expected))) < 0.05 * np.max(np.abs(expected))
     assert not np.allclose(np.load(tmp_path / "y.npy"), model(jnp.asarray(x)), rtol=0, atol=1e-7)
+
+
+def test_sparse_save_reloads_the_same_pruned_model(tmp_path):
+    from bec_jax.compress.pruning import PruneConfig
+    from bec_jax.compress.workflow import prune_once
+
+    model, _ = prune_once(init_model(CFG, seed=3), PruneConfig(0.95))
+    model.eval()
+    qc = QuantConfig.preset("mixed")  # int8 and float32 kernels are both stored sparse
+    dense = save_quantized(tmp_path / "dense", model, qc)
+    sparse = save_quantized(tmp_path / "sparse", model, qc, sparse=True)
+    a, _ = load_quantized(tmp_path / "dense", CFG)
+    b, meta = load_quantized(tmp_path / "sparse", CFG)
+    x = jax.random.normal(jax.random.key(8), (2, 16, 16, 1))
+    np.testing.assert_array_equal(np.asarray(a(x)), np.asarray(b(x)))
+    assert {k.split(":")[0] for k in meta["sparse"]} == {"int8", "float"}
+    # arrays only: at this toy size the JSON layout outweighs them on disk
+    assert sparse["payload_bytes"] < 0.5 * dense["payload_bytes"]
 
 
 def test_reload_errors(saved, tmp_path):
