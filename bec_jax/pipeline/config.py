@@ -145,7 +145,7 @@ PRESETS = {
         data=DATA_PRESETS["paper"],
         model=UNetConfig(base_width=8, depth=7, input_size=200),
         train=TrainConfig(epochs=50),
-        compress=CompressConfig(sparsity=0.9, method="iterative", ft_epochs=10),
+        compress=CompressConfig(sparsity=0.97, method="iterative", ft_epochs=10),
         report=ReportConfig(latency_batch=1)),
 }
 
