@@ -84,6 +84,7 @@ def plot_compression(models: dict, path) -> Path:
             ax.text(v, yi, " " + fmt.format(v), va="center", fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=8)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))  # long tick labels (1.0e-02) must not overlap
         ax.margins(x=0.3)  # room for the value labels
     axes[0].set_yticks(y, names)
     axes[0].invert_yaxis()
