@@ -1,26 +1,50 @@
-"""Dataset generation throughput (states/s) at the quick and paper presets.
+"""Dataset generation throughput, and the ground-state methods on paper-preset states.
 
-quick: the whole preset (240 states, 64²) through `bec_jax.data.generate`,
+quick: the whole quick preset (240 states, 64²) through `bec_jax.data.generate`,
 wall time including compilation and HDF5 writes.
-paper: the paper preset's grid and solver (200², 4 starts) on the first
---paper-states samples, batch = --paper-states (CPU cannot do 1,680 states in a
-benchmark's time). Both are single runs, compilation included (seconds
-against minutes).
+paper_subset: the paper preset's grid and solver (200², 4 starts) on its first
+--paper-states samples through `generate`, batch = --paper-states (CPU cannot do
+1,680 states in a benchmark's time). Single runs, compilation included.
+
+paper_methods: --method-states states drawn at random (seed --subset-seed) from the
+paper preset's 1,680 (g, Ω) samples, each solved alone (batch 1, the preset's 4
+starts, the generator's keys, float32, default tolerances 1e-4 / 1e-7, the
+preset's max_iter, imaginary time at the library defaults: dt 0.05 → 0.002,
+≤ 20,000 steps per start) by
+  pcg (rotating-frame preconditioner), pcg_kinetic (lab-frame kinetic
+  preconditioner, still the default of ``ground_state``) and imaginary_time.
+Per state: wall time (compiled; compilation timed separately), iterations of
+every start, 1-D FFT passes executed (the 4 starts run in lockstep, so a
+state costs 4 × the slowest start, plus the winner's polish), converged, stored
+(converged and not touching the box edge, the generator's rule), energy. The
+time for all 1,680 states is EXTRAPOLATED: 1,680 × the mean per-state time of
+the N measured states, one state at a time on this machine.
 
     python benchmarks/generation_throughput.py --out benchmarks/results/generation_throughput.json
+    python benchmarks/generation_throughput.py --only-methods --method-states 4   # the methods table only
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import tempfile
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 
+import bec_jax as bj
 import bec_jax.data as bd
+from bec_jax.gpe.groundstate import SolverSettings
+from bec_jax.gpe.minimize import PRECONDITIONER_PASSES
 from common import write_result
+
+METHODS = {"pcg": dict(method="pcg", preconditioner="rotating"), "pcg_kinetic": dict(method="pcg", preconditioner="kinetic"),
+           "imaginary_time": dict(method="imaginary_time")}
 
 
 def time_generate(config, repeat_compiled: bool) -> dict:
@@ -34,24 +58,98 @@ def time_generate(config, repeat_compiled: bool) -> dict:
     wall = runs[-1]
     return dict(states=config.n_samples, wall_s=wall, wall_s_first_run=runs[0], states_per_s=config.n_samples / wall,
                 stored=summary["n_samples"], failed=summary["n_failed"], n=config.n, batch_size=config.batch_size,
-                n_starts=config.n_starts, method=config.method)
+                n_starts=config.n_starts, method=config.method, load_avg=os.getloadavg()[0])
+
+
+def executed_passes(kw: dict, start_steps: np.ndarray, polish: int) -> int:
+    """1-D FFT passes a batch-1 solve executes: its starts run in lockstep (n_starts × the slowest),
+    plus the winner's polish iterations (pcg, when it hit max_iter)."""
+    s = SolverSettings(**kw)
+    n_starts, slowest = len(start_steps), int(start_steps.max())
+    if s.method == "imaginary_time":
+        return n_starts * (4 * slowest + 6 * (slowest // s.check_every))
+    per_iter = 4 + PRECONDITIONER_PASSES[s.preconditioner] + 2
+    return n_starts * (4 * s.warmup_steps + 6 + per_iter * (slowest - s.warmup_steps)) + per_iter * polish
+
+
+def paper_methods(n_states: int, subset_seed: int) -> dict:
+    """The three methods on the same random paper-preset states; per-state table + extrapolation."""
+    cfg = bd.PRESETS["paper"]
+    g, om, _, _ = bd.sample_parameters(cfg)
+    idx = np.sort(np.random.default_rng(subset_seed).choice(cfg.n_samples, n_states, replace=False))
+    base = jax.random.key(cfg.seed)
+    grid = cfg.grid
+    out = dict(n_measured=n_states, subset_seed=subset_seed, sample_ids=idx.tolist(), n=cfg.n, length=grid.length,
+               n_starts=cfg.n_starts, max_iter=cfg.max_iter, total_states=cfg.n_samples, dtype=str(jnp.zeros(()).dtype),
+               load_avg_start=os.getloadavg()[0], methods={})
+    for name, kw in METHODS.items():
+
+        def solve(i):
+            key = jax.random.fold_in(base, jnp.uint32(i))[None]  # the generator's key of sample i
+            return jax.block_until_ready(bj.ground_state(grid, g[i:i + 1], om[i:i + 1], key=key, n_starts=cfg.n_starts,
+                                                         max_iter=cfg.max_iter, **kw))
+
+        t0 = time.perf_counter()
+        solve(int(idx[0]))
+        compile_and_first = time.perf_counter() - t0
+        rows = []
+        for i in idx:
+            t0 = time.perf_counter()
+            res = jax.device_get(solve(int(i)))
+            wall = time.perf_counter() - t0
+            st = np.asarray(res.start_steps)[0]
+            polish = int(res.steps[0]) - int(st[int(np.argmin(res.start_energies[0]))])
+            rows.append(dict(sample=int(i), g=float(g[i]), omega=float(om[i]), wall_s=wall, steps=int(res.steps[0]),
+                             start_steps=st.tolist(), polish_steps=polish, passes=executed_passes(kw, st, polish),
+                             energy=float(res.energy[0]), residual=float(res.residual[0]),
+                             converged=bool(res.converged[0]), stored=bool(res.converged[0] and not res.touches_edge[0]),
+                             vortices=int(res.vortices[0]), load_avg=os.getloadavg()[0]))
+            print(f"  {name:14s} sample {i:4d} g={g[i]:6.1f} Ω={om[i]:.3f}: {wall:6.1f} s  steps {st.tolist()}  "
+                  f"E={rows[-1]['energy']:.5f} r={rows[-1]['residual']:.1e} conv={rows[-1]['converged']} "
+                  f"v={rows[-1]['vortices']}", flush=True)
+        walls = np.array([r["wall_s"] for r in rows])
+        out["methods"][name] = dict(
+            settings=kw, rows=rows, first_call_with_compile_s=compile_and_first, mean_wall_s=float(walls.mean()),
+            median_wall_s=float(np.median(walls)), mean_passes=float(np.mean([r["passes"] for r in rows])),
+            stored_fraction=float(np.mean([r["stored"] for r in rows])),
+            extrapolated_hours_all_states=float(cfg.n_samples * walls.mean() / 3600))
+    m = out["methods"]
+    for k in ("pcg_kinetic", "imaginary_time"):
+        out[f"{k}_over_pcg"] = dict(wall=m[k]["mean_wall_s"] / m["pcg"]["mean_wall_s"],
+                                    passes=m[k]["mean_passes"] / m["pcg"]["mean_passes"])
+    out["load_avg_end"] = os.getloadavg()[0]
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="benchmarks/results/generation_throughput.json")
     ap.add_argument("--paper-states", type=int, default=8)
+    ap.add_argument("--method-states", type=int, default=12)
+    ap.add_argument("--subset-seed", type=int, default=0)
+    ap.add_argument("--only-methods", action="store_true", help="skip the quick / paper_subset generate runs")
     args = ap.parse_args()
-    quick = bd.PRESETS["quick"]
-    paper = dataclasses.replace(bd.PRESETS["paper"], n_groups=max(1, args.paper_states // 4),
-                                batch_size=args.paper_states)
-    rows = dict(quick=time_generate(quick, repeat_compiled=False), paper_subset=time_generate(paper, False))
-    for k, r in rows.items():
-        print(f"{k:13s} {r['states']:5d} states at {r['n']}²: {r['wall_s']:.1f} s  {r['states_per_s']:.2f} states/s "
-              f"({r['stored']} stored, {r['failed']} failed)", flush=True)
-    hours = 1680 / rows["paper_subset"]["states_per_s"] / 3600
-    print(f"paper preset (1,680 states) at this rate: {hours:.2f} h")
-    write_result(args.out, dict(benchmark="generation_throughput", rows=rows, paper_full_estimate_hours=hours))
+    result = dict(benchmark="generation_throughput")
+    if args.only_methods and os.path.exists(args.out):  # keep the generate rows of the last full run
+        with open(args.out) as f:
+            old = json.load(f)
+        result.update({k: old[k] for k in ("rows", "paper_full_estimate_hours") if k in old})
+    if not args.only_methods:
+        quick = bd.PRESETS["quick"]
+        paper = dataclasses.replace(bd.PRESETS["paper"], n_groups=max(1, args.paper_states // 4),
+                                    batch_size=args.paper_states)
+        rows = dict(quick=time_generate(quick, repeat_compiled=False), paper_subset=time_generate(paper, False))
+        for k, r in rows.items():
+            print(f"{k:13s} {r['states']:5d} states at {r['n']}²: {r['wall_s']:.1f} s  {r['states_per_s']:.2f} states/s "
+                  f"({r['stored']} stored, {r['failed']} failed)", flush=True)
+        result.update(rows=rows, paper_full_estimate_hours=1680 / rows["paper_subset"]["states_per_s"] / 3600)
+    pm = paper_methods(args.method_states, args.subset_seed)
+    for k, v in pm["methods"].items():
+        print(f"{k:14s} mean {v['mean_wall_s']:.1f} s/state, {v['mean_passes']:.0f} passes/state, "
+              f"stored {100 * v['stored_fraction']:.0f} %, 1,680 states ≈ {v['extrapolated_hours_all_states']:.2f} h "
+              "(extrapolated)", flush=True)
+    result["paper_methods"] = pm
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

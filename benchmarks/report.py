@@ -14,7 +14,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def _load(name):
     p = RESULTS / f"{name}.json"
-    return json.loads(p.read_text()) if p.exists() else None
+    return {**json.loads(p.read_text()), "_file": p.name} if p.exists() else None
 
 
 def solver(d) -> str:
@@ -40,37 +40,114 @@ def solver(d) -> str:
     return "\n".join(out)
 
 
+def _passes(x) -> str:
+    return "—" if x is None else f"{x['passes']:,}"
+
+
+def _ratio(x) -> str:
+    return "—" if x is None else f"{x:.0f}×" if x >= 10 else f"{x:.1f}×"
+
+
 def methods(d) -> str:
-    out = [f"`ground_state_methods.json` — {d['device']}, {d['dtype']}, tolerance "
-           f"{d['settings']['tol']:g}, {d['settings']['starts']} starts, imaginary-time cap "
-           f"{d['settings']['max_steps']} steps/start", "",
-           "| g | Ω | n | PCG iters | PCG FFT passes | PCG s | PCG E | imag. steps | imag. FFT passes | imag. s "
-           "| imag. E | imag. residual | passes ratio to tol | passes ratio at imag.'s residual "
-           "| starts at lowest (PCG / imag.) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    st = d["settings"]
+    tols = list(d["rows"][0]["pcg"]["to_tol"])
+    loads = ", ".join(f"{r['load_avg_start']:.1f}" for r in d["rows"])
+    out = [f"`{d['_file']}` — {d['device']}, {d['dtype']}, {st['starts']} starts per case, "
+           f"imaginary time ≤ {st['it_max_steps']:,} steps/start (dt {st['dt']} → {st['dt_min']}), "
+           f"PCG ≤ {st['max_iter']} iterations/start; load average {loads} "
+           "at the start of each case", "",
+           "1-D FFT passes of the winning start (lowest final energy) to first reach the residual, imaginary time / "
+           "PCG (— = not reached within the cap):", "",
+           "| g | Ω | n | " + " | ".join(f"r ≤ {t}: PCG | imag. | ratio" for t in tols) + " |",
+           "|---|---|---|" + "---|---|---|" * len(tols)]
     for r in d["rows"]:
         p, i = r["pcg"], r["imaginary_time"]
-        ratio = f"{r['fft_pass_ratio_it_over_pcg']:.1f}×" + ("" if i["converged"] else " (≥, imag. not converged)")
-        out.append(f"| {r['g']:.0f} | {r['omega']} | {r['n']} | {p['iterations']} | {p['fft_passes']:,} | "
-                   f"{p['wall_s']:.1f} | {p['energy']:.8f} | {i['iterations']} | {i['fft_passes']:,} | "
-                   f"{i['wall_s']:.1f} | {i['energy']:.8f} | {i['residual']:.1e} | {ratio} | "
-                   f"{r['fft_pass_ratio_same_residual']:.0f}× | "
-                   f"{p['fraction_starts_at_lowest']:.2f} / {i['fraction_starts_at_lowest']:.2f} |")
+        cells = [f"{_passes(p['to_tol'][t])} | {_passes(i['to_tol'][t])} | {_ratio(r['passes_ratio'][t]['it_over_pcg'])}"
+                 for t in tols]
+        out.append(f"| {r['g']:.0f} | {r['omega']} | {r['n']} | " + " | ".join(cells) + " |")
+    out += ["", "At imaginary time's best residual (its winning start; PCG's winner to the same residual: passes, "
+                "seconds and energy there), PCG to the final tolerance, the kinetic-preconditioner ablation and "
+                "`ground_state(method=\"pcg\")` itself (all starts in one call, compiled):", "",
+            "| g | Ω | n | imag. best residual | imag. passes | PCG passes | passes ratio | imag. s | PCG s | wall ratio "
+            "| imag. E there | PCG E there | PCG E / s at " + tols[-1] + " | kinetic / rotating PCG passes at " + tols[-1]
+            + " | starts at lowest state PCG / kinetic / imag. | `ground_state` s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        p, k, i, a = r["pcg"], r["pcg_kinetic"], r["imaginary_time"], r["at_imaginary_time_best_residual"]
+        nan = float("nan")
+        # Imaginary time's best residual is its last record in these runs (still descending at the cap).
+        w_i = i.get("wall_s_at_best_residual", i["wall_s"] if i["passes_at_best_residual"] == i["passes"] else nan)
+        w_p = a["pcg"]["wall_s"] if a["pcg"] else nan
+        last = p["to_tol"][tols[-1]]
+        out.append(f"| {r['g']:.0f} | {r['omega']} | {r['n']} | {a['residual']:.1e} | {a['imaginary_time_passes']:,} | "
+                   f"{_passes(a['pcg'])} | {_ratio(a['it_over_pcg'])} | {w_i:.1f} | {w_p:.2f} | {_ratio(w_i / w_p)} | "
+                   f"{a['imaginary_time_energy']:.8f} | {a['pcg']['energy'] if a['pcg'] else nan:.8f} | "
+                   f"{last['energy'] if last else nan:.8f} / {last['wall_s'] if last else nan:.1f} | "
+                   f"{_ratio(r['passes_ratio'][tols[-1]]['kinetic_over_rotating'])} | "
+                   f"{p['fraction_starts_at_lowest']:.2f} / {k['fraction_starts_at_lowest']:.2f} / "
+                   f"{i['fraction_starts_at_lowest']:.2f} | {r['ground_state_pcg']['wall_s']:.1f} |")
+    return "\n".join(out)
+
+
+def ablations(d) -> str:
+    names = list(d["rows"][0]["variants"])
+    out = [f"`{d['_file']}` — {d['device']}, {d['dtype']}, residual ≤ {d['settings']['tol']:g}, "
+           f"{d['settings']['starts']} starts; 1-D FFT passes (coarse work scaled to the fine grid) / seconds of the "
+           "winning start, and starts ending at the lowest state", "",
+           "| g | Ω | n | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+    for r in d["rows"]:
+        cells = []
+        for m in names:
+            v = r["variants"][m]
+            p = "—" if v["winner_passes"] is None else f"{v['winner_passes']:,.0f}"
+            w = "—" if v["winner_wall_s"] is None else f"{v['winner_wall_s']:.1f} s"
+            cells.append(f"{p} / {w} ({v['fraction_starts_at_lowest']:.2f})")
+        out.append(f"| {r['g']:.0f} | {r['omega']} | {r['n']} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
 def generation(d) -> str:
-    out = [f"`generation_throughput.json` — {d['device']} ({d['cpu_count']} cores)", "",
-           "| preset | states | grid | starts | wall s | states/s | stored / failed |", "|---|---|---|---|---|---|---|"]
-    for k, r in d["rows"].items():
-        out.append(f"| {k} | {r['states']} | {r['n']}² | {r['n_starts']} | {r['wall_s']:.1f} | "
-                   f"{r['states_per_s']:.2f} | {r['stored']} / {r['failed']} |")
-    out += ["", f"Whole paper preset (1,680 states) at the measured rate: {d['paper_full_estimate_hours']:.2f} h."]
+    out = []
+    if "rows" in d:
+        out += [f"`generation_throughput.json` — {d['device']} ({d['cpu_count']} cores)", "",
+                "| preset | states | grid | starts | wall s | states/s | stored / failed | load avg |",
+                "|---|---|---|---|---|---|---|---|"]
+        for k, r in d["rows"].items():
+            out.append(f"| {k} | {r['states']} | {r['n']}² | {r['n_starts']} | {r['wall_s']:.1f} | "
+                       f"{r['states_per_s']:.2f} | {r['stored']} / {r['failed']} | {r.get('load_avg', float('nan')):.1f} |")
+        out += ["", f"Whole paper preset (1,680 states) at the measured paper_subset rate: "
+                    f"{d['paper_full_estimate_hours']:.2f} h (extrapolated from {d['rows']['paper_subset']['states']} "
+                    "states in one batch)."]
+    if "paper_methods" in d:
+        pm = d["paper_methods"]
+        names = list(pm["methods"])
+        out += ["", f"Paper-size dataset, methods compared on {pm['n_measured']} of its {pm['total_states']:,} states "
+                    f"(random, subset seed {pm['subset_seed']}; {pm['n']}², L = {pm['length']:.2f}, {pm['dtype']}, "
+                    f"{pm['n_starts']} starts, the generator's keys and tolerances, one state at a time; load average "
+                    f"{pm['load_avg_start']:.1f} → {pm['load_avg_end']:.1f}). Seconds and 1-D FFT passes executed "
+                    "per state (the starts run in lockstep):", "",
+                "| sample | g | Ω | " + " | ".join(f"{m} s | {m} passes | {m} stored" for m in names) + " |",
+                "|---|---|---|" + "---|---|---|" * len(names)]
+        for j, r0 in enumerate(pm["methods"][names[0]]["rows"]):
+            cells = []
+            for m in names:
+                r = pm["methods"][m]["rows"][j]
+                cells.append(f"{r['wall_s']:.1f} | {r['passes']:,} | {'yes' if r['stored'] else 'no'}")
+            out.append(f"| {r0['sample']} | {r0['g']:.1f} | {r0['omega']:.3f} | " + " | ".join(cells) + " |")
+        out += ["", "| method | mean s/state | median s/state | mean passes/state | stored | all 1,680 states "
+                    "(EXTRAPOLATED) | vs pcg (time / passes) |", "|---|---|---|---|---|---|---|"]
+        for m in names:
+            v = pm["methods"][m]
+            rel = pm.get(f"{m}_over_pcg")
+            rel = f"{rel['wall']:.1f}× / {rel['passes']:.1f}×" if rel else "1×"
+            out.append(f"| {m} | {v['mean_wall_s']:.1f} | {v['median_wall_s']:.1f} | {v['mean_passes']:,.0f} | "
+                       f"{100 * v['stored_fraction']:.0f} % | {v['extrapolated_hours_all_states']:.2f} h | {rel} |")
     return "\n".join(out)
 
 
 def main():
     sections = [("solver_throughput", solver), ("ground_state_methods", methods),
+                ("ground_state_methods_long", methods), ("ground_state_ablations", ablations),
                 ("generation_throughput", generation)]
     for name, fn in sections:
         d = _load(name)

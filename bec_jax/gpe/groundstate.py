@@ -12,8 +12,9 @@ Strategy (why each piece is there):
   randomly placed, rotated and jittered. The lowest final energy among the converged starts wins.
 * **method="pcg" (default).** ``warmup_steps`` split-step imaginary-time steps
   at ``dt`` (cheap; heals the seeded cores and settles the cloud), then
-  preconditioned nonlinear CG on the unit sphere (``minimize.pcg_minimize``),
-  which converges to the stationary state of H itself.
+  preconditioned nonlinear CG on the unit sphere (``minimize.pcg_minimize``,
+  kinetic preconditioner by default, rotating-frame one as an option), which converges to the
+  stationary state of H itself.
 * **method="imaginary_time".** Split-step imaginary time only; each state
   starts at ``dt`` and halves it (down to ``dt_min``) whenever its energy has
   stopped changing (|ΔE| per check ≤ max(tol_energy, 1e-3·residual²)) while
@@ -46,7 +47,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from bec_jax.gpe.grid import Grid, complex_dtype, real_dtype
 from bec_jax.gpe.hamiltonian import chemical_potential, energy, normalize, per_state, residual
 from bec_jax.gpe.observables import edge_density, rms_radius, thomas_fermi, vortex_count
-from bec_jax.gpe.minimize import pcg_minimize
+from bec_jax.gpe.minimize import PRECONDITIONER_PASSES, pcg_minimize
 from bec_jax.gpe.splitstep import check_parameters, evolve
 
 __all__ = [
@@ -81,7 +82,8 @@ class SolverSettings:
     dt_min: smallest step of the schedule; check_every: steps between
     convergence checks (even); max_steps: imaginary-time cap per start;
     warmup_steps: imaginary-time steps before CG (even); max_iter: CG cap per
-    start; tol_residual / tol_energy: convergence criterion (module doc);
+    start; preconditioner: "rotating" or "kinetic" (``minimize``);
+    tol_residual / tol_energy: convergence criterion (module doc);
     n_starts: initial guesses per state.
     """
 
@@ -92,6 +94,7 @@ class SolverSettings:
     max_steps: int = 20_000
     warmup_steps: int = 200
     max_iter: int = 2_000
+    preconditioner: str = "kinetic"
     tol_residual: float = 1e-4
     tol_energy: float = 1e-7
     n_starts: int = 4
@@ -99,6 +102,10 @@ class SolverSettings:
     def __post_init__(self):
         if self.method not in ("pcg", "imaginary_time"):
             raise ValueError(f"method must be 'pcg' or 'imaginary_time', got {self.method!r}")
+        if self.preconditioner not in PRECONDITIONER_PASSES:
+            raise ValueError(
+                f"preconditioner must be one of {sorted(PRECONDITIONER_PASSES)}, got {self.preconditioner!r}"
+            )
         if self.warmup_steps < 0 or self.warmup_steps % 2 or self.max_iter < 1:
             raise ValueError(
                 f"need warmup_steps even and >= 0 and max_iter >= 1, got {self.warmup_steps}, {self.max_iter}"
@@ -134,7 +141,10 @@ class GroundStateResult:
     (imaginary-time steps + CG iterations; each costs about one H application).
     converged: bool (...) (criterion in the module doc). vortices: int32 (...)
     vortices inside the cloud. start_energies: (..., n_starts) final energy of
-    every start (spread = how rugged the landscape is). touches_edge: bool
+    every start (spread = how rugged the landscape is). start_steps: int32
+    (..., n_starts) iterations of every start before polishing (the starts of
+    a batch run in lockstep, so the batch costs about max(start_steps) each).
+    touches_edge: bool
     (...) boundary density above 1e-4 of the peak. length_needed: real (...)
     box side that would hold the cloud (from its rms radius).
     """
@@ -147,6 +157,7 @@ class GroundStateResult:
     converged: jax.Array
     vortices: jax.Array
     start_energies: jax.Array
+    start_steps: jax.Array
     touches_edge: jax.Array
     length_needed: jax.Array
 
@@ -223,22 +234,26 @@ def _relax(grid: Grid, psi, g, omega, s: SolverSettings):
         return _relax_imaginary_time(grid, psi, g, omega, s)
     psi = evolve(grid, psi, g, omega, s.dt, s.warmup_steps, True)
     psi, res, it, conv = pcg_minimize(
-        grid, psi, g, omega, max_iter=s.max_iter, tol_residual=s.tol_residual, tol_energy=s.tol_energy
+        grid, psi, g, omega, max_iter=s.max_iter, tol_residual=s.tol_residual, tol_energy=s.tol_energy,
+        preconditioner=s.preconditioner,
     )
     return psi, energy(grid, psi, g, omega), res, it + s.warmup_steps, conv
 
 
-def _relax_imaginary_time(grid: Grid, psi, g, omega, s: SolverSettings):
-    """Imaginary time with the dt schedule until converged or max_steps."""
+def make_imaginary_time(grid: Grid, g, omega, s: SolverSettings):
+    """Factory: ``(init, check)`` of the imaginary-time schedule for ONE state.
+
+    ``init(psi)`` returns the carry (psi, e, r = residual, dt, steps, done,
+    conv); ``check(carry)`` runs ``s.check_every`` split steps at the carry's
+    dt, measures E and the residual, and halves dt when E has stalled
+    (module doc). One check costs 4·check_every + 6 1-D FFT passes.
+    """
     rdt = real_dtype()
 
     def measure(p):
         return energy(grid, p, g, omega), residual(grid, p, g, omega)
 
-    def cond(c):
-        return (~c["done"]) & (c["steps"] < s.max_steps)
-
-    def body(c):
+    def check(c):
         p = evolve(grid, c["psi"], g, omega, c["dt"], s.check_every, True)
         e, r = measure(p)
         de = jnp.abs(e - c["e"]) / jnp.maximum(1.0, jnp.abs(e))
@@ -251,27 +266,40 @@ def _relax_imaginary_time(grid: Grid, psi, g, omega, s: SolverSettings):
         dt = jnp.where(stalled, jnp.maximum(0.5 * c["dt"], s.dt_min), c["dt"])
         return dict(psi=p, e=e, r=r, dt=dt, steps=c["steps"] + s.check_every, done=conv | ~finite, conv=conv)
 
-    e0, r0 = measure(psi)
-    init = dict(
-        psi=psi, e=e0, r=r0, dt=jnp.asarray(s.dt, rdt), steps=jnp.int32(0), done=jnp.bool_(False), conv=jnp.bool_(False)
-    )
-    c = jax.lax.while_loop(cond, body, init)
+    def init(psi):
+        e0, r0 = measure(psi)
+        return dict(psi=psi, e=e0, r=r0, dt=jnp.asarray(s.dt, rdt), steps=jnp.int32(0), done=jnp.bool_(False),
+                    conv=jnp.bool_(False))
+
+    return init, check
+
+
+def _relax_imaginary_time(grid: Grid, psi, g, omega, s: SolverSettings):
+    """Imaginary time with the dt schedule until converged or max_steps."""
+    init, check = make_imaginary_time(grid, g, omega, s)
+    c = jax.lax.while_loop(lambda c: (~c["done"]) & (c["steps"] < s.max_steps), check, init(psi))
     return c["psi"], c["e"], c["r"], c["steps"], c["conv"]
+
+
+def seeded_guesses(grid: Grid, g, omega, keys):
+    """The seeded starts of ``ground_state``: g, omega (B,), keys (B, S) -> psi (B, S, n, n)."""
+    n_starts = keys.shape[1]
+    return jax.vmap(
+        lambda gi, oi, ki: jax.vmap(lambda k, nv: initial_guess(grid, gi, oi, k, nv))(
+            ki, _start_vortex_numbers(gi, oi, n_starts)
+        )
+    )(g, omega, keys)
 
 
 def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None):
     """Batch program: g, omega (B,), keys (B, S) -> GroundStateResult (B,)."""
     if psi0 is None:
-        guesses = jax.vmap(
-            lambda gi, oi, ki: jax.vmap(lambda k, nv: initial_guess(grid, gi, oi, k, nv))(
-                ki, _start_vortex_numbers(gi, oi, settings.n_starts)
-            )
-        )(g, omega, keys)
+        guesses = seeded_guesses(grid, g, omega, keys)
     else:
         guesses = normalize(grid, psi0)[:, None]
     relax = jax.vmap(jax.vmap(lambda p, gi, oi: _relax(grid, p, gi, oi, settings), (0, None, None)))
     psi, e, r, steps, conv = relax(guesses, g, omega)
-    start_energies = e
+    start_energies, start_steps = e, steps
     # The lowest finite energy wins, converged or not: a start still descending
     # below a converged one has found a deeper basin (metastable lattices
     # converge too). A winner that hit max_iter is polished alone below.
@@ -296,9 +324,17 @@ def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None):
         converged=conv,
         vortices=vortex_count(grid, psi),
         start_energies=start_energies,
+        start_steps=start_steps,
         touches_edge=~(edge <= EDGE_THRESHOLD),
         length_needed=2 * (math.sqrt(3) * rms_radius(grid, psi) + 3.5),
     )
+
+
+def start_keys(key, batch: int, n_starts: int):
+    """Keys (batch, n_starts) of the seeded starts: from one key, or from typed keys (batch,), one per state."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == (batch,):
+        return jax.vmap(lambda k: jax.random.split(k, n_starts))(key)
+    return jax.random.split(key, (batch, n_starts))
 
 
 _solve_jit = jax.jit(_solve, static_argnames=("grid", "settings"))
@@ -327,6 +363,7 @@ def ground_state(
     max_steps: int = 20_000,
     warmup_steps: int = 200,
     max_iter: int = 2_000,
+    preconditioner: str = "kinetic",
     tol_residual: float | None = None,
     tol_energy: float | None = None,
     shard: bool = True,
@@ -343,7 +380,7 @@ def ground_state(
       psi0: optional initial states (B, n, n) (or (n, n)); then one start each.
       n_starts: guesses per state (default 4; 1 when psi0 is given).
       method, dt, dt_min, check_every, max_steps, warmup_steps, max_iter,
-        tol_residual, tol_energy: see ``SolverSettings``; tolerances default by dtype (``default_tolerances``).
+        preconditioner, tol_residual, tol_energy: see ``SolverSettings``; tolerances default by dtype (``default_tolerances``).
       shard: split the batch over all local devices (1-D mesh, NamedSharding)
         when there are several and the batch divides evenly.
 
@@ -368,6 +405,7 @@ def ground_state(
         dt=dt,
         warmup_steps=warmup_steps,
         max_iter=max_iter,
+        preconditioner=preconditioner,
         dt_min=dt_min,
         check_every=check_every,
         max_steps=max_steps,
@@ -383,10 +421,7 @@ def ground_state(
             raise ValueError(f"psi0 must have shape ({batch}, {grid.n}, {grid.n}), got {psi0.shape}")
         if settings.n_starts != 1:
             raise ValueError(f"with psi0 given, n_starts must be 1, got {settings.n_starts}")
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == (batch,):
-        keys = jax.vmap(lambda k: jax.random.split(k, settings.n_starts))(key)
-    else:
-        keys = jax.random.split(key, (batch, settings.n_starts))
+    keys = start_keys(key, batch, settings.n_starts)
     rdt = real_dtype()
     args = [jnp.asarray(g_arr, rdt), jnp.asarray(om_arr, rdt), keys]
     sharding = _batch_sharding(batch) if shard else None
