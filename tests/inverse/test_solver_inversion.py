@@ -83,3 +83,5 @@ def test_inversion_rejects_bad_input():
         invert_with_solver(grid, np.ones((16, 16)), cfg, init=np.array([[100.0, 0.95]]))
     with pytest.raises(ValueError, match="steps"):
         SolverInversionConfig(steps=0)
+    with pytest.raises(ValueError, match=r"b1 must be in \[0, 1\), got 1.0"):
+        SolverInversionConfig(b1=1.0)
