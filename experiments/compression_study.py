@@ -48,6 +48,11 @@ def parse_args(argv=None):
     p.add_argument("--ft-lr", type=float, default=None, help="fine-tune lr (default lr/10)")
     p.add_argument("--sparsities", default=",".join(str(s) for s in SPARSITIES))
     p.add_argument("--no-bn-scale", action="store_true")
+    p.add_argument("--distribution", choices=["global", "erk"], default="global",
+                   help="how pruning spreads over layers (bec_jax.compress.pruning)")
+    p.add_argument("--reclaim-dead-scales", action="store_true",
+                   help="prune the BatchNorm scales of channels whose kernel is pruned (default: rank them by "
+                        "magnitude, as the reference)")
     p.add_argument("--quick", action="store_true", help="width 4, depth 3, 10 epochs (overrides those flags)")
     args = p.parse_args(argv)
     if args.quick:
@@ -84,6 +89,10 @@ def main(argv=None) -> int:
     setup = load_setup(args.out, args.data, which="latest")
     base = setup.model
     bn = not args.no_bn_scale
+
+    def prune_cfg(s):
+        return PruneConfig(s, bn, args.distribution, reclaim_dead_scales=args.reclaim_dead_scales)
+
     ft = args.ft_epochs
     print(f"baseline: {args.epochs} epochs, width {args.width}, depth {depth}; fine-tune {ft} epochs/stage, "
           f"lr {args.ft_lr:g}", flush=True)
@@ -98,7 +107,7 @@ def main(argv=None) -> int:
     rows, models = [], {}
     hist = {}
     for s in targets:
-        pruned, masks = prune_once(base, PruneConfig(s, bn))
+        pruned, masks = prune_once(base, prune_cfg(s))
         m_prune = test_mse(pruned, setup.test)["mse"]
         tuned, _ = tuner.run(pruned, masks, ft)
         m_ft = test_mse(tuned, setup.test)["mse"]
@@ -113,7 +122,7 @@ def main(argv=None) -> int:
     for s in stages:
         on_schedule = s in DEFAULT_SCHEDULE
         start_model, start_masks = model, masks
-        pm, pmask = prune_once(start_model, PruneConfig(s, bn), start_masks)
+        pm, pmask = prune_once(start_model, prune_cfg(s), start_masks)
         tuned, _ = tuner.run(pm, pmask, ft)
         depth_k = len([d for d in DEFAULT_SCHEDULE if d < s]) + 1
         if s in targets:

@@ -1,14 +1,16 @@
-"""Model compression: global magnitude pruning (masks + an optax transform),
+"""Model compression: magnitude pruning (global or ERK layer densities; (masks + an optax transform),
 structured channel pruning, and int8 quantization (fake-quant with a
 straight-through gradient, post-training quantization, orbax int8 storage,
 integer inference)."""
 
 from bec_jax.compress.pruning import (
     DEFAULT_SCHEDULE,
+    DISTRIBUTIONS,
     KeepPrunedState,
     PruneConfig,
     apply_masks,
-    global_magnitude_masks,
+    erk_densities,
+    magnitude_masks,
     keep_pruned,
     prunable_names,
     schedule_to,
@@ -30,7 +32,7 @@ from bec_jax.compress.quantization import (
 )
 
 __all__ = [
-    "DEFAULT_SCHEDULE", "KeepPrunedState", "PruneConfig", "apply_masks", "global_magnitude_masks", "keep_pruned",
+    "DEFAULT_SCHEDULE", "DISTRIBUTIONS", "KeepPrunedState", "PruneConfig", "apply_masks", "erk_densities", "magnitude_masks", "keep_pruned",
     "prunable_names", "schedule_to", "set_masks", "sparsity_report",
     "SCHEMES", "FakeQuantConv", "Int8Conv", "QuantConfig", "conv_layer_names", "dequantize", "fake_quant",
     "load_quantized", "quantize_array", "quantize_model", "save_quantized",

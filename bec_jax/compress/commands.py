@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -34,20 +35,28 @@ def cmd_prune(args) -> int:
     dense = test_mse(setup.model, setup.test)
     model, _, log = prune_and_finetune(
         setup, args.sparsity, args.method, ft_epochs=args.ft_epochs, learning_rate=lr,
-        include_bn_scale=not args.no_bn_scale, schedule=tuple(args.schedule),
+        prune=prune_config(args), schedule=tuple(args.schedule),
         on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True))
     final = test_mse(model, setup.test)
     report = sparsity_report(nnx_params(model), include_bn_scale=not args.no_bn_scale)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=args.overwrite,
                            extra=dict(kind="pruned", sparsity=args.sparsity, method=args.method))
     summary = dict(run=str(args.run), method=args.method, sparsity=args.sparsity, stages=log,
-                   ft_epochs=args.ft_epochs, ft_lr=lr, include_bn_scale=not args.no_bn_scale,
+                   ft_epochs=args.ft_epochs, ft_lr=lr, prune_config=dataclasses.asdict(prune_config(args)),
                    test_mse_dense=dense["mse"], test_mse=final["mse"], ratio_to_dense=final["mse"] / dense["mse"],
                    sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
     (out / "prune.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: summary[k] for k in ("method", "sparsity", "test_mse_dense", "test_mse", "ratio_to_dense")}
                      | dict(achieved_sparsity=report["total"]["sparsity"], json=str(out / "prune.json"))))
     return 0
+
+
+def prune_config(args):
+    """The ``PruneConfig`` of ``bec-jax prune``'s flags (sparsity: --sparsity)."""
+    from bec_jax.compress.pruning import PruneConfig
+
+    return PruneConfig(args.sparsity, include_bn_scale=not args.no_bn_scale, distribution=args.distribution,
+                       reclaim_dead_scales=args.reclaim_dead_scales)
 
 
 def nnx_params(model):
@@ -115,7 +124,7 @@ def _unwrap(fake_model, like):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("prune", help="global magnitude pruning of a trained run (+ optional fine-tuning)")
+    p = sub.add_parser("prune", help="magnitude pruning of a trained run (+ optional fine-tuning)")
     p.add_argument("--run", default="runs/train", help="training run folder (bec-jax train)")
     p.add_argument("--data", default=None, help="dataset .h5 (default: the run's)")
     p.add_argument("--sparsity", type=_sparsity, default=0.9, help="fraction of weights removed, in [0, 1)")
@@ -125,6 +134,11 @@ def register(sub) -> None:
     p.add_argument("--ft-epochs", type=int, default=10, help="fine-tune epochs per stage (paper: 1/5 of training)")
     p.add_argument("--ft-lr", type=float, default=None, help="fine-tune lr (default: training lr / 10)")
     p.add_argument("--no-bn-scale", action="store_true", help="exclude BatchNorm scales (reference: included)")
+    p.add_argument("--distribution", choices=["global", "erk"], default="global",
+                   help="global: one magnitude threshold (reference); erk: Erdős–Rényi-Kernel layer densities")
+    p.add_argument("--reclaim-dead-scales", action="store_true",
+                   help="prune the BatchNorm scales of channels whose kernel is pruned (default: rank them by "
+                        "magnitude, as the reference)")
     p.add_argument("--out", default="runs/prune")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/model")
     p.set_defaults(func=cmd_prune)

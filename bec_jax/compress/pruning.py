@@ -1,5 +1,5 @@
-"""Global unstructured magnitude pruning: masks over a parameter pytree and an
-optax transform that keeps pruned weights exactly zero.
+"""Unstructured magnitude pruning: masks over a parameter pytree and an optax
+transform that keeps pruned weights exactly zero.
 
 Everything here is a pure function of pytrees. ``params`` is the ``nnx.State``
 of ``nnx.Param`` variables of a model (``nnx.state(model, nnx.Param)``) or any
@@ -11,9 +11,37 @@ Which leaves take part (``PruneConfig``): conv kernels (4-D leaves named
 ``kernel``) always; BatchNorm scales (``scale``) when ``include_bn_scale`` — the
 reference pruned every PyTorch ``.weight``, which includes BatchNorm scales, so
 that is the default. Biases, BatchNorm biases and running statistics are never
-pruned. The threshold is global: the ``k = round(sparsity · N)`` smallest
-|w| among all N participating weights are removed (ties broken by position, so
-exactly k weights are pruned).
+pruned.
+
+How the pruned weights are spread over the layers (``PruneConfig.distribution``):
+
+- ``"global"`` (the reference): one threshold, the ``k = round(sparsity · N)``
+  smallest |w| among all N participating weights are removed (ties broken by
+  position, so exactly k weights are pruned). Every conv is followed by
+  BatchNorm, so a conv's weight scale carries no meaning across layers: deep
+  convs with fan-ins in the thousands have the smallest weights and are the
+  first to be emptied at high sparsity.
+
+  With ``reclaim_dead_scales`` (opt-in) a BatchNorm scale ``…/bn<i>/scale``
+  paired with the kernel ``…/conv<i>/kernel`` of the same block is not ranked:
+  it is kept exactly while its channel has a kept kernel weight. A channel
+  whose kernel column is all zero outputs its bias, a constant that BatchNorm
+  maps to its bias whatever the scale, so that scale does nothing; pruning it
+  frees its place for a kernel weight. (Without this, at 99.9 % half of the
+  kept weights of the quick preset's U-Net were such scales.) The kernel
+  budget is the largest for which kernels + live scales ≤ N − k, so a few
+  more than k weights may go. Measured (experiments/pruning_variants.py): it
+  gives the best ratios at 99–99.9 %, but it leaves channels with one or two
+  weights, whose near-zero BatchNorm variance made eval-mode outputs blow up
+  at 99.9 % in one exploratory run, so it is not the default.
+- ``"erk"``: Erdős–Rényi-Kernel layer densities (Evci et al., "Rigging the
+  Lottery", ICML 2020): a kernel of shape (kh, kw, c_in, c_out) keeps a
+  fraction ∝ (kh + kw + c_in + c_out) / (kh·kw·c_in·c_out), capped at 1 and
+  scaled so that ``round(sparsity · N)`` weights go in total (up to per-layer
+  rounding); magnitude decides within each layer. Every layer keeps weights, so
+  the network stays connected. BatchNorm scales are kept whole (a pruned scale
+  silences a channel) but still count in N, so the reported sparsity means the
+  same in both distributions.
 
 Training with masks: chain ``keep_pruned(masks)`` *last*, e.g.
 ``optax.chain(optax.adam(lr), keep_pruned(masks))``. It replaces the update of
@@ -36,12 +64,15 @@ import numpy as np
 import optax
 
 __all__ = [
-    "PruneConfig", "leaf_name", "named_leaves", "prunable_names", "global_magnitude_masks", "apply_masks",
+    "PruneConfig", "DISTRIBUTIONS", "leaf_name", "named_leaves", "prunable_names", "magnitude_masks",
+    "erk_densities", "apply_masks",
     "KeepPrunedState", "keep_pruned", "set_masks", "sparsity_report", "DEFAULT_SCHEDULE", "schedule_to",
 ]
 
 #: The reference's iterative schedule (fractions of the participating weights).
 DEFAULT_SCHEDULE = (0.8, 0.9, 0.97, 0.99, 0.995, 0.999)
+#: How pruning spreads over the layers (see the module docstring).
+DISTRIBUTIONS = ("global", "erk")
 
 
 def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
@@ -58,13 +89,22 @@ class PruneConfig:
 
     sparsity: fraction of the participating weights set to zero, in [0, 1).
     include_bn_scale: BatchNorm scales take part (the reference: yes).
+    distribution: one of DISTRIBUTIONS: "global" (one magnitude threshold, the
+      reference) or "erk" (per-layer densities, magnitude within a layer).
+    reclaim_dead_scales: "global" only: a BatchNorm scale paired with a conv
+      kernel is pruned exactly when its channel's kernel is (module docstring);
+      False (default) ranks scales by magnitude like any weight (the reference).
     """
 
     sparsity: float = 0.9
     include_bn_scale: bool = True
+    distribution: str = "global"
+    reclaim_dead_scales: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "sparsity", check_sparsity(self.sparsity))
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}")
 
 
 def leaf_name(path) -> str:
@@ -100,14 +140,46 @@ def prunable_names(params, include_bn_scale: bool = True) -> list[str]:
     return [n for n, x in named_leaves(params).items() if _participates(n, x, include_bn_scale)]
 
 
-def global_magnitude_masks(params, config: PruneConfig, previous=None):
-    """Bool masks (pytree like ``params``) removing the smallest-|w| fraction globally.
+def erk_densities(shapes, density: float, dense=None) -> np.ndarray:
+    """Erdős–Rényi-Kernel kept fractions, one per layer, for an overall ``density``.
 
-    params: pytree of float arrays (any shapes). previous: optional earlier masks
-    (same structure); weights they prune stay pruned (treated as magnitude −1),
-    so an iterative schedule only ever grows the pruned set.
-    Returns masks with exactly round(sparsity · N) False entries over the N
-    participating weights; non-participating leaves are all True.
+    shapes: layer shapes (kh, kw, c_in, c_out) or any shape; a layer's raw
+    score is sum(shape) / prod(shape). dense: optional bool per layer, layers
+    kept whole from the start. The densities min(1, ε·score) solve
+    Σ density_l·size_l = density·Σ size_l; layers that reach 1 are frozen
+    dense and ε is solved again (at most one pass per layer).
+    Returns float64 (L,) in [0, 1].
+    """
+    sizes = np.array([np.prod(s) for s in shapes], np.float64)
+    score = np.array([np.sum(s) for s in shapes], np.float64) / np.maximum(sizes, 1)
+    full = np.zeros(len(sizes), bool) if dense is None else np.array(dense, bool)
+    budget = density * sizes.sum()
+    if budget < sizes[full].sum():
+        raise ValueError(f"density {density} is below the share of the layers kept whole "
+                         f"({sizes[full].sum() / sizes.sum():.4g})")
+    while True:
+        free = ~full
+        denom = (score * sizes)[free].sum()
+        eps = (budget - sizes[full].sum()) / denom if denom > 0 else 0.0
+        newly = free & (eps * score >= 1)
+        if not newly.any():
+            return np.where(full, 1.0, np.clip(eps * score, 0.0, 1.0))
+        full |= newly
+
+
+def magnitude_masks(params, config: PruneConfig, previous=None):
+    """Bool masks (pytree like ``params``) removing the smallest-|w| weights.
+
+    params: pytree of float arrays (any shapes). config.distribution decides
+    how many weights each layer loses (module docstring); within that, the
+    smallest |w| go. previous: optional earlier masks (same structure);
+    weights they prune stay pruned (treated as magnitude −1, and a layer
+    never loses fewer than it already has), so an iterative schedule only ever
+    grows the pruned set.
+    Returns masks with round(sparsity · N) False entries over the N
+    participating weights (a few more where dead scales are reclaimed; "erk":
+    up to per-layer rounding, and never fewer than ``previous`` had);
+    non-participating leaves are all True.
     """
     names = named_leaves(params)
     prev = named_leaves(previous) if previous is not None else {}
@@ -120,21 +192,94 @@ def global_magnitude_masks(params, config: PruneConfig, previous=None):
         if n in prev:
             m = np.where(np.asarray(prev[n]).ravel(), m, -1.0)
         mags.append(m)
-    flat = np.concatenate(mags)
-    k = int(round(config.sparsity * flat.size))
-    keep = np.ones(flat.size, bool)
-    if k > 0:
-        keep[np.argsort(flat, kind="stable")[:k]] = False
-    out, offset = {}, 0
-    for n, m in zip(chosen, mags):
-        out[n] = keep[offset:offset + m.size].reshape(np.shape(names[n]))
-        offset += m.size
+
+    def smallest(m, k):  # keep-mask of m without its k smallest entries (stable: ties by position)
+        keep = np.ones(m.size, bool)
+        if k > 0:
+            keep[np.argsort(m, kind="stable")[:k]] = False
+        return keep
+
+    if config.distribution == "global":
+        pairs = _scale_kernel_pairs(names, chosen) if config.reclaim_dead_scales else {}
+        keeps = _global_keeps(chosen, mags, pairs, int(round(config.sparsity * sum(m.size for m in mags))))
+    else:  # erk
+        shapes = [np.shape(names[n]) for n in chosen]
+        whole = [len(s) != 4 for s in shapes]
+        n_whole, n_all = sum(m.size for m, w in zip(mags, whole) if w), sum(m.size for m in mags)
+        if (1.0 - config.sparsity) * n_all < n_whole:
+            raise ValueError(f"sparsity {config.sparsity} keeps fewer weights than the {n_whole} BatchNorm scales "
+                             f"that 'erk' keeps whole: use sparsity <= {1 - n_whole / n_all:.4g} or "
+                             "include_bn_scale=False")
+        dens = erk_densities(shapes, 1.0 - config.sparsity, dense=whole)
+        keeps = [smallest(m, max(int(round((1.0 - d) * m.size)), int(np.sum(m < 0))))
+                 for m, d in zip(mags, dens)]
+    out = {n: k.reshape(np.shape(names[n])) for n, k in zip(chosen, keeps)}
 
     def mask_of(path, x):
         n = leaf_name(path)
         return jnp.asarray(out[n]) if n in out else jnp.ones(np.shape(x), bool)
 
     return jax.tree_util.tree_map_with_path(mask_of, params)
+
+
+def _scale_kernel_pairs(names: dict, chosen: list) -> dict:
+    """{index of a 1-D ``…/bn<i>/scale``: index of its ``…/conv<i>/kernel``} among ``chosen``
+    (same block, kernel's last axis = the scale's length)."""
+    where = {n: i for i, n in enumerate(chosen)}
+    pairs = {}
+    for i, n in enumerate(chosen):
+        head, _, last = n.rpartition("/")
+        block, _, module = head.rpartition("/")
+        if last != "scale" or not module.startswith("bn"):
+            continue
+        kernel = "/".join(filter(None, (block, "conv" + module[2:], "kernel")))
+        j = where.get(kernel)
+        if j is not None and np.ndim(names[kernel]) == 4 and np.shape(names[kernel])[-1] == np.size(names[n]):
+            pairs[i] = j
+    return pairs
+
+
+def _global_keeps(chosen, mags, pairs: dict, k: int) -> list:
+    """Keep-masks (flat, one per chosen leaf) of global magnitude pruning of ``k`` weights.
+
+    Leaves in ``pairs`` (scale index → kernel index) are not ranked: a scale
+    entry is kept iff its kernel column (output channel) keeps a weight and it
+    was not pruned before (magnitude ≥ 0). The ranked budget is the largest
+    for which ranked + live scales ≤ N − k (bisection: both grow with it).
+    """
+    sizes = [m.size for m in mags]
+    budget = sum(sizes) - k
+    ranked = [i for i in range(len(mags)) if i not in pairs]
+    flat = np.concatenate([mags[i] for i in ranked])
+    # descending magnitude; stable ascending reversed, so among ties the earlier position is pruned first
+    order = np.argsort(flat, kind="stable")[::-1]
+    offsets = np.cumsum([0] + [sizes[i] for i in ranked])
+
+    def keeps_for(kept: int) -> list:
+        flat_keep = np.zeros(flat.size, bool)
+        flat_keep[order[:kept]] = True
+        out = [None] * len(mags)
+        for r, i in enumerate(ranked):
+            out[i] = flat_keep[offsets[r]:offsets[r + 1]]
+        for i, j in pairs.items():
+            alive = out[j].reshape(-1, sizes[i]).any(axis=0)
+            out[i] = alive & (mags[i] >= 0)
+        return out
+
+    def total(keeps) -> int:
+        return int(sum(int(x.sum()) for x in keeps))
+
+    hi = min(budget, int(np.sum(flat >= 0)))  # never revive a weight pruned before
+    if not pairs:
+        return keeps_for(hi)
+    lo = 0  # invariant: total(keeps_for(lo)) <= budget
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if total(keeps_for(mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return keeps_for(lo)
 
 
 def apply_masks(params, masks):

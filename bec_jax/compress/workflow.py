@@ -20,8 +20,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks, global_magnitude_masks, keep_pruned,
-                                      schedule_to, set_masks)
+from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks, check_sparsity, keep_pruned,
+                                      magnitude_masks, schedule_to, set_masks)
 from bec_jax.data.loader import BatchLoader
 from bec_jax.models.unet import UNet, UNetConfig
 from bec_jax.train.losses import loss_fn
@@ -90,23 +90,24 @@ def test_mse(model: UNet, loader: BatchLoader, predict=None) -> dict:
 
 
 def prune_once(model: UNet, config: PruneConfig, previous=None):
-    """(pruned copy of ``model``, masks): global magnitude masks applied to the params."""
+    """(pruned copy of ``model``, masks): magnitude masks (``config``) applied to the params."""
     model = nnx.clone(model)
     params = nnx.state(model, nnx.Param)
-    masks = global_magnitude_masks(params, config, previous)
+    masks = magnitude_masks(params, config, previous)
     nnx.update(model, apply_masks(params, masks))
     return model, masks
 
 
 def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", *, ft_epochs: int = 1,
-                       learning_rate: float | None = None, include_bn_scale: bool = True,
+                       learning_rate: float | None = None, prune: PruneConfig = PruneConfig(),
                        schedule=DEFAULT_SCHEDULE, on_stage=None, progress: bool = False):
     """Prune ``setup.model`` to ``sparsity`` by ``method`` (one of METHODS).
 
     "prune": one shot; "finetune": one shot + ``ft_epochs`` of masked
     fine-tuning; "iterative": the ``schedule`` steps below ``sparsity``, then
     ``sparsity``, fine-tuning after each. learning_rate: fine-tuning rate
-    (default: the run's / 10). on_stage(row) is called after each stage.
+    (default: the run's / 10). prune: which weights take part and how
+    (its sparsity is replaced by each stage's). on_stage(row) is called after each stage.
     Returns (model, masks, rows) with one row per stage: {"sparsity",
     "test_mse_pruned"[, "test_mse_finetuned", "train_losses"]}.
     """
@@ -116,6 +117,7 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method != "prune" and ft_epochs < 1:
         raise ValueError(f"ft_epochs must be >= 1 for method {method!r}, got {ft_epochs}")
+    check_sparsity(sparsity)  # fail before any work
     stages = schedule_to(sparsity, schedule) if method == "iterative" else (sparsity,)
     lr = learning_rate if learning_rate is not None else setup.train_config.learning_rate / 10
     tuner = (FineTuner(setup.model, setup.train, learning_rate=lr, loss=setup.train_config.loss)
@@ -124,7 +126,7 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
                disable=not progress, dynamic_ncols=True)
     model, masks, rows = setup.model, None, []
     for s in stages:
-        model, masks = prune_once(model, PruneConfig(s, include_bn_scale=include_bn_scale), masks)
+        model, masks = prune_once(model, dataclasses.replace(prune, sparsity=s), masks)
         row = dict(sparsity=s, test_mse_pruned=test_mse(model, setup.test)["mse"])
         if tuner is not None:
             model, losses = tuner.run(model, masks, ft_epochs, on_epoch=lambda k, m: bar.update())

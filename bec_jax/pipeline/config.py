@@ -23,6 +23,7 @@ import dataclasses
 import types
 import typing
 
+from bec_jax.compress.pruning import PruneConfig
 from bec_jax.compress.quantization import SCHEMES
 from bec_jax.data.generate import PRESETS as DATA_PRESETS
 from bec_jax.data.generate import GenerateConfig
@@ -38,8 +39,11 @@ PRUNE_METHODS = ("prune", "finetune", "iterative")
 class CompressConfig:
     """Compression stage settings.
 
-    sparsity: global magnitude-pruning target in [0, 1) (conv kernels and, with
+    sparsity: magnitude-pruning target in [0, 1) (conv kernels and, with
       include_bn_scale, BatchNorm scales).
+    distribution: "global" (one threshold) or "erk" (per-layer densities).
+    reclaim_dead_scales: prune the BatchNorm scales of channels whose kernel
+      is pruned (see ``bec_jax.compress.pruning``).
     method: "prune" (one shot, no training), "finetune" (one shot + masked
       fine-tuning) or "iterative" (the schedule 80, 90, 97, … % up to sparsity,
       fine-tuning after each stage).
@@ -55,6 +59,8 @@ class CompressConfig:
     ft_epochs: int = 3
     ft_lr: float | None = None
     include_bn_scale: bool = True
+    distribution: str = "global"
+    reclaim_dead_scales: bool = False
     schemes: tuple[str, ...] = SCHEMES
     combined_scheme: str = "per_channel"
 
@@ -66,6 +72,10 @@ class CompressConfig:
             raise ValueError(f"compress.method must be one of {PRUNE_METHODS}, got {self.method!r}")
         if self.ft_epochs < (0 if self.method == "prune" else 1):
             raise ValueError(f"compress.ft_epochs must be >= 1 for method {self.method!r}, got {self.ft_epochs}")
+        try:
+            self.prune_config()
+        except ValueError as e:
+            raise ValueError(f"compress.{e}") from None
         if self.ft_lr is not None and not self.ft_lr > 0:
             raise ValueError(f"compress.ft_lr must be > 0, got {self.ft_lr}")
         for s in (*self.schemes, self.combined_scheme):
@@ -73,6 +83,10 @@ class CompressConfig:
                 raise ValueError(f"unknown quantization scheme {s!r}; allowed: {SCHEMES}")
         if not self.schemes:
             raise ValueError("compress.schemes must name at least one scheme")
+
+    def prune_config(self):
+        """The ``PruneConfig`` of these settings (sparsity: the target)."""
+        return PruneConfig(self.sparsity, self.include_bn_scale, self.distribution, self.reclaim_dead_scales)
 
 
 @dataclasses.dataclass(frozen=True)

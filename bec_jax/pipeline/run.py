@@ -192,8 +192,7 @@ def _stage_prune(ctx: _Context) -> dict:
 
     c = ctx.config.compress
     model, _, rows = prune_and_finetune(ctx.setup(), c.sparsity, c.method, ft_epochs=c.ft_epochs,
-                                        learning_rate=ctx.config.ft_lr, include_bn_scale=c.include_bn_scale,
-                                        progress=ctx.progress)
+                                        learning_rate=ctx.config.ft_lr, prune=c.prune_config(), progress=ctx.progress)
     save_quantized(ctx.out / "models" / "pruned", model, None, sparse=True, overwrite=True,
                    extra=dict(kind="pruned", sparsity=c.sparsity, method=c.method))
     achieved = sparsity_report(nnx.state(model, nnx.Param), c.include_bn_scale)["total"]["sparsity"]

@@ -13,14 +13,18 @@ def test_bad_input_is_a_clear_error(capsys, tmp_path):
     assert "unknown scheme 'int4'" in capsys.readouterr().err
     assert main(["prune", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert "no training run" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["prune", "--distribution", "layerwise"])
+    assert e.value.code == 2 and "invalid choice: 'layerwise'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     run, data = small_run
     assert main(["prune", "--run", str(run), "--sparsity", "0.9", "--method", "iterative", "--schedule", "0.5",
-                 "--ft-epochs", "1", "--out", str(tmp_path / "p")]) == 0
+                 "--ft-epochs", "1", "--reclaim-dead-scales", "--out", str(tmp_path / "p")]) == 0
     rep = json.loads((tmp_path / "p" / "prune.json").read_text())
+    assert rep["prune_config"]["reclaim_dead_scales"] and rep["prune_config"]["distribution"] == "global"
     assert rep["sparsity_table"]["total"]["sparsity"] == pytest.approx(0.9, abs=1e-3)
     assert [s["sparsity"] for s in rep["stages"]] == [0.5, 0.9]
     assert main(["quantize", "--run", str(run), "--scheme", "per_channel", "--from-pruned", str(tmp_path / "p"),

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from bec_jax.compress.pruning import (
-    PruneConfig, apply_masks, global_magnitude_masks, keep_pruned, named_leaves, prunable_names, schedule_to,
+    PruneConfig, apply_masks, erk_densities, magnitude_masks, keep_pruned, named_leaves, prunable_names, schedule_to,
     set_masks, sparsity_report,
 )
 from bec_jax.models import UNetConfig, init_model
@@ -21,7 +21,7 @@ def _params():
 
 def test_masks_prune_exact_count_and_are_global():
     params = _params()
-    masks = global_magnitude_masks(params, PruneConfig(0.7))
+    masks = magnitude_masks(params, PruneConfig(0.7))
     p, m = named_leaves(params), named_leaves(masks)
     names = prunable_names(params)
     assert any(n.endswith("scale") for n in names) and any(n.endswith("kernel") for n in names)
@@ -38,7 +38,7 @@ def test_masks_prune_exact_count_and_are_global():
 
 def test_bn_scales_excluded_on_request():
     params = _params()
-    masks = global_magnitude_masks(params, PruneConfig(0.9, include_bn_scale=False))
+    masks = magnitude_masks(params, PruneConfig(0.9, include_bn_scale=False))
     for n, mk in named_leaves(masks).items():
         if n.endswith("scale"):
             assert np.asarray(mk).all()
@@ -48,11 +48,11 @@ def test_bn_scales_excluded_on_request():
 
 def test_previous_masks_stay_pruned():
     params = _params()
-    m1 = global_magnitude_masks(params, PruneConfig(0.5))
+    m1 = magnitude_masks(params, PruneConfig(0.5))
     # perturb the params so that magnitudes reorder; pruned entries must stay pruned
     rng = np.random.default_rng(3)
     noisy = jax.tree.map(lambda x: np.asarray(x) + 0.5 * rng.standard_normal(x.shape).astype(np.float32), params)
-    m2 = global_magnitude_masks(noisy, PruneConfig(0.8), previous=m1)
+    m2 = magnitude_masks(noisy, PruneConfig(0.8), previous=m1)
     for a, b in zip(jax.tree.leaves(m1), jax.tree.leaves(m2)):
         assert not np.any(np.asarray(b) & ~np.asarray(a))
 
@@ -62,7 +62,7 @@ def test_previous_masks_stay_pruned():
 def test_keep_pruned_keeps_zeros_exactly(opt):
     key = jax.random.key(0)
     params = {"a": jax.random.normal(key, (3, 3, 4, 5)), "b": {"scale": jnp.linspace(-1, 1, 7)}}
-    masks = global_magnitude_masks(params, PruneConfig(0.6))
+    masks = magnitude_masks(params, PruneConfig(0.6))
     params = apply_masks(params, masks)
     target = jax.tree.map(lambda x: x + 3.0, params)  # gradients push every weight away from 0
     loss = lambda p: sum(jnp.sum((x - t) ** 2) for x, t in zip(jax.tree.leaves(p), jax.tree.leaves(target)))
@@ -87,7 +87,7 @@ def test_keep_pruned_keeps_zeros_exactly(opt):
 def test_keep_pruned_through_unet_train_step():
     model = init_model(CFG, seed=0)
     params = nnx.state(model, nnx.Param)
-    masks = global_magnitude_masks(params, PruneConfig(0.8))
+    masks = magnitude_masks(params, PruneConfig(0.8))
     nnx.update(model, apply_masks(params, masks))
     tx = optax.chain(optax.adamw(1e-2, weight_decay=1e-2), keep_pruned(masks))
     gd_train, _, state = init_state(model, tx)
@@ -105,7 +105,7 @@ def test_keep_pruned_through_unet_train_step():
                                                                    jax.tree.leaves(state["params"]))]
     assert any(changed)  # it did train
     # swap in a sparser mask: new zeros appear only after applying it, then persist
-    masks2 = global_magnitude_masks(state["params"], PruneConfig(0.9), previous=masks)
+    masks2 = magnitude_masks(state["params"], PruneConfig(0.9), previous=masks)
     state = dict(state, params=apply_masks(state["params"], masks2),
                  opt_state=set_masks(state["opt_state"], masks2))
     state, _ = step(state, x, y, mask)
@@ -128,3 +128,75 @@ def test_schedule_to():
     assert schedule_to(0.5) == (0.5,)
     with pytest.raises(ValueError):
         schedule_to(1.0)
+
+
+def test_erk_densities_closed_forms():
+    # equal shapes: every layer gets the overall density
+    np.testing.assert_allclose(erk_densities([(3, 3, 8, 8)] * 3, 0.25), 0.25)
+    # density ∝ sum/prod: (3,3,4,4) scores 14/144, (3,3,8,8) 22/576; solve ε from the budget by hand
+    shapes, d = [(3, 3, 4, 4), (3, 3, 8, 8)], 0.1
+    eps = d * (144 + 576) / (14 + 22)
+    np.testing.assert_allclose(erk_densities(shapes, d), [eps * 14 / 144, eps * 22 / 576])
+    # a layer whose share would exceed 1 is frozen dense and the rest re-solved
+    dens = erk_densities([(1, 1, 1, 2), (3, 3, 64, 64)], 0.5)
+    assert dens[0] == 1.0 and np.isclose(2 * 1 + 36864 * dens[1], 0.5 * (2 + 36864))
+    assert erk_densities([(3,), (3, 3, 4, 4)], 0.5, dense=[True, False])[0] == 1.0
+    with pytest.raises(ValueError, match="kept whole"):
+        erk_densities([(100,), (3, 3, 1, 1)], 0.1, dense=[True, False])
+
+
+def test_erk_masks_keep_every_layer_and_prune_by_magnitude_within_it():
+    params = nnx.state(init_model(UNetConfig(base_width=4, depth=3, input_size=16), seed=2), nnx.Param)
+    masks = magnitude_masks(params, PruneConfig(0.95, distribution="erk"))
+    p, m = named_leaves(params), named_leaves(masks)
+    names = prunable_names(params)
+    total = sum(p[n].size for n in names)
+    pruned = sum(int((~np.asarray(m[n])).sum()) for n in names)
+    assert abs(pruned - round(0.95 * total)) <= len(names)  # per-layer rounding only
+    glob = named_leaves(magnitude_masks(params, PruneConfig(0.95)))
+    assert any(not np.asarray(glob[n]).any() for n in names if n.endswith("kernel"))  # global empties layers
+    for n in names:
+        keep, w = np.asarray(m[n]), np.abs(np.asarray(p[n]))
+        if n.endswith("scale"):
+            assert keep.all()  # BatchNorm scales are kept whole
+            continue
+        assert keep.any()  # every conv keeps weights
+        if not keep.all():
+            assert w[keep].min() >= w[~keep].max()  # magnitude decides within a layer
+    m2 = magnitude_masks(params, PruneConfig(0.98, distribution="erk"), previous=masks)
+    for a, b in zip(jax.tree.leaves(masks), jax.tree.leaves(m2)):
+        assert not np.any(np.asarray(b) & ~np.asarray(a))
+    with pytest.raises(ValueError, match="distribution"):
+        PruneConfig(0.5, distribution="layerwise")
+    with pytest.raises(ValueError, match="BatchNorm scales"):  # this small net's scales are 0.8 % of its weights
+        magnitude_masks(params, PruneConfig(0.995, distribution="erk"))
+
+
+def test_dead_channel_scales_are_reclaimed_for_kernel_weights():
+    params = nnx.state(init_model(UNetConfig(base_width=4, depth=3, input_size=16), seed=2), nnx.Param)
+    names = prunable_names(params)
+    total = sum(named_leaves(params)[n].size for n in names)
+
+    def counts(masks):
+        m = named_leaves(masks)
+        return (sum(int(np.asarray(m[n]).sum()) for n in names if n.endswith("kernel")),
+                sum(int((~np.asarray(m[n])).sum()) for n in names))
+
+    old = magnitude_masks(params, PruneConfig(0.97, reclaim_dead_scales=False))
+    new = magnitude_masks(params, PruneConfig(0.97, reclaim_dead_scales=True))
+    m = named_leaves(new)
+    dead_before = 0
+    for n in names:
+        if n.endswith("scale"):
+            column_alive = np.asarray(m[n.replace("/bn", "/conv").replace("/scale", "/kernel")]).reshape(
+                -1, m[n].size).any(axis=0)
+            np.testing.assert_array_equal(np.asarray(m[n]), column_alive)  # kept exactly while its channel lives
+            old_k = np.asarray(named_leaves(old)[n.replace("/bn", "/conv").replace("/scale", "/kernel")])
+            dead_before += int((~old_k.reshape(-1, m[n].size).any(axis=0)).sum())
+    (kern_old, pruned_old), (kern_new, pruned_new) = counts(old), counts(new)
+    assert pruned_old == round(0.97 * total)
+    assert round(0.97 * total) <= pruned_new <= round(0.97 * total) + 8  # budget met, a few more at most
+    assert dead_before > 0 and kern_new > kern_old  # the freed places went to kernel weights
+    m2 = magnitude_masks(params, PruneConfig(0.99, reclaim_dead_scales=True), previous=new)
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(m2)):
+        assert not np.any(np.asarray(b) & ~np.asarray(a))
