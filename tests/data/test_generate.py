@@ -98,6 +98,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # ~55 s on 2 cores: run by `make test-slow`
 def test_sigkill_mid_generation_then_resume_gives_identical_data(tiny, tmp_path):
     out = tmp_path / "killed.h5"
     part = tmp_path / "killed.h5.partial"

@@ -153,6 +153,7 @@ def _cli_train(data, out, epochs):
             "--epochs", str(epochs), *CLI_FLAGS]
 
 
+@pytest.mark.slow  # ~60 s on 2 cores: run by `make test-slow`
 def test_resume_after_sigkill_matches_uninterrupted(small_dataset, tmp_path):
     epochs = 12
     out = tmp_path / "killed"
