@@ -27,6 +27,7 @@ def cmd_prune(args) -> int:
     from bec_jax.compress.workflow import load_setup, prune_and_finetune, test_mse
 
     check_sparsity(args.sparsity)
+    pcfg = prune_config(args)
     if args.ft_epochs < 1 and args.method != "prune":
         raise UsageError(f"--ft-epochs must be >= 1 for method {args.method!r}, got {args.ft_epochs}")
     out = out_dir(args.out)
@@ -35,14 +36,14 @@ def cmd_prune(args) -> int:
     dense = test_mse(setup.model, setup.test)
     model, _, log = prune_and_finetune(
         setup, args.sparsity, args.method, ft_epochs=args.ft_epochs, learning_rate=lr,
-        prune=prune_config(args), schedule=tuple(args.schedule),
+        prune=pcfg, schedule=tuple(args.schedule),
         on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True))
     final = test_mse(model, setup.test)
     report = sparsity_report(nnx_params(model), include_bn_scale=not args.no_bn_scale)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=args.overwrite,
                            extra=dict(kind="pruned", sparsity=args.sparsity, method=args.method))
     summary = dict(run=str(args.run), method=args.method, sparsity=args.sparsity, stages=log,
-                   ft_epochs=args.ft_epochs, ft_lr=lr, prune_config=dataclasses.asdict(prune_config(args)),
+                   ft_epochs=args.ft_epochs, ft_lr=lr, prune_config=dataclasses.asdict(pcfg),
                    test_mse_dense=dense["mse"], test_mse=final["mse"], ratio_to_dense=final["mse"] / dense["mse"],
                    sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
     (out / "prune.json").write_text(json.dumps(summary, indent=2))

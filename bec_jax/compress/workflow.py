@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks, check_sparsity, keep_pruned,
+from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks, keep_pruned,
                                       magnitude_masks, schedule_to, set_masks)
 from bec_jax.data.loader import BatchLoader
 from bec_jax.models.unet import UNet, UNetConfig
@@ -117,7 +117,7 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method != "prune" and ft_epochs < 1:
         raise ValueError(f"ft_epochs must be >= 1 for method {method!r}, got {ft_epochs}")
-    check_sparsity(sparsity)  # fail before any work
+    dataclasses.replace(prune, sparsity=sparsity)  # bad settings fail before any work
     stages = schedule_to(sparsity, schedule) if method == "iterative" else (sparsity,)
     lr = learning_rate if learning_rate is not None else setup.train_config.learning_rate / 10
     tuner = (FineTuner(setup.model, setup.train, learning_rate=lr, loss=setup.train_config.loss)
