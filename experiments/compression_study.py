@@ -46,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ft-epochs", type=int, default=None, help="fine-tune epochs per stage (default epochs/5)")
     p.add_argument("--ft-lr", type=float, default=None, help="fine-tune lr (default lr/10)")
+    p.add_argument("--keep", choices=["best", "last"], default="best",
+                   help="fine-tuning epoch kept per stage (and by the dense control): lowest validation MSE, or last")
     p.add_argument("--sparsities", default=",".join(str(s) for s in SPARSITIES))
     p.add_argument("--no-bn-scale", action="store_true")
     p.add_argument("--distribution", choices=["global", "erk"], default="global",
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
     from bec_jax.compress.pruning import DEFAULT_SCHEDULE, PruneConfig, named_leaves, sparsity_report
     from bec_jax.compress.quantization import (SCHEMES, QuantConfig, load_quantized, quantize_model,
                                                save_quantized, weight_error_stats)
-    from bec_jax.compress.workflow import FineTuner, load_setup, prune_once, test_mse
+    from bec_jax.compress.workflow import FineTuner, dense_control, load_setup, prune_once, test_mse
     from bec_jax.train.trainer import TrainConfig, fit, model_config_for
 
     t_start = time.perf_counter()
@@ -100,8 +102,8 @@ def main(argv=None) -> int:
     tuner = FineTuner(base, setup.train, learning_rate=args.ft_lr, loss=setup.train_config.loss)
     targets = sorted(args.sparsities)
     max_stages = max(len([s for s in DEFAULT_SCHEDULE if s < t]) + 1 for t in targets)
-    dense_curve = [test_mse(base, setup.test)["mse"]]
-    tuner.run(base, None, ft * max_stages, on_epoch=lambda k, m: dense_curve.append(test_mse(m, setup.test)["mse"]))
+    dense_curve = dense_control(setup, tuner, ft * max_stages, args.keep)
+    select = setup.val if args.keep == "best" else None
     print("dense control MSE by extra epochs:", [f"{v:.3e}" for v in dense_curve], flush=True)
 
     rows, models = [], {}
@@ -109,7 +111,7 @@ def main(argv=None) -> int:
     for s in targets:
         pruned, masks = prune_once(base, prune_cfg(s))
         m_prune = test_mse(pruned, setup.test)["mse"]
-        tuned, _ = tuner.run(pruned, masks, ft)
+        tuned = tuner.run(pruned, masks, ft, select=select).model
         m_ft = test_mse(tuned, setup.test)["mse"]
         rows.append(dict(sparsity=s, method="prune", extra_epochs=0, mse=m_prune, ratio=m_prune / dense_curve[0]))
         rows.append(dict(sparsity=s, method="finetune", extra_epochs=ft, mse=m_ft, ratio=m_ft / dense_curve[ft]))
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
         on_schedule = s in DEFAULT_SCHEDULE
         start_model, start_masks = model, masks
         pm, pmask = prune_once(start_model, prune_cfg(s), start_masks)
-        tuned, _ = tuner.run(pm, pmask, ft)
+        tuned = tuner.run(pm, pmask, ft, select=select).model
         depth_k = len([d for d in DEFAULT_SCHEDULE if d < s]) + 1
         if s in targets:
             m_it = test_mse(tuned, setup.test)["mse"]
@@ -155,8 +157,8 @@ def main(argv=None) -> int:
         residuals[scheme] = werr
         preds[scheme] = np.asarray(reloaded(x))[0]
         fq = quantize_model(base, qc, "fake")
-        qat_model, _ = FineTuner(fq, setup.train, learning_rate=args.ft_lr, loss=setup.train_config.loss).run(
-            fq, None, ft)
+        qat_model = FineTuner(fq, setup.train, learning_rate=args.ft_lr, loss=setup.train_config.loss).run(
+            fq, None, ft, select=select).model
         qat_mse = test_mse(qat_model, setup.test)["mse"]
         qrows.append(dict(scheme=scheme, bytes_on_disk=sz["bytes_on_disk"], payload_bytes=sz["payload_bytes"],
                           mse=mse, mse_change=mse / fp_mse - 1, mse_int8_path=mse_int8,
@@ -205,7 +207,9 @@ def markdown(r: dict) -> str:
     L = [f"# Compression study ({'quick' if r['settings']['quick'] else 'full'})", "",
          f"U-Net width {r['model_config']['base_width']}, depth {r['depth']}, {r['n_params']} parameters; "
          f"baseline {r['settings']['epochs']} epochs, fine-tune {r['settings']['ft_epochs']} epochs/stage at lr "
-         f"{r['settings']['ft_lr']:g}. Ratios are test MSE / dense control trained for the same total epochs.", "",
+         f"{r['settings']['ft_lr']:g}, keeping the {r['settings'].get('keep', 'last')} epoch of each stage (best: lowest "
+         "validation MSE). Ratios are test MSE / dense control trained for the same total epochs under the same "
+         "rule.", "",
          "## Pruning: test MSE ratio to dense", "", "| sparsity | prune | prune + fine-tune | iterative |",
          "|---|---|---|---|"]
     by = {}

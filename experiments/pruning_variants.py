@@ -34,6 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3, help="baseline lr")
     p.add_argument("--ft-epochs", type=int, default=4)
     p.add_argument("--ft-lr", type=float, default=1e-3)
+    p.add_argument("--keep", choices=["best", "last"], default="best",
+                   help="fine-tuning epoch kept per stage (and by the dense control): lowest validation MSE, or last")
     p.add_argument("--variants", default=",".join(VARIANTS))
     args = p.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -48,7 +50,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from bec_jax.compress.pruning import DEFAULT_SCHEDULE, PruneConfig
-    from bec_jax.compress.workflow import FineTuner, load_setup, prune_once, test_mse
+    from bec_jax.compress.workflow import FineTuner, dense_control, load_setup, prune_once, test_mse
     from bec_jax.train.trainer import TrainConfig, fit, model_config_for
 
     t0 = time.perf_counter()
@@ -60,17 +62,17 @@ def main(argv=None) -> int:
     setup = load_setup(args.out, args.data, which="latest")
     tuner = FineTuner(setup.model, setup.train, learning_rate=args.ft_lr, loss=setup.train_config.loss)
     ft, stages = args.ft_epochs, DEFAULT_SCHEDULE
-    dense = [test_mse(setup.model, setup.test)["mse"]]
-    tuner.run(setup.model, None, ft * len(stages), on_epoch=lambda k, m: dense.append(test_mse(m, setup.test)["mse"]))
+    dense = dense_control(setup, tuner, ft * len(stages), args.keep)
     rows = []
     for name in args.variants:
         model, masks = setup.model, None
         for k, s in enumerate(stages, start=1):
             pruned, masks = prune_once(model, PruneConfig(s, **VARIANTS[name]), masks)
-            model, _ = tuner.run(pruned, masks, ft)
+            r = tuner.run(pruned, masks, ft, select=setup.val if args.keep == "best" else None)
+            model = r.model
             mse = test_mse(model, setup.test)["mse"]
             rows.append(dict(variant=name, sparsity=s, mse=mse, ratio=mse / dense[ft * k],
-                             mse_before_finetune=test_mse(pruned, setup.test)["mse"]))
+                             mse_before_finetune=test_mse(pruned, setup.test)["mse"], kept_epoch=r.epoch))
             print(f"{name} {s:.3f}: {mse:.3e} ({rows[-1]['ratio']:.3g}x dense)", flush=True)
     result = dict(settings=vars(args), dense_control_mse=dense, rows=rows, seconds=time.perf_counter() - t0,
                   load_average_end=os.getloadavg())
@@ -78,7 +80,8 @@ def main(argv=None) -> int:
     by = {}
     for r in rows:
         by.setdefault(r["variant"], {})[r["sparsity"]] = r
-    md = [f"# Iterative pruning variants (ft {ft} epochs/stage at lr {args.ft_lr:g}; test MSE / dense same epochs)",
+    md = [f"# Iterative pruning variants (ft {ft} epochs/stage at lr {args.ft_lr:g}, keep {args.keep} epoch; "
+          "test MSE / dense same epochs)",
           "", "| variant | " + " | ".join(f"{s:.1%}" for s in stages) + " |", "|---|" + "---|" * len(stages)]
     md += [f"| {v} | " + " | ".join(f"{d[s]['ratio']:.3g}× ({d[s]['mse']:.2e})" for s in stages) + " |"
            for v, d in by.items()]

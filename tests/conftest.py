@@ -1,6 +1,8 @@
 import jax
 import pytest
 
+from bec_jax.data import GenerateConfig, generate
+
 
 @pytest.fixture(params=["float32", "float64"])
 def precision(request):
@@ -12,3 +14,16 @@ def precision(request):
 def tol(precision, f32, f64):
     """dtype-aware tolerance."""
     return f32 if precision == "float32" else f64
+
+
+# 6 groups x 2 states on a 32² grid (~5-15 s on 2 cores): split 4/1/1 groups.
+SMALL_DATA = GenerateConfig(n=32, n_groups=6, states_per_group=2, g_range=(50.0, 120.0), omega_range=(0.3, 0.6),
+                            batch_size=12, n_starts=1, max_iter=600)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "small.h5"
+    summary = generate(SMALL_DATA, path, progress=False)
+    assert summary["status"] == "complete" and summary["n_samples"] >= 10
+    return path

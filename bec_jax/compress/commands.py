@@ -36,14 +36,14 @@ def cmd_prune(args) -> int:
     dense = test_mse(setup.model, setup.test)
     model, _, log = prune_and_finetune(
         setup, args.sparsity, args.method, ft_epochs=args.ft_epochs, learning_rate=lr,
-        prune=pcfg, schedule=tuple(args.schedule),
+        prune=pcfg, schedule=tuple(args.schedule), keep=args.keep,
         on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True))
     final = test_mse(model, setup.test)
     report = sparsity_report(nnx_params(model), include_bn_scale=not args.no_bn_scale)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=args.overwrite,
                            extra=dict(kind="pruned", sparsity=args.sparsity, method=args.method))
     summary = dict(run=str(args.run), method=args.method, sparsity=args.sparsity, stages=log,
-                   ft_epochs=args.ft_epochs, ft_lr=lr, prune_config=dataclasses.asdict(pcfg),
+                   ft_epochs=args.ft_epochs, keep=args.keep, ft_lr=lr, prune_config=dataclasses.asdict(pcfg),
                    test_mse_dense=dense["mse"], test_mse=final["mse"], ratio_to_dense=final["mse"] / dense["mse"],
                    sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
     (out / "prune.json").write_text(json.dumps(summary, indent=2))
@@ -91,8 +91,8 @@ def cmd_quantize(args) -> int:
         # keep existing zeros (a pruned model stays pruned during QAT)
         masks = jax.tree.map(lambda p: np.asarray(p) != 0, params)
         lr = args.qat_lr if args.qat_lr is not None else setup.train_config.learning_rate / 10
-        tuned, _ = FineTuner(fq, setup.train, learning_rate=lr, loss=setup.train_config.loss).run(
-            fq, masks, args.qat_epochs)
+        tuned = FineTuner(fq, setup.train, learning_rate=lr, loss=setup.train_config.loss).run(
+            fq, masks, args.qat_epochs).model
         model = _unwrap(tuned, model)
     sizes = save_quantized(out / "model", model, qcfg, sparse=args.sparse, overwrite=args.overwrite,
                            extra=dict(kind="quantized", scheme=args.scheme, qat_epochs=args.qat_epochs))
@@ -134,6 +134,8 @@ def register(sub) -> None:
                    help="iterative schedule (steps below --sparsity are used, then --sparsity)")
     p.add_argument("--ft-epochs", type=int, default=10, help="fine-tune epochs per stage (paper: 1/5 of training)")
     p.add_argument("--ft-lr", type=float, default=None, help="fine-tune lr (default: training lr / 10)")
+    p.add_argument("--keep", choices=["best", "last"], default="best",
+                   help="fine-tuning epoch each stage keeps: lowest validation MSE (as training does) or the last")
     p.add_argument("--no-bn-scale", action="store_true", help="exclude BatchNorm scales (reference: included)")
     p.add_argument("--distribution", choices=["global", "erk"], default="global",
                    help="global: one magnitude threshold (reference); erk: Erdős–Rényi-Kernel layer densities")

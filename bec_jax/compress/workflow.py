@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -28,20 +29,23 @@ from bec_jax.train.losses import loss_fn
 from bec_jax.train.trainer import (TrainConfig, evaluate_loader, init_state, load_dataset, load_trained,
                                    make_predict, make_train_step)
 
-__all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "prune_once", "prune_and_finetune", "latency_table",
-           "forward_latency", "METHODS"]
+__all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "prune_once", "prune_and_finetune",
+           "dense_control", "latency_table", "forward_latency", "METHODS", "KEEP"]
 
 METHODS = ("prune", "finetune", "iterative")
+#: Which fine-tuning epoch a stage keeps: the one of lowest validation MSE, or the last.
+KEEP = ("best", "last")
 
 
 @dataclasses.dataclass
 class Setup:
-    """A trained model with its data: model (eval mode), configs and loaders."""
+    """A trained model with its data: model (eval mode), configs and the loaders of the run's splits."""
 
     model: UNet
     model_config: UNetConfig
     train_config: TrainConfig
     train: BatchLoader
+    val: BatchLoader
     test: BatchLoader
     info: dict
 
@@ -67,8 +71,8 @@ def load_setup(run_dir, data=None, which: str = "best", batch_size: int | None =
     tcfg = tc.target_config
     train = BatchLoader(grid, arrays["psi"][splits["train"]], bs, tcfg, shuffle=True, augment=tc.augment,
                         seed=tc.seed + 1000)
-    test = BatchLoader(grid, arrays["psi"][splits["test"]], bs, tcfg, shuffle=False)
-    return Setup(model, info["model_config"], tc, train, test, dict(info, data=str(data)))
+    val, test = (BatchLoader(grid, arrays["psi"][splits[k]], bs, tcfg, shuffle=False) for k in ("val", "test"))
+    return Setup(model, info["model_config"], tc, train, val, test, dict(info, data=str(data)))
 
 
 def _run_data(run_dir: Path) -> str:
@@ -100,16 +104,19 @@ def prune_once(model: UNet, config: PruneConfig, previous=None):
 
 def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", *, ft_epochs: int = 1,
                        learning_rate: float | None = None, prune: PruneConfig = PruneConfig(),
-                       schedule=DEFAULT_SCHEDULE, on_stage=None, progress: bool = False):
+                       schedule=DEFAULT_SCHEDULE, keep: str = "best", on_stage=None, progress: bool = False):
     """Prune ``setup.model`` to ``sparsity`` by ``method`` (one of METHODS).
 
     "prune": one shot; "finetune": one shot + ``ft_epochs`` of masked
     fine-tuning; "iterative": the ``schedule`` steps below ``sparsity``, then
     ``sparsity``, fine-tuning after each. learning_rate: fine-tuning rate
     (default: the run's / 10). prune: which weights take part and how
-    (its sparsity is replaced by each stage's). on_stage(row) is called after each stage.
-    Returns (model, masks, rows) with one row per stage: {"sparsity",
-    "test_mse_pruned"[, "test_mse_finetuned", "train_losses"]}.
+    (its sparsity is replaced by each stage's). keep (one of KEEP): each
+    fine-tuning stage ends with its epoch of lowest validation MSE ("best",
+    the rule ``fit`` applies to training) or its last epoch. on_stage(row) is
+    called after each stage. Returns (model, masks, rows) with one row per
+    stage: {"sparsity", "test_mse_pruned"[, "test_mse_finetuned",
+    "train_losses", "val_mse", "kept_epoch"]}.
     """
     from tqdm.auto import tqdm
 
@@ -117,6 +124,8 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method != "prune" and ft_epochs < 1:
         raise ValueError(f"ft_epochs must be >= 1 for method {method!r}, got {ft_epochs}")
+    if keep not in KEEP:
+        raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
     dataclasses.replace(prune, sparsity=sparsity)  # bad settings fail before any work
     stages = schedule_to(sparsity, schedule) if method == "iterative" else (sparsity,)
     lr = learning_rate if learning_rate is not None else setup.train_config.learning_rate / 10
@@ -129,8 +138,11 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
         model, masks = prune_once(model, dataclasses.replace(prune, sparsity=s), masks)
         row = dict(sparsity=s, test_mse_pruned=test_mse(model, setup.test)["mse"])
         if tuner is not None:
-            model, losses = tuner.run(model, masks, ft_epochs, on_epoch=lambda k, m: bar.update())
-            row.update(test_mse_finetuned=test_mse(model, setup.test)["mse"], train_losses=losses)
+            r = tuner.run(model, masks, ft_epochs, on_epoch=lambda k, m: bar.update(),
+                          select=setup.val if keep == "best" else None)
+            model = r.model
+            row.update(test_mse_finetuned=test_mse(model, setup.test)["mse"], train_losses=r.train_losses,
+                       val_mse=r.val_mse, kept_epoch=r.epoch)
         else:
             bar.update()
         rows.append(row)
@@ -140,12 +152,43 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
     return model, masks, rows
 
 
+def dense_control(setup: Setup, tuner: "FineTuner", epochs: int, keep: str = "best") -> list[float]:
+    """Test MSEs of the dense baseline trained ``E`` more epochs, for E = 0..epochs (list of epochs + 1).
+
+    The control a pruned model is compared against: the same extra epochs at
+    the same lr (``tuner``). keep="best": for each E, the test MSE of the epoch
+    of lowest validation MSE among 0..E (the rule ``prune_and_finetune`` applies
+    per stage); "last": of epoch E.
+    """
+    if keep not in KEEP:
+        raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
+    test, val = [test_mse(setup.model, setup.test)["mse"]], [test_mse(setup.model, setup.val)["mse"]]
+
+    def record(k, model):
+        test.append(test_mse(model, setup.test)["mse"])
+        val.append(test_mse(model, setup.val)["mse"])
+
+    tuner.run(setup.model, None, epochs, on_epoch=record)
+    if keep == "last":
+        return test
+    return [test[int(np.argmin(val[:e + 1]))] for e in range(epochs + 1)]
+
+
+class FineTuneResult(NamedTuple):
+    """What ``FineTuner.run`` returns: the kept model (eval mode), per-epoch train
+    losses and validation MSEs (empty without ``select``), and the kept epoch (1-based)."""
+
+    model: UNet
+    train_losses: list
+    val_mse: list
+    epoch: int
+
+
 class FineTuner:
     """Masked fine-tuning of models of one architecture with one compiled step.
 
     tx = chain(adam(lr), keep_pruned(masks)). ``run(model, masks, epochs)``
-    returns (fine-tuned model in eval mode, per-epoch train losses). Pass
-    ``masks=None`` for dense training (all-True masks).
+    returns a ``FineTuneResult``. Pass ``masks=None`` for dense training (all-True masks).
     """
 
     def __init__(self, model: UNet, loader: BatchLoader, *, learning_rate: float, loss: str = "masked_mse",
@@ -163,10 +206,13 @@ class FineTuner:
         self.predict = make_predict(self.gd_eval)
         self.epoch_counter = 0
 
-    def run(self, model: UNet, masks=None, epochs: int = 1, on_epoch=None):
+    def run(self, model: UNet, masks=None, epochs: int = 1, on_epoch=None,
+            select: BatchLoader | None = None) -> FineTuneResult:
         """Fine-tune a copy of ``model`` for ``epochs`` epochs keeping masked weights at 0.
 
-        on_epoch(k, model) is called after each epoch k = 1..epochs (model in eval mode).
+        on_epoch(k, model) is called after each epoch k = 1..epochs (model in
+        eval mode). select: a validation loader; the epoch of lowest masked MSE
+        on it is kept (the earliest on ties), else the last epoch.
         """
         masks = self._ones if masks is None else masks
         if nnx.graphdef(model) != nnx.graphdef(self._model_like):
@@ -177,7 +223,7 @@ class FineTuner:
         # the step donates its state: copy, so the caller's model keeps its buffers
         state = jax.tree.map(lambda a: a.copy(), state)
         state["opt_state"] = set_masks(state["opt_state"], masks)
-        losses = []
+        losses, val, kept = [], [], None
         for k in range(1, epochs + 1):
             self.epoch_counter += 1
             vals = []
@@ -187,9 +233,17 @@ class FineTuner:
             losses.append(float(np.mean(jax.device_get(vals))))
             if not np.isfinite(losses[-1]):
                 raise FloatingPointError(f"fine-tuning diverged (loss {losses[-1]}); lower the learning rate")
+            current = nnx.merge(self.gd_eval, state["params"], state["batch_stats"])
+            if select is not None:
+                val.append(evaluate_loader(self.predict, state, select)["mse"])
+                if kept is None or val[-1] < val[kept[0] - 1]:
+                    # the step donates its state buffers: keep a copy
+                    kept = (k, jax.tree.map(lambda a: a.copy(), (state["params"], state["batch_stats"])))
             if on_epoch is not None:
-                on_epoch(k, nnx.merge(self.gd_eval, state["params"], state["batch_stats"]))
-        return nnx.merge(self.gd_eval, state["params"], state["batch_stats"]), losses
+                on_epoch(k, current)
+        if kept is None:
+            return FineTuneResult(nnx.merge(self.gd_eval, state["params"], state["batch_stats"]), losses, val, epochs)
+        return FineTuneResult(nnx.merge(self.gd_eval, *kept[1]), losses, val, kept[0])
 
 
 @functools.lru_cache(maxsize=32)

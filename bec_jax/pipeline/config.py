@@ -25,14 +25,14 @@ import typing
 
 from bec_jax.compress.pruning import PruneConfig
 from bec_jax.compress.quantization import SCHEMES
+from bec_jax.compress.workflow import KEEP
+from bec_jax.compress.workflow import METHODS as PRUNE_METHODS
 from bec_jax.data.generate import PRESETS as DATA_PRESETS
 from bec_jax.data.generate import GenerateConfig
 from bec_jax.models.unet import UNetConfig, default_depth
 from bec_jax.train.trainer import TrainConfig
 
 __all__ = ["CompressConfig", "ReportConfig", "PipelineConfig", "PRESETS", "add_config_flags", "config_from_args"]
-
-PRUNE_METHODS = ("prune", "finetune", "iterative")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +49,8 @@ class CompressConfig:
       fine-tuning after each stage).
     ft_epochs: fine-tuning epochs per stage. ft_lr: fine-tuning learning rate
       (None: the training learning rate / 10).
+    keep: the fine-tuning epoch each stage keeps: "best" (lowest validation
+      MSE, as training keeps its best epoch) or "last".
     schemes: int8 post-training quantization schemes applied to the dense model
       (subset of ``bec_jax.compress.SCHEMES``).
     combined_scheme: scheme of the pruned + int8 model (stored sparse).
@@ -58,6 +60,7 @@ class CompressConfig:
     method: str = "finetune"
     ft_epochs: int = 3
     ft_lr: float | None = None
+    keep: str = "best"
     include_bn_scale: bool = True
     distribution: str = "global"
     reclaim_dead_scales: bool = False
@@ -78,6 +81,8 @@ class CompressConfig:
             raise ValueError(f"compress.{e}") from None
         if self.ft_lr is not None and not self.ft_lr > 0:
             raise ValueError(f"compress.ft_lr must be > 0, got {self.ft_lr}")
+        if self.keep not in KEEP:
+            raise ValueError(f"compress.keep must be one of {KEEP}, got {self.keep!r}")
         for s in (*self.schemes, self.combined_scheme):
             if s not in SCHEMES:
                 raise ValueError(f"unknown quantization scheme {s!r}; allowed: {SCHEMES}")

@@ -192,12 +192,13 @@ def _stage_prune(ctx: _Context) -> dict:
 
     c = ctx.config.compress
     model, _, rows = prune_and_finetune(ctx.setup(), c.sparsity, c.method, ft_epochs=c.ft_epochs,
-                                        learning_rate=ctx.config.ft_lr, prune=c.prune_config(), progress=ctx.progress)
+                                        learning_rate=ctx.config.ft_lr, prune=c.prune_config(), keep=c.keep,
+                                        progress=ctx.progress)
     save_quantized(ctx.out / "models" / "pruned", model, None, sparse=True, overwrite=True,
                    extra=dict(kind="pruned", sparsity=c.sparsity, method=c.method))
     achieved = sparsity_report(nnx.state(model, nnx.Param), c.include_bn_scale)["total"]["sparsity"]
     return dict(method=c.method, target_sparsity=c.sparsity, achieved_sparsity=achieved, ft_epochs=c.ft_epochs,
-                ft_lr=ctx.config.ft_lr,
+                ft_lr=ctx.config.ft_lr, keep=c.keep,
                 stages=[{k: v for k, v in r.items() if k != "train_losses"} for r in rows])
 
 

@@ -10,6 +10,7 @@ from bec_jax.models import UNetConfig, count_params, init_model
 CFG = UNetConfig(base_width=4, depth=2, input_size=16)
 
 
+@pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
 def test_shrink_is_exact_when_dropped_channels_are_dead():
     model = init_model(CFG, seed=0)
     model.eval()

@@ -57,6 +57,7 @@ def test_same_config_same_data_and_conflict_is_refused(tiny, tmp_path):
         bd.generate(dataclasses.replace(TINY, seed=1), path, progress=False)
 
 
+@pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
 def test_only_converged_states_are_kept_by_default(tmp_path, monkeypatch):
     """Two single-state batches; the first sample's batch is solved with an unreachable
     tolerance (residual 1e-30, far below float32 round-off), so it cannot converge

@@ -131,6 +131,7 @@ def test_ground_state_rejects_bad_input(g, omega, kwargs, match):
         bj.ground_state(bj.Grid(16, 8.0), g, omega, key=jax.random.key(0), **kwargs)
 
 
+@pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
 def test_sharded_batch_matches_unsharded():
     """4 fake CPU devices: the batch axis is sharded and results agree."""
     code = textwrap.dedent(

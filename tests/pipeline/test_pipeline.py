@@ -84,6 +84,7 @@ def tiny_run(tmp_path_factory):
     return out, log
 
 
+@pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
 def test_tiny_run_writes_report_models_and_figures(tiny_run):
     out, log = tiny_run
     assert [line.split("]")[1].strip() for line in log[:-1]] == list(STAGES)
@@ -109,6 +110,7 @@ def test_tiny_run_writes_report_models_and_figures(tiny_run):
     assert (out / "models" / "pruned" / "quantized.json").exists() and (out / "train" / "checkpoints").is_dir()
 
 
+@pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
 def test_rerun_resumes_and_redoes_only_unfinished_stages(tiny_run):
     out, _ = tiny_run
     before = json.loads((out / "report.json").read_text())
@@ -122,6 +124,7 @@ def test_rerun_resumes_and_redoes_only_unfinished_stages(tiny_run):
     assert after["dataset"] == before["dataset"]
 
 
+@pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
 def test_other_config_in_the_same_folder_is_refused(tiny_run):
     out, _ = tiny_run
     other = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, epochs=3))
@@ -143,12 +146,14 @@ def test_cli_bad_input_is_one_line_exit_2(args, message, tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
 def test_cli_conflicting_run_is_one_line_exit_2(tiny_run):
     out, _ = tiny_run
     r = subprocess.run(CLI + TINY_FLAGS + ["--out", str(out), "--train-epochs", "5"], capture_output=True, text=True)
     assert r.returncode == 2 and "another config" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
 def test_cli_rerun_of_a_finished_run_from_its_config_json(tiny_run):
     out, _ = tiny_run
     r = subprocess.run(CLI + ["--config", str(out / "config.json"), "--out", str(out)], capture_output=True,

@@ -25,6 +25,7 @@ CFG = OnlineConfig(batch_size=4, g_range=(10.0, 30.0), omega_range=(0.2, 0.5), n
                    max_iter=60)
 
 
+@pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
 def test_sample_states_are_normalised_relaxed_and_in_range():
     psi, info = jax.jit(lambda k: sample_states(GRID, k, CFG))(jax.random.key(0))
     assert psi.shape == (4, 16, 16) and jnp.iscomplexobj(psi)
@@ -44,6 +45,7 @@ def test_parameters_depend_on_the_key():
     assert not np.allclose(a[0], b[0])
 
 
+@pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
 def test_online_step_compiles_once_advances_the_key_and_reduces_loss():
     traces = []
 

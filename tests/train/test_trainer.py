@@ -104,6 +104,7 @@ def test_checkpoints_keep_best_and_latest_and_refuse_foreign_configs(tmp_path):
         Checkpoints(tmp_path / "ck", TINY, dict(train=dict(optimizer="sgd")))
 
 
+@pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
 def test_fit_writes_metrics_and_loads_back(small_dataset, tmp_path):
     cfg = TrainConfig(epochs=2, batch_size=4, learning_rate=3e-3)
     res = fit(small_dataset, tmp_path / "run", TINY, cfg, progress=False, log=None)
