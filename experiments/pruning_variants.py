@@ -36,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--ft-lr", type=float, default=1e-3)
     p.add_argument("--keep", choices=["best", "last"], default="best",
                    help="fine-tuning epoch kept per stage (and by the dense control): lowest validation MSE, or last")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="fine-tuning lr per stage: constant, or cosine decay to 1%% restarting each stage "
+                        "(the dense control restarts every --ft-epochs too)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     args = p.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -60,7 +63,8 @@ def main(argv=None) -> int:
         TrainConfig(learning_rate=args.lr, epochs=args.epochs), checkpoint_every=max(1, args.epochs // 5),
         progress=False, log=print)
     setup = load_setup(args.out, args.data, which="latest")
-    tuner = FineTuner(setup.model, setup.train, learning_rate=args.ft_lr, loss=setup.train_config.loss)
+    tuner = FineTuner(setup.model, setup.train, learning_rate=args.ft_lr, loss=setup.train_config.loss,
+                      cycle_epochs=args.ft_epochs if args.lr_schedule == "cosine" else None)
     ft, stages = args.ft_epochs, DEFAULT_SCHEDULE
     dense = dense_control(setup, tuner, ft * len(stages), args.keep)
     rows = []
@@ -80,7 +84,8 @@ def main(argv=None) -> int:
     by = {}
     for r in rows:
         by.setdefault(r["variant"], {})[r["sparsity"]] = r
-    md = [f"# Iterative pruning variants (ft {ft} epochs/stage at lr {args.ft_lr:g}, keep {args.keep} epoch; "
+    md = [f"# Iterative pruning variants (ft {ft} epochs/stage at lr {args.ft_lr:g} ({args.lr_schedule}), "
+          f"keep {args.keep} epoch; "
           "test MSE / dense same epochs)",
           "", "| variant | " + " | ".join(f"{s:.1%}" for s in stages) + " |", "|---|" + "---|" * len(stages)]
     md += [f"| {v} | " + " | ".join(f"{d[s]['ratio']:.3g}× ({d[s]['mse']:.2e})" for s in stages) + " |"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -29,7 +30,7 @@ from bec_jax.train.losses import loss_fn
 from bec_jax.train.trainer import (TrainConfig, evaluate_loader, init_state, load_dataset, load_trained,
                                    make_predict, make_train_step)
 
-__all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "prune_once", "prune_and_finetune",
+__all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "prune_once", "prune_and_finetune",
            "dense_control", "latency_table", "forward_latency", "METHODS", "KEEP"]
 
 METHODS = ("prune", "finetune", "iterative")
@@ -174,6 +175,19 @@ def dense_control(setup: Setup, tuner: "FineTuner", epochs: int, keep: str = "be
     return [test[int(np.argmin(val[:e + 1]))] for e in range(epochs + 1)]
 
 
+def cosine_cycles(peak: float, period: int, floor: float = 0.01):
+    """optax schedule: cosine decay from ``peak`` to ``floor·peak`` over ``period``
+    steps, restarting every ``period`` steps (SGDR). A run of k·period steps
+    thus sees the schedule of k fine-tuning stages of ``period`` steps each.
+    """
+
+    def schedule(count):
+        t = (count % period) / period
+        return peak * (floor + (1 - floor) * 0.5 * (1 + jnp.cos(jnp.pi * t)))
+
+    return schedule
+
+
 class FineTuneResult(NamedTuple):
     """What ``FineTuner.run`` returns: the kept model (eval mode), per-epoch train
     losses and validation MSEs (empty without ``select``), and the kept epoch (1-based)."""
@@ -189,16 +203,21 @@ class FineTuner:
 
     tx = chain(adam(lr), keep_pruned(masks)). ``run(model, masks, epochs)``
     returns a ``FineTuneResult``. Pass ``masks=None`` for dense training (all-True masks).
+    cycle_epochs: None for a constant lr, else ``cosine_cycles`` with this
+    period in epochs (each ``run`` starts a new cycle: one per pruning stage).
     """
 
     def __init__(self, model: UNet, loader: BatchLoader, *, learning_rate: float, loss: str = "masked_mse",
-                 optimizer: str = "adam"):
+                 optimizer: str = "adam", cycle_epochs: int | None = None):
         if not (learning_rate > 0):
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if cycle_epochs is not None and cycle_epochs < 1:
+            raise ValueError(f"cycle_epochs must be None or >= 1, got {cycle_epochs}")
         self.loader = loader
         params = nnx.state(model, nnx.Param)
         self._ones = jax.tree.map(lambda p: np.ones(p.shape, bool), params)
-        base = optax.adam(learning_rate) if optimizer == "adam" else optax.adamw(learning_rate)
+        lr = learning_rate if cycle_epochs is None else cosine_cycles(learning_rate, cycle_epochs * len(loader))
+        base = optax.adam(lr) if optimizer == "adam" else optax.adamw(lr)
         self.tx = optax.chain(base, keep_pruned(self._ones))
         self._model_like = nnx.clone(model)
         gd_train, self.gd_eval, _ = init_state(nnx.clone(model), self.tx)
@@ -223,7 +242,7 @@ class FineTuner:
         # the step donates its state: copy, so the caller's model keeps its buffers
         state = jax.tree.map(lambda a: a.copy(), state)
         state["opt_state"] = set_masks(state["opt_state"], masks)
-        losses, val, kept = [], [], None
+        losses, val, kept, best = [], [], None, np.inf
         for k in range(1, epochs + 1):
             self.epoch_counter += 1
             vals = []
@@ -236,7 +255,9 @@ class FineTuner:
             current = nnx.merge(self.gd_eval, state["params"], state["batch_stats"])
             if select is not None:
                 val.append(evaluate_loader(self.predict, state, select)["mse"])
-                if kept is None or val[-1] < val[kept[0] - 1]:
+                score = val[-1] if np.isfinite(val[-1]) else np.inf  # an eval-mode blow-up is never best
+                if kept is None or score < best:
+                    best = score
                     # the step donates its state buffers: keep a copy
                     kept = (k, jax.tree.map(lambda a: a.copy(), (state["params"], state["batch_stats"])))
             if on_epoch is not None:

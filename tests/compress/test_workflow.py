@@ -51,3 +51,20 @@ def test_dense_control_applies_the_same_rule(monkeypatch):
     assert control("last") == [5.0, 4.0, 1.0, 2.0]
     with pytest.raises(ValueError, match="keep must be one of"):
         control("first")
+
+
+def test_cosine_cycles_decay_and_restart():
+    from bec_jax.compress.workflow import cosine_cycles
+
+    f = cosine_cycles(1e-3, 10, floor=0.01)
+    values = np.array([float(f(np.int32(i))) for i in (0, 5, 10, 15, 20)])
+    # peak at each restart, midpoint (peak + floor)/2, then back to the peak
+    np.testing.assert_allclose(values, [1e-3, 5.05e-4, 1e-3, 5.05e-4, 1e-3], rtol=1e-5)
+    assert float(f(np.int32(9))) < float(f(np.int32(8))) < 1e-3
+
+
+def test_finetuner_rejects_bad_cycle():
+    from bec_jax.compress.workflow import FineTuner
+
+    with pytest.raises(ValueError, match="cycle_epochs must be None or >= 1, got 0"):
+        FineTuner(None, None, learning_rate=1e-3, cycle_epochs=0)
