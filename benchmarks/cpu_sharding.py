@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 
 def main() -> int:
@@ -38,16 +37,8 @@ def main() -> int:
 
     import bec_jax as bj
     from common import write_result
+    from solver_throughput import median_time as median_s
     from solver_throughput import numpy_imaginary_time
-
-    def median_s(fn, repeats):
-        fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return float(np.median(ts))
 
     grid = bj.Grid(args.n, 16.0)
     psi = np.random.default_rng(0).standard_normal((args.batch, args.n, args.n, 2)).astype(np.float32)
