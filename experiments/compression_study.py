@@ -207,8 +207,8 @@ def markdown(r: dict) -> str:
     L = [f"# Compression study ({'quick' if r['settings']['quick'] else 'full'})", "",
          f"U-Net width {r['model_config']['base_width']}, depth {r['depth']}, {r['n_params']} parameters; "
          f"baseline {r['settings']['epochs']} epochs, fine-tune {r['settings']['ft_epochs']} epochs/stage at lr "
-         f"{r['settings']['ft_lr']:g}, keeping the {r['settings'].get('keep', 'last')} epoch of each stage (best: lowest "
-         "validation MSE). Ratios are test MSE / dense control trained for the same total epochs under the same "
+         f"{r['settings']['ft_lr']:g}, keeping the {r['settings'].get('keep', 'last')} epoch of each stage "
+         "(best: lowest validation MSE). Ratios are test MSE / dense control trained for the same total epochs under the same "
          "rule.", "",
          "## Pruning: test MSE ratio to dense", "", "| sparsity | prune | prune + fine-tune | iterative |",
          "|---|---|---|---|"]

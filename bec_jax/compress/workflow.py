@@ -30,8 +30,8 @@ from bec_jax.train.losses import loss_fn
 from bec_jax.train.trainer import (TrainConfig, evaluate_loader, init_state, load_dataset, load_trained,
                                    make_predict, make_train_step)
 
-__all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "prune_once", "prune_and_finetune",
-           "dense_control", "latency_table", "forward_latency", "METHODS", "KEEP"]
+__all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "prune_once",
+           "prune_and_finetune", "dense_control", "latency_table", "forward_latency", "METHODS", "KEEP"]
 
 METHODS = ("prune", "finetune", "iterative")
 #: Which fine-tuning epoch a stage keeps: the one of lowest validation MSE, or the last.
