@@ -39,9 +39,15 @@ def parse_args(argv=None):
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                    help="fine-tuning lr per stage: constant, or cosine decay to 1%% restarting each stage "
                         "(the dense control restarts every --ft-epochs too)")
+    p.add_argument("--schedule", default=None,
+                   help="increasing sparsities of the chain, comma-separated (default: 80,90,97,99,99.5,99.9 %%)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     args = p.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.schedule is not None:
+        sched = args.schedule = [float(x) for x in args.schedule.split(",") if x.strip()]
+        if not sched or not all(0 < a < 1 for a in sched) or sched != sorted(set(sched)):
+            p.error(f"--schedule must be increasing sparsities in (0, 1), got {args.schedule}")
     for v in args.variants:
         if v not in VARIANTS:
             p.error(f"unknown variant {v!r}; allowed: {', '.join(VARIANTS)}")
@@ -65,7 +71,7 @@ def main(argv=None) -> int:
     setup = load_setup(args.out, args.data, which="latest")
     tuner = FineTuner(setup.model, setup.train, learning_rate=args.ft_lr, loss=setup.train_config.loss,
                       cycle_epochs=args.ft_epochs if args.lr_schedule == "cosine" else None)
-    ft, stages = args.ft_epochs, DEFAULT_SCHEDULE
+    ft, stages = args.ft_epochs, tuple(args.schedule or DEFAULT_SCHEDULE)
     dense = dense_control(setup, tuner, ft * len(stages), args.keep)
     rows = []
     for name in args.variants:
