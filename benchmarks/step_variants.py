@@ -8,11 +8,18 @@
 
     N=200 B=16 python benchmarks/step_variants.py      # -> benchmarks/results/step_variants.json
 """
-import os, sys, time, json
-import jax, jax.numpy as jnp, numpy as np
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 import bec_jax as bj
 from bec_jax.gpe.hamiltonian import density, per_state, rotation_symbols
-from bec_jax.gpe.splitstep import evolve
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import write_result
 from solver_throughput import fft_passes
