@@ -65,7 +65,7 @@ def cmd_demo(args) -> int:
     length = args.length or float(np.max(bj.box_length(gs, omegas)))
     grid = bj.Grid(args.n, length)
     print(f"bec-jax demo: {len(gs)} ground states on a {grid.n}x{grid.n} grid, L={grid.length:.2f}, "
-          f"{args.starts} starts each, backend={jax.default_backend()}", flush=True)
+          f"{args.starts} starts each, backend={jax.default_backend()} ({jax.local_device_count()} device(s))", flush=True)
     t0 = time.perf_counter()
     res = bj.ground_state(grid, gs, omegas, key=jax.random.key(args.seed), n_starts=args.starts,
                           max_steps=args.max_steps)
@@ -94,6 +94,9 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bec-jax", description="Rotating BEC ground states, data and models in JAX.")
+    p.add_argument("--cpu-devices", type=positive_int, default=None,
+                   help="split the host CPU into this many XLA devices, over which batched solvers shard "
+                        "(default: one per core, or the count JAX_NUM_CPU_DEVICES / XLA_FLAGS set; 1: no split)")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="compute a few rotating ground states; write a PNG and a JSON summary")
     d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -115,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        from bec_jax.gpe.sharding import use_cpu_cores
+
+        use_cpu_cores(args.cpu_devices)
+    except RuntimeError:
+        if args.cpu_devices is not None:  # JAX already runs in this process (called from Python)
+            print("bec-jax: error: --cpu-devices must be set before JAX starts in this process", file=sys.stderr)
+            return 2
     try:
         return args.func(args)
     except (UsageError, ValueError) as e:

@@ -1,8 +1,12 @@
 """Solver throughput: state-steps/s of `bj.imaginary_time`, with same-run baselines.
 
+The host CPU is first split into one XLA device per core (``bj.use_cpu_cores``;
+XLA:CPU runs each FFT on one thread, so this is how the solver uses all cores).
 For every (n, batch) it times, in the same process:
-  jax      bj.imaginary_time (jit, lax.scan of split steps), complex64
-  fft      the bare four 1-D FFT passes one step needs, in JAX (lax.scan)
+  jax      bj.imaginary_time (jit, lax.scan of split steps), complex64, as a user
+           calls it: the batch split over all devices when they divide it
+  fft      the bare four 1-D FFT passes one step needs, in JAX (lax.scan), split alike
+  ..._one_device  both again with shard=False (the fusion ratio, like with like)
   numpy    the same split-step scheme in NumPy + scipy.fft (workers=-1: all cores)
 and reports medians and the ratios jax/fft (step cost over its FFT floor) and
 numpy/jax (speed-up). It also times ground_state for g = 500, Ω = 0.85, n = 128,
@@ -26,6 +30,7 @@ import numpy as np
 import scipy.fft as sfft
 
 import bec_jax as bj
+from bec_jax.gpe.sharding import batch_mesh, shard_batch
 from common import write_result
 
 
@@ -64,8 +69,9 @@ def numpy_imaginary_time(grid, psi, g, omega, dt, steps):
     return psi
 
 
-def fft_passes(steps):
-    @jax.jit
+def fft_passes(steps, mesh=None):
+    """The bare four 1-D FFT passes of ``steps`` steps, split over ``mesh`` as bj.imaginary_time splits."""
+
     def run(psi):
         def body(p, _):
             p = jnp.fft.ifft(jnp.fft.fft(p, axis=-1), axis=-1)
@@ -73,36 +79,50 @@ def fft_passes(steps):
 
         return jax.lax.scan(body, psi, None, length=steps)[0]
 
-    return run
+    return jax.jit(shard_batch(run, mesh))
 
 
 def bench_point(n: int, batch: int, steps: int, repeats: int, numpy_steps: int) -> dict:
+    """One (n, batch): bec_jax and bare FFTs split over all devices (as a user calls it) and on one
+    device, and the NumPy baseline; ms per step and their ratios."""
     grid = bj.Grid(n, 16.0)
     g, om, dt = 100.0, 0.8, 0.01
     X, Y = grid.mesh()
     psi = np.broadcast_to(np.exp(-(X**2 + Y**2) / 8), (batch, n, n)).astype(np.complex64)
     psi_j = jax.device_put(jnp.asarray(psi))
-    t_jax = median_time(lambda: bj.imaginary_time(grid, psi_j, g, om, dt=dt, steps=steps).block_until_ready(), repeats)
-    run_fft = fft_passes(steps)
-    t_fft = median_time(lambda: run_fft(psi_j).block_until_ready(), repeats)
+    mesh = batch_mesh(batch)
+    t = {}
+    for split in (True, False) if mesh is not None else (False,):
+        t["jax", split] = median_time(
+            lambda: bj.imaginary_time(grid, psi_j, g, om, dt=dt, steps=steps, shard=split).block_until_ready(),
+            repeats)
+        run_fft = fft_passes(steps, mesh if split else None)
+        t["fft", split] = median_time(lambda: run_fft(psi_j).block_until_ready(), repeats)
+    if mesh is None:
+        t["jax", True], t["fft", True] = t["jax", False], t["fft", False]
     t_np = median_time(lambda: numpy_imaginary_time(grid, psi, g, om, dt, numpy_steps), max(1, repeats // 2))
     # Same scheme: the NumPy result after numpy_steps equals jax's to float32 round-off.
     ref = numpy_imaginary_time(grid, psi[:1], g, om, dt, 4)
     err = float(np.max(np.abs(ref - np.asarray(bj.imaginary_time(grid, psi_j[:1], g, om, dt=dt, steps=4)))))
     if not err < 1e-4:  # peak |ψ| ≈ 0.26: anything larger is a different scheme, not round-off
         raise RuntimeError(f"NumPy baseline differs from bj.imaginary_time by {err:.3g} at n={n}")
+    ms = {k: 1e3 * v / steps for k, v in t.items()}
     row = dict(
-        n=n, batch=batch,
-        jax_step_ms=1e3 * t_jax / steps,
-        fft_step_ms=1e3 * t_fft / steps,
+        n=n, batch=batch, devices=1 if mesh is None else mesh.size,
+        jax_step_ms=ms["jax", True],
+        fft_step_ms=ms["fft", True],
+        jax_one_device_step_ms=ms["jax", False],
+        fft_one_device_step_ms=ms["fft", False],
         numpy_step_ms=1e3 * t_np / numpy_steps,
-        jax_state_steps_per_s=batch * steps / t_jax,
+        jax_state_steps_per_s=batch * steps / t["jax", True],
         numpy_state_steps_per_s=batch * numpy_steps / t_np,
         max_abs_diff_vs_numpy=err,
     )
     row["jax_over_fft"] = row["jax_step_ms"] / row["fft_step_ms"]
+    row["jax_over_fft_one_device"] = row["jax_one_device_step_ms"] / row["fft_one_device_step_ms"]
     row["speedup_vs_numpy"] = row["numpy_step_ms"] / row["jax_step_ms"]
-    # the most any JAX step can gain over NumPy while XLA:CPU runs its FFTs on one thread
+    row["speedup_vs_numpy_one_device"] = row["numpy_step_ms"] / row["jax_one_device_step_ms"]
+    # the most a step could gain over NumPy if it cost nothing beyond its FFT passes
     row["numpy_over_fft"] = row["numpy_step_ms"] / row["fft_step_ms"]
     return row
 
@@ -151,7 +171,10 @@ def main():
     p.add_argument("--quick", action="store_true", help="n=64,200 and batch 1,16 only; no ground-state timing")
     p.add_argument("--no-ground-state", action="store_true")
     p.add_argument("--batch-states", type=int, default=1024, help="size of the one-program ground-state batch")
+    p.add_argument("--cpu-devices", type=int, default=None,
+                   help="XLA devices the host CPU is split into (bj.use_cpu_cores; default one per core)")
     args = p.parse_args()
+    bj.use_cpu_cores(args.cpu_devices)
     sizes = [64, 200] if args.quick else [int(s) for s in args.sizes.split(",")]
     batches = [1, 16] if args.quick else [int(b) for b in args.batches.split(",")]
     rows = []
@@ -159,13 +182,16 @@ def main():
         for b in batches:
             row = bench_point(n, b, args.steps, args.repeats, numpy_steps=max(2, args.steps // 4))
             rows.append(row)
-            print(f"n={n:4d} B={b:3d}  jax {row['jax_step_ms']:8.3f} ms/step  fft {row['fft_step_ms']:8.3f}  "
-                  f"numpy {row['numpy_step_ms']:8.3f}  jax/fft {row['jax_over_fft']:.2f}  "
-                  f"speed-up vs numpy {row['speedup_vs_numpy']:.2f}x (FFT cap {row['numpy_over_fft']:.2f}x)  "
+            print(f"n={n:4d} B={b:3d} on {row['devices']} device(s): jax {row['jax_step_ms']:8.3f} ms/step  "
+                  f"fft {row['fft_step_ms']:8.3f}  numpy {row['numpy_step_ms']:8.3f}  jax/fft {row['jax_over_fft']:.2f}  "
+                  f"speed-up vs numpy {row['speedup_vs_numpy']:.2f}x (FFT cap {row['numpy_over_fft']:.2f}x) | "
+                  f"one device: jax/fft {row['jax_over_fft_one_device']:.2f}, "
+                  f"vs numpy {row['speedup_vs_numpy_one_device']:.2f}x | "
                   f"{row['jax_state_steps_per_s']:,.0f} state-steps/s", flush=True)
     result = dict(
         benchmark="solver_throughput",
         steps_per_call=args.steps, repeats=args.repeats, dtype="complex64", rows=rows,
+        local_devices=jax.local_device_count(),
     )
     if not (args.quick or args.no_ground_state):
         result["time_to_ground_state"] = time_to_ground_state()

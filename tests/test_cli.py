@@ -1,6 +1,7 @@
 """The `bec-jax` command line: demo output and one-line errors with exit code 2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -46,3 +47,22 @@ def test_entry_point_exit_code_and_argparse_errors(tmp_path):
     assert out.returncode == 2 and "comma-separated numbers" in out.stderr
     out = subprocess.run(BEC + ["demo", "--omega", "1.5"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "|omega| < 1" in out.stderr
+
+
+def test_cpu_devices_flag(capsys):
+    import jax
+
+    jax.devices()  # JAX runs in this process: too late to split the host
+    assert main(["--cpu-devices", "2", "demo"]) == 2
+    assert "--cpu-devices must be set before JAX starts" in capsys.readouterr().err
+    out = subprocess.run(BEC + ["--cpu-devices", "0", "demo"], capture_output=True, text=True)
+    assert out.returncode == 2 and "expected an integer >= 1" in out.stderr
+
+
+@pytest.mark.slow  # a fresh process compiling a demo: ~20 s on 2 cores
+def test_cli_splits_the_host_into_devices(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    out = subprocess.run(BEC + ["--cpu-devices", "2", "demo", "--out", str(tmp_path), "--n", "16", "--length", "8",
+                                "--omega", "0.0,0.3", "--g", "5", "--starts", "1"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and "(2 device(s))" in out.stdout, out.stderr[-2000:]

@@ -56,3 +56,7 @@ __all__ += [
     "vortex_count",
     "vortex_positions",
 ]
+
+from bec_jax.gpe.sharding import use_cpu_cores
+
+__all__ += ["use_cpu_cores"]

@@ -31,24 +31,25 @@ Strategy (why each piece is there):
   converged. A converged state stops while the rest of the batch goes on.
 
 The whole batch — guesses, relaxation of every start, selection — is one
-compiled program per (grid, batch size, settings), sharded over local devices
-along the batch axis.
+compiled program per (grid, batch size, settings), split over local devices
+along the batch axis (``sharding.shard_batch``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bec_jax.gpe.grid import Grid, complex_dtype, real_dtype
 from bec_jax.gpe.hamiltonian import chemical_potential, energy, normalize, per_state, residual
 from bec_jax.gpe.observables import edge_density, rms_radius, thomas_fermi, vortex_count
 from bec_jax.gpe.minimize import PRECONDITIONER_PASSES, pcg_minimize
+from bec_jax.gpe.sharding import batch_mesh, place, shard_batch
 from bec_jax.gpe.splitstep import check_parameters, evolve
 
 __all__ = [
@@ -338,15 +339,11 @@ def start_keys(key, batch: int, n_starts: int):
     return jax.random.split(key, (batch, n_starts))
 
 
-_solve_jit = jax.jit(_solve, static_argnames=("grid", "settings"))
-
-
-def _batch_sharding(batch: int):
-    """1-D mesh over all local devices when the batch divides evenly, else None."""
-    devices = jax.local_devices()
-    if len(devices) < 2 or batch % len(devices):
-        return None
-    return NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
+@functools.partial(jax.jit, static_argnames=("grid", "settings", "mesh"))
+def _solve_jit(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, mesh=None):
+    """``_solve`` as one program, split over ``mesh`` (each device its slice)."""
+    solve = lambda g, o, k, p: _solve(grid, g, o, k, settings, p)
+    return shard_batch(solve, mesh)(g, omega, keys, psi0)
 
 
 def ground_state(
@@ -382,8 +379,9 @@ def ground_state(
       n_starts: guesses per state (default 4; 1 when psi0 is given).
       method, dt, dt_min, check_every, max_steps, warmup_steps, max_iter,
         preconditioner, tol_residual, tol_energy: see ``SolverSettings``; tolerances default by dtype (``default_tolerances``).
-      shard: split the batch over all local devices (1-D mesh, NamedSharding)
-        when there are several and the batch divides evenly.
+      shard: split the batch over all local devices when there are several
+        and they divide the batch evenly (``sharding.shard_batch``: each device
+        relaxes its slice, and stops when its own states have converged).
 
     Returns:
       ``GroundStateResult``; arrays have the broadcast batch shape of (g, Ω).
@@ -425,11 +423,9 @@ def ground_state(
     keys = start_keys(key, batch, settings.n_starts)
     rdt = real_dtype()
     args = [jnp.asarray(g_arr, rdt), jnp.asarray(om_arr, rdt), keys]
-    sharding = _batch_sharding(batch) if shard else None
-    if sharding is not None:
-        args = [jax.device_put(a, sharding) for a in args]
-        psi0 = None if psi0 is None else jax.device_put(psi0, sharding)
-    res = _solve_jit(grid, *args, settings, psi0)
+    mesh = batch_mesh(batch) if shard else None
+    args, psi0 = place((args, psi0), mesh)
+    res = _solve_jit(grid, *args, settings, psi0, mesh)
     if scalar:
         res = jax.tree_util.tree_map(lambda a: a[0], res)
     return res
