@@ -76,9 +76,8 @@ def use_cpu_cores(n: int | None = None) -> int:
     Batched solvers shard over local devices, so on a CPU host this lets n
     FFTs run at once (XLA:CPU runs each on one thread): 1.4-1.5x the
     split-step throughput on 2 cores (``benchmarks/solver_throughput.py``,
-    ``cpu_sharding.py``). Programs that
-    are not sharded (network training) still get the whole intra-op thread
-    pool. Affects only the CPU backend: a GPU stays the default device. Must
+    ``cpu_sharding.py``). Programs that are not sharded (network training)
+    still get the whole intra-op thread pool. Affects only the CPU backend: a GPU stays the default device. Must
     run before JAX's first computation; the ``bec-jax`` CLI calls it first.
 
     Args:
