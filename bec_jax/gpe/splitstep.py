@@ -188,7 +188,7 @@ def imaginary_time(grid: Grid, psi, g, omega, *, dt, steps: int, shard: bool = T
       steps: number of steps (static: one compiled program per value).
       shard: for a batch psi (B, n, n), split it over all local devices when
         there are several and they divide B (``sharding.shard_batch``; on a
-        CPU host see ``use_cpu_cores``). Results are identical either way.
+        CPU host see ``use_cpu_cores``). Results agree to round-off.
 
     Returns:
       psi after ``steps`` steps, normalised, same shape and dtype.
