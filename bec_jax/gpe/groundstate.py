@@ -32,7 +32,8 @@ Strategy (why each piece is there):
 
 The whole batch — guesses, relaxation of every start, selection — is one
 compiled program per (grid, batch size, settings), split over local devices
-along the batch axis (``sharding.shard_batch``).
+along the batch axis (``sharding.shard_batch``), or along the starts when the
+devices divide those but not the batch.
 """
 
 from __future__ import annotations
@@ -293,14 +294,21 @@ def seeded_guesses(grid: Grid, g, omega, keys):
     )(g, omega, keys)
 
 
-def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None):
-    """Batch program: g, omega (B,), keys (B, S) -> GroundStateResult (B,)."""
+def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, start_mesh=None):
+    """Batch program: g, omega (B,), keys (B, S) -> GroundStateResult (B,).
+
+    start_mesh: optional mesh over which the B·S starts are relaxed, each
+    device its slice (``shard_batch``); the choice of the winners after it is
+    replicated.
+    """
     if psi0 is None:
         guesses = seeded_guesses(grid, g, omega, keys)
     else:
         guesses = normalize(grid, psi0)[:, None]
-    relax = jax.vmap(jax.vmap(lambda p, gi, oi: _relax(grid, p, gi, oi, settings), (0, None, None)))
-    psi, e, r, steps, conv = relax(guesses, g, omega)
+    b, s = guesses.shape[:2]
+    relax = shard_batch(jax.vmap(lambda p, gi, oi: _relax(grid, p, gi, oi, settings)), start_mesh)
+    out = relax(guesses.reshape((b * s,) + guesses.shape[2:]), jnp.repeat(g, s), jnp.repeat(omega, s))
+    psi, e, r, steps, conv = (a.reshape((b, s) + a.shape[1:]) for a in out)
     start_energies, start_steps = e, steps
     # The lowest finite energy wins, converged or not: a start still descending
     # below a converged one has found a deeper basin (metastable lattices
@@ -339,10 +347,11 @@ def start_keys(key, batch: int, n_starts: int):
     return jax.random.split(key, (batch, n_starts))
 
 
-@functools.partial(jax.jit, static_argnames=("grid", "settings", "mesh"))
-def _solve_jit(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, mesh=None):
-    """``_solve`` as one program, split over ``mesh`` (each device its slice)."""
-    solve = lambda g, o, k, p: _solve(grid, g, o, k, settings, p)
+@functools.partial(jax.jit, static_argnames=("grid", "settings", "mesh", "start_mesh"))
+def _solve_jit(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, mesh=None, start_mesh=None):
+    """``_solve`` as one program, split over ``mesh`` (each device its slice of
+    the states) or, inside, over ``start_mesh`` (each device its slice of the starts)."""
+    solve = lambda g, o, k, p: _solve(grid, g, o, k, settings, p, start_mesh)
     return shard_batch(solve, mesh)(g, omega, keys, psi0)
 
 
@@ -381,7 +390,9 @@ def ground_state(
         preconditioner, tol_residual, tol_energy: see ``SolverSettings``; tolerances default by dtype (``default_tolerances``).
       shard: split the batch over all local devices when there are several
         and they divide the batch evenly (``sharding.shard_batch``: each device
-        relaxes its slice, and stops when its own states have converged).
+        relaxes its slice, and stops when its own states have converged); else,
+        when they divide batch × n_starts, split the starts (a single state's
+        4 starts run 2 per device on 2 devices) and pick the winners replicated.
 
     Returns:
       ``GroundStateResult``; arrays have the broadcast batch shape of (g, Ω).
@@ -424,8 +435,13 @@ def ground_state(
     rdt = real_dtype()
     args = [jnp.asarray(g_arr, rdt), jnp.asarray(om_arr, rdt), keys]
     mesh = batch_mesh(batch) if shard else None
-    args, psi0 = place((args, psi0), mesh)
-    res = _solve_jit(grid, *args, settings, psi0, mesh)
+    # A batch the devices do not divide (one state, say) may still split by its starts.
+    start_mesh = batch_mesh(batch * settings.n_starts) if shard and mesh is None else None
+    if start_mesh is not None:
+        args, psi0 = place((args, psi0), start_mesh, split=False)
+    else:
+        args, psi0 = place((args, psi0), mesh)
+    res = _solve_jit(grid, *args, settings, psi0, mesh, start_mesh)
     if scalar:
         res = jax.tree_util.tree_map(lambda a: a[0], res)
     return res

@@ -150,6 +150,23 @@ def test_sharded_batch_matches_unsharded():
         b = bj.ground_state(grid, g, om, key=jax.random.key(0), n_starts=2, shard=False)
         np.testing.assert_allclose(a.energy, b.energy, rtol=1e-5)
         np.testing.assert_allclose(abs(np.asarray(a.psi)), abs(np.asarray(b.psi)), atol=1e-4)
+        # One state: its 4 starts split over the 4 devices; only the choice of the winner is replicated.
+        a = bj.ground_state(grid, 40.0, 0.5, key=jax.random.key(1), n_starts=4)
+        b = bj.ground_state(grid, 40.0, 0.5, key=jax.random.key(1), n_starts=4, shard=False)
+        assert len(a.psi.sharding.device_set) == 4 and len(b.psi.sharding.device_set) == 1
+        np.testing.assert_allclose(a.start_energies, b.start_energies, rtol=1e-5)
+        np.testing.assert_allclose(abs(np.asarray(a.psi)), abs(np.asarray(b.psi)), atol=1e-4)
+        keys = jax.random.split(jax.random.key(1), (1, 4))
+        hlo = _solve_jit.lower(grid, np.array([40.]), np.array([0.5]), keys, SolverSettings(n_starts=4), None, None,
+                               batch_mesh(4)).compile().as_text()
+        # collectives only gather the starts' results once, never inside the relaxation loops
+        where, comp = [], None
+        for line in hlo.splitlines():
+            if line[:1] not in ("", " ", "}"):
+                comp = line.split()[0]  # a computation's header: ENTRY, or its name
+            if "all-reduce(" in line or "all-gather(" in line:
+                where.append(comp)
+        assert where and set(where) == {"ENTRY"}, where
         print("OK")
         """
     )
