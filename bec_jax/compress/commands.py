@@ -137,8 +137,10 @@ def register(sub) -> None:
     p.add_argument("--keep", choices=["best", "last"], default="best",
                    help="fine-tuning epoch each stage keeps: lowest validation MSE (as training does) or the last")
     p.add_argument("--no-bn-scale", action="store_true", help="exclude BatchNorm scales (reference: included)")
-    p.add_argument("--distribution", choices=["global", "erk"], default="global",
-                   help="global: one magnitude threshold (reference); erk: Erdős–Rényi-Kernel layer densities")
+    # = pruning.DISTRIBUTIONS, spelled out so that parsing does not import jax (a test checks they agree)
+    p.add_argument("--distribution", choices=("global", "lamp", "erk"), default="global",
+                   help="global: one magnitude threshold (reference); lamp: one threshold on layer-normalised "
+                        "scores (LAMP); erk: Erdős–Rényi-Kernel layer densities")
     p.add_argument("--reclaim-dead-scales", action="store_true",
                    help="prune the BatchNorm scales of channels whose kernel is pruned (default: rank them by "
                         "magnitude, as the reference)")

@@ -34,6 +34,14 @@ How the pruned weights are spread over the layers (``PruneConfig.distribution``)
   gives the best ratios at 99–99.9 %, but it leaves channels with one or two
   weights, whose near-zero BatchNorm variance made eval-mode outputs blow up
   at 99.9 % in one exploratory run, so it is not the default.
+- ``"lamp"``: layer-adaptive magnitude pruning (Lee et al., "Layer-adaptive
+  sparsity for the magnitude-based pruning", ICLR 2021): each weight u is
+  scored u² / Σ_{|v| ≥ |u|} v² over its own layer (leaf), and one global
+  threshold goes over the scores. A score does not change when a layer is
+  multiplied by a constant, which is what a conv followed by BatchNorm
+  ignores too, and the largest weight of every layer scores 1, so no layer is
+  emptied while fewer weights go than there are layers. ``reclaim_dead_scales``
+  applies as for "global".
 - ``"erk"``: Erdős–Rényi-Kernel layer densities (Evci et al., "Rigging the
   Lottery", ICML 2020): a kernel of shape (kh, kw, c_in, c_out) keeps a
   fraction ∝ (kh + kw + c_in + c_out) / (kh·kw·c_in·c_out), capped at 1 and
@@ -65,14 +73,14 @@ import optax
 
 __all__ = [
     "PruneConfig", "DISTRIBUTIONS", "leaf_name", "named_leaves", "prunable_names", "magnitude_masks",
-    "erk_densities", "apply_masks",
+    "erk_densities", "lamp_scores", "apply_masks",
     "KeepPrunedState", "keep_pruned", "set_masks", "sparsity_report", "DEFAULT_SCHEDULE", "schedule_to",
 ]
 
 #: The reference's iterative schedule (fractions of the participating weights).
 DEFAULT_SCHEDULE = (0.8, 0.9, 0.97, 0.99, 0.995, 0.999)
 #: How pruning spreads over the layers (see the module docstring).
-DISTRIBUTIONS = ("global", "erk")
+DISTRIBUTIONS = ("global", "lamp", "erk")
 
 
 def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
@@ -90,8 +98,9 @@ class PruneConfig:
     sparsity: fraction of the participating weights set to zero, in [0, 1).
     include_bn_scale: BatchNorm scales take part (the reference: yes).
     distribution: one of DISTRIBUTIONS: "global" (one magnitude threshold, the
-      reference) or "erk" (per-layer densities, magnitude within a layer).
-    reclaim_dead_scales: "global" only: a BatchNorm scale paired with a conv
+      reference), "lamp" (one threshold on layer-normalised scores) or "erk"
+      (per-layer densities, magnitude within a layer).
+    reclaim_dead_scales: "global" and "lamp": a BatchNorm scale paired with a conv
       kernel is pruned exactly when its channel's kernel is (module docstring);
       False (default) ranks scales by magnitude like any weight (the reference).
     """
@@ -167,6 +176,23 @@ def erk_densities(shapes, density: float, dense=None) -> np.ndarray:
         full |= newly
 
 
+def lamp_scores(mags: np.ndarray) -> np.ndarray:
+    """LAMP scores of one layer: u² / Σ_{v ranked at or above u} v², float64, same shape.
+
+    mags: flat |w| of the layer, −1 where a weight is already pruned (scored −1,
+    left out of the sums). Ranking is ascending |w|, ties by position (the
+    earlier one ranks lower, as ``_global_keeps`` prunes it first). A layer
+    whose kept weights are all 0 scores 0.
+    """
+    m = np.asarray(mags, np.float64)
+    order = np.argsort(m, kind="stable")
+    sq = np.where(m >= 0, m, 0.0)[order] ** 2
+    tail = np.cumsum(sq[::-1])[::-1]  # Σ of the squares ranked at or above each entry
+    out = np.empty_like(m)
+    out[order] = np.divide(sq, tail, out=np.zeros_like(sq), where=tail > 0)
+    return np.where(m >= 0, out, -1.0)
+
+
 def magnitude_masks(params, config: PruneConfig, previous=None):
     """Bool masks (pytree like ``params``) removing the smallest-|w| weights.
 
@@ -199,9 +225,10 @@ def magnitude_masks(params, config: PruneConfig, previous=None):
             keep[np.argsort(m, kind="stable")[:k]] = False
         return keep
 
-    if config.distribution == "global":
+    if config.distribution in ("global", "lamp"):
         pairs = _scale_kernel_pairs(names, chosen) if config.reclaim_dead_scales else {}
-        keeps = _global_keeps(chosen, mags, pairs, int(round(config.sparsity * sum(m.size for m in mags))))
+        scores = mags if config.distribution == "global" else [lamp_scores(m) for m in mags]
+        keeps = _global_keeps(chosen, scores, pairs, int(round(config.sparsity * sum(m.size for m in mags))))
     else:  # erk
         shapes = [np.shape(names[n]) for n in chosen]
         whole = [len(s) != 4 for s in shapes]
@@ -240,7 +267,8 @@ def _scale_kernel_pairs(names: dict, chosen: list) -> dict:
 
 
 def _global_keeps(chosen, mags, pairs: dict, k: int) -> list:
-    """Keep-masks (flat, one per chosen leaf) of global magnitude pruning of ``k`` weights.
+    """Keep-masks (flat, one per chosen leaf) of global pruning of ``k`` weights by score
+    (``mags``: |w| or LAMP scores, −1 where pruned before).
 
     Leaves in ``pairs`` (scale index → kernel index) are not ranked: a scale
     entry is kept iff its kernel column (output channel) keeps a weight and it

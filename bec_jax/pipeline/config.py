@@ -41,7 +41,8 @@ class CompressConfig:
 
     sparsity: magnitude-pruning target in [0, 1) (conv kernels and, with
       include_bn_scale, BatchNorm scales).
-    distribution: "global" (one threshold) or "erk" (per-layer densities).
+    distribution: "global" (one threshold), "lamp" (one threshold on layer-normalised scores) or "erk"
+      (per-layer densities).
     reclaim_dead_scales: prune the BatchNorm scales of channels whose kernel
       is pruned (see ``bec_jax.compress.pruning``).
     method: "prune" (one shot, no training), "finetune" (one shot + masked

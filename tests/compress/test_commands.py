@@ -18,6 +18,19 @@ def test_bad_input_is_a_clear_error(capsys, tmp_path):
     assert e.value.code == 2 and "invalid choice: 'layerwise'" in capsys.readouterr().err
 
 
+def test_cli_distributions_are_the_library_s():
+    import argparse
+
+    from bec_jax.compress.commands import register
+    from bec_jax.compress.pruning import DISTRIBUTIONS
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    prune = sub.choices["prune"]
+    action = next(a for a in prune._actions if a.dest == "distribution")
+    assert tuple(action.choices) == DISTRIBUTIONS
+
+
 @pytest.mark.slow
 def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     run, data = small_run

@@ -6,8 +6,8 @@ import pytest
 from flax import nnx
 
 from bec_jax.compress.pruning import (
-    PruneConfig, apply_masks, erk_densities, magnitude_masks, keep_pruned, named_leaves, prunable_names, schedule_to,
-    set_masks, sparsity_report,
+    PruneConfig, apply_masks, erk_densities, lamp_scores, magnitude_masks, keep_pruned, leaf_name, named_leaves, prunable_names,
+    schedule_to, set_masks, sparsity_report,
 )
 from bec_jax.models import UNetConfig, init_model
 from bec_jax.train import init_state, make_train_step, masked_mse
@@ -170,6 +170,50 @@ def test_erk_masks_keep_every_layer_and_prune_by_magnitude_within_it():
         PruneConfig(0.5, distribution="layerwise")
     with pytest.raises(ValueError, match="BatchNorm scales"):  # this small net's scales are 0.8 % of its weights
         magnitude_masks(params, PruneConfig(0.995, distribution="erk"))
+
+
+def test_lamp_scores_closed_forms():
+    # ascending squares 1, 4, 9: 1/14, 4/13, 9/9; already-pruned entries score -1 and leave the sums
+    np.testing.assert_allclose(lamp_scores(np.array([3.0, 1.0, 2.0])), [1.0, 1 / 14, 4 / 13])
+    np.testing.assert_allclose(lamp_scores(np.array([3.0, -1.0, 2.0, 0.0])), [1.0, -1.0, 4 / 13, 0.0])
+    # ties: the earlier one ranks lower (pruned first, as in _global_keeps)
+    np.testing.assert_allclose(lamp_scores(np.array([2.0, 2.0])), [0.5, 1.0])
+    np.testing.assert_array_equal(lamp_scores(np.array([0.0, -1.0])), [0.0, -1.0])
+
+
+def test_lamp_masks_ignore_layer_scale_and_keep_every_layer():
+    tree = {"a": {"kernel": jnp.array([1.0, 2.0, 3.0]).reshape(1, 1, 1, 3)},
+            "b": {"kernel": jnp.array([0.1, 0.2, 0.3]).reshape(1, 1, 1, 3)}}
+    glob = named_leaves(magnitude_masks(tree, PruneConfig(2 / 6)))
+    lamp = named_leaves(magnitude_masks(tree, PruneConfig(2 / 6, distribution="lamp")))
+    assert np.asarray(glob["b/kernel"]).ravel().tolist() == [False, False, True]  # magnitude: b's two smallest
+    # LAMP: a and b score alike (b = a/10), so each loses its smallest weight
+    assert np.asarray(lamp["a/kernel"]).ravel().tolist() == [False, True, True]
+    assert np.asarray(lamp["b/kernel"]).ravel().tolist() == [False, True, True]
+
+    params = nnx.state(init_model(UNetConfig(base_width=4, depth=3, input_size=16), seed=2), nnx.Param)
+    names = prunable_names(params)
+    p = named_leaves(params)
+    total = sum(p[n].size for n in names)
+    masks = magnitude_masks(params, PruneConfig(0.99, distribution="lamp"))
+    m = named_leaves(masks)
+    assert sum(int((~np.asarray(m[n])).sum()) for n in names) == round(0.99 * total)  # exact count
+    for n in names:
+        keep, w = np.asarray(m[n]), np.abs(np.asarray(p[n]))
+        assert keep.any()  # every layer keeps its largest weight (score 1)
+        if not keep.all():
+            assert w[keep].min() >= w[~keep].max()  # magnitude decides within a layer
+    # multiplying one layer by a constant changes nothing (what a conv + BatchNorm ignores too)
+    scaled = jax.tree_util.tree_map_with_path(
+        lambda path, x: x * 1e3 if leaf_name(path) == names[3] else x, params)
+    again = magnitude_masks(scaled, PruneConfig(0.99, distribution="lamp"))
+    for a, b in zip(jax.tree.leaves(masks), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # iterative: the pruned set only grows, and dead scales can be reclaimed as with "global"
+    m2 = magnitude_masks(params, PruneConfig(0.995, distribution="lamp", reclaim_dead_scales=True), previous=masks)
+    for a, b in zip(jax.tree.leaves(masks), jax.tree.leaves(m2)):
+        assert not np.any(np.asarray(b) & ~np.asarray(a))
+    assert sum(int((~np.asarray(named_leaves(m2)[n])).sum()) for n in names) >= round(0.995 * total)
 
 
 def test_dead_channel_scales_are_reclaimed_for_kernel_weights():
