@@ -54,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                    help="fine-tuning lr per stage: constant, or cosine decay to 1%% restarting each stage "
                         "(the dense control restarts every --ft-epochs too)")
+    p.add_argument("--precise-bn", action="store_true",
+                   help="BatchNorm statistics of every validated / kept model recomputed over the training set "
+                        "(workflow.precise_batch_stats), for the dense control too")
     p.add_argument("--schedule", default=None,
                    help="increasing sparsities of the chain, comma-separated (default: 80,90,97,99,99.5,99.9 %%)")
     p.add_argument("--variants", default="global,global+reclaim,erk", help=f"comma-separated, of {', '.join(VARIANTS)}")
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
         progress=False, log=print)
     setup = load_setup(args.out, args.data, which="latest")
     tuner = FineTuner(setup.model, setup.train, learning_rate=args.ft_lr, loss=setup.train_config.loss,
-                      cycle_epochs=args.ft_epochs if args.lr_schedule == "cosine" else None)
+                      cycle_epochs=args.ft_epochs if args.lr_schedule == "cosine" else None, precise_bn=args.precise_bn)
     ft, stages = args.ft_epochs, tuple(args.schedule or DEFAULT_SCHEDULE)
     # epochs of fine-tuning after stage k (1-based); the last stage may be longer
     after = [ft * k for k in range(1, len(stages))] + [ft * (len(stages) - 1) + args.last_epochs]
@@ -127,6 +130,7 @@ def main(argv=None) -> int:
     for r in rows:
         by.setdefault(r["variant"], {}).setdefault(r["sparsity"], []).append(r["ratio"])
     last = f", last stage {args.last_epochs}" if args.last_epochs != ft else ""
+    last += ", precise BN statistics" if args.precise_bn else ""
     md = [f"# Iterative pruning variants (ft {ft} epochs/stage{last} at lr {args.ft_lr:g} ({args.lr_schedule}), "
           f"keep {args.keep} epoch; test MSE / dense same epochs"
           + (f"; median [min–max] over seeds {args.seeds}" if len(args.seeds) > 1 else "") + ")",

@@ -68,3 +68,48 @@ def test_finetuner_rejects_bad_cycle():
 
     with pytest.raises(ValueError, match="cycle_epochs must be None or >= 1, got 0"):
         FineTuner(None, None, learning_rate=1e-3, cycle_epochs=0)
+
+
+def test_precise_batch_stats_are_epoch_means_of_each_batch_s_statistics(small_dataset):
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from bec_jax.compress.workflow import FineTuner, precise_batch_stats, test_mse
+    from bec_jax.data.loader import BatchLoader
+    from bec_jax.models import UNetConfig, init_model
+    from bec_jax.models.unet import apply_conv
+    from bec_jax.train import TrainConfig
+    from bec_jax.train.trainer import load_dataset
+
+    tc = TrainConfig()
+    grid, arrays, _, splits = load_dataset(small_dataset, tc)
+    psi = arrays["psi"][splits["train"]][:8]
+    loader = BatchLoader(grid, psi, 4, tc.target_config, shuffle=False)
+    model = init_model(UNetConfig(base_width=4, depth=2, input_size=grid.n), 0)
+    # garbage running statistics: the result must not depend on them
+    nnx.update(model, jax.tree.map(lambda a: a + 7.0, nnx.state(model, nnx.BatchStat)))
+    out = precise_batch_stats(model, loader)
+    # closed form at the first BatchNorm: the mean over the 2 batches of the mean and unbiased
+    # variance of conv1's output
+    means, vars_ = [], []
+    for batch in loader.epoch(0):
+        h = apply_conv(model.inc.conv1, batch["x"])
+        means.append(jnp.mean(h, axis=(0, 1, 2)))
+        vars_.append(jnp.var(h, axis=(0, 1, 2), ddof=1))
+    np.testing.assert_allclose(out.inc.bn1.mean[...], np.mean(means, 0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out.inc.bn1.var[...], np.mean(vars_, 0), rtol=1e-4, atol=1e-6)
+    # params untouched, the caller's model unchanged, the copy in eval mode
+    for a, b in zip(jax.tree.leaves(nnx.state(out, nnx.Param)), jax.tree.leaves(nnx.state(model, nnx.Param))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(model.inc.bn1.mean[...][0]) == pytest.approx(7.0, abs=1.0)
+    assert np.isfinite(test_mse(out, loader)["mse"])
+    with pytest.raises(ValueError, match="no batch"):
+        precise_batch_stats(model, BatchLoader(grid, psi[:0], 4, tc.target_config))
+    # a fine-tuner with precise_bn validates, returns and keeps models with those statistics
+    tuner = FineTuner(model, loader, learning_rate=1e-3, precise_bn=True)
+    r = tuner.run(model, None, 2, select=loader)
+    again = precise_batch_stats(r.model, loader)
+    for a, b in zip(jax.tree.leaves(nnx.state(r.model, nnx.BatchStat)), jax.tree.leaves(nnx.state(again, nnx.BatchStat))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    assert test_mse(r.model, loader)["mse"] == pytest.approx(min(r.val_mse), rel=1e-5)
