@@ -33,8 +33,11 @@ def solver(d) -> str:
                    f"{r['speedup_vs_numpy']:.2f}× | {r['jax_state_steps_per_s']:,.0f} | {one} |")
     if "time_to_ground_state" in d:
         for m, t in d["time_to_ground_state"].items():
+            split = (f" on {t['devices']} devices (the starts split over them; one device: "
+                     f"{t['wall_s_one_device']:.1f} s, {t['speedup_split']:.2f}× slower; medians of {t['repeats']})"
+                     if "devices" in t else "")
             out += ["", f"Time to ground state ({m}), g = {t['g']:.0f}, Ω = {t['omega']}, n = {t['n']}, "
-                        f"{t['n_starts']} starts: {t['wall_s']:.1f} s compiled ({t['wall_s_with_compile']:.1f} s "
+                        f"{t['n_starts']} starts: {t['wall_s']:.1f} s compiled{split} ({t['wall_s_with_compile']:.1f} s "
                         f"with compilation), E = {t['energy']:.6f}, residual {t['residual']:.1e}, "
                         f"{t['vortices']} vortices, converged = {t['converged']}."]
     if "batch_ground_states" in d:

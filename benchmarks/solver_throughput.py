@@ -9,7 +9,8 @@ For every (n, batch) it times, in the same process:
   ..._one_device  both again with shard=False (the fusion ratio, like with like)
   numpy    the same split-step scheme in NumPy + scipy.fft (workers=-1: all cores)
 and reports medians and the ratios jax/fft (step cost over its FFT floor) and
-numpy/jax (speed-up). It also times ground_state for g = 500, Ω = 0.85, n = 128,
+numpy/jax (speed-up). It also times ground_state for g = 500, Ω = 0.85, n = 128
+(its 4 starts split over the devices, and on one device),
 and a batch of --batch-states (default 1024) ground states at 32² as one program.
 
     python benchmarks/solver_throughput.py --out benchmarks/results/solver_throughput.json
@@ -127,24 +128,34 @@ def bench_point(n: int, batch: int, steps: int, repeats: int, numpy_steps: int) 
     return row
 
 
-def time_to_ground_state(n=128, g=500.0, omega=0.85) -> dict:
+def time_to_ground_state(n=128, g=500.0, omega=0.85, repeats: int = 3) -> dict:
+    """One state's ground state (4 starts), compiled: median wall time split over the local devices
+    (the starts go 4 / D per device) and on one device, interleaved."""
     grid = bj.Grid(n, float(bj.box_length(g, omega)))
-    out = {}
-    for method in ("pcg",):
-        f = lambda: bj.ground_state(grid, g, omega, key=jax.random.key(0), method=method)
+    calls = {shard: lambda shard=shard: jax.block_until_ready(
+        bj.ground_state(grid, g, omega, key=jax.random.key(0), method="pcg", shard=shard)) for shard in (True, False)}
+    first, res = {}, {}
+    for shard, f in calls.items():
         t0 = time.perf_counter()
-        res = jax.block_until_ready(f())
-        t_first = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        res = jax.block_until_ready(f())
-        t = time.perf_counter() - t0
-        out[method] = dict(
-            n=n, g=g, omega=omega, length=grid.length, wall_s=t, wall_s_with_compile=t_first,
-            energy=float(res.energy), residual=float(res.residual), converged=bool(res.converged),
-            vortices=int(res.vortices), steps=int(res.steps), n_starts=int(res.start_energies.shape[-1]),
-            start_energies=np.asarray(res.start_energies).tolist(),
-        )
-    return out
+        res[shard] = f()
+        first[shard] = time.perf_counter() - t0
+    times = {shard: [] for shard in calls}
+    for _ in range(repeats):
+        for shard, f in calls.items():
+            t0 = time.perf_counter()
+            f()
+            times[shard].append(time.perf_counter() - t0)
+    wall = {k: float(np.median(v)) for k, v in times.items()}
+    r = res[True]
+    return {"pcg": dict(
+        n=n, g=g, omega=omega, length=grid.length, devices=len(r.psi.sharding.device_set),
+        wall_s=wall[True], wall_s_one_device=wall[False], speedup_split=wall[False] / wall[True],
+        wall_s_with_compile=first[True], repeats=repeats,
+        energy=float(r.energy), residual=float(r.residual), converged=bool(r.converged),
+        vortices=int(r.vortices), steps=int(r.steps), n_starts=int(r.start_energies.shape[-1]),
+        start_energies=np.asarray(r.start_energies).tolist(),
+        energy_one_device=float(res[False].energy),
+    )}
 
 
 def batch_ground_states(batch: int = 1024, n: int = 32) -> dict:
