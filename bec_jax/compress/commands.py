@@ -36,14 +36,14 @@ def cmd_prune(args) -> int:
     dense = test_mse(setup.model, setup.test)
     model, _, log = prune_and_finetune(
         setup, args.sparsity, args.method, ft_epochs=args.ft_epochs, learning_rate=lr,
-        prune=pcfg, schedule=tuple(args.schedule), keep=args.keep,
+        prune=pcfg, schedule=tuple(args.schedule), keep=args.keep, precise_bn=args.precise_bn,
         on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True))
     final = test_mse(model, setup.test)
     report = sparsity_report(nnx_params(model), include_bn_scale=not args.no_bn_scale)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=args.overwrite,
                            extra=dict(kind="pruned", sparsity=args.sparsity, method=args.method))
     summary = dict(run=str(args.run), method=args.method, sparsity=args.sparsity, stages=log,
-                   ft_epochs=args.ft_epochs, keep=args.keep, ft_lr=lr, prune_config=dataclasses.asdict(pcfg),
+                   ft_epochs=args.ft_epochs, keep=args.keep, ft_lr=lr, precise_bn=args.precise_bn, prune_config=dataclasses.asdict(pcfg),
                    test_mse_dense=dense["mse"], test_mse=final["mse"], ratio_to_dense=final["mse"] / dense["mse"],
                    sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
     (out / "prune.json").write_text(json.dumps(summary, indent=2))
@@ -136,6 +136,9 @@ def register(sub) -> None:
     p.add_argument("--ft-lr", type=float, default=None, help="fine-tune lr (default: training lr / 10)")
     p.add_argument("--keep", choices=["best", "last"], default="best",
                    help="fine-tuning epoch each stage keeps: lowest validation MSE (as training does) or the last")
+    p.add_argument("--precise-bn", action="store_true",
+                   help="recompute BatchNorm statistics over the training set after every fine-tuning epoch "
+                        "(steadier eval-mode outputs at extreme sparsity)")
     p.add_argument("--no-bn-scale", action="store_true", help="exclude BatchNorm scales (reference: included)")
     # = pruning.DISTRIBUTIONS, spelled out so that parsing does not import jax (a test checks they agree)
     p.add_argument("--distribution", choices=("global", "lamp", "erk"), default="global",

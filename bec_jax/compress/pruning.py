@@ -34,6 +34,8 @@ How the pruned weights are spread over the layers (``PruneConfig.distribution``)
   gives the best ratios at 99–99.9 %, but it leaves channels with one or two
   weights, whose near-zero BatchNorm variance made eval-mode outputs blow up
   at 99.9 % in one exploratory run, so it is not the default.
+  (``workflow.precise_batch_stats``, ``bec-jax prune --precise-bn``,
+  recomputes those statistics over the training set and calms this.)
 - ``"lamp"``: layer-adaptive magnitude pruning (Lee et al., "Layer-adaptive
   sparsity for the magnitude-based pruning", ICLR 2021): each weight u is
   scored u² / Σ_{|v| ≥ |u|} v² over its own layer (leaf), and one global

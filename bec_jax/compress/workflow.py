@@ -106,7 +106,8 @@ def prune_once(model: UNet, config: PruneConfig, previous=None):
 
 def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", *, ft_epochs: int = 1,
                        learning_rate: float | None = None, prune: PruneConfig = PruneConfig(),
-                       schedule=DEFAULT_SCHEDULE, keep: str = "best", on_stage=None, progress: bool = False):
+                       schedule=DEFAULT_SCHEDULE, keep: str = "best", precise_bn: bool = False, on_stage=None,
+                       progress: bool = False):
     """Prune ``setup.model`` to ``sparsity`` by ``method`` (one of METHODS).
 
     "prune": one shot; "finetune": one shot + ``ft_epochs`` of masked
@@ -115,7 +116,9 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
     (default: the run's / 10). prune: which weights take part and how
     (its sparsity is replaced by each stage's). keep (one of KEEP): each
     fine-tuning stage ends with its epoch of lowest validation MSE ("best",
-    the rule ``fit`` applies to training) or its last epoch. on_stage(row) is
+    the rule ``fit`` applies to training) or its last epoch. precise_bn:
+    ``FineTuner(precise_bn=True)`` (BatchNorm statistics recomputed over the
+    training set after every epoch). on_stage(row) is
     called after each stage. Returns (model, masks, rows) with one row per
     stage: {"sparsity", "test_mse_pruned"[, "test_mse_finetuned",
     "train_losses", "val_mse", "kept_epoch"]}.
@@ -131,8 +134,8 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
     dataclasses.replace(prune, sparsity=sparsity)  # bad settings fail before any work
     stages = schedule_to(sparsity, schedule) if method == "iterative" else (sparsity,)
     lr = learning_rate if learning_rate is not None else setup.train_config.learning_rate / 10
-    tuner = (FineTuner(setup.model, setup.train, learning_rate=lr, loss=setup.train_config.loss)
-             if method != "prune" else None)
+    tuner = (FineTuner(setup.model, setup.train, learning_rate=lr, loss=setup.train_config.loss,
+                       precise_bn=precise_bn) if method != "prune" else None)
     bar = tqdm(total=len(stages) * (ft_epochs if tuner else 1), desc="prune", unit="epoch" if tuner else "stage",
                disable=not progress, dynamic_ncols=True)
     model, masks, rows = setup.model, None, []

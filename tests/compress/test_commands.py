@@ -35,8 +35,9 @@ def test_cli_distributions_are_the_library_s():
 def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     run, data = small_run
     assert main(["prune", "--run", str(run), "--sparsity", "0.9", "--method", "iterative", "--schedule", "0.5",
-                 "--ft-epochs", "1", "--reclaim-dead-scales", "--out", str(tmp_path / "p")]) == 0
+                 "--ft-epochs", "1", "--reclaim-dead-scales", "--precise-bn", "--out", str(tmp_path / "p")]) == 0
     rep = json.loads((tmp_path / "p" / "prune.json").read_text())
+    assert rep["precise_bn"]
     assert rep["prune_config"]["reclaim_dead_scales"] and rep["prune_config"]["distribution"] == "global"
     assert rep["sparsity_table"]["total"]["sparsity"] == pytest.approx(0.9, abs=1e-3)
     assert [s["sparsity"] for s in rep["stages"]] == [0.5, 0.9]
