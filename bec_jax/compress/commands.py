@@ -43,7 +43,8 @@ def cmd_prune(args) -> int:
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=args.overwrite,
                            extra=dict(kind="pruned", sparsity=args.sparsity, method=args.method))
     summary = dict(run=str(args.run), method=args.method, sparsity=args.sparsity, stages=log,
-                   ft_epochs=args.ft_epochs, keep=args.keep, ft_lr=lr, precise_bn=args.precise_bn, prune_config=dataclasses.asdict(pcfg),
+                   ft_epochs=args.ft_epochs, keep=args.keep, ft_lr=lr, precise_bn=args.precise_bn,
+                   prune_config=dataclasses.asdict(pcfg),
                    test_mse_dense=dense["mse"], test_mse=final["mse"], ratio_to_dense=final["mse"] / dense["mse"],
                    sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
     (out / "prune.json").write_text(json.dumps(summary, indent=2))

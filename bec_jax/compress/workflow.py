@@ -31,8 +31,7 @@ from bec_jax.train.trainer import (TrainConfig, evaluate_loader, init_state, loa
                                    make_predict, make_train_step)
 
 __all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "precise_batch_stats",
-           "prune_once",
-           "prune_and_finetune", "dense_control", "latency_table", "forward_latency", "METHODS", "KEEP"]
+           "prune_once", "prune_and_finetune", "dense_control", "latency_table", "forward_latency", "METHODS", "KEEP"]
 
 METHODS = ("prune", "finetune", "iterative")
 #: Which fine-tuning epoch a stage keeps: the one of lowest validation MSE, or the last.
@@ -197,7 +196,7 @@ def precise_batch_stats(model: UNet, loader: BatchLoader, epoch: int = 0) -> UNe
     means over one epoch of ``loader`` of each batch's train-mode statistics
     (mean, unbiased variance): "precise BN" (Wu & Johnson, "Rethinking 'Batch'
     in BatchNorm", 2021). Training's running average weights the last few
-    batches (PyTorch momentum 0.2: about the last 5 of 8 samples each), which in
+    batches (PyTorch momentum 0.2: about the last 5, of 8 samples each), which in
     a pruned network, where a channel may rest on one or two weights, leaves
     eval-mode outputs that swing by orders of magnitude between epochs.
     Params are untouched. Raises ValueError if the BatchNorms' momenta differ.
