@@ -16,7 +16,8 @@ and a batch of --batch-states (default 1024) ground states at 32² as one progra
     python benchmarks/solver_throughput.py --out benchmarks/results/solver_throughput.json
     python benchmarks/solver_throughput.py --quick      # a small subset
 
-Timings are medians of --repeats calls after a warm-up (compile) call.
+Timings are medians of --repeats calls after a warm-up (compile) call; the calls of one
+(n, batch) are interleaved and each ratio is the median of the ratios within a round.
 """
 
 from __future__ import annotations
@@ -83,48 +84,65 @@ def fft_passes(steps, mesh=None):
     return jax.jit(shard_batch(run, mesh))
 
 
+def interleaved_times(fns: dict, repeats: int) -> dict:
+    """Per-call wall times of each function in ``fns``, calls interleaved round by round
+    (after one warm-up call each), so that every ratio of two of them is taken in the same moment."""
+    for f in fns.values():
+        f()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: np.asarray(v) for k, v in times.items()}
+
+
 def bench_point(n: int, batch: int, steps: int, repeats: int, numpy_steps: int) -> dict:
     """One (n, batch): bec_jax and bare FFTs split over all devices (as a user calls it) and on one
-    device, and the NumPy baseline; ms per step and their ratios."""
+    device, and the NumPy baseline; ms per step (medians) and ratios (medians of the ratios of calls
+    made in the same round: this machine's speed drifts within minutes)."""
     grid = bj.Grid(n, 16.0)
     g, om, dt = 100.0, 0.8, 0.01
     X, Y = grid.mesh()
     psi = np.broadcast_to(np.exp(-(X**2 + Y**2) / 8), (batch, n, n)).astype(np.complex64)
     psi_j = jax.device_put(jnp.asarray(psi))
     mesh = batch_mesh(batch)
-    t = {}
+    fns = {}
     for split in (True, False) if mesh is not None else (False,):
-        t["jax", split] = median_time(
-            lambda: bj.imaginary_time(grid, psi_j, g, om, dt=dt, steps=steps, shard=split).block_until_ready(),
-            repeats)
+        fns["jax", split] = (lambda s: lambda: bj.imaginary_time(
+            grid, psi_j, g, om, dt=dt, steps=steps, shard=s).block_until_ready())(split)
         run_fft = fft_passes(steps, mesh if split else None)
-        t["fft", split] = median_time(lambda: run_fft(psi_j).block_until_ready(), repeats)
+        fns["fft", split] = (lambda f: lambda: f(psi_j).block_until_ready())(run_fft)
+    fns["numpy"] = lambda: numpy_imaginary_time(grid, psi, g, om, dt, numpy_steps)
+    t = interleaved_times(fns, repeats)
     if mesh is None:
         t["jax", True], t["fft", True] = t["jax", False], t["fft", False]
-    t_np = median_time(lambda: numpy_imaginary_time(grid, psi, g, om, dt, numpy_steps), max(1, repeats // 2))
     # Same scheme: the NumPy result after numpy_steps equals jax's to float32 round-off.
     ref = numpy_imaginary_time(grid, psi[:1], g, om, dt, 4)
     err = float(np.max(np.abs(ref - np.asarray(bj.imaginary_time(grid, psi_j[:1], g, om, dt=dt, steps=4)))))
     if not err < 1e-4:  # peak |ψ| ≈ 0.26: anything larger is a different scheme, not round-off
         raise RuntimeError(f"NumPy baseline differs from bj.imaginary_time by {err:.3g} at n={n}")
-    ms = {k: 1e3 * v / steps for k, v in t.items()}
+    per_step = {k: v / (numpy_steps if k == "numpy" else steps) for k, v in t.items()}
+    ms = {k: 1e3 * float(np.median(v)) for k, v in per_step.items()}
+    ratio = lambda a, b: float(np.median(per_step[a] / per_step[b]))
     row = dict(
         n=n, batch=batch, devices=1 if mesh is None else mesh.size,
         jax_step_ms=ms["jax", True],
         fft_step_ms=ms["fft", True],
         jax_one_device_step_ms=ms["jax", False],
         fft_one_device_step_ms=ms["fft", False],
-        numpy_step_ms=1e3 * t_np / numpy_steps,
-        jax_state_steps_per_s=batch * steps / t["jax", True],
-        numpy_state_steps_per_s=batch * numpy_steps / t_np,
+        numpy_step_ms=ms["numpy"],
+        jax_state_steps_per_s=batch / float(np.median(per_step["jax", True])),
+        numpy_state_steps_per_s=batch / float(np.median(per_step["numpy"])),
         max_abs_diff_vs_numpy=err,
+        jax_over_fft=ratio(("jax", True), ("fft", True)),
+        jax_over_fft_one_device=ratio(("jax", False), ("fft", False)),
+        speedup_vs_numpy=ratio("numpy", ("jax", True)),
+        speedup_vs_numpy_one_device=ratio("numpy", ("jax", False)),
+        # the most a step could gain over NumPy if it cost nothing beyond its FFT passes
+        numpy_over_fft=ratio("numpy", ("fft", True)),
     )
-    row["jax_over_fft"] = row["jax_step_ms"] / row["fft_step_ms"]
-    row["jax_over_fft_one_device"] = row["jax_one_device_step_ms"] / row["fft_one_device_step_ms"]
-    row["speedup_vs_numpy"] = row["numpy_step_ms"] / row["jax_step_ms"]
-    row["speedup_vs_numpy_one_device"] = row["numpy_step_ms"] / row["jax_one_device_step_ms"]
-    # the most a step could gain over NumPy if it cost nothing beyond its FFT passes
-    row["numpy_over_fft"] = row["numpy_step_ms"] / row["fft_step_ms"]
     return row
 
 
@@ -178,7 +196,7 @@ def main():
     p.add_argument("--sizes", default="64,128,200,256")
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--steps", type=int, default=20, help="steps per timed call")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--quick", action="store_true", help="n=64,200 and batch 1,16 only; no ground-state timing")
     p.add_argument("--no-ground-state", action="store_true")
     p.add_argument("--batch-states", type=int, default=1024, help="size of the one-program ground-state batch")
