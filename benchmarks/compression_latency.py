@@ -3,8 +3,10 @@
 Latency (at the reference size by default: width 8, depth 7, 200²; every batch
 size of ``--batches``): fp32; int8 (``Int8Conv``: int8 × int8 → int32 convs)
 with per-channel scales on all convs and "mixed" (first/last two convs fp32);
-structured channel pruning (inner DoubleConv channels, ``shrink_model``)
-keeping each ``--keep`` fraction. Every variant is a jax.jit-compiled eval-mode
+structured channel pruning keeping each ``--keep`` fraction of the inner
+DoubleConv channels (``shrink_model``: "structured_keep…") and of the inner and
+output channels (``shrink_model(outer=True)``: "structured_all_keep…"). Every
+variant is a jax.jit-compiled eval-mode
 forward; after ``--warmup`` calls each, ``--repeats`` rounds call the variants
 in turn (``latency_table``), so all see the same machine load; medians and
 quartiles in ms. Latency does not depend on the weight values, so these models
@@ -13,8 +15,10 @@ are freshly initialised.
 Accuracy (with ``--run``, a trained run such as the compression study's
 baseline): test MSE of the run's model structurally pruned to each keep
 fraction, before and after ``--ft-epochs`` of fine-tuning at ``--ft-lr``,
-relative to the dense model fine-tuned for the same epochs (same lr), plus the
-latency of those models at the run's size and batch size.
+relative to the dense model fine-tuned for the same epochs (same lr), each
+keeping its epoch of lowest validation MSE (``--keep best``, the rule of the
+pruning study) or its last, plus the latency of those models at the run's size
+and batch size.
 
     python benchmarks/compression_latency.py --run runs/compression_study --data data/quick.h5
     python benchmarks/compression_latency.py --width 4 --depth 3 --size 64 --batches 8 --repeats 5   # smoke
@@ -49,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default=None, help="dataset of --run (default: the one it was trained on)")
     p.add_argument("--ft-epochs", type=int, default=4, help="fine-tuning epochs of each structured model")
     p.add_argument("--ft-lr", type=float, default=None, help="fine-tuning lr (default: the run's lr / 10)")
+    p.add_argument("--keep-epoch", choices=["best", "last"], default="best",
+                   help="fine-tuning epoch kept (structured and dense alike): lowest validation MSE, or last")
     p.add_argument("--out", default="benchmarks/results/compression_latency.json")
     args = p.parse_args(argv)
     if args.repeats < 3 or args.warmup < 0:
@@ -64,6 +70,23 @@ def parse_args(argv=None):
     return args
 
 
+def structured_variants(base, keep) -> dict:
+    """{name: shrunken copy of base} for each keep fraction: inner channels only, and inner + outer."""
+    from bec_jax.compress.structured import shrink_model
+
+    out = {}
+    for k in keep:
+        out[f"structured_keep{k:g}"] = shrink_model(base, k)
+        out[f"structured_all_keep{k:g}"] = shrink_model(base, k, outer=True)
+    return out
+
+
+def _widths(model) -> dict:
+    from bec_jax.compress.structured import inner_widths, outer_widths
+
+    return dict(inner_widths=inner_widths(model), outer_widths=outer_widths(model))
+
+
 def _rows(lat: dict, params: dict, widths: dict) -> dict:
     """Latency rows with speed-up and max |output − fp32 output| vs the "fp32" entry."""
     ref = lat["fp32"]
@@ -73,7 +96,7 @@ def _rows(lat: dict, params: dict, widths: dict) -> dict:
         y = r.pop("output")
         out[name] = dict(r, speedup_vs_fp32=ref["median_ms"] / r["median_ms"],
                          max_abs_diff_to_fp32=float(np.max(np.abs(y - ref["output"]))), params=params[name],
-                         **({"inner_widths": widths[name]} if name in widths else {}))
+                         **widths.get(name, {}))
     return out
 
 
@@ -81,7 +104,6 @@ def latency_section(args) -> dict:
     import jax
 
     from bec_jax.compress.quantization import QuantConfig, quantize_model
-    from bec_jax.compress.structured import inner_widths, shrink_model
     from bec_jax.compress.workflow import latency_table
     from bec_jax.models import UNetConfig, count_params, init_model
 
@@ -91,10 +113,9 @@ def latency_section(args) -> dict:
     variants = {"fp32": base,
                 "int8_per_channel": quantize_model(base, QuantConfig.preset("per_channel"), "int8"),
                 "int8_mixed": quantize_model(base, QuantConfig.preset("mixed"), "int8")}
-    for k in args.keep:
-        variants[f"structured_keep{k:g}"] = shrink_model(base, k)
+    variants.update(structured_variants(base, args.keep))
     params = {n: count_params(base if n.startswith("int8") else m) for n, m in variants.items()}
-    widths = {n: inner_widths(m) for n, m in variants.items() if n.startswith("structured")}
+    widths = {n: _widths(m) for n, m in variants.items() if n.startswith("structured")}
     out = {}
     for b in args.batches:
         x = jax.random.normal(jax.random.key(0), (b, args.size, args.size, 1))
@@ -107,7 +128,6 @@ def latency_section(args) -> dict:
 
 
 def accuracy_section(args) -> dict:
-    from bec_jax.compress.structured import inner_widths, shrink_model
     from bec_jax.compress.workflow import FineTuner, latency_table, load_setup, test_mse
     from bec_jax.models import count_params
 
@@ -116,22 +136,22 @@ def accuracy_section(args) -> dict:
     base = setup.model
     loss = setup.train_config.loss
 
-    def tune(model):
-        return FineTuner(model, setup.train, learning_rate=lr, loss=loss).run(model, None, args.ft_epochs)[0]
+    select = setup.val if args.keep_epoch == "best" else None
 
-    dense_ft = tune(base)
+    def tune(model):
+        r = FineTuner(model, setup.train, learning_rate=lr, loss=loss).run(model, None, args.ft_epochs, select=select)
+        return r.model, r.epoch
+
+    dense_ft, epoch = tune(base)
     rows = dict(dense=dict(params=count_params(base), test_mse_pruned=test_mse(base, setup.test)["mse"],
-                           test_mse_finetuned=test_mse(dense_ft, setup.test)["mse"]))
+                           test_mse_finetuned=test_mse(dense_ft, setup.test)["mse"], kept_epoch=epoch))
     models = {"dense": dense_ft}
-    for k in args.keep:
-        small = shrink_model(base, k)
-        tuned = tune(small)
-        name = f"structured_keep{k:g}"
-        models[name] = tuned
-        rows[name] = dict(params=count_params(small), inner_widths=inner_widths(small),
+    for name, small in structured_variants(base, args.keep).items():
+        models[name], epoch = tune(small)
+        rows[name] = dict(params=count_params(small), **_widths(small), kept_epoch=epoch,
                           test_mse_pruned=test_mse(small, setup.test)["mse"],
-                          test_mse_finetuned=test_mse(tuned, setup.test)["mse"])
-        print(f"keep {k:g}: MSE pruned {rows[name]['test_mse_pruned']:.3e}, fine-tuned "
+                          test_mse_finetuned=test_mse(models[name], setup.test)["mse"])
+        print(f"{name}: MSE pruned {rows[name]['test_mse_pruned']:.3e}, fine-tuned "
               f"{rows[name]['test_mse_finetuned']:.3e} (dense same epochs {rows['dense']['test_mse_finetuned']:.3e})",
               flush=True)
     x = next(iter(setup.test.epoch(0)))["x"]
@@ -141,7 +161,8 @@ def accuracy_section(args) -> dict:
                  median_ms=lat[name]["median_ms"], q25_ms=lat[name]["q25_ms"], q75_ms=lat[name]["q75_ms"],
                  speedup_vs_dense=lat["dense"]["median_ms"] / lat[name]["median_ms"])
     return dict(run=str(args.run), data=setup.info["data"], model_config=setup.model_config.to_dict(),
-                ft_epochs=args.ft_epochs, ft_lr=lr, latency_batch=int(x.shape[0]), rows=rows)
+                ft_epochs=args.ft_epochs, ft_lr=lr, keep_epoch=args.keep_epoch, latency_batch=int(x.shape[0]),
+                rows=rows)
 
 
 def markdown(r: dict) -> str:
@@ -160,7 +181,8 @@ def markdown(r: dict) -> str:
     if a:
         m = a["model_config"]
         L += ["", f"### Structured pruning: accuracy and latency, width {m['base_width']}, depth {m['depth']}, "
-              f"{m['input_size']}² (`{a['run']}`, {a['ft_epochs']} fine-tuning epochs at lr {a['ft_lr']:g})", "",
+              f"{m['input_size']}² (`{a['run']}`, {a['ft_epochs']} fine-tuning epochs at lr {a['ft_lr']:g}, "
+              f"{a.get('keep_epoch', 'last')} epoch kept)", "",
               f"| model | params | test MSE pruned | fine-tuned | / dense same epochs | latency batch "
               f"{a['latency_batch']} (ms) | speed-up |", "|---|---|---|---|---|---|---|"]
         for name, x in a["rows"].items():

@@ -294,23 +294,23 @@ def quantize_state(model: UNet, config: QuantConfig | None) -> dict:
 
 
 def dequantize_into(model_config: UNetConfig, qstate: dict, mode: str = "dequant",
-                    inner_widths=None) -> UNet:
+                    inner_widths=None, outer_widths=None) -> UNet:
     """Rebuild a UNet (eval mode) from a ``quantize_state`` pytree.
 
     mode "dequant": plain float model with kernels q·s; "int8": int8 kernels run
-    by ``Int8Conv``. inner_widths: DoubleConv inner widths of a structurally
-    pruned model (``structured.inner_widths``), None for the config's. Raises
-    ValueError when a stored shape does not fit (a checkpoint of another
-    architecture).
+    by ``Int8Conv``. inner_widths, outer_widths: DoubleConv widths of a
+    structurally pruned model (``structured.inner_widths`` / ``outer_widths``),
+    None for the config's. Raises ValueError when a stored shape does not fit
+    (a checkpoint of another architecture).
     """
     if mode not in ("dequant", "int8"):
         raise ValueError(f"mode must be 'dequant' or 'int8', got {mode!r}")
-    from bec_jax.compress.structured import with_inner_widths
+    from bec_jax.compress import structured
     from bec_jax.models.unet import init_model
 
     model = init_model(model_config, 0)
-    if inner_widths is not None:
-        model = with_inner_widths(model, inner_widths)
+    if inner_widths is not None or outer_widths is not None:
+        model = structured.with_widths(model, inner_widths or structured.inner_widths(model), outer_widths)
     flat = dict(qstate["float"])
     for conv, q in qstate["int8"].items():
         flat[conv + ".kernel"] = np.asarray(dequantize(jnp.asarray(q), jnp.asarray(qstate["scale"][conv])))
@@ -470,11 +470,12 @@ def save_quantized(directory, model: UNet, config: QuantConfig | None, *, sparse
     ckptr.save(directory / "arrays", store)
     ckptr.wait_until_finished()
     ckptr.close()
-    from bec_jax.compress.structured import inner_widths
+    from bec_jax.compress import structured
 
-    widths = inner_widths(model)
+    full = dict(zip(("inner_widths", "outer_widths"), structured.full_widths(model.config)))
+    widths = {k: getattr(structured, k)(model) for k in full}
     meta = dict(format=FORMAT, model_config=model.config.to_dict(),
-                inner_widths=None if widths == _full_inner_widths(model.config) else widths,
+                **{k: None if w == full[k] else w for k, w in widths.items()},
                 quant=None if config is None else config.to_dict(), sparse=layout, packed=packed,
                 extra=extra or {})
     (directory / "quantized.json").write_text(json.dumps(meta, separators=(",", ":")))
@@ -512,13 +513,7 @@ def load_quantized(directory, model_config: UNetConfig | None = None, mode: str 
     for key, lay in meta["sparse"].items():
         group, k = key.split(":", 1)
         qstate[group][k] = decode_sparse(qstate[group][k], tuple(lay["shape"]), np.dtype(lay["dtype"]))
-    return dequantize_into(stored, qstate, mode, meta.get("inner_widths")), meta
-
-
-def _full_inner_widths(config: UNetConfig) -> list[int]:
-    """Inner widths of the unpruned U-Net of ``config`` (inc, down, up order)."""
-    enc = config.encoder_widths
-    return list(enc[:1]) + list(enc[1:]) + [mid for _, mid, _ in config.decoder_widths]
+    return dequantize_into(stored, qstate, mode, meta.get("inner_widths"), meta.get("outer_widths")), meta
 
 
 def weight_error_stats(model: UNet, config: QuantConfig,

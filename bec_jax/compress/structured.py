@@ -1,12 +1,21 @@
 """Structured (channel) pruning that physically shrinks the U-Net.
 
-Only the *inner* channels of each DoubleConv are pruned (conv1's outputs =
-bn1's channels = conv2's inputs). They feed nothing but conv2, so removing
-them needs no change to skip connections or neighbouring blocks, and the
-result is a smaller ordinary ``UNet`` (same forward code, smaller kernels).
-Channel importance: ‖conv1 filter‖₁ · |bn1 scale| (a channel with zero BN
-scale and bias contributes exactly nothing). For the reference U-Net the inner
-channels carry most of the FLOPs of the up path (mid = in/2).
+Two kinds of channels are removed:
+
+* *inner* channels of a DoubleConv (conv1's outputs = bn1's channels =
+  conv2's inputs): they feed nothing but conv2;
+* *outer* channels (conv2's outputs = bn2's channels = the block's output):
+  they feed the next down block, the skip connection into the up block of
+  the same level, the next up block or the output conv. Every consumer loses
+  the matching input channels (for an up block, in both halves of its
+  [skip, upsampled] concatenation), so the result is again an ordinary
+  ``UNet`` (same forward code, smaller kernels): with outer channels pruned
+  every convolution shrinks in both dimensions and the FLOPs fall about as
+  the square of the kept fraction.
+
+Channel importance: ‖filter‖₁ · |BN scale| of the conv that produces the
+channel (a channel with zero BN scale and bias contributes exactly nothing).
+Widths are per DoubleConv in forward order (inc, down…, up…).
 """
 
 from __future__ import annotations
@@ -14,69 +23,120 @@ from __future__ import annotations
 import numpy as np
 from flax import nnx
 
-from bec_jax.models.unet import DoubleConv, UNet
+from bec_jax.models.unet import DoubleConv, UNet, UNetConfig, _conv
 
-__all__ = ["channel_scores", "shrink_double_conv", "shrink_model", "inner_widths", "with_inner_widths"]
-
-
-def channel_scores(block: DoubleConv) -> np.ndarray:
-    """Importance (mid,) float64 of each inner channel of ``block``."""
-    k = np.abs(np.asarray(block.conv1.kernel[...], np.float64)).sum(axis=(0, 1, 2))
-    return k * np.abs(np.asarray(block.bn1.scale[...], np.float64))
+__all__ = ["channel_scores", "shrink_model", "with_widths", "inner_widths", "outer_widths", "full_widths"]
 
 
-def shrink_double_conv(block: DoubleConv, keep: int) -> DoubleConv:
-    """A DoubleConv with only the ``keep`` most important inner channels (1 <= keep <= mid)."""
-    mid = block.conv1.kernel.shape[-1]
-    if not 1 <= keep <= mid:
-        raise ValueError(f"keep must be in [1, {mid}], got {keep}")
-    idx = np.sort(np.argsort(-channel_scores(block), kind="stable")[:keep])
-    cin, cout = block.conv1.kernel.shape[2], block.conv2.kernel.shape[-1]
-    new = DoubleConv(cin, cout, keep, momentum=1.0 - block.bn1.momentum, epsilon=block.bn1.epsilon,
-                     rngs=nnx.Rngs(0))
-    new.conv1.kernel[...] = block.conv1.kernel[...][..., idx]
-    new.conv1.bias[...] = block.conv1.bias[...][idx]
-    for name in ("scale", "bias", "mean", "var"):
-        getattr(new.bn1, name)[...] = getattr(block.bn1, name)[...][idx]
-    new.conv2.kernel[...] = block.conv2.kernel[...][:, :, idx, :]
-    new.conv2.bias[...] = block.conv2.bias[...]
-    for name in ("scale", "bias", "mean", "var"):
-        getattr(new.bn2, name)[...] = getattr(block.bn2, name)[...]
-    return new
+def channel_scores(block: DoubleConv, which: str = "inner") -> np.ndarray:
+    """Importance float64 of each inner (conv1 output, shape (mid,)) or outer (conv2 output, (cout,)) channel."""
+    if which not in ("inner", "outer"):
+        raise ValueError(f"which must be 'inner' or 'outer', got {which!r}")
+    conv, bn = (block.conv1, block.bn1) if which == "inner" else (block.conv2, block.bn2)
+    k = np.abs(np.asarray(conv.kernel[...], np.float64)).sum(axis=(0, 1, 2))
+    return k * np.abs(np.asarray(bn.scale[...], np.float64))
 
 
-def shrink_model(model: UNet, keep_fraction: float) -> UNet:
-    """Copy of ``model`` whose every DoubleConv keeps ceil(keep_fraction · mid) inner channels.
-
-    keep_fraction in (0, 1]. The copy is in eval mode. Its ``config`` still
-    describes the unpruned widths: the shrunken model is for inference and
-    fine-tuning (``FineTuner``) and is stored with ``save_quantized``, which
-    records its ``inner_widths``; training ``Checkpoints`` cannot hold it.
-    """
-    if not (0 < keep_fraction <= 1):
-        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
-    return with_inner_widths(model, [max(1, int(np.ceil(keep_fraction * w))) for w in inner_widths(model)])
-
-
-def with_inner_widths(model: UNet, widths) -> UNet:
-    """Copy of ``model`` (eval mode) whose DoubleConvs keep their ``widths[i]`` most important inner channels.
-
-    widths: one int per DoubleConv in ``inner_widths`` order (inc, down…, up…),
-    each in [1, current inner width].
-    """
-    widths = [int(w) for w in widths]
-    if len(widths) != len(inner_widths(model)):
-        raise ValueError(f"expected {len(inner_widths(model))} inner widths (inc, down, up), got {len(widths)}")
-    model = nnx.clone(model)
-    it = iter(widths)
-    model.inc = shrink_double_conv(model.inc, next(it))
-    for blocks in (model.down, model.up):
-        for i in range(len(blocks)):
-            blocks[i] = shrink_double_conv(blocks[i], next(it))
-    model.eval()
-    return model
+def _blocks(model: UNet) -> list[DoubleConv]:
+    return [model.inc, *model.down, *model.up]
 
 
 def inner_widths(model: UNet) -> list[int]:
     """Inner (mid) channel count of every DoubleConv, forward order."""
-    return [b.conv1.kernel.shape[-1] for b in [model.inc, *model.down, *model.up]]
+    return [b.conv1.kernel.shape[-1] for b in _blocks(model)]
+
+
+def outer_widths(model: UNet) -> list[int]:
+    """Output channel count of every DoubleConv, forward order."""
+    return [b.conv2.kernel.shape[-1] for b in _blocks(model)]
+
+
+def full_widths(config: UNetConfig) -> tuple[list[int], list[int]]:
+    """(inner, outer) widths of the unpruned U-Net of ``config``, forward order."""
+    enc, dec = config.encoder_widths, config.decoder_widths
+    return list(enc) + [mid for _, mid, _ in dec], list(enc) + [out for _, _, out in dec]
+
+
+def _top(scores: np.ndarray, keep: int) -> np.ndarray:
+    """Sorted indices of the ``keep`` largest scores (ties: the lower index)."""
+    return np.sort(np.argsort(-scores, kind="stable")[:keep])
+
+
+def _sliced_block(block: DoubleConv, cin, mid, cout) -> DoubleConv:
+    """A DoubleConv holding ``block``'s weights of input channels ``cin``, inner ``mid``, outputs ``cout``."""
+    new = DoubleConv(len(cin), len(cout), len(mid), momentum=1.0 - block.bn1.momentum, epsilon=block.bn1.epsilon,
+                     rngs=nnx.Rngs(0))
+    new.conv1.kernel[...] = block.conv1.kernel[...][:, :, cin][..., mid]
+    new.conv1.bias[...] = block.conv1.bias[...][mid]
+    new.conv2.kernel[...] = block.conv2.kernel[...][:, :, mid][..., cout]
+    new.conv2.bias[...] = block.conv2.bias[...][cout]
+    for bn_old, bn_new, idx in ((block.bn1, new.bn1, mid), (block.bn2, new.bn2, cout)):
+        for name in ("scale", "bias", "mean", "var"):
+            getattr(bn_new, name)[...] = getattr(bn_old, name)[...][idx]
+    return new
+
+
+def _check_widths(name: str, widths, current: list[int]) -> list[int]:
+    widths = [int(w) for w in widths]
+    if len(widths) != len(current):
+        raise ValueError(f"expected {len(current)} {name} widths (inc, down, up), got {len(widths)}")
+    for i, (w, c) in enumerate(zip(widths, current)):
+        if not 1 <= w <= c:
+            raise ValueError(f"{name} width of block {i}: keep must be in [1, {c}], got {w}")
+    return widths
+
+
+def with_widths(model: UNet, inner, outer=None) -> UNet:
+    """Copy of ``model`` (eval mode) whose DoubleConvs keep their most important channels.
+
+    inner: one int per DoubleConv (``inner_widths`` order), each in [1, current
+    inner width]; outer: likewise for the block outputs (``outer_widths``), or
+    None to keep them all. Consumers of a block's output lose the matching
+    input channels (module doc).
+    """
+    blocks = _blocks(model)
+    inner = _check_widths("inner", inner, inner_widths(model))
+    outer = outer_widths(model) if outer is None else _check_widths("outer", outer, outer_widths(model))
+    mids = [_top(channel_scores(b, "inner"), w) for b, w in zip(blocks, inner)]
+    outs = [_top(channel_scores(b, "outer"), w) for b, w in zip(blocks, outer)]
+    depth = len(model.down)
+    full_out = outer_widths(model)
+
+    def inputs(i):
+        """Kept input channels of block i, in its own input numbering."""
+        if i == 0:
+            return np.arange(blocks[0].conv1.kernel.shape[2])
+        if i <= depth:  # down block i-1 reads block i-1 (inc or the down block above)
+            return outs[i - 1]
+        j = i - depth - 1  # up block j: [skip of level depth-1-j, upsampled (block i-1)]
+        skip = depth - 1 - j
+        return np.concatenate([outs[skip], full_out[skip] + outs[i - 1]])
+
+    new = [_sliced_block(b, inputs(i), mids[i], outs[i]) for i, b in enumerate(blocks)]
+    model = nnx.clone(model)
+    model.inc = new[0]
+    for i in range(depth):
+        model.down[i] = new[1 + i]
+        model.up[i] = new[1 + depth + i]
+    old = model.outc
+    model.outc = _conv(len(outs[-1]), old.kernel.shape[-1], old.kernel.shape[0], nnx.Rngs(0))
+    model.outc.kernel[...] = old.kernel[...][:, :, outs[-1]]
+    model.outc.bias[...] = old.bias[...]
+    model.eval()
+    return model
+
+
+def shrink_model(model: UNet, keep_fraction: float, *, outer: bool = False) -> UNet:
+    """Copy of ``model`` whose every DoubleConv keeps ceil(keep_fraction · width) inner channels
+    (and, with ``outer=True``, as many of its output channels).
+
+    keep_fraction in (0, 1]. The copy is in eval mode. Its ``config`` still
+    describes the unpruned widths: the shrunken model is for inference and
+    fine-tuning (``FineTuner``) and is stored with ``save_quantized``, which
+    records its ``inner_widths`` and ``outer_widths``; training ``Checkpoints``
+    cannot hold it.
+    """
+    if not (0 < keep_fraction <= 1):
+        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+    keep = lambda widths: [max(1, int(np.ceil(keep_fraction * w))) for w in widths]
+    return with_widths(model, keep(inner_widths(model)), keep(outer_widths(model)) if outer else None)
