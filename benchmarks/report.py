@@ -21,7 +21,8 @@ def solver(d) -> str:
     out = [f"`solver_throughput.json` — {d['device']} ({d['backend']}, {d['cpu_count']} cores), jax {d['jax_version']}, "
            f"{d['dtype']}, medians of {d['repeats']} calls × {d['steps_per_call']} steps", "",
            "bec_jax and the FFT passes run split over the devices that divide the batch (`devices`); "
-           "the last two columns are both on one device.", "",
+           "the last two columns are both on one device. The calls of one row are interleaved and each ratio is "
+           "the median of the ratios of calls made in the same round.", "",
            "| n | batch | devices | bec_jax ms/step | 4 FFT passes ms | NumPy+SciPy ms | bec_jax / FFT "
            "| speed-up vs NumPy | state-steps/s | one device: bec_jax / FFT | one device: vs NumPy |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
