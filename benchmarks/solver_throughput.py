@@ -84,10 +84,11 @@ def fft_passes(steps, mesh=None):
     return jax.jit(shard_batch(run, mesh))
 
 
-def interleaved_times(fns: dict, repeats: int) -> dict:
+def interleaved_times(fns: dict, repeats: int, warmup: bool = True) -> dict:
     """Per-call wall times of each function in ``fns``, calls interleaved round by round
-    (after one warm-up call each), so that every ratio of two of them is taken in the same moment."""
-    for f in fns.values():
+    (after one warm-up call each unless ``warmup=False``), so that every ratio of two of them is taken
+    in the same moment."""
+    for f in fns.values() if warmup else ():
         f()
     times = {k: [] for k in fns}
     for _ in range(repeats):
@@ -157,12 +158,7 @@ def time_to_ground_state(n=128, g=500.0, omega=0.85, repeats: int = 3) -> dict:
         t0 = time.perf_counter()
         res[shard] = f()
         first[shard] = time.perf_counter() - t0
-    times = {shard: [] for shard in calls}
-    for _ in range(repeats):
-        for shard, f in calls.items():
-            t0 = time.perf_counter()
-            f()
-            times[shard].append(time.perf_counter() - t0)
+    times = interleaved_times(calls, repeats, warmup=False)
     wall = {k: float(np.median(v)) for k, v in times.items()}
     r = res[True]
     return {"pcg": dict(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +34,7 @@ from bec_jax.gpe.hamiltonian import norm, per_state, rotation_symbols
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import write_result  # noqa: E402
-from solver_throughput import fft_passes  # noqa: E402
+from solver_throughput import fft_passes, interleaved_times  # noqa: E402
 
 
 def axis2_evolve(grid, steps):
@@ -102,15 +101,7 @@ def main():
     diff = float(np.max(np.abs(np.asarray(fns["current"]()) - np.asarray(fns["axis2"]()))))
     if not diff < 1e-5:
         raise RuntimeError(f"current and axis2 steps disagree by {diff:.3g}: not the same scheme")
-    for f in fns.values():
-        jax.block_until_ready(f())
-    times = {k: [] for k in fns}
-    for _ in range(args.rounds):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f())
-            times[k].append(time.perf_counter() - t0)
-    t = {k: np.asarray(v) for k, v in times.items()}
+    t = interleaved_times({k: (lambda f: lambda: jax.block_until_ready(f()))(f) for k, f in fns.items()}, args.rounds)
     ms = {k: 1e3 * float(np.median(v)) / steps for k, v in t.items()}
     paired = {f"{a}_over_{b}": float(np.median(t[a] / t[b]))
               for a in ("current", "axis2") for b in ("fft", "fft_last")}
