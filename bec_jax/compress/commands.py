@@ -1,4 +1,4 @@
-"""`bec-jax prune` and `bec-jax quantize`: compress a trained run and evaluate the result."""
+"""`bec-jax prune`, `bec-jax shrink` and `bec-jax quantize`: compress a trained run and evaluate the result."""
 
 from __future__ import annotations
 
@@ -111,6 +111,59 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def _keep_fraction(text: str) -> float:
+    import argparse
+
+    try:
+        k = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"keep fraction must be a number in (0, 1], got {text!r}") from None
+    if not (0 < k <= 1):
+        raise argparse.ArgumentTypeError(f"keep fraction must be in (0, 1], got {k}")
+    return k
+
+
+def cmd_shrink(args) -> int:
+    from bec_jax.compress.quantization import load_quantized, save_quantized
+    from bec_jax.compress.structured import inner_widths, outer_widths, shrink_model
+    from bec_jax.compress.workflow import FineTuner, latency_table, load_setup, test_mse
+    from bec_jax.models import count_params
+
+    if args.ft_epochs < 0 or args.repeats < 1:
+        raise UsageError(f"--ft-epochs must be >= 0 and --repeats >= 1, got {args.ft_epochs}, {args.repeats}")
+    out = out_dir(args.out)
+    setup = load_setup(args.run, args.data)
+    small = shrink_model(setup.model, args.keep, outer=args.outer)
+    before = test_mse(small, setup.test)["mse"]
+    lr = args.ft_lr if args.ft_lr is not None else setup.train_config.learning_rate
+    epoch = 0
+    if args.ft_epochs:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=args.ft_epochs, desc="fine-tune", unit="epoch", dynamic_ncols=True) as bar:
+            r = FineTuner(small, setup.train, learning_rate=lr, loss=setup.train_config.loss).run(
+                small, None, args.ft_epochs, on_epoch=lambda k, m: bar.update(),
+                select=setup.val if args.keep_epoch == "best" else None)
+        small, epoch = r.model, r.epoch
+    sizes = save_quantized(out / "model", small, None, overwrite=args.overwrite,
+                           extra=dict(kind="structured", keep=args.keep, outer=args.outer))
+    reloaded, _ = load_quantized(out / "model", setup.model_config)
+    dense, mse = test_mse(setup.model, setup.test)["mse"], test_mse(reloaded, setup.test)["mse"]
+    x = next(iter(setup.test.epoch(0)))["x"]
+    lat = latency_table({"dense": setup.model, "shrunk": reloaded}, x, repeats=args.repeats)
+    summary = dict(run=str(args.run), keep=args.keep, outer=args.outer, ft_epochs=args.ft_epochs, ft_lr=lr,
+                   keep_epoch=args.keep_epoch, kept_epoch=epoch, params_dense=count_params(setup.model),
+                   params=count_params(reloaded), inner_widths=inner_widths(reloaded),
+                   outer_widths=outer_widths(reloaded), test_mse_dense=dense, test_mse_before_finetune=before,
+                   test_mse_reloaded=mse, ratio_to_dense=mse / dense, latency_batch=int(x.shape[0]),
+                   latency_ms_dense=lat["dense"]["median_ms"], latency_ms=lat["shrunk"]["median_ms"],
+                   speedup=lat["dense"]["median_ms"] / lat["shrunk"]["median_ms"], model=str(out / "model"), **sizes)
+    (out / "shrink.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: summary[k] for k in ("keep", "outer", "params", "test_mse_dense", "test_mse_reloaded",
+                                              "ratio_to_dense", "speedup")} | dict(json=str(out / "shrink.json"))))
+    return 0
+
+
 def _unwrap(fake_model, like):
     """Plain float model holding the (QAT-trained) weights and statistics of ``fake_model``.
 
@@ -151,6 +204,23 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/prune")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/model")
     p.set_defaults(func=cmd_prune)
+
+    s = sub.add_parser("shrink", help="structured channel pruning (a smaller, faster dense U-Net) + fine-tuning, "
+                                      "saved, reloaded and evaluated")
+    s.add_argument("--run", default="runs/train", help="training run folder (bec-jax train)")
+    s.add_argument("--data", default=None, help="dataset .h5 (default: the run's)")
+    s.add_argument("--keep", type=_keep_fraction, default=0.5, help="fraction of channels kept, in (0, 1]")
+    s.add_argument("--outer", action="store_true",
+                   help="prune the blocks' output channels too (faster; skips and consumers shrink with them); "
+                        "default: only the channels inside each DoubleConv")
+    s.add_argument("--ft-epochs", type=int, default=30, help="fine-tuning epochs (0: none)")
+    s.add_argument("--ft-lr", type=float, default=None, help="fine-tuning lr (default: the training lr)")
+    s.add_argument("--keep-epoch", choices=["best", "last"], default="best",
+                   help="fine-tuning epoch kept: lowest validation MSE (as training does) or the last")
+    s.add_argument("--repeats", type=int, default=10, help="interleaved latency calls (dense vs shrunk)")
+    s.add_argument("--out", default="runs/shrink")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing OUT/model")
+    s.set_defaults(func=cmd_shrink)
 
     q = sub.add_parser("quantize", help="int8 post-training quantization (+ optional QAT), save, reload, evaluate")
     q.add_argument("--run", default="runs/train", help="training run folder (bec-jax train)")

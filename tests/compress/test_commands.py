@@ -16,6 +16,14 @@ def test_bad_input_is_a_clear_error(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["prune", "--distribution", "layerwise"])
     assert e.value.code == 2 and "invalid choice: 'layerwise'" in capsys.readouterr().err
+    for keep in ("0", "1.5", "half"):
+        with pytest.raises(SystemExit) as e:
+            main(["shrink", "--keep", keep])
+        assert e.value.code == 2 and "keep fraction must be" in capsys.readouterr().err
+    assert main(["shrink", "--ft-epochs", "-1", "--run", str(tmp_path), "--out", str(tmp_path / "s")]) == 2
+    assert "--ft-epochs must be >= 0" in capsys.readouterr().err
+    assert main(["shrink", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "s")]) == 2
+    assert "no training run" in capsys.readouterr().err
 
 
 def test_cli_distributions_are_the_library_s():
@@ -29,6 +37,21 @@ def test_cli_distributions_are_the_library_s():
     prune = sub.choices["prune"]
     action = next(a for a in prune._actions if a.dest == "distribution")
     assert tuple(action.choices) == DISTRIBUTIONS
+
+
+@pytest.mark.slow
+def test_shrink_end_to_end(small_run, tmp_path):
+    from bec_jax.compress.quantization import load_quantized
+
+    run, _ = small_run
+    assert main(["shrink", "--run", str(run), "--keep", "0.5", "--outer", "--ft-epochs", "1", "--repeats", "3",
+                 "--out", str(tmp_path / "s")]) == 0
+    rep = json.loads((tmp_path / "s" / "shrink.json").read_text())
+    assert rep["params"] < 0.3 * rep["params_dense"]  # every conv halved in both dimensions
+    assert rep["outer_widths"] == [2, 4, 4, 2, 2] and rep["kept_epoch"] == 1
+    assert rep["test_mse_reloaded"] > 0 and rep["speedup"] > 0
+    back, meta = load_quantized(tmp_path / "s" / "model")
+    assert meta["outer_widths"] == rep["outer_widths"] and meta["extra"]["kind"] == "structured"
 
 
 @pytest.mark.slow
