@@ -52,8 +52,11 @@ def test_entry_point_exit_code_and_argparse_errors(tmp_path):
 def test_cpu_devices_flag(capsys):
     import jax
 
-    jax.devices()  # JAX runs in this process: too late to split the host
-    assert main(["--cpu-devices", "2", "demo"]) == 2
+    # JAX runs in this process: too late to split the host into another number of
+    # devices (asking for the count it already has is harmless, and an earlier CLI
+    # test in this process may have set it to the number of cores)
+    other = str(jax.local_device_count() + 1)
+    assert main(["--cpu-devices", other, "demo"]) == 2
     assert "--cpu-devices must be set before JAX starts" in capsys.readouterr().err
     out = subprocess.run(BEC + ["--cpu-devices", "0", "demo"], capture_output=True, text=True)
     assert out.returncode == 2 and "expected an integer >= 1" in out.stderr
