@@ -37,6 +37,8 @@ def main():
     p.add_argument("--calls", type=int, default=5, help="timed calls per round")
     p.add_argument("--out", default="benchmarks/results/fft_contention.json")
     args = p.parse_args()
+    if min(args.n, args.batch, args.steps, args.rounds, args.calls) < 1:
+        p.error("--n, --batch, --steps, --rounds and --calls must be >= 1")
     rng = np.random.default_rng(0)
     shape = (args.batch, args.n, args.n)
     x = jnp.asarray((rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64))

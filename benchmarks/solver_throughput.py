@@ -199,6 +199,9 @@ def main():
     p.add_argument("--cpu-devices", type=int, default=None,
                    help="XLA devices the host CPU is split into (bj.use_cpu_cores; default one per core)")
     args = p.parse_args()
+    if args.steps < 1 or args.repeats < 1 or args.batch_states < 1:
+        p.error(f"--steps, --repeats and --batch-states must be >= 1, got {args.steps}, {args.repeats}, "
+                f"{args.batch_states}")
     bj.use_cpu_cores(args.cpu_devices)
     sizes = [64, 200] if args.quick else [int(s) for s in args.sizes.split(",")]
     batches = [1, 16] if args.quick else [int(b) for b in args.batches.split(",")]

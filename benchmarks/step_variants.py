@@ -85,6 +85,9 @@ def main():
     p.add_argument("--rounds", type=int, default=41)
     p.add_argument("--out", default="benchmarks/results/step_variants.json")
     args = p.parse_args()
+    if args.steps < 2 or args.steps % 2 or args.rounds < 1 or args.batch < 1:
+        p.error(f"--steps must be even and >= 2, --rounds and --batch >= 1; got {args.steps}, {args.rounds}, "
+                f"{args.batch}")
     n, batch, steps = args.n, args.batch, args.steps
     grid = bj.Grid(n, 16.0)
     X, Y = grid.mesh()

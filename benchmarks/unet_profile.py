@@ -15,13 +15,9 @@ wall time) of the step.
 from __future__ import annotations
 
 import argparse
-import collections
-import gzip
 import json
 import os
-import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,6 +49,9 @@ def main(argv=None) -> int:
     from bec_jax.train.losses import masked_mse
     from bec_jax.train.trainer import init_state, make_train_step
 
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import op_kind_totals
+
     depth = args.depth or default_depth(args.size)
     config = UNetConfig(base_width=args.width, depth=depth, input_size=args.size)
     model = init_model(config, 0)
@@ -74,40 +73,26 @@ def main(argv=None) -> int:
         jax.block_until_ready(loss)
     wall, cpu = (time.perf_counter() - wall) / args.steps, (time.process_time() - cpu) / args.steps
 
-    with tempfile.TemporaryDirectory() as tmp:
-        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
-        for _ in range(args.steps):
-            state, loss = step(state, x, y, m)
-            jax.block_until_ready(loss)
-        jax.profiler.stop_trace()
-        traces = sorted(Path(tmp).rglob("*.json.gz"))
-        if not traces:
-            raise RuntimeError("the profiler wrote no perfetto trace")
-        events = json.load(gzip.open(traces[-1]))["traceEvents"]
-    kinds, counts = collections.Counter(), collections.Counter()
-    # runtime bookkeeping, not XLA operations
-    skip = ("ThunkExecutor", "$", "Pjit", "Slinky", "ParseArguments", "CommonPjRt", "ThreadpoolListener", "end: ",
-            "Wait for")
-    for e in events:
-        if e.get("ph") != "X" or e["name"].startswith(skip):
-            continue
-        k = re.sub(r"\.\d+$", "", e["name"])
-        kinds[k] += e["dur"] / 1e3 / args.steps  # µs → ms per step
-        counts[k] += 1
+    def call():
+        nonlocal state
+        state, loss = step(state, x, y, m)
+        jax.block_until_ready(loss)
+
+    kinds, counts = op_kind_totals(call, args.steps)
     total = sum(kinds.values())
-    rows = [dict(kind=k, ms_per_step=v, share=v / total, ops_per_step=counts[k] / args.steps)
+    rows = [dict(kind=k, ms_per_step=v, share=v / total, ops_per_step=counts[k])
             for k, v in kinds.most_common()]
     report = dict(benchmark="unet_profile", config=config.to_dict(), n_params=count_params(model), batch=B,
                   steps=args.steps, wall_ms_per_step=wall * 1e3, cpu_ms_per_step=cpu * 1e3,
                   cpu_utilisation=cpu / wall, cpu_count=os.cpu_count(), loadavg_1_5_15=os.getloadavg(),
                   jax_version=jax.__version__, ops_total_ms_per_step=total,
-                  ops_per_step=sum(counts.values()) / args.steps, kinds=rows)
+                  ops_per_step=sum(counts.values()), kinds=rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     lines = [f"Train step, U-Net {n}² width {args.width} depth {depth}, batch {B}: wall {wall * 1e3:.0f} ms, "
              f"CPU {cpu * 1e3:.0f} ms ({cpu / wall:.2f} of {os.cpu_count()} cores), "
-             f"{sum(counts.values()) / args.steps:.0f} XLA ops taking {total:.0f} ms "
+             f"{sum(counts.values()):.0f} XLA ops taking {total:.0f} ms "
              f"(load average {os.getloadavg()[0]:.1f})", "",
              "| op kind | ms / step | share | ops / step |", "|---|---|---|---|"]
     for r in rows[: args.top]:
