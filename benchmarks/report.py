@@ -21,22 +21,30 @@ def solver(d) -> str:
     out = [f"`solver_throughput.json` — {d['device']} ({d['backend']}, {d['cpu_count']} cores), jax {d['jax_version']}, "
            f"{d['dtype']}, medians of {d['repeats']} calls × {d['steps_per_call']} steps", "",
            "bec_jax and the FFT passes run split over the devices that divide the batch (`devices`); "
-           "the last two columns are both on one device. The calls of one row are interleaved and each ratio is "
-           "the median of the ratios of calls made in the same round.", "",
-           "| n | batch | devices | bec_jax ms/step | 4 FFT passes ms | NumPy+SciPy ms | bec_jax / FFT "
-           "| speed-up vs NumPy | state-steps/s | one device: bec_jax / FFT | one device: vs NumPy |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "the \"one device\" columns run with `shard=False`. bec_jax runs each device's slice `chunk` states at "
+           "a time (`cpu_chunk`); \"whole\" is the same step with the whole slice in every pass (the solver before "
+           "chunking, and what a GPU runs), \"FFT chunked\" the bare FFT passes chunked alike. The calls of one row "
+           "are interleaved and each ratio is the median of the ratios of calls made in the same round.", "",
+           "| n | batch | devices | chunk | bec_jax ms/step | 4 FFT passes ms | NumPy+SciPy ms | bec_jax / FFT "
+           "| bec_jax / FFT chunked | whole / FFT | chunking speed-up | speed-up vs NumPy | state-steps/s "
+           "| one device: bec_jax / FFT | one device: vs NumPy |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
         one = (f"{r['jax_over_fft_one_device']:.2f} | {r['speedup_vs_numpy_one_device']:.2f}×"
                if "jax_over_fft_one_device" in r else "— | —")
-        out.append(f"| {r['n']} | {r['batch']} | {r.get('devices', 1)} | {r['jax_step_ms']:.3f} | "
-                   f"{r['fft_step_ms']:.3f} | {r['numpy_step_ms']:.3f} | {r['jax_over_fft']:.2f} | "
+        chunked = (f"{r['chunk']} | ", f" {r['jax_over_fft_chunked']:.2f} | {r['whole_over_fft']:.2f} | "
+                   f"{r['chunking_speedup']:.2f}× |") if "chunk" in r else ("— | ", " — | — | — |")
+        out.append(f"| {r['n']} | {r['batch']} | {r.get('devices', 1)} | {chunked[0]}{r['jax_step_ms']:.3f} | "
+                   f"{r['fft_step_ms']:.3f} | {r['numpy_step_ms']:.3f} | {r['jax_over_fft']:.2f} |{chunked[1]} "
                    f"{r['speedup_vs_numpy']:.2f}× | {r['jax_state_steps_per_s']:,.0f} | {one} |")
     if "time_to_ground_state" in d:
         for m, t in d["time_to_ground_state"].items():
             split = (f" on {t['devices']} devices (the starts split over them; one device: "
                      f"{t['wall_s_one_device']:.1f} s, {t['speedup_split']:.2f}× slower; medians of {t['repeats']})"
                      if "devices" in t else "")
+            if "wall_s_one_start_at_a_time" in t:
+                split += (f"; with the starts relaxed one at a time (`chunk=1`) {t['wall_s_one_start_at_a_time']:.1f} s "
+                          f"split, {t['wall_s_one_device_one_start_at_a_time']:.1f} s on one device")
             out += ["", f"Time to ground state ({m}), g = {t['g']:.0f}, Ω = {t['omega']}, n = {t['n']}, "
                         f"{t['n_starts']} starts: {t['wall_s']:.1f} s compiled{split} ({t['wall_s_with_compile']:.1f} s "
                         f"with compilation), E = {t['energy']:.6f}, residual {t['residual']:.1e}, "
@@ -46,6 +54,15 @@ def solver(d) -> str:
         out += ["", f"One compiled program for {b['batch']} ground states at {b['n']}² ({b['n_starts']} starts each): "
                     f"{b['wall_s_with_compile']:.1f} s including compilation ({b['states_per_s']:.1f} states/s), "
                     f"{100 * b['converged_fraction']:.1f} % converged, max residual {b['max_residual']:.1e}."]
+    if "chunked_ground_states" in d:
+        out += ["", "Batches of ground states (3 starts each, the quick preset's (g, Ω) ranges, max_iter 1000), "
+                    "the starts relaxed one at a time on each device (the CPU default) and all at once "
+                    "(`chunk=None`, every start of a slice then runs as long as its slowest), medians, interleaved:", "",
+                "| n | batch | one at a time s | all at once s | speed-up | start iterations: total / max |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {r['n']} | {r['batch']} | {r['wall_s_one_at_a_time']:.2f} | {r['wall_s_all_at_once']:.2f} | "
+                f"{r['speedup']:.2f}× | {r['start_iterations_total']:,} / {r['start_iterations_max']:,} |"
+                for r in d["chunked_ground_states"]]
     return "\n".join(out)
 
 

@@ -1,6 +1,6 @@
 """Split-step formulations against two FFT floors, at n = 200, batch 16, on one device.
 
-  current    bj.imaginary_time (shard=False): every FFT along the last axis,
+  current    bj.imaginary_time (shard=False, chunk=None): every FFT along the last axis,
              layouts alternating [y, x] / [x, y] (one transpose a step), real
              propagators kept real, |ψ| shared by the norm and the next step
   axis2      the formulation before 2026-12-02: B-sweep FFTs along axis -2
@@ -96,7 +96,8 @@ def main():
     g, om, dt = jnp.full((batch,), 100.0), jnp.full((batch,), 0.8), jnp.float32(0.01)
     axis2, floor, floor_last = axis2_evolve(grid, steps), fft_passes(steps), fft_last_passes(steps)
     fns = {
-        "current": lambda: bj.imaginary_time(grid, psi, g, om, dt=dt, steps=steps, shard=False),
+        # chunk=None: the whole batch in every pass, as axis2 and the floors run (formulations, not chunking)
+        "current": lambda: bj.imaginary_time(grid, psi, g, om, dt=dt, steps=steps, shard=False, chunk=None),
         "axis2": lambda: axis2(psi, g, om, dt),
         "fft": lambda: floor(psi),
         "fft_last": lambda: floor_last(psi),

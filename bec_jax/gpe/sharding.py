@@ -12,6 +12,13 @@ every device before each one (XLA:CPU, jax 0.10, 2 devices, n = 200, batch
 XLA:CPU runs each FFT on one thread, so on a CPU host the split-step solver
 only uses all cores when the host is split into several XLA devices
 (``use_cpu_cores``), each running its slice concurrently.
+
+Within a device, a CPU runs a batch fastest a few states at a time
+(``map_batch`` with ``cpu_chunk``): every pass of a split step or a PCG
+iteration then streams a chunk that stays in the core's cache, where a whole
+batch of 200² states (5 MB at batch 16) makes each of the step's ~12 passes
+go to the shared L3 cache (``benchmarks/solver_throughput.py``). A GPU wants
+the opposite, the whole batch in every kernel.
 """
 
 from __future__ import annotations
@@ -21,9 +28,56 @@ import os
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["batch_mesh", "shard_batch", "place", "use_cpu_cores"]
+__all__ = ["batch_mesh", "shard_batch", "place", "use_cpu_cores", "map_batch", "cpu_chunk", "loop_chunk"]
 
 AXIS = "batch"
+
+#: bytes of the states of one CPU chunk (``cpu_chunk``): 4 states at 64² in
+#: complex64, one from 128² up (a core's L2 holds 512 kB on the development
+#: VM; compare other sizes with ``benchmarks/solver_throughput.py --chunk k``)
+CHUNK_BYTES = 128 * 1024
+
+
+def cpu_chunk(n: int, dtype, backend: str | None = None) -> int | None:
+    """States per chunk of a fixed-length loop (the integrators) for
+    ``map_batch``: on the CPU backend, as many (n, n) states of ``dtype`` as
+    fit in ``CHUNK_BYTES`` (at least 1); None (the whole batch at once) on any
+    other backend. Solvers whose loops stop at convergence use ``loop_chunk``."""
+    if (backend or jax.default_backend()) != "cpu":
+        return None
+    return max(1, CHUNK_BYTES // (n * n * jax.numpy.dtype(dtype).itemsize))
+
+
+def loop_chunk(backend: str | None = None) -> int | None:
+    """States per chunk of a solver whose loops stop at convergence
+    (``ground_state``, the online sampler): 1 on the CPU backend, so that
+    every start stops at its own iteration count where a vmapped loop runs
+    every start as long as the slowest; None (all at once) elsewhere."""
+    return 1 if (backend or jax.default_backend()) == "cpu" else None
+
+
+def resolve_chunk(chunk, auto: int | None) -> int | None:
+    """The ``chunk`` argument of the batched solvers: "auto" -> ``auto`` (the
+    solver's default); None or an int >= 1 as given. Raises ValueError otherwise."""
+    if isinstance(chunk, str) and chunk == "auto":
+        return auto
+    if chunk is None or (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 1):
+        return chunk
+    raise ValueError(f'chunk must be "auto", None or an int >= 1 (states per chunk), got {chunk!r}')
+
+
+def map_batch(fn, chunk: int | None):
+    """``fn`` (one state's function of array arguments) over the leading axis of its arguments.
+
+    chunk None: ``jax.vmap(fn)``, one program over the whole batch. Else
+    ``jax.lax.map`` over chunks of ``chunk`` states, each chunk vmapped: the
+    same results up to floating-point reassociation, a chunk's loops
+    (``while_loop``) stop when its own states are done, and its passes stay
+    in cache (module doc).
+    """
+    if chunk is None:
+        return jax.vmap(fn)
+    return lambda *args: jax.lax.map(lambda a: fn(*a), args, batch_size=chunk)
 
 
 def batch_mesh(batch: int, devices=None) -> Mesh | None:

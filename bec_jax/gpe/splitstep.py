@@ -20,6 +20,7 @@ real time each half-step is the exact nonlinear phase rotation.
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 
 import jax
@@ -28,7 +29,7 @@ import numpy as np
 
 from bec_jax.gpe.grid import Grid, complex_dtype
 from bec_jax.gpe.hamiltonian import density, per_state, rotation_symbols
-from bec_jax.gpe.sharding import batch_mesh, place, shard_batch
+from bec_jax.gpe.sharding import batch_mesh, cpu_chunk, map_batch, place, resolve_chunk, shard_batch
 
 __all__ = ["imaginary_time", "real_time", "check_parameters", "make_step", "evolve"]
 
@@ -187,13 +188,23 @@ def evolve(grid: Grid, psi, g, omega, dt, steps: int, imaginary: bool):
     return (psi * per_state(scale)).astype(psi.dtype) if imaginary else psi
 
 
-@functools.partial(jax.jit, static_argnames=("grid", "steps", "imaginary", "mesh"))
-def _evolve(grid: Grid, psi, g, omega, dt, steps: int, imaginary: bool, mesh=None):
-    run = lambda p, gi, oi, dti: evolve(grid, p, gi, oi, dti, steps, imaginary)
+@functools.partial(jax.jit, static_argnames=("grid", "steps", "imaginary", "mesh", "chunk"))
+def _evolve(grid: Grid, psi, g, omega, dt, steps: int, imaginary: bool, mesh=None, chunk=None):
+    """``evolve`` as one program: split over ``mesh``, and on each device over
+    chunks of ``chunk`` states (``sharding.map_batch``; None: all at once)."""
+
+    def run(p, gi, oi, dti):
+        if chunk is None or p.ndim < 3 or math.prod(p.shape[:-2]) <= chunk:
+            return evolve(grid, p, gi, oi, dti, steps, imaginary)
+        flat = lambda a: jnp.broadcast_to(a, p.shape[:-2]).reshape(-1)
+        one = lambda q, a, b: evolve(grid, q, a, b, dti, steps, imaginary)
+        out = map_batch(one, chunk)(p.reshape((-1,) + p.shape[-2:]), flat(gi), flat(oi))
+        return out.reshape(p.shape)
+
     return shard_batch(run, mesh, n_replicated=1)(psi, g, omega, dt)
 
 
-def _run(grid: Grid, psi, g, omega, dt, steps, imaginary: bool, shard: bool):
+def _run(grid: Grid, psi, g, omega, dt, steps, imaginary: bool, shard: bool, chunk="auto"):
     check_parameters(g, omega)
     _check_dt_steps(dt, steps)
     psi = _as_state(grid, psi)
@@ -204,10 +215,11 @@ def _run(grid: Grid, psi, g, omega, dt, steps, imaginary: bool, shard: bool):
         g, omega = (jnp.broadcast_to(jnp.asarray(a, rdt), psi.shape[:1]) for a in (g, omega))
         psi, g, omega = place((psi, g, omega), mesh)
         dt = place(jnp.asarray(dt, rdt), mesh, split=False)
-    return _evolve(grid, psi, g, omega, dt, int(steps), imaginary, mesh)
+    chunk = resolve_chunk(chunk, cpu_chunk(grid.n, psi.dtype))
+    return _evolve(grid, psi, g, omega, dt, int(steps), imaginary, mesh, chunk)
 
 
-def imaginary_time(grid: Grid, psi, g, omega, *, dt, steps: int, shard: bool = True):
+def imaginary_time(grid: Grid, psi, g, omega, *, dt, steps: int, shard: bool = True, chunk="auto"):
     """Imaginary-time split-step evolution, renormalised every step.
 
     Args:
@@ -220,17 +232,21 @@ def imaginary_time(grid: Grid, psi, g, omega, *, dt, steps: int, shard: bool = T
       shard: for a batch psi (B, n, n), split it over all local devices when
         there are several and they divide B (``sharding.shard_batch``; on a
         CPU host see ``use_cpu_cores``). Results agree to round-off.
+      chunk: states each device evolves at a time (``sharding.map_batch``):
+        "auto" (default) picks a few states (``cpu_chunk``, whose passes stay
+        in cache) on a CPU and the whole batch on a GPU/TPU; None: the whole
+        batch; or an int >= 1. Results agree to round-off.
 
     Returns:
       psi after ``steps`` steps, normalised, same shape and dtype.
     """
-    return _run(grid, psi, g, omega, dt, steps, True, shard)
+    return _run(grid, psi, g, omega, dt, steps, True, shard, chunk)
 
 
-def real_time(grid: Grid, psi, g, omega, *, dt, steps: int, shard: bool = True):
+def real_time(grid: Grid, psi, g, omega, *, dt, steps: int, shard: bool = True, chunk="auto"):
     """Real-time split-step evolution in the rotating frame (unitary).
 
     Same arguments as ``imaginary_time``; conserves the norm to round-off and
     the rotating-frame energy to O(dt²) without drift.
     """
-    return _run(grid, psi, g, omega, dt, steps, False, shard)
+    return _run(grid, psi, g, omega, dt, steps, False, shard, chunk)

@@ -33,9 +33,10 @@ import optax
 
 from bec_jax.data.targets import TargetConfig, make_example
 from bec_jax.gpe.grid import Grid, real_dtype
-from bec_jax.gpe.groundstate import initial_guess, vortex_number_estimate
+from bec_jax.gpe.groundstate import initial_guess, start_vortex_numbers
 from bec_jax.gpe.hamiltonian import energy
 from bec_jax.gpe.minimize import pcg_minimize
+from bec_jax.gpe.sharding import loop_chunk, map_batch
 from bec_jax.gpe.splitstep import evolve
 from bec_jax.train.trainer import make_update
 
@@ -100,14 +101,6 @@ def sample_parameters(key, config: OnlineConfig):
     return g, omega
 
 
-def _start_vortex_numbers(g, omega, n_starts: int):
-    """Seeded vortex counts N, N − d, N + d, … (d = max(1, N/5)), int32 (n_starts,): as ``ground_state``."""
-    est = vortex_number_estimate(g, omega)
-    offsets = np.array([0] + [s * k for k in range(1, n_starts) for s in (-1, 1)])[:n_starts]
-    return jnp.maximum(jnp.round(est + jnp.asarray(offsets, est.dtype) * jnp.maximum(1.0, 0.2 * est)),
-                       0).astype(jnp.int32)
-
-
 def _relax_one(grid: Grid, g, omega, key, config: OnlineConfig):
     """ONE state: every start relaxed, lowest energy kept -> (ψ (n, n), residual, converged, energy)."""
 
@@ -119,7 +112,7 @@ def _relax_one(grid: Grid, g, omega, key, config: OnlineConfig):
         return p, res, conv, energy(grid, p, g, omega)
 
     keys = jax.random.split(key, config.n_starts)
-    psi, res, conv, e = jax.vmap(start)(keys, _start_vortex_numbers(g, omega, config.n_starts))
+    psi, res, conv, e = map_batch(start, loop_chunk())(keys, start_vortex_numbers(g, omega, config.n_starts))
     best = jnp.argmin(jnp.where(jnp.isfinite(e) & jnp.isfinite(res), e, jnp.inf))
     return psi[best], res[best], conv[best], e[best]
 
@@ -133,7 +126,8 @@ def sample_states(grid: Grid, key, config: OnlineConfig = OnlineConfig()):
     kp, ks = jax.random.split(key)
     g, omega = sample_parameters(kp, config)
     keys = jax.random.split(ks, config.batch_size)
-    psi, res, conv, e = jax.vmap(lambda gi, oi, k: _relax_one(grid, gi, oi, k, config))(g, omega, keys)
+    # on a CPU one state at a time: every start stops at its own convergence (sharding.loop_chunk)
+    psi, res, conv, e = map_batch(lambda gi, oi, k: _relax_one(grid, gi, oi, k, config), loop_chunk())(g, omega, keys)
     return psi, dict(g=g, omega=omega, residual=res, energy=e, converged=conv)
 
 

@@ -6,11 +6,12 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import bec_jax as bj
-from bec_jax.gpe.sharding import batch_mesh, shard_batch, use_cpu_cores
+from bec_jax.gpe.sharding import batch_mesh, cpu_chunk, resolve_chunk, shard_batch, use_cpu_cores
 
 
 def test_one_device_runs_unsharded():
@@ -84,3 +85,50 @@ def test_sharded_integrators_match_unsharded_without_cross_device_traffic():
         print("OK")
         """
     )
+
+
+def test_cpu_chunk_and_bad_chunk_values():
+    c64, c128 = np.complex64, np.complex128
+    assert cpu_chunk(64, c64, "cpu") == 4 and cpu_chunk(32, c128, "cpu") == 8
+    assert cpu_chunk(200, c64, "cpu") == 1 and cpu_chunk(512, c64, "cpu") == 1  # never 0
+    assert cpu_chunk(64, c64, "gpu") is None and cpu_chunk(64, c64, "tpu") is None
+    assert resolve_chunk(None, 4) is None and resolve_chunk(3, 4) == 3 and resolve_chunk("auto", 4) == 4
+    grid = bj.Grid(32, 10.0)
+    psi = np.ones((2, 32, 32), np.complex64)
+    for bad in (0, -1, True, 1.5, "big"):
+        with pytest.raises(ValueError, match="chunk must be"):
+            resolve_chunk(bad, 4)
+        with pytest.raises(ValueError, match="chunk must be"):
+            bj.imaginary_time(grid, psi, 10.0, 0.5, dt=0.01, steps=2, chunk=bad)
+        with pytest.raises(ValueError, match="chunk must be"):
+            bj.ground_state(grid, 10.0, 0.5, key=jax.random.key(0), chunk=bad)
+
+
+def test_chunked_batches_match_the_whole_batch():
+    """map_batch over chunks (the CPU default) = one vmap over the batch: integrators with a
+    remainder chunk and a 2-D batch shape, their gradients, and ground states start by start."""
+    grid = bj.Grid(32, 10.0)
+    rng = np.random.default_rng(1)
+    psi = (rng.standard_normal((2, 4, 32, 32)) + 1j * rng.standard_normal((2, 4, 32, 32))).astype(np.complex64)
+    g = np.linspace(0.0, 70.0, 8).reshape(2, 4)
+    for integrate in (bj.imaginary_time, bj.real_time):
+        whole = np.asarray(integrate(grid, psi, g, 0.6, dt=0.01, steps=7, shard=False, chunk=None))
+        for chunk in (3, "auto"):
+            out = integrate(grid, psi, g, 0.6, dt=0.01, steps=7, shard=False, chunk=chunk)
+            assert out.shape == psi.shape
+            np.testing.assert_allclose(np.asarray(out), whole, atol=2e-6)
+
+    def loss(g, chunk):
+        out = bj.imaginary_time(grid, psi[0], g, 0.6, dt=0.01, steps=4, shard=False, chunk=chunk)
+        return jnp.sum(jnp.abs(out[:, 8:20, 10:22]) ** 2 * jnp.arange(4.0)[:, None, None])
+
+    ga, gb = (jax.grad(loss)(jnp.asarray(g[0], jnp.float32), c) for c in (3, None))
+    np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), rtol=1e-4, atol=1e-7)
+
+    kw = dict(key=jax.random.key(3), n_starts=2, shard=False, max_iter=300)
+    a = bj.ground_state(grid, np.array([20.0, 60.0, 40.0]), np.array([0.3, 0.6, 0.0]), chunk=1, **kw)
+    b = bj.ground_state(grid, np.array([20.0, 60.0, 40.0]), np.array([0.3, 0.6, 0.0]), chunk=None, **kw)
+    # each start runs its own loop either way: the same iteration counts (up to round-off) and energies
+    np.testing.assert_allclose(np.asarray(a.start_steps), np.asarray(b.start_steps), rtol=0.02)
+    np.testing.assert_allclose(np.asarray(a.start_energies), np.asarray(b.start_energies), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(a.converged), np.asarray(b.converged))
