@@ -50,7 +50,7 @@ from bec_jax.gpe.grid import Grid, complex_dtype, real_dtype
 from bec_jax.gpe.hamiltonian import chemical_potential, energy, normalize, per_state, residual
 from bec_jax.gpe.observables import edge_density, rms_radius, thomas_fermi, vortex_count
 from bec_jax.gpe.minimize import PRECONDITIONER_PASSES, pcg_minimize
-from bec_jax.gpe.sharding import batch_mesh, loop_chunk, map_batch, place, resolve_chunk, shard_batch
+from bec_jax.gpe.sharding import backend_of, batch_mesh, loop_chunk, map_batch, place, resolve_chunk, shard_batch
 from bec_jax.gpe.splitstep import check_parameters, evolve
 
 __all__ = [
@@ -398,7 +398,8 @@ def ground_state(
         relaxes its slice, and stops when its own states have converged); else,
         when they divide batch × n_starts, split the starts (a single state's
         4 starts run 2 per device on 2 devices) and pick the winners replicated.
-      chunk: starts each device relaxes at a time (``sharding.map_batch``).
+      chunk: starts each device relaxes at a time, and states it polishes
+        at a time (``sharding.map_batch``).
         "auto" (default): for several states on a CPU, one start at a time,
         so that every start stops at its own convergence instead of all
         running as long as the slowest, and its passes stay in cache
@@ -444,8 +445,7 @@ def ground_state(
             raise ValueError(f"psi0 must have shape ({batch}, {grid.n}, {grid.n}), got {psi0.shape}")
         if settings.n_starts != 1:
             raise ValueError(f"with psi0 given, n_starts must be 1, got {settings.n_starts}")
-    # A single state's starts converge together and share passes best all at once.
-    chunk = resolve_chunk(chunk, loop_chunk() if batch > 1 else None)
+    resolve_chunk(chunk, None)  # a bad value fails before any work
     keys = start_keys(key, batch, settings.n_starts)
     rdt = real_dtype()
     args = [jnp.asarray(g_arr, rdt), jnp.asarray(om_arr, rdt), keys]
@@ -456,6 +456,8 @@ def ground_state(
         args, psi0 = place((args, psi0), start_mesh, split=False)
     else:
         args, psi0 = place((args, psi0), mesh)
+    # A single state's starts converge together and share passes best all at once.
+    chunk = resolve_chunk(chunk, loop_chunk(backend_of(args[0])) if batch > 1 else None)
     res = _solve_jit(grid, *args, settings, psi0, mesh, start_mesh, chunk)
     if scalar:
         res = jax.tree_util.tree_map(lambda a: a[0], res)

@@ -23,12 +23,14 @@ the opposite, the whole batch in every kernel.
 
 from __future__ import annotations
 
+import numbers
 import os
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["batch_mesh", "shard_batch", "place", "use_cpu_cores", "map_batch", "cpu_chunk", "loop_chunk"]
+__all__ = ["batch_mesh", "shard_batch", "place", "use_cpu_cores", "map_batch", "cpu_chunk", "loop_chunk", "backend_of"]
 
 AXIS = "batch"
 
@@ -56,13 +58,23 @@ def loop_chunk(backend: str | None = None) -> int | None:
     return 1 if (backend or jax.default_backend()) == "cpu" else None
 
 
+def backend_of(x) -> str:
+    """Platform ("cpu", "gpu", ...) of the device holding array ``x``; the
+    default backend for anything else (a tracer, a NumPy array, None)."""
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        return next(iter(x.devices())).platform
+    return jax.default_backend()
+
+
 def resolve_chunk(chunk, auto: int | None) -> int | None:
     """The ``chunk`` argument of the batched solvers: "auto" -> ``auto`` (the
     solver's default); None or an int >= 1 as given. Raises ValueError otherwise."""
     if isinstance(chunk, str) and chunk == "auto":
         return auto
-    if chunk is None or (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 1):
-        return chunk
+    if chunk is None:
+        return None
+    if isinstance(chunk, numbers.Integral) and not isinstance(chunk, (bool, np.bool_)) and chunk >= 1:
+        return int(chunk)
     raise ValueError(f'chunk must be "auto", None or an int >= 1 (states per chunk), got {chunk!r}')
 
 

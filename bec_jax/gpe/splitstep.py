@@ -29,7 +29,7 @@ import numpy as np
 
 from bec_jax.gpe.grid import Grid, complex_dtype
 from bec_jax.gpe.hamiltonian import density, per_state, rotation_symbols
-from bec_jax.gpe.sharding import batch_mesh, cpu_chunk, map_batch, place, resolve_chunk, shard_batch
+from bec_jax.gpe.sharding import backend_of, batch_mesh, cpu_chunk, map_batch, place, resolve_chunk, shard_batch
 
 __all__ = ["imaginary_time", "real_time", "check_parameters", "make_step", "evolve"]
 
@@ -196,9 +196,12 @@ def _evolve(grid: Grid, psi, g, omega, dt, steps: int, imaginary: bool, mesh=Non
     def run(p, gi, oi, dti):
         if chunk is None or p.ndim < 3 or math.prod(p.shape[:-2]) <= chunk:
             return evolve(grid, p, gi, oi, dti, steps, imaginary)
-        flat = lambda a: jnp.broadcast_to(a, p.shape[:-2]).reshape(-1)
-        one = lambda q, a, b: evolve(grid, q, a, b, dti, steps, imaginary)
-        out = map_batch(one, chunk)(p.reshape((-1,) + p.shape[-2:]), flat(gi), flat(oi))
+        # Per-state g, omega are mapped with the states; scalars stay shared, so a chunk's
+        # propagators are one (n, n) array, not one per state.
+        per_state_args = {k: jnp.broadcast_to(v, p.shape[:-2]).reshape(-1)
+                          for k, v in (("g", gi), ("omega", oi)) if jnp.ndim(v)}
+        one = lambda q, m: evolve(grid, q, m.get("g", gi), m.get("omega", oi), dti, steps, imaginary)
+        out = map_batch(one, chunk)(p.reshape((-1,) + p.shape[-2:]), per_state_args)
         return out.reshape(p.shape)
 
     return shard_batch(run, mesh, n_replicated=1)(psi, g, omega, dt)
@@ -215,7 +218,9 @@ def _run(grid: Grid, psi, g, omega, dt, steps, imaginary: bool, shard: bool, chu
         g, omega = (jnp.broadcast_to(jnp.asarray(a, rdt), psi.shape[:1]) for a in (g, omega))
         psi, g, omega = place((psi, g, omega), mesh)
         dt = place(jnp.asarray(dt, rdt), mesh, split=False)
-    chunk = resolve_chunk(chunk, cpu_chunk(grid.n, psi.dtype))
+    chunk = resolve_chunk(chunk, cpu_chunk(grid.n, psi.dtype, backend_of(psi)))
+    if jnp.ndim(dt) > 0:  # a dt per state is broadcast against the whole batch: no chunks
+        chunk = None
     return _evolve(grid, psi, g, omega, dt, int(steps), imaginary, mesh, chunk)
 
 

@@ -112,7 +112,8 @@ def _relax_one(grid: Grid, g, omega, key, config: OnlineConfig):
         return p, res, conv, energy(grid, p, g, omega)
 
     keys = jax.random.split(key, config.n_starts)
-    psi, res, conv, e = map_batch(start, loop_chunk())(keys, start_vortex_numbers(g, omega, config.n_starts))
+    chunk = loop_chunk() if config.batch_size > 1 else None  # as ground_state: one state's starts at once
+    psi, res, conv, e = map_batch(start, chunk)(keys, start_vortex_numbers(g, omega, config.n_starts))
     best = jnp.argmin(jnp.where(jnp.isfinite(e) & jnp.isfinite(res), e, jnp.inf))
     return psi[best], res[best], conv[best], e[best]
 
@@ -127,7 +128,8 @@ def sample_states(grid: Grid, key, config: OnlineConfig = OnlineConfig()):
     g, omega = sample_parameters(kp, config)
     keys = jax.random.split(ks, config.batch_size)
     # on a CPU one state at a time: every start stops at its own convergence (sharding.loop_chunk)
-    psi, res, conv, e = map_batch(lambda gi, oi, k: _relax_one(grid, gi, oi, k, config), loop_chunk())(g, omega, keys)
+    psi, res, conv, e = map_batch(lambda gi, oi, k: _relax_one(grid, gi, oi, k, config),
+                                  loop_chunk() if config.batch_size > 1 else None)(g, omega, keys)
     return psi, dict(g=g, omega=omega, residual=res, energy=e, converged=conv)
 
 
