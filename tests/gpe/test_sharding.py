@@ -132,13 +132,13 @@ def test_chunked_batches_match_the_whole_batch():
     # 24 states at 32²: "auto" is 16 a chunk on a CPU, so 2 chunks, the second a remainder
     psi = (rng.standard_normal((2, 12, 32, 32)) + 1j * rng.standard_normal((2, 12, 32, 32))).astype(np.complex64)
     g = np.linspace(0.0, 70.0, 24).reshape(2, 12)
-    for integrate in (bj.imaginary_time, bj.real_time):
-        for om in (0.6, np.linspace(0.0, 0.7, 24).reshape(2, 12)):  # shared and per-state omega
-            whole = np.asarray(integrate(grid, psi, g, om, dt=0.01, steps=7, shard=False, chunk=None))
-            for chunk in (5, "auto"):
-                out = integrate(grid, psi, g, om, dt=0.01, steps=7, shard=False, chunk=chunk)
-                assert out.shape == psi.shape
-                np.testing.assert_allclose(np.asarray(out), whole, atol=2e-6)
+    cases = [(bj.imaginary_time, 0.6, 5), (bj.imaginary_time, np.linspace(0.0, 0.7, 24).reshape(2, 12), "auto"),
+             (bj.real_time, 0.6, "auto")]  # shared and per-state omega
+    for integrate, om, chunk in cases:
+        whole = np.asarray(integrate(grid, psi, g, om, dt=0.01, steps=7, shard=False, chunk=None))
+        out = integrate(grid, psi, g, om, dt=0.01, steps=7, shard=False, chunk=chunk)
+        assert out.shape == psi.shape
+        np.testing.assert_allclose(np.asarray(out), whole, atol=2e-6)
     # a dt per state runs unchunked (it broadcasts against the whole batch)
     dts = np.array([0.01, 0.02]).reshape(2, 1, 1)
     np.testing.assert_allclose(
@@ -159,8 +159,15 @@ def test_chunked_batches_match_the_whole_batch():
     np.testing.assert_allclose(np.asarray(a.start_steps), np.asarray(b.start_steps), rtol=0.02)
     np.testing.assert_allclose(np.asarray(a.start_energies), np.asarray(b.start_energies), rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(a.converged), np.asarray(b.converged))
-    # imaginary-time method from given states, one state at a time vs all at once
-    kw = dict(key=jax.random.key(0), psi0=psi[0, :3], method="imaginary_time", max_steps=400, shard=False)
+
+
+@pytest.mark.slow
+def test_chunked_imaginary_time_method_from_given_states():
+    """ground_state(method="imaginary_time", psi0=...) one state at a time = all at once."""
+    grid = bj.Grid(32, 10.0)
+    rng = np.random.default_rng(2)
+    psi0 = (rng.standard_normal((3, 32, 32)) + 1j * rng.standard_normal((3, 32, 32))).astype(np.complex64)
+    kw = dict(key=jax.random.key(0), psi0=psi0, method="imaginary_time", max_steps=400, shard=False)
     a = bj.ground_state(grid, np.array([20.0, 60.0, 40.0]), 0.3, chunk=1, **kw)
     b = bj.ground_state(grid, np.array([20.0, 60.0, 40.0]), 0.3, chunk=None, **kw)
     np.testing.assert_allclose(np.asarray(a.energy), np.asarray(b.energy), rtol=1e-5)
