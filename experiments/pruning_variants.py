@@ -9,7 +9,8 @@ fine-tuning per stage, and reports test MSE over a dense control fine-tuned for
 the same total epochs at the same lr. --last-epochs gives the last stage a
 longer fine-tuning (the control trains as long); --seeds repeats the dense
 control and every chain with other shuffling orders of the fine-tuning data
-(seed 0 is the loader's own) and reports the median ratio. Writes
+(seed 0 is the loader's own) and reports the median ratio; --report-at
+reads the last stage at shorter lengths too, from the same run. Writes
 REPORT_DIR/pruning_variants.{json,md}.
 
     python experiments/pruning_variants.py --data data/quick.h5 --ft-lr 1e-3   # ~10 min on 2 CPU cores
@@ -46,6 +47,10 @@ def parse_args(argv=None):
     p.add_argument("--ft-lr", type=float, default=1e-3)
     p.add_argument("--last-epochs", type=int, default=None,
                    help="fine-tuning epochs of the last stage (default --ft-epochs)")
+    p.add_argument("--report-at", default=None,
+                   help="last-stage lengths (epochs, comma-separated, each <= --last-epochs) at which the last "
+                        "stage's ratio is also reported, read from the one run: the keep rule over its first E epochs "
+                        "against the control at the same total")
     p.add_argument("--seeds", default="0",
                    help="shuffling seeds of the fine-tuning data, comma-separated; one dense control and one chain "
                         "per seed and variant")
@@ -75,6 +80,12 @@ def parse_args(argv=None):
         args.last_epochs = args.ft_epochs
     if args.last_epochs < 1:
         p.error(f"--last-epochs must be >= 1, got {args.last_epochs}")
+    try:
+        args.report_at = sorted({int(x) for x in (args.report_at or "").split(",") if x.strip()} | {args.last_epochs})
+    except ValueError:
+        p.error(f"--report-at must be comma-separated integers, got {args.report_at!r}")
+    if not 1 <= args.report_at[0] or args.report_at[-1] > args.last_epochs:
+        p.error(f"--report-at must lie in [1, --last-epochs = {args.last_epochs}], got {args.report_at}")
     if args.lr_schedule == "cosine" and args.last_epochs != args.ft_epochs:
         p.error("--last-epochs needs --lr-schedule constant (a cosine cycle lasts --ft-epochs)")
     try:
@@ -89,7 +100,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from bec_jax.compress.pruning import DEFAULT_SCHEDULE, PruneConfig
-    from bec_jax.compress.workflow import FineTuner, dense_control, load_setup, prune_once, test_mse
+    from bec_jax.compress.workflow import FineTuner, best_so_far, dense_control, load_setup, prune_once, test_mse
     from bec_jax.train.trainer import TrainConfig, fit, model_config_for
 
     t0 = time.perf_counter()
@@ -115,13 +126,21 @@ def main(argv=None) -> int:
             model, masks = setup.model, None
             for k, s in enumerate(stages):
                 pruned, masks = prune_once(model, PruneConfig(s, **VARIANTS[name]), masks)
-                epochs = args.last_epochs if k == len(stages) - 1 else ft
-                r = tuner.run(pruned, masks, epochs, select=setup.val if args.keep == "best" else None)
+                last = k == len(stages) - 1
+                tests = []  # the last stage's test MSE per epoch, to read it at every --report-at length
+                r = tuner.run(pruned, masks, args.last_epochs if last else ft,
+                              on_epoch=(lambda e, m: tests.append(test_mse(m, setup.test)["mse"])) if last else None,
+                              select=setup.val if args.keep == "best" else None)
                 model = r.model
                 mse = test_mse(model, setup.test)["mse"]
                 rows.append(dict(variant=name, seed=seed, sparsity=s, mse=mse, ratio=mse / dense[after[k]],
                                  mse_before_finetune=test_mse(pruned, setup.test)["mse"], kept_epoch=r.epoch,
                                  val_mse=r.val_mse))
+                if last:
+                    kept = best_so_far(tests, r.val_mse) if args.keep == "best" else tests
+                    start = after[k] - args.last_epochs  # the control's epochs before the last stage
+                    rows[-1]["at"] = {e: dict(mse=kept[e - 1], ratio=kept[e - 1] / dense[start + e])
+                                      for e in args.report_at}
                 print(f"seed {seed} {name} {s:.4f}: {mse:.3e} ({rows[-1]['ratio']:.3g}x dense)", flush=True)
     result = dict(settings=vars(args), dense_control_mse=dense_by_seed, rows=rows, seconds=time.perf_counter() - t0,
                   load_average_end=os.getloadavg())
@@ -141,6 +160,15 @@ def main(argv=None) -> int:
         md += ["", "| variant (test MSE) | " + " | ".join(f"{s:.2%}" for s in stages) + " |",
                "|---|" + "---|" * len(stages)]
         md += [f"| {v} | " + " | ".join(f"{mses[v, s]:.2e}" for s in stages) + " |" for v in by]
+    if len(args.report_at) > 1:
+        md += ["", f"Last stage ({stages[-1]:.2%}) read at other lengths (epochs of the last stage; the control at the "
+               "same total):", "", "| variant | " + " | ".join(f"{e}" for e in args.report_at) + " |",
+               "|---|" + "---|" * len(args.report_at)]
+        at = {}
+        for r in rows:
+            for e, v in r.get("at", {}).items():
+                at.setdefault(r["variant"], {}).setdefault(e, []).append(v["ratio"])
+        md += [f"| {v} | " + " | ".join(_cell(d[e]) for e in args.report_at) + " |" for v, d in at.items()]
     (rep / "pruning_variants.md").write_text("\n".join(md) + "\n")
     print(f"wrote {rep / 'pruning_variants.json'} in {result['seconds']:.0f} s")
     return 0

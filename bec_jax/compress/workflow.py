@@ -31,7 +31,7 @@ from bec_jax.train.trainer import (TrainConfig, evaluate_loader, init_state, loa
                                    make_predict, make_train_step)
 
 __all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "precise_batch_stats",
-           "prune_once", "prune_and_finetune", "dense_control", "latency_table", "forward_latency", "METHODS", "KEEP"]
+           "prune_once", "prune_and_finetune", "dense_control", "best_so_far", "latency_table", "forward_latency", "METHODS", "KEEP"]
 
 METHODS = ("prune", "finetune", "iterative")
 #: Which fine-tuning epoch a stage keeps: the one of lowest validation MSE, or the last.
@@ -173,9 +173,15 @@ def dense_control(setup: Setup, tuner: "FineTuner", epochs: int, keep: str = "be
         val.append(test_mse(model, setup.val)["mse"])
 
     tuner.run(setup.model, None, epochs, on_epoch=record)
-    if keep == "last":
-        return test
-    return [test[int(np.argmin(val[:e + 1]))] for e in range(epochs + 1)]
+    return test if keep == "last" else best_so_far(test, val)
+
+
+def best_so_far(test, val) -> list[float]:
+    """For each prefix 0..E of per-epoch scores: ``test`` at the epoch of lowest
+    ``val`` (the earliest on ties; a non-finite val is never best unless all are).
+    The keep="best" rule read at every length of a run, shape (len(test),)."""
+    val = np.where(np.isfinite(val), val, np.inf)
+    return [test[int(np.argmin(val[:e + 1]))] for e in range(len(test))]
 
 
 @functools.lru_cache(maxsize=32)

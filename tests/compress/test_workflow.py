@@ -53,6 +53,15 @@ def test_dense_control_applies_the_same_rule(monkeypatch):
         control("first")
 
 
+def test_best_so_far_follows_validation_and_skips_blow_ups():
+    from bec_jax.compress.workflow import best_so_far
+
+    # epoch 2's val is NaN (an eval-mode blow-up): never kept; ties keep the earliest
+    test, val = [5.0, 4.0, 9.0, 1.0, 2.0], [3.0, 2.0, float("nan"), 2.0, 1.0]
+    assert best_so_far(test, val) == [5.0, 4.0, 4.0, 4.0, 2.0]
+    assert best_so_far([7.0], [float("inf")]) == [7.0]
+
+
 def test_cosine_cycles_decay_and_restart():
     from bec_jax.compress.workflow import cosine_cycles
 

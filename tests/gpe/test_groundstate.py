@@ -41,6 +41,7 @@ def test_nonrotating_g100_matches_published_energy_and_virial(precision):
     assert float(res.residual) <= bj.gpe.groundstate.default_tolerances()[0]
 
 
+@pytest.mark.slow  # 18–55 s on 2 cores: runs in `make test-slow`
 def test_fast_rotation_batch_finds_vortex_lattices():
     """g = 100: 3 and 4 vortices at Ω = 0.65, 0.71, counter-clockwise, virial holds."""
     grid = bj.Grid(64, 16.0)
@@ -97,6 +98,7 @@ def test_imaginary_time_method_agrees_with_pcg():
     assert int(a.steps) < int(b.steps)
 
 
+@pytest.mark.slow  # 18–55 s on 2 cores: runs in `make test-slow`
 def test_small_box_is_flagged_with_needed_length():
     grid = bj.Grid(32, 7.0)
     res = bj.ground_state(grid, 200.0, 0.0, key=jax.random.key(0), n_starts=1)

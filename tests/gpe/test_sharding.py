@@ -43,6 +43,7 @@ def _run_with_devices(code: str, devices: int = 4):
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
 
 
+@pytest.mark.slow  # 18–55 s on 2 cores: runs in `make test-slow`
 def test_sharded_integrators_match_unsharded_without_cross_device_traffic():
     """4 CPU devices: each runs its slice of the batch; results, gradients agree.
 
@@ -124,6 +125,7 @@ def test_map_batch_over_pytrees_with_remainders():
             np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]))
 
 
+@pytest.mark.slow  # 18–55 s on 2 cores: runs in `make test-slow`
 def test_chunked_batches_match_the_whole_batch():
     """map_batch over chunks (the CPU default) = one vmap over the batch: integrators with a
     remainder chunk and a 2-D batch shape, their gradients, and ground states start by start."""
