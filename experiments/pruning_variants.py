@@ -10,10 +10,13 @@ the same total epochs at the same lr. --last-epochs gives the last stage a
 longer fine-tuning (the control trains as long); --seeds repeats the dense
 control and every chain with other shuffling orders of the fine-tuning data
 (seed 0 is the loader's own) and reports the median ratio; --report-at
-reads the last stage at shorter lengths too, from the same run. Writes
-REPORT_DIR/pruning_variants.{json,md}.
+reads the last stage at shorter lengths too, from the same run (and draws
+it per seed). Writes REPORT_DIR/pruning_variants.{json,md} (and .png with
+--report-at). --merge pools the seeds of earlier runs made with the same
+settings into one report, as if one run had made them all.
 
     python experiments/pruning_variants.py --data data/quick.h5 --ft-lr 1e-3   # ~10 min on 2 CPU cores
+    python experiments/pruning_variants.py --merge DIR_A,DIR_B --report-dir DIR_AB
 """
 
 from __future__ import annotations
@@ -65,7 +68,17 @@ def parse_args(argv=None):
     p.add_argument("--schedule", default=None,
                    help="increasing sparsities of the chain, comma-separated (default: 80,90,97,99,99.5,99.9 %%)")
     p.add_argument("--variants", default="global,global+reclaim,erk", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    p.add_argument("--merge", default=None,
+                   help="report dirs of earlier runs, comma-separated: pool their seeds into --report-dir (no training); "
+                        "the runs must share every setting but their seeds, and no seed")
     args = p.parse_args(argv)
+    if args.merge is not None:
+        args.merge = [d.strip() for d in args.merge.split(",") if d.strip()]
+        try:
+            args.merged = merge_runs(args.merge)
+        except ValueError as e:
+            p.error(str(e))
+        return args
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.schedule is not None:
         sched = args.schedule = [float(x) for x in args.schedule.split(",") if x.strip()]
@@ -97,8 +110,39 @@ def parse_args(argv=None):
     return args
 
 
+def merge_runs(dirs: list[str]) -> dict:
+    """One result dict from the pruning_variants.json of several runs that differ only in their seeds."""
+    if len(dirs) < 2:
+        raise ValueError(f"--merge needs at least two report dirs, got {dirs}")
+    runs = []
+    for d in dirs:
+        f = Path(d) / "pruning_variants.json"
+        if not f.is_file():
+            raise ValueError(f"--merge: no pruning_variants.json in {d!r}")
+        runs.append(json.loads(f.read_text()))
+    same = lambda s: {k: v for k, v in s.items() if k not in ("seeds", "report_dir", "merge", "merged_from")}
+    for d, r in zip(dirs[1:], runs[1:]):
+        if same(r["settings"]) != same(runs[0]["settings"]):
+            diff = sorted(k for k in same(r["settings"]) | same(runs[0]["settings"])
+                          if r["settings"].get(k) != runs[0]["settings"].get(k))
+            raise ValueError(f"--merge: {d!r} was run with other settings than {dirs[0]!r}: {', '.join(diff)}")
+    seeds = [s for r in runs for s in r["settings"]["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--merge: the runs share seeds: {sorted(seeds)}")
+    order = {s: i for i, s in enumerate(sorted(seeds))}
+    return dict(settings=dict(runs[0]["settings"], seeds=sorted(seeds), merged_from=dirs),
+                dense_control_mse={k: v for r in runs for k, v in r["dense_control_mse"].items()},
+                rows=sorted((row for r in runs for row in r["rows"]), key=lambda row: order[row["seed"]]),
+                seconds=sum(r["seconds"] for r in runs))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.merge is not None:
+        rep = Path(args.report_dir)
+        rep.mkdir(parents=True, exist_ok=True)
+        write_report(rep, dict(args.merged, settings=dict(args.merged["settings"], report_dir=str(rep))))
+        return 0
     from bec_jax.compress.pruning import DEFAULT_SCHEDULE, PruneConfig
     from bec_jax.compress.workflow import FineTuner, best_so_far, dense_control, load_setup, prune_once, test_mse
     from bec_jax.train.trainer import TrainConfig, fit, model_config_for
@@ -144,40 +188,77 @@ def main(argv=None) -> int:
                 print(f"seed {seed} {name} {s:.4f}: {mse:.3e} ({rows[-1]['ratio']:.3g}x dense)", flush=True)
     result = dict(settings=vars(args), dense_control_mse=dense_by_seed, rows=rows, seconds=time.perf_counter() - t0,
                   load_average_end=os.getloadavg())
-    (rep / "pruning_variants.json").write_text(json.dumps(result, indent=2))
+    write_report(rep, result)
+    return 0
+
+
+def write_report(rep: Path, result: dict) -> None:
+    """REPORT_DIR/pruning_variants.{json,md}, and .png when the last stage was read at several lengths."""
+    from bec_jax.compress.pruning import DEFAULT_SCHEDULE
+
+    text = json.dumps(result, indent=2)
+    (rep / "pruning_variants.json").write_text(text)
+    result = json.loads(text)  # the keys of "at" as a reader of the JSON sees them (strings)
+    a, rows = result["settings"], result["rows"]
+    ft, stages, report_at = a["ft_epochs"], tuple(a["schedule"] or DEFAULT_SCHEDULE), a["report_at"]
     by = {}
     for r in rows:
         by.setdefault(r["variant"], {}).setdefault(r["sparsity"], []).append(r["ratio"])
-    last = f", last stage {args.last_epochs}" if args.last_epochs != ft else ""
-    last += ", precise BN statistics" if args.precise_bn else ""
-    md = [f"# Iterative pruning variants (ft {ft} epochs/stage{last} at lr {args.ft_lr:g} ({args.lr_schedule}), "
-          f"keep {args.keep} epoch; test MSE / dense same epochs"
-          + (f"; median [min–max] over seeds {args.seeds}" if len(args.seeds) > 1 else "") + ")",
+    last = f", last stage {a['last_epochs']}" if a["last_epochs"] != ft else ""
+    last += ", precise BN statistics" if a["precise_bn"] else ""
+    md = [f"# Iterative pruning variants (ft {ft} epochs/stage{last} at lr {a['ft_lr']:g} ({a['lr_schedule']}), "
+          f"keep {a['keep']} epoch; test MSE / dense same epochs"
+          + (f"; median [min–max] over seeds {a['seeds']}" if len(a["seeds"]) > 1 else "") + ")",
           "", "| variant | " + " | ".join(f"{s:.2%}" for s in stages) + " |", "|---|" + "---|" * len(stages)]
+    if "merged_from" in a:
+        md[1:1] = ["", "Seeds pooled from the runs " + ", ".join(f"`{d}`" for d in a["merged_from"]) + "."]
     md += [f"| {v} | " + " | ".join(_cell(d[s]) for s in stages) + " |" for v, d in by.items()]
-    if len(args.seeds) == 1:  # the absolute MSEs too
+    if len(a["seeds"]) == 1:  # the absolute MSEs too
         mses = {(r["variant"], r["sparsity"]): r["mse"] for r in rows}
         md += ["", "| variant (test MSE) | " + " | ".join(f"{s:.2%}" for s in stages) + " |",
                "|---|" + "---|" * len(stages)]
         md += [f"| {v} | " + " | ".join(f"{mses[v, s]:.2e}" for s in stages) + " |" for v in by]
-    if len(args.report_at) > 1:
+    if len(report_at) > 1:
         md += ["", f"Last stage ({stages[-1]:.2%}) read at other lengths (epochs of the last stage; the control at the "
-               "same total):", "", "| variant | " + " | ".join(f"{e}" for e in args.report_at) + " |",
-               "|---|" + "---|" * len(args.report_at)]
-        at = {}
+               "same total):", "", "| variant | " + " | ".join(f"{e}" for e in report_at) + " |",
+               "|---|" + "---|" * len(report_at)]
+        at = {}  # variant -> seed -> ratios at report_at (JSON keys are strings)
         for r in rows:
-            for e, v in r.get("at", {}).items():
-                at.setdefault(r["variant"], {}).setdefault(e, []).append(v["ratio"])
-        md += [f"| {v} | " + " | ".join(_cell(d[e]) for e in args.report_at) + " |" for v, d in at.items()]
+            if "at" in r:
+                at.setdefault(r["variant"], {})[r["seed"]] = [r["at"][str(e)]["ratio"] for e in report_at]
+        md += [f"| {v} | " + " | ".join(_cell(col) for col in zip(*d.values())) + " |" for v, d in at.items()]
+        _plot_lengths(rep / "pruning_variants.png", at, report_at, stages[-1], a["seeds"])
+        md += ["", "![last stage per seed](pruning_variants.png)"]
     (rep / "pruning_variants.md").write_text("\n".join(md) + "\n")
-    print(f"wrote {rep / 'pruning_variants.json'} in {result['seconds']:.0f} s")
-    return 0
+    print(f"wrote {rep / 'pruning_variants.json'} ({result['seconds']:.0f} s of runs)")
 
 
 def _cell(ratios) -> str:
     if len(ratios) == 1:
         return f"{ratios[0]:.3g}×"
     return f"{np.median(ratios):.3g}× [{min(ratios):.3g}–{max(ratios):.3g}]"
+
+
+def _plot_lengths(path: Path, at: dict, report_at: list, sparsity: float, seeds: list) -> None:
+    """Ratio to the dense control vs last-stage length: one thin line per seed, the median bold; one panel per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(at), figsize=(5.2 * len(at), 3.8), squeeze=False, sharey=True)
+    for ax, (variant, by_seed) in zip(axes[0], at.items()):
+        for seed, ratios in by_seed.items():
+            ax.plot(report_at, ratios, "o-", lw=0.8, ms=3, alpha=0.6, label=f"seed {seed}")
+        ax.plot(report_at, np.median(list(by_seed.values()), axis=0), "k-", lw=2.5, label="median")
+        ax.axhline(1.0, color="r", ls="--", lw=1, label="dense control")
+        ax.set(title=f"{variant} at {sparsity:.2%}", xlabel="epochs of the last stage",
+               ylabel="test MSE / dense (same total epochs)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Iterative pruning, last stage read at several lengths ({len(seeds)} seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,14 @@ def precision(request):
         yield request.param
 
 
+@pytest.fixture
+def exact_matmul():
+    """float32 matmuls and convolutions at full precision, for tests that compare two float paths:
+    on a GPU JAX's default is TF32, whose rounding (~1e-3) is above their tolerances."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
 def tol(precision, f32, f64):
     """dtype-aware tolerance."""
     return f32 if precision == "float32" else f64

@@ -238,8 +238,20 @@ class Int8Conv(nnx.Module):
 
     def __call__(self, x):
         qx, sx = quantize_array(x, "per_tensor")
-        acc = _conv(qx, self.kernel_q[...], self.padding, preferred_element_type=jnp.int32)
-        return acc.astype(jnp.float32) * (sx * self.w_scale[...]) + self.bias[...]
+        return _int8_conv(qx, self.kernel_q[...], self.padding) * (sx * self.w_scale[...]) + self.bias[...]
+
+
+@partial(jax.jit, static_argnames="padding")
+def _int8_conv(qx, kernel_q, padding):
+    """int8 (B, H, W, C_in) × int8 (kh, kw, C_in, C_out) → int32 accumulation → float32.
+
+    One jitted function, so that XLA always sees the conversion beside the
+    convolution, also when a layer is called eagerly: XLA:GPU has no cuDNN
+    kernel for an int32 result and lowers the pair to cuDNN's int8
+    convolution with a float32 output ("UNIMPLEMENTED: Can't lower one or
+    more integer convolutions" otherwise); XLA:CPU accumulates in int32.
+    """
+    return _conv(qx, kernel_q, padding, preferred_element_type=jnp.int32).astype(jnp.float32)
 
 
 def quantize_model(model: UNet, config: QuantConfig, mode: str = "fake") -> UNet:

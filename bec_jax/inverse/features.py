@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -77,7 +78,8 @@ def azimuthal_features(grid: Grid, n, cfg: FeatureConfig = FeatureConfig(), eps:
     """
     _, basis = ring_basis(grid, cfg)
     basis = jnp.asarray(basis, complex_dtype())
-    c = jnp.einsum("mbyx,...yx->...mb", basis, n.astype(basis.dtype))
+    # full float32 products (a GPU's default is TF32): the features are physics, not network input noise
+    c = jnp.einsum("mbyx,...yx->...mb", basis, n.astype(basis.dtype), precision=jax.lax.Precision.HIGHEST)
     mag = jnp.sqrt(jnp.real(c) ** 2 + jnp.imag(c) ** 2 + eps)
     return jnp.concatenate([jnp.real(c[..., :1, :]), mag[..., 1:, :]], axis=-2)
 

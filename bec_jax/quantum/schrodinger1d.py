@@ -155,7 +155,8 @@ def _random_states(key, grid: Grid1D, shape: tuple, n_modes: int, dtype):
     scale = jnp.asarray(1.0 / np.arange(1, n_modes + 1), dtype)
     # one complex draw (Re, Im each N(0, 1/2)): a single threefry kernel to compile
     c = jax.random.normal(key, (*shape, n_modes), dtype) * scale
-    psi = jnp.einsum("...k,kj->...j", c, modes)
+    # full float32 products: a GPU's default (TF32) leaves 1e-4 of the higher modes in psi
+    psi = jnp.einsum("...k,kj->...j", c, modes, precision=jax.lax.Precision.HIGHEST)
     return psi / norm(grid, psi)[..., None].astype(dtype)
 
 

@@ -42,10 +42,14 @@ def test_real_time_conserves_norm_and_energy(precision):
     g, om = 30.0, 0.5
     psi0 = gaussian(GRID)
     e0 = bj.energy(GRID, psi0, g, om)
-    psi = bj.real_time(GRID, psi0, g, om, dt=1e-3, steps=500)
-    # Unitary up to round-off accumulated over 500 steps.
-    assert abs(float(bj.norm(GRID, psi)) - 1) < tol(precision, 2e-4, 1e-12)
-    assert abs(float(bj.energy(GRID, psi, g, om) - e0)) / float(e0) < tol(precision, 2e-4, 1e-6)
+    steps = 500
+    psi = bj.real_time(GRID, psi0, g, om, dt=1e-3, steps=steps)
+    # Unitary up to round-off accumulated over the steps: float32 loses about 1 ulp of norm per step on
+    # XLA:CPU (5.1e-5 in all) and 3.5 on an H200 GPU (2.1e-4; README, "On a GPU").
+    assert abs(float(bj.norm(GRID, psi)) - 1) < tol(precision, 8 * steps * np.finfo(np.float32).eps, 1e-12)
+    # The energy of the normalised state: the norm's round-off is checked above, this checks the dynamics.
+    e = bj.energy(GRID, bj.normalize(GRID, psi), g, om)
+    assert abs(float(e - e0)) / float(e0) < tol(precision, 2e-4, 1e-6)
     # The state moved: this is not a trivial identity map.
     assert float(jnp.abs(jnp.vdot(psi, psi0)) * GRID.cell_area) < 0.999
 

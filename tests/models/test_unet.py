@@ -100,7 +100,7 @@ def test_call_rejects_bad_inputs():
         model(jnp.ones((1, 4, 4, 1)))
 
 
-def test_batchnorm_modes():
+def test_batchnorm_modes(exact_matmul):
     model = init_model(SMALL, 1)
     x = jax.random.normal(jax.random.key(0), (4, 37, 37, 1))
     model.eval()
@@ -144,7 +144,7 @@ def test_same_seed_same_model_different_seed_differs():
     assert not all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(c)))
 
 
-def test_matches_pytorch_reference_implementation():
+def test_matches_pytorch_reference_implementation(exact_matmul):
     torch = pytest.importorskip("torch")
     from bec_jax.models.torch_unet import TorchUNet, copy_weights_to_torch
 
@@ -175,7 +175,7 @@ def test_batch_of_one_at_a_1x1_bottleneck_cannot_train():
 
 
 @pytest.mark.parametrize("h, w", [(1, 1), (5, 7)])
-def test_gemm_conv_path_equals_xla_convolution(h, w, monkeypatch):
+def test_gemm_conv_path_equals_xla_convolution(h, w, monkeypatch, exact_matmul):
     from bec_jax.models import unet
 
     conv = unet._conv(6, 5, 3, nnx.Rngs(0))

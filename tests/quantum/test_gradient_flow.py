@@ -108,7 +108,7 @@ def test_vmapped_seeds_train_independently():
     np.testing.assert_allclose(alone.eval_loss[0], both.eval_loss[1], rtol=1e-4)
 
 
-def test_modified_gradient_through_simulator_reweights_samples():
+def test_modified_gradient_through_simulator_reweights_samples(exact_matmul):
     """End to end through network + 10 CN steps: grad_M = mean_i grad L_i / sqrt(1 - L_i)."""
     cfg = CTRL
     psi0, target = make_control_data(cfg)
