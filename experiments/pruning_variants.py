@@ -227,7 +227,7 @@ def write_report(rep: Path, result: dict) -> None:
             if "at" in r:
                 at.setdefault(r["variant"], {})[r["seed"]] = [r["at"][str(e)]["ratio"] for e in report_at]
         md += [f"| {v} | " + " | ".join(_cell(col) for col in zip(*d.values())) + " |" for v, d in at.items()]
-        _plot_lengths(rep / "pruning_variants.png", at, report_at, stages[-1], a["seeds"])
+        _plot_lengths(rep / "pruning_variants.png", at, report_at, stages[-1])
         md += ["", "![last stage per seed](pruning_variants.png)"]
     (rep / "pruning_variants.md").write_text("\n".join(md) + "\n")
     print(f"wrote {rep / 'pruning_variants.json'} ({result['seconds']:.0f} s of runs)")
@@ -239,7 +239,7 @@ def _cell(ratios) -> str:
     return f"{np.median(ratios):.3g}× [{min(ratios):.3g}–{max(ratios):.3g}]"
 
 
-def _plot_lengths(path: Path, at: dict, report_at: list, sparsity: float, seeds: list) -> None:
+def _plot_lengths(path: Path, at: dict, report_at: list, sparsity: float) -> None:
     """Ratio to the dense control vs last-stage length: one thin line per seed, the median bold; one panel per variant."""
     import matplotlib
 
@@ -255,7 +255,8 @@ def _plot_lengths(path: Path, at: dict, report_at: list, sparsity: float, seeds:
         ax.set(title=f"{variant} at {sparsity:.2%}", xlabel="epochs of the last stage",
                ylabel="test MSE / dense (same total epochs)")
         ax.legend(fontsize=7)
-    fig.suptitle(f"Iterative pruning, last stage read at several lengths ({len(seeds)} seeds)", fontsize=10)
+    fig.suptitle(f"Iterative pruning, last stage read at several lengths ({len(next(iter(at.values())))} seeds)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
