@@ -243,14 +243,20 @@ class Int8Conv(nnx.Module):
 
 @partial(jax.jit, static_argnames="padding")
 def _int8_conv(qx, kernel_q, padding):
-    """int8 (B, H, W, C_in) × int8 (kh, kw, C_in, C_out) → int32 accumulation → float32.
+    """int8 (B, H, W, C_in) × int8 (kh, kw, C_in, C_out) → integer sums → float32.
 
-    One jitted function, so that XLA always sees the conversion beside the
-    convolution, also when a layer is called eagerly: XLA:GPU has no cuDNN
-    kernel for an int32 result and lowers the pair to cuDNN's int8
-    convolution with a float32 output ("UNIMPLEMENTED: Can't lower one or
-    more integer convolutions" otherwise); XLA:CPU accumulates in int32.
+    On a CPU the sums accumulate in int32 (``preferred_element_type``). On a
+    GPU, XLA lowers integer convolutions to cuDNN's int8 kernels, which cover
+    only some geometries: a conv that XLA rewrites as a backward-filter conv
+    (batch 1 with one output channel) has none ("No supported configs"), and
+    a lone int32 result has none either. There the same int8 values are
+    convolved in float32 at full precision (no TF32), which runs everywhere:
+    every product is exact (|q| ≤ 127), and the sum is exact while it stays
+    below 2^24, rounded to float32 (relative 6e-8) beyond.
     """
+    if jax.default_backend() in ("gpu", "cuda", "rocm"):
+        return _conv(qx.astype(jnp.float32), kernel_q.astype(jnp.float32), padding,
+                     precision=jax.lax.Precision.HIGHEST)
     return _conv(qx, kernel_q, padding, preferred_element_type=jnp.int32).astype(jnp.float32)
 
 

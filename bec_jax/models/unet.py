@@ -47,6 +47,9 @@ __all__ = ["UNetConfig", "UNet", "DoubleConv", "apply_conv", "TorchBatchNorm", "
            "pad_to", "max_pool2x", "init_model", "default_depth"]
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
 @dataclasses.dataclass(frozen=True)
 class UNetConfig:
     """Architecture of a U-Net (everything needed to rebuild it; stored with checkpoints).
@@ -62,6 +65,10 @@ class UNetConfig:
       against the data it is trained on.
     bn_momentum: BatchNorm running-average momentum in PyTorch terms, in (0, 1].
     bn_epsilon: BatchNorm epsilon (> 0).
+    dtype: compute dtype of the convolutions, "float32" (default) or
+      "bfloat16" (mixed precision: parameters stay float32, convolutions and
+      activations run in bfloat16, BatchNorm statistics in float32, the output
+      is float32). bfloat16 is for accelerators; on a CPU it is slower.
     """
 
     in_channels: int = 1
@@ -71,6 +78,7 @@ class UNetConfig:
     input_size: int = 200
     bn_momentum: float = 0.2
     bn_epsilon: float = 1e-5
+    dtype: str = "float32"
 
     def __post_init__(self):
         for name in ("in_channels", "out_channels", "base_width", "depth"):
@@ -86,6 +94,8 @@ class UNetConfig:
             raise ValueError(f"bn_momentum must be in (0, 1] (PyTorch convention), got {self.bn_momentum}")
         if not (self.bn_epsilon > 0):
             raise ValueError(f"bn_epsilon must be > 0, got {self.bn_epsilon}")
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}")
 
     @property
     def encoder_widths(self) -> tuple[int, ...]:
@@ -135,10 +145,11 @@ def _torch_uniform(bound: float):
     return init
 
 
-def _conv(cin: int, cout: int, k: int, rngs: nnx.Rngs) -> nnx.Conv:
+def _conv(cin: int, cout: int, k: int, rngs: nnx.Rngs, dtype: str = "float32") -> nnx.Conv:
     bound = 1.0 / np.sqrt(cin * k * k)  # kaiming_uniform(a=√5) and the bias rule both give 1/√fan_in
-    return nnx.Conv(cin, cout, (k, k), padding=((k // 2, k // 2),) * 2, use_bias=True,
-                    kernel_init=_torch_uniform(bound), bias_init=_torch_uniform(bound), rngs=rngs)
+    return nnx.Conv(cin, cout, (k, k), padding=((k // 2, k // 2),) * 2, use_bias=True, dtype=jnp.dtype(dtype),
+                    param_dtype=jnp.float32, kernel_init=_torch_uniform(bound), bias_init=_torch_uniform(bound),
+                    rngs=rngs)
 
 
 #: Feature maps with at most this many pixels (H·W) use the GEMM form of a
@@ -162,7 +173,8 @@ def apply_conv(conv, x):
     """
     if type(conv) is not nnx.Conv or x.shape[1] * x.shape[2] > GEMM_MAX_PIXELS or conv.kernel.shape[0] == 1:
         return conv(x)
-    k = conv.kernel[...]
+    x = x.astype(conv.dtype or x.dtype)
+    k = conv.kernel[...].astype(x.dtype)
     kh, kw, cin, cout = k.shape
     B, H, W, _ = x.shape
     if H == 1 and W == 1:
@@ -171,7 +183,7 @@ def apply_conv(conv, x):
         xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
         cols = jnp.concatenate([xp[:, dy:dy + H, dx:dx + W] for dy in range(kh) for dx in range(kw)], -1)
         y = cols.reshape(B * H * W, kh * kw * cin) @ k.reshape(kh * kw * cin, cout)
-    return (y + conv.bias[...]).reshape(B, H, W, cout)
+    return (y + conv.bias[...].astype(x.dtype)).reshape(B, H, W, cout)
 
 
 class TorchBatchNorm(nnx.BatchNorm):
@@ -188,6 +200,7 @@ class TorchBatchNorm(nnx.BatchNorm):
     """
 
     def __call__(self, x, use_running_average: bool | None = None):
+        out_dtype, x = x.dtype, x.astype(jnp.float32)  # statistics in float32 also under bfloat16 compute
         use_ra = self.use_running_average if use_running_average is None else use_running_average
         if use_ra:
             mean, var = self.mean[...], self.var[...]
@@ -203,18 +216,19 @@ class TorchBatchNorm(nnx.BatchNorm):
             m = self.momentum
             self.mean[...] = jax.lax.stop_gradient(m * self.mean[...] + (1 - m) * mean)
             self.var[...] = jax.lax.stop_gradient(m * self.var[...] + (1 - m) * unbiased)
-        return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * self.scale[...]) + self.bias[...]
+        y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * self.scale[...]) + self.bias[...]
+        return y.astype(out_dtype)
 
 
 class DoubleConv(nnx.Module):
     """(3×3 conv → BatchNorm → ReLU) × 2. x (B, H, W, cin) → (B, H, W, cout), same H, W."""
 
     def __init__(self, cin: int, cout: int, mid: int | None = None, *, momentum: float = 0.2,
-                 epsilon: float = 1e-5, rngs: nnx.Rngs):
+                 epsilon: float = 1e-5, dtype: str = "float32", rngs: nnx.Rngs):
         mid = cout if mid is None else mid
-        self.conv1 = _conv(cin, mid, 3, rngs)
+        self.conv1 = _conv(cin, mid, 3, rngs, dtype)
         self.bn1 = TorchBatchNorm(mid, momentum=1.0 - momentum, epsilon=epsilon, rngs=rngs)
-        self.conv2 = _conv(mid, cout, 3, rngs)
+        self.conv2 = _conv(mid, cout, 3, rngs, dtype)
         self.bn2 = TorchBatchNorm(cout, momentum=1.0 - momentum, epsilon=epsilon, rngs=rngs)
 
     def __call__(self, x):
@@ -274,7 +288,7 @@ class UNet(nnx.Module):
     """The U-Net of the module docstring.
 
     Call: x float32 (B, H, W, in_channels) (log-density, channels-last) →
-    float32 (B, H, W, out_channels) (phase gradient, channel 0 along x /
+    float32 (B, H, W, out_channels) (computed in ``config.dtype``) (phase gradient, channel 0 along x /
     columns, 1 along y / rows), H, W ≥ 2^depth. BatchNorm uses batch
     statistics in train mode (``model.train()``, the default after
     construction) and running averages in eval mode (``model.eval()``).
@@ -282,12 +296,12 @@ class UNet(nnx.Module):
 
     def __init__(self, config: UNetConfig = UNetConfig(), *, rngs: nnx.Rngs):
         self.config = config
-        kw = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon, rngs=rngs)
+        kw = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon, dtype=config.dtype, rngs=rngs)
         enc = config.encoder_widths
         self.inc = DoubleConv(config.in_channels, enc[0], **kw)
         self.down = nnx.List([DoubleConv(enc[i], enc[i + 1], **kw) for i in range(config.depth)])
         self.up = nnx.List([DoubleConv(cin, cout, mid, **kw) for cin, mid, cout in config.decoder_widths])
-        self.outc = _conv(enc[0], config.out_channels, 1, rngs)
+        self.outc = _conv(enc[0], config.out_channels, 1, rngs, config.dtype)
 
     def __call__(self, x):
         cfg = self.config
@@ -303,7 +317,7 @@ class UNet(nnx.Module):
             skip = skips.pop()
             h = pad_to(upsample_bilinear2x(h), skip.shape[1], skip.shape[2])
             h = block(jnp.concatenate([skip, h], axis=-1))
-        return self.outc(h)
+        return self.outc(h).astype(jnp.float32)
 
     def example_input(self, batch: int = 1):
         """Zeros (batch, input_size, input_size, in_channels) float32."""

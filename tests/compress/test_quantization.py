@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from bec_jax.compress.quantization import (
+    _int8_conv,
     FakeQuantConv, Int8Conv, QuantConfig, _conv, conv_layer_names, conv_layers, decode_sparse, dequantize,
     encode_sparse, fake_quant, load_quantized, quantize_array, quantize_model, save_quantized,
     weight_error_stats,
@@ -66,12 +67,24 @@ def test_int8_conv_matches_float_conv_of_dequantized_values(exact_matmul):
     ref = _conv(x, dequantize(q, s), ((1, 1), (1, 1))) + b      # activations in float
     bound = float(sx) / 2 * jnp.max(jnp.sum(jnp.abs(dequantize(q, s)), axis=(0, 1, 2)))
     assert float(jnp.max(jnp.abs(y - ref))) <= bound
-    # int8 × int8 sums overflow int8 and int16 by far: int32 accumulation must be used. The shapes of the conv
-    # above (batch 2, 8 outputs, padded): XLA:GPU turns a batch-1 conv with one output channel into a
-    # backward-filter conv, which has no int8 cuDNN kernel.
+    # int8 × int8 sums overflow int8 and int16 by far: int32 accumulation must be used.
     ones = Int8Conv(jnp.full((3, 3, 16, 8), 127, jnp.int8), jnp.float32(1.0), jnp.zeros(8), ((1, 1), (1, 1)))
     out = ones(jnp.ones((2, 5, 5, 16)))
     np.testing.assert_allclose(out[:, 1:-1, 1:-1], 127 * 127 * 9 * 16 / 127, rtol=1e-6)  # interior: full windows
+
+
+@pytest.mark.parametrize("batch,cin,cout", [(1, 16, 1), (1, 1, 8), (1, 8, 2), (3, 5, 1)])
+def test_int8_conv_integer_sums_in_every_geometry(batch, cin, cout):
+    # Geometries XLA:GPU rewrites (batch 1 with one output channel becomes a backward-filter conv with no int8
+    # cuDNN kernel) must run and give the exact integer sums on every backend.
+    rng = np.random.default_rng(batch * 100 + cin * 10 + cout)
+    qx = rng.integers(-127, 128, (batch, 7, 6, cin)).astype(np.int8)
+    kq = rng.integers(-127, 128, (3, 3, cin, cout)).astype(np.int8)
+    got = np.asarray(_int8_conv(jnp.asarray(qx), jnp.asarray(kq), ((1, 1), (1, 1))))
+    xp = np.pad(qx.astype(np.int64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    want = sum(np.einsum("bhwc,co->bhwo", xp[:, dy:dy + 7, dx:dx + 6], kq[dy, dx].astype(np.int64))
+               for dy in range(3) for dx in range(3))
+    np.testing.assert_array_equal(got, want.astype(np.float32))
 
 
 def test_quantize_model_layer_selection_and_accuracy():

@@ -86,6 +86,7 @@ def test_pad_to_splits_like_the_reference():
     (dict(base_width=5), "even"),
     (dict(bn_momentum=0.0), "bn_momentum"),
     (dict(depth=0), "depth"),
+    (dict(dtype="float16"), "dtype"),
 ])
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -204,3 +205,21 @@ def test_max_pool_is_floor_mode_maxpool_with_one_winner_per_window():
     g = np.asarray(jax.grad(lambda v: jnp.sum(max_pool2x(v) * jnp.arange(1.0, 4.0)))(x))
     assert np.all(g[:, 4:] == 0) and np.all(g[:, :, 6:] == 0)  # the cropped row and column get nothing
     assert np.count_nonzero(g) == y.size
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_output(exact_matmul):
+    cfg = UNetConfig(base_width=4, depth=3, input_size=24)
+    f32, b16 = init_model(cfg, seed=3), init_model(UNetConfig(**{**cfg.to_dict(), "dtype": "bfloat16"}), seed=3)
+    x = jax.random.normal(jax.random.key(0), (2, 24, 24, 1))
+    for m in (f32, b16):
+        m.eval()
+    y32, y16 = f32(x), b16(x)
+    assert y16.dtype == jnp.float32
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(nnx.state(b16, nnx.Param)))
+    # same weights, bfloat16 round-off (8 bits of mantissa) through 10 convs: close, not equal
+    rel = float(jnp.linalg.norm(y16 - y32) / jnp.linalg.norm(y32))
+    assert 0 < rel < 5e-2
+    b16.train()
+    grads = nnx.grad(lambda m: jnp.mean(m(x) ** 2))(b16)
+    leaves = jax.tree.leaves(grads)
+    assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g))) for g in leaves)

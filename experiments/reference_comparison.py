@@ -1,0 +1,146 @@
+"""The reference's published numbers beside bec_jax's, measured the same way, from a paper-preset run.
+
+Reads a ``bec-jax pipeline --preset paper`` run (its report.json and train/metrics.json, or the copies
+that benchmarks/gpu_check.sh brings back) and, optionally, ``bec-jax train`` runs of other optimizers on
+the same data (their metrics.json), and writes one table (markdown + JSON). Every row gives the
+reference's value and bec_jax's, in the reference's loss convention (mean of (out − target)² · valid
+over all pixels, ``mse_ref``) and, beside it, bec_jax's masked MSE (mean over valid pixels). A row whose
+measurement has not run yet says so; it is never filled in from elsewhere.
+
+    python experiments/reference_comparison.py --run benchmarks/results/gpu_h200/paper_pipeline \\
+        --out experiments/results/reference_comparison
+    python experiments/reference_comparison.py --run RUN --optimizer-run adamw=RUN_ADAMW --optimizer-run sgd=RUN_SGD
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bec_jax.models import UNetConfig, count_params
+
+MIB = 2**20
+
+# DESIGN.md §5: the reference's public notebooks. MSEs in its convention (all-pixel mean).
+REFERENCE = dict(
+    params=17_314_578, grid_n=200, n_states=1680,
+    test_mse_adam=7.8e-4, val_loss_epoch50=dict(adam=9.2e-4, adamw=7.7e-4, sgd=1.24e-2),
+    pruning_test_mse={"0.99": 9.1e-4, "0.995": 9.6e-4, "0.999": 7.7e-3},
+    fp32_mib=66.16, int8_mib=16.65,
+    int8_mse_change=dict(per_tensor=0.335, per_channel=0.181, mixed=0.010),
+)
+
+
+def _metrics(folder: Path) -> dict:
+    for p in (folder / "train" / "metrics.json", folder / "metrics.json"):
+        if p.is_file():
+            return json.loads(p.read_text())
+    raise SystemExit(f"no metrics.json in {folder} or {folder / 'train'}")
+
+
+def _epoch(metrics: dict, epoch: int) -> dict | None:
+    return next((h for h in metrics["history"] if h["epoch"] == epoch), None)
+
+
+def compare(run: Path, optimizer_runs: dict[str, Path]) -> dict:
+    """The comparison rows of the paper-preset run ``run`` (see module doc)."""
+    report = json.loads((run / "report.json").read_text())
+    metrics = _metrics(run)
+    models, ev = report["models"], report["evaluation"]
+    dense = models["dense"]
+    rows = []
+
+    def row(quantity, reference, bec_jax, *, bec_jax_masked=None, note="", better="lower"):
+        rows.append(dict(quantity=quantity, reference=reference, bec_jax=bec_jax, bec_jax_masked_mse=bec_jax_masked,
+                         better=better, note=note,
+                         verdict=None if bec_jax is None or reference is None else
+                         ("matches or beats" if (bec_jax <= reference if better == "lower" else bec_jax >= reference)
+                          else "worse")))
+
+    row("test MSE, Adam (dense, best checkpoint)", REFERENCE["test_mse_adam"], ev["mse_ref"], bec_jax_masked=ev["mse"])
+    opt_metrics = {"adam": metrics, **{k: _metrics(v) for k, v in optimizer_runs.items()}}
+    for opt, ref in REFERENCE["val_loss_epoch50"].items():
+        h = _epoch(opt_metrics[opt], 50) if opt in opt_metrics else None
+        row(f"validation loss at epoch 50, {opt}", ref, None if h is None else h["val_mse_ref"],
+            bec_jax_masked=None if h is None else h["val_mse"],
+            note="" if h is not None else "not run yet (benchmarks/gpu_check.sh step 4)")
+    pr = report["pruning"]
+    for s, ref in REFERENCE["pruning_test_mse"].items():
+        row(f"iterative pruning {float(s):.1%}, test MSE", ref, None,
+            note=f"not run yet: this run prunes to {pr['achieved_sparsity']:.1%} "
+                 f"(test MSE {models['pruned']['mse_ref']:.2e}, {models['pruned']['mse_ratio_vs_dense']:.2f}× dense)")
+    row("fp32 model on disk (MiB)", REFERENCE["fp32_mib"], dense["bytes_on_disk"] / MIB,
+        note="orbax checkpoint of the parameters and BatchNorm statistics")
+    for scheme, ref in REFERENCE["int8_mse_change"].items():
+        m = models.get(f"int8_{scheme}")
+        change = None if m is None else m["mse_ref"] / dense["mse_ref"] - 1
+        note = ("bec_jax's per-tensor scheme is symmetric per conv; the reference's is one asymmetric scale over all "
+                "convs" if scheme == "per_tensor" else "")
+        row(f"int8 {scheme.replace('_', '-')}: test MSE change", ref, change, note=note)
+        if m is not None:
+            row(f"int8 {scheme.replace('_', '-')}: size on disk (MiB)", REFERENCE["int8_mib"], m["bytes_on_disk"] / MIB)
+    if "pruned_int8_per_channel" in models:
+        m = models["pruned_int8_per_channel"]
+        row("pruned + int8 per-channel: size on disk (MiB)", None, m["bytes_on_disk"] / MIB,
+            bec_jax_masked=m["mse"], note=f"{m['size_ratio_vs_dense']:.1f}× smaller at {m['mse_ratio_vs_dense']:.2f}× "
+                                           "the dense test MSE; no reference row")
+    return dict(
+        run=str(run), grid_n=report["dataset"]["grid_n"], n_states=report["dataset"]["n_samples"],
+        params=count_params(UNetConfig.from_dict(report["config"]["model"])),
+        backend=report.get("backend"), device=report.get("device"),
+        test_mse_ref=ev["mse_ref"], test_masked_mse=ev["mse"], fidelity_mean=ev["fidelity_mean"],
+        vortex_count_accuracy=ev["vortex_count_accuracy"],
+        stage_seconds=report["stage_seconds"], total_seconds=sum(report["stage_seconds"].values()),
+        reference=REFERENCE, rows=rows)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.3g}" if abs(v) >= 1e-2 else f"{v:.2e}"
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Paper preset: {result['n_states']} states on {result['grid_n']}², "
+             f"{result['params']:,} parameters; {result['device']} ({result['backend']}); stages add up to "
+             f"{result['total_seconds']:.0f} s. MSEs in the reference's convention (all-pixel mean); bec_jax's "
+             "masked MSE beside it.", "",
+             "| quantity | reference | bec_jax | bec_jax masked MSE | verdict | note |", "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        pct = "change" in r["quantity"]
+        f = (lambda v: "–" if v is None else f"{v:+.1%}") if pct else _fmt
+        lines.append(f"| {r['quantity']} | {f(r['reference'])} | {f(r['bec_jax'])} | {_fmt(r['bec_jax_masked_mse'])} "
+                     f"| {r['verdict'] or '–'} | {r['note']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run", required=True, help="paper-preset pipeline run folder (report.json)")
+    p.add_argument("--optimizer-run", action="append", default=[], metavar="NAME=DIR",
+                   help="a `bec-jax train` run of optimizer NAME (adamw, sgd) on the same data")
+    p.add_argument("--out", default="experiments/results/reference_comparison")
+    args = p.parse_args(argv)
+    run = Path(args.run)
+    if not (run / "report.json").is_file():
+        p.error(f"{str(run)!r} has no report.json (a finished `bec-jax pipeline` run)")
+    opt_runs = {}
+    for item in args.optimizer_run:
+        name, _, folder = item.partition("=")
+        if name not in REFERENCE["val_loss_epoch50"] or not folder:
+            p.error(f"--optimizer-run takes NAME=DIR with NAME in {sorted(REFERENCE['val_loss_epoch50'])}, got {item!r}")
+        opt_runs[name] = Path(folder)
+    result = compare(run, opt_runs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reference_comparison.json").write_text(json.dumps(result, indent=2))
+    table = markdown(result)
+    (out / "reference_comparison.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
