@@ -1,13 +1,29 @@
-"""`bec-jax` command line. Bad input: a one-line message and exit code 2."""
+"""`bec-jax` command line.
+
+One error path for every subcommand: bad input, a damaged or foreign file, a busy or
+unwritable output are one line naming the file or value, exit code 2; anything
+unexpected prints a one-line summary before its traceback (exit 1). SIGINT and SIGTERM
+exit 130 and 143 with one line, within a few seconds even inside a long XLA call: every
+file bec_jax writes is replaced atomically, so stopping anywhere leaves nothing
+half-written and the same command resumes. Each output folder (or file) is locked for
+the command's lifetime, so a second process on it refuses at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import os
+import signal
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
+
+from bec_jax.artifacts import locked
 
 
 COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands",
@@ -36,7 +52,16 @@ def positive_int(text: str) -> int:
     return value
 
 
-def out_dir(path: str) -> Path:
+_held = contextlib.ExitStack()  # output locks of the running command, released when main() returns
+
+
+def lock_output(path) -> None:
+    """Hold the lock of an output (folder or file) until the command ends (``artifacts.locked``)."""
+    _held.enter_context(locked(path))
+
+
+def out_dir(path: str, lock: bool = True) -> Path:
+    """Create (if needed), check writable and (``lock``) lock an output folder."""
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -45,6 +70,8 @@ def out_dir(path: str) -> Path:
         probe.unlink()
     except OSError as e:
         raise UsageError(f"cannot write to output folder {str(out)!r}: {e.strerror or e}") from None
+    if lock:
+        lock_output(out)
     return out
 
 
@@ -115,7 +142,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: seconds a signalled command has to reach Python's handler before it is ended from outside
+SIGNAL_GRACE_S = 3.0
+
+
+class _Signalled(BaseException):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _install_signal_handlers(command: str) -> None:
+    """SIGINT/SIGTERM raise ``_Signalled`` in the main thread. A watchdog woken by the signal
+    itself (``signal.set_wakeup_fd``) ends the process if the main thread is still inside a
+    long native call after ``SIGNAL_GRACE_S`` (Python runs handlers only between bytecodes)."""
+    def handler(signum, frame):
+        raise _Signalled(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w)
+
+    def watchdog():
+        signum = os.read(r, 1)[0]
+        time.sleep(SIGNAL_GRACE_S)
+        _exit_signalled(command, signum)
+
+    threading.Thread(target=watchdog, daemon=True, name="bec-jax-signal-watchdog").start()
+
+
+def _exit_signalled(command: str, signum: int):
+    name = signal.Signals(signum).name
+    print(f"bec-jax {command}: stopped by {name}; rerun the same command to resume", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # Skip interpreter teardown: XLA and orbax threads still running then are what crashed it.
+    os._exit(128 + signum)
+
+
 def main(argv=None) -> int:
+    """Run ``bec-jax`` with ``argv`` (default: the command line). As the console script
+    (argv None) it also handles SIGINT/SIGTERM (module doc)."""
+    global _held
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -126,14 +195,31 @@ def main(argv=None) -> int:
         if args.cpu_devices is not None:  # JAX already runs in this process (called from Python)
             print("bec-jax: error: --cpu-devices must be set before JAX starts in this process", file=sys.stderr)
             return 2
+    console = argv is None and threading.current_thread() is threading.main_thread()
+    if console:
+        _install_signal_handlers(args.command)
+    _held = contextlib.ExitStack()
     try:
-        return args.func(args)
-    except (UsageError, ValueError) as e:
-        print(f"bec-jax {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        with _held:
+            return args.func(args)
+    except _Signalled as e:
+        _exit_signalled(args.command, e.signum)
     except KeyboardInterrupt:
         print(f"bec-jax {args.command}: interrupted", file=sys.stderr)
         return 130
+    except ValueError as e:  # UsageError, CorruptArtifact, OutputLocked, config and data errors
+        print(f"bec-jax {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # missing, unreadable or unwritable files, a full disk
+        where = f"{e.filename!r}: " if e.filename else ""
+        print(f"bec-jax {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        first = str(e).splitlines()[0][:300] if str(e) else ""
+        print(f"bec-jax {args.command}: unexpected error: {type(e).__name__}: {first} (traceback below; please "
+              "report it)", file=sys.stderr, flush=True)
+        traceback.print_exc()
+        return 1
 
 
 if __name__ == "__main__":

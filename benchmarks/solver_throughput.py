@@ -9,7 +9,7 @@ For every (n, batch) it times, in the same process:
   whole    the same with the whole slice in every pass (``chunk=None``: the
            solver before chunking, and what runs on a GPU)
   fft      the bare four 1-D FFT passes one step needs, in JAX (lax.scan), split
-           alike, over the whole slice (the issue's floor)
+           alike, over the whole slice (the step's floor)
   fft_chunked  the same FFT passes chunked as jax is (like with like)
   ..._one_device  all of these again with shard=False
   numpy    the same split-step scheme in NumPy + scipy.fft (workers=-1: all cores)

@@ -236,13 +236,13 @@ def markdown(r: dict) -> str:
     for c in r["pruned_int8"]:
         L.append(f"| {c['sparsity']} | {c['scheme']} | {c['bytes_on_disk']} ({c['disk_ratio']:.1f}×) | "
                  f"{c['payload_bytes']} ({c['payload_ratio']:.1f}×) | {c['ratio_to_dense_same_epochs']:.3g} |")
-    L += ["", "## Floors of the issue", "", "| floor | measured | met |", "|---|---|---|"]
+    L += ["", "## Targets", "", "| floor | measured | met |", "|---|---|---|"]
     L += [f"| {name} | {value} | {'yes' if ok else 'no'} |" for name, value, ok in floors(r)]
     return "\n".join(L) + "\n"
 
 
 def floors(r: dict) -> list[tuple[str, str, bool]]:
-    """(floor, measured value, met) for issue items 5, 8 and 10 (ratios to the same-epochs dense control)."""
+    """(floor, measured value, met) for the compression targets (ratios to the same-epochs dense control)."""
     out = []
     it = {row["sparsity"]: row for row in r["pruning"] if row["method"] == "iterative"}
     for s, bound in ((0.995, 1.0), (0.999, 1.5)):

@@ -1,4 +1,4 @@
-"""Hamiltonian learning (issue #9 item 2): recover (g, Ω) from held-out density snapshots.
+"""Hamiltonian learning: recover (g, Ω) from held-out density snapshots.
 
 (a) gradient descent through the ground-state solver (implicit differentiation
     of the stationary state, ``bec_jax.inverse.solver_inversion``), started

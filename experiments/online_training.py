@@ -1,4 +1,4 @@
-"""Online training (issue #9, item 3): solver-in-the-loop vs a fixed data set on the same grid.
+"""Online training: solver-in-the-loop vs a fixed data set on the same grid.
 
 Online: ``bec_jax.train.make_online_step`` — every step solves ``batch_size``
 fresh ground states (seeded vortex-lattice guesses, imaginary-time warm-up,

@@ -1,4 +1,4 @@
-"""Physics-informed training (issue #9, item 1): masked MSE + λ·fidelity vs masked MSE only.
+"""Physics-informed training: masked MSE + λ·fidelity vs masked MSE only.
 
 Three variants on the same data, model, seed(s) and epochs, each an ordinary
 ``bec_jax.train.fit`` run in ``OUT/<variant>/seed<k>`` (resumable):
@@ -53,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--lam", type=float, default=0.1, help="fidelity weight λ >= 0 (default 0.1; 1 is too strong, see README)")
+    p.add_argument("--lam", type=float, default=0.1, help="fidelity weight λ >= 0 (default 0.1; 1 is too strong, see docs/training.md)")
     p.add_argument("--vortices", action="store_true",
                    help="vortex-aware integration (detected vortices subtracted, held fixed); default plain least "
                         "squares, which trains better (see the module doc)")

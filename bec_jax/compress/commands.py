@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from bec_jax.artifacts import check_replaceable
 from bec_jax.cli import UsageError, floats, out_dir
 
 
@@ -31,6 +32,7 @@ def cmd_prune(args) -> int:
     if args.ft_epochs < 1 and args.method != "prune":
         raise UsageError(f"--ft-epochs must be >= 1 for method {args.method!r}, got {args.ft_epochs}")
     out = out_dir(args.out)
+    check_replaceable(out / "model", args.overwrite)  # before the work, not after it
     setup = load_setup(args.run, args.data)
     lr = args.ft_lr if args.ft_lr is not None else setup.train_config.learning_rate / 10
     dense = test_mse(setup.model, setup.test)
@@ -76,6 +78,8 @@ def cmd_quantize(args) -> int:
     if args.qat_epochs < 0:
         raise UsageError(f"--qat-epochs must be >= 0, got {args.qat_epochs}")
     out = out_dir(args.out)
+    for name in ("model", "fp32"):
+        check_replaceable(out / name, args.overwrite)
     setup = load_setup(args.run, args.data)
     model = setup.model
     if args.from_pruned:
@@ -132,6 +136,7 @@ def cmd_shrink(args) -> int:
     if args.ft_epochs < 0 or args.repeats < 1:
         raise UsageError(f"--ft-epochs must be >= 0 and --repeats >= 1, got {args.ft_epochs}, {args.repeats}")
     out = out_dir(args.out)
+    check_replaceable(out / "model", args.overwrite)
     setup = load_setup(args.run, args.data)
     small = shrink_model(setup.model, args.keep, outer=args.outer)
     before = test_mse(small, setup.test)["mse"]

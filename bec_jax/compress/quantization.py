@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from functools import partial
 from pathlib import Path
 
@@ -49,6 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from bec_jax.artifacts import (CorruptArtifact, check_replaceable, has_manifest, remove_tree, verify_manifest,
+                               write_manifest)
 from bec_jax.models.unet import DoubleConv, UNet, UNetConfig
 
 __all__ = [
@@ -465,11 +466,9 @@ def save_quantized(directory, model: UNet, config: QuantConfig | None, *, sparse
     """
     import orbax.checkpoint as ocp
 
-    directory = Path(directory).resolve()
-    if directory.exists() and any(directory.iterdir()):
-        if not overwrite:
-            raise ValueError(f"{str(directory)!r} exists and is not empty (use another folder or overwrite)")
-        shutil.rmtree(directory)
+    directory = Path(directory)
+    check_replaceable(directory, overwrite)
+    remove_tree(directory)  # only a folder bec_jax wrote, never through a link
     directory.mkdir(parents=True, exist_ok=True)
     qstate = quantize_state(model, config)
     layout = {}
@@ -485,7 +484,7 @@ def save_quantized(directory, model: UNet, config: QuantConfig | None, *, sparse
                     layout[f"{group}:{k}"] = dict(shape=list(a.shape), dtype=str(a.dtype))
     store, packed = _pack(qstate)
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save(directory / "arrays", store)
+    ckptr.save(directory.resolve() / "arrays", store)
     ckptr.wait_until_finished()
     ckptr.close()
     from bec_jax.compress import structured
@@ -497,6 +496,7 @@ def save_quantized(directory, model: UNet, config: QuantConfig | None, *, sparse
                 quant=None if config is None else config.to_dict(), sparse=layout, packed=packed,
                 extra=extra or {})
     (directory / "quantized.json").write_text(json.dumps(meta, separators=(",", ":")))
+    write_manifest(directory, "model")
     return dict(bytes_on_disk=dir_bytes(directory), payload_bytes=int(sum(a.nbytes for a in store.values())))
 
 
@@ -509,11 +509,16 @@ def load_quantized(directory, model_config: UNetConfig | None = None, mode: str 
     """
     import orbax.checkpoint as ocp
 
-    directory = Path(directory).resolve()
+    directory = Path(directory)
     mfile = directory / "quantized.json"
     if not mfile.is_file():
         raise ValueError(f"{str(directory)!r} is not a quantized model folder (no quantized.json)")
-    meta = json.loads(mfile.read_text())
+    if has_manifest(directory):  # folders saved before manifests existed load unchecked
+        verify_manifest(directory, "model")
+    try:
+        meta = json.loads(mfile.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CorruptArtifact(f"{str(mfile)!r} is damaged (not JSON)") from None
     if meta.get("format") not in (FORMAT, FORMAT_V1):
         raise ValueError(f"{str(mfile)!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
     stored = UNetConfig.from_dict(meta["model_config"])
@@ -522,8 +527,13 @@ def load_quantized(directory, model_config: UNetConfig | None = None, mode: str 
                 if getattr(model_config, k) != v}
         raise ValueError(f"checkpoint of another architecture: stored vs expected {diff}")
     ckptr = ocp.StandardCheckpointer()
-    tree = ckptr.restore(directory / "arrays")
-    ckptr.close()
+    try:
+        tree = ckptr.restore(directory.resolve() / "arrays")
+    except Exception as e:  # orbax/tensorstore errors on damaged unchecked folders: one line naming the folder
+        raise CorruptArtifact(f"{str(directory / 'arrays')!r} cannot be read ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    finally:
+        ckptr.close()
     if meta["format"] == FORMAT:
         tree = _unpack(tree, meta["packed"])
     qstate = {g: {k: (v if isinstance(v, dict) else np.asarray(v)) for k, v in tree.get(g, {}).items()}

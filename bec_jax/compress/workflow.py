@@ -27,8 +27,8 @@ from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks
 from bec_jax.data.loader import BatchLoader
 from bec_jax.models.unet import UNet, UNetConfig
 from bec_jax.train.losses import loss_fn
-from bec_jax.train.trainer import (TrainConfig, evaluate_loader, init_state, load_dataset, load_trained,
-                                   make_predict, make_train_step)
+from bec_jax.train.trainer import (TrainConfig, TrainingDiverged, evaluate_loader, init_state, load_dataset,
+                                   load_trained, make_predict, make_train_step, run_data_path)
 
 __all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "precise_batch_stats",
            "prune_once", "prune_and_finetune", "dense_control", "best_so_far", "latency_table", "forward_latency", "METHODS", "KEEP"]
@@ -61,7 +61,7 @@ def load_setup(run_dir, data=None, which: str = "best", batch_size: int | None =
         raise ValueError(f"no training run at {str(run_dir)!r} (expected {str(run_dir / 'checkpoints')!r})")
     model, info = load_trained(run_dir, which)
     tc = info["train_config"]
-    data = data or _run_data(run_dir)
+    data = data or run_data_path(run_dir)
     grid, arrays, _, splits = load_dataset(data, tc)
     if grid.n != info["model_config"].input_size:
         raise ValueError(f"dataset grid n={grid.n} differs from the model's input_size "
@@ -74,15 +74,6 @@ def load_setup(run_dir, data=None, which: str = "best", batch_size: int | None =
                         seed=tc.seed + 1000)
     val, test = (BatchLoader(grid, arrays["psi"][splits[k]], bs, tcfg, shuffle=False) for k in ("val", "test"))
     return Setup(model, info["model_config"], tc, train, val, test, dict(info, data=str(data)))
-
-
-def _run_data(run_dir: Path) -> str:
-    import json
-
-    m = run_dir / "metrics.json"
-    if not m.is_file():
-        raise ValueError(f"{str(m)!r} missing: pass the dataset path explicitly")
-    return json.loads(m.read_text())["data"]
 
 
 def test_mse(model: UNet, loader: BatchLoader, predict=None) -> dict:
@@ -307,7 +298,7 @@ class FineTuner:
                 vals.append(v)
             losses.append(float(np.mean(jax.device_get(vals))))
             if not np.isfinite(losses[-1]):
-                raise FloatingPointError(f"fine-tuning diverged (loss {losses[-1]}); lower the learning rate")
+                raise TrainingDiverged(f"fine-tuning diverged (loss {losses[-1]}); lower the learning rate")
             current = nnx.merge(self.gd_eval, state["params"], state["batch_stats"])
             if self.precise_bn:
                 current = precise_batch_stats(current, self.loader)

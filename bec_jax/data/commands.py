@@ -6,7 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from bec_jax.cli import UsageError, floats, out_dir
+from bec_jax.cli import UsageError, floats, lock_output, out_dir, positive_int
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -30,7 +30,8 @@ def cmd_generate(args) -> int:
     out = Path(args.out)
     if out.suffix not in (".h5", ".hdf5"):
         raise UsageError(f"--out must end in .h5 or .hdf5, got {args.out!r}")
-    out_dir(str(out.parent) if str(out.parent) else ".")
+    out_dir(str(out.parent) if str(out.parent) else ".", lock=False)
+    lock_output(out)
     print(f"bec-jax generate: {config.n_samples} states ({config.n_groups} groups x {config.states_per_group}), "
           f"grid {config.n}² L={config.resolved_length}, batches of {config.batch_size} -> {out}", flush=True)
     summary = generate(config, out, progress=not args.no_progress, max_batches=args.max_batches)
@@ -65,7 +66,7 @@ def register(sub) -> None:
     g.add_argument("--method", choices=["pcg", "imaginary_time"], help="ground-state method")
     g.add_argument("--seed", type=int, help="base seed")
     g.add_argument("--keep-unconverged", action="store_true", help="also store unconverged / edge-touching states")
-    g.add_argument("--max-batches", type=int, default=None, help="stop after this many new batches (resume later)")
+    g.add_argument("--max-batches", type=positive_int, default=None, help="stop after this many new batches (resume later)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bec_jax
+from bec_jax.artifacts import CorruptArtifact
 from bec_jax.data.storage import FIELDS, atomic_write_h5, read_h5, write_h5
 from bec_jax.gpe.groundstate import box_length, ground_state
 from bec_jax.gpe.grid import Grid
@@ -86,6 +87,8 @@ class GenerateConfig:
         for name in ("n_groups", "states_per_group", "batch_size", "n_starts", "max_iter"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**31:  # the per-sample keys fold the seed into 32 bits
+            raise ValueError(f"seed must be in [0, 2**31), got {self.seed}")
         Grid(self.n, self.resolved_length)  # validates n and length
 
     @property
@@ -173,7 +176,7 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
     g, omega, group, seeds = sample_parameters(config)
     N, B = config.n_samples, config.batch_size
     n_batches = -(-N // B)
-    done = {b for b in range(n_batches) if (part / f"batch_{b:06d}.h5").exists()}
+    done = {b for b in range(n_batches) if _intact(part / f"batch_{b:06d}.h5")}
     bar = tqdm(total=N, initial=sum(min(B, N - b * B) for b in done), unit="state", desc="generate",
                disable=not progress, dynamic_ncols=True)
     computed, t0 = 0, time.perf_counter()
@@ -198,6 +201,18 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
     if missing:
         return dict(status="partial", path=str(part), batches_done=n_batches - len(missing), batches=n_batches)
     return _merge(config, part, out, time.perf_counter() - t0, computed)
+
+
+def _intact(batch: Path) -> bool:
+    """Whether a finished batch file reads back whole; a damaged one (our own file) is removed to be recomputed."""
+    if not batch.exists():
+        return False
+    try:
+        read_h5(batch)
+        return True
+    except CorruptArtifact:
+        batch.unlink()
+        return False
 
 
 def _merge(config: GenerateConfig, part: Path, out: Path, seconds: float, computed: int) -> dict:

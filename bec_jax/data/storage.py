@@ -11,6 +11,11 @@ File attributes: ``grid_n``, ``grid_length``, ``config`` (JSON of the
 GenerateConfig), ``solver`` (JSON of the solver settings), ``bec_jax_version``,
 ``created`` (UTC ISO time), ``backend``, ``n_failed`` (states generated but not
 stored). Readable with h5py, h5dump, HDFView, …
+
+Integrity: every dataset carries HDF5's Fletcher-32 checksum per chunk, so a
+flipped byte fails the read; ``read_h5`` turns that, a truncated, foreign or
+non-HDF5 file, missing fields, inconsistent lengths and non-finite values into
+one ``CorruptArtifact`` (a ValueError) naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from bec_jax.artifacts import CorruptArtifact
 from bec_jax.gpe.grid import Grid
 
 __all__ = ["FIELDS", "write_h5", "read_h5", "load_grid", "atomic_write_h5"]
@@ -36,11 +42,12 @@ def write_h5(path, arrays: dict, attrs: dict, compression: str = "gzip"):
     """Write one dataset file: arrays = {"psi": (N,n,n) complex, field: (N,)}."""
     psi = np.asarray(arrays["psi"], np.complex64)
     n_samples, n = psi.shape[0], psi.shape[-1]
+    check = dict(fletcher32=True) if n_samples else {}  # checksums need chunks; an empty set has none
     with h5py.File(path, "w") as f:
         f.create_dataset("psi", data=psi, chunks=(1, n, n) if n_samples else None,
-                         compression=compression if n_samples else None, shuffle=bool(n_samples))
+                         compression=compression if n_samples else None, shuffle=bool(n_samples), **check)
         for name, dt in FIELDS.items():
-            f.create_dataset(name, data=np.asarray(arrays[name], dt).reshape(n_samples))
+            f.create_dataset(name, data=np.asarray(arrays[name], dt).reshape(n_samples), **check)
         for k, v in attrs.items():
             f.attrs[k] = v
 
@@ -57,18 +64,59 @@ def atomic_write_h5(path, arrays: dict, attrs: dict):
 
 
 def read_h5(path, fields=None, psi: bool = True) -> tuple[dict, dict]:
-    """(arrays, attrs) of a dataset file; ``psi=False`` skips the big array."""
-    with h5py.File(path, "r") as f:
-        names = list(FIELDS) if fields is None else list(fields)
-        arrays = {k: f[k][()] for k in names}
-        if psi:
-            arrays["psi"] = f["psi"][()]
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    """(arrays, attrs) of a dataset file; ``psi=False`` skips the big array.
+
+    Raises CorruptArtifact (module doc) for a file that is not a complete bec_jax
+    dataset, FileNotFoundError for a missing one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "no dataset file", str(path))
+    names = list(FIELDS) if fields is None else list(fields)
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in [*names, *(["psi"] if psi else [])] if k not in f]
+            if missing:
+                raise CorruptArtifact(f"{str(path)!r} is not a bec_jax dataset: no {', '.join(missing)}")
+            arrays = {k: f[k][()] for k in names}
+            if psi:
+                arrays["psi"] = f["psi"][()]
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except CorruptArtifact:
+        raise
+    except (OSError, ValueError, KeyError) as e:  # not HDF5, truncated, or a failed Fletcher-32 checksum
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise CorruptArtifact(f"{str(path)!r} cannot be read as a dataset ({first})") from None
+    _validate(path, arrays)
     return arrays, attrs
 
 
+def _validate(path, arrays: dict) -> None:
+    """Consistent lengths, the stored dtypes, finite values (one CorruptArtifact naming the field)."""
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise CorruptArtifact(f"{str(path)!r} has fields of different lengths: {lengths}")
+    for k, v in arrays.items():
+        want = np.complex64 if k == "psi" else FIELDS[k]
+        if v.dtype != np.dtype(want) or (k != "psi" and v.ndim != 1):
+            raise CorruptArtifact(f"{str(path)!r}: field {k!r} is {v.dtype} {v.shape}, expected {np.dtype(want)} (N,)")
+        if v.dtype.kind in "fc" and not np.all(np.isfinite(v)):
+            raise CorruptArtifact(f"{str(path)!r}: field {k!r} holds non-finite values")
+    if "psi" in arrays:
+        psi = arrays["psi"]
+        if psi.ndim != 3:
+            raise CorruptArtifact(f"{str(path)!r}: psi has shape {psi.shape}, expected (N, n, n)")
+        empty = np.flatnonzero(~np.any(psi != 0, axis=(1, 2)))
+        if empty.size:
+            raise CorruptArtifact(f"{str(path)!r}: psi of sample {int(empty[0])} is all zeros ({empty.size} such)")
+
+
 def load_grid(attrs: dict) -> Grid:
-    return Grid(int(attrs["grid_n"]), float(attrs["grid_length"]))
+    """The Grid of a dataset's attributes (CorruptArtifact when they are missing or invalid)."""
+    try:
+        return Grid(int(attrs["grid_n"]), float(attrs["grid_length"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptArtifact(f"dataset attributes hold no valid grid (grid_n, grid_length): {e}") from None
 
 
 def config_of(attrs: dict) -> dict:

@@ -41,13 +41,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bec_jax.gpe.grid import Grid, complex_dtype, real_dtype
-from bec_jax.gpe.hamiltonian import chemical_potential, energy, normalize, per_state, residual
+from bec_jax.gpe.hamiltonian import check_inputs, chemical_potential, energy, normalize, per_state, residual
 from bec_jax.gpe.observables import edge_density, rms_radius, thomas_fermi, vortex_count
 from bec_jax.gpe.minimize import PRECONDITIONER_PASSES, pcg_minimize
 from bec_jax.gpe.sharding import backend_of, batch_mesh, loop_chunk, map_batch, place, resolve_chunk, shard_batch
@@ -72,6 +73,7 @@ def box_length(g, omega, margin: float = 3.5):
     ``margin`` (trap units) the density tail beyond R_TF. g = 500, Ω = 0.85
     gives L ≈ 20.8. Works on numpy arrays (elementwise).
     """
+    check_parameters(g, omega)
     _, R = thomas_fermi(np.asarray(g, float), np.asarray(omega, float))
     return 2.0 * (np.maximum(R, 1.5) + margin)
 
@@ -343,6 +345,18 @@ def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, star
     )
 
 
+def _check_key(key, batch: int):
+    """ValueError unless ``key`` is a jax.random key (typed, or a raw uint32 (2,)) or B typed keys."""
+    ok = isinstance(key, jax.Array) and (
+        (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape in ((), (batch,)))
+        or (key.dtype == jnp.uint32 and key.shape == (2,)))
+    if not ok:
+        what = f"{type(key).__name__}" + (f" {key.dtype}{tuple(key.shape)}" if hasattr(key, "shape") else "")
+        raise ValueError(f"key must be a jax.random key (e.g. jax.random.key(0)) or {batch} typed keys, one per "
+                         f"state; got {what}")
+    return key
+
+
 def start_keys(key, batch: int, n_starts: int):
     """Keys (batch, n_starts) of the seeded starts: from one key, or from typed keys (batch,), one per state."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == (batch,):
@@ -445,8 +459,9 @@ def ground_state(
             raise ValueError(f"psi0 must have shape ({batch}, {grid.n}, {grid.n}), got {psi0.shape}")
         if settings.n_starts != 1:
             raise ValueError(f"with psi0 given, n_starts must be 1, got {settings.n_starts}")
+        check_inputs(psi0)
     resolve_chunk(chunk, None)  # a bad value fails before any work
-    keys = start_keys(key, batch, settings.n_starts)
+    keys = start_keys(_check_key(key, batch), batch, settings.n_starts)
     rdt = real_dtype()
     args = [jnp.asarray(g_arr, rdt), jnp.asarray(om_arr, rdt), keys]
     mesh = batch_mesh(batch) if shard else None
@@ -459,6 +474,12 @@ def ground_state(
     # A single state's starts converge together and share passes best all at once.
     chunk = resolve_chunk(chunk, loop_chunk(backend_of(args[0])) if batch > 1 else None)
     res = _solve_jit(grid, *args, settings, psi0, mesh, start_mesh, chunk)
+    bad = ~np.isfinite(np.asarray(res.energy))
+    if bad.any():
+        warnings.warn(f"{int(bad.sum())} of {batch} ground states are not finite (g = "
+                      f"{np.unique(g_arr[bad])[:4].tolist()}, omega = {np.unique(om_arr[bad])[:4].tolist()}): the grid "
+                      f"({grid}) cannot hold or resolve them; use length >= box_length(g, omega) and more points",
+                      RuntimeWarning, stacklevel=2)
     if scalar:
         res = jax.tree_util.tree_map(lambda a: a[0], res)
     return res

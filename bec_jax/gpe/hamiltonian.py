@@ -16,15 +16,22 @@ All functions take psi of shape (..., n, n) indexed [..., y, x]; g and omega
 are scalars or arrays broadcastable to the batch shape ``psi.shape[:-2]``.
 They are pure, jit- and vmap-able. psi is taken as given (not renormalised):
 physical quantities assume ∫|ψ|² = 1 (use ``normalize``).
+
+Called with concrete values (outside jit), the observables raise ValueError for
+non-finite g or Ω and for a ψ that is zero or holds non-finite values, instead
+of returning NaN (``check_inputs``); traced values pass unchecked.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bec_jax.gpe.grid import Grid
 
 __all__ = [
+    "check_inputs",
     "per_state",
     "norm",
     "normalize",
@@ -38,6 +45,29 @@ __all__ = [
     "angular_momentum",
     "residual",
 ]
+
+
+def _traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def check_inputs(psi=None, **params) -> None:
+    """ValueError for a non-finite parameter (g=..., omega=...) or a ψ (..., n, n) that is
+    non-finite or zero in some state; traced values (inside jit/vmap/grad) pass through."""
+    for name, v in params.items():
+        if v is None or _traced(v):
+            continue
+        a = np.asarray(v)
+        if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} must be finite, got {np.ravel(a)[~np.isfinite(np.ravel(a))][:4].tolist()}")
+    if psi is None or _traced(psi):
+        return
+    p = jnp.asarray(psi)
+    finite, nonzero = jax.device_get((jnp.all(jnp.isfinite(p)), jnp.all(jnp.any(p != 0, axis=(-2, -1)))))
+    if not finite:
+        raise ValueError(f"psi holds non-finite values (NaN or inf; shape {p.shape})")
+    if not nonzero:
+        raise ValueError(f"psi is zero in at least one state (shape {p.shape}): a state needs a nonzero norm")
 
 
 def per_state(a, dtype=None):
@@ -121,6 +151,7 @@ def energy_terms(grid: Grid, psi, g, omega) -> dict:
     stationary state the virial identity kinetic - potential + interaction = 0
     holds (under ψ → λψ(λr), T and I scale as λ², V as λ⁻², L_z not at all).
     """
+    check_inputs(psi, g=g, omega=omega)
     k = jnp.asarray(grid.k)
     n = grid.n
     kin_x = _integrate(grid, 0.5 * k[None, :] ** 2 * density(jnp.fft.fft(psi, axis=-1))) / n
@@ -140,6 +171,7 @@ def energy(grid: Grid, psi, g, omega):
 
     E = ∫ ½|∇ψ|² + V|ψ|² + (g/2)|ψ|⁴ - Ω ψ* L_z ψ.
     """
+    check_inputs(psi, g=g, omega=omega)
     qa, qb = _quadratic_form(grid, psi, omega)
     rho = density(psi)
     V = jnp.asarray(grid.potential())
@@ -158,6 +190,7 @@ def angular_momentum(grid: Grid, psi):
     Positive for counter-clockwise circulation (vortices of a state rotating
     with Ω > 0).
     """
+    check_inputs(psi)
     k = jnp.asarray(grid.k)
     x = jnp.asarray(grid.x)
     n = grid.n
@@ -173,6 +206,7 @@ def residual(grid: Grid, psi, g, omega):
     Zero exactly at stationary states; the convergence measure of
     ``ground_state``.
     """
+    check_inputs(psi, g=g, omega=omega)
     h = apply_hamiltonian(grid, psi, g, omega)
     mu = jnp.real(_integrate(grid, jnp.conj(psi) * h)) / norm(grid, psi)
     r = h - per_state(mu).astype(psi.dtype) * psi

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bec_jax.gpe.grid import Grid, complex_dtype
-from bec_jax.gpe.hamiltonian import density, per_state, rotation_symbols
+from bec_jax.gpe.hamiltonian import check_inputs, density, per_state, rotation_symbols
 from bec_jax.gpe.sharding import backend_of, batch_mesh, cpu_chunk, map_batch, place, resolve_chunk, shard_batch
 
 __all__ = ["imaginary_time", "real_time", "check_parameters", "make_step", "evolve"]
@@ -207,10 +207,19 @@ def _evolve(grid: Grid, psi, g, omega, dt, steps: int, imaginary: bool, mesh=Non
     return shard_batch(run, mesh, n_replicated=1)(psi, g, omega, dt)
 
 
+#: largest imaginary time step: beyond it e^{-dt·V} and e^{-dt·k²/2} underflow to zero on typical grids
+MAX_IMAGINARY_DT = 1.0
+
+
 def _run(grid: Grid, psi, g, omega, dt, steps, imaginary: bool, shard: bool, chunk="auto"):
     check_parameters(g, omega)
     _check_dt_steps(dt, steps)
+    dt_np = _concrete(dt)
+    if imaginary and dt_np is not None and np.any(dt_np > MAX_IMAGINARY_DT):
+        raise ValueError(f"imaginary-time dt must be in (0, {MAX_IMAGINARY_DT}] (trap units), got {dt!r}: larger "
+                         "steps underflow the propagators to zero and the state to NaN")
     psi = _as_state(grid, psi)
+    check_inputs(psi)
     # A batch (B, n, n) with a scalar dt is split over the local devices.
     mesh = batch_mesh(psi.shape[0]) if shard and psi.ndim == 3 and jnp.ndim(dt) == 0 else None
     if mesh is not None:

@@ -144,6 +144,23 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PipelineConfig":
+        """The config of a ``to_dict`` (config.json). Types are strict, as JSON gives them: no
+        strings for booleans or numbers, no floats for integers; ValueError names every bad field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a pipeline config is a JSON object, got {type(d).__name__}")
+        errors = [f"unknown section {k!r}" for k in d if k not in SECTIONS]
+        for section in SECTIONS:
+            if not isinstance(d.get(section), dict):
+                errors.append(f"section {section!r} missing or not an object")
+                continue
+            hints = typing.get_type_hints(SECTIONS[section])
+            for k, v in d[section].items():
+                if k not in hints:
+                    errors.append(f"{section}.{k}: unknown field")
+                elif (why := _type_error(hints[k], v)) is not None:
+                    errors.append(f"{section}.{k}: {why}")
+        if errors:
+            raise ValueError("invalid config: " + "; ".join(errors))
         return cls(**{name: SECTIONS[name](**d[name]) for name in SECTIONS})
 
     @property
@@ -168,6 +185,27 @@ PRESETS = {
         compress=CompressConfig(sparsity=0.97, method="iterative", ft_epochs=10),
         report=ReportConfig(latency_batch=1)),
 }
+
+
+def _type_error(hint, v) -> str | None:
+    """Why the JSON value ``v`` does not fit the field annotation ``hint`` (None if it does)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if v is None and type(None) in args:
+            return None
+        return _type_error(next(a for a in args if a is not type(None)), v)
+    if origin is tuple:
+        if not isinstance(v, (list, tuple)):
+            return f"expected a list, got {v!r}"
+        if args[-1] is not Ellipsis and len(v) != len(args):
+            return f"expected {len(args)} values, got {len(v)}"
+        return next((why for item in v if (why := _type_error(args[0], item)) is not None), None)
+    ok = {bool: lambda x: isinstance(x, bool),
+          int: lambda x: isinstance(x, int) and not isinstance(x, bool),
+          float: lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+          str: lambda x: isinstance(x, str)}[hint](v)
+    name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+    return None if ok else f"expected {name}, got {v!r}"
 
 
 # ----------------------------------------------------------------- CLI flags

@@ -22,13 +22,13 @@ Run folder::
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from bec_jax.artifacts import MANIFEST, CorruptArtifact, atomic_write_text, read_manifest, sha256_file, write_manifest
 from bec_jax.pipeline.config import PipelineConfig
 
 __all__ = ["STAGES", "RunConflict", "run_pipeline", "prepare_run"]
@@ -42,9 +42,7 @@ class RunConflict(ValueError):
 
 def _write_json(path: Path, obj) -> None:
     """Write JSON via a temporary file and a rename (a kill leaves old or new, never half)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -250,6 +248,45 @@ def _stage_report(ctx: _Context) -> dict:
     return write_report(ctx.out, ctx.config, ctx.results)
 
 
+def _stage_artifacts(ctx: _Context, name: str) -> list[str]:
+    """Files (relative to the run folder) a finished stage leaves for the later ones. A folder
+    stands in through its manifest, whose own check covers its content when it is loaded."""
+    if name == "generate":
+        return ["data.h5"]
+    if name == "train":
+        ck = ctx.train_dir / "checkpoints"
+        return sorted(str(p.relative_to(ctx.out)) for p in ck.glob(f"*/{MANIFEST}"))
+    if name == "prune":
+        return [f"models/pruned/{MANIFEST}"]
+    if name == "quantize":
+        return [f"models/{v}/{MANIFEST}" for v in _variants(ctx.config)]
+    return []
+
+
+def _finished(ctx: _Context, name: str) -> str | None:
+    """None if stage ``name`` finished and what it left is intact; else why it must run again
+    (its record changed, or a file it wrote is gone). A file it wrote that now has other
+    content raises CorruptArtifact: nothing is overwritten that may no longer be bec_jax's."""
+    stages = ctx.out / "stages"
+    done = stages / f"{name}.json"
+    if not done.exists():
+        return "not run"
+    try:
+        recorded = read_manifest(stages)["files"].get(done.name)
+    except CorruptArtifact:
+        recorded = None
+    if recorded is None or sha256_file(done) != recorded:
+        return f"stages/{done.name} was changed or predates checksums"
+    for rel, digest in json.loads(done.read_text()).get("artifacts", {}).items():
+        path = ctx.out / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if sha256_file(path) != digest:  # never overwritten silently: it may be the user's file now
+            raise CorruptArtifact(f"{str(path)!r} was changed after the {name} stage wrote it; move it away and "
+                                  "rerun to compute it again")
+    return None
+
+
 STAGE_FUNCTIONS = {"generate": _stage_generate, "train": _stage_train, "evaluate": _stage_evaluate,
                    "prune": _stage_prune, "quantize": _stage_quantize,
                    "evaluate_compressed": _stage_evaluate_compressed, "report": _stage_report}
@@ -265,17 +302,25 @@ def run_pipeline(config: PipelineConfig, out, *, progress: bool = True,
     out = prepare_run(config, out)
     ctx = _Context(config, out, progress, log)
     t_start = time.perf_counter()
+    rerun = False  # once a stage runs again, every later one does (it reads what that stage wrote)
     for i, name in enumerate(STAGES, 1):
         done = out / "stages" / f"{name}.json"
-        if done.exists() and name != "report":
+        why = "report" if name == "report" else _finished(ctx, name)
+        if not rerun and why is None:
             ctx.results[name] = json.loads(done.read_text())
             log(f"[{i}/{len(STAGES)}] {name}: done earlier (stages/{name}.json)")
             continue
-        log(f"[{i}/{len(STAGES)}] {name}")
+        if done.exists() and not rerun and name != "report":
+            log(f"[{i}/{len(STAGES)}] {name}: running again ({why})")
+        else:
+            log(f"[{i}/{len(STAGES)}] {name}")
+        rerun = True
         t0 = time.perf_counter()
         result = STAGE_FUNCTIONS[name](ctx)
         result["stage_seconds"] = time.perf_counter() - t0
+        result["artifacts"] = {rel: sha256_file(out / rel) for rel in _stage_artifacts(ctx, name)}
         ctx.results[name] = result
         _write_json(done, result)
+        write_manifest(out / "stages", "pipeline-stages")
     log(f"pipeline finished in {time.perf_counter() - t_start:.0f} s: {out / 'report.md'}")
     return ctx.results["report"]

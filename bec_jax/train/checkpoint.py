@@ -12,7 +12,9 @@ step and the step with the lowest ``val_loss``. Each save is waited for
 (``wait_until_finished``) before training continues: the next train step
 donates the state buffers, and a run killed right after a save must find it
 complete. Saving to a step that already exists is an error here (orbax would
-return False silently).
+return False silently). Each step folder gets a manifest (``bec_jax.artifacts``:
+SHA-256 of its files) once orbax has finished it; a restore checks it first, so a
+damaged checkpoint is refused with the file named instead of restored as NaNs.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
+from bec_jax.artifacts import CorruptArtifact, has_manifest, verify_manifest, write_manifest
 from bec_jax.models.unet import UNetConfig
 
 __all__ = ["CheckpointMismatch", "Checkpoints", "read_run_metadata"]
@@ -157,6 +160,13 @@ class Checkpoints:
             self._mngr.wait_until_finished()
         if not saved:
             raise RuntimeError(f"orbax refused to save step {step} in {str(self.directory)!r}")
+        write_manifest(self.directory / str(step), "checkpoint", step=step)
+
+    def verify(self, step: int) -> None:
+        """Check step ``step`` against its manifest (CorruptArtifact naming the damaged file)."""
+        folder = self.directory / str(step)
+        if has_manifest(folder):  # steps saved before manifests existed are read unchecked
+            verify_manifest(folder, "checkpoint")
 
     def restore(self, step: int, like) -> tuple[object, dict]:
         """(state, meta) of ``step``; ``like`` is a pytree of arrays or
@@ -164,14 +174,28 @@ class Checkpoints:
         if step not in self._mngr.all_steps():
             raise ValueError(f"no checkpoint step {step} in {str(self.directory)!r}; "
                              f"available: {self._mngr.all_steps()}")
+        self.verify(step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        out = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                               meta=ocp.args.JsonRestore()))
+        with self._readable(step):
+            out = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                   meta=ocp.args.JsonRestore()))
         return out["state"], dict(out["meta"])
 
     def read_meta(self, step: int) -> dict:
         """The JSON ``meta`` item of ``step`` (no arrays are read)."""
-        return dict(self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        self.verify(step)
+        with self._readable(step):
+            return dict(self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+    @contextlib.contextmanager
+    def _readable(self, step: int):
+        """orbax/tensorstore errors of an unchecked damaged step as one CorruptArtifact naming it."""
+        try:
+            yield
+        except (ValueError, OSError, KeyError, TypeError, RuntimeError) as e:
+            first = str(e).splitlines()[0][:200] if str(e) else ""
+            raise CorruptArtifact(f"checkpoint {str(self.directory / str(step))!r} cannot be read "
+                                  f"({type(e).__name__}: {first})") from None
 
     def close(self) -> None:
         self._mngr.close()

@@ -20,14 +20,14 @@ def _model_config(args, n: int):
 
 
 def cmd_train(args) -> int:
-    from bec_jax.data.storage import read_h5
+    from bec_jax.data.storage import load_grid, read_h5
     from bec_jax.train.plots import plot_history
     from bec_jax.train.trainer import TrainConfig, fit
 
     if not Path(args.data).exists():
         raise UsageError(f"no dataset at {args.data!r} (make one with `bec-jax generate`)")
     _, attrs = read_h5(args.data, fields=[], psi=False)
-    model_config = _model_config(args, int(attrs["grid_n"]))
+    model_config = _model_config(args, load_grid(attrs).n)
     config = TrainConfig(optimizer=args.optimizer, learning_rate=args.lr, batch_size=args.batch_size,
                          epochs=args.epochs, seed=args.seed, weight_decay=args.weight_decay, momentum=args.momentum,
                          loss=args.loss, target=args.target, augment=args.augment, split_seed=args.split_seed,

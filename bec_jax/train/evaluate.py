@@ -420,12 +420,11 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
     Returns {"summary": dict (JSON-able), "config": dict, "samples": dict of
     numpy arrays for the first ``keep`` samples}.
     """
-    import json
     from pathlib import Path
 
     from bec_jax.data.splits import split_by_group
     from bec_jax.data.storage import load_grid, read_h5
-    from bec_jax.train.trainer import load_trained
+    from bec_jax.train.trainer import load_trained, run_data_path
 
     if split not in ("test", "val", "train", "all"):
         raise ValueError(f"split must be one of test, val, train, all; got {split!r}")
@@ -435,10 +434,7 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
     model, info = load_trained(run_dir, which)
     tc = info["train_config"]
     if data is None:
-        mfile = run_dir / "metrics.json"
-        if not mfile.exists():
-            raise ValueError(f"{str(mfile)!r} is missing: pass the dataset explicitly")
-        data = json.loads(mfile.read_text())["data"]
+        data = run_data_path(run_dir)
     if not Path(data).exists():
         raise ValueError(f"no dataset at {str(data)!r}")
     arrays, attrs = read_h5(data)

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -32,6 +33,7 @@ from flax import nnx
 
 from bec_jax.data.loader import BatchLoader
 from bec_jax.data.splits import split_by_group
+from bec_jax.artifacts import CorruptArtifact
 from bec_jax.data.storage import load_grid, read_h5
 from bec_jax.data.targets import TargetConfig
 from bec_jax.models.unet import UNet, UNetConfig, default_depth, init_model
@@ -105,6 +107,10 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not (0 <= self.momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        fr = self.split
+        if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1) > 1e-6 or fr[0] == 0 or fr[1] == 0:
+            raise ValueError(f"split must be 3 fractions (train, val, test) >= 0 summing to 1, with train and val > 0; "
+                             f"got {fr}")
         self.target_config  # validates target and mask_threshold
         if self.loss == "mse+fidelity":
             self.physics_config  # validates fidelity_weight
@@ -130,6 +136,10 @@ class TrainConfig:
             for k in _PHYSICS_FIELDS:
                 d.pop(k)
         return d
+
+
+class TrainingDiverged(ValueError):
+    """A training or validation loss went non-finite (the epoch is not saved)."""
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -245,13 +255,36 @@ def _dataset_id(path: Path, attrs: dict) -> dict:
                 config_sha1=hashlib.sha1(str(cfg).encode()).hexdigest()[:16])
 
 
+def run_data_path(run_dir) -> Path:
+    """The dataset a training run folder was trained on, found from its metrics.json (the path is
+    stored relative to the run folder, so a moved or copied run finds the data beside it) and
+    checked to be that dataset (its grid and config). ValueError otherwise."""
+    run_dir = Path(run_dir)
+    mfile = run_dir / "metrics.json"
+    if not mfile.is_file():
+        raise ValueError(f"{str(mfile)!r} is missing: pass the dataset path explicitly")
+    try:
+        info = json.loads(mfile.read_text())
+        stored, ident = info["data"], info.get("dataset")
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise CorruptArtifact(f"{str(mfile)!r} is damaged (no dataset entry)") from None
+    path = run_dir / stored
+    if not path.exists() and Path(stored).exists():  # runs written before paths were relative: cwd-relative
+        path = Path(stored)
+    if not path.exists():
+        raise ValueError(f"the dataset of {str(run_dir)!r} ({stored!r}) is not found: pass it explicitly")
+    if ident is not None and _dataset_id(path, read_h5(path, fields=[], psi=False)[1]) != ident:
+        raise ValueError(f"{str(path)!r} is not the dataset {str(run_dir)!r} was trained on; pass the right one")
+    return path
+
+
 def model_config_for(data_path, base_width: int = 8, depth: int | None = None) -> UNetConfig:
     """The UNetConfig for a dataset file: input_size = its grid n, depth default
     ``default_depth(n)``. ValueError if there is no dataset at ``data_path``."""
     path = Path(data_path)
     if not path.exists():
         raise ValueError(f"no dataset at {str(path)!r} (make one with `bec-jax generate --preset quick --out {path}`)")
-    n = int(read_h5(path, fields=[], psi=False)[1]["grid_n"])
+    n = load_grid(read_h5(path, fields=[], psi=False)[1]).n
     return UNetConfig(base_width=base_width, depth=default_depth(n) if depth is None else depth, input_size=n)
 
 
@@ -337,7 +370,7 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
 
     run = dict(train=config.resume_key(), data=_dataset_id(Path(data_path), attrs))
     info = dict(model_config=model_config.to_dict(), train_config=dataclasses.asdict(config),
-                data=str(data_path), dataset=run["data"],
+                data=os.path.relpath(Path(data_path).resolve(), out.resolve()), dataset=run["data"],
                 split_sizes={k: int(len(v)) for k, v in splits.items()})
     history, start = [], 0
     with Checkpoints(out / "checkpoints", model_config, run) as ckpt:
@@ -360,9 +393,9 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
             metrics = evaluate_loader(predict, state, val)
             # model selection on the pixel metric of the loss ("mse+fidelity": the masked MSE)
             val_loss = metrics["mse_ref"] if config.loss == "reference" else metrics["mse"]
-            if not np.isfinite(train_loss):
-                raise FloatingPointError(f"training diverged at epoch {epoch} (train loss {train_loss}); "
-                                         "lower the learning rate")
+            if not (np.isfinite(train_loss) and np.isfinite(val_loss)):  # stop before a NaN state is saved
+                raise TrainingDiverged(f"training diverged at epoch {epoch} (train loss {train_loss}, validation "
+                                       f"loss {val_loss}); nothing of this epoch was saved; lower the learning rate")
             seconds = time.perf_counter() - t0
             history.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_mse=metrics["mse"],
                                 val_mse_ref=metrics["mse_ref"], seconds=seconds,

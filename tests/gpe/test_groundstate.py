@@ -108,10 +108,14 @@ def test_small_box_is_flagged_with_needed_length():
     assert not bool(ok.touches_edge)
 
 
-def test_nan_never_comes_back_converged():
+def test_nan_or_zero_start_is_refused_and_unresolvable_states_warn():
     grid = bj.Grid(16, 8.0)
-    psi0 = jnp.full((16, 16), jnp.nan, jnp.complex64)
-    res = bj.ground_state(grid, 10.0, 0.2, key=jax.random.key(0), psi0=psi0)
+    for bad in (jnp.nan, 0.0):
+        with pytest.raises(ValueError, match="psi"):
+            bj.ground_state(grid, 10.0, 0.2, key=jax.random.key(0), psi0=jnp.full((16, 16), bad, jnp.complex64))
+    # far beyond what the grid resolves: a warning naming the state, and never a converged NaN
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        res = bj.ground_state(grid, 1e9, 0.2, key=jax.random.key(0), n_starts=1, max_iter=20)
     assert not bool(res.converged)
 
 

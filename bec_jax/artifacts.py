@@ -1,0 +1,177 @@
+"""What bec_jax writes to disk, made safe to trust, to replace and to share.
+
+One implementation serves every writer (datasets, checkpoints, saved models, pipeline runs):
+
+- ``atomic_write_text``: a file is replaced whole or not at all (temporary name, fsync, rename).
+- A **manifest** ``.bec_jax.json`` in a folder bec_jax wrote: its kind and the SHA-256 of every
+  file in it, written last and atomically. It is the proof that a save completed and the
+  reference a load checks (``verify_manifest``): a flipped byte, a truncated or a missing file
+  is a ``CorruptArtifact`` naming the file, never a silently wrong model.
+- ``remove_tree``: bec_jax deletes only folders that carry its manifest, and never through a
+  symbolic link, so ``--overwrite`` or a rerun cannot reach a user's own files.
+- ``locked``: one process at a time per output (an advisory ``flock`` on ``<out>.lock`` or
+  ``<out>/.lock``; the kernel drops it when the process dies, so a killed run resumes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+__all__ = ["MANIFEST", "CorruptArtifact", "OutputLocked", "atomic_write_text", "sha256_file", "write_manifest",
+           "verify_manifest", "read_manifest", "has_manifest", "check_replaceable", "remove_tree", "locked"]
+
+MANIFEST = ".bec_jax.json"
+_LOCK = ".lock"
+
+
+class CorruptArtifact(ValueError):
+    """A file bec_jax wrote earlier is missing, truncated or altered (the message names it)."""
+
+
+class OutputLocked(ValueError):
+    """Another process is writing to the same output."""
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file, fsync and a rename: a kill leaves old or new."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def sha256_file(path, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> list[str]:
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            rel = os.path.relpath(os.path.join(root, name), folder)
+            if rel not in (MANIFEST, _LOCK) and not rel.endswith(".tmp"):
+                out.append(rel)
+    return out
+
+
+def write_manifest(folder, kind: str, **info) -> dict:
+    """Hash every file under ``folder`` and write ``folder/.bec_jax.json`` (last, atomically)."""
+    folder = Path(folder)
+    manifest = dict(kind=kind, files={rel: sha256_file(folder / rel) for rel in _files(folder)}, **info)
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    return manifest
+
+
+def has_manifest(folder) -> bool:
+    return (Path(folder) / MANIFEST).is_file()
+
+
+def read_manifest(folder) -> dict:
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+        if not isinstance(files, dict):
+            raise TypeError
+    except FileNotFoundError:
+        raise CorruptArtifact(f"{str(path)!r} is missing: {str(folder)!r} is incomplete or not written by "
+                              "bec_jax") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise CorruptArtifact(f"{str(path)!r} is damaged (not a bec_jax manifest)") from None
+    return manifest
+
+
+def verify_manifest(folder, kind: str | None = None) -> dict:
+    """Check every file of ``folder`` against its manifest; returns the manifest.
+
+    Raises CorruptArtifact naming the first missing, extra-truncated or altered file (or a
+    manifest of another ``kind``).
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if kind is not None and manifest.get("kind") != kind:
+        raise CorruptArtifact(f"{str(folder)!r} holds a bec_jax {manifest.get('kind')!r}, expected a {kind!r}")
+    for rel, digest in manifest["files"].items():
+        path = folder / rel
+        if not path.is_file():
+            raise CorruptArtifact(f"{str(path)!r} is missing (listed in {MANIFEST})")
+        if sha256_file(path) != digest:
+            raise CorruptArtifact(f"{str(path)!r} is corrupt: its content does not match the checksum saved with it")
+    return manifest
+
+
+def _occupied(folder: Path) -> bool:
+    return folder.is_symlink() or (folder.exists() and (not folder.is_dir() or any(folder.iterdir())))
+
+
+def check_replaceable(folder, overwrite: bool) -> None:
+    """Raise ValueError unless an output folder may be written: it is absent or empty, or
+    ``overwrite`` is set and it is a folder bec_jax wrote (``remove_tree`` would delete it).
+    Deletes nothing: commands call it before any work."""
+    folder = Path(folder)
+    if not _occupied(folder):
+        return
+    if not overwrite:
+        raise ValueError(f"{str(folder)!r} exists and is not empty (use another folder or overwrite)")
+    if folder.is_symlink():
+        raise ValueError(f"{str(folder)!r} is a symbolic link; bec_jax replaces only folders it wrote, "
+                         "remove it yourself or choose another output")
+    if not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} is a file, not a folder bec_jax wrote; remove it yourself or choose "
+                         "another output")
+    if not has_manifest(folder):
+        raise ValueError(f"{str(folder)!r} was not written by bec_jax (no {MANIFEST}); it is not deleted: remove it "
+                         "yourself or choose another output")
+
+
+def remove_tree(folder) -> None:
+    """Delete ``folder``, a folder bec_jax wrote (it carries a manifest), or an empty one.
+
+    Raises ValueError, deleting nothing, for a symbolic link, a file, or a folder without
+    bec_jax's manifest: such a path may hold the user's own files. (``rmtree`` itself unlinks
+    links inside the folder without following them.)
+    """
+    folder = Path(folder)
+    check_replaceable(folder, overwrite=True)
+    if folder.exists():
+        shutil.rmtree(folder)
+
+
+@contextlib.contextmanager
+def locked(output):
+    """Hold an exclusive lock on ``output`` (a folder: ``output/.lock``; a file: ``output.lock``).
+
+    Raises OutputLocked at once when another process holds it.
+    """
+    output = Path(output)
+    lock = output / _LOCK if output.is_dir() else output.with_name(output.name + _LOCK)
+    fh = open(lock, "a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "?"
+            raise OutputLocked(f"{str(output)!r} is in use by another bec-jax process (pid {owner}); wait for it "
+                               "or choose another output") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
