@@ -195,6 +195,9 @@ def main(argv=None) -> int:
         if args.cpu_devices is not None:  # JAX already runs in this process (called from Python)
             print("bec-jax: error: --cpu-devices must be set before JAX starts in this process", file=sys.stderr)
             return 2
+    except ValueError as e:
+        print(f"bec-jax: error: --cpu-devices: {e}", file=sys.stderr)
+        return 2
     console = argv is None and threading.current_thread() is threading.main_thread()
     if console:
         _install_signal_handlers(args.command)

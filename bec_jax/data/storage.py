@@ -84,9 +84,11 @@ def read_h5(path, fields=None, psi: bool = True) -> tuple[dict, dict]:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     except CorruptArtifact:
         raise
-    except (OSError, ValueError, KeyError) as e:  # not HDF5, truncated, or a failed Fletcher-32 checksum
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:  # not HDF5, truncated, a failed checksum
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise CorruptArtifact(f"{str(path)!r} cannot be read as a dataset ({first})") from None
+    if names and not {"grid_n", "grid_length"} <= set(attrs) and "batch" not in attrs:
+        raise CorruptArtifact(f"{str(path)!r} is not a bec_jax dataset: no grid_n / grid_length attributes")
     _validate(path, arrays)
     return arrays, attrs
 

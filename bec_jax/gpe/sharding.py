@@ -131,6 +131,37 @@ def shard_batch(fn, mesh: Mesh | None, n_replicated: int = 0):
     return sharded
 
 
+def available_memory(backend: str | None = None) -> int | None:
+    """Bytes free for new arrays: the accelerator's free memory, or the host's available memory
+    (``MemAvailable``) on a CPU; None where it cannot be read."""
+    backend = backend or jax.default_backend()
+    if backend != "cpu":
+        stats = jax.local_devices(backend=backend)[0].memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+        return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(nbytes: float, what: str, backend: str | None = None) -> None:
+    """ValueError before the work when ``nbytes`` (an estimate) exceeds 90 % of ``available_memory``."""
+    free = available_memory(backend)
+    if free is not None and nbytes > 0.9 * free:
+        raise ValueError(f"{what} needs about {nbytes / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB are free on "
+                         f"{backend or jax.default_backend()}; use fewer states at a time or a smaller grid")
+
+
+#: more host devices than this only adds overhead (and XLA takes minutes to set them up)
+MAX_CPU_DEVICES = 256
+
+
 def _env_device_count() -> bool:
     """True when the environment already sets the CPU device count."""
     return "JAX_NUM_CPU_DEVICES" in os.environ or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
@@ -158,8 +189,8 @@ def use_cpu_cores(n: int | None = None) -> int:
         if _env_device_count():
             return 0
         n = os.cpu_count() or 1
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1 (CPU devices), got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CPU_DEVICES:
+        raise ValueError(f"the number of CPU devices must be an integer in [1, {MAX_CPU_DEVICES}], got {n!r}")
     try:
         jax.config.update("jax_num_cpu_devices", n)
     except RuntimeError as e:

@@ -192,10 +192,12 @@ def _stage_prune(ctx: _Context) -> dict:
     model, _, rows = prune_and_finetune(ctx.setup(), c.sparsity, c.method, ft_epochs=c.ft_epochs,
                                         learning_rate=ctx.config.ft_lr, prune=c.prune_config(), keep=c.keep,
                                         progress=ctx.progress)
-    save_quantized(ctx.out / "models" / "pruned", model, None, sparse=True, overwrite=True,
-                   extra=dict(kind="pruned", sparsity=c.sparsity, method=c.method))
+    sizes = save_quantized(ctx.out / "models" / "pruned", model, None, sparse=True, overwrite=True,
+                           extra=dict(kind="pruned", source="pruned", scheme=None, sparsity=c.sparsity,
+                                      method=c.method))
     achieved = sparsity_report(nnx.state(model, nnx.Param), c.include_bn_scale)["total"]["sparsity"]
-    return dict(method=c.method, target_sparsity=c.sparsity, achieved_sparsity=achieved, ft_epochs=c.ft_epochs,
+    return dict(method=c.method, target_sparsity=c.sparsity, achieved_sparsity=achieved, sizes=sizes,
+                ft_epochs=c.ft_epochs,
                 ft_lr=ctx.config.ft_lr, keep=c.keep,
                 stages=[{k: v for k, v in r.items() if k != "train_losses"} for r in rows])
 
@@ -220,6 +222,9 @@ def _stage_quantize(ctx: _Context) -> dict:
     sizes = {}
     for name, (src, scheme, sparse) in tqdm(_variants(ctx.config).items(), desc="quantize", unit="model",
                                             disable=not ctx.progress):
+        if name == "pruned":  # saved by the prune stage, whose record covers it
+            sizes[name] = ctx.results["prune"]["sizes"]
+            continue
         qc = QuantConfig.preset(scheme) if scheme else None
         sizes[name] = save_quantized(models / name, sources[src], qc, sparse=sparse, overwrite=True,
                                      extra=dict(kind=name, source=src, scheme=scheme))
@@ -259,7 +264,7 @@ def _stage_artifacts(ctx: _Context, name: str) -> list[str]:
     if name == "prune":
         return [f"models/pruned/{MANIFEST}"]
     if name == "quantize":
-        return [f"models/{v}/{MANIFEST}" for v in _variants(ctx.config)]
+        return [f"models/{v}/{MANIFEST}" for v in _variants(ctx.config) if v != "pruned"]
     return []
 
 
@@ -305,7 +310,7 @@ def run_pipeline(config: PipelineConfig, out, *, progress: bool = True,
     rerun = False  # once a stage runs again, every later one does (it reads what that stage wrote)
     for i, name in enumerate(STAGES, 1):
         done = out / "stages" / f"{name}.json"
-        why = "report" if name == "report" else _finished(ctx, name)
+        why = "report" if name == "report" or rerun else _finished(ctx, name)
         if not rerun and why is None:
             ctx.results[name] = json.loads(done.read_text())
             log(f"[{i}/{len(STAGES)}] {name}: done earlier (stages/{name}.json)")

@@ -85,14 +85,22 @@ def read_run_metadata(directory) -> dict:
     directory = Path(directory).resolve()
     if not directory.is_dir():
         raise FileNotFoundError(f"no checkpoint directory at {str(directory)!r}")
-    with _quiet_absl():
-        mngr = ocp.CheckpointManager(directory, options=_options(read_only=True), item_names=("state", "meta"))
+    if has_manifest(directory / "metadata"):
+        verify_manifest(directory / "metadata", "checkpoint-metadata")
     try:
-        if mngr.latest_step() is None:
-            raise FileNotFoundError(f"no completed checkpoint in {str(directory)!r}")
-        meta = mngr.metadata().custom_metadata or {}
-    finally:
-        mngr.close()
+        with _quiet_absl():
+            mngr = ocp.CheckpointManager(directory, options=_options(read_only=True), item_names=("state", "meta"))
+        try:
+            if mngr.latest_step() is None:
+                raise FileNotFoundError(f"no completed checkpoint in {str(directory)!r}")
+            meta = mngr.metadata().custom_metadata or {}
+        finally:
+            mngr.close()
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise CorruptArtifact(f"the checkpoint metadata in {str(directory)!r} cannot be read "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     if "model_config" not in meta:
         raise CheckpointMismatch(f"{str(directory)!r} is not a bec_jax training checkpoint (no model_config)")
     return meta
@@ -127,6 +135,9 @@ class Checkpoints:
         with _quiet_absl():
             self._mngr = ocp.CheckpointManager(self.directory, options=_options(read_only),
                                                item_names=("state", "meta"), metadata=None if read_only else current)
+        root_meta = self.directory / "metadata"
+        if not read_only and root_meta.is_dir() and not has_manifest(root_meta):
+            write_manifest(root_meta, "checkpoint-metadata")
 
     def _has_steps(self) -> bool:
         return any(p.is_dir() and p.name.isdigit() for p in self.directory.iterdir())

@@ -26,7 +26,7 @@ def cmd_train(args) -> int:
 
     if not Path(args.data).exists():
         raise UsageError(f"no dataset at {args.data!r} (make one with `bec-jax generate`)")
-    _, attrs = read_h5(args.data, fields=[], psi=False)
+    _, attrs = read_h5(args.data, psi=False)  # the per-sample fields too: a foreign file is named here
     model_config = _model_config(args, load_grid(attrs).n)
     config = TrainConfig(optimizer=args.optimizer, learning_rate=args.lr, batch_size=args.batch_size,
                          epochs=args.epochs, seed=args.seed, weight_decay=args.weight_decay, momentum=args.momentum,

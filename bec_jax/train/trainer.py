@@ -284,7 +284,7 @@ def model_config_for(data_path, base_width: int = 8, depth: int | None = None) -
     path = Path(data_path)
     if not path.exists():
         raise ValueError(f"no dataset at {str(path)!r} (make one with `bec-jax generate --preset quick --out {path}`)")
-    n = load_grid(read_h5(path, fields=[], psi=False)[1]).n
+    n = load_grid(read_h5(path, psi=False)[1]).n
     return UNetConfig(base_width=base_width, depth=default_depth(n) if depth is None else depth, input_size=n)
 
 

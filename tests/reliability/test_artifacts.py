@@ -1,0 +1,89 @@
+"""bec_jax.artifacts: manifests catch damage, deletion never reaches what bec_jax did not write, locks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bec_jax.artifacts import (MANIFEST, CorruptArtifact, OutputLocked, check_replaceable, locked, remove_tree,
+                               verify_manifest, write_manifest)
+
+
+def _folder(root):
+    (root / "sub").mkdir(parents=True)
+    (root / "a.bin").write_bytes(bytes(range(256)) * 4)
+    (root / "sub" / "b.json").write_text(json.dumps({"x": 1}))
+    return root
+
+
+def test_manifest_detects_flips_truncation_missing_and_kind(tmp_path):
+    f = _folder(tmp_path / "m")
+    write_manifest(f, "model")
+    assert set(verify_manifest(f, "model")["files"]) == {"a.bin", "sub/b.json"}
+    with pytest.raises(CorruptArtifact, match="expected a 'checkpoint'"):
+        verify_manifest(f, "checkpoint")
+    data = bytearray((f / "a.bin").read_bytes())
+    data[100] ^= 1
+    (f / "a.bin").write_bytes(bytes(data))
+    with pytest.raises(CorruptArtifact, match="a.bin.*corrupt"):
+        verify_manifest(f)
+    (f / "a.bin").write_bytes(bytes(range(256)) * 4)
+    (f / "sub" / "b.json").write_text("{")
+    with pytest.raises(CorruptArtifact, match="b.json"):
+        verify_manifest(f)
+    (f / "sub" / "b.json").unlink()
+    with pytest.raises(CorruptArtifact, match="b.json.*missing"):
+        verify_manifest(f)
+    (f / MANIFEST).write_text("not json")
+    with pytest.raises(CorruptArtifact, match="damaged"):
+        verify_manifest(f)
+
+
+def test_remove_tree_deletes_only_what_bec_jax_wrote(tmp_path):
+    user = _folder(tmp_path / "user")                       # the user's own files
+    link = tmp_path / "out" / "model"
+    link.parent.mkdir()
+    link.symlink_to(user, target_is_directory=True)
+    with pytest.raises(ValueError, match="symbolic link"):
+        remove_tree(link)
+    write_manifest(user, "model")                          # even a bec_jax folder behind a link survives
+    with pytest.raises(ValueError, match="symbolic link"):
+        remove_tree(link)
+    (user / MANIFEST).unlink()
+    with pytest.raises(ValueError, match="not written by bec_jax"):
+        remove_tree(user)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        remove_tree(tmp_path / "file")
+    assert (user / "a.bin").exists() and (tmp_path / "file").exists()
+    with pytest.raises(ValueError, match="overwrite"):
+        check_replaceable(user, overwrite=False)
+    ours = _folder(tmp_path / "ours")
+    write_manifest(ours, "model")
+    inner = ours / "link_to_user"
+    inner.symlink_to(user, target_is_directory=True)        # a link inside is removed, not followed
+    remove_tree(ours)
+    assert not ours.exists() and (user / "a.bin").exists()
+    remove_tree(tmp_path / "absent")                        # nothing to do
+    (tmp_path / "empty").mkdir()
+    remove_tree(tmp_path / "empty")
+
+
+def test_a_second_process_on_the_same_output_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    probe = ("import sys; from bec_jax.artifacts import locked, OutputLocked\n"
+             "try:\n    with locked(sys.argv[1]): print('got it')\n"
+             "except OutputLocked as e: print('refused:', e)")
+    with locked(out):
+        r = subprocess.run([sys.executable, "-c", probe, str(out)], capture_output=True, text=True, timeout=60)
+        assert r.stdout.startswith("refused:") and "in use by another bec-jax process" in r.stdout
+        with pytest.raises(OutputLocked):   # a second open of the lock in this process conflicts too
+            with locked(out):
+                pass
+    r = subprocess.run([sys.executable, "-c", probe, str(out)], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "got it"    # released with the first holder
+    data = tmp_path / "d.h5"               # a file output locks a sibling file
+    with locked(data):
+        assert (tmp_path / "d.h5.lock").exists()

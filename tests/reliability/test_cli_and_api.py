@@ -1,0 +1,242 @@
+"""The hostile cases of the CLI and the Python API: each is refused in one line, before any work,
+and nothing outside the output is touched."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bec_jax as bj
+from bec_jax.artifacts import MANIFEST, locked
+from bec_jax.cli import main
+
+BEC = [sys.executable, "-m", "bec_jax.cli"]
+TINY = ["--data-n", "32", "--data-n-groups", "6", "--data-states-per-group", "2", "--data-batch-size", "4",
+        "--data-n-starts", "1", "--data-max-iter", "300", "--data-g-range", "20,60", "--data-omega-range", "0.3,0.6",
+        "--model-base-width", "2", "--train-epochs", "1", "--train-batch-size", "4", "--compress-method", "prune",
+        "--compress-ft-epochs", "0", "--compress-sparsity", "0.5", "--report-latency-repeats", "3",
+        "--report-samples", "1", "--no-progress"]
+
+
+def _one_line(capsys, *needles):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    for n in needles:
+        assert n in err[0], err[0]
+    return err[0]
+
+
+def _user_folder(path):
+    path.mkdir(parents=True)
+    (path / "thesis.tex").write_text("years of work")
+    return path
+
+
+@pytest.mark.parametrize("command", ["prune", "shrink", "quantize"])
+def test_overwrite_never_deletes_through_a_link_or_a_foreign_folder(command, small_run, tmp_path, capsys):
+    run, _ = small_run
+    user = _user_folder(tmp_path / "user_files")
+    out = tmp_path / "pp"
+    out.mkdir()
+    (out / "model").symlink_to(user, target_is_directory=True)
+    extra = dict(prune=["--sparsity", "0.5", "--method", "prune"], shrink=["--keep", "0.5", "--ft-epochs", "0"],
+                 quantize=["--scheme", "per_channel"])[command]
+    assert main([command, "--run", str(run), *extra, "--out", str(out), "--overwrite"]) == 2
+    _one_line(capsys, "symbolic link")
+    (out / "model").unlink()
+    shutil.copytree(user, out / "model")            # a folder bec_jax did not write
+    assert main([command, "--run", str(run), *extra, "--out", str(out), "--overwrite"]) == 2
+    _one_line(capsys, "not written by bec_jax")
+    assert main([command, "--run", str(run), *extra, "--out", str(out)]) == 2   # no --overwrite: refused first
+    _one_line(capsys, "exists and is not empty")
+    assert (user / "thesis.tex").read_text() == "years of work"
+    assert (out / "model" / "thesis.tex").exists()
+    assert not (out / f"{command}.json").exists()   # refused before any work
+
+
+def test_prune_overwrite_replaces_its_own_model(small_run, tmp_path, capsys):
+    run, _ = small_run
+    args = ["prune", "--run", str(run), "--sparsity", "0.5", "--method", "prune", "--out", str(tmp_path)]
+    assert main(args) == 0
+    first = json.loads((tmp_path / "model" / MANIFEST).read_text())
+    assert first["kind"] == "model" and first["files"]
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_damaged_checkpoint_and_model_are_refused_naming_the_file(small_run, tmp_path, capsys):
+    run, data = small_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    step = max(p for p in (copy / "checkpoints").iterdir() if p.name.isdigit())
+    manifest = json.loads((step / MANIFEST).read_text())
+    target = max(manifest["files"], key=lambda rel: (step / rel).stat().st_size)   # the array data
+    raw = bytearray((step / target).read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)
+    (step / target).write_bytes(bytes(raw))
+    assert main(["evaluate", "--run", str(copy), "--data", str(data), "--checkpoint", "latest", "--out", str(tmp_path / "ev"), "--no-progress"]) == 2
+    _one_line(capsys, target.split("/")[-1], "corrupt")
+    (step / target).write_bytes(bytes(raw[: len(raw) // 3]))   # truncated
+    assert main(["evaluate", "--run", str(copy), "--data", str(data), "--checkpoint", "latest", "--out", str(tmp_path / "ev"), "--no-progress"]) == 2
+    _one_line(capsys, "corrupt")
+
+
+def test_foreign_empty_and_missing_datasets_are_one_line(tmp_path, capsys):
+    (tmp_path / "text.h5").write_text("not hdf5")
+    (tmp_path / "empty.h5").write_bytes(b"")
+    import h5py
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f["images"] = np.zeros((2, 4, 4))
+    for name in ("text.h5", "empty.h5", "foreign.h5"):
+        assert main(["train", "--data", str(tmp_path / name), "--out", str(tmp_path / "t"), "--epochs", "1"]) == 2
+        _one_line(capsys, name)
+
+
+def test_bad_settings_fail_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["pipeline", "--out", "p1", *TINY, "--train-split", "0.9,0.9,0.9"]) == 2
+    _one_line(capsys, "split")
+    assert not (tmp_path / "p1").exists()
+    assert main(["generate", "--out", "s.h5", "--seed", "-1"]) == 2
+    _one_line(capsys, "seed")
+    assert main(["generate", "--out", "s.h5", "--seed", str(2**31)]) == 2
+    _one_line(capsys, "seed")
+    assert not any(tmp_path.glob("s.h5*"))
+    r = subprocess.run(BEC + ["generate", "--out", "s.h5", "--max-batches", "-1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "integer >= 1" in r.stderr
+    cfg = json.loads(json.dumps(__import__("bec_jax.pipeline", fromlist=["PRESETS"]).PRESETS["quick"].to_dict()))
+    cfg["data"]["keep_unconverged"] = "false"
+    cfg["data"]["n_groups"] = 2.5
+    cfg["train"]["bogus"] = 1
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    assert main(["pipeline", "--config", "c.json", "--out", "p2"]) == 2
+    line = _one_line(capsys, "data.keep_unconverged", "data.n_groups", "train.bogus")
+    assert "expected true or false" in line and "expected an integer" in line
+    assert not (tmp_path / "p2").exists()
+
+
+def test_a_second_process_on_the_same_out_refuses(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with locked(out):
+        r = subprocess.run(BEC + ["pipeline", "--out", str(out), *TINY], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "in use by another bec-jax process" in r.stderr
+    assert r.stderr.count("\n") == 1 and not (out / "data.h5").exists()
+
+
+def test_unexpected_errors_print_a_summary_line_first(tmp_path, monkeypatch, capsys):
+    import bec_jax.cli as cli
+
+    def boom(args):
+        raise KeyError("an internal bug")
+    monkeypatch.setattr(cli, "cmd_demo", boom)
+    p = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: p)
+    p._subparsers._group_actions[0].choices["demo"].set_defaults(func=boom)
+    assert main(["demo", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("bec-jax demo: unexpected error: KeyError") and "Traceback" in err[1]
+
+
+def test_api_refuses_non_finite_and_empty_inputs():
+    grid = bj.Grid(16, 8.0)
+    x = jnp.asarray(grid.x)
+    psi = jnp.exp(-(x[None, :] ** 2 + x[:, None] ** 2)).astype(jnp.complex64)
+    for fn in (bj.energy, bj.residual, bj.chemical_potential):
+        with pytest.raises(ValueError, match="g must be finite"):
+            fn(grid, psi, np.nan, 0.3)
+        with pytest.raises(ValueError, match="omega must be finite"):
+            fn(grid, psi, 10.0, np.inf)
+        with pytest.raises(ValueError, match="zero"):
+            fn(grid, jnp.zeros_like(psi), 10.0, 0.3)
+        with pytest.raises(ValueError, match="non-finite"):
+            fn(grid, psi.at[3, 4].set(jnp.nan), 10.0, 0.3)
+    with pytest.raises(ValueError, match="non-finite"):
+        bj.angular_momentum(grid, psi.at[0, 0].set(jnp.inf))
+    # traced values pass unchecked (inside jit nothing can be inspected), and valid input still works
+    assert np.isfinite(jax.jit(lambda p: bj.energy(grid, p, 10.0, 0.3))(psi))
+    with pytest.raises(ValueError, match="dt must be in"):
+        bj.imaginary_time(grid, psi, 10.0, 0.3, dt=1e6, steps=2)
+    with pytest.raises(ValueError, match="zero"):
+        bj.imaginary_time(grid, jnp.zeros_like(psi), 10.0, 0.3, dt=0.01, steps=2)
+    for key in (None, 0, jnp.zeros(3, jnp.uint32)):
+        with pytest.raises(ValueError, match="key must be a jax.random key"):
+            bj.ground_state(grid, 10.0, 0.3, key=key)
+    with pytest.raises(ValueError, match="g must be finite and >= 0"):
+        bj.box_length(-1.0, 0.3)
+
+
+def test_divergent_training_stops_in_one_line_and_saves_nothing(small_dataset, tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["train", "--data", str(small_dataset), "--out", str(out), "--epochs", "2", "--lr", "1e6",
+                 "--width", "2", "--batch-size", "4", "--no-progress"]) == 2
+    _one_line(capsys, "diverged")
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.isdigit()]
+
+
+def test_a_moved_run_uses_the_data_beside_it_or_refuses(small_run, tmp_path):
+    import h5py
+
+    from bec_jax.train.trainer import run_data_path
+
+    run, data = small_run
+    stored = json.loads((run / "metrics.json").read_text())["data"]
+    assert not stored.startswith("/")                       # relative to the run folder
+    moved = tmp_path / "moved" / "a" / "run"                 # run and data moved together, same relative layout
+    shutil.copytree(run, moved)
+    (moved / stored).resolve().parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(data, moved / stored)
+    assert run_data_path(moved).resolve() == (moved / stored).resolve()
+    with h5py.File(moved / stored, "r+") as f:               # another dataset under the same name
+        f.attrs["config"] = f.attrs["config"].replace('"seed": 0', '"seed": 7')
+    with pytest.raises(ValueError, match="not the dataset"):
+        run_data_path(moved)
+    lonely = tmp_path / "x" / "y" / "lonely"
+    shutil.copytree(run, lonely)                             # the run alone: its data is not beside it
+    with pytest.raises(ValueError, match="not found"):
+        run_data_path(lonely)
+
+
+def test_runs_that_cannot_fit_or_start_are_refused_up_front(tmp_path, monkeypatch, capsys):
+    import bec_jax.gpe.sharding as sharding
+
+    monkeypatch.setattr(sharding, "available_memory", lambda backend=None: 2**30)
+    with pytest.raises(ValueError, match=r"needs about .* GiB, but 1.0 GiB are free"):
+        bj.ground_state(bj.Grid(1024, 16.0), [10.0] * 8, 0.3, key=jax.random.key(0))
+    monkeypatch.undo()
+    r = subprocess.run(BEC + ["--cpu-devices", "100000", "demo", "--out", str(tmp_path)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "[1, 256]" in r.stderr
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, monkeypatch, capsys):
+    import errno
+
+    generate = sys.modules["bec_jax.data.generate"]
+
+    real = generate.atomic_write_h5
+    calls = []
+
+    def full_disk(path, arrays, attrs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, arrays, attrs)
+    monkeypatch.setattr(generate, "atomic_write_h5", full_disk)
+    args = ["generate", "--out", str(tmp_path / "d.h5"), "--n", "32", "--n-groups", "3", "--states-per-group", "1",
+            "--batch-size", "1", "--n-starts", "1", "--max-iter", "200", "--g-range", "20,40", "--omega-range",
+            "0.2,0.3", "--no-progress"]
+    assert main(args) == 2
+    _one_line(capsys, "batch_000001.h5", "No space left on device")
+    monkeypatch.undo()
+    assert main(args) == 0                                   # resumes: batch 0 kept, 1 and 2 computed
+    assert len(read_h5_fields(tmp_path / "d.h5")) == 3
+
+
+def read_h5_fields(path):
+    from bec_jax.data.storage import read_h5
+    return read_h5(path, psi=False)[0]["g"]
