@@ -240,3 +240,33 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, monkeypatch, ca
 def read_h5_fields(path):
     from bec_jax.data.storage import read_h5
     return read_h5(path, psi=False)[0]["g"]
+
+
+def test_dataset_contents_are_checked_and_a_damaged_batch_is_recomputed(tmp_path, small_dataset):
+    from bec_jax.artifacts import CorruptArtifact
+    from bec_jax.data import GenerateConfig, generate
+    from bec_jax.data.storage import read_h5, write_h5
+
+    arrays, attrs = read_h5(small_dataset)
+    for change, match in ((dict(group=arrays["group"][:-1]), "different lengths"),
+                          (dict(psi=np.zeros_like(arrays["psi"])), "all zeros"),
+                          (dict(omega=np.where(np.arange(len(arrays["omega"])) == 2, np.nan, arrays["omega"])),
+                           "non-finite")):
+        bad = tmp_path / f"bad_{match.replace(' ', '_')}.h5"
+        write_h5(bad, {**arrays, **change} if "group" not in change else arrays, attrs)
+        if "group" in change:  # write_h5 reshapes by N: write the short field by hand
+            import h5py
+            with h5py.File(bad, "r+") as f:
+                del f["group"]
+                f["group"] = change["group"]
+        with pytest.raises(CorruptArtifact, match=match):
+            read_h5(bad)
+    cfg = GenerateConfig(n=32, n_groups=3, states_per_group=1, g_range=(20.0, 40.0), omega_range=(0.2, 0.3),
+                         batch_size=1, n_starts=1, max_iter=200)
+    out = tmp_path / "d.h5"
+    generate(cfg, out, progress=False, max_batches=2)
+    batch = tmp_path / "d.h5.partial" / "batch_000001.h5"
+    batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])   # truncated
+    summary = generate(cfg, out, progress=False)           # the damaged batch is computed again, not merged
+    assert summary["status"] == "complete" and summary["batches_this_run"] == 2
+    assert len(read_h5(out, psi=False)[0]["g"]) == summary["n_samples"]
