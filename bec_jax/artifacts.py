@@ -23,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["MANIFEST", "CorruptArtifact", "OutputLocked", "atomic_write_text", "sha256_file", "write_manifest",
+__all__ = ["MANIFEST", "CorruptArtifact", "OutputLocked", "first_line", "atomic_write_text", "claim_folder", "sha256_file", "write_manifest",
            "verify_manifest", "read_manifest", "has_manifest", "check_replaceable", "remove_tree", "locked"]
 
 MANIFEST = ".bec_jax.json"
@@ -36,6 +36,12 @@ class CorruptArtifact(ValueError):
 
 class OutputLocked(ValueError):
     """Another process is writing to the same output."""
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (library errors often span many), or its type."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -76,6 +82,14 @@ def write_manifest(folder, kind: str, **info) -> dict:
     return manifest
 
 
+def claim_folder(folder, kind: str) -> None:
+    """Create ``folder`` and mark it as bec_jax's before anything is written into it (an incomplete
+    manifest), so a save stopped halfway can still be replaced, yet is never loaded as complete."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / MANIFEST, json.dumps(dict(kind=kind, complete=False, files={})))
+
+
 def has_manifest(folder) -> bool:
     return (Path(folder) / MANIFEST).is_file()
 
@@ -103,6 +117,8 @@ def verify_manifest(folder, kind: str | None = None) -> dict:
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
+    if manifest.get("complete") is False:
+        raise CorruptArtifact(f"{str(folder)!r} is incomplete: its save was stopped before it finished")
     if kind is not None and manifest.get("kind") != kind:
         raise CorruptArtifact(f"{str(folder)!r} holds a bec_jax {manifest.get('kind')!r}, expected a {kind!r}")
     for rel, digest in manifest["files"].items():

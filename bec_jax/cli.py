@@ -23,7 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bec_jax.artifacts import locked
+from bec_jax.artifacts import first_line, locked
 
 
 COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands",
@@ -65,13 +65,14 @@ def out_dir(path: str, lock: bool = True) -> Path:
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_text("")
-        probe.unlink()
+        if lock:  # opening the lock file also proves the folder writable
+            lock_output(out)
+        else:
+            probe = out / ".write_test"
+            probe.write_text("")
+            probe.unlink()
     except OSError as e:
         raise UsageError(f"cannot write to output folder {str(out)!r}: {e.strerror or e}") from None
-    if lock:
-        lock_output(out)
     return out
 
 
@@ -157,6 +158,8 @@ def _install_signal_handlers(command: str) -> None:
     itself (``signal.set_wakeup_fd``) ends the process if the main thread is still inside a
     long native call after ``SIGNAL_GRACE_S`` (Python runs handlers only between bytecodes)."""
     def handler(signum, frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):  # one stop: a second Ctrl-C must not break the exit
+            signal.signal(sig, signal.SIG_IGN)
         raise _Signalled(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -166,7 +169,8 @@ def _install_signal_handlers(command: str) -> None:
     signal.set_wakeup_fd(w)
 
     def watchdog():
-        signum = os.read(r, 1)[0]
+        while (signum := os.read(r, 1)[0]) not in (signal.SIGINT, signal.SIGTERM):
+            pass
         time.sleep(SIGNAL_GRACE_S)
         _exit_signalled(command, signum)
 
@@ -175,8 +179,8 @@ def _install_signal_handlers(command: str) -> None:
 
 def _exit_signalled(command: str, signum: int):
     name = signal.Signals(signum).name
-    print(f"bec-jax {command}: stopped by {name}; rerun the same command to resume", file=sys.stderr, flush=True)
-    sys.stdout.flush()
+    # os.write, not print: the main thread may hold the stdio locks when the watchdog gets here.
+    os.write(2, f"bec-jax {command}: stopped by {name}; rerun the same command to resume\n".encode())
     # Skip interpreter teardown: XLA and orbax threads still running then are what crashed it.
     os._exit(128 + signum)
 
@@ -211,16 +215,15 @@ def main(argv=None) -> int:
         print(f"bec-jax {args.command}: interrupted", file=sys.stderr)
         return 130
     except ValueError as e:  # UsageError, CorruptArtifact, OutputLocked, config and data errors
-        print(f"bec-jax {args.command}: error: {e}", file=sys.stderr)
+        print(f"bec-jax {args.command}: error: {first_line(e, 1000)}", file=sys.stderr)
         return 2
     except OSError as e:  # missing, unreadable or unwritable files, a full disk
         where = f"{e.filename!r}: " if e.filename else ""
-        print(f"bec-jax {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"bec-jax {args.command}: error: {where}{e.strerror or first_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:
-        first = str(e).splitlines()[0][:300] if str(e) else ""
-        print(f"bec-jax {args.command}: unexpected error: {type(e).__name__}: {first} (traceback below; please "
-              "report it)", file=sys.stderr, flush=True)
+        print(f"bec-jax {args.command}: unexpected error: {type(e).__name__}: {first_line(e)} (traceback below; "
+              "please report it)", file=sys.stderr, flush=True)
         traceback.print_exc()
         return 1
 

@@ -48,8 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bec_jax.artifacts import (CorruptArtifact, check_replaceable, has_manifest, remove_tree, verify_manifest,
-                               write_manifest)
+from bec_jax.artifacts import (CorruptArtifact, check_replaceable, claim_folder, first_line, has_manifest,
+                               remove_tree, verify_manifest, write_manifest)
 from bec_jax.models.unet import DoubleConv, UNet, UNetConfig
 
 __all__ = [
@@ -452,6 +452,12 @@ def _unpack(arrays: dict, layout: list) -> dict:
     return tree
 
 
+def _legacy_model_folder(directory: Path) -> bool:
+    """A model folder of bec_jax's layout saved before manifests existed (quantized.json + arrays/ only)."""
+    return (directory.is_dir() and not directory.is_symlink() and not has_manifest(directory)
+            and {p.name for p in directory.iterdir()} == {"quantized.json", "arrays"})
+
+
 def save_quantized(directory, model: UNet, config: QuantConfig | None, *, sparse: bool = False,
                    extra: dict | None = None, overwrite: bool = False) -> dict:
     """Write ``quantize_state(model, config)`` with orbax to ``directory``.
@@ -467,9 +473,13 @@ def save_quantized(directory, model: UNet, config: QuantConfig | None, *, sparse
     import orbax.checkpoint as ocp
 
     directory = Path(directory)
-    check_replaceable(directory, overwrite)
-    remove_tree(directory)  # only a folder bec_jax wrote, never through a link
-    directory.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        if _legacy_model_folder(directory):
+            write_manifest(directory, "model")  # saved before manifests existed: adopt it, then replace it
+        remove_tree(directory)  # only a folder bec_jax wrote, never through a link
+    else:
+        check_replaceable(directory, overwrite)
+    claim_folder(directory, "model")
     qstate = quantize_state(model, config)
     layout = {}
     if sparse:
@@ -519,8 +529,12 @@ def load_quantized(directory, model_config: UNetConfig | None = None, mode: str 
         meta = json.loads(mfile.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CorruptArtifact(f"{str(mfile)!r} is damaged (not JSON)") from None
-    if meta.get("format") not in (FORMAT, FORMAT_V1):
-        raise ValueError(f"{str(mfile)!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, FORMAT_V1):
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{str(mfile)!r} has format {fmt!r}, expected {FORMAT!r}")
+    needed = {"model_config", "sparse"} | ({"packed"} if meta["format"] == FORMAT else set())
+    if not needed <= set(meta) or not isinstance(meta["model_config"], dict):
+        raise CorruptArtifact(f"{str(mfile)!r} is incomplete (needs {sorted(needed)})")
     stored = UNetConfig.from_dict(meta["model_config"])
     if model_config is not None and stored != model_config:
         diff = {k: (v, getattr(model_config, k)) for k, v in stored.to_dict().items()
@@ -531,7 +545,7 @@ def load_quantized(directory, model_config: UNetConfig | None = None, mode: str 
         tree = ckptr.restore(directory.resolve() / "arrays")
     except Exception as e:  # orbax/tensorstore errors on damaged unchecked folders: one line naming the folder
         raise CorruptArtifact(f"{str(directory / 'arrays')!r} cannot be read ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+                              f"{first_line(e, 200)})") from None
     finally:
         ckptr.close()
     if meta["format"] == FORMAT:

@@ -204,14 +204,15 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
 
 
 def _intact(batch: Path) -> bool:
-    """Whether a finished batch file reads back whole; a damaged one (our own file) is removed to be recomputed."""
+    """Whether a finished batch file reads back whole; a damaged one is set aside (``.damaged``) and
+    computed again."""
     if not batch.exists():
         return False
     try:
         read_h5(batch)
         return True
     except CorruptArtifact:
-        batch.unlink()
+        batch.replace(batch.with_name(batch.name + ".damaged"))
         return False
 
 

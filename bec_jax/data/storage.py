@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from bec_jax.artifacts import CorruptArtifact
+from bec_jax.artifacts import CorruptArtifact, first_line
 from bec_jax.gpe.grid import Grid
 
 __all__ = ["FIELDS", "write_h5", "read_h5", "load_grid", "atomic_write_h5"]
@@ -85,8 +85,7 @@ def read_h5(path, fields=None, psi: bool = True) -> tuple[dict, dict]:
     except CorruptArtifact:
         raise
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:  # not HDF5, truncated, a failed checksum
-        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise CorruptArtifact(f"{str(path)!r} cannot be read as a dataset ({first})") from None
+        raise CorruptArtifact(f"{str(path)!r} cannot be read as a dataset ({first_line(e, 200)})") from None
     if names and not {"grid_n", "grid_length"} <= set(attrs) and "batch" not in attrs:
         raise CorruptArtifact(f"{str(path)!r} is not a bec_jax dataset: no grid_n / grid_length attributes")
     _validate(path, arrays)
@@ -102,13 +101,19 @@ def _validate(path, arrays: dict) -> None:
         want = np.complex64 if k == "psi" else FIELDS[k]
         if v.dtype != np.dtype(want) or (k != "psi" and v.ndim != 1):
             raise CorruptArtifact(f"{str(path)!r}: field {k!r} is {v.dtype} {v.shape}, expected {np.dtype(want)} (N,)")
-        if v.dtype.kind in "fc" and not np.all(np.isfinite(v)):
+    if "psi" in arrays and arrays["psi"].ndim != 3:
+        raise CorruptArtifact(f"{str(path)!r}: psi has shape {arrays['psi'].shape}, expected (N, n, n)")
+    # A failed solve is a stored fact (kept with --keep-unconverged, or in a batch before the merge drops
+    # it): only the parameters and the usable states must be finite and nonzero.
+    usable = np.ones(next(iter(lengths.values()), 0), bool)
+    if "converged" in arrays and "touches_edge" in arrays:
+        usable = arrays["converged"] & ~arrays["touches_edge"]
+    for k, v in arrays.items():
+        rows = v if k in ("g", "omega") else v[usable]
+        if v.dtype.kind in "fc" and not np.all(np.isfinite(rows)):
             raise CorruptArtifact(f"{str(path)!r}: field {k!r} holds non-finite values")
     if "psi" in arrays:
-        psi = arrays["psi"]
-        if psi.ndim != 3:
-            raise CorruptArtifact(f"{str(path)!r}: psi has shape {psi.shape}, expected (N, n, n)")
-        empty = np.flatnonzero(~np.any(psi != 0, axis=(1, 2)))
+        empty = np.flatnonzero(usable & ~np.any(arrays["psi"] != 0, axis=(1, 2)))
         if empty.size:
             raise CorruptArtifact(f"{str(path)!r}: psi of sample {int(empty[0])} is all zeros ({empty.size} such)")
 

@@ -476,7 +476,9 @@ def ground_state(
     # State-sized arrays held per start, measured: 24 on a GPU (6.7 GiB for 960 starts at 200²), 120-135 on
     # XLA:CPU (peak RSS of 16-64 starts at 128² and 256²), chunked or not.
     per_start = 136 if backend_of(args[0]) == "cpu" else 24
-    check_memory(per_start * batch * settings.n_starts * grid.n**2 * jnp.dtype(complex_dtype()).itemsize,
+    split = mesh if mesh is not None else start_mesh
+    devices = 1 if split is None else split.devices.size  # each holds its share
+    check_memory(per_start * batch * settings.n_starts * grid.n**2 * jnp.dtype(complex_dtype()).itemsize / devices,
                  f"ground_state ({batch} states x {settings.n_starts} starts on {grid.n}²)", backend_of(args[0]))
     res = _solve_jit(grid, *args, settings, psi0, mesh, start_mesh, chunk)
     bad = ~np.isfinite(np.asarray(res.energy))

@@ -66,6 +66,10 @@ def prepare_run(config: PipelineConfig, out) -> Path:
     new = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as stored
     if cfg_file.exists():
         old = json.loads(cfg_file.read_text())
+        try:  # fields added since (with their defaults) do not make an older run another config
+            old = json.loads(json.dumps(PipelineConfig.from_dict(old).to_dict()))
+        except (ValueError, TypeError):
+            pass  # compared as stored: the difference is named below
         diff = _diff(old, new)
         if diff:
             raise RunConflict(f"{str(out)!r} holds a run with another config ({'; '.join(diff[:3])}"
@@ -121,7 +125,7 @@ def _stage_generate(ctx: _Context) -> dict:
     if summary["status"] != "complete":
         raise RuntimeError(f"dataset generation stopped early: {summary}")
     if summary["n_samples"] < 5:
-        raise RuntimeError(f"only {summary['n_samples']} converged states in {ctx.data}; widen the config")
+        raise ValueError(f"only {summary['n_samples']} converged states in {ctx.data}; widen the config")
     png = plot_samples(ctx.data, ctx.out / "data_samples.png", n_samples=3)
     return dict(summary, figure=Path(png).name, size_bytes=ctx.data.stat().st_size)
 
@@ -222,7 +226,7 @@ def _stage_quantize(ctx: _Context) -> dict:
     sizes = {}
     for name, (src, scheme, sparse) in tqdm(_variants(ctx.config).items(), desc="quantize", unit="model",
                                             disable=not ctx.progress):
-        if name == "pruned":  # saved by the prune stage, whose record covers it
+        if name == "pruned" and "sizes" in ctx.results["prune"]:  # saved by the prune stage, whose record covers it
             sizes[name] = ctx.results["prune"]["sizes"]
             continue
         qc = QuantConfig.preset(scheme) if scheme else None
@@ -268,6 +272,17 @@ def _stage_artifacts(ctx: _Context, name: str) -> list[str]:
     return []
 
 
+def _forget_from(ctx: _Context, name: str) -> None:
+    """Drop the records of ``name`` and every later stage before ``name`` runs: they describe what came
+    from the earlier results, and a kill during the rerun must not leave them looking finished."""
+    stages = ctx.out / "stages"
+    later = [s for s in STAGES[STAGES.index(name):] if (stages / f"{s}.json").exists()]
+    for s in later:
+        (stages / f"{s}.json").unlink()
+    if later and (stages / MANIFEST).exists():
+        write_manifest(stages, "pipeline-stages")
+
+
 def _finished(ctx: _Context, name: str) -> str | None:
     """None if stage ``name`` finished and what it left is intact; else why it must run again
     (its record changed, or a file it wrote is gone). A file it wrote that now has other
@@ -276,12 +291,14 @@ def _finished(ctx: _Context, name: str) -> str | None:
     done = stages / f"{name}.json"
     if not done.exists():
         return "not run"
+    if not (stages / MANIFEST).exists():
+        return None  # a run folder written before stage checksums: its records are trusted as they were
     try:
         recorded = read_manifest(stages)["files"].get(done.name)
     except CorruptArtifact:
         recorded = None
     if recorded is None or sha256_file(done) != recorded:
-        return f"stages/{done.name} was changed or predates checksums"
+        return f"stages/{done.name} was changed"
     for rel, digest in json.loads(done.read_text()).get("artifacts", {}).items():
         path = ctx.out / rel
         if not path.is_file():
@@ -320,6 +337,7 @@ def run_pipeline(config: PipelineConfig, out, *, progress: bool = True,
         else:
             log(f"[{i}/{len(STAGES)}] {name}")
         rerun = True
+        _forget_from(ctx, name)
         t0 = time.perf_counter()
         result = STAGE_FUNCTIONS[name](ctx)
         result["stage_seconds"] = time.perf_counter() - t0

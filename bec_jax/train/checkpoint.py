@@ -28,7 +28,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
-from bec_jax.artifacts import CorruptArtifact, has_manifest, verify_manifest, write_manifest
+from bec_jax.artifacts import CorruptArtifact, first_line, has_manifest, verify_manifest, write_manifest
 from bec_jax.models.unet import UNetConfig
 
 __all__ = ["CheckpointMismatch", "Checkpoints", "read_run_metadata"]
@@ -100,7 +100,7 @@ def read_run_metadata(directory) -> dict:
         if isinstance(e, FileNotFoundError):
             raise
         raise CorruptArtifact(f"the checkpoint metadata in {str(directory)!r} cannot be read "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+                              f"({type(e).__name__}: {first_line(e, 200)})") from None
     if "model_config" not in meta:
         raise CheckpointMismatch(f"{str(directory)!r} is not a bec_jax training checkpoint (no model_config)")
     return meta
@@ -135,14 +135,16 @@ class Checkpoints:
         with _quiet_absl():
             self._mngr = ocp.CheckpointManager(self.directory, options=_options(read_only),
                                                item_names=("state", "meta"), metadata=None if read_only else current)
-        root_meta = self.directory / "metadata"
-        if not read_only and root_meta.is_dir() and not has_manifest(root_meta):
-            write_manifest(root_meta, "checkpoint-metadata")
+
 
     def _has_steps(self) -> bool:
         return any(p.is_dir() and p.name.isdigit() for p in self.directory.iterdir())
 
     def _check(self, stored: dict, current: dict, check_run: bool):
+        try:  # fields added since (with their defaults) do not make an older run another model
+            stored = dict(stored, model_config=UNetConfig.from_dict(stored["model_config"]).to_dict())
+        except (ValueError, TypeError):
+            pass  # compared as stored: the difference is named below
         if stored["model_config"] != current["model_config"]:
             raise CheckpointMismatch(
                 f"checkpoint {str(self.directory)!r} holds a different model configuration "
@@ -172,6 +174,9 @@ class Checkpoints:
         if not saved:
             raise RuntimeError(f"orbax refused to save step {step} in {str(self.directory)!r}")
         write_manifest(self.directory / str(step), "checkpoint", step=step)
+        root_meta = self.directory / "metadata"  # orbax writes it with the first save
+        if root_meta.is_dir() and not has_manifest(root_meta):
+            write_manifest(root_meta, "checkpoint-metadata")
 
     def verify(self, step: int) -> None:
         """Check step ``step`` against its manifest (CorruptArtifact naming the damaged file)."""
@@ -204,9 +209,8 @@ class Checkpoints:
         try:
             yield
         except (ValueError, OSError, KeyError, TypeError, RuntimeError) as e:
-            first = str(e).splitlines()[0][:200] if str(e) else ""
             raise CorruptArtifact(f"checkpoint {str(self.directory / str(step))!r} cannot be read "
-                                  f"({type(e).__name__}: {first})") from None
+                                  f"({type(e).__name__}: {first_line(e, 200)})") from None
 
     def close(self) -> None:
         self._mngr.close()

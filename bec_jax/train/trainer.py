@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import os
 import time
@@ -33,7 +34,7 @@ from flax import nnx
 
 from bec_jax.data.loader import BatchLoader
 from bec_jax.data.splits import split_by_group
-from bec_jax.artifacts import CorruptArtifact
+from bec_jax.artifacts import CorruptArtifact, atomic_write_text
 from bec_jax.data.storage import load_grid, read_h5
 from bec_jax.data.targets import TargetConfig
 from bec_jax.models.unet import UNet, UNetConfig, default_depth, init_model
@@ -273,7 +274,7 @@ def run_data_path(run_dir) -> Path:
         path = Path(stored)
     if not path.exists():
         raise ValueError(f"the dataset of {str(run_dir)!r} ({stored!r}) is not found: pass it explicitly")
-    if ident is not None and _dataset_id(path, read_h5(path, fields=[], psi=False)[1]) != ident:
+    if ident is not None and _dataset_id(path, read_h5(path, psi=False)[1]) != ident:
         raise ValueError(f"{str(path)!r} is not the dataset {str(run_dir)!r} was trained on; pass the right one")
     return path
 
@@ -316,13 +317,12 @@ class FitResult:
 
 def _write_metrics(out: Path, history: list, info: dict):
     if history:
-        with open(out / "metrics.csv.tmp", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(history[0]))
-            w.writeheader()
-            w.writerows(history)
-        (out / "metrics.csv.tmp").replace(out / "metrics.csv")
-    (out / "metrics.json.tmp").write_text(json.dumps(dict(info, history=history), indent=2))
-    (out / "metrics.json.tmp").replace(out / "metrics.json")
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+        atomic_write_text(out / "metrics.csv", buf.getvalue())
+    atomic_write_text(out / "metrics.json", json.dumps(dict(info, history=history), indent=2))
 
 
 def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = TrainConfig(), *,

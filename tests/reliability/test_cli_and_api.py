@@ -270,3 +270,45 @@ def test_dataset_contents_are_checked_and_a_damaged_batch_is_recomputed(tmp_path
     summary = generate(cfg, out, progress=False)           # the damaged batch is computed again, not merged
     assert summary["status"] == "complete" and summary["batches_this_run"] == 2
     assert len(read_h5(out, psi=False)[0]["g"]) == summary["n_samples"]
+
+
+def test_runs_and_models_saved_before_these_checks_still_load_and_a_stopped_save_is_replaceable(small_run, tmp_path):
+    from bec_jax.artifacts import CorruptArtifact, claim_folder
+    from bec_jax.compress.quantization import load_quantized, save_quantized
+    from bec_jax.train.trainer import load_trained
+
+    run, _ = small_run
+    assert (run / "checkpoints" / "metadata" / MANIFEST).is_file()
+    old = tmp_path / "old_run"
+    shutil.copytree(run, old)
+    for m in old.rglob(MANIFEST):                         # no manifests, no UNetConfig.dtype: an older run
+        m.unlink()
+    meta_file = old / "checkpoints" / "metadata" / "_ROOT_METADATA"
+    meta = json.loads(meta_file.read_text())
+    del meta["custom_metadata"]["model_config"]["dtype"]
+    meta_file.write_text(json.dumps(meta))
+    model, _ = load_trained(old, "best")
+    folder = tmp_path / "m" / "model"
+    save_quantized(folder, model, None)
+    (folder / MANIFEST).unlink()                          # a model folder saved before manifests
+    assert load_quantized(folder)[0] is not None
+    save_quantized(folder, model, None, overwrite=True)   # adopted and replaced
+    assert json.loads((folder / MANIFEST).read_text())["kind"] == "model"
+    stopped = tmp_path / "m" / "stopped"
+    claim_folder(stopped, "model")                         # a save killed before it finished
+    (stopped / "quantized.json").write_text("{")
+    with pytest.raises(CorruptArtifact, match="incomplete"):
+        load_quantized(stopped)
+    save_quantized(stopped, model, None, overwrite=True)
+    assert load_quantized(stopped)[0] is not None
+
+
+def test_a_run_folder_of_an_older_config_resumes(tmp_path):
+    from bec_jax.pipeline import PRESETS
+    from bec_jax.pipeline.run import prepare_run
+
+    cfg = PRESETS["quick"]
+    old = json.loads(json.dumps(cfg.to_dict()))
+    del old["model"]["dtype"]                              # written before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert prepare_run(cfg, tmp_path) == tmp_path
