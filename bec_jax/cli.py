@@ -163,7 +163,8 @@ def _install_signal_handlers(command: str) -> None:
         raise _Signalled(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # a signal the parent chose to ignore stays ignored
+            signal.signal(sig, handler)
     r, w = os.pipe()
     os.set_blocking(w, False)
     signal.set_wakeup_fd(w)
