@@ -23,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["MANIFEST", "CorruptArtifact", "OutputLocked", "first_line", "atomic_write_text", "claim_folder", "sha256_file", "write_manifest",
+__all__ = ["MANIFEST", "CorruptArtifact", "OutputLocked", "first_line", "atomic_write", "atomic_write_text", "claim_folder", "sha256_file", "write_manifest",
            "verify_manifest", "read_manifest", "has_manifest", "check_replaceable", "remove_tree", "locked"]
 
 MANIFEST = ".bec_jax.json"
@@ -44,15 +44,20 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     return text.splitlines()[0][:limit] if text else type(e).__name__
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and a rename: a kill leaves old or new."""
+def atomic_write(path, write) -> None:
+    """``write(tmp)`` to a temporary name beside ``path``, fsync it, then rename it over ``path``: a kill
+    (even SIGKILL) leaves the old file or the new one, never half of one."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
+    write(tmp)
+    with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """``atomic_write`` of a text file."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def sha256_file(path, block: int = 1 << 20) -> str:

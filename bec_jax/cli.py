@@ -178,7 +178,12 @@ def _install_signal_handlers(command: str) -> None:
     threading.Thread(target=watchdog, daemon=True, name="bec-jax-signal-watchdog").start()
 
 
+_exiting = threading.Lock()
+
+
 def _exit_signalled(command: str, signum: int):
+    if not _exiting.acquire(blocking=False):  # the main thread and the watchdog met here: one message
+        time.sleep(60)
     name = signal.Signals(signum).name
     # os.write, not print: the main thread may hold the stdio locks when the watchdog gets here.
     os.write(2, f"bec-jax {command}: stopped by {name}; rerun the same command to resume\n".encode())

@@ -37,7 +37,7 @@ import numpy as np
 
 import bec_jax
 from bec_jax.artifacts import CorruptArtifact
-from bec_jax.data.storage import FIELDS, atomic_write_h5, read_h5, write_h5
+from bec_jax.data.storage import FIELDS, atomic_write_h5, read_h5
 from bec_jax.gpe.groundstate import box_length, ground_state
 from bec_jax.gpe.grid import Grid
 from bec_jax.gpe.splitstep import check_parameters
@@ -230,9 +230,7 @@ def _merge(config: GenerateConfig, part: Path, out: Path, seconds: float, comput
                  solver=_solver_attrs(config), bec_jax_version=bec_jax.__version__, backend=jax.default_backend(),
                  created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  n_failed=n_failed, summary=json.dumps(summary))
-    tmp = out.with_name(out.name + ".tmp")
-    write_h5(tmp, arrays, attrs)
-    tmp.replace(out)
+    atomic_write_h5(out, arrays, attrs)
     shutil.rmtree(part)
     return dict(status="complete", path=str(out), **summary)
 

@@ -21,13 +21,12 @@ one ``CorruptArtifact`` (a ValueError) naming the file and the problem.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from bec_jax.artifacts import CorruptArtifact, first_line
+from bec_jax.artifacts import CorruptArtifact, atomic_write, first_line
 from bec_jax.gpe.grid import Grid
 
 __all__ = ["FIELDS", "write_h5", "read_h5", "load_grid", "atomic_write_h5"]
@@ -55,12 +54,7 @@ def write_h5(path, arrays: dict, attrs: dict, compression: str = "gzip"):
 def atomic_write_h5(path, arrays: dict, attrs: dict):
     """write_h5 to a temporary name, fsync, then rename: a crash (even SIGKILL)
     leaves either no file or a complete one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write_h5(tmp, arrays, attrs)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: write_h5(tmp, arrays, attrs))
 
 
 def read_h5(path, fields=None, psi: bool = True) -> tuple[dict, dict]:

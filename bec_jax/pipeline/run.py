@@ -327,15 +327,13 @@ def run_pipeline(config: PipelineConfig, out, *, progress: bool = True,
     rerun = False  # once a stage runs again, every later one does (it reads what that stage wrote)
     for i, name in enumerate(STAGES, 1):
         done = out / "stages" / f"{name}.json"
-        why = "report" if name == "report" or rerun else _finished(ctx, name)
-        if not rerun and why is None:
+        # the report is always rewritten; after a stage ran, every later one runs too
+        reason = None if rerun or name == "report" else _finished(ctx, name)
+        if not rerun and name != "report" and reason is None:
             ctx.results[name] = json.loads(done.read_text())
             log(f"[{i}/{len(STAGES)}] {name}: done earlier (stages/{name}.json)")
             continue
-        if done.exists() and not rerun and name != "report":
-            log(f"[{i}/{len(STAGES)}] {name}: running again ({why})")
-        else:
-            log(f"[{i}/{len(STAGES)}] {name}")
+        log(f"[{i}/{len(STAGES)}] {name}" + (f": running again ({reason})" if done.exists() and reason else ""))
         rerun = True
         _forget_from(ctx, name)
         t0 = time.perf_counter()

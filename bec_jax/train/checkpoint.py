@@ -96,9 +96,9 @@ def read_run_metadata(directory) -> dict:
             meta = mngr.metadata().custom_metadata or {}
         finally:
             mngr.close()
+    except FileNotFoundError:
+        raise
     except (OSError, ValueError, TypeError, KeyError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
         raise CorruptArtifact(f"the checkpoint metadata in {str(directory)!r} cannot be read "
                               f"({type(e).__name__}: {first_line(e, 200)})") from None
     if "model_config" not in meta:
