@@ -473,8 +473,9 @@ def ground_state(
         args, psi0 = place((args, psi0), mesh)
     # A single state's starts converge together and share passes best all at once.
     chunk = resolve_chunk(chunk, loop_chunk(backend_of(args[0])) if batch > 1 else None)
-    # State-sized arrays held per start, measured: 24 on a GPU (6.7 GiB for 960 starts at 200²), 120-135 on
-    # XLA:CPU (peak RSS of 16-64 starts at 128² and 256²), chunked or not.
+    # State-sized arrays held per start, measured: 24 on a GPU (6.7 GiB for 960 starts at 200²,
+    # benchmarks/accelerator_throughput.py), 137 on XLA:CPU at 256² (183 at 128², where compiled
+    # buffers weigh more; benchmarks/ground_state_memory.py), chunked or not.
     per_start = 136 if backend_of(args[0]) == "cpu" else 24
     split = mesh if mesh is not None else start_mesh
     devices = 1 if split is None else split.devices.size  # each holds its share
