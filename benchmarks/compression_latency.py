@@ -134,12 +134,11 @@ def accuracy_section(args) -> dict:
     setup = load_setup(args.run, args.data, which="latest")
     lr = args.ft_lr or setup.train_config.learning_rate / 10
     base = setup.model
-    loss = setup.train_config.loss
 
     select = setup.val if args.keep_epoch == "best" else None
 
     def tune(model):
-        r = FineTuner(model, setup.train, learning_rate=lr, loss=loss).run(model, None, args.ft_epochs, select=select)
+        r = FineTuner(model, setup.train, learning_rate=lr, config=setup.train_config).run(model, None, args.ft_epochs, select=select)
         return r.model, r.epoch
 
     dense_ft, epoch = tune(base)
@@ -154,7 +153,7 @@ def accuracy_section(args) -> dict:
         print(f"{name}: MSE pruned {rows[name]['test_mse_pruned']:.3e}, fine-tuned "
               f"{rows[name]['test_mse_finetuned']:.3e} (dense same epochs {rows['dense']['test_mse_finetuned']:.3e})",
               flush=True)
-    x = next(iter(setup.test.epoch(0)))["x"]
+    x = next(iter(setup.test.epoch(0))).x
     lat = latency_table(models, x, warmup=args.warmup, repeats=args.repeats)
     for name, r in rows.items():
         r.update(ratio_to_dense_same_epochs=r["test_mse_finetuned"] / rows["dense"]["test_mse_finetuned"],

@@ -46,8 +46,7 @@ def main(argv=None) -> int:
     import optax
 
     from bec_jax.models.unet import UNetConfig, count_params, default_depth, init_model
-    from bec_jax.train.losses import masked_mse
-    from bec_jax.train.trainer import init_state, make_train_step
+    from bec_jax.train.core import Batch, TrainConfig, init_state, make_loss, make_train_step
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from common import op_kind_totals
@@ -57,25 +56,25 @@ def main(argv=None) -> int:
     model = init_model(config, 0)
     tx = optax.adam(1e-3)
     gd, _, state = init_state(model, tx)
-    step = make_train_step(gd, tx, masked_mse)
+    step = make_train_step(gd, tx, make_loss(TrainConfig(), None))
     rng = np.random.default_rng(0)
     n, B = args.size, args.batch
     x = jnp.asarray(rng.normal(size=(B, n, n, 1)).astype(np.float32))
     y = jnp.asarray(rng.normal(scale=0.3, size=(B, n, n, 2)).astype(np.float32))
     m = jnp.ones((B, n, n), bool)
     for _ in range(2):
-        state, loss = step(state, x, y, m)
+        state, loss = step(state, Batch(x, y, m))
         jax.block_until_ready(loss)
 
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
-        state, loss = step(state, x, y, m)
+        state, loss = step(state, Batch(x, y, m))
         jax.block_until_ready(loss)
     wall, cpu = (time.perf_counter() - wall) / args.steps, (time.process_time() - cpu) / args.steps
 
     def call():
         nonlocal state
-        state, loss = step(state, x, y, m)
+        state, loss = step(state, Batch(x, y, m))
         jax.block_until_ready(loss)
 
     kinds, counts = op_kind_totals(call, args.steps)

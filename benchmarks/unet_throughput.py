@@ -104,13 +104,12 @@ def jax_calls(config, gemm_max_pixels: int | None = None):
     import optax
 
     from bec_jax.models import unet
-    from bec_jax.train.losses import masked_mse
-    from bec_jax.train.trainer import init_state, make_predict, make_train_step
+    from bec_jax.train.core import Batch, TrainConfig, init_state, make_loss, make_predict, make_train_step
 
     model = unet.init_model(config, 0)
     tx = optax.adam(1e-3)
     gd_train, gd_eval, state = init_state(model, tx)
-    step = make_train_step(gd_train, tx, masked_mse)
+    step = make_train_step(gd_train, tx, make_loss(TrainConfig(), None))
     predict = make_predict(gd_eval)
     holder = dict(state=state)
 
@@ -127,14 +126,14 @@ def jax_calls(config, gemm_max_pixels: int | None = None):
         x, y, m = (jnp.asarray(a) for a in inputs(b, config.input_size))
 
         def run():
-            holder["state"], loss = step(holder["state"], x, y, m)
+            holder["state"], loss = step(holder["state"], Batch(x, y, m))
             return loss
 
         return traced(run), jax.block_until_ready
 
     def infer(b):
         x = jnp.asarray(inputs(b, config.input_size)[0])
-        run = traced(lambda: predict(holder["state"]["params"], holder["state"]["batch_stats"], x))
+        run = traced(lambda: predict(holder["state"].params, holder["state"].batch_stats, x))
         return run, jax.block_until_ready
 
     return dict(train=train, infer=infer)

@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     from bec_jax.compress.quantization import (SCHEMES, QuantConfig, load_quantized, quantize_model,
                                                save_quantized, weight_error_stats)
     from bec_jax.compress.workflow import FineTuner, dense_control, load_setup, prune_once, test_mse
-    from bec_jax.train.trainer import TrainConfig, fit, model_config_for
+    from bec_jax.train import TrainConfig
+    from bec_jax.train.trainer import fit, model_config_for
 
     t_start = time.perf_counter()
     rep = Path(args.report_dir)
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     print(f"baseline: {args.epochs} epochs, width {args.width}, depth {depth}; fine-tune {ft} epochs/stage, "
           f"lr {args.ft_lr:g}", flush=True)
 
-    tuner = FineTuner(base, setup.train, learning_rate=args.ft_lr, loss=setup.train_config.loss)
+    tuner = FineTuner(base, setup.train, learning_rate=args.ft_lr, config=setup.train_config)
     targets = sorted(args.sparsities)
     max_stages = max(len([s for s in DEFAULT_SCHEDULE if s < t]) + 1 for t in targets)
     dense_curve = dense_control(setup, tuner, ft * max_stages, args.keep)
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
     fp_mse = test_mse(fp_reload, setup.test)["mse"]
     qrows, residuals, preds = [], {}, {}
     batch = next(iter(setup.test.epoch(0)))
-    x = batch["x"][:1]
+    x = batch.x[:1]
     preds["fp32"] = np.asarray(base(x))[0]
     for scheme in SCHEMES:
         qc = QuantConfig.preset(scheme)
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
         residuals[scheme] = werr
         preds[scheme] = np.asarray(reloaded(x))[0]
         fq = quantize_model(base, qc, "fake")
-        qat_model = FineTuner(fq, setup.train, learning_rate=args.ft_lr, loss=setup.train_config.loss).run(
+        qat_model = FineTuner(fq, setup.train, learning_rate=args.ft_lr, config=setup.train_config).run(
             fq, None, ft, select=select).model
         qat_mse = test_mse(qat_model, setup.test)["mse"]
         qrows.append(dict(scheme=scheme, bytes_on_disk=sz["bytes_on_disk"], payload_bytes=sz["payload_bytes"],
@@ -188,8 +189,8 @@ def main(argv=None) -> int:
             plots.plot_weight_histograms({k: named_leaves(nnx.state(v, nnx.Param)) for k, v in hist.items()},
                                          rep / "pruning_weight_histograms.png", sparsity=0.8) if hist else None,
             plots.plot_residual_percentiles(residuals, rep / "quantization_residuals.png"),
-            plots.plot_quantized_predictions(np.asarray(x)[0], np.asarray(batch["y"][0]),
-                                             np.asarray(batch["mask"][0]), preds,
+            plots.plot_quantized_predictions(np.asarray(x)[0], np.asarray(batch.y[0]),
+                                             np.asarray(batch.mask[0]), preds,
                                              rep / "quantization_predictions.png")]
     result = dict(settings=vars(args), model_config=mcfg.to_dict(), depth=depth,
                   n_params=int(sum(v.size for v in named_leaves(nnx.state(base, nnx.Param)).values())),

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     from bec_jax.train.evaluate import evaluate_predictions, summarize
     from bec_jax.train.losses import masked_mse, masked_sq_error_sums
     from bec_jax.train.online import OnlineConfig, init_online_state, make_online_step, sample_states
-    from bec_jax.train.trainer import init_state, make_predict, make_train_step
+    from bec_jax.train.core import TrainConfig, init_state, make_loss, make_predict, make_train_step
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     print(f"test set: {int(keep.sum())}/{args.n_test} converged states in {test_seconds:.1f} s", flush=True)
 
     def test_mse(predict, state):
-        pred = predict(state["params"], state["batch_stats"], x_t)
+        pred = predict(state.params, state.batch_stats, x_t)
         sq, valid, _ = masked_sq_error_sums(pred, y_t.astype(jnp.float32), m_t)
         return float(sq / (2 * valid)), pred
 
@@ -161,9 +161,9 @@ def main(argv=None) -> int:
     _, gd_train, gd_eval, state = fresh()
     traces = []
 
-    def counted_loss(pred, y, mask):
+    def counted_loss(pred, batch):
         traces.append(1)  # runs once per trace of the step
-        return masked_mse(pred, y, mask)
+        return masked_mse(pred, batch.y, batch.mask)
 
     step = make_online_step(grid, gd_train, tx, counted_loss, ocfg)
     predict = make_predict(gd_eval)
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
         train_s += dt
         conv.append(float(m["converged_fraction"]))
         if k % args.eval_every == 0 or k == args.steps:
-            mse, pred = test_mse(predict, state)
+            mse, pred = test_mse(predict, state[0])
             curve["samples_seen"].append(k * args.batch_size)
             curve["wall_seconds"].append(train_s)
             curve["test_mse"].append(mse)
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
         loader = BatchLoader(grid, psi, args.batch_size, ocfg.target_config, shuffle=True, drop_last=True,
                              seed=args.seed)
         _, gd_train, gd_eval, state = fresh()
-        tstep = make_train_step(gd_train, tx, masked_mse)
+        tstep = make_train_step(gd_train, tx, make_loss(TrainConfig(), grid))
         predict = make_predict(gd_eval)
         curve = dict(samples_seen=[], wall_seconds=[], test_mse=[])
         train_s, first, k, epoch = 0.0, None, 0, 0
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
             epoch += 1
             for batch in loader.epoch(epoch):
                 t = time.perf_counter()
-                state, loss = tstep(state, batch["x"], batch["y"], batch["mask"])
+                state, loss = tstep(state, batch)
                 jax.block_until_ready(loss)
                 dt = time.perf_counter() - t
                 first = dt if first is None else first

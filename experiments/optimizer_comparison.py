@@ -82,7 +82,8 @@ def main(argv=None) -> int:
     from bec_jax.data.storage import read_h5
     from bec_jax.models.unet import count_params
     from bec_jax.train.plots import plot_optimizer_comparison
-    from bec_jax.train.trainer import TrainConfig, fit, model_config_for
+    from bec_jax.train import TrainConfig
+    from bec_jax.train.trainer import fit, model_config_for
 
     try:
         model_config = model_config_for(args.data, args.width, args.depth)

@@ -85,7 +85,7 @@ def parse_args(argv=None):
 
 
 def _train_config(variant: str, seed: int, args):
-    from bec_jax.train.trainer import TrainConfig
+    from bec_jax.train import TrainConfig
 
     common = dict(optimizer="adam", learning_rate=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=seed)
     if variant == "mse":

@@ -145,7 +145,8 @@ def main(argv=None) -> int:
         return 0
     from bec_jax.compress.pruning import DEFAULT_SCHEDULE, PruneConfig
     from bec_jax.compress.workflow import FineTuner, best_so_far, dense_control, load_setup, prune_once, test_mse
-    from bec_jax.train.trainer import TrainConfig, fit, model_config_for
+    from bec_jax.train import TrainConfig
+    from bec_jax.train.trainer import fit, model_config_for
 
     t0 = time.perf_counter()
     rep = Path(args.report_dir)
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
         TrainConfig(learning_rate=args.lr, epochs=args.epochs), checkpoint_every=max(1, args.epochs // 5),
         progress=False, log=print)
     setup = load_setup(args.out, args.data, which="latest")
-    tuner = FineTuner(setup.model, setup.train, learning_rate=args.ft_lr, loss=setup.train_config.loss,
+    tuner = FineTuner(setup.model, setup.train, learning_rate=args.ft_lr, config=setup.train_config,
                       cycle_epochs=args.ft_epochs if args.lr_schedule == "cosine" else None, precise_bn=args.precise_bn)
     ft, stages = args.ft_epochs, tuple(args.schedule or DEFAULT_SCHEDULE)
     # epochs of fine-tuning after stage k (1-based); the last stage may be longer

@@ -96,7 +96,7 @@ def cmd_quantize(args) -> int:
         # keep existing zeros (a pruned model stays pruned during QAT)
         masks = jax.tree.map(lambda p: np.asarray(p) != 0, params)
         lr = args.qat_lr if args.qat_lr is not None else setup.train_config.learning_rate / 10
-        tuned = FineTuner(fq, setup.train, learning_rate=lr, loss=setup.train_config.loss).run(
+        tuned = FineTuner(fq, setup.train, learning_rate=lr, config=setup.train_config).run(
             fq, masks, args.qat_epochs).model
         model = _unwrap(tuned, model)
     sizes = save_quantized(out / "model", model, qcfg, sparse=args.sparse, overwrite=args.overwrite,
@@ -146,7 +146,7 @@ def cmd_shrink(args) -> int:
         from tqdm.auto import tqdm
 
         with tqdm(total=args.ft_epochs, desc="fine-tune", unit="epoch", dynamic_ncols=True) as bar:
-            r = FineTuner(small, setup.train, learning_rate=lr, loss=setup.train_config.loss).run(
+            r = FineTuner(small, setup.train, learning_rate=lr, config=setup.train_config).run(
                 small, None, args.ft_epochs, on_epoch=lambda k, m: bar.update(),
                 select=setup.val if args.keep_epoch == "best" else None)
         small, epoch = r.model, r.epoch
@@ -154,7 +154,7 @@ def cmd_shrink(args) -> int:
                            extra=dict(kind="structured", keep=args.keep, outer=args.outer))
     reloaded, _ = load_quantized(out / "model", setup.model_config)
     dense, mse = test_mse(setup.model, setup.test)["mse"], test_mse(reloaded, setup.test)["mse"]
-    x = next(iter(setup.test.epoch(0)))["x"]
+    x = next(iter(setup.test.epoch(0))).x
     lat = latency_table({"dense": setup.model, "shrunk": reloaded}, x, repeats=args.repeats)
     summary = dict(run=str(args.run), keep=args.keep, outer=args.outer, ft_epochs=args.ft_epochs, ft_lr=lr,
                    keep_epoch=args.keep_epoch, kept_epoch=epoch, params_dense=count_params(setup.model),

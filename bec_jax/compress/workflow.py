@@ -1,11 +1,11 @@
 """Compression workflows on a trained run: data, masked fine-tuning, evaluation.
 
-Reuses the trainer's pieces (``init_state``, ``make_train_step``,
-``make_predict``, ``evaluate_loader``, ``load_trained``, ``load_dataset``) so
-fine-tuning and evaluation are exactly those of ``bec-jax train`` /
-``evaluate``. One ``FineTuner`` compiles its train step once: the pruning
-masks live in the optimizer state (``keep_pruned``), so every sparsity level of
-a sweep reuses the same compiled step.
+Fine-tuning is the training core's (``bec_jax.train.core``): the run's own
+optimizer and loss (``make_optimizer``, ``make_loss``: physics-informed runs
+fine-tune physics-informed) chained with ``keep_pruned``, one ``make_train_step``,
+and ``run_epochs`` for best/last selection. One ``FineTuner`` compiles its train
+step once: the pruning masks live in the optimizer state (``keep_pruned``), so
+every sparsity level of a sweep reuses the same compiled step.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks
                                       magnitude_masks, schedule_to, set_masks)
 from bec_jax.data.loader import BatchLoader
 from bec_jax.models.unet import UNet, UNetConfig
-from bec_jax.train.losses import loss_fn
-from bec_jax.train.trainer import (TrainConfig, TrainingDiverged, evaluate_loader, init_state, load_dataset,
-                                   load_trained, make_predict, make_train_step, run_data_path)
+from bec_jax.train.core import (TrainConfig, evaluate_loader, init_state, make_loss, make_optimizer, make_predict,
+                                make_train_step, run_epochs)
+from bec_jax.train.trainer import load_dataset, load_trained, run_data_path
 
 __all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "precise_batch_stats",
            "prune_once", "prune_and_finetune", "dense_control", "best_so_far", "latency_table", "forward_latency", "METHODS", "KEEP"]
@@ -51,9 +51,11 @@ class Setup:
     info: dict
 
 
-def load_setup(run_dir, data=None, which: str = "best", batch_size: int | None = None) -> Setup:
+def load_setup(run_dir, data=None, which: str = "best", eval_batch_size: int | None = None) -> Setup:
     """Trained model of ``run_dir`` and loaders of its dataset (``data`` overrides the path).
 
+    The train loader (fine-tuning) has the run's training batch size; the
+    validation and test loaders have ``eval_batch_size`` (default: the same).
     Raises ValueError when the dataset's grid differs from the model's input size.
     """
     run_dir = Path(run_dir)
@@ -68,10 +70,10 @@ def load_setup(run_dir, data=None, which: str = "best", batch_size: int | None =
                          f"{info['model_config'].input_size}")
     if len(splits["test"]) == 0:
         raise ValueError(f"the test split of {str(data)!r} is empty")
-    bs = batch_size or tc.batch_size
+    bs = eval_batch_size or tc.batch_size
     tcfg = tc.target_config
-    train = BatchLoader(grid, arrays["psi"][splits["train"]], bs, tcfg, shuffle=True, augment=tc.augment,
-                        seed=tc.seed + 1000)
+    train = BatchLoader(grid, arrays["psi"][splits["train"]], tc.batch_size, tcfg, shuffle=True, augment=tc.augment,
+                        drop_last=tc.drop_last, seed=tc.seed + 1000)
     val, test = (BatchLoader(grid, arrays["psi"][splits[k]], bs, tcfg, shuffle=False) for k in ("val", "test"))
     return Setup(model, info["model_config"], tc, train, val, test, dict(info, data=str(data)))
 
@@ -82,7 +84,7 @@ def test_mse(model: UNet, loader: BatchLoader, predict=None) -> dict:
     # everything that is not a Param (BatchNorm statistics, Int8Conv's int8 kernels and scales) rides along
     gd, params, stats = nnx.split(model, nnx.Param, ...)
     predict = predict or make_predict(gd)
-    return evaluate_loader(predict, dict(params=params, batch_stats=stats), loader)
+    return evaluate_loader(predict, params, stats, loader)
 
 
 def prune_once(model: UNet, config: PruneConfig, previous=None):
@@ -124,7 +126,7 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
     dataclasses.replace(prune, sparsity=sparsity)  # bad settings fail before any work
     stages = schedule_to(sparsity, schedule) if method == "iterative" else (sparsity,)
     lr = learning_rate if learning_rate is not None else setup.train_config.learning_rate / 10
-    tuner = (FineTuner(setup.model, setup.train, learning_rate=lr, loss=setup.train_config.loss,
+    tuner = (FineTuner(setup.model, setup.train, learning_rate=lr, config=setup.train_config,
                        precise_bn=precise_bn) if method != "prune" else None)
     bar = tqdm(total=len(stages) * (ft_epochs if tuner else 1), desc="prune", unit="epoch" if tuner else "stage",
                disable=not progress, dynamic_ncols=True)
@@ -208,7 +210,7 @@ def precise_batch_stats(model: UNet, loader: BatchLoader, epoch: int = 0) -> UNe
     zeros = jax.tree.map(jnp.zeros_like, stats)
     f, total, count = _train_mode_stats(gd), None, 0
     for batch in loader.epoch(epoch):
-        s = f(params, zeros, batch["x"])
+        s = f(params, zeros, batch.x)
         total = s if total is None else jax.tree.map(jnp.add, total, s)
         count += 1
     if count == 0:
@@ -244,7 +246,9 @@ class FineTuneResult(NamedTuple):
 class FineTuner:
     """Masked fine-tuning of models of one architecture with one compiled step.
 
-    tx = chain(adam(lr), keep_pruned(masks)). ``run(model, masks, epochs)``
+    tx = chain(make_optimizer(config, lr), keep_pruned(masks)): the run's optimizer
+    (``config.optimizer``, its momentum and weight decay) at the fine-tuning rate, and
+    the run's loss (``make_loss(config, loader.grid)``). ``run(model, masks, epochs)``
     returns a ``FineTuneResult``. Pass ``masks=None`` for dense training (all-True masks).
     cycle_epochs: None for a constant lr, else ``cosine_cycles`` with this
     period in epochs (each ``run`` starts a new cycle: one per pruning stage).
@@ -253,8 +257,8 @@ class FineTuner:
     loader (the training itself is unchanged: train mode never reads them).
     """
 
-    def __init__(self, model: UNet, loader: BatchLoader, *, learning_rate: float, loss: str = "masked_mse",
-                 optimizer: str = "adam", cycle_epochs: int | None = None, precise_bn: bool = False):
+    def __init__(self, model: UNet, loader: BatchLoader, *, learning_rate: float, config: TrainConfig = TrainConfig(),
+                 cycle_epochs: int | None = None, precise_bn: bool = False):
         if not (learning_rate > 0):
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if cycle_epochs is not None and cycle_epochs < 1:
@@ -263,14 +267,27 @@ class FineTuner:
         params = nnx.state(model, nnx.Param)
         self._ones = jax.tree.map(lambda p: np.ones(p.shape, bool), params)
         lr = learning_rate if cycle_epochs is None else cosine_cycles(learning_rate, cycle_epochs * len(loader))
-        base = optax.adam(lr) if optimizer == "adam" else optax.adamw(lr)
-        self.tx = optax.chain(base, keep_pruned(self._ones))
+        self.tx = optax.chain(make_optimizer(config, lr), keep_pruned(self._ones))
         self._model_like = nnx.clone(model)
         gd_train, self.gd_eval, _ = init_state(nnx.clone(model), self.tx)
-        self.step = make_train_step(gd_train, self.tx, loss_fn(loss))
+        self.step = make_train_step(gd_train, self.tx, make_loss(config, loader.grid))
         self.predict = make_predict(self.gd_eval)
         self.epoch_counter = 0
         self.precise_bn = precise_bn
+
+    def _model(self, state) -> UNet:
+        return nnx.merge(self.gd_eval, state.params, state.batch_stats)
+
+    def _view(self, state):
+        """The state that is validated and kept: with precise BatchNorm statistics if asked."""
+        if not self.precise_bn:
+            return state
+        precise = precise_batch_stats(self._model(state), self.loader)
+        return state.replace(batch_stats=nnx.state(precise, nnx.BatchStat))
+
+    def _batches(self, epoch: int):
+        self.epoch_counter += 1  # every run and epoch of this tuner sees a fresh batch order
+        return self.loader.epoch(self.epoch_counter)
 
     def run(self, model: UNet, masks=None, epochs: int = 1, on_epoch=None,
             select: BatchLoader | None = None) -> FineTuneResult:
@@ -288,34 +305,15 @@ class FineTuner:
         _, _, state = init_state(model, self.tx)
         # the step donates its state: copy, so the caller's model keeps its buffers
         state = jax.tree.map(lambda a: a.copy(), state)
-        state["opt_state"] = set_masks(state["opt_state"], masks)
-        losses, val, kept, best = [], [], None, np.inf
-        for k in range(1, epochs + 1):
-            self.epoch_counter += 1
-            vals = []
-            for batch in self.loader.epoch(self.epoch_counter):
-                state, v = self.step(state, batch["x"], batch["y"], batch["mask"])
-                vals.append(v)
-            losses.append(float(np.mean(jax.device_get(vals))))
-            if not np.isfinite(losses[-1]):
-                raise TrainingDiverged(f"fine-tuning diverged (loss {losses[-1]}); lower the learning rate")
-            current = nnx.merge(self.gd_eval, state["params"], state["batch_stats"])
-            if self.precise_bn:
-                current = precise_batch_stats(current, self.loader)
-            stats = nnx.state(current, nnx.BatchStat)
-            if select is not None:
-                val.append(evaluate_loader(self.predict, dict(params=state["params"], batch_stats=stats),
-                                           select)["mse"])
-                score = val[-1] if np.isfinite(val[-1]) else np.inf  # an eval-mode blow-up is never best
-                if kept is None or score < best:
-                    best = score
-                    # the step donates its state buffers: keep a copy
-                    kept = (k, jax.tree.map(lambda a: a.copy(), (state["params"], stats)))
-            if on_epoch is not None:
-                on_epoch(k, current)
-        if kept is None:
-            return FineTuneResult(current, losses, val, epochs)
-        return FineTuneResult(nnx.merge(self.gd_eval, *kept[1]), losses, val, kept[0])
+        state = state.replace(opt_state=set_masks(state.opt_state, masks))
+        validate = None
+        if select is not None:
+            validate = lambda s: dict(val_loss=evaluate_loader(self.predict, s.params, s.batch_stats, select)["mse"])
+        r = run_epochs(self.step, state, self._batches, range(1, epochs + 1), validate=validate,
+                       keep="best" if select is not None else "last", view=self._view, what="fine-tuning",
+                       on_epoch=None if on_epoch is None else lambda row, s: on_epoch(row["epoch"], self._model(s)))
+        return FineTuneResult(self._model(r.kept), [row["train_loss"] for row in r.history],
+                              [row["val_loss"] for row in r.history] if select is not None else [], r.kept_epoch)
 
 
 @functools.lru_cache(maxsize=32)

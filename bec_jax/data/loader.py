@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,18 +12,30 @@ import numpy as np
 from bec_jax.data.targets import TargetConfig, make_example, rotate90
 from bec_jax.gpe.grid import Grid
 
-__all__ = ["BatchLoader"]
+__all__ = ["Batch", "BatchLoader"]
+
+
+class Batch(NamedTuple):
+    """One training batch, channels-last (a pytree).
+
+    x: float32 (B, n, n, C_in) network input (log-density); y: float32 (B, n, n, 2)
+    target; mask: bool (B, n, n), True where the target is data.
+    """
+
+    x: jax.Array
+    y: jax.Array
+    mask: jax.Array
 
 
 @partial(jax.jit, static_argnames=("grid", "config"))
 def _examples(grid: Grid, psi, k, config: TargetConfig):
     psi = jax.vmap(rotate90)(psi, k)
     x, y, m = make_example(grid, psi, config)
-    return dict(x=x.astype(jnp.float32), y=y.astype(jnp.float32), mask=m)
+    return Batch(x.astype(jnp.float32), y.astype(jnp.float32), m)
 
 
 class BatchLoader:
-    """Iterates {"x": (B,n,n,1), "y": (B,n,n,2), "mask": (B,n,n)} device batches.
+    """Iterates ``Batch`` (x (B,n,n,1), y (B,n,n,2), mask (B,n,n)) device batches.
 
     Inputs/targets are computed on device from ψ by ``targets.make_example``
     (so augmentation rotates the vector field correctly, see ``rotate90``).

@@ -31,6 +31,7 @@ __all__ = [
 
 from bec_jax.gpe.groundstate import GroundStateResult, SolverSettings, box_length, ground_state, initial_guess
 from bec_jax.gpe.observables import (
+    RegionConfig,
     edge_density,
     phase,
     phase_gradient,
@@ -42,6 +43,7 @@ from bec_jax.gpe.observables import (
 )
 
 __all__ += [
+    "RegionConfig",
     "GroundStateResult",
     "SolverSettings",
     "box_length",

@@ -5,6 +5,8 @@ All take psi of shape (..., n, n) indexed [..., y, x] and are jit/vmap-able.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -15,6 +17,7 @@ __all__ = [
     "phase",
     "phase_gradient",
     "plaquette_winding",
+    "RegionConfig",
     "vortex_mask",
     "vortex_count",
     "vortex_positions",
@@ -73,7 +76,28 @@ def _blur(grid: Grid, f, sigma: float):
     return jnp.real(jnp.fft.ifft2(kernel * jnp.fft.fft2(f)))
 
 
-def vortex_mask(grid: Grid, psi, threshold: float = 0.05, sigma: float = 0.75):
+@dataclasses.dataclass(frozen=True)
+class RegionConfig:
+    """Where vortices count: inside the cloud, the blurred density above a fraction of its peak.
+
+    threshold: fraction of the peak of the blurred density, in (0, 1).
+    sigma: Gaussian blur width in trap units (oscillator lengths), >= 0; a few
+      healing lengths fill the vortex cores so that the region is the cloud's envelope.
+    The one source of these defaults: ``vortex_mask``, ``vortex_count``, the
+    evaluation (``EvalConfig``) and the physics-informed loss (``PhysicsConfig``).
+    """
+
+    threshold: float = 0.05
+    sigma: float = 0.75
+
+    def __post_init__(self):
+        if not (0 < self.threshold < 1):
+            raise ValueError(f"vortex_threshold must be in (0, 1), got {self.threshold}")
+        if not (self.sigma >= 0):
+            raise ValueError(f"vortex_sigma must be >= 0, got {self.sigma}")
+
+
+def vortex_mask(grid: Grid, psi, threshold: float = RegionConfig.threshold, sigma: float = RegionConfig.sigma):
     """Plaquettes inside the cloud: blurred density > threshold * its max.
 
     Blurring over ``sigma`` (a few healing lengths) fills the vortex cores so
@@ -87,7 +111,7 @@ def vortex_mask(grid: Grid, psi, threshold: float = 0.05, sigma: float = 0.75):
     return rho > threshold * peak
 
 
-def vortex_count(grid: Grid, psi, threshold: float = 0.05, sigma: float = 0.75):
+def vortex_count(grid: Grid, psi, threshold: float = RegionConfig.threshold, sigma: float = RegionConfig.sigma):
     """Number of (anti)vortices inside the cloud, int32 shape psi.shape[:-2].
 
     Counts plaquettes of nonzero winding inside ``vortex_mask``, weighted by
@@ -97,7 +121,8 @@ def vortex_count(grid: Grid, psi, threshold: float = 0.05, sigma: float = 0.75):
     return jnp.sum(jnp.abs(w) * vortex_mask(grid, psi, threshold, sigma), axis=(-2, -1))
 
 
-def vortex_positions(grid: Grid, psi, threshold: float = 0.05, sigma: float = 0.75):
+def vortex_positions(grid: Grid, psi, threshold: float = RegionConfig.threshold,
+                     sigma: float = RegionConfig.sigma):
     """Vortex positions of ONE state psi (n, n), as numpy (x, y, winding) rows.
 
     Not jit-able (the count is data-dependent); meant for plots and analysis.

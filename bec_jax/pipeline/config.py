@@ -30,7 +30,7 @@ from bec_jax.compress.workflow import METHODS as PRUNE_METHODS
 from bec_jax.data.generate import PRESETS as DATA_PRESETS
 from bec_jax.data.generate import GenerateConfig
 from bec_jax.models.unet import UNetConfig, default_depth
-from bec_jax.train.trainer import TrainConfig
+from bec_jax.train.core import TrainConfig
 
 __all__ = ["CompressConfig", "ReportConfig", "PipelineConfig", "PRESETS", "add_config_flags", "config_from_args"]
 

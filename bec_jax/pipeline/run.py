@@ -103,7 +103,7 @@ class _Context:
             from bec_jax.compress.workflow import load_setup
 
             self._setup = load_setup(self.train_dir, self.data, which="best",
-                                     batch_size=self.config.report.eval_batch_size)
+                                     eval_batch_size=self.config.report.eval_batch_size)
         return self._setup
 
     def test_split(self):

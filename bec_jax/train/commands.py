@@ -22,7 +22,8 @@ def _model_config(args, n: int):
 def cmd_train(args) -> int:
     from bec_jax.data.storage import load_grid, read_h5
     from bec_jax.train.plots import plot_history
-    from bec_jax.train.trainer import TrainConfig, fit
+    from bec_jax.train.core import TrainConfig
+    from bec_jax.train.trainer import fit
 
     if not Path(args.data).exists():
         raise UsageError(f"no dataset at {args.data!r} (make one with `bec-jax generate`)")

@@ -2,16 +2,15 @@
 
 Shapes: pred, target float (B, n, n, C) channels-last (C = 2: along x, along y);
 mask bool (B, n, n), True on valid pixels (enough density for the phase to mean
-something). All functions are pure and jit/vmap/grad-able.
+something). All functions are pure and jit/vmap/grad-able. The training losses
+built on them (loss(pred, batch)) are registered in ``bec_jax.train.core.LOSSES``.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
-__all__ = ["LOSSES", "masked_sq_error_sums", "masked_mse", "reference_masked_mse", "loss_fn"]
-
-LOSSES = ("masked_mse", "reference")
+__all__ = ["masked_sq_error_sums", "masked_mse", "reference_masked_mse"]
 
 
 def _check(pred, target, mask):
@@ -52,12 +51,3 @@ def reference_masked_mse(pred, target, mask):
     """
     sq, _, total = masked_sq_error_sums(pred, target, mask)
     return sq / (pred.shape[-1] * total)
-
-
-def loss_fn(name: str):
-    """The loss function called ``name`` ("masked_mse" or "reference")."""
-    if name == "masked_mse":
-        return masked_mse
-    if name == "reference":
-        return reference_masked_mse
-    raise ValueError(f"loss must be one of {LOSSES}, got {name!r}")

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bec_jax.data.loader import Batch
 from bec_jax.data.targets import TargetConfig, make_example
 from bec_jax.gpe.grid import Grid, real_dtype
 from bec_jax.gpe.groundstate import initial_guess, start_vortex_numbers
@@ -38,7 +39,7 @@ from bec_jax.gpe.hamiltonian import energy
 from bec_jax.gpe.minimize import pcg_minimize
 from bec_jax.gpe.sharding import loop_chunk, map_batch
 from bec_jax.gpe.splitstep import evolve
-from bec_jax.train.trainer import make_update
+from bec_jax.train.core import TrainState, make_update
 
 __all__ = ["OnlineConfig", "sample_parameters", "sample_states", "make_online_step", "init_online_state"]
 
@@ -133,9 +134,9 @@ def sample_states(grid: Grid, key, config: OnlineConfig = OnlineConfig()):
     return psi, dict(g=g, omega=omega, residual=res, energy=e, converged=conv)
 
 
-def init_online_state(state: dict, key) -> dict:
-    """The online train state: a train state of ``init_state`` plus the PRNG ``key`` of the solver."""
-    return dict(state, key=key)
+def init_online_state(state: TrainState, key) -> tuple:
+    """The online train state: (a ``TrainState`` of ``init_state``, the PRNG ``key`` of the solver)."""
+    return state, key
 
 
 def make_online_step(grid: Grid, gd_train, tx: optax.GradientTransformation, loss: Callable,
@@ -143,8 +144,8 @@ def make_online_step(grid: Grid, gd_train, tx: optax.GradientTransformation, los
     """A jitted ``step(state) -> (state, metrics)``: solve B fresh states, then one update.
 
     state: ``init_online_state(init_state(...)[2], key)`` (buffers donated).
-    The update is ``trainer.make_update`` (the same code as ``make_train_step``,
-    so ``loss`` may be any training loss, physics-informed included). Solver and
+    The update is ``core.make_update`` (the same code as ``make_train_step``,
+    so ``loss`` may be any training loss ``loss(pred, batch)``, physics-informed included). Solver and
     update are one XLA program; it is compiled once per (grid, config, model,
     optimizer, loss). metrics: dict(loss, converged_fraction, residual_max)
     float32 scalars (loss before the update).
@@ -157,14 +158,14 @@ def make_online_step(grid: Grid, gd_train, tx: optax.GradientTransformation, los
     tcfg = config.target_config
 
     def step(state):
-        key, sub = jax.random.split(state["key"])
+        train, key = state
+        key, sub = jax.random.split(key)
         psi, info = sample_states(grid, sub, config)
         # no gradient flows into the solver: the states are data for this step
         x, y, mask = make_example(grid, jax.lax.stop_gradient(psi), tcfg)
-        train = {k: v for k, v in state.items() if k != "key"}
-        train, value = update(train, x.astype(jnp.float32), y.astype(jnp.float32), mask)
+        train, value = update(train, Batch(x.astype(jnp.float32), y.astype(jnp.float32), mask))
         metrics = dict(loss=value, converged_fraction=jnp.mean(info["converged"].astype(jnp.float32)),
                        residual_max=jnp.max(info["residual"]))
-        return dict(train, key=key), metrics
+        return (train, key), metrics
 
     return jax.jit(step, donate_argnums=(0,))

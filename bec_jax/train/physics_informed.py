@@ -1,7 +1,7 @@
 """Physics-informed training: masked MSE + λ · quantum fidelity of the integrated phase.
 
 The U-Net predicts a difference field d (B, n, n, 2) (``phase_diff``, or a
-``velocity`` turned into one by ``evaluate.to_differences``). This module makes
+``velocity`` turned into one by ``phase_field.to_differences``). This module makes
 the state the network implies and scores it against the state of the target:
 
     θ_pred = integrate(d_pred),   ψ_pred = √n · e^{iθ_pred}
@@ -39,8 +39,8 @@ the default, only θ_pred − θ_true enters (above).
 
 Plugging in: ``TrainConfig(loss="mse+fidelity", fidelity_weight=λ,
 fidelity_modified=...)`` makes ``fit`` use ``physics_informed_loss``; any
-caller of ``make_train_step`` can pass it directly. The loss carries
-``uses_input = True`` so the train step calls it as loss(pred, y, mask, x).
+caller of ``train.core.make_train_step`` can pass it directly: like every
+training loss it is loss(pred, batch), and it reads the density from batch.x.
 """
 
 from __future__ import annotations
@@ -54,14 +54,12 @@ import jax
 import jax.numpy as jnp
 
 from bec_jax.gpe.grid import Grid
-from bec_jax.gpe.observables import vortex_mask
+from bec_jax.gpe.observables import RegionConfig
+from bec_jax.gpe.phase_field import reconstruct_phase, to_differences, vortex_mask
 from bec_jax.quantum.fidelity import fidelity_loss
-from bec_jax.train.evaluate import (_forward_diff, _wrap, detect_vortices, integrate_differences, to_differences,
-                                    vortex_phase)
 from bec_jax.train.losses import masked_mse
 
-__all__ = ["PhysicsConfig", "integrate_phase", "state_from_differences", "physics_informed_loss",
-           "physics_terms"]
+__all__ = ["PhysicsConfig", "state_from_differences", "physics_informed_loss", "physics_terms"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +88,8 @@ class PhysicsConfig:
     outside_weight: float = 1e-4
     target: str = "phase_diff"
     eps: float = 1e-9
-    vortex_threshold: float = 0.05
-    vortex_sigma: float = 0.75
+    vortex_threshold: float = RegionConfig.threshold
+    vortex_sigma: float = RegionConfig.sigma
 
     def __post_init__(self):
         if not (isinstance(self.fidelity_weight, numbers.Real) and math.isfinite(self.fidelity_weight)
@@ -107,29 +105,7 @@ class PhysicsConfig:
             raise ValueError(f"target must be 'phase_diff' or 'velocity', got {self.target!r}")
         if not (self.eps > 0):
             raise ValueError(f"eps must be > 0, got {self.eps}")
-        if not (0 < self.vortex_threshold < 1):
-            raise ValueError(f"vortex_threshold must be in (0, 1), got {self.vortex_threshold}")
-        if not (self.vortex_sigma >= 0):
-            raise ValueError(f"vortex_sigma must be >= 0, got {self.vortex_sigma}")
-
-
-def integrate_phase(d, valid, region, config: PhysicsConfig = PhysicsConfig()):
-    """Differentiable phase θ (n, n) of ONE difference field d (n, n, 2) (vmap for batches).
-
-    valid: bool (n, n) pixels whose differences are data; region: bool
-    (n-1, n-1) plaquettes where vortices count. Same reconstruction as
-    ``evaluate.reconstruct_phase`` (to CG tolerance), but the vortex windings
-    are held fixed (``stop_gradient``) and the cap/iteration counts come from
-    ``config``. dθ/dd is the weighted least-squares solve (implicit gradient).
-    Returns float (n, n) with the dtype of d, mean zero up to the vortex phase.
-    """
-    if not config.vortices:
-        return integrate_differences(d, valid, outside_weight=config.outside_weight, maxiter=config.cg_maxiter)
-    w = jax.lax.stop_gradient(detect_vortices(d, region))
-    theta_v = vortex_phase(w, d.shape[0], config.max_vortices).astype(d.dtype)
-    rest = _wrap(d - _wrap(_forward_diff(theta_v)))
-    return integrate_differences(rest, valid, outside_weight=config.outside_weight,
-                                 maxiter=config.cg_maxiter) + theta_v
+        RegionConfig(self.vortex_threshold, self.vortex_sigma)  # validates them
 
 
 def state_from_differences(grid: Grid, d, amp, valid, config: PhysicsConfig = PhysicsConfig()):
@@ -138,7 +114,9 @@ def state_from_differences(grid: Grid, d, amp, valid, config: PhysicsConfig = Ph
     amp: float (B, n, n) √(measured density); valid: bool (B, n, n).
     """
     region = vortex_mask(grid, amp, config.vortex_threshold, config.vortex_sigma)
-    theta = jax.vmap(partial(integrate_phase, config=config))(d, valid, region)
+    integrate = partial(reconstruct_phase, vortices=config.vortices, max_vortices=config.max_vortices,
+                        outside_weight=config.outside_weight, maxiter=config.cg_maxiter)
+    theta = jax.vmap(integrate)(d, valid, region)[0]
     return amp * jnp.exp(1j * theta)
 
 
@@ -160,19 +138,16 @@ def physics_terms(grid: Grid, pred, y, mask, x, config: PhysicsConfig = PhysicsC
 
 
 def physics_informed_loss(grid: Grid, config: PhysicsConfig = PhysicsConfig()):
-    """loss(pred, y, mask, x) = masked_mse + λ · fidelity, a float32 scalar (pure, jit/grad-able).
+    """loss(pred, batch) = masked_mse + λ · fidelity, a float32 scalar (pure, jit/grad-able).
 
-    Shapes as in ``physics_terms``. Flagged ``uses_input = True``: the train
-    step (``make_train_step``) then also passes the network input x, from
-    which the density n = exp(x) − eps is recovered.
+    batch: a ``train.core.Batch`` (x, y, mask), shapes as in ``physics_terms``;
+    the density n = exp(x) − eps is recovered from the network input x.
     """
     if not isinstance(grid, Grid):
         raise ValueError(f"grid must be a bec_jax Grid, got {type(grid).__name__}")
 
-    def loss(pred, y, mask, x):
-        mse, fid = physics_terms(grid, pred, y, mask, x, config)
+    def loss(pred, batch):
+        mse, fid = physics_terms(grid, pred, batch.y, batch.mask, batch.x, config)
         return mse + config.fidelity_weight * fid
 
-    loss.uses_input = True
-    loss.config = config
     return loss

@@ -1,253 +1,40 @@
-"""Training the U-Net: optimizer factory, jit-compiled steps, and a resumable fit loop.
+"""``fit``: resumable training of the U-Net on a dataset file (``bec-jax train``).
 
-The train state is a plain pytree ``{"params", "batch_stats", "opt_state"}``
-(``nnx.State`` leaves): the model is split once with ``nnx.split`` and merged
-inside ``jax.jit``-compiled pure functions, which avoids the per-call Python
-overhead of ``nnx.jit``. Train and eval modes are two graphdefs of the same
-model (BatchNorm ``use_running_average`` False / True).
+A thin caller of the training core (``bec_jax.train.core``): the dataset's
+group-wise splits become ``BatchLoader``s, ``run_epochs`` drives the epochs, and
+an ``on_epoch`` callback checkpoints (orbax: best and latest) and writes
+metrics.csv / metrics.json.
 
-Exact resume: a checkpoint is written at the end of every epoch; the batch order
-of epoch e depends only on (seed, e) (``BatchLoader``) and there is no other
-randomness, so killing a run and rerunning the same command continues from the
-last completed epoch and ends with bit-identical parameters to an uninterrupted
-run on the same machine.
+Exact resume: the batch order of epoch e depends only on (seed, e)
+(``BatchLoader``) and there is no other randomness, so killing a run and
+rerunning the same command continues from the last saved epoch and ends with
+bit-identical parameters to an uninterrupted run on the same machine.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import hashlib
 import io
 import json
 import os
-import time
 from pathlib import Path
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
+from bec_jax.artifacts import CorruptArtifact, atomic_write_text
 from bec_jax.data.loader import BatchLoader
 from bec_jax.data.splits import split_by_group
-from bec_jax.artifacts import CorruptArtifact, atomic_write_text
 from bec_jax.data.storage import load_grid, read_h5
-from bec_jax.data.targets import TargetConfig
 from bec_jax.models.unet import UNet, UNetConfig, default_depth, init_model
 from bec_jax.train.checkpoint import Checkpoints
-from bec_jax.train.losses import LOSSES, loss_fn, masked_sq_error_sums
+from bec_jax.train.core import (TrainConfig, TrainingDiverged, TrainState, evaluate_loader, init_state, make_loss,
+                                make_optimizer, make_predict, make_train_step, run_epochs)
 
-__all__ = [
-    "OPTIMIZERS", "TrainConfig", "make_optimizer", "init_state", "make_train_step", "make_predict",
-    "evaluate_loader", "load_dataset", "fit", "FitResult", "load_trained", "TRAIN_LOSSES", "make_loss",
-    "make_update",
-]
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-#: Loss names of ``TrainConfig``: the pixel losses of ``losses.LOSSES`` plus the
-#: physics-informed "mse+fidelity" (``physics_informed.physics_informed_loss``).
-TRAIN_LOSSES = LOSSES + ("mse+fidelity",)
-_PHYSICS_FIELDS = ("fidelity_weight", "fidelity_modified", "fidelity_vortices")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Training hyper-parameters (reference defaults: Adam, lr 1e-3, batch 8, 50 epochs).
-
-    optimizer: "sgd" (momentum ``momentum``), "adam", or "adamw" (decoupled
-      weight decay ``weight_decay``; PyTorch's default 1e-2).
-    learning_rate: > 0. batch_size: >= 1. epochs: >= 1 (may be raised on resume).
-    seed: model initialisation and batch order.
-    loss: "masked_mse" (mean over valid pixels, default), "reference"
-      (mean over all pixels of the masked squared error, the paper's), or
-      "mse+fidelity" (masked MSE + fidelity_weight · quantum fidelity of the
-      integrated phase, ``bec_jax.train.physics_informed``).
-    fidelity_weight (λ ≥ 0), fidelity_modified (modified gradient ∇L/√(1−L)),
-      fidelity_vortices (vortex-aware integration): used by "mse+fidelity" only.
-    target, mask_threshold: how ψ becomes targets and masks (``TargetConfig``).
-    augment: random 90° rotations of training samples.
-    split_seed, split: group-wise train/val/test split of the dataset.
-    drop_last: drop the last partial training batch (reference: keep it).
-    """
-
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    batch_size: int = 8
-    epochs: int = 50
-    seed: int = 0
-    weight_decay: float = 1e-2
-    momentum: float = 0.0
-    loss: str = "masked_mse"
-    target: str = "phase_diff"
-    mask_threshold: float = 1e-3
-    augment: bool = False
-    split_seed: int = 0
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    drop_last: bool = False
-    fidelity_weight: float = 0.1
-    fidelity_modified: bool = False
-    fidelity_vortices: bool = False
-
-    def __post_init__(self):
-        object.__setattr__(self, "split", tuple(float(f) for f in self.split))
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.loss not in TRAIN_LOSSES:
-            raise ValueError(f"loss must be one of {TRAIN_LOSSES}, got {self.loss!r}")
-        if not (self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not (0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        fr = self.split
-        if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1) > 1e-6 or fr[0] == 0 or fr[1] == 0:
-            raise ValueError(f"split must be 3 fractions (train, val, test) >= 0 summing to 1, with train and val > 0; "
-                             f"got {fr}")
-        self.target_config  # validates target and mask_threshold
-        if self.loss == "mse+fidelity":
-            self.physics_config  # validates fidelity_weight
-
-    @property
-    def physics_config(self):
-        """The ``PhysicsConfig`` of the "mse+fidelity" loss."""
-        from bec_jax.train.physics_informed import PhysicsConfig
-
-        return PhysicsConfig(fidelity_weight=self.fidelity_weight, modified=bool(self.fidelity_modified),
-                             vortices=bool(self.fidelity_vortices), target=self.target)
-
-    @property
-    def target_config(self) -> TargetConfig:
-        return TargetConfig(target=self.target, mask_threshold=self.mask_threshold)
-
-    def resume_key(self) -> dict:
-        """Settings a resumed run must share with the original (all but ``epochs``)."""
-        d = dataclasses.asdict(self)
-        d.pop("epochs")
-        if self.loss != "mse+fidelity":
-            # unused by the pixel losses: runs written before these fields existed resume unchanged
-            for k in _PHYSICS_FIELDS:
-                d.pop(k)
-        return d
-
-
-class TrainingDiverged(ValueError):
-    """A training or validation loss went non-finite (the epoch is not saved)."""
-
-
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """The optax transformation of ``config`` (PyTorch semantics for each optimizer)."""
-    lr = config.learning_rate
-    if config.optimizer == "sgd":
-        return optax.sgd(lr, momentum=config.momentum or None)
-    if config.optimizer == "adam":
-        return optax.adam(lr)
-    return optax.adamw(lr, weight_decay=config.weight_decay)
-
-
-def make_loss(config: TrainConfig, grid) -> Callable:
-    """The training loss of ``config`` on ``grid``: loss(pred, y, mask[, x]) -> float32 scalar.
-
-    Pixel losses come from ``losses.loss_fn``; "mse+fidelity" is
-    ``physics_informed_loss(grid, config.physics_config)`` (needs the input x).
-    """
-    if config.loss != "mse+fidelity":
-        return loss_fn(config.loss)
-    from bec_jax.train.physics_informed import physics_informed_loss
-
-    return physics_informed_loss(grid, config.physics_config)
-
-
-def init_state(model: UNet, tx: optax.GradientTransformation):
-    """(train_graphdef, eval_graphdef, state) of a freshly built model.
-
-    state = {"params": nnx.State, "batch_stats": nnx.State, "opt_state": optax state}.
-    An abstract model (``nnx.eval_shape``) gives an abstract state (ShapeDtypeStructs).
-    """
-    model.train()
-    gd_train, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    model.eval()
-    gd_eval = nnx.split(model, nnx.Param, nnx.BatchStat)[0]
-    model.train()
-    abstract = any(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree_util.tree_leaves(params))
-    opt_state = jax.eval_shape(tx.init, params) if abstract else tx.init(params)
-    return gd_train, gd_eval, dict(params=params, batch_stats=batch_stats, opt_state=opt_state)
-
-
-def make_update(gd_train, tx: optax.GradientTransformation, loss: Callable):
-    """The pure (un-jitted) ``update(state, x, y, mask) -> (state, loss)`` of one batch.
-
-    The body of ``make_train_step``, exposed so that other compiled steps
-    (``online.make_online_step``: solver + update in one program) reuse the
-    same code path. Arguments as in ``make_train_step``.
-    """
-    call = (lambda p, x, y, m: loss(p, y, m, x)) if getattr(loss, "uses_input", False) else \
-        (lambda p, x, y, m: loss(p, y, m))
-
-    def update(state, x, y, mask):
-        model = nnx.merge(gd_train, state["params"], state["batch_stats"], copy=True)
-        value, grads = nnx.value_and_grad(lambda m: call(m(x), x, y, mask))(model)
-        params, batch_stats = nnx.state(model, nnx.Param, nnx.BatchStat)
-        updates, opt_state = tx.update(grads, state["opt_state"], params)
-        params = optax.apply_updates(params, updates)
-        return dict(params=params, batch_stats=batch_stats, opt_state=opt_state), value
-
-    return update
-
-
-def make_train_step(gd_train, tx: optax.GradientTransformation, loss: Callable):
-    """A jitted ``step(state, x, y, mask) -> (state, loss)`` (state buffers donated).
-
-    x (B, n, n, C_in) float32, y (B, n, n, 2) float32, mask (B, n, n) bool;
-    loss: float32 scalar of the batch before the update. ``loss(pred, y, mask)``,
-    or ``loss(pred, y, mask, x)`` if it has ``uses_input = True`` (the
-    physics-informed loss needs the density).
-    """
-    return jax.jit(make_update(gd_train, tx, loss), donate_argnums=(0,))
-
-
-@functools.lru_cache(maxsize=32)
-def make_predict(gd_eval):
-    """A jitted ``predict(params, batch_stats, x) -> y`` in eval mode (running BatchNorm stats).
-
-    Cached by graph definition: models of one architecture (a checkpoint, its
-    pruned and dequantized copies) share one compiled function.
-    """
-
-    @jax.jit
-    def predict(params, batch_stats, x):
-        return nnx.merge(gd_eval, params, batch_stats)(x)
-
-    return predict
-
-
-@jax.jit
-def _sums(pred, y, mask):
-    return jnp.stack(masked_sq_error_sums(pred, y, mask))
-
-
-def evaluate_loader(predict, state, loader: BatchLoader) -> dict:
-    """Exact masked MSEs over all batches of ``loader`` (epoch 0 order).
-
-    Returns {"mse": Σsq / (C Σvalid), "mse_ref": Σsq / (C Σpixels), "valid_fraction"}.
-    """
-    total = np.zeros(3)
-    n_channels = 1
-    for batch in loader.epoch(0):
-        pred = predict(state["params"], state["batch_stats"], batch["x"])
-        n_channels = pred.shape[-1]
-        total += np.asarray(_sums(pred, batch["y"], batch["mask"]), np.float64)
-    sq, valid, pixels = total
-    return dict(mse=sq / (n_channels * max(valid, 1.0)), mse_ref=sq / (n_channels * max(pixels, 1.0)),
-                valid_fraction=valid / max(pixels, 1.0))
+__all__ = ["load_dataset", "fit", "FitResult", "load_trained", "run_data_path", "model_config_for"]
 
 
 def _dataset_id(path: Path, attrs: dict) -> dict:
@@ -365,7 +152,7 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
     model = init_model(model_config, config.seed)
     tx = make_optimizer(config)
     gd_train, gd_eval, state = init_state(model, tx)
-    step_fn = make_train_step(gd_train, tx, make_loss(config, grid))
+    step = make_train_step(gd_train, tx, make_loss(config, grid))
     predict = make_predict(gd_eval)
 
     run = dict(train=config.resume_key(), data=_dataset_id(Path(data_path), attrs))
@@ -373,44 +160,46 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
                 data=os.path.relpath(Path(data_path).resolve(), out.resolve()), dataset=run["data"],
                 split_sizes={k: int(len(v)) for k, v in splits.items()})
     history, start = [], 0
+
+    def validate(s: TrainState) -> dict:
+        m = evaluate_loader(predict, s.params, s.batch_stats, val)
+        # model selection on the pixel metric of the loss ("mse+fidelity": the masked MSE)
+        return dict(val_loss=m["mse_ref"] if config.loss == "reference" else m["mse"], val_mse=m["mse"],
+                    val_mse_ref=m["mse_ref"])
+
     with Checkpoints(out / "checkpoints", model_config, run) as ckpt:
         latest = ckpt.latest_step()
         if latest is not None:
-            state, meta = ckpt.restore(latest, state)
+            restored, meta = ckpt.restore(latest, state.as_dict())
+            state = TrainState(**restored)
             history, start = list(meta["history"]), int(meta["epoch"])
             if log and start < config.epochs:
                 log(f"resuming from epoch {start} in {str(out / 'checkpoints')!r}")
         bar = tqdm(total=config.epochs * len(train), initial=min(start, config.epochs) * len(train),
                    unit="step", desc="train", disable=not progress, dynamic_ncols=True)
-        for epoch in range(start + 1, config.epochs + 1):
-            t0 = time.perf_counter()
-            losses = []
-            for batch in train.epoch(epoch):
-                state, value = step_fn(state, batch["x"], batch["y"], batch["mask"])
-                losses.append(value)
-                bar.update(1)
-            train_loss = float(np.mean(jax.device_get(losses)))
-            metrics = evaluate_loader(predict, state, val)
-            # model selection on the pixel metric of the loss ("mse+fidelity": the masked MSE)
-            val_loss = metrics["mse_ref"] if config.loss == "reference" else metrics["mse"]
-            if not (np.isfinite(train_loss) and np.isfinite(val_loss)):  # stop before a NaN state is saved
-                raise TrainingDiverged(f"training diverged at epoch {epoch} (train loss {train_loss}, validation "
-                                       f"loss {val_loss}); nothing of this epoch was saved; lower the learning rate")
-            seconds = time.perf_counter() - t0
-            history.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_mse=metrics["mse"],
-                                val_mse_ref=metrics["mse_ref"], seconds=seconds,
-                                samples_per_s=len(train) * config.batch_size / seconds))
+
+        def on_epoch(row: dict, s: TrainState):
+            epoch = row["epoch"]
+            if not np.isfinite(row["val_loss"]):  # stop before a NaN state is saved
+                raise TrainingDiverged(f"training diverged at epoch {epoch} (train loss {row['train_loss']}, "
+                                       f"validation loss {row['val_loss']}); nothing of this epoch was saved; "
+                                       "lower the learning rate")
+            row["samples_per_s"] = len(train) * config.batch_size / row["seconds"]
+            history.append(row)
             save = epoch % checkpoint_every == 0 or epoch == config.epochs
             saved = [r for r in history if r["epoch"] in set(ckpt.all_steps()) | ({epoch} if save else set())]
             best = min(saved, key=lambda r: r["val_loss"])["epoch"] if saved else None
             if save:
-                ckpt.save(epoch, state, dict(epoch=epoch, history=history, best_epoch=best), val_loss)
+                ckpt.save(epoch, s.as_dict(), dict(epoch=epoch, history=history, best_epoch=best), row["val_loss"])
             _write_metrics(out, history, dict(info, best_epoch=best, checkpointed_epoch=ckpt.latest_step()))
-            bar.set_postfix(epoch=epoch, train=f"{train_loss:.3e}", val=f"{val_loss:.3e}")
+            bar.set_postfix(epoch=epoch, train=f"{row['train_loss']:.3e}", val=f"{row['val_loss']:.3e}")
+
+        state = run_epochs(step, state, train.epoch, range(start + 1, config.epochs + 1), validate=validate,
+                           on_batch=lambda: bar.update(1), on_epoch=on_epoch).state
         bar.close()
         best = ckpt.read_meta(ckpt.latest_step())["best_epoch"] if ckpt.latest_step() else 0
         _write_metrics(out, history, dict(info, best_epoch=best, checkpointed_epoch=ckpt.latest_step()))
-    model = nnx.merge(gd_eval, state["params"], state["batch_stats"])
+    model = nnx.merge(gd_eval, state.params, state.batch_stats)
     return FitResult(model=model, history=history, best_epoch=best, out_dir=out)
 
 
@@ -437,7 +226,7 @@ def load_trained(run_dir, which: str = "best") -> tuple[UNet, dict]:
         # epochs is not part of the stored run key; record how far this run went.
         config = TrainConfig(**{**tcfg, "split": tuple(tcfg["split"]), "epochs": latest})
         _, gd_eval, like = init_state(model, make_optimizer(config))
-        state, step_meta = ckpt.restore(step, like)
+        state, step_meta = ckpt.restore(step, like.as_dict())
     model = nnx.merge(gd_eval, state["params"], state["batch_stats"])
     return model, dict(model_config=model_config, train_config=config, epoch=step, run=meta["run"],
                        history=step_meta["history"])

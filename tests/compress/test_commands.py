@@ -77,3 +77,33 @@ def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     assert main(["quantize", "--run", str(run), "--from-pruned", str(tmp_path / "other"),
                  "--out", str(tmp_path / "q2")]) == 2
     assert "another architecture" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~50 s on 2 cores
+def test_a_physics_informed_run_prunes_and_quantizes(small_dataset, tmp_path, capsys):
+    """The run's own loss ("mse+fidelity") and optimizer fine-tune the pruned model."""
+    from bec_jax.compress.workflow import FineTuner, load_setup
+    from bec_jax.models import UNetConfig
+    from bec_jax.train import TrainConfig, fit
+
+    config = TrainConfig(epochs=1, batch_size=4, loss="mse+fidelity", fidelity_weight=0.5, optimizer="sgd",
+                         learning_rate=1e-2, momentum=0.9)
+    fit(small_dataset, tmp_path / "run", UNetConfig(base_width=4, depth=2, input_size=32), config, progress=False,
+        log=None)
+    setup = load_setup(tmp_path / "run")
+    assert setup.train_config == config and setup.train.batch_size == 4
+    # fine-tuning uses the run's optimizer (SGD with momentum: one trace in the optimizer state), not Adam
+    tuner = FineTuner(setup.model, setup.train, learning_rate=1e-3, config=setup.train_config)
+    assert "TraceState" in repr(tuner.tx.init(nnx_params(setup.model)))
+    assert main(["prune", "--run", str(tmp_path / "run"), "--sparsity", "0.5", "--method", "finetune",
+                 "--ft-epochs", "1", "--out", str(tmp_path / "p")]) == 0
+    assert main(["quantize", "--run", str(tmp_path / "run"), "--scheme", "per_channel", "--from-pruned",
+                 str(tmp_path / "p"), "--out", str(tmp_path / "q")]) == 0
+    report = json.loads((tmp_path / "p" / "prune.json").read_text())
+    assert report["stages"][-1]["test_mse_finetuned"] > 0 and (tmp_path / "q" / "quantize.json").is_file()
+
+
+def nnx_params(model):
+    from flax import nnx
+
+    return nnx.state(model, nnx.Param)

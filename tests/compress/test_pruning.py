@@ -10,7 +10,7 @@ from bec_jax.compress.pruning import (
     schedule_to, set_masks, sparsity_report,
 )
 from bec_jax.models import UNetConfig, init_model
-from bec_jax.train import init_state, make_train_step, masked_mse
+from bec_jax.train import Batch, TrainConfig, init_state, make_loss, make_train_step
 
 CFG = UNetConfig(base_width=4, depth=2, input_size=16)
 
@@ -91,25 +91,24 @@ def test_keep_pruned_through_unet_train_step():
     nnx.update(model, apply_masks(params, masks))
     tx = optax.chain(optax.adamw(1e-2, weight_decay=1e-2), keep_pruned(masks))
     gd_train, _, state = init_state(model, tx)
-    step = make_train_step(gd_train, tx, masked_mse)
+    step = make_train_step(gd_train, tx, make_loss(TrainConfig(), None))
     k1, k2 = jax.random.split(jax.random.key(1))
     x = jax.random.normal(k1, (2, 16, 16, 1))
     y = jax.random.normal(k2, (2, 16, 16, 2))
     mask = jnp.ones((2, 16, 16), bool)
-    before = jax.tree.map(np.asarray, state["params"])
+    before = jax.tree.map(np.asarray, state.params)
     for _ in range(3):
-        state, _ = step(state, x, y, mask)
-    rep = sparsity_report(state["params"])
+        state, _ = step(state, Batch(x, y, mask))
+    rep = sparsity_report(state.params)
     assert rep["total"]["zeros"] == round(0.8 * rep["total"]["size"])
     changed = [not np.array_equal(a, np.asarray(b)) for a, b in zip(jax.tree.leaves(before),
-                                                                   jax.tree.leaves(state["params"]))]
+                                                                   jax.tree.leaves(state.params))]
     assert any(changed)  # it did train
     # swap in a sparser mask: new zeros appear only after applying it, then persist
-    masks2 = magnitude_masks(state["params"], PruneConfig(0.9), previous=masks)
-    state = dict(state, params=apply_masks(state["params"], masks2),
-                 opt_state=set_masks(state["opt_state"], masks2))
-    state, _ = step(state, x, y, mask)
-    assert sparsity_report(state["params"])["total"]["zeros"] == round(0.9 * rep["total"]["size"])
+    masks2 = magnitude_masks(state.params, PruneConfig(0.9), previous=masks)
+    state = state.replace(params=apply_masks(state.params, masks2), opt_state=set_masks(state.opt_state, masks2))
+    state, _ = step(state, Batch(x, y, mask))
+    assert sparsity_report(state.params)["total"]["zeros"] == round(0.9 * rep["total"]["size"])
 
 
 def test_bad_input():

@@ -103,7 +103,7 @@ def test_precise_batch_stats_are_epoch_means_of_each_batch_s_statistics(small_da
     # variance of conv1's output
     means, vars_ = [], []
     for batch in loader.epoch(0):
-        h = apply_conv(model.inc.conv1, batch["x"])
+        h = apply_conv(model.inc.conv1, batch.x)
         means.append(jnp.mean(h, axis=(0, 1, 2)))
         vars_.append(jnp.var(h, axis=(0, 1, 2), ddof=1))
     np.testing.assert_allclose(out.inc.bn1.mean[...], np.mean(means, 0), rtol=1e-4, atol=1e-6)

@@ -77,10 +77,10 @@ def test_loader_batches_are_deterministic_per_epoch():
     psi = np.stack([np.asarray(bd.rotate90(vortex_field(0.1 * i), i % 4)) for i in range(10)])
     ld = bd.BatchLoader(GRID, psi, 4, shuffle=True, augment=True, seed=1)
     assert len(ld) == 3
-    e0 = [b["x"] for b in ld.epoch(0)]
+    e0 = [b.x for b in ld.epoch(0)]
     assert [b.shape for b in e0] == [(4, 32, 32, 1)] * 2 + [(2, 32, 32, 1)]
-    np.testing.assert_array_equal(np.concatenate(e0), np.concatenate([b["x"] for b in ld.epoch(0)]))
-    assert not np.array_equal(np.concatenate(e0), np.concatenate([b["x"] for b in ld.epoch(1)]))
+    np.testing.assert_array_equal(np.concatenate(e0), np.concatenate([b.x for b in ld.epoch(0)]))
+    assert not np.array_equal(np.concatenate(e0), np.concatenate([b.x for b in ld.epoch(1)]))
     assert len(bd.BatchLoader(GRID, psi, 4, drop_last=True)) == 2
     with pytest.raises(ValueError, match="shape"):
         bd.BatchLoader(GRID, psi[:, :16], 4)

@@ -4,19 +4,17 @@ import pytest
 
 import bec_jax as bj
 from bec_jax.data.targets import TargetConfig, phase_differences, velocity
-from bec_jax.train.evaluate import (
-    EvalConfig,
+from bec_jax.gpe.phase_field import (
     detect_vortices,
-    evaluate_predictions,
     fidelity,
     integrate_differences,
     match_vortices,
     plaquette_circulation,
     reconstruct_phase,
-    summarize,
     to_differences,
     winding_from_differences,
 )
+from bec_jax.train.evaluate import EvalConfig, evaluate_predictions, summarize
 
 GRID = bj.Grid(64, 16.0)
 

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bec_jax.train import loss_fn, masked_mse, masked_sq_error_sums, reference_masked_mse
+from bec_jax.train import Batch, TrainConfig, make_loss, masked_mse, masked_sq_error_sums, reference_masked_mse
 
 
 def _batch(seed=0, shape=(3, 8, 9)):
@@ -66,6 +66,8 @@ def test_shape_checks_and_names():
         masked_mse(pred, tgt[..., :1], mask)
     with pytest.raises(ValueError, match="mask must have shape"):
         masked_mse(pred, tgt, mask[0])
-    assert loss_fn("masked_mse") is masked_mse and loss_fn("reference") is reference_masked_mse
+    batch = Batch(None, tgt, mask)
+    for name, f in (("masked_mse", masked_mse), ("reference", reference_masked_mse)):
+        assert float(make_loss(TrainConfig(loss=name), None)(pred, batch)) == float(f(pred, tgt, mask))
     with pytest.raises(ValueError, match="loss must be one of"):
-        loss_fn("mae")
+        TrainConfig(loss="mae")

@@ -13,14 +13,14 @@ from bec_jax.train import (
     PhysicsConfig,
     TrainConfig,
     init_state,
-    integrate_phase,
     make_loss,
     make_train_step,
     masked_mse,
     physics_informed_loss,
     physics_terms,
 )
-from bec_jax.train.evaluate import _forward_diff, integrate_differences
+from bec_jax.gpe.phase_field import forward_differences, integrate_differences, reconstruct_phase
+from bec_jax.train.core import Batch
 
 N = 16
 GRID = Grid(n=N, length=8.0)
@@ -47,11 +47,11 @@ def _smooth_phase(n):
 
 def test_integration_recovers_a_smooth_phase():
     theta = _smooth_phase(N)
-    d = _forward_diff(theta)
+    d = forward_differences(theta)
     valid = jnp.ones((N, N), bool)
     region = jnp.ones((N - 1, N - 1), bool)
     for vortices in (True, False):
-        got = jax.jit(integrate_phase, static_argnames="config")(d, valid, region, PhysicsConfig(vortices=vortices))
+        got = reconstruct_phase(d, valid, region, vortices=vortices, max_vortices=64, maxiter=50)[0]
         np.testing.assert_allclose(got - got.mean(), theta, atol=2e-4)
 
 
@@ -120,13 +120,12 @@ def test_modified_gradient_is_the_standard_one_rescaled():
     np.testing.assert_allclose(grads[True], grads[False] * scale, rtol=1e-3, atol=1e-7)
 
 
-def test_loss_is_mse_plus_lambda_fidelity_and_flags_its_input():
+def test_loss_is_mse_plus_lambda_fidelity_and_reads_the_input_from_the_batch():
     psi, (x, y, mask) = _batch([[(0.5, 0.3)], [(-0.6, 0.2)]])
     pred = y + 0.2
     loss = physics_informed_loss(GRID, PhysicsConfig(fidelity_weight=0.7))
-    assert loss.uses_input
     mse, fid = terms(GRID, pred, y, mask, x, PhysicsConfig())  # λ does not enter the terms (same compiled program)
-    assert float(jax.jit(loss)(pred, y, mask, x)) == pytest.approx(float(mse + 0.7 * fid), rel=1e-6)
+    assert float(jax.jit(loss)(pred, Batch(x, y, mask))) == pytest.approx(float(mse + 0.7 * fid), rel=1e-6)
     assert float(mse) == pytest.approx(float(masked_mse(pred, y, mask)))
 
 
@@ -141,7 +140,7 @@ def test_physics_informed_steps_reduce_the_loss():
     step = make_train_step(gd_train, tx, loss)
     losses = []
     for _ in range(12):
-        state, value = step(state, x, y, mask)
+        state, value = step(state, Batch(x, y, mask))
         losses.append(float(value))
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.7 * losses[0]
@@ -153,7 +152,6 @@ def test_train_config_physics_fields():
     assert cfg.resume_key()["fidelity_weight"] == 0.5
     pc = cfg.physics_config
     assert pc.fidelity_weight == 0.5 and pc.modified and not pc.vortices
-    assert make_loss(TrainConfig(), GRID) is masked_mse
 
 
 @pytest.mark.parametrize("kwargs, match", [

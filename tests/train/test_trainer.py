@@ -23,8 +23,9 @@ from bec_jax.train import (
     load_trained,
     make_optimizer,
     make_train_step,
-    masked_mse,
+    make_loss,
 )
+from bec_jax.train.core import Batch
 
 TINY = UNetConfig(base_width=4, depth=2, input_size=32)
 # Flags shared by the CLI runs of the resume test (tiny model, 32² data).
@@ -69,24 +70,24 @@ def test_train_step_reduces_loss_and_updates_batch_stats():
     model = init_model(TINY, 0)
     tx = optax.adam(1e-2)
     gd_train, _, state = init_state(model, tx)
-    step = make_train_step(gd_train, tx, masked_mse)
+    step = make_train_step(gd_train, tx, make_loss(TrainConfig(), None))
     key = jax.random.key(0)
     x = jax.random.normal(key, (4, 32, 32, 1))
     y = jnp.concatenate([x, -x], axis=-1) * 0.1
     mask = jnp.ones((4, 32, 32), bool)
-    mean0 = leaves(state["batch_stats"])
+    mean0 = leaves(state.batch_stats)
     losses = []
     for _ in range(15):
-        state, loss = step(state, x, y, mask)
+        state, loss = step(state, Batch(x, y, mask))
         losses.append(float(loss))
     assert losses[-1] < 0.5 * losses[0]
-    assert any(not np.array_equal(a, b) for a, b in zip(mean0, leaves(state["batch_stats"])))
+    assert any(not np.array_equal(a, b) for a, b in zip(mean0, leaves(state.batch_stats)))
 
 
 def test_checkpoints_keep_best_and_latest_and_refuse_foreign_configs(tmp_path):
     model = init_model(TINY, 0)
     tx = optax.adam(1e-3)
-    _, _, state = init_state(model, tx)
+    state = init_state(model, tx)[2].as_dict()
     run = dict(train=dict(optimizer="adam"))
     with Checkpoints(tmp_path / "ck", TINY, run) as ck:
         for step, val in [(1, 3.0), (2, 1.0), (3, 2.0), (4, 5.0)]:
