@@ -12,7 +12,6 @@ the command's lifetime, so a second process on it refuses at once.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import os
@@ -21,59 +20,13 @@ import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 
-from bec_jax.artifacts import first_line, locked
+from bec_jax.artifacts import first_line
+from bec_jax.flags import UsageError, floats, holding_locks, out_dir, positive_int
 
 
 COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands",
                    "bec_jax.pipeline.commands"]
-
-
-class UsageError(ValueError):
-    """Bad user input detected before any work starts (exit code 2)."""
-
-
-def floats(text: str) -> list[float]:
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-_held = contextlib.ExitStack()  # output locks of the running command, released when main() returns
-
-
-def lock_output(path) -> None:
-    """Hold the lock of an output (folder or file) until the command ends (``artifacts.locked``)."""
-    _held.enter_context(locked(path))
-
-
-def out_dir(path: str, lock: bool = True) -> Path:
-    """Create (if needed), check writable and (``lock``) lock an output folder."""
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if lock:  # opening the lock file also proves the folder writable
-            lock_output(out)
-        else:
-            probe = out / ".write_test"
-            probe.write_text("")
-            probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write to output folder {str(out)!r}: {e.strerror or e}") from None
-    return out
 
 
 def cmd_demo(args) -> int:
@@ -194,7 +147,6 @@ def _exit_signalled(command: str, signum: int):
 def main(argv=None) -> int:
     """Run ``bec-jax`` with ``argv`` (default: the command line). As the console script
     (argv None) it also handles SIGINT/SIGTERM (module doc)."""
-    global _held
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -211,9 +163,8 @@ def main(argv=None) -> int:
     console = argv is None and threading.current_thread() is threading.main_thread()
     if console:
         _install_signal_handlers(args.command)
-    _held = contextlib.ExitStack()
     try:
-        with _held:
+        with holding_locks():
             return args.func(args)
     except _Signalled as e:
         _exit_signalled(args.command, e.signum)

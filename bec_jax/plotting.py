@@ -1,17 +1,31 @@
-"""Figures (matplotlib, Agg backend: works headless)."""
+"""Figures: ``subplots`` and ``colormap`` for every plot in bec_jax, and the ground-state figure.
+
+Figures are ``matplotlib.figure.Figure`` objects that pyplot never sees: they render
+headless on any machine, and importing bec_jax changes nothing in a notebook's
+matplotlib (no backend is forced, no figure is left open).
+"""
 
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from bec_jax.gpe.grid import Grid
+from bec_jax.gpe.observables import vortex_positions
 
-from bec_jax.gpe.grid import Grid  # noqa: E402
-from bec_jax.gpe.observables import vortex_positions  # noqa: E402
+__all__ = ["subplots", "colormap", "plot_ground_states"]
 
-__all__ = ["plot_ground_states"]
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, constrained_layout=None, **kwargs):
+    """(figure, axes) as ``pyplot.subplots``, on a Figure outside pyplot (module doc)."""
+    fig = Figure(figsize=figsize, constrained_layout=constrained_layout)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def colormap(name: str):
+    """The registered matplotlib colormap ``name``."""
+    return matplotlib.colormaps[name]
 
 
 def plot_ground_states(grid: Grid, psi, g, omega, energies, path, title: str | None = None):
@@ -25,7 +39,7 @@ def plot_ground_states(grid: Grid, psi, g, omega, energies, path, title: str | N
     psi = np.asarray(psi)
     B = psi.shape[0]
     ext = [grid.x[0], grid.x[-1] + grid.dx, grid.x[0], grid.x[-1] + grid.dx]
-    fig, axes = plt.subplots(2, B, figsize=(2.6 * B, 5.4), squeeze=False, constrained_layout=True)
+    fig, axes = subplots(2, B, figsize=(2.6 * B, 5.4), squeeze=False, constrained_layout=True)
     for b in range(B):
         rho = np.abs(psi[b]) ** 2
         v = vortex_positions(grid, psi[b])
@@ -36,7 +50,7 @@ def plot_ground_states(grid: Grid, psi, g, omega, energies, path, title: str | N
         ax2 = axes[1, b]
         # The phase of the near-empty region is numerical noise: grey it out.
         ph = np.ma.masked_where(rho < 1e-3 * rho.max(), np.angle(psi[b]))
-        cmap = plt.get_cmap("twilight").with_extremes(bad="0.85")
+        cmap = colormap("twilight").with_extremes(bad="0.85")
         ax2.imshow(ph, origin="lower", extent=ext, cmap=cmap, vmin=-np.pi, vmax=np.pi)
         for a in (ax, ax2):
             pos, neg = v[v[:, 2] > 0], v[v[:, 2] < 0]
@@ -49,5 +63,4 @@ def plot_ground_states(grid: Grid, psi, g, omega, energies, path, title: str | N
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

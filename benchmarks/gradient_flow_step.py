@@ -33,7 +33,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from bec_jax.cli import positive_int
+from bec_jax.flags import positive_int
 from bec_jax.quantum.gradient_flow import ControlConfig, make_control_data, make_control_train_step
 
 

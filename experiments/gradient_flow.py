@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bec_jax.cli import positive_int
+from bec_jax.flags import positive_int
 
 TASKS = ("toy", "prediction", "control")
 COLORS = {"S": "tab:blue", "L2": "tab:red", "M": "tab:green"}

@@ -30,8 +30,10 @@ from bec_jax.compress.quantization import (
     quantize_model,
     save_quantized,
 )
+from bec_jax.compress.workflow import CompressConfig
 
 __all__ = [
+    "CompressConfig",
     "DEFAULT_SCHEDULE", "DISTRIBUTIONS", "KeepPrunedState", "PruneConfig", "apply_masks", "erk_densities", "magnitude_masks", "keep_pruned",
     "prunable_names", "schedule_to", "set_masks", "sparsity_report",
     "SCHEMES", "FakeQuantConv", "Int8Conv", "QuantConfig", "conv_layer_names", "dequantize", "fake_quant",

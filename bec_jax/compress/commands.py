@@ -7,45 +7,42 @@ import json
 from pathlib import Path
 
 from bec_jax.artifacts import check_replaceable
-from bec_jax.cli import UsageError, floats, out_dir
+from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, floats, out_dir
 
 
-def _sparsity(text: str) -> float:
-    import argparse
+#: CompressConfig fields `bec-jax prune` does not use (the pipeline's quantization settings)
+_NOT_PRUNE = ("schemes", "combined_scheme")
 
-    try:
-        s = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"sparsity must be a number in [0, 1), got {text!r}") from None
-    if not (0 <= s < 1):
-        raise argparse.ArgumentTypeError(f"sparsity must be in [0, 1), got {s}")
-    return s
+
+def _prune_base():
+    """`bec-jax prune`'s defaults: the reference's iterative schedule, 10 fine-tuning epochs per stage."""
+    from bec_jax.compress.workflow import CompressConfig
+
+    return CompressConfig(sparsity=0.9, method="iterative", ft_epochs=10)
 
 
 def cmd_prune(args) -> int:
-    from bec_jax.compress.pruning import check_sparsity, sparsity_report
+    from bec_jax.compress.pruning import sparsity_report
     from bec_jax.compress.quantization import save_quantized
     from bec_jax.compress.workflow import load_setup, prune_and_finetune, test_mse
 
-    check_sparsity(args.sparsity)
-    pcfg = prune_config(args)
-    if args.ft_epochs < 1 and args.method != "prune":
-        raise UsageError(f"--ft-epochs must be >= 1 for method {args.method!r}, got {args.ft_epochs}")
+    c = config_from_flags(_prune_base(), args, exclude=_NOT_PRUNE)
+    pcfg = c.prune_config()
     out = out_dir(args.out)
     check_replaceable(out / "model", args.overwrite)  # before the work, not after it
     setup = load_setup(args.run, args.data)
-    lr = args.ft_lr if args.ft_lr is not None else setup.train_config.learning_rate / 10
+    lr = c.ft_lr if c.ft_lr is not None else setup.train_config.learning_rate / 10
     dense = test_mse(setup.model, setup.test)
     model, _, log = prune_and_finetune(
-        setup, args.sparsity, args.method, ft_epochs=args.ft_epochs, learning_rate=lr,
-        prune=pcfg, schedule=tuple(args.schedule), keep=args.keep, precise_bn=args.precise_bn,
+        setup, c.sparsity, c.method, ft_epochs=c.ft_epochs, learning_rate=lr,
+        prune=pcfg, schedule=tuple(args.schedule), keep=c.keep, precise_bn=args.precise_bn,
         on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True))
     final = test_mse(model, setup.test)
-    report = sparsity_report(nnx_params(model), include_bn_scale=not args.no_bn_scale)
+    report = sparsity_report(nnx_params(model), include_bn_scale=c.include_bn_scale)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=args.overwrite,
-                           extra=dict(kind="pruned", sparsity=args.sparsity, method=args.method))
-    summary = dict(run=str(args.run), method=args.method, sparsity=args.sparsity, stages=log,
-                   ft_epochs=args.ft_epochs, keep=args.keep, ft_lr=lr, precise_bn=args.precise_bn,
+                           extra=dict(kind="pruned", sparsity=c.sparsity, method=c.method))
+    summary = dict(run=str(args.run), method=c.method, sparsity=c.sparsity, stages=log,
+                   ft_epochs=c.ft_epochs, keep=c.keep, ft_lr=lr, precise_bn=args.precise_bn,
                    prune_config=dataclasses.asdict(pcfg),
                    test_mse_dense=dense["mse"], test_mse=final["mse"], ratio_to_dense=final["mse"] / dense["mse"],
                    sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
@@ -53,14 +50,6 @@ def cmd_prune(args) -> int:
     print(json.dumps({k: summary[k] for k in ("method", "sparsity", "test_mse_dense", "test_mse", "ratio_to_dense")}
                      | dict(achieved_sparsity=report["total"]["sparsity"], json=str(out / "prune.json"))))
     return 0
-
-
-def prune_config(args):
-    """The ``PruneConfig`` of ``bec-jax prune``'s flags (sparsity: --sparsity)."""
-    from bec_jax.compress.pruning import PruneConfig
-
-    return PruneConfig(args.sparsity, include_bn_scale=not args.no_bn_scale, distribution=args.distribution,
-                       reclaim_dead_scales=args.reclaim_dead_scales)
 
 
 def nnx_params(model):
@@ -184,30 +173,21 @@ def _unwrap(fake_model, like):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("prune", help="magnitude pruning of a trained run (+ optional fine-tuning)")
+    from bec_jax.compress.workflow import CompressConfig
+
+    p = sub.add_parser("prune", help="magnitude pruning of a trained run (+ optional fine-tuning)",
+                       description="Prune a trained run, fine-tune, save, reload and evaluate. Every CompressConfig "
+                                   "pruning field is a flag.")
     p.add_argument("--run", default="runs/train", help="training run folder (bec-jax train)")
     p.add_argument("--data", default=None, help="dataset .h5 (default: the run's)")
-    p.add_argument("--sparsity", type=_sparsity, default=0.9, help="fraction of weights removed, in [0, 1)")
-    p.add_argument("--method", choices=["prune", "finetune", "iterative"], default="iterative")
     p.add_argument("--schedule", type=floats, default=[0.8, 0.9, 0.97, 0.99, 0.995, 0.999],
                    help="iterative schedule (steps below --sparsity are used, then --sparsity)")
-    p.add_argument("--ft-epochs", type=int, default=10, help="fine-tune epochs per stage (paper: 1/5 of training)")
-    p.add_argument("--ft-lr", type=float, default=None, help="fine-tune lr (default: training lr / 10)")
-    p.add_argument("--keep", choices=["best", "last"], default="best",
-                   help="fine-tuning epoch each stage keeps: lowest validation MSE (as training does) or the last")
     p.add_argument("--precise-bn", action="store_true",
                    help="recompute BatchNorm statistics over the training set after every fine-tuning epoch "
                         "(steadier eval-mode outputs at extreme sparsity)")
-    p.add_argument("--no-bn-scale", action="store_true", help="exclude BatchNorm scales (reference: included)")
-    # = pruning.DISTRIBUTIONS, spelled out so that parsing does not import jax (a test checks they agree)
-    p.add_argument("--distribution", choices=("global", "lamp", "erk"), default="global",
-                   help="global: one magnitude threshold (reference); lamp: one threshold on layer-normalised "
-                        "scores (LAMP); erk: Erdős–Rényi-Kernel layer densities")
-    p.add_argument("--reclaim-dead-scales", action="store_true",
-                   help="prune the BatchNorm scales of channels whose kernel is pruned (default: rank them by "
-                        "magnitude, as the reference)")
     p.add_argument("--out", default="runs/prune")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/model")
+    add_dataclass_flags(p, CompressConfig, _prune_base(), exclude=_NOT_PRUNE, title="pruning (CompressConfig)")
     p.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("shrink", help="structured channel pruning (a smaller, faster dense U-Net) + fine-tuning, "

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bec_jax.plotting import subplots
+
 __all__ = ["plot_error_vs_sparsity", "plot_weight_histograms", "plot_residual_percentiles",
            "plot_quantized_predictions"]
 
@@ -13,22 +15,12 @@ _LABELS = {"prune": "prune only", "finetune": "prune + fine-tune", "iterative": 
 _COLORS = {"prune": "tab:green", "finetune": "tab:blue", "iterative": "tab:red"}
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_error_vs_sparsity(rows: list[dict], out) -> Path:
     """Fig. 5: test MSE / dense control (same total epochs) vs sparsity, one line per method.
 
     rows: dicts with "sparsity", "method", "ratio".
     """
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     for ax, zoom in zip(axes, (False, True)):
         for m in ("prune", "finetune", "iterative"):
             r = sorted((x for x in rows if x["method"] == m), key=lambda x: x["sparsity"])
@@ -49,7 +41,6 @@ def plot_error_vs_sparsity(rows: list[dict], out) -> Path:
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=120)
-    plt.close(fig)
     return out
 
 
@@ -58,8 +49,7 @@ def plot_weight_histograms(stages: dict, out, sparsity: float) -> Path:
 
     Pruned stages show their non-zero weights only (the zeros are counted in the title).
     """
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3.4), sharex=True)
+    fig, axes = subplots(1, len(stages), figsize=(4 * len(stages), 3.4), sharex=True)
     axes = np.atleast_1d(axes)
     dense = np.concatenate([np.asarray(v).ravel() for k, v in stages["dense"].items() if k.endswith("kernel")])
     lim = np.percentile(np.abs(dense), 99.9)
@@ -75,14 +65,12 @@ def plot_weight_histograms(stages: dict, out, sparsity: float) -> Path:
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=120)
-    plt.close(fig)
     return out
 
 
 def plot_residual_percentiles(stats: dict, out) -> Path:
     """Fig. 6: per-layer |W − Ŵ| percentiles, one heat map per scheme (``weight_error_stats`` dicts)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(stats), figsize=(5.5 * len(stats), 3.6))
+    fig, axes = subplots(1, len(stats), figsize=(5.5 * len(stats), 3.6))
     axes = np.atleast_1d(axes)
     vmax = max(np.max(s["residual_percentiles"]) for s in stats.values())
     for ax, (scheme, s) in zip(axes, stats.items()):
@@ -94,16 +82,14 @@ def plot_residual_percentiles(stats: dict, out) -> Path:
     fig.colorbar(im, ax=axes.tolist(), shrink=0.8)
     out = Path(out)
     fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return out
 
 
 def plot_quantized_predictions(x, y, mask, preds: dict, out) -> Path:
     """Fig. 7: input, target, and per scheme the prediction (x-component), |error| on valid
     pixels and |difference to fp32|. x (n, n, 1), y (n, n, 2), mask (n, n), preds {name: (n, n, 2)}."""
-    plt = _plt()
     names = list(preds)
-    fig, axes = plt.subplots(len(names) + 1, 3, figsize=(9, 3 * (len(names) + 1)))
+    fig, axes = subplots(len(names) + 1, 3, figsize=(9, 3 * (len(names) + 1)))
     axes[0, 0].imshow(x[..., 0], cmap="viridis")
     axes[0, 0].set_title("log density")
     axes[0, 1].imshow(y[..., 0], cmap="twilight", vmin=-np.pi, vmax=np.pi)
@@ -128,5 +114,4 @@ def plot_quantized_predictions(x, y, mask, preds: dict, out) -> Path:
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out

@@ -24,18 +24,81 @@ from flax import nnx
 
 from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks, keep_pruned,
                                       magnitude_masks, schedule_to, set_masks)
+from bec_jax.compress.quantization import SCHEMES
 from bec_jax.data.loader import BatchLoader
 from bec_jax.models.unet import UNet, UNetConfig
 from bec_jax.train.core import (TrainConfig, evaluate_loader, init_state, make_loss, make_optimizer, make_predict,
                                 make_train_step, run_epochs)
 from bec_jax.train.trainer import load_dataset, load_trained, run_data_path
 
-__all__ = ["Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "precise_batch_stats",
+__all__ = ["CompressConfig", "Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "precise_batch_stats",
            "prune_once", "prune_and_finetune", "dense_control", "best_so_far", "latency_table", "forward_latency", "METHODS", "KEEP"]
 
 METHODS = ("prune", "finetune", "iterative")
 #: Which fine-tuning epoch a stage keeps: the one of lowest validation MSE, or the last.
 KEEP = ("best", "last")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressConfig:
+    """Compression stage settings.
+
+    sparsity: magnitude-pruning target in [0, 1) (conv kernels and, with
+      include_bn_scale, BatchNorm scales).
+    include_bn_scale: BatchNorm scales take part in the pruning (reference: they do).
+    distribution: "global" (one threshold), "lamp" (one threshold on layer-normalised scores) or "erk"
+      (per-layer densities).
+    reclaim_dead_scales: prune the BatchNorm scales of channels whose kernel
+      is pruned (see ``bec_jax.compress.pruning``).
+    method: "prune" (one shot, no training), "finetune" (one shot + masked
+      fine-tuning) or "iterative" (the schedule 80, 90, 97, … % up to sparsity,
+      fine-tuning after each stage).
+    ft_epochs: fine-tuning epochs per stage. ft_lr: fine-tuning learning rate
+      (None: the training learning rate / 10).
+    keep: the fine-tuning epoch each stage keeps: "best" (lowest validation
+      MSE, as training keeps its best epoch) or "last".
+    schemes: int8 post-training quantization schemes applied to the dense model
+      (subset of ``bec_jax.compress.SCHEMES``).
+    combined_scheme: scheme of the pruned + int8 model (stored sparse).
+    """
+
+    sparsity: float = 0.9
+    method: str = "finetune"
+    ft_epochs: int = 3
+    ft_lr: float | None = None
+    keep: str = "best"
+    include_bn_scale: bool = True
+    distribution: str = "global"
+    reclaim_dead_scales: bool = False
+    schemes: tuple[str, ...] = SCHEMES
+    combined_scheme: str = "per_channel"
+
+    def __post_init__(self):
+        object.__setattr__(self, "schemes", tuple(self.schemes))
+        if not (0 <= self.sparsity < 1):
+            raise ValueError(f"compress.sparsity must be in [0, 1), got {self.sparsity}")
+        if self.method not in METHODS:
+            raise ValueError(f"compress.method must be one of {METHODS}, got {self.method!r}")
+        if self.ft_epochs < (0 if self.method == "prune" else 1):
+            raise ValueError(f"compress.ft_epochs must be >= 1 for method {self.method!r}, got {self.ft_epochs}")
+        try:
+            self.prune_config()
+        except ValueError as e:
+            raise ValueError(f"compress.{e}") from None
+        if self.ft_lr is not None and not self.ft_lr > 0:
+            raise ValueError(f"compress.ft_lr must be > 0, got {self.ft_lr}")
+        if self.keep not in KEEP:
+            raise ValueError(f"compress.keep must be one of {KEEP}, got {self.keep!r}")
+        for s in (*self.schemes, self.combined_scheme):
+            if s not in SCHEMES:
+                raise ValueError(f"unknown quantization scheme {s!r}; allowed: {SCHEMES}")
+        if not self.schemes:
+            raise ValueError("compress.schemes must name at least one scheme")
+
+    def prune_config(self):
+        """The ``PruneConfig`` of these settings (sparsity: the target)."""
+        return PruneConfig(self.sparsity, self.include_bn_scale, self.distribution, self.reclaim_dead_scales)
+
 
 
 @dataclasses.dataclass

@@ -53,13 +53,19 @@ class DatasetConflict(ValueError):
 class GenerateConfig:
     """Everything that determines a dataset (stored in the file as JSON).
 
-    n: grid points per side. n_groups: (g, Ω) groups. states_per_group:
-    samples per group. g_range, omega_range: uniform sampling box.
-    length: box side (None: the box_length rule of the module doc).
+    n: grid points per side (even, >= 16).
+    n_groups: number of (g, Ω) groups; a group's states share (g, Ω) and a split.
+    states_per_group: samples per group, each from its own initial guess.
+    g_range: (lo, hi) of the uniform interaction strength g >= 0 (trap units, ħ = m = ω⊥ = 1).
+    omega_range: (lo, hi) of the uniform rotation rate Ω in units of ω⊥, |Ω| < 1.
+    length: box side in oscillator lengths (None: the box_length rule of the module doc).
     batch_size: states per compiled batch (the unit of resumption).
-    n_starts, max_iter, method: ground-state solver settings.
-    seed: base seed. keep_unconverged: also store states that did not
-    converge or touch the box edge (flags are stored either way).
+    n_starts: seeded initial guesses per state; the lowest energy wins.
+    max_iter: conjugate-gradient iteration cap per start.
+    method: ground-state method, "pcg" or "imaginary_time".
+    seed: base seed in [0, 2**31).
+    keep_unconverged: also store states that did not converge or touch the box edge
+      (flags are stored either way).
     """
 
     n: int = 64

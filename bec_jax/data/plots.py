@@ -9,7 +9,7 @@ import numpy as np
 
 from bec_jax.data.storage import load_grid
 from bec_jax.data.targets import TargetConfig, make_example
-from bec_jax.plotting import plt
+from bec_jax.plotting import colormap, subplots
 
 
 def plot_samples(path, out, n_samples: int = 3, seed: int = 0, target: str = "phase_diff"):
@@ -28,11 +28,11 @@ def plot_samples(path, out, n_samples: int = 3, seed: int = 0, target: str = "ph
     grid = load_grid(attrs)
     x, y, m = (np.asarray(a) for a in make_example(grid, psi, TargetConfig(target=target)))
     ext = [grid.x[0], grid.x[-1] + grid.dx] * 2
-    fig, axes = plt.subplots(len(idx), 4, figsize=(12, 3 * len(idx)), squeeze=False, constrained_layout=True)
+    fig, axes = subplots(len(idx), 4, figsize=(12, 3 * len(idx)), squeeze=False, constrained_layout=True)
     unit = "rad/pixel" if target == "phase_diff" else "1/a⊥"
     # Robust colour limit: vortex-core pixels (±π) would otherwise hide the flow.
     lim = float(np.percentile(np.abs(y[m]), 98)) if m.any() else 1.0
-    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.8")
+    cmap = colormap("RdBu_r").with_extremes(bad="0.8")
     for r in range(len(idx)):
         rho = np.exp(x[r, ..., 0])
         axes[r, 0].imshow(rho, origin="lower", extent=ext, cmap="magma")
@@ -46,5 +46,4 @@ def plot_samples(path, out, n_samples: int = 3, seed: int = 0, target: str = "ph
         axes[r, 3].set_title("mask (white = valid)", fontsize=9)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out

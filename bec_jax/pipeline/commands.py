@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bec_jax.cli import UsageError, out_dir
+from bec_jax.flags import UsageError, out_dir
 
 
 def cmd_pipeline(args) -> int:

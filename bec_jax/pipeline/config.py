@@ -6,7 +6,7 @@ the stage that uses it (no copies of their fields):
 - ``data``: ``bec_jax.data.GenerateConfig`` (dataset generation),
 - ``model``: ``bec_jax.models.UNetConfig`` (``input_size`` follows ``data.n``),
 - ``train``: ``bec_jax.train.TrainConfig``,
-- ``compress``: ``CompressConfig`` (pruning, fine-tuning, quantization schemes),
+- ``compress``: ``bec_jax.compress.CompressConfig`` (pruning, fine-tuning, quantization schemes),
 - ``report``: ``ReportConfig`` (evaluation figure and latency measurement).
 
 The CLI exposes every field as ``--<section>-<field>`` (``--train-epochs 5``,
@@ -23,76 +23,14 @@ import dataclasses
 import types
 import typing
 
-from bec_jax.compress.pruning import PruneConfig
-from bec_jax.compress.quantization import SCHEMES
-from bec_jax.compress.workflow import KEEP
-from bec_jax.compress.workflow import METHODS as PRUNE_METHODS
+from bec_jax.compress.workflow import CompressConfig
 from bec_jax.data.generate import PRESETS as DATA_PRESETS
 from bec_jax.data.generate import GenerateConfig
+from bec_jax.flags import add_dataclass_flags, config_from_flags
 from bec_jax.models.unet import UNetConfig, default_depth
 from bec_jax.train.core import TrainConfig
 
 __all__ = ["CompressConfig", "ReportConfig", "PipelineConfig", "PRESETS", "add_config_flags", "config_from_args"]
-
-
-@dataclasses.dataclass(frozen=True)
-class CompressConfig:
-    """Compression stage settings.
-
-    sparsity: magnitude-pruning target in [0, 1) (conv kernels and, with
-      include_bn_scale, BatchNorm scales).
-    distribution: "global" (one threshold), "lamp" (one threshold on layer-normalised scores) or "erk"
-      (per-layer densities).
-    reclaim_dead_scales: prune the BatchNorm scales of channels whose kernel
-      is pruned (see ``bec_jax.compress.pruning``).
-    method: "prune" (one shot, no training), "finetune" (one shot + masked
-      fine-tuning) or "iterative" (the schedule 80, 90, 97, … % up to sparsity,
-      fine-tuning after each stage).
-    ft_epochs: fine-tuning epochs per stage. ft_lr: fine-tuning learning rate
-      (None: the training learning rate / 10).
-    keep: the fine-tuning epoch each stage keeps: "best" (lowest validation
-      MSE, as training keeps its best epoch) or "last".
-    schemes: int8 post-training quantization schemes applied to the dense model
-      (subset of ``bec_jax.compress.SCHEMES``).
-    combined_scheme: scheme of the pruned + int8 model (stored sparse).
-    """
-
-    sparsity: float = 0.9
-    method: str = "finetune"
-    ft_epochs: int = 3
-    ft_lr: float | None = None
-    keep: str = "best"
-    include_bn_scale: bool = True
-    distribution: str = "global"
-    reclaim_dead_scales: bool = False
-    schemes: tuple[str, ...] = SCHEMES
-    combined_scheme: str = "per_channel"
-
-    def __post_init__(self):
-        object.__setattr__(self, "schemes", tuple(self.schemes))
-        if not (0 <= self.sparsity < 1):
-            raise ValueError(f"compress.sparsity must be in [0, 1), got {self.sparsity}")
-        if self.method not in PRUNE_METHODS:
-            raise ValueError(f"compress.method must be one of {PRUNE_METHODS}, got {self.method!r}")
-        if self.ft_epochs < (0 if self.method == "prune" else 1):
-            raise ValueError(f"compress.ft_epochs must be >= 1 for method {self.method!r}, got {self.ft_epochs}")
-        try:
-            self.prune_config()
-        except ValueError as e:
-            raise ValueError(f"compress.{e}") from None
-        if self.ft_lr is not None and not self.ft_lr > 0:
-            raise ValueError(f"compress.ft_lr must be > 0, got {self.ft_lr}")
-        if self.keep not in KEEP:
-            raise ValueError(f"compress.keep must be one of {KEEP}, got {self.keep!r}")
-        for s in (*self.schemes, self.combined_scheme):
-            if s not in SCHEMES:
-                raise ValueError(f"unknown quantization scheme {s!r}; allowed: {SCHEMES}")
-        if not self.schemes:
-            raise ValueError("compress.schemes must name at least one scheme")
-
-    def prune_config(self):
-        """The ``PruneConfig`` of these settings (sparsity: the target)."""
-        return PruneConfig(self.sparsity, self.include_bn_scale, self.distribution, self.reclaim_dead_scales)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,66 +148,13 @@ def _type_error(hint, v) -> str | None:
 
 # ----------------------------------------------------------------- CLI flags
 
-def _parse_bool(text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("1", "true", "yes", "on"):
-        return True
-    if t in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _converter(hint):
-    """argparse ``type`` for a dataclass field annotation (int, float, str, bool,
-    tuple[...] as comma-separated values, X | None with 'none')."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        inner = _converter(next(a for a in args if a is not type(None)))
-        return lambda text: None if text.strip().lower() == "none" else inner(text)
-    if origin is tuple:
-        item = _converter(args[0])
-
-        def parse_tuple(text: str):
-            vals = tuple(item(t.strip()) for t in text.split(",") if t.strip())
-            if args[-1] is not Ellipsis and len(vals) != len(args):
-                raise argparse.ArgumentTypeError(f"expected {len(args)} comma-separated values, got {text!r}")
-            return vals
-        return parse_tuple
-    if hint is bool:
-        return _parse_bool
-    if hint in (int, float, str):
-        def parse_scalar(text: str):
-            try:
-                return hint(text)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"expected {hint.__name__}, got {text!r}") from None
-        return parse_scalar
-    raise TypeError(f"no flag parser for annotation {hint!r}")
-
-
-def _fields(section: str):
-    cls = SECTIONS[section]
-    hints = typing.get_type_hints(cls)
-    return [(f.name, hints[f.name]) for f in dataclasses.fields(cls) if (section, f.name) not in DERIVED]
-
-
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Add ``--<section>-<field>`` for every PipelineConfig field (default: the preset's)."""
+    """Add ``--<section>-<field>`` for every PipelineConfig field (``flags.add_dataclass_flags``);
+    the help shows the quick preset's values, and a run's defaults are its preset's."""
     for section, cls in SECTIONS.items():
-        group = parser.add_argument_group(f"{section} ({cls.__name__}; default: the preset's value)")
-        for name, hint in _fields(section):
-            group.add_argument(f"--{section}-{name.replace('_', '-')}", dest=f"{section}__{name}",
-                               type=_converter(hint), default=None, metavar=_metavar(hint),
-                               help=f"{cls.__name__}.{name}")
-
-
-def _metavar(hint) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is tuple:
-        return "A,B,…" if args[-1] is Ellipsis else ",".join("ABCD"[: len(args)])
-    if origin in (typing.Union, types.UnionType):
-        return _metavar(next(a for a in args if a is not type(None))) + "|none"
-    return getattr(hint, "__name__", str(hint)).upper()
+        add_dataclass_flags(parser, cls, getattr(PRESETS["quick"], section), prefix=f"{section}-",
+                            exclude={f for s, f in DERIVED if s == section},
+                            title=f"{section} ({cls.__name__}; defaults shown: the quick preset's)")
 
 
 def config_from_args(preset: PipelineConfig, args: argparse.Namespace) -> PipelineConfig:
@@ -281,13 +166,14 @@ def config_from_args(preset: PipelineConfig, args: argparse.Namespace) -> Pipeli
     """
     sections = {}
     for section in SECTIONS:
-        given = {name: getattr(args, f"{section}__{name}") for name, _ in _fields(section)
-                 if getattr(args, f"{section}__{name}", None) is not None}
+        exclude = {f for s, f in DERIVED if s == section}
         base = getattr(preset, section)
         if section == "model":
             n = sections["data"].n
-            if n != base.input_size:
-                given.setdefault("depth", default_depth(n))
-            given["input_size"] = n
-        sections[section] = dataclasses.replace(base, **given)
+            forced = dict(input_size=n)
+            if n != base.input_size and getattr(args, "model__depth", None) is None:
+                forced["depth"] = default_depth(n)
+            sections[section] = config_from_flags(base, args, prefix="model-", exclude=exclude, **forced)
+        else:
+            sections[section] = config_from_flags(base, args, prefix=f"{section}-", exclude=exclude)
     return PipelineConfig(**sections)

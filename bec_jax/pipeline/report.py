@@ -61,10 +61,9 @@ def build_report(config, results: dict) -> dict:
 
 def plot_compression(models: dict, path) -> Path:
     """Size on disk, test MSE and mean fidelity of every model variant (bars)."""
-    import matplotlib
+    from matplotlib.ticker import MaxNLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from bec_jax.plotting import subplots
 
     names = list(models)
     y = np.arange(len(names))
@@ -72,7 +71,7 @@ def plot_compression(models: dict, path) -> Path:
               ("test masked MSE", [models[n]["mse"] for n in names], "{:.2e}"),
               ("mean fidelity", [models[n]["fidelity_mean"] for n in names], "{:.4f}"),
               ("vortex count accuracy", [models[n]["vortex_count_accuracy"] for n in names], "{:.2f}")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 0.45 * len(names) + 1.4), sharey=True,
+    fig, axes = subplots(1, len(panels), figsize=(3.4 * len(panels), 0.45 * len(names) + 1.4), sharey=True,
                              constrained_layout=True)
     colors = ["C0" if models[n]["scheme"] is None else "C1" for n in names]
     for ax, (title, vals, fmt) in zip(axes, panels):
@@ -84,13 +83,12 @@ def plot_compression(models: dict, path) -> Path:
             ax.text(v, yi, " " + fmt.format(v), va="center", fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=8)
-        ax.xaxis.set_major_locator(plt.MaxNLocator(4))  # long tick labels (1.0e-02) must not overlap
+        ax.xaxis.set_major_locator(MaxNLocator(4))  # long tick labels (1.0e-02) must not overlap
         ax.margins(x=0.3)  # room for the value labels
     axes[0].set_yticks(y, names)
     axes[0].invert_yaxis()
     fig.suptitle("Reloaded models on the test split (orange: int8)", fontsize=10)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 

@@ -104,20 +104,27 @@ def _physics_informed(grid, config):
 class TrainConfig:
     """Training hyper-parameters (reference defaults: Adam, lr 1e-3, batch 8, 50 epochs).
 
-    optimizer: "sgd" (momentum ``momentum``), "adam", or "adamw" (decoupled
-      weight decay ``weight_decay``; PyTorch's default 1e-2).
-    learning_rate: > 0. batch_size: >= 1. epochs: >= 1 (may be raised on resume).
+    optimizer: "sgd", "adam" or "adamw", with PyTorch semantics.
+    learning_rate: step size, > 0.
+    batch_size: samples per step, >= 1.
+    epochs: passes over the training split, >= 1 (may be raised on resume).
     seed: model initialisation and batch order.
-    loss: a name of ``LOSSES``: "masked_mse" (mean over valid pixels, default),
-      "reference" (mean over all pixels of the masked squared error, the paper's),
-      or "mse+fidelity" (masked MSE + fidelity_weight · quantum fidelity of the
+    weight_decay: AdamW's decoupled weight decay, >= 0 (PyTorch's default 1e-2).
+    momentum: SGD momentum in [0, 1) (reference: 0).
+    loss: a name of ``LOSSES``: "masked_mse" (mean over valid pixels), "reference"
+      (mean over all pixels of the masked squared error, the paper's), or
+      "mse+fidelity" (masked MSE + fidelity_weight · quantum fidelity of the
       integrated phase, ``bec_jax.train.physics_informed``).
-    fidelity_weight (λ ≥ 0), fidelity_modified (modified gradient ∇L/√(1−L)),
-      fidelity_vortices (vortex-aware integration): used by "mse+fidelity" only.
-    target, mask_threshold: how ψ becomes targets and masks (``TargetConfig``).
+    target: "phase_diff" (wrapped pixel differences of the phase, radians) or
+      "velocity" (∇θ in inverse oscillator lengths) (``TargetConfig``).
+    mask_threshold: pixels below this fraction of the peak density are not data, in [0, 1).
     augment: random 90° rotations of training samples.
-    split_seed, split: group-wise train/val/test split of the dataset.
+    split_seed: seed of the group-wise train/val/test split.
+    split: train, val and test fractions of the (g, Ω) groups, summing to 1.
     drop_last: drop the last partial training batch (reference: keep it).
+    fidelity_weight: λ >= 0 of the "mse+fidelity" loss.
+    fidelity_modified: the modified gradient ∇L/√(1−L) of the fidelity term ("mse+fidelity").
+    fidelity_vortices: vortex-aware phase integration in the fidelity term ("mse+fidelity").
     """
 
     optimizer: str = "adam"

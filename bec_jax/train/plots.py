@@ -1,13 +1,10 @@
-"""Figures for training and evaluation (matplotlib, Agg backend: headless)."""
+"""Figures for training and evaluation (``bec_jax.plotting.subplots``: headless, no pyplot state)."""
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
+from bec_jax.plotting import colormap, subplots
 
 __all__ = ["plot_history", "plot_optimizer_comparison", "plot_predictions"]
 
@@ -17,7 +14,7 @@ COLORS = {"sgd": "tab:green", "adam": "tab:blue", "adamw": "tab:orange"}
 def plot_history(history: list, path, title: str | None = None):
     """Train and validation loss vs epoch (log y). history: list of fit rows. Returns path."""
     ep = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(5, 3.4), constrained_layout=True)
+    fig, ax = subplots(figsize=(5, 3.4), constrained_layout=True)
     ax.semilogy(ep, [r["train_loss"] for r in history], label="train (batch mean)")
     ax.semilogy(ep, [r["val_loss"] for r in history], label="validation")
     ax.set_xlabel("epoch")
@@ -27,7 +24,6 @@ def plot_history(history: list, path, title: str | None = None):
     if title:
         ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -39,7 +35,7 @@ def plot_optimizer_comparison(curves: dict, path, ylabel: str, title: str | None
     {optimizer: value} drawn as markers at ``reference_epoch`` (the paper's
     numbers, on other data). Returns path.
     """
-    fig, ax = plt.subplots(figsize=(8.2, 4), constrained_layout=True)
+    fig, ax = subplots(figsize=(8.2, 4), constrained_layout=True)
     for name, c in curves.items():
         c = np.asarray(c, float)
         ep = np.arange(1, c.shape[1] + 1)
@@ -56,7 +52,6 @@ def plot_optimizer_comparison(curves: dict, path, ylabel: str, title: str | None
     if title:
         ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=130)
-    plt.close(fig)
     return path
 
 
@@ -79,9 +74,9 @@ def plot_predictions(samples: dict, path, title: str | None = None):
     B = psi.shape[0]
     cols = ["input log n", "true phase", "reconstructed phase", "true Δθ_x", "predicted Δθ_x",
             "|error| (masked)", "mask"]
-    fig, axes = plt.subplots(B, len(cols), figsize=(2.05 * len(cols), 2.15 * B + 0.5), squeeze=False,
+    fig, axes = subplots(B, len(cols), figsize=(2.05 * len(cols), 2.15 * B + 0.5), squeeze=False,
                              constrained_layout=True)
-    tw = plt.get_cmap("twilight").with_extremes(bad="0.85")
+    tw = colormap("twilight").with_extremes(bad="0.85")
     for b in range(B):
         inval = ~valid[b]
         # Align the reconstructed phase's free constant with the truth for display.
@@ -126,5 +121,4 @@ def plot_predictions(samples: dict, path, title: str | None = None):
     if title:
         fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -6,16 +6,14 @@ from bec_jax.cli import main
 
 
 def test_bad_input_is_a_clear_error(capsys, tmp_path):
-    with pytest.raises(SystemExit) as e:
-        main(["prune", "--sparsity", "1.2"])
-    assert e.value.code == 2 and "[0, 1)" in capsys.readouterr().err
+    assert main(["prune", "--sparsity", "1.2", "--out", str(tmp_path / "o")]) == 2
+    assert "[0, 1)" in capsys.readouterr().err
     assert main(["quantize", "--scheme", "int4", "--run", str(tmp_path)]) == 2
     assert "unknown scheme 'int4'" in capsys.readouterr().err
     assert main(["prune", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert "no training run" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
-        main(["prune", "--distribution", "layerwise"])
-    assert e.value.code == 2 and "invalid choice: 'layerwise'" in capsys.readouterr().err
+    assert main(["prune", "--distribution", "layerwise", "--out", str(tmp_path / "o")]) == 2
+    assert "'layerwise'" in capsys.readouterr().err
     for keep in ("0", "1.5", "half"):
         with pytest.raises(SystemExit) as e:
             main(["shrink", "--keep", keep])
@@ -26,17 +24,20 @@ def test_bad_input_is_a_clear_error(capsys, tmp_path):
     assert "no training run" in capsys.readouterr().err
 
 
-def test_cli_distributions_are_the_library_s():
+def test_prune_flags_are_the_compress_config_s(capsys):
     import argparse
+    import dataclasses
 
+    from bec_jax.compress import CompressConfig
     from bec_jax.compress.commands import register
-    from bec_jax.compress.pruning import DISTRIBUTIONS
 
     sub = argparse.ArgumentParser().add_subparsers()
     register(sub)
-    prune = sub.choices["prune"]
-    action = next(a for a in prune._actions if a.dest == "distribution")
-    assert tuple(action.choices) == DISTRIBUTIONS
+    options = {o for a in sub.choices["prune"]._actions for o in a.option_strings}
+    fields = {f.name for f in dataclasses.fields(CompressConfig)} - {"schemes", "combined_scheme"}
+    assert {"--" + f.replace("_", "-") for f in fields} <= options
+    help_text = " ".join(sub.choices["prune"].format_help().split())
+    assert "(default: iterative)" in help_text and "(default: 0.9)" in help_text
 
 
 @pytest.mark.slow

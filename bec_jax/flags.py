@@ -1,0 +1,195 @@
+"""What every ``bec-jax`` subcommand shares: flags generated from config dataclasses, the
+usage error, and output folders locked for the command's lifetime.
+
+One flag style: every field of a subcommand's config dataclass is a flag
+``--[prefix-]field-name`` (``add_dataclass_flags``), parsed by its annotation
+(int, float, str, bool as true/false, tuples as comma-separated values, ``X | None``
+with "none"), documented from the dataclass's docstring with its default, and
+applied with ``dataclasses.replace`` (``config_from_flags``), so that the class's
+own validation judges the values. Flags and configs cannot drift apart.
+
+This module imports neither JAX nor any subcommand: ``cli`` and every
+``*/commands.py`` import it, never each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import inspect
+import re
+import types
+import typing
+from pathlib import Path
+
+from bec_jax.artifacts import locked
+
+__all__ = ["UsageError", "floats", "positive_int", "parse_bool", "lock_output", "out_dir", "holding_locks",
+           "field_docs", "add_dataclass_flags", "config_from_flags"]
+
+
+class UsageError(ValueError):
+    """Bad user input detected before any work starts (exit code 2)."""
+
+
+def floats(text: str) -> list[float]:
+    """argparse type: comma-separated numbers."""
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def parse_bool(text: str) -> bool:
+    """argparse type: true/false (also 1/0, yes/no, on/off)."""
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+_held = contextlib.ExitStack()  # output locks of the running command, released when it ends
+
+
+@contextlib.contextmanager
+def holding_locks():
+    """Scope of one command: the locks taken by ``lock_output`` / ``out_dir`` are released at its end."""
+    global _held
+    _held = contextlib.ExitStack()
+    with _held:
+        yield
+
+
+def lock_output(path) -> None:
+    """Hold the lock of an output (folder or file) until the command ends (``artifacts.locked``)."""
+    _held.enter_context(locked(path))
+
+
+def out_dir(path: str, lock: bool = True) -> Path:
+    """Create (if needed), check writable and (``lock``) lock an output folder."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if lock:  # opening the lock file also proves the folder writable
+            lock_output(out)
+        else:
+            probe = out / ".write_test"
+            probe.write_text("")
+            probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write to output folder {str(out)!r}: {e.strerror or e}") from None
+    return out
+
+
+# ------------------------------------------------------------- config dataclasses -> flags
+
+def field_docs(cls) -> dict[str, str]:
+    """{field: its description} read from a config dataclass's docstring, whose entries look like
+    ``name: text``, ``a, b: shared text`` or ``name (note): text``, each starting a line, a sentence or
+    a clause after a semicolon."""
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    names = sorted((f.name for f in dataclasses.fields(cls)), key=len, reverse=True)
+    alt = "|".join(map(re.escape, names))
+    item = rf"(?:{alt})\b(?:\s*\([^()]*\))?"
+    starts = list(re.finditer(rf"(?:(?m:^)|(?<=\. )|(?<=; ))[ \t]*({item}(?:\s*,\s*{item})*)\s*:\s", doc))
+    out = {}
+    for m, nxt in zip(starts, starts[1:] + [None]):
+        text = " ".join(doc[m.end(): nxt.start() if nxt else len(doc)].split())
+        for name in re.findall(rf"\b({alt})\b", re.sub(r"\([^()]*\)", "", m.group(1))):
+            note = re.search(rf"\b{re.escape(name)}\s*(\([^()]*\))", m.group(1))
+            out.setdefault(name, f"{note.group(1)} {text}" if note else text)
+    return out
+
+
+def _converter(hint):
+    """argparse ``type`` for a field annotation."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = _converter(next(a for a in args if a is not type(None)))
+        return lambda text: None if text.strip().lower() == "none" else inner(text)
+    if origin is tuple:
+        item = _converter(args[0])
+
+        def parse_tuple(text: str):
+            vals = tuple(item(t.strip()) for t in text.split(",") if t.strip())
+            if args[-1] is not Ellipsis and len(vals) != len(args):
+                raise argparse.ArgumentTypeError(f"expected {len(args)} comma-separated values, got {text!r}")
+            return vals
+        return parse_tuple
+    if hint is bool:
+        return parse_bool
+    if hint in (int, float, str):
+        def parse_scalar(text: str):
+            try:
+                return hint(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {hint.__name__}, got {text!r}") from None
+        return parse_scalar
+    raise TypeError(f"no flag parser for annotation {hint!r}")
+
+
+def _metavar(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        return "A,B,…" if args[-1] is Ellipsis else ",".join("ABCD"[: len(args)])
+    if origin in (typing.Union, types.UnionType):
+        return _metavar(next(a for a in args if a is not type(None))) + "|none"
+    return getattr(hint, "__name__", str(hint)).upper()
+
+
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+def _dest(prefix: str, name: str) -> str:
+    return f"{prefix.rstrip('-').replace('-', '_') or 'config'}__{name}"
+
+
+def _flag_fields(cls, exclude):
+    hints = typing.get_type_hints(cls)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(cls) if f.name not in exclude]
+
+
+def add_dataclass_flags(parser, cls, base=None, *, prefix: str = "", exclude=(), aliases: dict | None = None,
+                        defaults: dict | None = None, title: str | None = None) -> None:
+    """Add a flag ``--<prefix><field-name>`` for every field of the dataclass ``cls`` (but ``exclude``).
+
+    base: the instance whose values the help shows as defaults (None: the class's own
+    defaults). defaults: {field: text} shown instead, for defaults decided at run time.
+    Flags default to None (not given); ``config_from_flags`` applies the given ones. A bool
+    flag alone means true. aliases: {field: [extra option strings]} kept for older command lines.
+    """
+    group = parser.add_argument_group(title or f"{cls.__name__} settings")
+    docs = field_docs(cls)
+    for name, hint in _flag_fields(cls, exclude):
+        value = getattr(base if base is not None else cls, name, dataclasses.MISSING)
+        default = (defaults or {}).get(name, "required" if value is dataclasses.MISSING else _show(value))
+        help_text = f"{docs.get(name, name.replace('_', ' '))} (default: {default})".replace("%", "%%")
+        extra = dict(nargs="?", const=True) if hint is bool else {}
+        group.add_argument(f"--{prefix}{name.replace('_', '-')}", *(aliases or {}).get(name, ()),
+                           dest=_dest(prefix, name), type=_converter(hint), default=None, metavar=_metavar(hint),
+                           help=help_text, **extra)
+
+
+def config_from_flags(base, args: argparse.Namespace, *, prefix: str = "", exclude=(), **forced):
+    """``base`` (a config dataclass instance) with the flags given on the command line applied,
+    then ``forced`` fields; the class's own validation raises ValueError for bad values."""
+    given = {name: getattr(args, _dest(prefix, name)) for name, _ in _flag_fields(type(base), exclude)
+             if getattr(args, _dest(prefix, name), None) is not None}
+    return dataclasses.replace(base, **{**given, **forced})
