@@ -135,7 +135,7 @@ def solver_part(args) -> dict:
 
 def pcg_part(args) -> dict:
     from bec_jax.data.generate import PRESETS, sample_parameters
-    from bec_jax.gpe.groundstate import _solve_jit, start_keys, SolverSettings, default_tolerances
+    from bec_jax.gpe.groundstate import _solve_jit, start_keys
 
     cfg = PRESETS["paper"]
     if args.smoke:
@@ -143,8 +143,7 @@ def pcg_part(args) -> dict:
         cfg = dataclasses.replace(cfg, n=args.n, n_groups=4, max_iter=200)
     g_all, om_all, _, ids = sample_parameters(cfg)
     grid = cfg.grid
-    tr, te = default_tolerances()
-    settings = SolverSettings(n_starts=cfg.n_starts, max_iter=cfg.max_iter, tol_residual=tr, tol_energy=te)
+    method = cfg.solver  # the generation's own method object, tolerances resolved by dtype
     rows = []
     for b in args.pcg_batches:
         sel = np.resize(np.arange(len(g_all)), b)
@@ -153,7 +152,7 @@ def pcg_part(args) -> dict:
                           cfg.n_starts)
         g, om = jnp.asarray(g_all[sel], jnp.float32), jnp.asarray(om_all[sel], jnp.float32)
         t0 = time.perf_counter()
-        compiled = _solve_jit.lower(grid, g, om, keys, settings).compile()
+        compiled = _solve_jit.lower(grid, g, om, keys, method).compile()
         t_compile = time.perf_counter() - t0
         t0 = time.perf_counter()
         res = jax.block_until_ready(compiled(g, om, keys))

@@ -39,7 +39,7 @@ import numpy as np
 
 import bec_jax as bj
 import bec_jax.data as bd
-from bec_jax.gpe.groundstate import SolverSettings
+from bec_jax.gpe.groundstate import ImaginaryTime, solver_method
 from bec_jax.gpe.minimize import PRECONDITIONER_PASSES
 from common import write_result
 
@@ -64,9 +64,9 @@ def time_generate(config, repeat_compiled: bool) -> dict:
 def executed_passes(kw: dict, start_steps: np.ndarray, polish: int) -> int:
     """1-D FFT passes a batch-1 solve executes: its starts run in lockstep (n_starts × the slowest),
     plus the winner's polish iterations (pcg, when it hit max_iter)."""
-    s = SolverSettings(**kw)
+    s = solver_method(**kw)
     n_starts, slowest = len(start_steps), int(start_steps.max())
-    if s.method == "imaginary_time":
+    if isinstance(s, ImaginaryTime):
         return n_starts * (4 * slowest + 6 * (slowest // s.check_every))
     per_iter = 4 + PRECONDITIONER_PASSES[s.preconditioner] + 2
     return n_starts * (4 * s.warmup_steps + 6 + per_iter * (slowest - s.warmup_steps)) + per_iter * polish

@@ -48,7 +48,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bec_jax as bj  # noqa: E402
-from bec_jax.gpe.groundstate import SolverSettings, make_imaginary_time, seeded_guesses, start_keys  # noqa: E402
+from bec_jax.gpe.groundstate import ImaginaryTime, make_imaginary_time, seeded_guesses, start_keys  # noqa: E402
 from bec_jax.gpe.hamiltonian import density  # noqa: E402
 from bec_jax.gpe.minimize import PRECONDITIONER_PASSES, make_pcg  # noqa: E402
 from bec_jax.gpe.splitstep import evolve  # noqa: E402
@@ -105,8 +105,8 @@ def trace_pcg(grid, g, omega, psi0, args, preconditioner: str, warmup: int = WAR
 
 def trace_imaginary_time(grid, g, omega, psi0, args) -> dict:
     """One start: the dt schedule of ground_state(method="imaginary_time"); one record per check."""
-    s = SolverSettings(method="imaginary_time", dt=args.dt, dt_min=args.dt_min, check_every=CHECK_EVERY,
-                       max_steps=args.it_max_steps, tol_residual=args.tol, tol_energy=1e-12)
+    s = ImaginaryTime(dt=args.dt, dt_min=args.dt_min, check_every=CHECK_EVERY, max_steps=args.it_max_steps,
+                      tol_residual=args.tol, tol_energy=1e-12)
     init, check = make_imaginary_time(grid, g, omega, s)
     init = jax.jit(init).lower(psi0).compile()
     t0 = time.perf_counter()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import inspect
 import json
 import shutil
 import time
@@ -38,7 +37,7 @@ import numpy as np
 import bec_jax
 from bec_jax.artifacts import CorruptArtifact
 from bec_jax.data.storage import FIELDS, atomic_write_h5, read_h5
-from bec_jax.gpe.groundstate import box_length, ground_state
+from bec_jax.gpe.groundstate import box_length, ground_state, solver_method
 from bec_jax.gpe.grid import Grid
 from bec_jax.gpe.splitstep import check_parameters
 
@@ -96,6 +95,12 @@ class GenerateConfig:
         if not 0 <= self.seed < 2**31:  # the per-sample keys fold the seed into 32 bits
             raise ValueError(f"seed must be in [0, 2**31), got {self.seed}")
         Grid(self.n, self.resolved_length)  # validates n and length
+        self.solver  # validates method and max_iter
+
+    @property
+    def solver(self):
+        """The ground-state method object of these settings (``gpe.solver_method``)."""
+        return solver_method(self.method, max_iter=self.max_iter)  # max_iter: PCG's (imaginary time has none)
 
     @property
     def resolved_length(self) -> float:
@@ -141,16 +146,13 @@ def _solve_batch(config: GenerateConfig, g, omega, sample_ids):
     grid = config.grid
     base = jax.random.key(config.seed)
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(sample_ids, jnp.uint32))
-    res = ground_state(grid, g, omega, key=keys, n_starts=config.n_starts, max_iter=config.max_iter,
-                       method=config.method)
+    res = ground_state(grid, g, omega, key=keys, n_starts=config.n_starts, method=config.solver)
     return jax.device_get(res)
 
 
 def _solver_attrs(config: GenerateConfig) -> str:
-    # ground_state's defaults that shape the states but are not config fields (provenance).
-    preconditioner = inspect.signature(bec_jax.gpe.groundstate.ground_state).parameters["preconditioner"].default
-    return json.dumps(dict(method=config.method, n_starts=config.n_starts, max_iter=config.max_iter,
-                           preconditioner=preconditioner, tolerances=bec_jax.gpe.groundstate.default_tolerances()))
+    # every setting of the method that shaped the states, defaults included (provenance)
+    return json.dumps(dict(method=config.method, n_starts=config.n_starts, **dataclasses.asdict(config.solver)))
 
 
 def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches: int | None = None) -> dict:

@@ -29,7 +29,8 @@ __all__ = [
     "real_time",
 ]
 
-from bec_jax.gpe.groundstate import GroundStateResult, SolverSettings, box_length, ground_state, initial_guess
+from bec_jax.gpe.groundstate import (PCG, GroundStateResult, ImaginaryTime, box_length, ground_state, initial_guess,
+                                     solver_method)
 from bec_jax.gpe.observables import (
     RegionConfig,
     edge_density,
@@ -45,7 +46,9 @@ from bec_jax.gpe.observables import (
 __all__ += [
     "RegionConfig",
     "GroundStateResult",
-    "SolverSettings",
+    "PCG",
+    "ImaginaryTime",
+    "solver_method",
     "box_length",
     "ground_state",
     "initial_guess",

@@ -10,13 +10,13 @@ Strategy (why each piece is there):
   a = √(2π/(√3 Ω)), with a different number of vortices per start (N, N − d,
   N + d, N − 2d, … with d = max(1, N/5) and N = ``vortex_number_estimate``),
   randomly placed, rotated and jittered. The lowest final energy among the converged starts wins.
-* **method="pcg" (default).** ``warmup_steps`` split-step imaginary-time steps
+* **``PCG`` (default, ``method=PCG(...)``).** ``warmup_steps`` split-step imaginary-time steps
   at ``dt`` (cheap; heals the seeded cores and settles the cloud), then
   preconditioned nonlinear CG on the unit sphere (``minimize.pcg_minimize``,
   rotating-frame preconditioner by default, ALT's lab-frame kinetic one with
   ``preconditioner="kinetic"``), which converges to the stationary state of H
   itself.
-* **method="imaginary_time".** Split-step imaginary time only; each state
+* **``ImaginaryTime``.** Split-step imaginary time only; each state
   starts at ``dt`` and halves it (down to ``dt_min``) whenever its energy has
   stopped changing (|ΔE| per check ≤ max(tol_energy, 1e-3·residual²)) while
   the residual is still above tolerance, because the
@@ -31,7 +31,7 @@ Strategy (why each piece is there):
   converged. A converged state stops while the rest of the batch goes on.
 
 The whole batch — guesses, relaxation of every start, selection — is one
-compiled program per (grid, batch size, settings), split over local devices
+compiled program per (grid, batch size, method), split over local devices
 along the batch axis (``sharding.shard_batch``), or along the starts when the
 devices divide those but not the batch.
 """
@@ -56,7 +56,10 @@ from bec_jax.gpe.splitstep import check_parameters, evolve
 
 __all__ = [
     "GroundStateResult",
-    "SolverSettings",
+    "PCG",
+    "ImaginaryTime",
+    "METHODS",
+    "solver_method",
     "ground_state",
     "initial_guess",
     "box_length",
@@ -78,35 +81,36 @@ def box_length(g, omega, margin: float = 3.5):
     return 2.0 * (np.maximum(R, 1.5) + margin)
 
 
-@dataclasses.dataclass(frozen=True)
-class SolverSettings:
-    """Imaginary-time ground-state settings (hashable: a static jit argument).
+def _check_tolerances(tol_residual, tol_energy):
+    for name, v in (("tol_residual", tol_residual), ("tol_energy", tol_energy)):
+        if v is not None and not v > 0:
+            raise ValueError(f"{name} must be > 0 (or None: by dtype), got {v}")
 
-    method: "pcg" or "imaginary_time" (module doc). dt: imaginary time step
-    (first step of the schedule for imaginary_time; warm-up step for pcg);
-    dt_min: smallest step of the schedule; check_every: steps between
-    convergence checks (even); max_steps: imaginary-time cap per start;
-    warmup_steps: imaginary-time steps before CG (even); max_iter: CG cap per
-    start; preconditioner: "rotating" (default) or "kinetic" (``minimize``);
-    tol_residual / tol_energy: convergence criterion (module doc);
-    n_starts: initial guesses per state.
+
+@dataclasses.dataclass(frozen=True)
+class PCG:
+    """Ground-state method (default): an imaginary-time warm-up, then preconditioned
+    nonlinear conjugate gradients on the unit sphere (``minimize.pcg_minimize``).
+
+    warmup_steps: split-step imaginary-time steps before CG, even, >= 0.
+    dt: imaginary time step of the warm-up in units of 1/ω⊥, in (0, 0.5].
+    max_iter: CG iteration cap per start, >= 1.
+    preconditioner: "rotating" (rotating-frame, default) or "kinetic" (lab-frame, ALT's).
+    tol_residual: converged when ‖Hψ − μψ‖ is at most this (None: by dtype, ``default_tolerances``).
+    tol_energy: and the relative energy change of the last iteration at most this (None: by dtype).
+
+    A frozen, hashable value (a static jit argument), passed as
+    ``ground_state(..., method=PCG(max_iter=500))``.
     """
 
-    method: str = "pcg"
-    dt: float = 0.05
-    dt_min: float = 0.002
-    check_every: int = 100
-    max_steps: int = 20_000
     warmup_steps: int = 200
+    dt: float = 0.05
     max_iter: int = 2_000
     preconditioner: str = "rotating"
-    tol_residual: float = 1e-4
-    tol_energy: float = 1e-7
-    n_starts: int = 4
+    tol_residual: float | None = None
+    tol_energy: float | None = None
 
     def __post_init__(self):
-        if self.method not in ("pcg", "imaginary_time"):
-            raise ValueError(f"method must be 'pcg' or 'imaginary_time', got {self.method!r}")
         if self.preconditioner not in PRECONDITIONER_PASSES:
             raise ValueError(
                 f"preconditioner must be one of {sorted(PRECONDITIONER_PASSES)}, got {self.preconditioner!r}"
@@ -115,18 +119,83 @@ class SolverSettings:
             raise ValueError(
                 f"need warmup_steps even and >= 0 and max_iter >= 1, got {self.warmup_steps}, {self.max_iter}"
             )
+        if not (0 < self.dt <= 0.5):
+            raise ValueError(f"dt must be in (0, 0.5], got {self.dt}")
+        _check_tolerances(self.tol_residual, self.tol_energy)
+
+    def relax(self, grid: Grid, psi, g, omega):
+        """Relax ONE state (n, n) -> (psi, energy, residual, steps, converged); vmap it."""
+        psi = evolve(grid, psi, g, omega, self.dt, self.warmup_steps, True)
+        psi, res, it, conv = pcg_minimize(grid, psi, g, omega, max_iter=self.max_iter,
+                                          tol_residual=self.tol_residual, tol_energy=self.tol_energy,
+                                          preconditioner=self.preconditioner)
+        return psi, energy(grid, psi, g, omega), res, it + self.warmup_steps, conv
+
+    def polish(self):
+        """The method that finishes a winning start which hit ``max_iter`` (no warm-up)."""
+        return dataclasses.replace(self, warmup_steps=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImaginaryTime:
+    """Ground-state method: split-step imaginary time with a step schedule (module doc).
+
+    dt: first imaginary time step in units of 1/ω⊥, in (0, 0.5]; halved whenever the energy stalls.
+    dt_min: smallest step, in (0, dt].
+    check_every: steps between convergence checks, even, >= 2.
+    max_steps: imaginary-time step cap per start, >= check_every.
+    tol_residual: converged when ‖Hψ − μψ‖ is at most this (None: by dtype, ``default_tolerances``).
+    tol_energy: and the relative energy change over the last check at most this (None: by dtype).
+    """
+
+    dt: float = 0.05
+    dt_min: float = 0.002
+    check_every: int = 100
+    max_steps: int = 20_000
+    tol_residual: float | None = None
+    tol_energy: float | None = None
+
+    def __post_init__(self):
         if not (0 < self.dt_min <= self.dt <= 0.5):
             raise ValueError(f"need 0 < dt_min <= dt <= 0.5, got dt={self.dt}, dt_min={self.dt_min}")
         if self.check_every < 2 or self.check_every % 2:
             raise ValueError(f"check_every must be even and >= 2, got {self.check_every}")
         if self.max_steps < self.check_every:
             raise ValueError(f"max_steps must be >= check_every={self.check_every}, got {self.max_steps}")
-        if self.tol_residual <= 0 or self.tol_energy <= 0:
-            raise ValueError(
-                f"tolerances must be > 0, got tol_residual={self.tol_residual}, tol_energy={self.tol_energy}"
-            )
-        if self.n_starts < 1:
-            raise ValueError(f"n_starts must be >= 1, got {self.n_starts}")
+        _check_tolerances(self.tol_residual, self.tol_energy)
+
+    def relax(self, grid: Grid, psi, g, omega):
+        """Relax ONE state (n, n) -> (psi, energy, residual, steps, converged); vmap it."""
+        init, check = make_imaginary_time(grid, g, omega, self)
+        c = jax.lax.while_loop(lambda c: (~c["done"]) & (c["steps"] < self.max_steps), check, init(psi))
+        return c["psi"], c["e"], c["r"], c["steps"], c["conv"]
+
+    def polish(self):
+        return None  # the schedule already ran to its own end
+
+
+#: ground-state methods by name (``GenerateConfig.method``, ``ground_state(method="pcg")``)
+METHODS = {"pcg": PCG, "imaginary_time": ImaginaryTime}
+
+
+def solver_method(method="pcg", **settings):
+    """The method object of ``method`` (a name of ``METHODS`` or a method object) with ``settings``
+    applied: fields of either method; those the chosen method does not have are ignored (a
+    ``max_steps`` means nothing to PCG), any other name is a TypeError. Tolerances left None
+    are filled by dtype (``default_tolerances``)."""
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {sorted(METHODS)} or a method object, got {method!r}")
+        method = METHODS[method]()
+    elif not isinstance(method, tuple(METHODS.values())):
+        raise ValueError(f"method must be one of {sorted(METHODS)} or a method object, got {method!r}")
+    known = {f.name for cls in METHODS.values() for f in dataclasses.fields(cls)}
+    if unknown := sorted(set(settings) - known):
+        raise TypeError(f"unknown ground-state setting(s) {unknown}; known: {sorted(known)}")
+    own = {f.name for f in dataclasses.fields(method)}
+    method = dataclasses.replace(method, **{k: v for k, v in settings.items() if k in own and v is not None})
+    tr, te = default_tolerances()
+    return dataclasses.replace(method, tol_residual=method.tol_residual or tr, tol_energy=method.tol_energy or te)
 
 
 def default_tolerances(dtype=None) -> tuple[float, float]:
@@ -233,19 +302,7 @@ def start_vortex_numbers(g, omega, n_starts: int):
     return jnp.maximum(jnp.round(est + steps), 0).astype(jnp.int32)
 
 
-def _relax(grid: Grid, psi, g, omega, s: SolverSettings):
-    """Relax ONE state (n, n) -> (psi, energy, residual, steps, converged); vmap it."""
-    if s.method == "imaginary_time":
-        return _relax_imaginary_time(grid, psi, g, omega, s)
-    psi = evolve(grid, psi, g, omega, s.dt, s.warmup_steps, True)
-    psi, res, it, conv = pcg_minimize(
-        grid, psi, g, omega, max_iter=s.max_iter, tol_residual=s.tol_residual, tol_energy=s.tol_energy,
-        preconditioner=s.preconditioner,
-    )
-    return psi, energy(grid, psi, g, omega), res, it + s.warmup_steps, conv
-
-
-def make_imaginary_time(grid: Grid, g, omega, s: SolverSettings):
+def make_imaginary_time(grid: Grid, g, omega, s: ImaginaryTime):
     """Factory: ``(init, check)`` of the imaginary-time schedule for ONE state.
 
     ``init(psi)`` returns the carry (psi, e, r = residual, dt, steps, done,
@@ -279,13 +336,6 @@ def make_imaginary_time(grid: Grid, g, omega, s: SolverSettings):
     return init, check
 
 
-def _relax_imaginary_time(grid: Grid, psi, g, omega, s: SolverSettings):
-    """Imaginary time with the dt schedule until converged or max_steps."""
-    init, check = make_imaginary_time(grid, g, omega, s)
-    c = jax.lax.while_loop(lambda c: (~c["done"]) & (c["steps"] < s.max_steps), check, init(psi))
-    return c["psi"], c["e"], c["r"], c["steps"], c["conv"]
-
-
 def seeded_guesses(grid: Grid, g, omega, keys):
     """The seeded starts of ``ground_state``: g, omega (B,), keys (B, S) -> psi (B, S, n, n)."""
     n_starts = keys.shape[1]
@@ -296,7 +346,7 @@ def seeded_guesses(grid: Grid, g, omega, keys):
     )(g, omega, keys)
 
 
-def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, start_mesh=None, chunk=None):
+def _solve(grid: Grid, g, omega, keys, method, psi0=None, start_mesh=None, chunk=None):
     """Batch program: g, omega (B,), keys (B, S) -> GroundStateResult (B,).
 
     start_mesh: optional mesh over which the B·S starts are relaxed, each
@@ -310,7 +360,7 @@ def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, star
     else:
         guesses = normalize(grid, psi0)[:, None]
     b, s = guesses.shape[:2]
-    relax = shard_batch(map_batch(lambda p, gi, oi: _relax(grid, p, gi, oi, settings), chunk), start_mesh)
+    relax = shard_batch(map_batch(lambda p, gi, oi: method.relax(grid, p, gi, oi), chunk), start_mesh)
     out = relax(guesses.reshape((b * s,) + guesses.shape[2:]), jnp.repeat(g, s), jnp.repeat(omega, s))
     psi, e, r, steps, conv = (a.reshape((b, s) + a.shape[1:]) for a in out)
     start_energies, start_steps = e, steps
@@ -321,10 +371,8 @@ def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, star
     best = jnp.argmin(jnp.where(finite, e, jnp.inf), axis=1)
     pick = lambda a: jnp.take_along_axis(a, best.reshape((-1,) + (1,) * (a.ndim - 1)), axis=1)[:, 0]
     psi, e, r, steps, conv = (pick(a) for a in (psi, e, r, steps, conv))
-    if settings.method == "pcg":
-        polish = map_batch(lambda p, gi, oi: _relax(grid, p, gi, oi, dataclasses.replace(settings, warmup_steps=0)),
-                           chunk)
-        p2, e2, r2, s2, c2 = polish(psi, g, omega)
+    if (finish := method.polish()) is not None:
+        p2, e2, r2, s2, c2 = map_batch(lambda p, gi, oi: finish.relax(grid, p, gi, oi), chunk)(psi, g, omega)
         keep = conv
         psi = jnp.where(per_state(keep), psi, p2)
         e, r, conv = jnp.where(keep, e, e2), jnp.where(keep, r, r2), jnp.where(keep, conv, c2)
@@ -364,12 +412,11 @@ def start_keys(key, batch: int, n_starts: int):
     return jax.random.split(key, (batch, n_starts))
 
 
-@functools.partial(jax.jit, static_argnames=("grid", "settings", "mesh", "start_mesh", "chunk"))
-def _solve_jit(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, mesh=None, start_mesh=None,
-               chunk=None):
+@functools.partial(jax.jit, static_argnames=("grid", "method", "mesh", "start_mesh", "chunk"))
+def _solve_jit(grid: Grid, g, omega, keys, method, psi0=None, mesh=None, start_mesh=None, chunk=None):
     """``_solve`` as one program, split over ``mesh`` (each device its slice of
     the states) or, inside, over ``start_mesh`` (each device its slice of the starts)."""
-    solve = lambda g, o, k, p: _solve(grid, g, o, k, settings, p, start_mesh, chunk)
+    solve = lambda g, o, k, p: _solve(grid, g, o, k, method, p, start_mesh, chunk)
     return shard_batch(solve, mesh)(g, omega, keys, psi0)
 
 
@@ -379,20 +426,12 @@ def ground_state(
     omega,
     *,
     key,
+    method="pcg",
     psi0=None,
     n_starts: int | None = None,
-    method: str = "pcg",
-    dt: float = 0.05,
-    dt_min: float = 0.002,
-    check_every: int = 100,
-    max_steps: int = 20_000,
-    warmup_steps: int = 200,
-    max_iter: int = 2_000,
-    preconditioner: str = "rotating",
-    tol_residual: float | None = None,
-    tol_energy: float | None = None,
     shard: bool = True,
     chunk="auto",
+    **settings,
 ) -> GroundStateResult:
     """Ground states of the rotating GPE for one or many (g, Ω).
 
@@ -404,9 +443,13 @@ def ground_state(
         batch of typed keys (B,) (``jax.random.key`` arrays), one per state, so
         that a state's result does not depend on the batch it was solved in.
       psi0: optional initial states (B, n, n) (or (n, n)); then one start each.
+      method: the relaxation, a method object carrying its settings (``PCG(...)``,
+        the default, or ``ImaginaryTime(...)``), or its name ("pcg", "imaginary_time").
       n_starts: guesses per state (default 4; 1 when psi0 is given).
-      method, dt, dt_min, check_every, max_steps, warmup_steps, max_iter,
-        preconditioner, tol_residual, tol_energy: see ``SolverSettings``; tolerances default by dtype (``default_tolerances``).
+      **settings: the method's fields as keywords (dt, dt_min, check_every,
+        max_steps, warmup_steps, max_iter, preconditioner, tol_residual,
+        tol_energy), applied over ``method`` (``solver_method``); tolerances
+        left None default by dtype (``default_tolerances``).
       shard: split the batch over all local devices when there are several
         and they divide the batch evenly (``sharding.shard_batch``: each device
         relaxes its slice, and stops when its own states have converged); else,
@@ -437,36 +480,26 @@ def ground_state(
     batch = g_arr.shape[0]
     if batch == 0:
         raise ValueError("g and omega must not be empty")
-    tr, te = default_tolerances()
-    settings = SolverSettings(
-        method=method,
-        dt=dt,
-        warmup_steps=warmup_steps,
-        max_iter=max_iter,
-        preconditioner=preconditioner,
-        dt_min=dt_min,
-        check_every=check_every,
-        max_steps=max_steps,
-        tol_residual=tr if tol_residual is None else tol_residual,
-        tol_energy=te if tol_energy is None else tol_energy,
-        n_starts=(1 if psi0 is not None else 4) if n_starts is None else n_starts,
-    )
+    method = solver_method(method, **settings)
+    n_starts = (1 if psi0 is not None else 4) if n_starts is None else n_starts
+    if not (isinstance(n_starts, (int, np.integer)) and n_starts >= 1):
+        raise ValueError(f"n_starts must be an integer >= 1, got {n_starts!r}")
     if psi0 is not None:
         psi0 = jnp.asarray(psi0, complex_dtype())
         if psi0.shape == (grid.n, grid.n):
             psi0 = jnp.broadcast_to(psi0, (batch, grid.n, grid.n))
         if psi0.shape != (batch, grid.n, grid.n):
             raise ValueError(f"psi0 must have shape ({batch}, {grid.n}, {grid.n}), got {psi0.shape}")
-        if settings.n_starts != 1:
-            raise ValueError(f"with psi0 given, n_starts must be 1, got {settings.n_starts}")
+        if n_starts != 1:
+            raise ValueError(f"with psi0 given, n_starts must be 1, got {n_starts}")
         check_inputs(psi0)
     resolve_chunk(chunk, None)  # a bad value fails before any work
-    keys = start_keys(_check_key(key, batch), batch, settings.n_starts)
+    keys = start_keys(_check_key(key, batch), batch, n_starts)
     rdt = real_dtype()
     args = [jnp.asarray(g_arr, rdt), jnp.asarray(om_arr, rdt), keys]
     mesh = batch_mesh(batch) if shard else None
     # A batch the devices do not divide (one state, say) may still split by its starts.
-    start_mesh = batch_mesh(batch * settings.n_starts) if shard and mesh is None else None
+    start_mesh = batch_mesh(batch * n_starts) if shard and mesh is None else None
     if start_mesh is not None:
         args, psi0 = place((args, psi0), start_mesh, split=False)
     else:
@@ -479,9 +512,9 @@ def ground_state(
     per_start = 136 if backend_of(args[0]) == "cpu" else 24
     split = mesh if mesh is not None else start_mesh
     devices = 1 if split is None else split.devices.size  # each holds its share
-    check_memory(per_start * batch * settings.n_starts * grid.n**2 * jnp.dtype(complex_dtype()).itemsize / devices,
-                 f"ground_state ({batch} states x {settings.n_starts} starts on {grid.n}²)", backend_of(args[0]))
-    res = _solve_jit(grid, *args, settings, psi0, mesh, start_mesh, chunk)
+    check_memory(per_start * batch * n_starts * grid.n**2 * jnp.dtype(complex_dtype()).itemsize / devices,
+                 f"ground_state ({batch} states x {n_starts} starts on {grid.n}²)", backend_of(args[0]))
+    res = _solve_jit(grid, *args, method, psi0, mesh, start_mesh, chunk)
     bad = ~np.isfinite(np.asarray(res.energy))
     if bad.any():
         warnings.warn(f"{int(bad.sum())} of {batch} ground states are not finite (g = "

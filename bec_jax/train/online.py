@@ -3,8 +3,8 @@
 One compiled program per (grid, settings, model) does, every step:
 
     key ──► B new (g, Ω) ──► seeded vortex-lattice guesses (``initial_guess``, ``n_starts``
-    per state) ──► imaginary-time warm-up (``evolve``) ──► preconditioned CG on the
-    unit sphere (``pcg_minimize``, at most ``max_iter`` iterations) ──► lowest-energy
+    per state) ──► ``ground_state``'s ``PCG`` method (imaginary-time warm-up, then
+    preconditioned CG on the unit sphere, at most ``max_iter`` iterations) ──► lowest-energy
     start ──► (log-density, phase-difference target, mask) ──► U-Net update
 
 so no dataset is stored and every sample is new. The solver is the one
@@ -34,11 +34,8 @@ import optax
 from bec_jax.data.loader import Batch
 from bec_jax.data.targets import TargetConfig, make_example
 from bec_jax.gpe.grid import Grid, real_dtype
-from bec_jax.gpe.groundstate import initial_guess, start_vortex_numbers
-from bec_jax.gpe.hamiltonian import energy
-from bec_jax.gpe.minimize import pcg_minimize
+from bec_jax.gpe.groundstate import PCG, initial_guess, start_vortex_numbers
 from bec_jax.gpe.sharding import loop_chunk, map_batch
-from bec_jax.gpe.splitstep import evolve
 from bec_jax.train.core import TrainState, make_update
 
 __all__ = ["OnlineConfig", "sample_parameters", "sample_states", "make_online_step", "init_online_state"]
@@ -92,6 +89,12 @@ class OnlineConfig:
     def target_config(self) -> TargetConfig:
         return TargetConfig(target=self.target, mask_threshold=self.mask_threshold)
 
+    @property
+    def solver(self) -> PCG:
+        """The in-step relaxation: ``ground_state``'s ``PCG`` with this budget and these tolerances."""
+        return PCG(warmup_steps=self.warmup_steps, dt=self.dt, max_iter=self.max_iter,
+                   tol_residual=self.tol_residual, tol_energy=self.tol_energy)
+
 
 def sample_parameters(key, config: OnlineConfig):
     """(g, Ω), each float (batch_size,), uniform in the configured box."""
@@ -106,11 +109,8 @@ def _relax_one(grid: Grid, g, omega, key, config: OnlineConfig):
     """ONE state: every start relaxed, lowest energy kept -> (ψ (n, n), residual, converged, energy)."""
 
     def start(k, nv):
-        p = initial_guess(grid, g, omega, k, nv)
-        p = evolve(grid, p, g, omega, config.dt, config.warmup_steps, True)
-        p, res, _, conv = pcg_minimize(grid, p, g, omega, max_iter=config.max_iter,
-                                       tol_residual=config.tol_residual, tol_energy=config.tol_energy)
-        return p, res, conv, energy(grid, p, g, omega)
+        p, e, res, _, conv = config.solver.relax(grid, initial_guess(grid, g, omega, k, nv), g, omega)
+        return p, res, conv, e
 
     keys = jax.random.split(key, config.n_starts)
     chunk = loop_chunk() if config.batch_size > 1 else None  # as ground_state: one state's starts at once

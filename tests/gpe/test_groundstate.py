@@ -148,11 +148,11 @@ def test_sharded_batch_matches_unsharded():
         g = np.array([10., 20., 40., 80.]); om = np.array([0.1, 0.3, 0.5, 0.2])
         a = bj.ground_state(grid, g, om, key=jax.random.key(0), n_starts=2, shard=True)
         assert len(a.psi.sharding.device_set) == 4, a.psi.sharding
-        from bec_jax.gpe.groundstate import SolverSettings, _solve_jit
+        from bec_jax.gpe.groundstate import _solve_jit, solver_method
         from bec_jax.gpe.sharding import batch_mesh
         keys = jax.random.split(jax.random.key(0), (4, 2))
         for chunk in (None, 1):  # 1: what ground_state compiles for a batch on a CPU
-            hlo = _solve_jit.lower(grid, g, om, keys, SolverSettings(n_starts=2), None, batch_mesh(4), None,
+            hlo = _solve_jit.lower(grid, g, om, keys, solver_method(), None, batch_mesh(4), None,
                                    chunk).compile().as_text()
             assert "all-gather" not in hlo and "all-reduce" not in hlo  # each device relaxes its own slice
         b = bj.ground_state(grid, g, om, key=jax.random.key(0), n_starts=2, shard=False)
@@ -165,7 +165,7 @@ def test_sharded_batch_matches_unsharded():
         np.testing.assert_allclose(a.start_energies, b.start_energies, rtol=1e-5)
         np.testing.assert_allclose(abs(np.asarray(a.psi)), abs(np.asarray(b.psi)), atol=1e-4)
         keys = jax.random.split(jax.random.key(1), (1, 4))
-        hlo = _solve_jit.lower(grid, np.array([40.]), np.array([0.5]), keys, SolverSettings(n_starts=4), None, None,
+        hlo = _solve_jit.lower(grid, np.array([40.]), np.array([0.5]), keys, solver_method(), None, None,
                                batch_mesh(4)).compile().as_text()
         # collectives only gather the starts' results once, never inside the relaxation loops
         where, comp = [], None
@@ -181,3 +181,21 @@ def test_sharded_batch_matches_unsharded():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
+
+
+def test_method_objects_carry_the_settings_and_keywords_keep_working():
+    grid = bj.Grid(32, 10.0)
+    key = jax.random.key(3)
+    a = bj.ground_state(grid, 50.0, 0.3, key=key, n_starts=2, method=bj.PCG(max_iter=300, warmup_steps=100))
+    b = bj.ground_state(grid, 50.0, 0.3, key=key, n_starts=2, method="pcg", max_iter=300, warmup_steps=100)
+    np.testing.assert_array_equal(np.asarray(a.psi), np.asarray(b.psi))
+    # the keywords replace the object's fields; those of the other method are ignored, unknown ones refused
+    m = bj.solver_method(bj.PCG(max_iter=300), warmup_steps=100, max_steps=5)
+    assert (m.max_iter, m.warmup_steps) == (300, 100) and m.tol_residual > 0 and m.tol_energy > 0
+    assert isinstance(bj.solver_method("imaginary_time", dt=0.02), bj.ImaginaryTime)
+    with pytest.raises(TypeError, match="unknown ground-state setting"):
+        bj.ground_state(grid, 50.0, 0.3, key=key, max_iters=10)
+    with pytest.raises(ValueError, match="dt must be in"):
+        bj.PCG(dt=0.0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        bj.solver_method(object())

@@ -86,5 +86,5 @@ def test_rotating_is_the_default_preconditioner_everywhere():
     import inspect
 
     defaults = [inspect.signature(f).parameters["preconditioner"].default
-                for f in (make_pcg, pcg_minimize, bj.ground_state)]
-    assert defaults + [bj.SolverSettings().preconditioner] == ["rotating"] * 4
+                for f in (make_pcg, pcg_minimize)]
+    assert defaults + [bj.PCG().preconditioner] == ["rotating"] * 3
