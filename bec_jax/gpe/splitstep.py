@@ -239,7 +239,8 @@ def imaginary_time(grid: Grid, psi, g, omega, *, dt, steps: int, shard: bool = T
     Args:
       grid: the ``Grid``.
       psi: complex (..., n, n) initial state(s), any normalisation.
-      g, omega: scalars or arrays broadcastable to ``psi.shape[:-2]``.
+      g: interaction strength(s), scalar or an array broadcastable to ``psi.shape[:-2]``.
+      omega: rotation rate(s) |Ω| < 1 in units of ω⊥, broadcast the same way.
       dt: imaginary time step (> 0, trap units 1/ω⊥); traced, so changing it
         does not recompile.
       steps: number of steps (static: one compiled program per value).

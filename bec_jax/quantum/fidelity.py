@@ -181,7 +181,8 @@ def overlap(psi1, psi2, *, measure=None, state_ndim: int = 1):
     """Normalised overlap <psi1, psi2> / (|psi1| |psi2|).
 
     Args:
-      psi1, psi2: real or complex arrays (..., *state); batch axes broadcast.
+      psi1: real or complex array (..., *state).
+      psi2: real or complex array (..., *state); batch axes broadcast with psi1.
       measure: optional positive quadrature weights broadcastable to the state
         shape (e.g. non-uniform cell sizes); None = uniform grid (spacing cancels).
       state_ndim: number of trailing axes forming one state.
@@ -207,9 +208,10 @@ def fidelity_loss(
     """Quantum fidelity loss L = 1 - |<psi_pred, psi_true>|^2 (states normalised).
 
     Args:
-      psi_pred, psi_true: real or complex arrays of shape (..., *state); leading
-        batch axes broadcast (e.g. many predictions vs one target). Need not be
+      psi_pred: real or complex array (..., *state): the prediction(s). Need not be
         normalised. float32/complex64 or float64/complex128.
+      psi_true: the same for the target; leading batch axes broadcast with psi_pred
+        (e.g. many predictions vs one target).
       modified: if True the value is identical but the backward pass (jax.custom_vjp)
         returns, per sample, grad(L) / max(sqrt(1 - L), eps) for every input,
         i.e. the modified gradient G_M of Schnell & Thuerey (2023), in JAX's
