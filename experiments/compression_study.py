@@ -17,7 +17,7 @@ Trains (or resumes) a dense baseline with ``bec_jax.train.fit``, then:
 
 Writes REPORT_DIR/compression_study.{json,md} and PNGs.
 
-    python experiments/compression_study.py --quick       # small U-Net, data/quick.h5, minutes on a CPU
+    python experiments/compression_study.py --quick       # small U-Net, data/quick.h5, minutes on a CPU → REPORT_DIR/quick
     python experiments/compression_study.py --data DATA --epochs 50 --width 8
 """
 
@@ -55,12 +55,12 @@ def parse_args(argv=None):
     p.add_argument("--reclaim-dead-scales", action="store_true",
                    help="prune the BatchNorm scales of channels whose kernel is pruned (default: rank them by "
                         "magnitude, as the reference)")
-    p.add_argument("--quick", action="store_true", help="width 4, depth 3, 10 epochs (overrides those flags)")
+    p.add_argument("--quick", action="store_true", help="width 4, depth 3, 10 epochs (overrides those flags); report in REPORT_DIR/quick")
     args = p.parse_args(argv)
     if args.quick:
         args.width, args.depth, args.epochs = 4, 3, 10
         args.out = args.out + "_quick"
-        args.report_dir = args.report_dir + "_quick"
+        args.report_dir = os.path.join(args.report_dir, "quick")   # a sub-result of the study folder
     args.ft_epochs = args.ft_epochs or max(1, args.epochs // 5)
     args.ft_lr = args.ft_lr or args.lr / 10
     args.sparsities = [float(s) for s in args.sparsities.split(",") if s.strip()]
