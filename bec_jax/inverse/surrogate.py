@@ -32,6 +32,7 @@ from flax import nnx
 from bec_jax.gpe.grid import Grid
 from bec_jax.inverse.features import FeatureConfig, feature_loss, ring_basis
 from bec_jax.inverse.ranges import ParamBox
+from bec_jax.train.core import make_gradient_step
 
 __all__ = ["SurrogateConfig", "FeatureSurrogate", "train_surrogate", "invert_with_surrogate", "render_density",
            "save_surrogate", "load_surrogate"]
@@ -110,14 +111,8 @@ def train_surrogate(grid: Grid, params, feats, box: ParamBox, fcfg: FeatureConfi
     tx = optax.adam(optax.cosine_decay_schedule(cfg.lr, cfg.steps, alpha=1e-2))
     gdef, state = nnx.split(model)
     opt = tx.init(state)
-
-    @jax.jit
-    def step(state, opt):
-        def loss(s):
-            return jnp.mean((nnx.merge(gdef, s)(rho, _normalise(box, p)) - y) ** 2)
-        l, gr = jax.value_and_grad(loss)(state)
-        upd, opt = tx.update(gr, opt, state)
-        return optax.apply_updates(state, upd), opt, l
+    pn = _normalise(box, p)
+    step = jax.jit(make_gradient_step(lambda s: jnp.mean((nnx.merge(gdef, s)(rho, pn) - y) ** 2), tx))
 
     losses = []
     for i in range(cfg.steps):

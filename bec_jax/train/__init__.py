@@ -13,6 +13,7 @@ from bec_jax.train.core import (
     TrainState,
     evaluate_loader,
     init_state,
+    make_gradient_step,
     make_loss,
     make_optimizer,
     make_predict,
@@ -28,7 +29,8 @@ from bec_jax.train.trainer import FitResult, fit, load_dataset, load_trained
 
 __all__ = [
     "Batch", "TrainState", "TrainConfig", "TrainingDiverged", "OPTIMIZERS", "LOSSES", "register_loss", "make_loss",
-    "make_optimizer", "init_state", "make_update", "make_train_step", "make_predict", "evaluate_loader",
+    "make_optimizer", "init_state", "make_gradient_step", "make_update", "make_train_step", "make_predict",
+    "evaluate_loader",
     "EpochsResult", "run_epochs",
     "CheckpointMismatch", "Checkpoints", "read_run_metadata",
     "masked_mse", "masked_sq_error_sums", "reference_masked_mse",

@@ -5,7 +5,8 @@
 - One loss registry (``LOSSES``, ``register_loss``, ``make_loss``): every loss is
   ``loss(pred, batch) -> float32 scalar``, so a loss that needs the input (the
   physics-informed one reads the density from ``batch.x``) takes no special path.
-- One optimizer factory (``make_optimizer``), one update (``make_update`` /
+- One optimizer factory (``make_optimizer``), one optax step of any loss
+  (``make_gradient_step``), the U-Net's update on it (``make_update`` /
   ``make_train_step``), one compiled prediction (``make_predict``), exact loader
   metrics (``evaluate_loader``).
 - One epoch driver (``run_epochs``): batches → steps → validation → best/last
@@ -14,7 +15,8 @@
 Callers: ``trainer.fit`` (``bec-jax train``), fine-tuning of pruned and quantized
 models (``compress.workflow.FineTuner``: the optimizer chained with
 ``keep_pruned``), online training (``online.make_online_step``: solver + update in
-one program).
+one program); the inverse problems' surrogate and the gradient-flow experiments
+step through ``make_gradient_step``.
 
 The model is split once with ``nnx.split`` and merged inside ``jax.jit``-compiled
 pure functions (no per-call ``nnx.jit`` overhead). Train and eval modes are two
@@ -40,7 +42,7 @@ from bec_jax.train.losses import masked_mse, masked_sq_error_sums, reference_mas
 
 __all__ = [
     "Batch", "TrainState", "TrainConfig", "TrainingDiverged", "OPTIMIZERS", "LOSSES", "register_loss", "make_loss",
-    "make_optimizer", "init_state", "make_update", "make_train_step", "make_predict", "evaluate_loader",
+    "make_optimizer", "init_state", "make_gradient_step", "make_update", "make_train_step", "make_predict", "evaluate_loader",
     "EpochsResult", "run_epochs",
 ]
 
@@ -230,20 +232,43 @@ def init_state(model, tx: optax.GradientTransformation):
     return gd_train, gd_eval, TrainState(params, batch_stats, opt_state)
 
 
+def make_gradient_step(loss_fn: Callable, tx: optax.GradientTransformation, *, has_aux: bool = False):
+    """The one optax step of bec_jax: pure ``step(params, opt_state, *args) -> (params, opt_state, value[, aux])``.
+
+    loss_fn(params, *args) -> float scalar, or (scalar, aux) with ``has_aux``; params
+    any pytree. The value (and aux) are those before the update. The U-Net's
+    ``make_update``, the inverse problems' surrogate and the gradient-flow
+    experiments all take their steps through it.
+    """
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
+
+    def step(params, opt_state, *args):
+        value, grads = grad_fn(params, *args)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state, *value) if has_aux else (params, opt_state, value)
+
+    return step
+
+
 def make_update(gd_train, tx: optax.GradientTransformation, loss: Callable):
-    """The pure (un-jitted) ``update(state, batch) -> (state, loss)`` of one batch.
+    """The pure (un-jitted) ``update(state, batch) -> (state, loss)`` of one batch of the U-Net.
 
     loss(pred, batch): float32 scalar; the returned loss is the batch's before the
-    update. Exposed so that other compiled steps (``online.make_online_step``:
-    solver + update in one program) run the same code as ``make_train_step``.
+    update, and the BatchNorm statistics are the train-mode forward's. Exposed so
+    that other compiled steps (``online.make_online_step``: solver + update in one
+    program) run the same code as ``make_train_step``.
     """
 
+    def loss_of(params, batch_stats, batch):
+        model = nnx.merge(gd_train, params, batch_stats, copy=True)
+        return loss(model(batch.x), batch), nnx.state(model, nnx.BatchStat)
+
+    step = make_gradient_step(loss_of, tx, has_aux=True)
+
     def update(state: TrainState, batch: Batch):
-        model = nnx.merge(gd_train, state.params, state.batch_stats, copy=True)
-        value, grads = nnx.value_and_grad(lambda m: loss(m(batch.x), batch))(model)
-        params, batch_stats = nnx.state(model, nnx.Param, nnx.BatchStat)
-        updates, opt_state = tx.update(grads, state.opt_state, params)
-        return TrainState(optax.apply_updates(params, updates), batch_stats, opt_state), value
+        params, opt_state, value, batch_stats = step(state.params, state.opt_state, state.batch_stats, batch)
+        return TrainState(params, batch_stats, opt_state), value
 
     return update
 

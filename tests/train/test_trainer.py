@@ -208,4 +208,4 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 
 def test_cli_depth_too_large(small_dataset, tmp_path, capsys):
     assert main(["train", "--data", str(small_dataset), "--out", str(tmp_path / "r"), "--depth", "6"]) == 2
-    assert "--depth must be in [1, 5]" in capsys.readouterr().err
+    assert "--model-depth must be in [1, 5]" in capsys.readouterr().err
