@@ -33,12 +33,15 @@ loop (3×3 plaquettes of the model grid) centred on the vortex, in units of
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import json
 import math
 import re
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bec_jax.artifacts import CorruptArtifact, atomic_write, atomic_write_text, first_line
@@ -312,15 +315,23 @@ def find_cloud(image: np.ndarray) -> dict:
     if peak <= 0 or peak < 5 * noise / 2.0:  # the 1-px blur divides white noise by ~2√π ≈ 3.5
         raise ImageError(f"no cloud found: peak {peak:.3g} counts above the background {bg:.3g} is below "
                          f"5 noise levels ({noise:.3g})")
-    rr, cc = np.mgrid[0:h, 0:w].astype(np.float64)
-    weight = np.where(smooth > 0.2 * peak, smooth, 0.0)
+    # large images are fitted binned f×f (≤ 256² residuals); a bin's centre is at k·f + (f − 1)/2
+    f = max(1, math.ceil(max(h, w) / 256))
+    hb, wb = h // f, w // f
+    binned = image[: hb * f, : wb * f].reshape(hb, f, wb, f).mean(axis=(1, 3))
+    sm = smooth[: hb * f, : wb * f].reshape(hb, f, wb, f).mean(axis=(1, 3))
+    rr, cc = np.mgrid[0:hb, 0:wb].astype(np.float64)
+    weight = np.where(sm > 0.2 * peak, sm, 0.0)
     m = weight.sum()
+    if not m > 0:
+        raise ImageError(f"no cloud found: no extended signal above the background {bg:.3g}")
     r0, c0 = float((weight * rr).sum() / m), float((weight * cc).sum() / m)
     radius0 = math.sqrt(max(3.0 * float((weight * ((rr - r0) ** 2 + (cc - c0) ** 2)).sum() / m), 1.0))
-    fit = least_squares(lambda p: (_tf(p, rr, cc) - image).ravel(), [r0, c0, radius0, peak, bg],
-                        bounds=([-h, -w, 0.5, 0.0, -np.inf], [2 * h, 2 * w, 4.0 * max(h, w), np.inf, np.inf]),
+    fit = least_squares(lambda p: (_tf(p, rr, cc) - binned).ravel(), [r0, c0, radius0, peak, bg],
+                        bounds=([-hb, -wb, 0.5, 0.0, -np.inf], [2 * hb, 2 * wb, 4.0 * max(hb, wb), np.inf, np.inf]),
                         x_scale="jac")
     r0, c0, radius, amp, bg_fit = (float(v) for v in fit.x)
+    r0, c0, radius = r0 * f + 0.5 * (f - 1), c0 * f + 0.5 * (f - 1), radius * f
     if radius < 2.0 or amp < 5 * noise / math.sqrt(max(math.pi * radius**2, 1.0)) or amp <= 0:
         raise ImageError(f"no cloud found: the Thomas-Fermi fit gives radius {radius:.2g} px, amplitude {amp:.3g}")
     if r0 - radius < -0.5 or c0 - radius < -0.5 or r0 + radius > h - 0.5 or c0 + radius > w - 0.5:
@@ -358,25 +369,28 @@ def _check_settings(pixel_size, tof, atom_number):
 # ------------------------------------------------------------------ predict
 
 def _predict_fields(model: LoadedModel, n):
-    """(difference field (n, n, 2), velocity (n, n, 2), valid, θ, winding) on the model grid (jitted pieces)."""
-    import jax.numpy as jnp
+    """(difference field (n, n, 2), velocity (n, n, 2), valid, θ, winding) on the model grid, as numpy."""
+    x = jnp.log(jnp.asarray(n, jnp.float32) + model.eps)[None, ..., None]
+    pred = model(x)[0]
+    out = _fields(model.grid, model.target, model.mask_threshold, pred, jnp.asarray(n, jnp.float32))
+    return tuple(np.asarray(a) for a in out)
 
+
+@functools.partial(jax.jit, static_argnames=("grid", "target", "mask_threshold"))
+def _fields(grid, target: str, mask_threshold: float, pred, n):
+    """The post-processing of one prediction pred (n, n, 2) of input density n (n, n) (``_predict_fields``)."""
     from bec_jax.gpe.observables import vortex_mask
     from bec_jax.train.evaluate import reconstruct_phase, to_differences
 
-    grid = model.grid
-    x = jnp.log(jnp.asarray(n, jnp.float32) + model.eps)[None, ..., None]
-    pred = model(x)[0]
-    d = to_differences(pred, model.target, grid.dx)
-    if model.target == "velocity":
+    d = to_differences(pred, target, grid.dx)
+    if target == "velocity":
         v = pred
     else:  # forward differences sit between pixels: centre them
         v = 0.5 * jnp.stack([d[..., 0] + jnp.roll(d[..., 0], 1, axis=-1),
                              d[..., 1] + jnp.roll(d[..., 1], 1, axis=-2)], axis=-1) / grid.dx
-    valid = jnp.asarray(n) >= model.mask_threshold * jnp.max(n)
-    region = vortex_mask(grid, jnp.sqrt(jnp.asarray(n, jnp.float32)))
-    theta, w = reconstruct_phase(d, valid, region)
-    return (np.asarray(d), np.asarray(v), np.asarray(valid), np.asarray(theta), np.asarray(w))
+    valid = n >= mask_threshold * jnp.max(n)
+    theta, w = reconstruct_phase(d, valid, vortex_mask(grid, jnp.sqrt(n)))
+    return d, v, valid, theta, w
 
 
 def _confidence(d, winding) -> np.ndarray:
@@ -565,6 +579,9 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
             rec.update(res.summary(), status="ok", files=files)
         except ImageError as e:
             rec["error"] = first_line(e, 500)
+            rec.setdefault("settings", None)
+        except (ValueError, OSError, FloatingPointError) as e:  # anything else about this image: the rest still run
+            rec["error"] = f"{type(e).__name__}: {first_line(e, 500)}"
             rec.setdefault("settings", None)
         records[spec] = rec
         _write_summary(summary_path, records, model)

@@ -16,6 +16,8 @@ trap switched off in tests/imaging/test_expansion.py (docs/imaging.md).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,6 +63,7 @@ def _shift_rows(grid: Grid, f, shift, axis: int):
     return jnp.fft.ifft(jnp.fft.fft(f, axis=axis) * jnp.exp(1j * k * shift), axis=axis)
 
 
+@functools.partial(jax.jit, static_argnames=("grid",))
 def rotate(grid: Grid, f, angle):
     """f rotated counter-clockwise by ``angle`` (radians, traced) about the origin: f(R(−angle) r).
 
@@ -72,6 +75,8 @@ def rotate(grid: Grid, f, angle):
     the box must hold the cloud with ~10 % margin).
     """
     f = jnp.asarray(f)
+    if f.ndim < 2 or f.shape[-2:] != (grid.n, grid.n):
+        raise ValueError(f"f must have shape (..., {grid.n}, {grid.n}) for {grid}, got {f.shape}")
     angle = jnp.asarray(angle, jnp.result_type(float))
     k = jnp.round(angle / (0.5 * np.pi))
     beta = angle - k * (0.5 * np.pi)
@@ -84,6 +89,7 @@ def rotate(grid: Grid, f, angle):
     return (g if jnp.iscomplexobj(f) else jnp.real(g)).astype(f.dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("grid",))
 def magnify(grid: Grid, n, factor):
     """Density dilated by ``factor`` m about the origin, n(r/m)/m², on the same grid (norm-conserving).
 

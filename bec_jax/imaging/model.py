@@ -29,6 +29,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bec_jax.gpe.grid import Grid
 from bec_jax.imaging.camera import cell_edges, integrate_pixels, pixel_edges
@@ -36,7 +37,8 @@ from bec_jax.imaging.expansion import expansion_angle, expansion_factor, rotate
 from bec_jax.imaging.noise import fringes, read_noise, shot_noise
 from bec_jax.imaging.psf import PSF_KINDS, blur, otf
 
-__all__ = ["ImagingConfig", "ImagingParams", "ImagingRanges", "sample_params", "expected_image", "render"]
+__all__ = ["ImagingConfig", "ImagingParams", "ImagingRanges", "sample_params", "check_params", "expected_image",
+           "render"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +142,34 @@ class ImagingRanges:
             raise ValueError(f"omega range must lie in (-1, 1), got {self.omega}")
 
 
+#: allowed values of each ImagingParams field: (lower bound, lower bound included, upper bound (excluded))
+_LIMITS = dict(tof=(0.0, True, math.inf), omega=(-1.0, False, 1.0), angle=(-math.inf, False, math.inf),
+               pixel_size=(0.0, False, math.inf), center_x=(-math.inf, False, math.inf),
+               center_y=(-math.inf, False, math.inf), psf_width=(0.0, True, math.inf),
+               atom_number=(0.0, False, math.inf), background=(-math.inf, False, math.inf),
+               read_noise=(0.0, True, math.inf), fringe_amplitude=(0.0, True, math.inf))
+
+
+def check_params(params: ImagingParams, config: ImagingConfig | None = None) -> None:
+    """ValueError naming a field whose concrete value is out of range (traced values pass: jit-safe).
+
+    Ranges: tof ≥ 0, |omega| < 1, pixel_size > 0, psf_width ≥ 0 (> 0 for psf="airy"), atom_number > 0,
+    read_noise ≥ 0, fringe_amplitude ≥ 0; all finite.
+    """
+    for name, (lo, closed, hi) in _LIMITS.items():
+        try:
+            v = np.asarray(getattr(params, name), dtype=float)
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError, TypeError):
+            continue
+        if config is not None and config.psf == "airy" and name == "psf_width":
+            closed = False
+        ok = np.isfinite(v) & ((v >= lo) if closed else (v > lo)) & (v < hi)
+        if not np.all(ok):
+            bad = np.ravel(v[~ok] if v.ndim else v)[:4].tolist()
+            interval = f"{'[' if closed else '('}{lo:g}, {hi:g})"
+            raise ValueError(f"ImagingParams.{name} must be finite and in {interval}, got {bad}")
+
+
 def sample_params(key, ranges: ImagingRanges = ImagingRanges(), shape=()) -> ImagingParams:
     """Draw ``ImagingParams`` (each field of ``shape``) from ``ranges`` with ``key`` (jit-able)."""
     keys = jax.random.split(key, len(_FIELDS))
@@ -160,8 +190,17 @@ def expected_image(grid: Grid, psi, params: ImagingParams, config: ImagingConfig
     it is normalised to ``params.atom_number`` atoms). The grid box must hold the
     cloud (and its blur); the camera may be larger or smaller than the box and
     offset from it: pixels outside the box receive nothing. vmap for batches.
+    Concrete out-of-range parameters raise ValueError (``check_params``).
     """
+    check_params(params, config)
     psi = jnp.asarray(psi)
+    if psi.shape != (grid.n, grid.n):
+        raise ValueError(f"psi must have shape ({grid.n}, {grid.n}) for {grid} (vmap for batches), got {psi.shape}")
+    return _expected_image(grid, psi, params, config)
+
+
+@functools.partial(jax.jit, static_argnames=("grid", "config"))
+def _expected_image(grid: Grid, psi, params: ImagingParams, config: ImagingConfig):
     n0 = jnp.abs(psi) ** 2 if jnp.iscomplexobj(psi) else psi
     n0 = n0 / (jnp.sum(n0) * grid.cell_area)
     lam = expansion_factor(params.tof)
@@ -177,8 +216,13 @@ def expected_image(grid: Grid, psi, params: ImagingParams, config: ImagingConfig
 def render(grid: Grid, psi, params: ImagingParams, config: ImagingConfig = ImagingConfig(), *, key):
     """The recorded image, float (config.rows, config.cols) counts: ``expected_image`` with
     shot noise (if ``config.shot_noise``), background, fringes and read noise. vmap for batches."""
+    counts = expected_image(grid, psi, params, config)  # checks the inputs
+    return _add_noise(counts, params, config, key)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _add_noise(counts, params: ImagingParams, config: ImagingConfig, key):
     k_shot, k_fringe, k_read = jax.random.split(key, 3)
-    counts = expected_image(grid, psi, params, config)
     if config.shot_noise:
         counts = shot_noise(k_shot, counts)
     shape = (config.rows, config.cols)

@@ -78,18 +78,6 @@ def test_vortices_land_on_the_image_pixels_with_their_signs(shape, pixel, tof, o
     assert abs(np.mean(tangential[ring]) * 2 * np.pi * 0.6 / (2 * np.pi) - 1) < 0.25
 
 
-def test_python_api_takes_a_model_folder_and_a_file(small_run, tmp_path):
-    run, _ = small_run
-    model = load_model(run)
-    img = lab_image((40, 52), 0.45 * 14.862 / 12 * 32 / 48 * 1.5)  # any scale whose cloud fits the model box
-    np.save(tmp_path / "a.npy", img)
-    res = bj.predict(run, str(tmp_path / "a.npy"), pixel_size=0.35, atom_number=2e5)
-    assert res.phase.shape == (40, 52) and 0.9 < res.counts_per_atom < 1.1
-    assert res.model_grid == (model.grid.n, model.grid.length)
-    with pytest.raises(ValueError, match="pixel_size"):
-        predict(model, img, pixel_size=-1.0)
-
-
 def _write_formats(folder, imgs):
     from PIL import Image
     import matplotlib.image
@@ -181,20 +169,29 @@ def test_rerun_skips_finished_images_and_keeps_what_was_written(tmp_path):
     assert (out / "i0.npy.h5").stat().st_mtime_ns != first["i0.npy.h5"]
 
 
-def test_quantized_model_folder_loads_with_its_training_run(small_run, tmp_path):
+def test_python_api_on_a_training_run_and_a_quantized_model_folder(small_run, tmp_path):
     from bec_jax.compress.quantization import QuantConfig, save_quantized
     from bec_jax.train.trainer import load_trained
 
     run, _ = small_run
-    dense, _ = load_trained(run)
-    save_quantized(tmp_path / "q" / "model", dense, QuantConfig.preset("per_channel"))
+    img = lab_image((40, 52), 0.35)
+    np.save(tmp_path / "a.npy", img)
+    dense = bj.predict(run, str(tmp_path / "a.npy"), pixel_size=0.35, atom_number=2e5)
+    assert dense.phase.shape == (40, 52) and dense.phase_gradient.shape == (2, 40, 52)
+    assert 0.9 < dense.counts_per_atom < 1.1  # background removed: one count per atom
+    model = load_model(run)
+    assert dense.model_grid == (model.grid.n, model.grid.length)
+    with pytest.raises(ValueError, match="pixel_size"):
+        predict(model, img, pixel_size=-1.0)
+    # an int8 model folder as `bec-jax quantize` writes it: its grid comes from the run named in quantize.json
+    save_quantized(tmp_path / "q" / "model", load_trained(run)[0], QuantConfig.preset("per_channel"))
     with pytest.raises(ValueError, match="cannot find the training run"):
         load_model(tmp_path / "q" / "model")
     (tmp_path / "q" / "quantize.json").write_text(json.dumps(dict(run=str(run))))
-    m = load_model(tmp_path / "q" / "model")
-    assert m.grid == load_model(run).grid
-    res = predict(m, lab_image((40, 40), 0.35), pixel_size=0.35)
-    assert res.phase.shape == (40, 40)
+    q = load_model(tmp_path / "q" / "model")
+    assert q.grid == model.grid and q.target == model.target
+    res = predict(q, img, pixel_size=0.35)
+    assert res.phase.shape == (40, 52) and res.valid.sum() == dense.valid.sum()
 
 
 def test_cli_usage_errors_exit_2_with_one_line(small_run, tmp_path, capsys):
