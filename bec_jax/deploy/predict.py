@@ -37,6 +37,7 @@ import functools
 import glob
 import json
 import math
+import numbers
 import re
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class Vortex:
     confidence: float
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Prediction:
     """Result of ``predict`` for one image of shape (H, W).
 
@@ -360,7 +361,7 @@ def _check_settings(pixel_size, tof, atom_number):
     for name, v, lo in (("pixel_size", pixel_size, 0.0), ("tof", tof, None), ("atom_number", atom_number, 0.0)):
         if v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
                 or (lo is not None and v <= lo) or (lo is None and v < 0):
             allowed = "> 0" if lo is not None else ">= 0"
             raise ImageError(f"{name} must be a finite number {allowed}, got {v!r}")
