@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from bec_jax.cli import UsageError, out_dir
+from bec_jax.flags import UsageError, out_dir
 
 
 def _number(text: str, name: str, positive: bool):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
+import numpy as np
+from matplotlib.patches import Circle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from bec_jax.artifacts import atomic_write  # noqa: E402
+from bec_jax.artifacts import atomic_write
+from bec_jax.plotting import colormap, subplots
 
 __all__ = ["plot_prediction"]
 
@@ -19,15 +17,15 @@ def plot_prediction(image, res, path, title: str | None = None):
     """Three panels: the image with the fitted Thomas–Fermi disc; the reconstructed phase
     (grey outside the cloud); the image with the vortices (+1 red circles, −1 blue crosses,
     marker opacity = confidence). Written atomically to ``path`` (PNG); returns it."""
-    fig, axes = plt.subplots(1, 3, figsize=(12.6, 4.4), constrained_layout=True)
+    fig, axes = subplots(1, 3, figsize=(12.6, 4.4), constrained_layout=True)
     kw = dict(origin="lower", interpolation="nearest")
     im0 = axes[0].imshow(image, cmap="viridis", **kw)
     fig.colorbar(im0, ax=axes[0], shrink=0.8, label="counts")
     r0, c0 = res.center
-    axes[0].add_patch(plt.Circle((c0, r0), res.tf_radius, fill=False, color="w", lw=0.8, ls="--"))
+    axes[0].add_patch(Circle((c0, r0), res.tf_radius, fill=False, color="w", lw=0.8, ls="--"))
     axes[0].set_title(f"image (Thomas–Fermi R = {res.tf_radius:.1f} px)")
     ph = np.ma.masked_invalid(res.phase)
-    cmap = plt.get_cmap("twilight").with_extremes(bad="0.85")
+    cmap = colormap("twilight").with_extremes(bad="0.85")
     im1 = axes[1].imshow(ph, cmap=cmap, vmin=-np.pi, vmax=np.pi, **kw)
     fig.colorbar(im1, ax=axes[1], shrink=0.8, label="phase (rad)")
     axes[1].set_title("reconstructed phase")
@@ -55,5 +53,4 @@ def plot_prediction(image, res, path, title: str | None = None):
             fh.write(buf.getvalue())
 
     atomic_write(path, write)
-    plt.close(fig)
     return path

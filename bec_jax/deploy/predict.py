@@ -168,7 +168,8 @@ def load_model(path) -> LoadedModel:
 
     from bec_jax.data.storage import load_grid, read_h5
     from bec_jax.train.checkpoint import read_run_metadata
-    from bec_jax.train.trainer import load_trained, make_predict, run_data_path
+    from bec_jax.train.core import make_predict
+    from bec_jax.train.trainer import load_trained, run_data_path
 
     path = Path(path)
     if not path.is_dir():
@@ -381,7 +382,7 @@ def _predict_fields(model: LoadedModel, n):
 def _fields(grid, target: str, mask_threshold: float, pred, n):
     """The post-processing of one prediction pred (n, n, 2) of input density n (n, n) (``_predict_fields``)."""
     from bec_jax.gpe.observables import vortex_mask
-    from bec_jax.train.evaluate import reconstruct_phase, to_differences
+    from bec_jax.gpe.phase_field import reconstruct_phase, to_differences
 
     d = to_differences(pred, target, grid.dx)
     if target == "velocity":
@@ -396,7 +397,7 @@ def _fields(grid, target: str, mask_threshold: float, pred, n):
 
 def _confidence(d, winding) -> np.ndarray:
     """Per-plaquette confidence (n-1, n-1) (module doc)."""
-    from bec_jax.train.evaluate import plaquette_circulation
+    from bec_jax.gpe.phase_field import plaquette_circulation
 
     c = np.pad(np.asarray(plaquette_circulation(d)), 1)
     block = sum(c[1 + dy : c.shape[0] - 1 + dy, 1 + dx : c.shape[1] - 1 + dx]
@@ -417,7 +418,7 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None) -> Predictio
 
     from bec_jax.imaging.camera import cell_edges, resample_density
     from bec_jax.imaging.expansion import expansion_factor
-    from bec_jax.train.evaluate import positions_from_winding
+    from bec_jax.gpe.phase_field import positions_from_winding
 
     if not isinstance(model, LoadedModel):
         model = load_model(model)
