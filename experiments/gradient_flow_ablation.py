@@ -202,8 +202,10 @@ def _weight_stats(per_sample: np.ndarray) -> dict:
     }
 
 
-def _round(a) -> list:
-    return np.asarray(np.asarray(a, np.float64), np.float32).round(8).tolist()
+def _round(a):
+    """float32-rounded nested lists; a diverged (non-finite) value becomes null."""
+    a = np.asarray(np.asarray(a, np.float64), np.float32).round(8)
+    return np.where(np.isfinite(a), a, None).tolist()
 
 
 def run_spec(spec: Spec) -> dict:
@@ -402,6 +404,7 @@ def plot(recs: list[dict], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
 
     paths = []
     sweep = [r for r in recs if r["spec"]["group"] == "lr_sweep"]
@@ -423,6 +426,8 @@ def plot(recs: list[dict], out: Path) -> list[Path]:
                     hi = np.asarray([by[lr].max() for lr in lrs])
                     ax.fill_between(lrs, lo, hi, color=COLORS[s["variant"]], alpha=0.15, lw=0)
                     ax.loglog(lrs, mean, "o-", color=COLORS[s["variant"]], label=s["variant"])
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                ax.set_xticks(LRS.get(opt, ()), [f"{lr:g}" for lr in LRS.get(opt, ())])
                 ax.set_title(f"{task}, {opt}")
                 ax.set_xlabel("learning rate")
                 ax.set_ylabel("quantum loss (last 10 % of epochs)")
@@ -511,8 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         sizes = Sizes(**{**sizes.__dict__, "seeds": args.seeds})
     specs = plan(sizes, args.groups)
+    # the command that trains these files (--report only pools them)
     command = " ".join(["python", "experiments/gradient_flow_ablation.py",
-                        *(sys.argv[1:] if argv is None else argv)])
+                        *(a for a in (sys.argv[1:] if argv is None else argv) if a != "--report")])
     if not args.report:
         run_all(specs, args.out, log=lambda m: print(m, flush=True))
     summary = report(args.out, specs, command, sizes)

@@ -124,7 +124,8 @@ def method_loss(method: str, reduction: str = "sample") -> Callable:
 def _batch_modified_loss(psi_pred, psi_true):
     """Value: mean L; gradient: grad(mean L) / sqrt(1 - mean L), clamped like fidelity_loss."""
     value = fidelity_loss(psi_pred, psi_true)
-    scale = jax.lax.stop_gradient(1.0 / jnp.maximum(jnp.sqrt(1.0 - value), DEFAULT_EPS))
+    # clamp before the root: round-off can put the mean a few ulp above 1
+    scale = jax.lax.stop_gradient(1.0 / jnp.sqrt(jnp.maximum(1.0 - value, DEFAULT_EPS**2)))
     return value * scale + jax.lax.stop_gradient(value - value * scale)
 
 

@@ -274,7 +274,7 @@ def test_make_optimizer_matches_optax_and_carries_its_rate_in_the_state():
         for _ in range(3):
             u, st = tx.update(grads, st, params)
             ru, rst = ref.update(grads, rst, params)
-            np.testing.assert_allclose(u["w"], ru["w"], rtol=1e-6)
+            np.testing.assert_allclose(u["w"], ru["w"], rtol=1e-5)  # float32 hyperparameters
         # a state initialised with another rate steps with that rate
         u2, _ = make_optimizer(name, 0.01).update(grads, make_optimizer(name, 0.03).init(params))
         u1, _ = tx.update(grads, tx.init(params))
@@ -317,7 +317,15 @@ def test_time_summed_loss_is_the_averaged_loss_times_steps_and_box_target():
     params = init_mlp(jax.random.PRNGKey(0), cfgs["sum"].sizes)
     vals = {t: float(_control_loss(c, "S", target)(params, psi0)) for t, c in cfgs.items()}
     assert vals["sum"] == pytest.approx(6 * vals["mean"], rel=1e-5)
-    assert vals["mean"] != pytest.approx(vals["final"], rel=1e-3)
+    # the mean runs over the 6 simulator states after psi0, each a CN step of the last
+    cfg = cfgs["mean"]
+    u = mlp_apply(params, states_to_features(psi0))
+    psi, per_step = psi0, []
+    for k in range(6):
+        psi = cn_step(cfg.grid, psi, u[:, k : k + 1] * cfg.grid.x(), cfg.dt)
+        per_step.append(float(fidelity_loss(psi, target)))
+    assert vals["mean"] == pytest.approx(np.mean(per_step), rel=1e-5)
+    assert np.ptp(per_step) > 1e-3  # the states differ, so the check is not trivial
     final = fidelity_loss(control_final_states(cfgs["final"], params, psi0), target)
     assert vals["final"] == pytest.approx(float(final), rel=1e-6)
 
@@ -341,6 +349,7 @@ def test_bad_ablation_options_raise_value_error(call, match):
 ABLATION = REPO / "experiments" / "gradient_flow_ablation.py"
 
 
+@pytest.mark.slow
 def test_ablation_quick_run_writes_results_and_resumes(tmp_path):
     out = tmp_path / "gfa"
     argv = [sys.executable, str(ABLATION), "--quick", "--groups", "dtype", "--out", str(out)]
