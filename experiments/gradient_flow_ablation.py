@@ -14,6 +14,7 @@ L = 1 - |<psi, psi_target>|^2 on the training set:
              eigenstate as target; prediction of all-mode states and of 400-step trajectories
   dtype      float64 against float32
   size       hidden width 16 and 128 against 64
+  long       control at Adam lr 0.015 (the short sweep's largest M/S gap) for 1000 epochs
 
 One JSON file per (group, task, method, setting) is written atomically under --out/runs and
 skipped when it exists, so an interrupted or extended study reruns only what is missing.
@@ -38,7 +39,7 @@ import numpy as np
 
 from bec_jax.cli import positive_int
 
-GROUPS = ("lr_sweep", "time_loss", "horizon", "dtype", "size")
+GROUPS = ("lr_sweep", "time_loss", "horizon", "dtype", "size", "long")
 METHODS = ("S", "L2", "M")
 VARIANTS = (*METHODS, "M-batch")  # M-batch: method M with reduction="batch"
 COLORS = {"S": "tab:blue", "L2": "tab:red", "M": "tab:green", "M-batch": "tab:olive"}
@@ -84,6 +85,7 @@ class Sizes:
 
     pred_epochs: int = 20  # 1000 steps of batch 200
     ctrl_epochs: int = 60  # 600 steps of batch 10
+    long_ctrl_epochs: int = 1000  # the paper-size run's length, for the "long" group
     seeds: int = 3
     sweep_seeds: int = 2  # per rate in the learning-rate sweep
     pred_base: dict = field(default_factory=dict)
@@ -93,7 +95,7 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(
-    pred_epochs=2, ctrl_epochs=2, seeds=1, sweep_seeds=1,
+    pred_epochs=2, ctrl_epochs=2, long_ctrl_epochs=3, seeds=1, sweep_seeds=1,
     pred_base={"n_trajectories": 4, "steps": 10, "test_trajectories": 0, "batch_size": 20},
     ctrl_base={"sim_steps": 5, "n_initial": 10, "batch_size": 5},
     lrs={"adam": (0.005,), "sgd": (0.3,), "momentum": (0.03,)},
@@ -159,6 +161,11 @@ def plan(sizes: Sizes, groups=GROUPS) -> list[Spec]:
             for hidden in (16, 128):
                 out += [spec("size", task, v, f"hidden={hidden}", hidden=hidden)
                         for v in ("S", "M")]
+    if "long" in groups:
+        # the short sweep's largest M/S gap (control, Adam at 3x the paper's rate), run as
+        # long as the paper-size run
+        out += [spec("long", "control", v, f"adam lr=0.015, {sizes.long_ctrl_epochs} epochs",
+                     (0.015,), epochs=sizes.long_ctrl_epochs) for v in ("S", "M")]
     return out
 
 
@@ -437,7 +444,7 @@ def plot(recs: list[dict], out: Path) -> list[Path]:
         paths.append(out / "lr_sweep.png")
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
-    for group in ("horizon", "time_loss"):
+    for group in ("horizon", "time_loss", "long"):
         rs = [r for r in recs if r["spec"]["group"] == group]
         if not rs:
             continue
