@@ -51,11 +51,10 @@ def cmd_bench(args) -> int:
     out_dir(str(out.parent) if str(out.parent) else ".", lock=False)
     lock_output(out)
     x64 = args.dtype == "complex128"
-    if x64:
-        jax.config.update("jax_enable_x64", True)  # for the NumPy check in this process
     contenders = ("bec_jax", "fft") + (("numpy", "scipy") if args.numpy else ())
     t0 = time.perf_counter()
-    with WorkerPool(cpu_devices=args.cpu_devices, x64=x64) as pool:
+    # x64 here too for the NumPy check; a context, so that a caller's process keeps its setting
+    with jax.enable_x64(x64), WorkerPool(cpu_devices=args.cpu_devices, x64=x64) as pool:
         split = step_row(pool, step, contenders, args.repeats)
         result = dict(benchmark="bec-jax bench", backend=jax.default_backend(),
                       devices=split["info"]["bec_jax"]["devices"], split_step=split)

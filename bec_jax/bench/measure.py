@@ -22,9 +22,10 @@ bec_jax.bench.worker``), is warmed up there (compiled, first call untimed),
 and is then called one at a time, round by round, in turn with the others
 (A, B, C, A, B, C, ...; the order rotates each round). Only one contender
 runs at any moment, background load hits all of them alike, and no
-contender inherits another's thread pools, allocator state or spinning
-threads: timing a NumPy step in the same process as JAX's threads made it
-about 2x slower than alone. Ratios are medians of same-round ratios.
+contender shares another's thread pools, allocator or caches' warm state
+(timed in one process, a NumPy baseline ran beside XLA's idle thread pools
+and after JAX calls that had evicted its arrays). Ratios are medians of
+same-round ratios.
 """
 
 from __future__ import annotations
