@@ -33,21 +33,32 @@ def test_numpy_step_is_the_same_scheme(precision, fft):
     assert np.all(np.isfinite(long))
 
 
-def test_bench_command_writes_json_and_table(tmp_path, capsys):
+def run_bench(tmp_path, *extra):
     out = tmp_path / "bench.json"
-    rc = main(["bench", "--n", "16", "--batch", "2", "--steps", "2", "--repeats", "2", "--numpy", "--starts", "1",
-               "--g", "20", "--omega", "0.3", "--out", str(out)])
+    rc = main(["bench", "--n", "16", "--batch", "2", "--steps", "2", "--repeats", "2", "--starts", "1",
+               "--g", "20", "--omega", "0.3", "--out", str(out), *extra])
     assert rc == 0
-    r = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_bench_command_writes_json_and_table(tmp_path, capsys):
+    r = run_bench(tmp_path)
     s = r["split_step"]
-    assert set(s["ms_per_step"]) == {"bec_jax", "fft", "numpy", "scipy"}
+    assert set(s["ms_per_step"]) == {"bec_jax", "fft"} and "speedup_vs_numpy" not in s
     assert all(v > 0 for v in s["state_steps_per_s"].values())
-    assert s["numpy_baseline"] in ("numpy", "scipy") and s["numpy_max_abs_diff"] < 1e-4
-    assert s["bec_jax_over_fft"] > 0 and len(s["load_average_before"]) == 3
+    assert s["bec_jax_over_fft"] > 0 and len(s["load_average_before"]) == 3 and s["n"] == 16 and s["batch"] == 2
     gs = r["ground_state"]
     assert gs["batch"] == 2 and gs["n_starts"] == 1 and gs["ground_states_per_s"] > 0 and gs["converged"] == 2
     table = capsys.readouterr().out
     assert "FFT floor" in table and "ground states/s" in table and len(table.splitlines()) <= 24
+
+
+@pytest.mark.slow
+def test_bench_command_numpy_baselines(tmp_path, capsys):
+    s = run_bench(tmp_path, "--numpy", "--no-ground-states")["split_step"]
+    assert set(s["ms_per_step"]) == {"bec_jax", "fft", "numpy", "scipy"}
+    assert s["numpy_baseline"] in ("numpy", "scipy") and s["numpy_max_abs_diff"] < 1e-4 and s["speedup_vs_numpy"] > 0
+    assert "speed-up vs the faster NumPy" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, message", [
