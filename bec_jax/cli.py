@@ -27,7 +27,7 @@ from bec_jax.artifacts import first_line, locked
 
 
 COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands",
-                   "bec_jax.pipeline.commands"]
+                   "bec_jax.pipeline.commands", "bec_jax.deploy.export_commands"]
 
 
 class UsageError(ValueError):
