@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["FORMATS", "QUANTIZERS", "load_model", "model_kind", "export_jax", "onnx_graph", "calibration_inputs",
-           "activation_scales", "export_onnx", "export_artifact", "load_artifact", "onnx_threads"]
+           "activation_scales", "export_onnx", "export_artifact", "load_artifact", "onnx_threads", "evaluate_artifact"]
 
 FORMATS = ("jax", "onnx")
 QUANTIZERS = ("bec_jax", "ort")
@@ -447,3 +447,14 @@ def load_artifact(path, *, threads: int | None = None):
 
     run.info = dict(format="jax", path=str(path), input_shape=[str(d) for d in exported.in_avals[0].shape])
     return run
+
+
+def evaluate_artifact(run, loader) -> dict:
+    """Masked MSEs of a loaded artifact ``run`` (``load_artifact``) over a ``BatchLoader``: the metric
+    and code of ``bec-jax evaluate`` ({"mse", "mse_ref", "valid_fraction"}), for the file that is deployed."""
+    import jax.numpy as jnp
+
+    from bec_jax.train.trainer import evaluate_loader
+
+    return evaluate_loader(lambda params, stats, x: jnp.asarray(run(np.asarray(x))),
+                           dict(params=None, batch_stats=None), loader)
