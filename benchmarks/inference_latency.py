@@ -175,7 +175,7 @@ def accuracy(args, files: dict) -> dict:
     for name, path in files.items():
         if name != "jax2onnx_fp32":
             res[name] = evaluate_artifact(load_artifact(path), setup.test)["mse"]
-    return res
+    return {k: float(v) for k, v in res.items()}
 
 
 # ----------------------------------------------------------------------------- timing (child)
@@ -254,21 +254,46 @@ def floors(settings, sizes, acc) -> dict:
         if s["batch"] == 1:
             best = max((n for n in c if n in INT8), key=lambda n: c[n]["speedup_vs_jax_fp32"])
             sp = c[best]["speedup_vs_jax_fp32"]
-            out["best_int8_vs_jax_fp32_batch1"].append(dict(key, artifact=best, speedup=sp, holds=sp >= 2))
+            out["best_int8_vs_jax_fp32_batch1"].append(dict(key, artifact=best, speedup=sp, holds=bool(sp >= 2)))
         if "structured_onnx_int8" in c:
             sp = c["structured_onnx_int8"]["speedup_vs_jax_fp32"]
-            row = dict(key, speedup=sp, speed_holds=sp >= 3)
+            row = dict(key, speedup=sp, speed_holds=bool(sp >= 3))
             if acc and s["size"] != REF_SIZE:
-                ratio = acc["structured_onnx_int8"] / acc["jax_fp32"]
-                row.update(mse_ratio_to_dense=ratio, mse_holds=ratio <= 1.1)
+                ratio = float(acc["structured_onnx_int8"] / acc["jax_fp32"])
+                row.update(mse_ratio_to_dense=ratio, mse_holds=bool(ratio <= 1.1))
             out["structured_int8_vs_jax_fp32"].append(row)
     for key, v in sizes.items():
         size, name = key.split("/")
         for fp32, int8 in (("jaxexport_fp32", "jaxexport_int8"), ("onnx_fp32", "onnx_int8")):
             if name == int8:
                 r = v["bytes"] / sizes[f"{size}/{fp32}"]["bytes"]
-                out["file_ratio"][f"{size}/{int8}"] = dict(ratio=r, holds=r <= 0.25)
+                out["file_ratio"][f"{size}/{int8}"] = dict(ratio=r, holds=bool(r <= 0.25))
     return out
+
+
+def table(result: dict) -> str:
+    """Markdown tables of a result: median ms (speed-up vs jax_fp32) per setting, test MSE, sizes, floors."""
+    settings = result["settings"]
+    names = []
+    for s in settings:
+        names += [n for n in s["contenders"] if n not in names]
+    cols = [f"{s['size']}² b{s['batch']} t{s['threads']}" for s in settings]
+    lines = ["| contender | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for n in names:
+        cells = []
+        for s in settings:
+            c = s["contenders"].get(n)
+            cells.append("" if c is None else f"{c['median_ms']:.2f} ({c['speedup_vs_jax_fp32']:.2f}×)")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines.append("| load average (1 min, before→after) | " + " | ".join(
+        f"{s['loadavg_before'][0]:.1f}→{s['loadavg_after'][0]:.1f}" for s in settings) + " |")
+    acc = result.get("test_mse") or {}
+    if acc:
+        lines += ["", "| 64² model | test MSE | × dense |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v:.3e} | {v / acc['jax_fp32']:.3f} |" for k, v in acc.items()]
+    lines += ["", "| artifact | bytes |", "|---|---:|"]
+    lines += [f"| {k} | {v['bytes']:,} |" for k, v in result["artifact_bytes"].items()]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -287,7 +312,12 @@ def main() -> None:
     p.add_argument("--child-threads", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-plan", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--accuracy-only", action="store_true",
+                   help="export and evaluate the 64² artifacts (test MSE, file sizes), no timing")
+    p.add_argument("--table", default=None, help="only print the markdown tables of this result JSON")
     args = p.parse_args()
+    if args.table:
+        return print(table(json.loads(Path(args.table).read_text())), end="")
     if args.child_threads is not None:
         return child(args)
     from common import write_result
@@ -303,10 +333,10 @@ def main() -> None:
         print("test MSE:", json.dumps(acc), flush=True)
         plan = work / "plan.json"
         plan.write_text(json.dumps(dict(files={str(k): v for k, v in built["files"].items()})))
-        settings = []
-        for t in args.threads.split(","):
+        settings, partials = [], []
+        for t in ([] if args.accuracy_only else args.threads.split(",")):
             n = all_threads if t == "all" else int(t)
-            out = work / f"child_{n}.json"
+            out = Path(args.out).with_suffix(f".threads{n}.partial.json")  # kept if a later step fails
             env = dict(os.environ)
             if n == 1:
                 env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
@@ -319,11 +349,14 @@ def main() -> None:
                 cmd += ["--structured", args.structured]
             subprocess.run(cmd, check=True, env=env)
             settings += json.loads(out.read_text())
+            partials.append(out)
     result = dict(benchmark="inference_latency", threads_all=all_threads, run=args.run, structured=args.structured,
                   keep_ref=args.keep, artifact_bytes=built["sizes"], test_mse=acc, settings=settings,
                   floors=floors(settings, built["sizes"], acc), wall_s=time.time() - t_start,
                   versions=_versions())
     write_result(args.out, result)
+    for path in partials:
+        path.unlink()
 
 
 def _versions() -> dict:

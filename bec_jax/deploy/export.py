@@ -3,8 +3,8 @@
 Two formats (``FORMATS``):
 
 - "jax": ``jax.export`` serialized StableHLO (one file, weights embedded as
-  constants, symbolic batch). Runs with JAX alone (``jax.export.deserialize``),
-  no bec_jax. An int8 model exports its integer path (``Int8Conv``: int8
+  constants, symbolic batch). Runs with JAX alone (``jax.export.deserialize``,
+  which needs the ``flatbuffers`` package of ``bec_jax[deploy]``), no bec_jax. An int8 model exports its integer path (``Int8Conv``: int8
   weights, dynamic per-tensor int8 activations, int32 sums), so the file holds
   int8 weights and computes exactly what bec_jax's int8 model computes.
 - "onnx": an ONNX graph built from the model's weights (opset 17, NCHW inside,
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMATS", "QUANTIZERS", "load_model", "model_kind", "export_jax", "onnx_graph", "calibration_inputs",
+__all__ = ["FORMATS", "QUANTIZERS", "check_model_folder", "load_model", "model_kind", "export_jax", "onnx_graph", "calibration_inputs",
            "activation_scales", "export_onnx", "export_artifact", "load_artifact", "onnx_threads", "evaluate_artifact"]
 
 FORMATS = ("jax", "onnx")
@@ -51,16 +51,21 @@ OPSET = 17
 
 # ----------------------------------------------------------------------------- models
 
+def check_model_folder(path) -> Path:
+    """The quantized.json of a saved model folder; ValueError naming the folder if there is none."""
+    meta_file = Path(path) / "quantized.json"
+    if not meta_file.is_file():
+        raise ValueError(f"{str(path)!r} is not a saved model folder (no quantized.json); give a pipeline "
+                         "models/<variant> folder or the model/ folder of bec-jax shrink, quantize or prune")
+    return meta_file
+
+
 def load_model(path):
     """(model in eval mode, meta) of a saved model folder (``save_quantized``: pipeline ``models/*``,
     ``bec-jax shrink|quantize|prune`` ``OUT/model``). int8 models come back with ``Int8Conv`` layers."""
     from bec_jax.compress.quantization import load_quantized
 
-    path = Path(path)
-    meta_file = path / "quantized.json"
-    if not meta_file.is_file():
-        raise ValueError(f"{str(path)!r} is not a saved model folder (no quantized.json); give a pipeline "
-                         "models/<variant> folder or the model/ folder of bec-jax shrink, quantize or prune")
+    meta_file = check_model_folder(path)
     try:
         quant = json.loads(meta_file.read_text()).get("quant")
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from bec_jax.cli import UsageError, lock_output, positive_int
 
-from bec_jax.deploy.export import FORMATS, QUANTIZERS, SUFFIX  # numpy only: parsing does not start JAX
+from bec_jax.deploy.export import (FORMATS, QUANTIZERS, SUFFIX,  # numpy only: parsing does not start JAX
+                                   check_model_folder)
 
 
 def cmd_export(args) -> int:
@@ -22,13 +23,14 @@ def cmd_export(args) -> int:
         raise UsageError(f"{str(out)!r} exists; pass --overwrite to replace it")
     if not Path(args.model).is_dir():
         raise UsageError(f"--model {args.model!r} is not a folder")
+    check_model_folder(args.model)
     if args.data is not None and not Path(args.data).is_file():
         raise UsageError(f"--data {args.data!r} is not a file")
+    needed = dict(jax="flatbuffers", onnx="onnxruntime")[args.format]  # jax.export writes flatbuffers
     try:
-        import onnxruntime  # noqa: F401
+        __import__(needed)
     except ImportError:
-        if args.format == "onnx":
-            raise UsageError("--format onnx needs ONNX Runtime: pip install 'bec_jax[deploy]'") from None
+        raise UsageError(f"--format {args.format} needs {needed}: pip install 'bec_jax[deploy]'") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     lock_output(out)
     from bec_jax.deploy.export import export_artifact

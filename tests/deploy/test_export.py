@@ -75,6 +75,7 @@ def test_model_kinds(folders):
 
 @pytest.mark.parametrize("name,batches", [("dense", (1, 3)), ("int8", (2,))])
 def test_jax_export_reloads_to_the_same_outputs(folders, tmp_path, name, batches):
+    pytest.importorskip("flatbuffers")  # jax.export's file format (bec_jax[deploy])
     model, _ = load_model(folders / name)
     path = tmp_path / "m.jaxexport"
     path.write_bytes(export_jax(model))
@@ -87,6 +88,7 @@ def test_jax_export_reloads_to_the_same_outputs(folders, tmp_path, name, batches
 
 
 def test_jax_int8_file_holds_int8_weights(folders, tmp_path):
+    pytest.importorskip("flatbuffers")
     from bec_jax.compress.quantization import conv_layers
 
     sizes = {}
@@ -203,6 +205,7 @@ def test_export_cli_errors_are_one_line(folders, tmp_path, capsys):
 
 
 def test_export_cli_writes_and_refuses_to_overwrite(folders, tmp_path, capsys):
+    pytest.importorskip("flatbuffers")
     out = tmp_path / "m.jaxexport"
     assert main(["export", "--model", str(folders / "structured"), "--format", "jax", "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
