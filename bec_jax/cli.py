@@ -26,7 +26,8 @@ from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, fl
 
 
 COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands",
-                   "bec_jax.pipeline.commands", "bec_jax.deploy.commands", "bec_jax.bench.commands"]
+                   "bec_jax.pipeline.commands", "bec_jax.deploy.commands", "bec_jax.deploy.export_commands",
+                   "bec_jax.bench.commands"]
 
 
 def cmd_demo(args) -> int:
