@@ -49,10 +49,11 @@ import numpy as np
 
 from bec_jax.gpe.grid import Grid, complex_dtype, real_dtype
 from bec_jax.gpe.hamiltonian import check_inputs, chemical_potential, energy, normalize, per_state, residual
+from bec_jax.gpe.implicit import attach_gradients
 from bec_jax.gpe.observables import edge_density, rms_radius, thomas_fermi, vortex_count
 from bec_jax.gpe.minimize import PRECONDITIONER_PASSES, pcg_minimize
 from bec_jax.gpe.sharding import backend_of, batch_mesh, check_memory, loop_chunk, map_batch, place, resolve_chunk, shard_batch
-from bec_jax.gpe.splitstep import check_parameters, evolve
+from bec_jax.gpe.splitstep import _concrete, check_parameters, evolve
 
 __all__ = [
     "GroundStateResult",
@@ -303,8 +304,12 @@ def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, star
     device its slice (``shard_batch``); the choice of the winners after it is
     replicated. chunk: relax that many starts at a time (``map_batch``; on a
     CPU each chunk's passes stay in cache and its loop stops with its own
-    states); None: all at once.
+    states); None: all at once. psi, energy and mu are differentiable in g and
+    omega by implicit differentiation of the stationary state
+    (``implicit.attach_gradients``); the loops see no tangents.
     """
+    g_in, omega_in = g, omega
+    g, omega, psi0 = jax.lax.stop_gradient((g, omega, psi0))
     if psi0 is None:
         guesses = seeded_guesses(grid, g, omega, keys)
     else:
@@ -330,7 +335,7 @@ def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, star
         e, r, conv = jnp.where(keep, e, e2), jnp.where(keep, r, r2), jnp.where(keep, conv, c2)
         steps = jnp.where(keep, steps, steps + s2)
     edge = edge_density(psi)
-    return GroundStateResult(
+    res = GroundStateResult(
         psi=psi,
         energy=e,
         mu=chemical_potential(grid, psi, g, omega),
@@ -343,6 +348,7 @@ def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, star
         touches_edge=~(edge <= EDGE_THRESHOLD),
         length_needed=2 * (math.sqrt(3) * rms_radius(grid, psi) + 3.5),
     )
+    return attach_gradients(grid, res, g_in, omega_in, preconditioner=settings.preconditioner)
 
 
 def _check_key(key, batch: int):
@@ -424,16 +430,23 @@ def ground_state(
 
     Returns:
       ``GroundStateResult``; arrays have the broadcast batch shape of (g, Ω).
+      ``psi``, ``energy`` and ``mu`` are differentiable in g and omega
+      (``jax.grad``, also under jit and vmap) by implicit differentiation of
+      the stationary state (``implicit``; docs/gradients.md); NaN gradients
+      mark states with no derivative (a level crossing such as a vortex-number
+      transition, or a non-minimum).
 
     Raises:
       ValueError: |Ω| ≥ 1, g < 0, non-finite values, or bad settings.
     """
     check_parameters(g, omega)
-    g_arr, om_arr = np.broadcast_arrays(np.asarray(g, float), np.asarray(omega, float))
+    rdt = real_dtype()
+    # jnp, not np: g and omega may be traced (under jax.grad, jit or vmap).
+    g_arr, om_arr = jnp.broadcast_arrays(jnp.asarray(g, rdt), jnp.asarray(omega, rdt))
     if g_arr.ndim > 1:
         raise ValueError(f"g and omega must be scalars or 1-D, got shape {g_arr.shape}")
     scalar = g_arr.ndim == 0
-    g_arr, om_arr = np.atleast_1d(g_arr), np.atleast_1d(om_arr)
+    g_arr, om_arr = jnp.atleast_1d(g_arr), jnp.atleast_1d(om_arr)
     batch = g_arr.shape[0]
     if batch == 0:
         raise ValueError("g and omega must not be empty")
@@ -462,8 +475,7 @@ def ground_state(
         check_inputs(psi0)
     resolve_chunk(chunk, None)  # a bad value fails before any work
     keys = start_keys(_check_key(key, batch), batch, settings.n_starts)
-    rdt = real_dtype()
-    args = [jnp.asarray(g_arr, rdt), jnp.asarray(om_arr, rdt), keys]
+    args = [g_arr, om_arr, keys]
     mesh = batch_mesh(batch) if shard else None
     # A batch the devices do not divide (one state, say) may still split by its starts.
     start_mesh = batch_mesh(batch * settings.n_starts) if shard and mesh is None else None
@@ -482,8 +494,10 @@ def ground_state(
     check_memory(per_start * batch * settings.n_starts * grid.n**2 * jnp.dtype(complex_dtype()).itemsize / devices,
                  f"ground_state ({batch} states x {settings.n_starts} starts on {grid.n}²)", backend_of(args[0]))
     res = _solve_jit(grid, *args, settings, psi0, mesh, start_mesh, chunk)
-    bad = ~np.isfinite(np.asarray(res.energy))
+    energies = _concrete(res.energy)
+    bad = np.zeros(batch, bool) if energies is None else ~np.isfinite(energies)
     if bad.any():
+        g_arr, om_arr = np.asarray(g_arr), np.asarray(om_arr)
         warnings.warn(f"{int(bad.sum())} of {batch} ground states are not finite (g = "
                       f"{np.unique(g_arr[bad])[:4].tolist()}, omega = {np.unique(om_arr[bad])[:4].tolist()}): the grid "
                       f"({grid}) cannot hold or resolve them; use length >= box_length(g, omega) and more points",
