@@ -49,7 +49,7 @@ import numpy as np
 
 from bec_jax.gpe.grid import Grid, complex_dtype, real_dtype
 from bec_jax.gpe.hamiltonian import check_inputs, chemical_potential, energy, normalize, per_state, residual
-from bec_jax.gpe.implicit import attach_gradients
+from bec_jax.gpe.implicit import AdjointSettings, attach_gradients
 from bec_jax.gpe.observables import edge_density, rms_radius, thomas_fermi, vortex_count
 from bec_jax.gpe.minimize import PRECONDITIONER_PASSES, pcg_minimize
 from bec_jax.gpe.sharding import backend_of, batch_mesh, check_memory, loop_chunk, map_batch, place, resolve_chunk, shard_batch
@@ -297,7 +297,8 @@ def seeded_guesses(grid: Grid, g, omega, keys):
     )(g, omega, keys)
 
 
-def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, start_mesh=None, chunk=None):
+def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, start_mesh=None, chunk=None,
+           adjoint: AdjointSettings = AdjointSettings()):
     """Batch program: g, omega (B,), keys (B, S) -> GroundStateResult (B,).
 
     start_mesh: optional mesh over which the B·S starts are relaxed, each
@@ -306,7 +307,8 @@ def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, star
     CPU each chunk's passes stay in cache and its loop stops with its own
     states); None: all at once. psi, energy and mu are differentiable in g and
     omega by implicit differentiation of the stationary state
-    (``implicit.attach_gradients``); the loops see no tangents.
+    (``implicit.attach_gradients``, adjoint CG set by ``adjoint``); the loops
+    see no tangents.
     """
     g_in, omega_in = g, omega
     g, omega, psi0 = jax.lax.stop_gradient((g, omega, psi0))
@@ -348,7 +350,7 @@ def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, star
         touches_edge=~(edge <= EDGE_THRESHOLD),
         length_needed=2 * (math.sqrt(3) * rms_radius(grid, psi) + 3.5),
     )
-    return attach_gradients(grid, res, g_in, omega_in, preconditioner=settings.preconditioner)
+    return attach_gradients(grid, res, g_in, omega_in, preconditioner=settings.preconditioner, adjoint=adjoint)
 
 
 def _check_key(key, batch: int):
@@ -370,12 +372,12 @@ def start_keys(key, batch: int, n_starts: int):
     return jax.random.split(key, (batch, n_starts))
 
 
-@functools.partial(jax.jit, static_argnames=("grid", "settings", "mesh", "start_mesh", "chunk"))
+@functools.partial(jax.jit, static_argnames=("grid", "settings", "mesh", "start_mesh", "chunk", "adjoint"))
 def _solve_jit(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, mesh=None, start_mesh=None,
-               chunk=None):
+               chunk=None, adjoint: AdjointSettings = AdjointSettings()):
     """``_solve`` as one program, split over ``mesh`` (each device its slice of
     the states) or, inside, over ``start_mesh`` (each device its slice of the starts)."""
-    solve = lambda g, o, k, p: _solve(grid, g, o, k, settings, p, start_mesh, chunk)
+    solve = lambda g, o, k, p: _solve(grid, g, o, k, settings, p, start_mesh, chunk, adjoint)
     return shard_batch(solve, mesh)(g, omega, keys, psi0)
 
 
@@ -399,6 +401,7 @@ def ground_state(
     tol_energy: float | None = None,
     shard: bool = True,
     chunk="auto",
+    adjoint: AdjointSettings = AdjointSettings(),
 ) -> GroundStateResult:
     """Ground states of the rotating GPE for one or many (g, Ω).
 
@@ -427,6 +430,8 @@ def ground_state(
         ``benchmarks/solver_throughput.py``); all at once for a single
         state's starts (they converge together) and on a GPU/TPU. None: all
         at once; or an int >= 1. Results agree to round-off.
+      adjoint: ``implicit.AdjointSettings`` of the backward pass (CG cap and
+        tolerance); used only under ``jax.grad``.
 
     Returns:
       ``GroundStateResult``; arrays have the broadcast batch shape of (g, Ω).
@@ -493,7 +498,7 @@ def ground_state(
     devices = 1 if split is None else split.devices.size  # each holds its share
     check_memory(per_start * batch * settings.n_starts * grid.n**2 * jnp.dtype(complex_dtype()).itemsize / devices,
                  f"ground_state ({batch} states x {settings.n_starts} starts on {grid.n}²)", backend_of(args[0]))
-    res = _solve_jit(grid, *args, settings, psi0, mesh, start_mesh, chunk)
+    res = _solve_jit(grid, *args, settings, psi0, mesh, start_mesh, chunk, adjoint)
     energies = _concrete(res.energy)
     bad = np.zeros(batch, bool) if energies is None else ~np.isfinite(energies)
     if bad.any():

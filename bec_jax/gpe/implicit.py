@@ -39,12 +39,14 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bec_jax.gpe.grid import Grid
 from bec_jax.gpe.hamiltonian import apply_hamiltonian, apply_kinetic_rotation, chemical_potential, density, energy
 from bec_jax.gpe.minimize import PRECONDITIONER_PASSES, kinetic_preconditioner, rotating_preconditioner
 
 __all__ = [
+    "AdjointSettings",
     "TRANSITION_GAP",
     "inner",
     "minus_lz",
@@ -66,6 +68,24 @@ TRANSITION_GAP = 1e-4
 SAME_STATE = 1e-6
 
 _PRECONDITIONERS = {"kinetic": kinetic_preconditioner, "rotating": rotating_preconditioner}
+
+
+@dataclasses.dataclass(frozen=True)
+class AdjointSettings:
+    """Adjoint CG of the backward pass (hashable: a static jit argument).
+
+    iters: CG iteration cap (each one Hessian + one preconditioner
+    application, ~10 1-D FFT passes); tol: relative residual ‖r‖/‖P G‖ at
+    which it stops. The gradient's relative error is about tol·cond(K) at
+    worst, typically ~tol.
+    """
+
+    iters: int = 300
+    tol: float = 1e-6
+
+    def __post_init__(self):
+        if self.iters < 1 or not self.tol > 0:
+            raise ValueError(f"need iters >= 1 and tol > 0, got iters={self.iters}, tol={self.tol}")
 
 
 def inner(a, b):
@@ -113,10 +133,13 @@ def cg(apply_a, b, precond, iters: int, tol: float):
 
     Real inner product, fixed-cap while_loop (vmappable). Stops when
     ‖r‖ ≤ tol·‖b‖ or after ``iters`` iterations, or at the first direction of
-    non-positive curvature ⟨p, Ap⟩ ≤ 0 (the operator is not positive definite).
-    Returns (x, info) with info = dict(iterations int32, rel_residual ‖r‖/‖b‖,
-    positive bool: no non-positive curvature met).
+    non-positive curvature ⟨p, Ap⟩ ≤ 0. That direction counts as negative
+    (the operator is not positive definite) when ⟨p, Ap⟩ < −√ε‖p‖‖Ap‖ (ε the
+    dtype's machine epsilon); a smaller |⟨p, Ap⟩| is round-off in a nearly
+    converged solve. Returns (x, info) with info = dict(iterations int32,
+    rel_residual ‖r‖/‖b‖, positive bool: no negative curvature met).
     """
+    neg_tol = float(np.sqrt(np.finfo(b.real.dtype).eps))
     x = jnp.zeros_like(b)
     z = precond(b)
     rz = inner(b, z)
@@ -124,23 +147,25 @@ def cg(apply_a, b, precond, iters: int, tol: float):
     safe_bn = jnp.where(bn == 0, 1.0, bn)
 
     def cond(c):
-        x, r, p, rz, k, pos = c
-        return (k < iters) & (jnp.sqrt(inner(r, r)) > tol * bn) & pos
+        x, r, p, rz, k, pos, go = c
+        return (k < iters) & (jnp.sqrt(inner(r, r)) > tol * bn) & go
 
     def body(c):
-        x, r, p, rz, k, pos = c
+        x, r, p, rz, k, pos, go = c
         ap = apply_a(p)
         pap = inner(p, ap)
-        pos = pap > 0
-        alpha = jnp.where(pos, rz / jnp.where(pos, pap, 1.0), 0.0)
+        go = pap > 0
+        pos = pap >= -neg_tol * jnp.sqrt(inner(p, p) * inner(ap, ap))
+        alpha = jnp.where(go, rz / jnp.where(go, pap, 1.0), 0.0)
         x = x + alpha * p
         r = r - alpha * ap
         z = precond(r)
         rz_new = inner(r, z)
         p = z + (rz_new / jnp.where(rz == 0, 1.0, rz)) * p
-        return x, r, p, rz_new, k + 1, pos
+        return x, r, p, rz_new, k + 1, pos, go
 
-    x, r, _, _, k, pos = jax.lax.while_loop(cond, body, (x, b, z, rz, jnp.int32(0), jnp.bool_(True)))
+    init = (x, b, z, rz, jnp.int32(0), jnp.bool_(True), jnp.bool_(True))
+    x, r, _, _, k, pos, _ = jax.lax.while_loop(cond, body, init)
     return x, dict(iterations=k, rel_residual=jnp.sqrt(inner(r, r)) / safe_bn, positive=pos)
 
 
@@ -183,7 +208,7 @@ def _param_cotangents(grid: Grid, psi, lam):
 
 
 def make_stationary(grid: Grid, *, preconditioner: str = "rotating", cg_iters: int = 300, cg_tol: float = 1e-6):
-    """Factory: ``stationary(psi, g, omega, valid) -> psi`` with an implicit VJP.
+    """Factory: ``stationary(psi, g, omega, valid=True) -> psi`` with an implicit VJP.
 
     Forward is the identity: psi (n, n) complex must already be a converged
     stationary state at (g, Ω) (real scalars); vmap it for batches. Backward
@@ -194,14 +219,13 @@ def make_stationary(grid: Grid, *, preconditioner: str = "rotating", cg_iters: i
     non-positive curvature of the Hessian on the tangent space (not a strict
     minimum). cg_iters / cg_tol: adjoint CG cap and relative tolerance.
     """
-    if cg_iters < 1 or not cg_tol > 0:
-        raise ValueError(f"need cg_iters >= 1 and cg_tol > 0, got {cg_iters}, {cg_tol}")
+    AdjointSettings(cg_iters, cg_tol)  # validates
 
     @jax.custom_vjp
-    def stationary(psi, g, omega, valid):
+    def stationary(psi, g, omega, valid=True):
         return psi
 
-    def fwd(psi, g, omega, valid):
+    def fwd(psi, g, omega, valid=True):
         return psi, (psi, g, omega, jnp.asarray(valid))
 
     def bwd(res, ct):
@@ -232,7 +256,8 @@ def branch_gap(res):
     return jnp.min(jnp.where(other, s - e, jnp.inf), axis=-1)
 
 
-def attach_gradients(grid: Grid, res, g, omega, *, preconditioner: str = "rotating"):
+def attach_gradients(grid: Grid, res, g, omega, *, preconditioner: str = "rotating",
+                     adjoint: AdjointSettings = AdjointSettings()):
     """The batch ``GroundStateResult`` (B,) ``res`` with psi, energy and mu
     differentiable in g, omega (B,) (implicitly, ``make_stationary``).
 
@@ -241,7 +266,7 @@ def attach_gradients(grid: Grid, res, g, omega, *, preconditioner: str = "rotati
     start energies). Gradients are NaN at level crossings (``branch_gap`` ≤
     ``TRANSITION_GAP``·max(1, |E|)) and at non-minima (``make_stationary``).
     """
-    stationary = make_stationary(grid, preconditioner=preconditioner)
+    stationary = make_stationary(grid, preconditioner=preconditioner, cg_iters=adjoint.iters, cg_tol=adjoint.tol)
     valid = branch_gap(res) > TRANSITION_GAP * jnp.maximum(1.0, jnp.abs(res.energy))
     psi = jax.vmap(stationary)(res.psi, g, omega, valid)
     return dataclasses.replace(res, psi=psi, energy=energy(grid, psi, g, omega),
