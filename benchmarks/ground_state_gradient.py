@@ -94,7 +94,8 @@ def memory(n: int, batch: int) -> dict:
         out[f"imaginary_time_steps_{steps}_bytes"] = _bytes(compiled)
     out["ground_state_ratio_4000_over_500"] = (out["ground_state_max_iter_4000_bytes"]
                                                / out["ground_state_max_iter_500_bytes"])
-    out["imaginary_time_ratio_800_over_100"] = out["imaginary_time_steps_800_bytes"] / out["imaginary_time_steps_100_bytes"]
+    out["imaginary_time_ratio_800_over_100"] = (out["imaginary_time_steps_800_bytes"]
+                                                / out["imaginary_time_steps_100_bytes"])
     return out
 
 

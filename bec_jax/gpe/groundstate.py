@@ -150,6 +150,8 @@ class GroundStateResult:
     every start (spread = how rugged the landscape is). start_steps: int32
     (..., n_starts) iterations of every start before polishing (the starts of
     a batch run in lockstep, so the batch costs about max(start_steps) each).
+    start_vortices: int32 (..., n_starts) vortices of every start's final state
+    (with start_energies: which branches the starts found, ``implicit.branch_gap``).
     touches_edge: bool
     (...) boundary density above 1e-4 of the peak. length_needed: real (...)
     box side that would hold the cloud (from its rms radius).
@@ -164,6 +166,7 @@ class GroundStateResult:
     vortices: jax.Array
     start_energies: jax.Array
     start_steps: jax.Array
+    start_vortices: jax.Array
     touches_edge: jax.Array
     length_needed: jax.Array
 
@@ -320,7 +323,7 @@ def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, star
     relax = shard_batch(map_batch(lambda p, gi, oi: _relax(grid, p, gi, oi, settings), chunk), start_mesh)
     out = relax(guesses.reshape((b * s,) + guesses.shape[2:]), jnp.repeat(g, s), jnp.repeat(omega, s))
     psi, e, r, steps, conv = (a.reshape((b, s) + a.shape[1:]) for a in out)
-    start_energies, start_steps = e, steps
+    start_energies, start_steps, start_vortices = e, steps, vortex_count(grid, psi)
     # The lowest finite energy wins, converged or not: a start still descending
     # below a converged one has found a deeper basin (metastable lattices
     # converge too). A winner that hit max_iter is polished alone below.
@@ -347,6 +350,7 @@ def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, star
         vortices=vortex_count(grid, psi),
         start_energies=start_energies,
         start_steps=start_steps,
+        start_vortices=start_vortices,
         touches_edge=~(edge <= EDGE_THRESHOLD),
         length_needed=2 * (math.sqrt(3) * rms_radius(grid, psi) + 3.5),
     )

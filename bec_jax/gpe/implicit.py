@@ -26,9 +26,10 @@ wrong number (``make_stationary``): (1) the Hessian is not positive definite
 on the tangent space (the state is a saddle, or sits at the end of a
 metastable branch), detected as non-positive curvature in the adjoint CG;
 (2) the state is at a level crossing: another start of ``ground_state`` ended
-on a distinct stationary state within ``TRANSITION_GAP`` of the winner's
-energy (``branch_gap``), e.g. at a vortex-number transition, where the ground
-state jumps from one branch to the other and E(Ω) has a kink.
+on a distinct stationary state (another vortex number, or a clearly different
+energy) within ``TRANSITION_GAP`` of the winner's energy (``branch_gap``),
+e.g. at a vortex-number transition, where the ground state jumps from one
+branch to the other and E(Ω) has a kink.
 
 Functions act on ONE state (n, n) unless said otherwise; vmap them.
 """
@@ -263,17 +264,19 @@ def state_tangent(grid: Grid, psi, g, omega, dg, domega, *, preconditioner: str 
 
 
 def branch_gap(res):
-    """E_other − E_winner: energy gap (≥ 0) between the winning start of a
-    ``GroundStateResult`` and the lowest start that ended on a distinct state
-    (more than ``SAME_STATE[dtype]``·max(1, |E|) above it); inf when every start found
-    the winner. Shape: the batch shape of ``res``. A gap near zero means a level
+    """E_other − E_winner: energy gap (≥ 0) between the ground state of a
+    ``GroundStateResult`` and the lowest start that ended on a distinct state:
+    another vortex number (``start_vortices``), or more than
+    ``SAME_STATE[dtype]``·max(1, |E|) above it. inf when every start found the
+    winner. Shape: the batch shape of ``res``. A gap near zero means a level
     crossing (e.g. a vortex-number transition): the ground state jumps there and
     has no derivative. Only crossings the starts found are seen."""
     e = jax.lax.stop_gradient(res.energy)[..., None]
     s = res.start_energies
     scale = jnp.maximum(1.0, jnp.abs(e))
-    other = jnp.isfinite(s) & (s - e > SAME_STATE[jnp.dtype(s.dtype).name] * scale)
-    return jnp.min(jnp.where(other, s - e, jnp.inf), axis=-1)
+    distinct = (res.start_vortices != res.vortices[..., None]) | (s - e > SAME_STATE[jnp.dtype(s.dtype).name] * scale)
+    other = jnp.isfinite(s) & distinct
+    return jnp.min(jnp.where(other, jnp.maximum(s - e, 0.0), jnp.inf), axis=-1)
 
 
 def attach_gradients(grid: Grid, res, g, omega, *, preconditioner: str = "rotating",
