@@ -320,10 +320,14 @@ def _solve(grid: Grid, g, omega, keys, settings: SolverSettings, psi0=None, star
     else:
         guesses = normalize(grid, psi0)[:, None]
     b, s = guesses.shape[:2]
-    relax = shard_batch(map_batch(lambda p, gi, oi: _relax(grid, p, gi, oi, settings), chunk), start_mesh)
+    def relax_start(p, gi, oi):  # each start's vortex count is taken where it was relaxed
+        out = _relax(grid, p, gi, oi, settings)
+        return (*out, vortex_count(grid, out[0]))
+
+    relax = shard_batch(map_batch(relax_start, chunk), start_mesh)
     out = relax(guesses.reshape((b * s,) + guesses.shape[2:]), jnp.repeat(g, s), jnp.repeat(omega, s))
-    psi, e, r, steps, conv = (a.reshape((b, s) + a.shape[1:]) for a in out)
-    start_energies, start_steps, start_vortices = e, steps, vortex_count(grid, psi)
+    psi, e, r, steps, conv, start_vortices = (a.reshape((b, s) + a.shape[1:]) for a in out)
+    start_energies, start_steps = e, steps
     # The lowest finite energy wins, converged or not: a start still descending
     # below a converged one has found a deeper basin (metastable lattices
     # converge too). A winner that hit max_iter is polished alone below.
