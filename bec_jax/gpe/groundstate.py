@@ -49,10 +49,11 @@ import numpy as np
 
 from bec_jax.gpe.grid import Grid, complex_dtype, real_dtype
 from bec_jax.gpe.hamiltonian import check_inputs, chemical_potential, energy, normalize, per_state, residual
+from bec_jax.gpe.implicit import AdjointSettings, attach_gradients
 from bec_jax.gpe.observables import edge_density, rms_radius, thomas_fermi, vortex_count
 from bec_jax.gpe.minimize import PRECONDITIONER_PASSES, pcg_minimize
 from bec_jax.gpe.sharding import backend_of, batch_mesh, check_memory, loop_chunk, map_batch, place, resolve_chunk, shard_batch
-from bec_jax.gpe.splitstep import check_parameters, evolve
+from bec_jax.gpe.splitstep import _concrete, check_parameters, evolve
 
 __all__ = [
     "GroundStateResult",
@@ -218,6 +219,8 @@ class GroundStateResult:
     every start (spread = how rugged the landscape is). start_steps: int32
     (..., n_starts) iterations of every start before polishing (the starts of
     a batch run in lockstep, so the batch costs about max(start_steps) each).
+    start_vortices: int32 (..., n_starts) vortices of every start's final state
+    (with start_energies: which branches the starts found, ``implicit.branch_gap``).
     touches_edge: bool
     (...) boundary density above 1e-4 of the peak. length_needed: real (...)
     box side that would hold the cloud (from its rms radius).
@@ -232,6 +235,7 @@ class GroundStateResult:
     vortices: jax.Array
     start_energies: jax.Array
     start_steps: jax.Array
+    start_vortices: jax.Array
     touches_edge: jax.Array
     length_needed: jax.Array
 
@@ -346,23 +350,34 @@ def seeded_guesses(grid: Grid, g, omega, keys):
     )(g, omega, keys)
 
 
-def _solve(grid: Grid, g, omega, keys, method, psi0=None, start_mesh=None, chunk=None):
+def _solve(grid: Grid, g, omega, keys, method, psi0=None, start_mesh=None, chunk=None,
+           adjoint: AdjointSettings = AdjointSettings()):
     """Batch program: g, omega (B,), keys (B, S) -> GroundStateResult (B,).
 
     start_mesh: optional mesh over which the B·S starts are relaxed, each
     device its slice (``shard_batch``); the choice of the winners after it is
     replicated. chunk: relax that many starts at a time (``map_batch``; on a
     CPU each chunk's passes stay in cache and its loop stops with its own
-    states); None: all at once.
+    states); None: all at once. psi, energy and mu are differentiable in g and
+    omega by implicit differentiation of the stationary state
+    (``implicit.attach_gradients``, adjoint CG set by ``adjoint``); the loops
+    see no tangents.
     """
+    g_in, omega_in = g, omega
+    g, omega, psi0 = jax.lax.stop_gradient((g, omega, psi0))
     if psi0 is None:
         guesses = seeded_guesses(grid, g, omega, keys)
     else:
         guesses = normalize(grid, psi0)[:, None]
     b, s = guesses.shape[:2]
-    relax = shard_batch(map_batch(lambda p, gi, oi: method.relax(grid, p, gi, oi), chunk), start_mesh)
+
+    def relax_start(p, gi, oi):  # each start's vortex count is taken where it was relaxed
+        out = method.relax(grid, p, gi, oi)
+        return (*out, vortex_count(grid, out[0]))
+
+    relax = shard_batch(map_batch(relax_start, chunk), start_mesh)
     out = relax(guesses.reshape((b * s,) + guesses.shape[2:]), jnp.repeat(g, s), jnp.repeat(omega, s))
-    psi, e, r, steps, conv = (a.reshape((b, s) + a.shape[1:]) for a in out)
+    psi, e, r, steps, conv, start_vortices = (a.reshape((b, s) + a.shape[1:]) for a in out)
     start_energies, start_steps = e, steps
     # The lowest finite energy wins, converged or not: a start still descending
     # below a converged one has found a deeper basin (metastable lattices
@@ -378,7 +393,7 @@ def _solve(grid: Grid, g, omega, keys, method, psi0=None, start_mesh=None, chunk
         e, r, conv = jnp.where(keep, e, e2), jnp.where(keep, r, r2), jnp.where(keep, conv, c2)
         steps = jnp.where(keep, steps, steps + s2)
     edge = edge_density(psi)
-    return GroundStateResult(
+    res = GroundStateResult(
         psi=psi,
         energy=e,
         mu=chemical_potential(grid, psi, g, omega),
@@ -388,9 +403,13 @@ def _solve(grid: Grid, g, omega, keys, method, psi0=None, start_mesh=None, chunk
         vortices=vortex_count(grid, psi),
         start_energies=start_energies,
         start_steps=start_steps,
+        start_vortices=start_vortices,
         touches_edge=~(edge <= EDGE_THRESHOLD),
         length_needed=2 * (math.sqrt(3) * rms_radius(grid, psi) + 3.5),
     )
+    # the adjoint is preconditioned like the solve (ImaginaryTime has no preconditioner: the default)
+    preconditioner = getattr(method, "preconditioner", PCG.preconditioner)
+    return attach_gradients(grid, res, g_in, omega_in, preconditioner=preconditioner, adjoint=adjoint)
 
 
 def _check_key(key, batch: int):
@@ -412,11 +431,12 @@ def start_keys(key, batch: int, n_starts: int):
     return jax.random.split(key, (batch, n_starts))
 
 
-@functools.partial(jax.jit, static_argnames=("grid", "method", "mesh", "start_mesh", "chunk"))
-def _solve_jit(grid: Grid, g, omega, keys, method, psi0=None, mesh=None, start_mesh=None, chunk=None):
+@functools.partial(jax.jit, static_argnames=("grid", "method", "mesh", "start_mesh", "chunk", "adjoint"))
+def _solve_jit(grid: Grid, g, omega, keys, method, psi0=None, mesh=None, start_mesh=None, chunk=None,
+               adjoint: AdjointSettings = AdjointSettings()):
     """``_solve`` as one program, split over ``mesh`` (each device its slice of
     the states) or, inside, over ``start_mesh`` (each device its slice of the starts)."""
-    solve = lambda g, o, k, p: _solve(grid, g, o, k, method, p, start_mesh, chunk)
+    solve = lambda g, o, k, p: _solve(grid, g, o, k, method, p, start_mesh, chunk, adjoint)
     return shard_batch(solve, mesh)(g, omega, keys, psi0)
 
 
@@ -431,6 +451,7 @@ def ground_state(
     n_starts: int | None = None,
     shard: bool = True,
     chunk="auto",
+    adjoint: AdjointSettings = AdjointSettings(),
     **settings,
 ) -> GroundStateResult:
     """Ground states of the rotating GPE for one or many (g, Ω).
@@ -464,19 +485,28 @@ def ground_state(
         ``benchmarks/solver_throughput.py``); all at once for a single
         state's starts (they converge together) and on a GPU/TPU. None: all
         at once; or an int >= 1. Results agree to round-off.
+      adjoint: ``implicit.AdjointSettings`` of the backward pass (CG cap and
+        tolerance); used only under ``jax.grad``.
 
     Returns:
       ``GroundStateResult``; arrays have the broadcast batch shape of (g, Ω).
+      ``psi``, ``energy`` and ``mu`` are differentiable in g and omega
+      (``jax.grad``, also under jit and vmap) by implicit differentiation of
+      the stationary state (``implicit``; docs/gradients.md); NaN gradients
+      mark states with no derivative (a level crossing such as a vortex-number
+      transition, or a non-minimum).
 
     Raises:
       ValueError: |Ω| ≥ 1, g < 0, non-finite values, or bad settings.
     """
     check_parameters(g, omega)
-    g_arr, om_arr = np.broadcast_arrays(np.asarray(g, float), np.asarray(omega, float))
+    rdt = real_dtype()
+    # jnp, not np: g and omega may be traced (under jax.grad, jit or vmap).
+    g_arr, om_arr = jnp.broadcast_arrays(jnp.asarray(g, rdt), jnp.asarray(omega, rdt))
     if g_arr.ndim > 1:
         raise ValueError(f"g and omega must be scalars or 1-D, got shape {g_arr.shape}")
     scalar = g_arr.ndim == 0
-    g_arr, om_arr = np.atleast_1d(g_arr), np.atleast_1d(om_arr)
+    g_arr, om_arr = jnp.atleast_1d(g_arr), jnp.atleast_1d(om_arr)
     batch = g_arr.shape[0]
     if batch == 0:
         raise ValueError("g and omega must not be empty")
@@ -495,8 +525,7 @@ def ground_state(
         check_inputs(psi0)
     resolve_chunk(chunk, None)  # a bad value fails before any work
     keys = start_keys(_check_key(key, batch), batch, n_starts)
-    rdt = real_dtype()
-    args = [jnp.asarray(g_arr, rdt), jnp.asarray(om_arr, rdt), keys]
+    args = [g_arr, om_arr, keys]
     mesh = batch_mesh(batch) if shard else None
     # A batch the devices do not divide (one state, say) may still split by its starts.
     start_mesh = batch_mesh(batch * n_starts) if shard and mesh is None else None
@@ -514,9 +543,11 @@ def ground_state(
     devices = 1 if split is None else split.devices.size  # each holds its share
     check_memory(per_start * batch * n_starts * grid.n**2 * jnp.dtype(complex_dtype()).itemsize / devices,
                  f"ground_state ({batch} states x {n_starts} starts on {grid.n}²)", backend_of(args[0]))
-    res = _solve_jit(grid, *args, method, psi0, mesh, start_mesh, chunk)
-    bad = ~np.isfinite(np.asarray(res.energy))
+    res = _solve_jit(grid, *args, method, psi0, mesh, start_mesh, chunk, adjoint)
+    energies = _concrete(res.energy)
+    bad = np.zeros(batch, bool) if energies is None else ~np.isfinite(energies)
     if bad.any():
+        g_arr, om_arr = np.asarray(g_arr), np.asarray(om_arr)
         warnings.warn(f"{int(bad.sum())} of {batch} ground states are not finite (g = "
                       f"{np.unique(g_arr[bad])[:4].tolist()}, omega = {np.unique(om_arr[bad])[:4].tolist()}): the grid "
                       f"({grid}) cannot hold or resolve them; use length >= box_length(g, omega) and more points",

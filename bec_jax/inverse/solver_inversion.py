@@ -1,7 +1,8 @@
 """(g, Ω) from a density snapshot by gradient descent through the ground-state solver.
 
-Method: IMPLICIT DIFFERENTIATION of the stationary state (not backprop
-through imaginary time). Why:
+Method: gradient descent through ``ground_state`` itself, which is
+differentiable in (g, Ω) by IMPLICIT DIFFERENTIATION of the stationary state
+(``bec_jax.gpe.implicit``; not backprop through imaginary time). Why:
 
 * The ground state is a fixed point, F(ψ; g, Ω) = Hψ − μψ = 0 on the unit
   sphere; its derivative depends only on the converged ψ, not on how the
@@ -10,15 +11,16 @@ through imaginary time). Why:
   converged, and vortex lattices relax over 10⁴ steps) and stores or
   recomputes the trajectory; the implicit gradient costs one linear solve
   (~100 Hessian applications) and O(1) memory, whatever solver produced ψ
-  (here the PCG minimiser of ``bec_jax.gpe.minimize``, rotating-frame
-  preconditioner: ``_make_run`` says why). Hence every relaxation must reach
+  (here ``ground_state``'s PCG minimiser warm-started from the last state,
+  rotating-frame preconditioner: ``_make_run`` says why). Hence every relaxation must reach
   the stationary state on the observed vortex branch.
 * The linearisation of F is the (real-linear, self-adjoint) Hessian of the
   energy on the sphere, K v = (H − μ)v + g(|ψ|²v + ψ²v̄) restricted to the
   tangent space Re⟨ψ, v⟩ = 0. It is singular along the symmetry directions
   iψ (global phase) and iL_zψ (rotation of the lattice about the trap axis:
   the ground state is degenerate under rotations). The adjoint system
-  K λ = P G is solved by preconditioned CG on the complement of
+  K λ = P G is solved by CG, preconditioned with the solver's own
+  preconditioner, on the complement of
   span{ψ, iψ, iL_zψ} (pseudo-inverse): the rotation zero mode gets no
   response, which is exact for rotation-invariant losses.
 * dL/dθ = −⟨λ, ∂_θ(Hψ)⟩ with ∂_g Hψ = |ψ|²ψ and ∂_Ω Hψ = −L_zψ
@@ -31,9 +33,10 @@ Orientation / vortex degeneracy, handled twice:
    one +2π phase winding at each density minimum (``seed_state_from_density``),
    so the relaxed state has the observed vortex number (the discrete part of
    the problem, which no gradient can change) and orientation.
-Each outer step re-relaxes ψ at the new (g, Ω) from the previous ψ (warm
-start, continuation along the branch with the observed vortex number), then
-takes an Adam step on u, with (g, Ω) = box.to_physical(u).
+Each outer step computes the loss and its gradient through ``ground_state`` at
+the current (g, Ω), warm-started from the previous ψ (one start: continuation
+along the branch with the observed vortex number), then takes an Adam step on
+u, with (g, Ω) = box.to_physical(u).
 
 Identifiability: for a vortex-free state ψ can be chosen real and L_zψ = 0;
 with one central vortex L_zψ = ψ. In both cases the density does not depend
@@ -53,8 +56,9 @@ import numpy as np
 import optax
 
 from bec_jax.gpe.grid import Grid, complex_dtype
-from bec_jax.gpe.hamiltonian import apply_hamiltonian, apply_kinetic_rotation, density
-from bec_jax.gpe.minimize import pcg_minimize
+from bec_jax.gpe.groundstate import ground_state
+from bec_jax.gpe.hamiltonian import density
+from bec_jax.gpe.implicit import AdjointSettings, hessian_apply, make_stationary, minus_lz
 from bec_jax.inverse.features import (
     FeatureConfig,
     azimuthal_features,
@@ -72,121 +76,6 @@ __all__ = [
     "invert_with_solver",
     "InversionResult",
 ]
-
-
-def _inner(a, b):
-    """Real inner product Re Σ ā b over the last two axes (no cell area)."""
-    return jnp.real(jnp.sum(jnp.conj(a) * b, axis=(-2, -1)))
-
-
-def minus_lz(grid: Grid, psi):
-    """−L_z ψ = ∂_Ω(Hψ), shape of psi (the Ω-linear part of T − ΩL_z)."""
-    return apply_kinetic_rotation(grid, psi, 1.0) - apply_kinetic_rotation(grid, psi, 0.0)
-
-
-def hessian_apply(grid: Grid, psi, g, omega, mu, v):
-    """K v = (H − μ)v + g(|ψ|²v + ψ² v̄): the Hessian of E − μ(‖ψ‖² − 1) (÷2).
-
-    Real-linear in v (not complex-linear), self-adjoint for Re Σ ā b.
-    """
-    lin = apply_kinetic_rotation(grid, v, omega) + jnp.asarray(grid.potential()) * v
-    rho = density(psi)
-    return lin - mu * v + g * (2 * rho * v + psi * psi * jnp.conj(v))
-
-
-def _orthonormal_span(vectors, tiny: float = 1e-6):
-    """Gram–Schmidt in the real inner product; near-dependent vectors are dropped
-    (e.g. iL_zψ ∝ iψ for a vortex-free or single-central-vortex state)."""
-    basis = []
-    for v in vectors:
-        n0 = jnp.sqrt(_inner(v, v))
-        for b in basis:
-            v = v - _inner(b, v) * b
-        nv = jnp.sqrt(_inner(v, v))
-        keep = nv > tiny * jnp.maximum(n0, 1e-30)
-        basis.append(jnp.where(keep, v / jnp.where(keep, nv, 1.0), 0.0))
-    return basis
-
-
-def _cg(apply_a, b, precond, iters: int, tol: float):
-    """Preconditioned CG for a real-self-adjoint operator on complex arrays
-    (real inner product); fixed-cap while_loop, vmappable."""
-    x = jnp.zeros_like(b)
-    r = b
-    z = precond(r)
-    p = z
-    rz = _inner(r, z)
-    bn = jnp.sqrt(_inner(b, b))
-
-    def cond(c):
-        x, r, p, rz, k = c
-        return (k < iters) & (jnp.sqrt(_inner(r, r)) > tol * bn)
-
-    def body(c):
-        x, r, p, rz, k = c
-        ap = apply_a(p)
-        alpha = rz / jnp.where(_inner(p, ap) == 0, 1.0, _inner(p, ap))
-        x = x + alpha * p
-        r = r - alpha * ap
-        z = precond(r)
-        rz_new = _inner(r, z)
-        p = z + (rz_new / jnp.where(rz == 0, 1.0, rz)) * p
-        return x, r, p, rz_new, k + 1
-
-    x, r, *_ = jax.lax.while_loop(cond, body, (x, r, p, rz, jnp.int32(0)))
-    return x
-
-
-def make_stationary(grid: Grid, *, cg_iters: int = 200, cg_tol: float = 1e-5):
-    """Factory: ``stationary(psi, g, omega) -> psi`` with an implicit VJP.
-
-    Forward is the identity: psi (n, n) complex must already be a (converged)
-    stationary state at (g, Ω) (scalars). Backward solves the adjoint system
-    K λ = P G (module doc) by CG with the kinetic preconditioner (α + k²/2)⁻¹
-    and returns (0, ḡ, Ω̄): psi gets no cotangent (it is the solver's output,
-    not an independent input).
-    """
-    k = jnp.asarray(grid.k)
-    kin = 0.5 * (k[:, None] ** 2 + k[None, :] ** 2)
-
-    @jax.custom_vjp
-    def stationary(psi, g, omega):
-        return psi
-
-    def fwd(psi, g, omega):
-        return psi, (psi, g, omega)
-
-    def bwd(res, ct):
-        psi, g, omega = res
-        G = jnp.conj(ct)  # JAX's cotangent of a complex output is conj of the real gradient
-        h = apply_hamiltonian(grid, psi, g, omega)
-        nrm = _inner(psi, psi)
-        mu = _inner(psi, h) / nrm
-        basis = _orthonormal_span([psi, 1j * psi, 1j * (-minus_lz(grid, psi))])
-
-        def proj(v):
-            for b in basis:
-                v = v - _inner(b, v) * b
-            return v
-
-        def a_op(v):  # P K P + (I − P): SPD at a minimum, identity on the symmetry span
-            pv = proj(v)
-            return proj(hessian_apply(grid, psi, g, omega, mu, pv)) + (v - pv)
-
-        alpha = jnp.maximum(mu, 1.0)
-
-        def precond(r):
-            pr = proj(r)
-            z = jnp.fft.ifft2(jnp.fft.fft2(pr) / (alpha + kin).astype(r.dtype))
-            return proj(z) + (r - pr)
-
-        lam = _cg(a_op, proj(G), precond, cg_iters, cg_tol)
-        g_bar = -_inner(lam, density(psi) * psi)
-        om_bar = -_inner(lam, minus_lz(grid, psi))
-        return jnp.zeros_like(psi), g_bar.astype(jnp.result_type(g)), om_bar.astype(jnp.result_type(omega))
-
-    stationary.defvjp(fwd, bwd)
-    return stationary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,13 +131,16 @@ class InversionResult:
     n_vortices: jax.Array
 
 
+_KEY = jax.random.key(0)  # ground_state wants a key; unused, every relaxation starts from a given state
+
+
 def _make_run(grid: Grid, cfg: SolverInversionConfig):
-    stationary = make_stationary(grid, cg_iters=cfg.cg_iters, cg_tol=cfg.cg_tol)
     tx = optax.adam(cfg.lr, b1=cfg.b1)
     fc = cfg.features
+    adjoint = AdjointSettings(cfg.cg_iters, cfg.cg_tol)
 
     def relax(psi, p, iters):
-        # The rotating-frame preconditioner, chosen here whatever pcg_minimize's default:
+        # The rotating-frame preconditioner, chosen here whatever the solver's default:
         # the implicit gradient is only right at a stationary state, and that state must
         # keep the seeded (observed) vortex number. Synthetic 32² case of the tests
         # (g = 100, Ω = 0.65, 3 vortices; first guess (85, 0.6), init_iter 200, relax_iter
@@ -259,14 +151,16 @@ def _make_run(grid: Grid, cfg: SolverInversionConfig):
         # state the "gradient" is wrong: dL/du = (+1.0, +0.9) instead of (−0.065, −0.048)
         # for one orientation of the observed lattice, after which the state loses its
         # vortices (3 → 1) and the inversion ends at g = 93, Ω = 0.50.
-        psi, *_ = pcg_minimize(grid, psi, p[0], p[1], max_iter=iters, tol_residual=cfg.tol_residual,
-                               tol_energy=1e-7, preconditioner="rotating")
-        return psi
+        # No imaginary-time warm-up: it would blur the seeded vortex cores' positions.
+        return ground_state(grid, p[0], p[1], key=_KEY, psi0=psi, warmup_steps=0, max_iter=iters,
+                            tol_residual=cfg.tol_residual, tol_energy=1e-7, preconditioner="rotating",
+                            shard=False, chunk=None, adjoint=adjoint).psi
 
-    def loss_fn(u, psi, f_obs):
-        p = cfg.box.to_physical(u)
-        psi = stationary(psi, p[0], p[1])
-        return feature_loss(azimuthal_features(grid, density(psi), fc), f_obs, fc)
+    def loss_fn(u, psi_prev, f_obs):
+        """Feature loss of the ground state at u, warm-started from psi_prev; aux: that state.
+        Differentiable through ground_state itself (implicit adjoint)."""
+        psi = relax(psi_prev, cfg.box.to_physical(u), cfg.relax_iter)
+        return feature_loss(azimuthal_features(grid, density(psi), fc), f_obs, fc), psi
 
     def run_one(psi0, u0, n_obs):
         f_obs = azimuthal_features(grid, n_obs, fc)
@@ -274,19 +168,20 @@ def _make_run(grid: Grid, cfg: SolverInversionConfig):
 
         def step(c, _):
             u, psi, opt = c
-            loss, gu = jax.value_and_grad(loss_fn)(u, psi, f_obs)
+            (_, psi), gu = jax.value_and_grad(loss_fn, has_aux=True)(u, psi, f_obs)
+            # NaN: no derivative at this state (not a minimum yet: an unconverged relaxation can
+            # leave it at a saddle). Stay put; the next step relaxes further at the same u.
+            gu = jnp.where(jnp.isfinite(gu), gu, 0.0)
             upd, opt = tx.update(gu, opt, u)
             u = optax.apply_updates(u, upd)
-            psi = relax(psi, cfg.box.to_physical(u), cfg.relax_iter)
-            return (u, psi, opt), cfg.box.to_physical(u)
+            return (u, jax.lax.stop_gradient(psi), opt), cfg.box.to_physical(u)
 
         (u, psi, _), hist = jax.lax.scan(step, (u0, psi, tx.init(u0)), None, length=cfg.steps)
-        final = loss_fn(u, psi, f_obs)
+        final, psi = loss_fn(u, psi, f_obs)
         hist = jnp.concatenate([cfg.box.to_physical(u0)[None], hist], 0)
         return cfg.box.to_physical(u), final, hist, psi
 
     return jax.jit(jax.vmap(run_one))
-
 
 
 _RUNS: dict = {}
