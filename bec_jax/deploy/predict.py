@@ -13,9 +13,10 @@ One image (a 2-D array of counts, rows = y, columns = x) goes through:
    pixel size (a⊥, at imaging) and λ = √(1 + t²) the time-of-flight dilation
    (``bec_jax.imaging.expansion``; the rotation Ω·arctan t is a rigid rotation
    of a rotation-symmetric problem and is not undone). The background-free
-   counts are area-resampled exactly (``imaging.camera``) onto the model's
-   grid, zeroed beyond 1.2 R (the model was trained on an empty background)
-   and normalised to one atom, as in training: input log(n + eps).
+   counts, zeroed beyond 1.2 R (the model was trained on an empty background),
+   are area-resampled exactly onto the model's grid and normalised to one atom:
+   input log(n + eps) (``imaging.frame``, the same functions that make the
+   inputs of training under the imaging model, ``imaging.training``).
 3. Prediction, then the phase by the evaluation's reconstruction
    (``bec_jax.train.evaluate.reconstruct_phase``: vortex detection, singular
    phase, weighted least squares), on the model grid.
