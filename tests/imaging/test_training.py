@@ -146,3 +146,27 @@ def test_batches_are_jitted_vmapped_and_reproducible_in_the_key():
 def test_bad_settings_name_the_field(kw, match):
     with pytest.raises(ValueError, match=match):
         ImagingTrainConfig(**kw)
+
+
+def test_pipeline_section_flags_and_lab_preset():
+    import argparse
+    import json
+
+    from bec_jax.pipeline.config import PRESETS, PipelineConfig, add_config_flags, config_from_args
+
+    quick, lab = PRESETS["quick"], PRESETS["lab"]
+    assert not quick.imaging.enabled and lab.imaging.enabled
+    assert dataclasses.replace(lab, imaging=quick.imaging) == quick  # lab = quick on camera images
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    dests = {a.dest for a in parser._actions}
+    assert all(f"imaging__{f.name}" in dests for f in dataclasses.fields(ImagingTrainConfig))
+    c = config_from_args(quick, parser.parse_args(["--imaging-enabled", "--imaging-tof", "0,2",
+                                                   "--imaging-psf", "airy"]))
+    assert c.imaging.enabled and c.imaging.tof == (0.0, 2.0) and c.imaging.camera.psf == "airy"
+    d = json.loads(json.dumps(c.to_dict()))
+    assert PipelineConfig.from_dict(d) == c
+    del d["imaging"]  # a config.json written before the section existed: imaging off
+    assert PipelineConfig.from_dict(d).imaging == ImagingTrainConfig()
+    with pytest.raises(ValueError, match="tof"):
+        config_from_args(quick, parser.parse_args(["--imaging-tof", "2,1"]))
