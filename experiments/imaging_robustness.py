@@ -189,7 +189,8 @@ def write_markdown(path, result):
     for row in result["rows"]:
         for m in MODELS:
             r = row[m]
-            lines.append(f"| {row['label']} | {m} | {r['fidelity']:.4f} | {r['f1']:.3f} | {r['tp']}/{r['fp']}/{r['fn']} "
+            lines.append(f"| {row['label']} | {m} | {r['fidelity']:.4f} | {r['f1']:.3f} "
+                         f"| {r['tp']}/{r['fp']}/{r['fn']} "
                          f"| {_fmt(r['position_error_xi'])} | {r['velocity_error']:.3f} | "
                          f"{r['velocity_error_floor']:.3f} |")
     Path(path).write_text("\n".join(lines) + "\n")
@@ -199,7 +200,8 @@ def plot(path, result):
     from bec_jax.plotting import subplots
 
     metrics = (("fidelity", "fidelity"), ("f1", "vortex F1 (1 ξ)"), ("velocity_error", "rel. L2 velocity error"))
-    xlabels = dict(atom_number="atom number", psf_xi="PSF σ (healing lengths in the image)", tof="flight time (1/ω⊥)")
+    xlabels = dict(atom_number="atom number", psf_xi="PSF σ (healing lengths in the image)",
+                   tof="flight time (1/ω⊥)")
     fig, axes = subplots(len(metrics), len(SWEEPS), figsize=(12, 9), squeeze=False)
     clean = next(r for r in result["rows"] if r["sweep"] is None)
     for j, field in enumerate(SWEEPS):

@@ -7,7 +7,8 @@ resampling), ``noise`` (shot noise, fringes, read noise), composed in ``model``
 (``ImagingConfig``, ``ImagingParams``, ``sample_params``, ``expected_image``,
 ``render``). ``frame`` maps an image back onto a model's grid (``bec-jax predict``
 and training share it); ``imaging.training`` renders training examples on the
-fly (``ImagingTrainConfig``, ``imaged_examples``). Lengths in trap oscillator lengths a⊥, times in 1/ω⊥. See docs/imaging.md.
+fly (``ImagingTrainConfig``, ``imaged_examples``). Lengths in trap oscillator
+lengths a⊥, times in 1/ω⊥. See docs/imaging.md.
 """
 
 from bec_jax.imaging.camera import cell_edges, integrate_pixels, overlap_matrix, pixel_edges, resample_density
