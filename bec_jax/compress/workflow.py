@@ -29,7 +29,7 @@ from bec_jax.data.loader import BatchLoader
 from bec_jax.models.unet import UNet, UNetConfig
 from bec_jax.train.core import (TrainConfig, evaluate_loader, init_state, make_loss, make_optimizer, make_predict,
                                 make_train_step, run_epochs)
-from bec_jax.train.trainer import load_dataset, load_trained, run_data_path
+from bec_jax.train.trainer import load_dataset, load_trained, run_data_path, run_imaging
 
 __all__ = ["CompressConfig", "Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "precise_batch_stats",
            "prune_once", "prune_and_finetune", "dense_control", "best_so_far", "latency_table", "forward_latency", "METHODS", "KEEP"]
@@ -135,9 +135,11 @@ def load_setup(run_dir, data=None, which: str = "best", eval_batch_size: int | N
         raise ValueError(f"the test split of {str(data)!r} is empty")
     bs = eval_batch_size or tc.batch_size
     tcfg = tc.target_config
+    imaging = run_imaging(info["run"])  # a model trained on camera images is fine-tuned and tested on them
     train = BatchLoader(grid, arrays["psi"][splits["train"]], tc.batch_size, tcfg, shuffle=True, augment=tc.augment,
-                        drop_last=tc.drop_last, seed=tc.seed + 1000)
-    val, test = (BatchLoader(grid, arrays["psi"][splits[k]], bs, tcfg, shuffle=False) for k in ("val", "test"))
+                        drop_last=tc.drop_last, seed=tc.seed + 1000, imaging=imaging)
+    val, test = (BatchLoader(grid, arrays["psi"][splits[k]], bs, tcfg, shuffle=False, imaging=imaging)
+                 for k in ("val", "test"))
     return Setup(model, info["model_config"], tc, train, val, test, dict(info, data=str(data)))
 
 

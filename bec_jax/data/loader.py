@@ -1,4 +1,4 @@
-"""Device batches for training: shuffled per epoch, optional 90° rotations."""
+"""Device batches for training: shuffled per epoch, optional 90° rotations, optional camera images."""
 
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ def _examples(grid: Grid, psi, k, config: TargetConfig):
     return Batch(x.astype(jnp.float32), y.astype(jnp.float32), m)
 
 
+@partial(jax.jit, static_argnames=("grid", "config", "imaging"))
+def _imaged_examples(grid: Grid, psi, k, config: TargetConfig, imaging, key):
+    from bec_jax.imaging.training import imaged_examples
+
+    return Batch(*imaged_examples(grid, jax.vmap(rotate90)(psi, k), key, imaging, config))
+
+
 class BatchLoader:
     """Iterates ``Batch`` (x (B,n,n,1), y (B,n,n,2), mask (B,n,n)) device batches.
 
@@ -50,10 +57,15 @@ class BatchLoader:
       augment: random k·90° rotation per sample and epoch.
       drop_last: drop the final partial batch (keeps one compiled shape).
       seed: base seed.
+      imaging: an enabled ``imaging.training.ImagingTrainConfig``: inputs are camera images of the
+        (rotated) states mapped back as ``bec-jax predict`` does, targets in the image's frame
+        (``imaging.training.imaged_examples``), rendered on device with the key of (seed, epoch,
+        batch index), so an epoch is reproducible. None (or disabled): clean inputs.
     """
 
     def __init__(self, grid: Grid, psi, batch_size: int, config: TargetConfig = TargetConfig(), *,
-                 shuffle: bool = True, augment: bool = False, drop_last: bool = False, seed: int = 0):
+                 shuffle: bool = True, augment: bool = False, drop_last: bool = False, seed: int = 0,
+                 imaging=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.grid, self.config = grid, config
@@ -62,6 +74,7 @@ class BatchLoader:
             raise ValueError(f"psi must have shape (N, {grid.n}, {grid.n}), got {self.psi.shape}")
         self.batch_size, self.shuffle, self.augment, self.drop_last, self.seed = (
             batch_size, shuffle, augment, drop_last, seed)
+        self.imaging = imaging if imaging is not None and imaging.enabled else None
 
     def __len__(self) -> int:
         n = len(self.psi)
@@ -75,7 +88,12 @@ class BatchLoader:
         ks = rng.integers(0, 4, n) if self.augment else np.zeros(n, np.int64)
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield _examples(self.grid, jnp.asarray(self.psi[idx]),
-                            jnp.asarray(ks[idx]), self.config)
+            if self.imaging is None:
+                yield _examples(self.grid, jnp.asarray(self.psi[idx]),
+                                jnp.asarray(ks[idx]), self.config)
+            else:
+                key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), epoch), b)
+                yield _imaged_examples(self.grid, jnp.asarray(self.psi[idx]), jnp.asarray(ks[idx]), self.config,
+                                       self.imaging, key)
 
     __iter__ = epoch

@@ -13,9 +13,10 @@ One image (a 2-D array of counts, rows = y, columns = x) goes through:
    pixel size (a⊥, at imaging) and λ = √(1 + t²) the time-of-flight dilation
    (``bec_jax.imaging.expansion``; the rotation Ω·arctan t is a rigid rotation
    of a rotation-symmetric problem and is not undone). The background-free
-   counts are area-resampled exactly (``imaging.camera``) onto the model's
-   grid, zeroed beyond 1.2 R (the model was trained on an empty background)
-   and normalised to one atom, as in training: input log(n + eps).
+   counts, zeroed beyond 1.2 R (the model was trained on an empty background),
+   are area-resampled exactly onto the model's grid and normalised to one atom:
+   input log(n + eps) (``imaging.frame``, the same functions that make the
+   inputs of training under the imaging model, ``imaging.training``).
 3. Prediction, then the phase by the evaluation's reconstruction
    (``bec_jax.train.evaluate.reconstruct_phase``: vortex detection, singular
    phase, weighted least squares), on the model grid.
@@ -46,14 +47,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from bec_jax.artifacts import CorruptArtifact, atomic_write, atomic_write_text, first_line
+from bec_jax.imaging.frame import CLOUD_MARGIN  # noqa: F401  (the disc kept around the fitted cloud)
 
 __all__ = ["Vortex", "Prediction", "LoadedModel", "ImageError", "load_model", "load_image", "find_cloud",
            "predict", "expand_inputs", "predict_files", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".npy", ".tif", ".tiff", ".png")
 H5_SUFFIXES = (".h5", ".hdf5")
-#: the fitted cloud's disc is zeroed beyond this many Thomas–Fermi radii (noise floor → empty background)
-CLOUD_MARGIN = 1.2
 
 
 class ImageError(ValueError):
@@ -372,9 +372,11 @@ def _check_settings(pixel_size, tof, atom_number):
 
 def _predict_fields(model: LoadedModel, n):
     """(difference field (n, n, 2), velocity (n, n, 2), valid, θ, winding) on the model grid, as numpy."""
-    x = jnp.log(jnp.asarray(n, jnp.float32) + model.eps)[None, ..., None]
-    pred = model(x)[0]
-    out = _fields(model.grid, model.target, model.mask_threshold, pred, jnp.asarray(n, jnp.float32))
+    from bec_jax.imaging.frame import model_input
+
+    n = jnp.asarray(n, jnp.float32)
+    pred = model(model_input(n, model.eps)[None, ..., None])[0]
+    out = _fields(model.grid, model.target, model.mask_threshold, pred, n)
     return tuple(np.asarray(a) for a in out)
 
 
@@ -416,8 +418,8 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None) -> Predictio
     """
     from scipy.ndimage import map_coordinates
 
-    from bec_jax.imaging.camera import cell_edges, resample_density
     from bec_jax.imaging.expansion import expansion_factor
+    from bec_jax.imaging.frame import cloud_signal, signal_to_grid
     from bec_jax.gpe.phase_field import positions_from_winding
 
     if not isinstance(model, LoadedModel):
@@ -436,16 +438,13 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None) -> Predictio
                          f"not fit the model's box of half-width {half:.3g} a⊥: check --pixel-size and --tof")
     h, w = a.shape
     rr, cc = np.mgrid[0:h, 0:w]
-    signal = np.where(np.hypot(rr - cloud["row"], cc - cloud["col"]) <= CLOUD_MARGIN * cloud["radius"],
-                      np.maximum(a - cloud["background"], 0.0), 0.0)
-    ey = ((np.arange(h + 1) - 0.5 - cloud["row"]) * scale).astype(np.float32)
-    ex = ((np.arange(w + 1) - 0.5 - cloud["col"]) * scale).astype(np.float32)
-    src = np.asarray(cell_edges(grid), np.float32)
-    n = np.asarray(resample_density(signal.astype(np.float32), ey, ex, src, src), np.float64)
-    total = float(n.sum()) * grid.cell_area
-    if not total > 0:
+    # the mapping training applies to its rendered images (bec_jax.imaging.frame)
+    signal = cloud_signal(jnp.asarray(a, jnp.float32), cloud["row"], cloud["col"], cloud["radius"],
+                          cloud["background"])
+    n, total = signal_to_grid(grid, signal, cloud["row"], cloud["col"], scale)
+    if not float(total) > 0:
         raise ImageError(f"{name}: no counts above the background inside the cloud")
-    n = (n / total).astype(np.float32)
+    signal = np.asarray(signal, np.float64)
     d, v, valid, theta, wind = _predict_fields(model, n)
     # image pixel centres in model-grid index coordinates
     iy = ((rr - cloud["row"]) * scale - grid.x[0]) / grid.dx

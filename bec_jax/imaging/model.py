@@ -37,8 +37,8 @@ from bec_jax.imaging.expansion import expansion_angle, expansion_factor, rotate
 from bec_jax.imaging.noise import fringes, read_noise, shot_noise
 from bec_jax.imaging.psf import PSF_KINDS, blur, otf
 
-__all__ = ["ImagingConfig", "ImagingParams", "ImagingRanges", "sample_params", "check_params", "expected_image",
-           "render"]
+__all__ = ["ImagingConfig", "ImagingParams", "ImagingRanges", "sample_params", "check_params", "cloud_angle",
+           "expected_image", "render"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +183,12 @@ def sample_params(key, ranges: ImagingRanges = ImagingRanges(), shape=()) -> Ima
     return ImagingParams(**out)
 
 
+def cloud_angle(params: ImagingParams):
+    """Orientation of the imaged cloud relative to the in-trap state: Ω·arctan t (the flight's
+    rotation, ``expansion_angle``) + ``params.angle``, radians counter-clockwise."""
+    return expansion_angle(params.tof, params.omega) + params.angle
+
+
 def expected_image(grid: Grid, psi, params: ImagingParams, config: ImagingConfig = ImagingConfig()):
     """Noiseless expected counts per camera pixel, float (config.rows, config.cols).
 
@@ -204,7 +210,7 @@ def _expected_image(grid: Grid, psi, params: ImagingParams, config: ImagingConfi
     n0 = jnp.abs(psi) ** 2 if jnp.iscomplexobj(psi) else psi
     n0 = n0 / (jnp.sum(n0) * grid.cell_area)
     lam = expansion_factor(params.tof)
-    n0 = rotate(grid, n0, expansion_angle(params.tof, params.omega) + params.angle)
+    n0 = rotate(grid, n0, cloud_angle(params))
     if config.psf != "none":
         n0 = blur(n0, otf(grid, config.psf, params.psf_width, scale=lam))
     src = cell_edges(grid)

@@ -1,13 +1,15 @@
 """Typed configuration of ``bec-jax pipeline`` and its presets.
 
-A ``PipelineConfig`` is five frozen sections, each the configuration object of
+A ``PipelineConfig`` is six frozen sections, each the configuration object of
 the stage that uses it (no copies of their fields):
 
 - ``data``: ``bec_jax.data.GenerateConfig`` (dataset generation),
 - ``model``: ``bec_jax.models.UNetConfig`` (``input_size`` follows ``data.n``),
 - ``train``: ``bec_jax.train.TrainConfig``,
 - ``compress``: ``bec_jax.compress.CompressConfig`` (pruning, fine-tuning, quantization schemes),
-- ``report``: ``ReportConfig`` (evaluation figure and latency measurement).
+- ``report``: ``ReportConfig`` (evaluation figure and latency measurement),
+- ``imaging``: ``bec_jax.imaging.training.ImagingTrainConfig`` (training on camera images
+  rendered on the fly; disabled by default: clean inputs).
 
 The CLI exposes every field as ``--<section>-<field>`` (``--train-epochs 5``,
 ``--data-g-range 50,250``), generated from the dataclasses by
@@ -27,6 +29,7 @@ from bec_jax.compress.workflow import CompressConfig
 from bec_jax.data.generate import PRESETS as DATA_PRESETS
 from bec_jax.data.generate import GenerateConfig
 from bec_jax.flags import add_dataclass_flags, config_from_flags
+from bec_jax.imaging.training import ImagingTrainConfig
 from bec_jax.models.unet import UNetConfig, default_depth
 from bec_jax.train.core import TrainConfig
 
@@ -58,7 +61,9 @@ class ReportConfig:
 
 
 SECTIONS = {"data": GenerateConfig, "model": UNetConfig, "train": TrainConfig, "compress": CompressConfig,
-            "report": ReportConfig}
+            "report": ReportConfig, "imaging": ImagingTrainConfig}
+# Sections a config.json may lack (written before they existed): their defaults.
+OPTIONAL = {"imaging"}
 # Fields that follow from others and are not flags.
 DERIVED = {("model", "input_size"), ("model", "in_channels"), ("model", "out_channels")}
 
@@ -72,6 +77,7 @@ class PipelineConfig:
     train: TrainConfig
     compress: CompressConfig = CompressConfig()
     report: ReportConfig = ReportConfig()
+    imaging: ImagingTrainConfig = ImagingTrainConfig()
 
     def __post_init__(self):
         if self.model.input_size != self.data.n:
@@ -87,6 +93,7 @@ class PipelineConfig:
         if not isinstance(d, dict):
             raise ValueError(f"a pipeline config is a JSON object, got {type(d).__name__}")
         errors = [f"unknown section {k!r}" for k in d if k not in SECTIONS]
+        d = {**{k: {} for k in OPTIONAL}, **d}
         for section in SECTIONS:
             if not isinstance(d.get(section), dict):
                 errors.append(f"section {section!r} missing or not an object")
@@ -122,6 +129,15 @@ PRESETS = {
         train=TrainConfig(epochs=50),
         compress=CompressConfig(sparsity=0.97, method="iterative", ft_epochs=10),
         report=ReportConfig(latency_batch=1)),
+    # The quick preset trained on camera images rendered on the fly (a model for `bec-jax predict`):
+    # flight 0-1/ω⊥, 0.2-0.3 a⊥ pixels, Gaussian PSF up to 0.5 a⊥, 10⁴-10⁶ atoms, shot and read noise,
+    # background, fringes; a 112² camera covers the quick clouds after the flight.
+    "lab": PipelineConfig(
+        data=DATA_PRESETS["quick"],
+        model=UNetConfig(base_width=8, depth=6, input_size=64),
+        train=TrainConfig(epochs=20),
+        compress=CompressConfig(sparsity=0.97, method="iterative", ft_epochs=4),
+        imaging=ImagingTrainConfig(enabled=True, rows=112, cols=112)),
 }
 
 

@@ -135,8 +135,8 @@ def _stage_train(ctx: _Context) -> dict:
     from bec_jax.train.trainer import fit
 
     c = ctx.config
-    res = fit(ctx.data, ctx.train_dir, c.model, c.train, checkpoint_every=max(1, c.train.epochs // 10),
-              progress=ctx.progress, log=None)
+    res = fit(ctx.data, ctx.train_dir, c.model, c.train, imaging=c.imaging,
+              checkpoint_every=max(1, c.train.epochs // 10), progress=ctx.progress, log=None)
     png = plot_history(res.history, ctx.out / "training_loss.png",
                        title=f"U-Net {c.model.base_width}/{c.model.depth}, {c.train.optimizer} "
                              f"lr {c.train.learning_rate:g}")

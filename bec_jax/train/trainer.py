@@ -6,7 +6,8 @@ an ``on_epoch`` callback checkpoints (orbax: best and latest) and writes
 metrics.csv / metrics.json.
 
 Exact resume: the batch order of epoch e depends only on (seed, e)
-(``BatchLoader``) and there is no other randomness, so killing a run and
+(``BatchLoader``), and so do the camera images of training under the imaging
+model (``imaging=``: keys of (seed, e, batch index)); there is no other randomness, so killing a run and
 rerunning the same command continues from the last saved epoch and ends with
 bit-identical parameters to an uninterrupted run on the same machine.
 """
@@ -34,7 +35,7 @@ from bec_jax.train.checkpoint import Checkpoints
 from bec_jax.train.core import (TrainConfig, TrainingDiverged, TrainState, evaluate_loader, init_state, make_loss,
                                 make_optimizer, make_predict, make_train_step, run_epochs)
 
-__all__ = ["load_dataset", "fit", "FitResult", "load_trained", "run_data_path", "model_config_for"]
+__all__ = ["load_dataset", "fit", "FitResult", "load_trained", "run_data_path", "model_config_for", "run_imaging"]
 
 
 def _dataset_id(path: Path, attrs: dict) -> dict:
@@ -112,8 +113,20 @@ def _write_metrics(out: Path, history: list, info: dict):
     atomic_write_text(out / "metrics.json", json.dumps(dict(info, history=history), indent=2))
 
 
+def run_imaging(run: dict):
+    """The ``ImagingTrainConfig`` a training run was trained under (from its stored run settings), or None
+    for clean inputs."""
+    d = (run or {}).get("imaging")
+    if not d:
+        return None
+    from bec_jax.imaging.training import ImagingTrainConfig
+
+    return ImagingTrainConfig(**d)
+
+
 def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = TrainConfig(), *,
-        checkpoint_every: int = 1, progress: bool = True, log: Callable[[str], None] | None = print) -> FitResult:
+        imaging=None, checkpoint_every: int = 1, progress: bool = True,
+        log: Callable[[str], None] | None = print) -> FitResult:
     """Train (or resume training) a U-Net on the train split of ``data_path``.
 
     Writes ``out_dir/checkpoints`` (orbax: best and latest epoch),
@@ -124,6 +137,9 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
     checkpoint_every: save every this many epochs and at the last epoch (a
     kill loses at most the epochs since the last save; "best" is the best
     saved epoch). Validation runs every epoch regardless.
+    imaging: an enabled ``bec_jax.imaging.training.ImagingTrainConfig``: training and validation inputs
+    are camera images rendered on the fly (``BatchLoader(imaging=...)``), part of the run's settings.
+    None or disabled: clean inputs, exactly as without it.
     """
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
@@ -135,9 +151,10 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
     if model_config.input_size != grid.n:
         raise ValueError(f"model input_size {model_config.input_size} differs from the dataset grid n={grid.n}")
     tcfg = config.target_config
+    imaging = imaging if imaging is not None and imaging.enabled else None
     train = BatchLoader(grid, arrays["psi"][splits["train"]], config.batch_size, tcfg, shuffle=True,
-                        augment=config.augment, drop_last=config.drop_last, seed=config.seed)
-    val = BatchLoader(grid, arrays["psi"][splits["val"]], config.batch_size, tcfg, shuffle=False)
+                        augment=config.augment, drop_last=config.drop_last, seed=config.seed, imaging=imaging)
+    val = BatchLoader(grid, arrays["psi"][splits["val"]], config.batch_size, tcfg, shuffle=False, imaging=imaging)
     if len(train) == 0:
         raise ValueError(f"train split has {len(splits['train'])} samples: fewer than one batch of "
                          f"{config.batch_size} with drop_last")
@@ -156,6 +173,8 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
     predict = make_predict(gd_eval)
 
     run = dict(train=config.resume_key(), data=_dataset_id(Path(data_path), attrs))
+    if imaging is not None:  # absent for clean inputs: runs without it resume unchanged
+        run["imaging"] = dataclasses.asdict(imaging)
     info = dict(model_config=model_config.to_dict(), train_config=dataclasses.asdict(config),
                 data=os.path.relpath(Path(data_path).resolve(), out.resolve()), dataset=run["data"],
                 split_sizes={k: int(len(v)) for k, v in splits.items()})
