@@ -22,7 +22,9 @@ import time
 import traceback
 
 from bec_jax.artifacts import first_line
-from bec_jax.flags import UsageError, floats, holding_locks, out_dir, positive_int
+from bec_jax.distributed import DistributedConfig
+from bec_jax.flags import (UsageError, add_dataclass_flags, config_from_flags, floats, holding_locks, out_dir,
+                           positive_int, set_lead_process)
 
 
 COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands",
@@ -78,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-devices", type=positive_int, default=None,
                    help="split the host CPU into this many XLA devices, over which batched solvers shard "
                         "(default: one per core, or the count JAX_NUM_CPU_DEVICES / XLA_FLAGS set; 1: no split)")
+    add_dataclass_flags(p, DistributedConfig, prefix="", title="multi-process runs (jax.distributed; default: the "
+                        "JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment, or a detected "
+                        "SLURM / Open MPI job)")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="compute a few rotating ground states; write a PNG and a JSON summary")
     d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -159,6 +164,16 @@ def main(argv=None) -> int:
             return 2
     except ValueError as e:
         print(f"bec-jax: error: --cpu-devices: {e}", file=sys.stderr)
+        return 2
+    try:
+        from bec_jax.distributed import initialize
+
+        if initialize(config_from_flags(DistributedConfig(), args)):
+            import jax
+
+            set_lead_process(jax.process_index() == 0)
+    except (ValueError, RuntimeError) as e:
+        print(f"bec-jax: error: multi-process set-up: {first_line(e, 500)}", file=sys.stderr)
         return 2
     console = argv is None and threading.current_thread() is threading.main_thread()
     if console:

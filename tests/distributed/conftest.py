@@ -1,0 +1,31 @@
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bec_jax.distributed import launch_local
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_workers(args, n, timeout_s, on_start=None, **env):
+    """``launch_local`` of ``python -m tests.distributed.workers *args`` on n processes of one CPU device
+    each; returns the ProcessResults (every process is killed at the timeout)."""
+    base = dict(PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_NUM_CPU_DEVICES="1",
+                JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", **env)
+    return launch_local([sys.executable, "-m", "tests.distributed.workers", *map(str, args)], n, timeout_s=timeout_s,
+                        env=base, cwd=ROOT, on_start=on_start)
+
+
+def results(procs):
+    """The RESULT json of every process; fails with the processes' output tails otherwise."""
+    out = []
+    for i, p in enumerate(procs):
+        lines = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+        if p.returncode != 0 or not lines:
+            pytest.fail(f"process {i} exit {p.returncode} after {p.seconds:.0f} s\nstdout: {p.stdout[-2000:]}\n"
+                        f"stderr: {p.stderr[-3000:]}")
+        out.append(json.loads(lines[-1][len("RESULT "):]))
+    return out

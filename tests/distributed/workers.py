@@ -1,0 +1,40 @@
+"""Programs the multi-process tests run in every process (``python -m tests.distributed.workers NAME ...``).
+
+Each joins the run from the JAX_* environment set by ``launch_local`` and prints one JSON
+line prefixed ``RESULT `` for the test to read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _result(**values) -> None:
+    print("RESULT " + json.dumps(values), flush=True)
+
+
+def smoke() -> None:
+    """Initialise, build the global mesh, sum a sharded array (a jit all-reduce), all-gather ids."""
+    from bec_jax import distributed as dist
+
+    assert dist.initialize(dist.DistributedConfig(heartbeat_timeout_s=20, init_timeout_s=60))
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.experimental import multihost_utils
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = dist.global_mesh()
+    p, n = dist.process_index(), dist.process_count()
+    local = np.arange(10 * n, dtype=np.float32)[dist.process_slice(10 * n)]  # this process's rows
+    x = jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec("batch")), local)
+    total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, PartitionSpec()))(x)
+    gathered = multihost_utils.process_allgather(np.array([p]))
+    dist.barrier("smoke-end", timeout_s=60)
+    _result(process=p, count=n, devices=len(jax.devices()), mesh=list(mesh.shape.values()), total=float(total),
+            gathered=np.asarray(gathered).ravel().tolist(), all_true=dist.all_true(True), any_false=dist.all_true(p != 0))
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]](*sys.argv[2:])
