@@ -5,9 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from bec_jax.data.generate import GenerateConfig
 from bec_jax.distributed import launch_local
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# 5 groups x 2 states on a 16² grid, batches of 2: seconds per process even on a loaded machine.
+TINY_DATA = GenerateConfig(n=16, n_groups=5, states_per_group=2, g_range=(10.0, 30.0), omega_range=(0.2, 0.4),
+                           batch_size=2, n_starts=1, max_iter=300)
 
 
 def run_workers(args, n, timeout_s, on_start=None, **env):

@@ -36,5 +36,16 @@ def smoke() -> None:
             gathered=np.asarray(gathered).ravel().tolist(), all_true=dist.all_true(True), any_false=dist.all_true(p != 0))
 
 
+def generate(out: str) -> None:
+    """Every process its shard of ``TINY_DATA`` under OUT's shard folder; process 0 the manifest."""
+    from bec_jax import distributed as dist
+
+    assert dist.initialize(dist.DistributedConfig(heartbeat_timeout_s=30, init_timeout_s=60))
+    from bec_jax.data.generate import generate_sharded
+    from tests.distributed.conftest import TINY_DATA
+
+    _result(**generate_sharded(TINY_DATA, out, progress=False))
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])
