@@ -32,7 +32,8 @@ import sys
 import time
 
 __all__ = ["DistributedConfig", "config_from_env", "cluster_detected", "initialize", "is_initialized",
-           "process_index", "process_count", "global_mesh", "process_slice", "barrier", "all_true",
+           "process_index", "process_count", "global_mesh", "process_slice", "replicate", "shard_rows", "local_copy",
+           "barrier", "all_true",
            "free_port", "launch_local", "ProcessResult", "python_argv"]
 
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
@@ -181,6 +182,34 @@ def process_slice(n: int, index: int | None = None, count: int | None = None) ->
     if n < 0 or count < 1 or not 0 <= index < count:
         raise ValueError(f"need n >= 0, count >= 1 and index in [0, count), got n={n}, index={index}, count={count}")
     return slice(n * index // count, n * (index + 1) // count)
+
+
+def replicate(tree, mesh):
+    """The arrays of ``tree`` (equal in every process) as global arrays held whole by every device
+    of ``mesh`` (parameters, optimizer state)."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, a), tree)
+
+
+def shard_rows(tree, mesh, rows: int):
+    """Global arrays of ``rows`` rows split over ``mesh``'s devices from this process's rows (its
+    ``process_slice(rows)``, the leading axis of every array of ``tree``): a global batch."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, a, (rows, *a.shape[1:])), tree)
+
+
+def local_copy(tree):
+    """This process's copy of replicated global arrays (``replicate``), for computations that each
+    process runs alone (validation, saving a figure)."""
+    import jax
+
+    return jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, tree)
 
 
 def barrier(name: str, timeout_s: float = 600.0) -> None:

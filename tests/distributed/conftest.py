@@ -34,3 +34,22 @@ def results(procs):
                         f"stderr: {p.stderr[-3000:]}")
         out.append(json.loads(lines[-1][len("RESULT "):]))
     return out
+
+
+def train_run(data, out, epochs: int):
+    """The test's training run: a width-2 depth-2 U-Net, global batch 2, SGD with momentum (linear in the
+    gradients, so round-off stays round-off; Adam's first steps, g/|g|, turn it into ±lr on tiny gradients)."""
+    from bec_jax.models import UNetConfig
+    from bec_jax.train import TrainConfig, fit
+
+    return fit(data, out, UNetConfig(base_width=2, depth=2, input_size=16), TrainConfig(epochs=epochs, batch_size=2, optimizer="sgd", learning_rate=0.05, momentum=0.9),
+               progress=False, log=print)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    from bec_jax.data.generate import generate
+
+    path = tmp_path_factory.mktemp("tiny") / "tiny.h5"
+    assert generate(TINY_DATA, path, progress=False)["status"] == "complete"
+    return path

@@ -47,5 +47,16 @@ def generate(out: str) -> None:
     _result(**generate_sharded(TINY_DATA, out, progress=False))
 
 
+def train(data: str, out: str, epochs: str = "2") -> None:
+    """Every process ``fit``s the same run (data-parallel at global batch 2)."""
+    from bec_jax import distributed as dist
+
+    assert dist.initialize(dist.DistributedConfig(heartbeat_timeout_s=20, init_timeout_s=60))
+    from tests.distributed.conftest import train_run
+
+    result = train_run(data, out, int(epochs))
+    _result(process=dist.process_index(), history=result.history, best_epoch=result.best_epoch)
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])
