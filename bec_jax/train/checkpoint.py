@@ -196,7 +196,11 @@ class Checkpoints:
             raise ValueError(f"no checkpoint step {step} in {str(self.directory)!r}; "
                              f"available: {self._mngr.all_steps()}")
         self.verify(step)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        # leaves without a sharding land on this process's first device: a checkpoint saved by several
+        # processes restores in one (evaluation, compression), and the other way round
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)
+                                                               or local), like)
         with self._readable(step):
             out = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                    meta=ocp.args.JsonRestore()))
