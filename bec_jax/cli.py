@@ -168,7 +168,8 @@ def main(argv=None) -> int:
     try:
         from bec_jax.distributed import initialize
 
-        if initialize(config_from_flags(DistributedConfig(), args)):
+        joined = initialize(config_from_flags(DistributedConfig(), args))
+        if joined:
             import jax
 
             set_lead_process(jax.process_index() == 0)
@@ -178,6 +179,27 @@ def main(argv=None) -> int:
     console = argv is None and threading.current_thread() is threading.main_thread()
     if console:
         _install_signal_handlers(args.command)
+    code = _run_command(args)
+    if code and joined:
+        _exit_multi_process(args.command, code)
+    return code
+
+
+def _exit_multi_process(command: str, code: int):
+    """End a failed process of a multi-process run at once: JAX's orderly shutdown would wait for every
+    other process first. The others then fail too (a collective with this one breaks; the coordinator
+    stops a run whose process stopped sending heartbeats)."""
+    import jax
+
+    sys.stdout.flush()
+    os.write(2, f"bec-jax {command}: process {jax.process_index()} of {jax.process_count()} stopped (exit {code}); "
+                "the other processes of the run stop too. If the error names another process or a closed "
+                "connection, look for the first failure in every process's log; rerun every process with the "
+                "same command to resume\n".encode())
+    os._exit(code)
+
+
+def _run_command(args) -> int:
     try:
         with holding_locks():
             return args.func(args)

@@ -58,5 +58,21 @@ def train(data: str, out: str, epochs: str = "2") -> None:
     _result(process=dist.process_index(), history=result.history, best_epoch=result.best_epoch)
 
 
+def die(victim: str) -> None:
+    """Process ``victim`` ends abruptly after the first collective; the others then wait at a barrier
+    and sum again: they must fail with a message, not hang."""
+    import os
+
+    from bec_jax import distributed as dist
+
+    assert dist.initialize(dist.DistributedConfig(heartbeat_timeout_s=10, init_timeout_s=60))
+    assert dist.all_true(True)
+    if dist.process_index() == int(victim):
+        os._exit(3)
+    dist.barrier("after-death", timeout_s=60)
+    dist.all_true(True)
+    _result(survived=True)  # never reached: the test fails if it is
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])
