@@ -184,9 +184,11 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
     if shard is not None:
         index, count = shard
         groups = np.arange(config.n_groups)[process_slice(config.n_groups, index, count)]
+        if not len(groups):
+            raise ValueError(f"shard {index} of {count} gets none of the {config.n_groups} groups: use at most "
+                             f"{config.n_groups} shards")
         samples = samples[np.isin(group, groups)]
-        shard_json = json.dumps(dict(index=index, count=count, groups=[int(groups[0]), int(groups[-1]) + 1]
-                                     if len(groups) else [0, 0]))
+        shard_json = json.dumps(dict(index=index, count=count, groups=[int(groups[0]), int(groups[-1]) + 1]))
     if out.exists():
         _, attrs = read_h5(out, fields=[], psi=False)
         if attrs.get("config") != cfg_json or attrs.get("shard") != shard_json:
