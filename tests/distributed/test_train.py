@@ -26,3 +26,20 @@ def test_two_processes_train_as_one(tmp_path, tiny_dataset):
     assert i1["epoch"] == i2["epoch"] == 2
     for a, b in zip(p1, p2):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+
+
+def test_loader_refuses_batches_that_do_not_split_over_the_devices():
+    import types
+
+    import pytest
+
+    from bec_jax.data.loader import BatchLoader
+    from bec_jax.gpe.grid import Grid
+
+    psi = np.ones((7, 16, 16), np.complex64)
+    mesh = types.SimpleNamespace(size=2)  # the constructor reads only the device count
+    with pytest.raises(ValueError, match=r"batches of \[1, 2\] samples do not split evenly over 2 devices"):
+        BatchLoader(Grid(16, 8.0), psi, 2, mesh=mesh)  # 7 = 3 x 2 + a last batch of 1
+    assert len(BatchLoader(Grid(16, 8.0), psi, 2, mesh=mesh, drop_last=True)) == 3
+    with pytest.raises(ValueError, match=r"\[3\]"):
+        BatchLoader(Grid(16, 8.0), psi[:6], 3, mesh=mesh)
