@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 __all__ = ["DistributedConfig", "config_from_env", "cluster_detected", "initialize", "is_initialized",
@@ -275,31 +276,42 @@ def launch_local(argv: list[str], num_processes: int, *, timeout_s: float, env: 
     if num_processes < 1:
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
     address = f"127.0.0.1:{free_port()}"
-    procs, t0 = [], time.monotonic()
+    procs, files, t0 = [], [], time.monotonic()
     try:
         for i in range(num_processes):
             penv = dict(os.environ, **(env or {}), **{ENV_COORDINATOR: address, ENV_NUM_PROCESSES: str(num_processes),
                                                        ENV_PROCESS_ID: str(i)})
-            procs.append(subprocess.Popen(argv, env=penv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True, start_new_session=True))
+            # files, not pipes: a process blocked on a full pipe would stall the others in their collectives
+            out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+            files.append((out, err))
+            procs.append(subprocess.Popen(argv, env=penv, cwd=cwd, stdout=out, stderr=err, text=True,
+                                          start_new_session=True))
         if on_start is not None:
             on_start(procs)
-        outs = []
+        ends = []
         for p in procs:
-            left = max(0.1, timeout_s - (time.monotonic() - t0))
             try:
-                out, err = p.communicate(timeout=left)
-                outs.append(ProcessResult(p.returncode, out, err, time.monotonic() - t0))
+                p.wait(timeout=max(0.1, timeout_s - (time.monotonic() - t0)))
+                ends.append(p.returncode)
             except subprocess.TimeoutExpired:
                 _kill_group(p)
-                out, err = p.communicate()
-                outs.append(ProcessResult(None, out, err, time.monotonic() - t0))
-        return outs
+                p.wait()
+                ends.append(None)
+            ends[-1] = (ends[-1], time.monotonic() - t0)
+        results = []
+        for (code, seconds), (out, err) in zip(ends, files):
+            out.seek(0)
+            err.seek(0)
+            results.append(ProcessResult(code, out.read(), err.read(), seconds))
+        return results
     finally:
         for p in procs:
             if p.poll() is None:
                 _kill_group(p)
                 p.wait()
+        for out, err in files:
+            out.close()
+            err.close()
 
 
 def _kill_group(p: subprocess.Popen) -> None:
