@@ -185,6 +185,14 @@ def main(argv=None) -> int:
     return code
 
 
+def _in_multi_process_run() -> bool:
+    if "jax" not in sys.modules:
+        return False
+    import jax
+
+    return jax.process_count() > 1
+
+
 def _exit_multi_process(command: str, code: int):
     """End a failed process of a multi-process run at once: JAX's orderly shutdown would wait for every
     other process first. The others then fail too (a collective with this one breaks; the coordinator
@@ -216,6 +224,10 @@ def _run_command(args) -> int:
         print(f"bec-jax {args.command}: error: {where}{e.strerror or first_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:
+        if _in_multi_process_run() and type(e).__name__ == "JaxRuntimeError":  # a collective broke
+            print(f"bec-jax {args.command}: error: an exchange with the other processes failed, most likely because "
+                  f"another process stopped: {first_line(e, 500)}", file=sys.stderr)
+            return 1
         print(f"bec-jax {args.command}: unexpected error: {type(e).__name__}: {first_line(e)} (traceback below; "
               "please report it)", file=sys.stderr, flush=True)
         traceback.print_exc()
