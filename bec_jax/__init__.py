@@ -10,4 +10,14 @@ from bec_jax.gpe import *  # noqa: F401,F403  (the physics core is the top-level
 from bec_jax.gpe import __all__ as _gpe_all
 from bec_jax.quantum import fidelity_loss
 
-__all__ = ["__version__", *_gpe_all, "fidelity_loss"]
+
+
+def predict(model, image, *, pixel_size, tof=0.0, atom_number=None):
+    """Phase gradient, phase and vortices of a camera image (``bec_jax.deploy.predict.predict``;
+    imported on first use, so ``import bec_jax`` stays free of the model stack)."""
+    from bec_jax.deploy.predict import predict as _predict
+
+    return _predict(model, image, pixel_size=pixel_size, tof=tof, atom_number=atom_number)
+
+
+__all__ = ["__version__", *_gpe_all, "fidelity_loss", "predict"]

@@ -28,7 +28,8 @@ from bec_jax.flags import (UsageError, add_dataclass_flags, config_from_flags, f
 
 
 COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands",
-                   "bec_jax.pipeline.commands"]
+                   "bec_jax.pipeline.commands", "bec_jax.deploy.commands", "bec_jax.deploy.export_commands",
+                   "bec_jax.bench.commands"]
 
 
 def cmd_demo(args) -> int:
@@ -50,8 +51,8 @@ def cmd_demo(args) -> int:
     print(f"bec-jax demo: {len(gs)} ground states on a {grid.n}x{grid.n} grid, L={grid.length:.2f}, "
           f"{args.starts} starts each, backend={jax.default_backend()} ({jax.local_device_count()} device(s))", flush=True)
     t0 = time.perf_counter()
-    res = bj.ground_state(grid, gs, omegas, key=jax.random.key(args.seed), n_starts=args.starts,
-                          max_steps=args.max_steps)
+    method = config_from_flags(bj.PCG(), args, prefix="pcg-")
+    res = bj.ground_state(grid, gs, omegas, key=jax.random.key(args.seed), n_starts=args.starts, method=method)
     jax.block_until_ready(res.psi)
     wall = time.perf_counter() - t0
     rows = []
@@ -91,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rotation rates |Ω| < 1, comma-separated")
     d.add_argument("--n", type=int, default=96, help="grid points per side (even, >= 16)")
     d.add_argument("--length", type=float, default=None, help="box side (default: box_length rule)")
-    d.add_argument("--starts", type=int, default=4, help="initial guesses per state")
-    d.add_argument("--max-steps", type=int, default=20_000, help="imaginary-time steps cap per start")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--starts", type=int, default=4, help="initial guesses per state (default 4)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the initial guesses (default 0)")
+    from bec_jax.gpe.groundstate import PCG
+
+    add_dataclass_flags(d, PCG, prefix="pcg-", title="ground-state method (PCG)")
     d.set_defaults(func=cmd_demo)
     # Each concern registers its own subcommands: module.register(subparsers).
     for module in COMMAND_MODULES:

@@ -110,7 +110,7 @@ def out_dir(path: str, lock: bool = True) -> Path:
 def field_docs(cls) -> dict[str, str]:
     """{field: its description} read from a config dataclass's docstring, whose entries look like
     ``name: text``, ``a, b: shared text`` or ``name (note): text``, each starting a line, a sentence or
-    a clause after a semicolon."""
+    a clause after a semicolon, and ending at the next entry or a blank line."""
     doc = inspect.cleandoc(cls.__doc__ or "")
     names = sorted((f.name for f in dataclasses.fields(cls)), key=len, reverse=True)
     alt = "|".join(map(re.escape, names))
@@ -118,7 +118,8 @@ def field_docs(cls) -> dict[str, str]:
     starts = list(re.finditer(rf"(?:(?m:^)|(?<=\. )|(?<=; ))[ \t]*({item}(?:\s*,\s*{item})*)\s*:\s", doc))
     out = {}
     for m, nxt in zip(starts, starts[1:] + [None]):
-        text = " ".join(doc[m.end(): nxt.start() if nxt else len(doc)].split())
+        text = doc[m.end(): nxt.start() if nxt else len(doc)].split("\n\n")[0]  # an entry ends at a blank line
+        text = " ".join(text.split())
         for name in re.findall(rf"\b({alt})\b", re.sub(r"\([^()]*\)", "", m.group(1))):
             note = re.search(rf"\b{re.escape(name)}\s*(\([^()]*\))", m.group(1))
             out.setdefault(name, f"{note.group(1)} {text}" if note else text)

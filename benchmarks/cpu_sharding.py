@@ -7,7 +7,7 @@ slice. Times, in one process with D devices:
   shard_map    bj.imaginary_time(...) (default): one program per device, each on its slice
   spmd_jit     jit(evolve) of NamedSharding inputs: XLA's SPMD partitioner, which
                all-gathers the batch before every FFT (counted in its HLO)
-and the NumPy/SciPy baseline of ``solver_throughput`` (all cores).
+(The NumPy baseline is timed fairly, in its own process, by ``solver_throughput``.)
 
     python benchmarks/cpu_sharding.py --devices 2 --out benchmarks/results/cpu_sharding.json
 """
@@ -37,10 +37,12 @@ def main() -> int:
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     import bec_jax as bj
+    from bec_jax.bench.measure import interleaved_times
     from bec_jax.gpe.splitstep import evolve
     from common import write_result
-    from solver_throughput import median_time as median_s
-    from solver_throughput import numpy_imaginary_time
+
+    def median_s(fn, repeats):
+        return float(np.median(interleaved_times({"f": fn}, repeats)["f"]))
 
     bj.use_cpu_cores(args.devices)
     grid = bj.Grid(args.n, 16.0)
@@ -63,8 +65,6 @@ def main() -> int:
         res["spmd_jit_all_gathers"] = spmd.lower(sharded).compile().as_text().count("all-gather(")
         res["speedup_shard_map"] = res["one_device_s"] / res["shard_map_s"]
         res["speedup_spmd_jit"] = res["one_device_s"] / res["spmd_jit_s"]
-    res["numpy_s"] = median_s(lambda: numpy_imaginary_time(grid, psi, 100.0, 0.8, 1e-3, args.steps),
-                              max(1, args.repeats // 2))
     res["load_average_end"] = os.getloadavg()
     for k, v in res.items():
         print(f"{k}: {v}")

@@ -2,178 +2,50 @@
 
 The host CPU is first split into one XLA device per core (``bj.use_cpu_cores``;
 XLA:CPU runs each FFT on one thread, so this is how the solver uses all cores).
-For every (n, batch) it times, in the same process:
-  jax      bj.imaginary_time (jit, lax.scan of split steps), complex64, as a user
-           calls it: the batch split over all devices when they divide it, and
-           each device's slice run a chunk of states at a time (``cpu_chunk``)
-  whole    the same with the whole slice in every pass (``chunk=None``: the
-           solver before chunking, and what runs on a GPU)
-  fft      the bare four 1-D FFT passes one step needs, in JAX (lax.scan), split
-           alike, over the whole slice (the step's floor)
-  fft_chunked  the same FFT passes chunked as jax is (like with like)
-  ..._one_device  all of these again with shard=False
-  numpy    the same split-step scheme in NumPy + scipy.fft (workers=-1: all cores)
-and reports medians and the ratios jax/fft (step cost over its FFT floor) and
-numpy/jax (speed-up). It also times ground_state for g = 500, Ω = 0.85, n = 128
-(its 4 starts split over the devices, and on one device; one start at a time
-and all at once), a batch of --batch-states (default 1024) ground states at 32²
-as one program, and batches of 16-128 states with their starts relaxed one at a
-time (the CPU default) and all at once.
+For every (n, batch) it times the contenders of ``bec_jax.bench.measure`` (its
+module doc says what each is): bec_jax as a user calls it, on one device and
+with the whole slice in every pass; the bare FFT passes (the step's floor),
+split, on one device and chunked; and the same split step in NumPy with
+numpy.fft (one thread) and with scipy.fft (workers=-1), in complex64, four FFT
+passes, one exponential and one norm a step. Each contender runs in its own
+worker process, warm, and the calls go A, B, C, ... round by round (one at a
+time, so background load hits all alike); ratios are medians of same-round
+ratios and the speed-up over NumPy is taken against the faster of the two
+NumPy steps (``numpy_baseline`` in the JSON). The load average is recorded
+before and after each row. This is what ``bec-jax bench`` runs too.
+
+It also times ground_state for g = 500, Ω = 0.85, n = 128 (its 4 starts split
+over the devices, and on one device; one start at a time and all at once), a
+batch of --batch-states (default 1024) ground states at 32² as one program,
+and batches of 16-128 states with their starts relaxed one at a time (the CPU
+default) and all at once: JAX programs against each other, in this process.
 
     python benchmarks/solver_throughput.py --out benchmarks/results/solver_throughput.json
     python benchmarks/solver_throughput.py --quick      # a small subset
-
-Timings are medians of --repeats calls after a warm-up (compile) call; the calls of one
-(n, batch) are interleaved and each ratio is the median of the ratios within a round.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import scipy.fft as sfft
 
 import bec_jax as bj
-from bec_jax.gpe.sharding import batch_mesh, cpu_chunk, map_batch, shard_batch
-from bec_jax.gpe.splitstep import _run as run_split_steps
-from common import write_result
+from bec_jax.bench.measure import STEP_CONTENDERS, StepWorkload, WorkerPool, interleaved_times, load_average, step_row
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import write_result  # noqa: E402
+
+#: the ">= 2x NumPy" floor: bec_jax's split step at n = 200, batch 16 against the faster NumPy step
+FLOOR = dict(n=200, batch=16, speedup=2.0)
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up / compile
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
-
-
-def numpy_imaginary_time(grid, psi, g, omega, dt, steps):
-    """Reference NumPy/SciPy implementation of the same scheme as bec_jax.gpe.splitstep."""
-    x, k = grid.x.astype(np.float32), grid.k.astype(np.float32)
-    a = (0.5 * k[None, :] ** 2 + omega * x[:, None] * k[None, :]).astype(np.float32)
-    b = (0.5 * k[:, None] ** 2 - omega * k[:, None] * x[None, :]).astype(np.float32)
-    ea, eb = np.exp(-dt * a).astype(np.complex64), np.exp(-dt * b).astype(np.complex64)
-    ev = np.exp(-0.5 * dt * grid.potential()).astype(np.float32)
-    area = grid.cell_area
-    # normalised first, as bj.imaginary_time does: g|ψ|² of the first step depends on it
-    psi = (psi / np.sqrt(np.sum(np.abs(psi) ** 2, axis=(-2, -1), keepdims=True) * area)).astype(np.complex64)
-    for s in range(steps):
-        ew = ev * np.exp(-0.5 * dt * g * (psi.real**2 + psi.imag**2))
-        psi = ew * psi
-        if s % 2 == 0:
-            psi = sfft.ifft(ea * sfft.fft(psi, axis=-1, workers=-1), axis=-1, workers=-1)
-            psi = sfft.ifft(eb * sfft.fft(psi, axis=-2, workers=-1), axis=-2, workers=-1)
-        else:
-            psi = sfft.ifft(eb * sfft.fft(psi, axis=-2, workers=-1), axis=-2, workers=-1)
-            psi = sfft.ifft(ea * sfft.fft(psi, axis=-1, workers=-1), axis=-1, workers=-1)
-        psi = ew * psi
-        nrm = np.sum(psi.real**2 + psi.imag**2, axis=(-2, -1), keepdims=True) * area
-        psi = (psi / np.sqrt(nrm)).astype(np.complex64)
-    return psi
-
-
-def fft_passes(steps, mesh=None, chunk=None):
-    """The bare four 1-D FFT passes of ``steps`` steps, split over ``mesh`` as bj.imaginary_time splits;
-    with ``chunk``, run over chunks of that many states as the solver runs on a CPU (``map_batch``)."""
-
-    def run(psi):
-        def body(p, _):
-            p = jnp.fft.ifft(jnp.fft.fft(p, axis=-1), axis=-1)
-            return jnp.fft.ifft(jnp.fft.fft(p, axis=-2), axis=-2), None
-
-        return jax.lax.scan(body, psi, None, length=steps)[0]
-
-    return jax.jit(shard_batch(run if chunk is None else map_batch(run, chunk), mesh))
-
-
-def interleaved_times(fns: dict, repeats: int, warmup: bool = True) -> dict:
-    """Per-call wall times of each function in ``fns``, calls interleaved round by round
-    (after one warm-up call each unless ``warmup=False``), so that every ratio of two of them is taken
-    in the same moment."""
-    for f in fns.values() if warmup else ():
-        f()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: np.asarray(v) for k, v in times.items()}
-
-
-def bench_point(n: int, batch: int, steps: int, repeats: int, numpy_steps: int, chunk="auto") -> dict:
-    """One (n, batch): bec_jax and bare FFTs split over all devices (as a user calls it) and on one
-    device, and the NumPy baseline; ms per step (medians) and ratios (medians of the ratios of calls
-    made in the same round: this machine's speed drifts within minutes).
-
-    On a CPU bec_jax runs each device's slice a chunk of states at a time (``cpu_chunk``). Two more
-    programs show what that does: ``whole`` is bec_jax with the whole slice in every pass (the solver
-    before chunking, and what it runs on a GPU), ``fft_chunked`` the bare FFT passes chunked alike."""
-    grid = bj.Grid(n, 16.0)
-    g, om, dt = 100.0, 0.8, 0.01
-    X, Y = grid.mesh()
-    psi = np.broadcast_to(np.exp(-(X**2 + Y**2) / 8), (batch, n, n)).astype(np.complex64)
-    psi_j = jax.device_put(jnp.asarray(psi))
-    mesh = batch_mesh(batch)
-    chunk = cpu_chunk(n, np.complex64) if chunk == "auto" else chunk
-    fns = {}
-    for split in (True, False) if mesh is not None else (False,):
-        for kind, c in (("jax", chunk), ("whole", None)):
-            fns[kind, split] = (lambda s, c: lambda: run_split_steps(
-                grid, psi_j, g, om, dt, steps, True, s, c).block_until_ready())(split, c)
-        for kind, c in (("fft", None), ("fft_chunked", chunk)):
-            run_fft = fft_passes(steps, mesh if split else None, c)
-            fns[kind, split] = (lambda f: lambda: f(psi_j).block_until_ready())(run_fft)
-    fns["numpy"] = lambda: numpy_imaginary_time(grid, psi, g, om, dt, numpy_steps)
-    t = interleaved_times(fns, repeats)
-    if mesh is None:
-        for k in ("jax", "whole", "fft", "fft_chunked"):
-            t[k, True] = t[k, False]
-    # Same scheme: the NumPy result after numpy_steps equals jax's to float32 round-off.
-    ref = numpy_imaginary_time(grid, psi[:1], g, om, dt, 4)
-    err = float(np.max(np.abs(ref - np.asarray(bj.imaginary_time(grid, psi_j[:1], g, om, dt=dt, steps=4)))))
-    if not err < 1e-4:  # peak |ψ| ≈ 0.26: anything larger is a different scheme, not round-off
-        raise RuntimeError(f"NumPy baseline differs from bj.imaginary_time by {err:.3g} at n={n}")
-    per_step = {k: v / (numpy_steps if k == "numpy" else steps) for k, v in t.items()}
-    ms = {k: 1e3 * float(np.median(v)) for k, v in per_step.items()}
-    ratio = lambda a, b: float(np.median(per_step[a] / per_step[b]))
-    row = dict(
-        n=n, batch=batch, devices=1 if mesh is None else mesh.size, chunk=chunk,
-        jax_step_ms=ms["jax", True],
-        fft_step_ms=ms["fft", True],
-        jax_one_device_step_ms=ms["jax", False],
-        fft_one_device_step_ms=ms["fft", False],
-        whole_batch_step_ms=ms["whole", True],
-        fft_chunked_step_ms=ms["fft_chunked", True],
-        numpy_step_ms=ms["numpy"],
-        jax_state_steps_per_s=batch / float(np.median(per_step["jax", True])),
-        numpy_state_steps_per_s=batch / float(np.median(per_step["numpy"])),
-        max_abs_diff_vs_numpy=err,
-        jax_over_fft=ratio(("jax", True), ("fft", True)),
-        jax_over_fft_one_device=ratio(("jax", False), ("fft", False)),
-        # like with like: the step's cost beyond its FFT passes when both run chunked
-        jax_over_fft_chunked=ratio(("jax", True), ("fft_chunked", True)),
-        jax_over_fft_chunked_one_device=ratio(("jax", False), ("fft_chunked", False)),
-        # the step with the whole slice in every pass (no chunks) over the bare FFT passes, and the gain
-        whole_over_fft=ratio(("whole", True), ("fft", True)),
-        chunking_speedup=ratio(("whole", True), ("jax", True)),
-        chunking_speedup_one_device=ratio(("whole", False), ("jax", False)),
-        speedup_vs_numpy=ratio("numpy", ("jax", True)),
-        speedup_vs_numpy_one_device=ratio("numpy", ("jax", False)),
-        # the most a step could gain over NumPy if it cost nothing beyond its FFT passes
-        numpy_over_fft=ratio("numpy", ("fft", True)),
-    )
-    return row
-
-
-def time_to_ground_state(n=128, g=500.0, omega=0.85, repeats: int = 3) -> dict:
+def time_to_ground_state(n=128, g=500.0, omega=0.85, repeats: int = 5) -> dict:
     """One state's ground state (4 starts), compiled: median wall time split over the local devices
     (the starts go 4 / D per device) and on one device, each with the starts relaxed all at once (the
     default for one state) and one at a time (``chunk=1``, the CPU default for several states), interleaved."""
@@ -202,7 +74,7 @@ def time_to_ground_state(n=128, g=500.0, omega=0.85, repeats: int = 3) -> dict:
     )}
 
 
-def chunked_ground_states(cases=((32, 128), (64, 16), (128, 16)), repeats: int = 3) -> list:
+def chunked_ground_states(cases=((32, 128), (64, 16), (128, 16)), repeats: int = 5) -> list:
     """Batches of ground states (3 starts each, (g, Ω) uniform in [50, 250] x [0.45, 0.75], the quick
     data preset's ranges, max_iter 1000) with the starts relaxed one at a time on each device (the
     CPU default for several states, ``chunk="auto"``) and all at once (``chunk=None``): median wall
@@ -251,9 +123,11 @@ def main():
     p.add_argument("--sizes", default="64,128,200,256")
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--steps", type=int, default=20, help="steps per timed call")
-    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--repeats", type=int, default=7, help="timed calls per contender (>= 5)")
     p.add_argument("--quick", action="store_true", help="n=64,200 and batch 1,16 only; no ground-state timing")
     p.add_argument("--no-ground-state", action="store_true")
+    p.add_argument("--floor-runs", type=int, default=0,
+                   help=f"time the floor's row (n={FLOOR['n']}, batch {FLOOR['batch']}) this many more times")
     p.add_argument("--batch-states", type=int, default=1024, help="size of the one-program ground-state batch")
     p.add_argument("--chunk", type=int, default=None,
                    help="states per chunk of the jax rows (default: cpu_chunk, what imaginary_time picks)")
@@ -262,31 +136,46 @@ def main():
     args = p.parse_args()
     if args.chunk is not None and args.chunk < 1:
         p.error(f"--chunk must be >= 1, got {args.chunk}")
-    if args.steps < 1 or args.repeats < 1 or args.batch_states < 1:
-        p.error(f"--steps, --repeats and --batch-states must be >= 1, got {args.steps}, {args.repeats}, "
-                f"{args.batch_states}")
+    if args.steps < 1 or args.repeats < 5 or args.batch_states < 1 or args.floor_runs < 0:
+        p.error(f"--steps and --batch-states must be >= 1, --repeats >= 5 and --floor-runs >= 0, got {args.steps}, "
+                f"{args.batch_states}, {args.repeats}, {args.floor_runs}")
     bj.use_cpu_cores(args.cpu_devices)
     sizes = [64, 200] if args.quick else [int(s) for s in args.sizes.split(",")]
     batches = [1, 16] if args.quick else [int(b) for b in args.batches.split(",")]
     rows = []
-    for n in sizes:
-        for b in batches:
-            row = bench_point(n, b, args.steps, args.repeats, numpy_steps=max(2, args.steps // 4),
-                              chunk="auto" if args.chunk is None else args.chunk)
-            rows.append(row)
-            print(f"n={n:4d} B={b:3d} on {row['devices']} device(s): jax {row['jax_step_ms']:8.3f} ms/step  "
-                  f"fft {row['fft_step_ms']:8.3f}  numpy {row['numpy_step_ms']:8.3f}  jax/fft {row['jax_over_fft']:.2f}  "
-                  f"speed-up vs numpy {row['speedup_vs_numpy']:.2f}x (FFT cap {row['numpy_over_fft']:.2f}x) | "
-                  f"one device: jax/fft {row['jax_over_fft_one_device']:.2f}, "
-                  f"vs numpy {row['speedup_vs_numpy_one_device']:.2f}x | "
-                  f"{row['jax_state_steps_per_s']:,.0f} state-steps/s | chunks of {row['chunk']}: "
-                  f"{row['chunking_speedup']:.2f}x the whole batch, jax/fft_chunked {row['jax_over_fft_chunked']:.2f}",
-                  flush=True)
+    with WorkerPool(cpu_devices=args.cpu_devices) as pool:
+        for n in sizes:
+            for b in batches:
+                row = step_row(pool, StepWorkload(n, b, steps=args.steps), STEP_CONTENDERS, args.repeats,
+                               chunk="auto" if args.chunk is None else args.chunk)
+                rows.append(row)
+                ms = row["ms_per_step"]
+                print(f"n={n:4d} B={b:3d} on {row['info']['bec_jax']['devices']} device(s): bec_jax {ms['bec_jax']:8.3f} "
+                      f"ms/step  fft {ms['fft']:8.3f}  numpy {ms['numpy']:8.3f}  scipy {ms['scipy']:8.3f}  "
+                      f"bec_jax/fft {row['bec_jax_over_fft']:.2f}  vs {row['numpy_baseline']} "
+                      f"{row['speedup_vs_numpy']:.2f}x (FFT cap {row['numpy_over_fft']:.2f}x) | one device: "
+                      f"bec_jax/fft {row['bec_jax_over_fft_one_device']:.2f}, vs numpy "
+                      f"{row['speedup_vs_numpy_one_device']:.2f}x | load {row['load_average_before'][0]:.1f}",
+                      flush=True)
+        # The floor's row again, --floor-runs times: how far one row's ratio moves with the host's load.
+        floor_runs = [step_row(pool, StepWorkload(FLOOR["n"], FLOOR["batch"], steps=args.steps), STEP_CONTENDERS,
+                               args.repeats) for _ in range(args.floor_runs)]
+    floor = [r for r in rows if (r["n"], r["batch"]) == (FLOOR["n"], FLOOR["batch"])] + floor_runs
     result = dict(
-        benchmark="solver_throughput",
+        benchmark="solver_throughput", method="each contender in its own process, warm, interleaved round by round",
         steps_per_call=args.steps, repeats=args.repeats, dtype="complex64", rows=rows,
-        local_devices=jax.local_device_count(),
+        local_devices=jax.local_device_count(), load_average_end_of_rows=load_average(),
     )
+    if floor_runs:
+        result["floor_runs"] = floor_runs
+    if floor:
+        measured = [r["speedup_vs_numpy"] for r in floor]
+        result["floor_vs_numpy"] = dict(**FLOOR, measured=measured, median=float(np.median(measured)),
+                                        baselines=[r["numpy_baseline"] for r in floor],
+                                        holds=bool(min(measured) >= FLOOR["speedup"]))
+        print(f"floor >= {FLOOR['speedup']}x NumPy at n={FLOOR['n']}, batch {FLOOR['batch']}: "
+              f"{', '.join(f'{m:.2f}x' for m in measured)}: "
+              f"{'holds in every run' if result['floor_vs_numpy']['holds'] else 'FAILS in some run'}", flush=True)
     if not (args.quick or args.no_ground_state):
         result["time_to_ground_state"] = time_to_ground_state()
         print("time to ground state:", json.dumps(result["time_to_ground_state"], indent=1), flush=True)

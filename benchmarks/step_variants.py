@@ -7,7 +7,7 @@
              (XLA: transpose, FFT, transpose), real propagators promoted to
              complex, |ψ|² recomputed for the nonlinear factor
   fft        the bare four 1-D FFT passes along x and y as JAX runs them
-             (solver_throughput.fft_passes: two transposes a step)
+             (bec_jax.bench.measure.fft_passes: two transposes a step)
   fft_last   four 1-D FFT passes along the last axis and one transpose: the
              least a step whose two sweeps are diagonal in (y, k_x) and
              (k_y, x) can cost
@@ -34,7 +34,7 @@ from bec_jax.gpe.hamiltonian import norm, per_state, rotation_symbols
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import write_result  # noqa: E402
-from solver_throughput import fft_passes, interleaved_times  # noqa: E402
+from bec_jax.bench.measure import fft_passes, interleaved_times  # noqa: E402
 
 
 def axis2_evolve(grid, steps):

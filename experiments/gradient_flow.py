@@ -3,7 +3,7 @@
 
 Writes to --out (default runs/gradient_flow):
   toy.png          Fig. 1: loss curves and x-y trajectories for S, L2, M
-  prediction.png   Fig. 2a: quantum loss of the next-state network (runs faint, mean bold)
+  prediction.png   Fig. 2a: quantum loss of the next-state network (seed band, mean bold)
   control.png      Fig. 2b: quantum loss of the control network
   results.json     configs, per-seed final losses, mean/std, timings
   results.md       table of final losses (mean +- std over seeds) per method
@@ -150,7 +150,8 @@ def plot_toy(res, path: Path) -> None:
 
 def plot_curves(panels: list[tuple[str, dict]], title: str, smooth: int, path: Path,
                 xlabel: str = "epoch") -> None:
-    """panels: (subtitle, {method: array (seeds, epochs+1)}); runs faint, mean bold."""
+    """panels: (subtitle, {method: array (seeds, epochs+1)}); seed band (min-max over
+    seeds of the smoothed runs) shaded, seed mean bold."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,8 +164,8 @@ def plot_curves(panels: list[tuple[str, dict]], title: str, smooth: int, path: P
         for m, runs in curves.items():
             runs = np.asarray(runs, np.float64)
             x = np.arange(runs.shape[1])
-            for r in _smooth(runs, smooth):
-                ax.semilogy(x, r, color=COLORS[m], lw=0.8, alpha=0.3)
+            sm = _smooth(runs, smooth)
+            ax.fill_between(x, sm.min(0), sm.max(0), color=COLORS[m], alpha=0.2, lw=0)
             mean = _smooth(runs.mean(0), smooth)  # mean of the raw losses, then smoothed
             ax.semilogy(x, mean, color=COLORS[m], lw=2.2, label=f"{LABELS[m]} mean")
         ax.set_xlabel(xlabel)
@@ -173,7 +174,7 @@ def plot_curves(panels: list[tuple[str, dict]], title: str, smooth: int, path: P
         ax.grid(True, which="major", alpha=0.3)
         ax.legend()
     note = f"; {smooth}-epoch moving average of log L" if smooth > 1 else ""
-    fig.suptitle(f"{title}\nfaint: individual seeds, bold: seed mean{note}")
+    fig.suptitle(f"{title}\nband: min-max over {len(runs)} seeds, line: seed mean{note}")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

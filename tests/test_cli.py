@@ -69,3 +69,22 @@ def test_cli_splits_the_host_into_devices(tmp_path):
                                 "--omega", "0.0,0.3", "--g", "5", "--starts", "1"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0 and "(2 device(s))" in out.stdout, out.stderr[-2000:]
+
+
+def test_flags_are_generated_from_config_dataclasses(capsys):
+    """Every field of a command's config is a flag whose help states its meaning and default."""
+    import dataclasses
+
+    from bec_jax.flags import field_docs
+    from bec_jax.gpe import PCG
+    from bec_jax.train import TrainConfig
+
+    for command, cls, prefix in (("demo", PCG, "pcg-"), ("train", TrainConfig, "")):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            assert f"--{prefix}{f.name.replace('_', '-')}" in text
+            assert " ".join(docs[f.name].split()[:4]) in text  # its description, from the docstring
+    assert "--learning-rate FLOAT, --lr FLOAT" in text and "(default: 0.001)" in text

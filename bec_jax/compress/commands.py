@@ -118,34 +118,45 @@ def _keep_fraction(text: str) -> float:
 
 def cmd_shrink(args) -> int:
     from bec_jax.compress.quantization import load_quantized, save_quantized
-    from bec_jax.compress.structured import inner_widths, outer_widths, shrink_model
+    from bec_jax.compress.structured import gradual_shrink, inner_widths, outer_widths, shrink_model
     from bec_jax.compress.workflow import FineTuner, latency_table, load_setup, test_mse
     from bec_jax.models import count_params
 
-    if args.ft_epochs < 0 or args.repeats < 1:
-        raise UsageError(f"--ft-epochs must be >= 0 and --repeats >= 1, got {args.ft_epochs}, {args.repeats}")
+    if args.ft_epochs < 0 or args.repeats < 1 or args.steps < 1:
+        raise UsageError(f"--ft-epochs must be >= 0, --repeats and --steps >= 1, got {args.ft_epochs}, "
+                         f"{args.repeats}, {args.steps}")
     out = out_dir(args.out)
     check_replaceable(out / "model", args.overwrite)
     setup = load_setup(args.run, args.data)
-    small = shrink_model(setup.model, args.keep, outer=args.outer)
-    before = test_mse(small, setup.test)["mse"]
     lr = args.ft_lr if args.ft_lr is not None else setup.train_config.learning_rate
-    epoch = 0
-    if args.ft_epochs:
-        from tqdm.auto import tqdm
+    epoch, before = 0, test_mse(shrink_model(setup.model, args.keep, outer=args.outer), setup.test)["mse"]
+    if args.steps > 1 and args.ft_epochs < args.steps:
+        raise UsageError(f"--steps {args.steps} needs --ft-epochs >= {args.steps} (split over the steps)")
+    per_step = [args.ft_epochs // args.steps + (i < args.ft_epochs % args.steps) for i in range(args.steps)]
+    from tqdm.auto import tqdm
 
-        with tqdm(total=args.ft_epochs, desc="fine-tune", unit="epoch", dynamic_ncols=True) as bar:
-            r = FineTuner(small, setup.train, learning_rate=lr, config=setup.train_config).run(
-                small, None, args.ft_epochs, on_epoch=lambda k, m: bar.update(),
-                select=setup.val if args.keep_epoch == "best" else None)
-        small, epoch = r.model, r.epoch
+    bar = tqdm(total=args.ft_epochs, desc="fine-tune", unit="epoch", dynamic_ncols=True, disable=not args.ft_epochs)
+
+    def finetune(model, step):
+        nonlocal epoch
+        if not per_step[step - 1]:
+            return model
+        r = FineTuner(model, setup.train, learning_rate=lr, config=setup.train_config).run(
+            model, None, per_step[step - 1], on_epoch=lambda k, m: bar.update(),
+            select=setup.val if args.keep_epoch == "best" else None)
+        epoch = r.epoch
+        return r.model
+
+    small = gradual_shrink(setup.model, args.keep, args.steps, finetune, outer=args.outer)
+    bar.close()
     sizes = save_quantized(out / "model", small, None, overwrite=args.overwrite,
                            extra=dict(kind="structured", keep=args.keep, outer=args.outer))
     reloaded, _ = load_quantized(out / "model", setup.model_config)
     dense, mse = test_mse(setup.model, setup.test)["mse"], test_mse(reloaded, setup.test)["mse"]
     x = next(iter(setup.test.epoch(0))).x
     lat = latency_table({"dense": setup.model, "shrunk": reloaded}, x, repeats=args.repeats)
-    summary = dict(run=str(args.run), keep=args.keep, outer=args.outer, ft_epochs=args.ft_epochs, ft_lr=lr,
+    summary = dict(run=str(args.run), keep=args.keep, outer=args.outer, steps=args.steps, ft_epochs=args.ft_epochs,
+                   ft_epochs_per_step=per_step, ft_lr=lr,
                    keep_epoch=args.keep_epoch, kept_epoch=epoch, params_dense=count_params(setup.model),
                    params=count_params(reloaded), inner_widths=inner_widths(reloaded),
                    outer_widths=outer_widths(reloaded), test_mse_dense=dense, test_mse_before_finetune=before,
@@ -198,7 +209,10 @@ def register(sub) -> None:
     s.add_argument("--outer", action="store_true",
                    help="prune the blocks' output channels too (faster; skips and consumers shrink with them); "
                         "default: only the channels inside each DoubleConv")
-    s.add_argument("--ft-epochs", type=int, default=30, help="fine-tuning epochs (0: none)")
+    s.add_argument("--ft-epochs", type=int, default=30, help="fine-tuning epochs in all (0: none)")
+    s.add_argument("--steps", type=int, default=1,
+                   help="gradual pruning: cut in this many steps of equal ratio, fine-tuning after each "
+                        "(--ft-epochs split over them; channels re-ranked after every step)")
     s.add_argument("--ft-lr", type=float, default=None, help="fine-tuning lr (default: the training lr)")
     s.add_argument("--keep-epoch", choices=["best", "last"], default="best",
                    help="fine-tuning epoch kept: lowest validation MSE (as training does) or the last")

@@ -16,6 +16,10 @@ Two kinds of channels are removed:
 Channel importance: ‖filter‖₁ · |BN scale| of the conv that produces the
 channel (a channel with zero BN scale and bias contributes exactly nothing).
 Widths are per DoubleConv in forward order (inc, down…, up…).
+
+Gradual pruning (``gradual_shrink``) removes the channels in several steps with
+fine-tuning between them, so each step ranks channels by the scores of a
+network that has already adapted to the previous cut.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from flax import nnx
 
 from bec_jax.models.unet import DoubleConv, UNet, UNetConfig, _conv
 
-__all__ = ["channel_scores", "shrink_model", "with_widths", "inner_widths", "outer_widths", "full_widths"]
+__all__ = ["channel_scores", "shrink_model", "with_widths", "inner_widths", "outer_widths", "full_widths",
+           "keep_schedule", "gradual_shrink"]
 
 
 def channel_scores(block: DoubleConv, which: str = "inner") -> np.ndarray:
@@ -140,3 +145,27 @@ def shrink_model(model: UNet, keep_fraction: float, *, outer: bool = False) -> U
         raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
     keep = lambda widths: [max(1, int(np.ceil(keep_fraction * w))) for w in widths]
     return with_widths(model, keep(inner_widths(model)), keep(outer_widths(model)) if outer else None)
+
+
+def keep_schedule(keep_fraction: float, steps: int) -> list[float]:
+    """Kept fractions of the full widths after each of ``steps`` gradual steps: keep^(i/steps), i = 1..steps
+    (equal ratios per step, ending at ``keep_fraction`` in (0, 1]; steps >= 1)."""
+    if not (0 < keep_fraction <= 1):
+        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return [float(keep_fraction ** (i / steps)) for i in range(1, steps + 1)]
+
+
+def gradual_shrink(model: UNet, keep_fraction: float, steps: int, finetune, *, outer: bool = False) -> UNet:
+    """Shrink ``model`` to ``keep_fraction`` of its full widths in ``steps`` steps (``keep_schedule``),
+    calling ``finetune(model, step) -> model`` after each cut (step = 1..steps; the last result is
+    returned). Each step keeps ceil(fraction · full width) channels of every DoubleConv (and of its
+    outputs with ``outer=True``), ranked by ``channel_scores`` of the model as fine-tuned so far;
+    ``steps=1`` is ``shrink_model`` followed by one fine-tuning."""
+    inner_full, outer_full = full_widths(model.config)
+    for step, frac in enumerate(keep_schedule(keep_fraction, steps), 1):
+        keep = lambda widths: [max(1, int(np.ceil(frac * w))) for w in widths]
+        model = with_widths(model, keep(inner_full), keep(outer_full) if outer else None)
+        model = finetune(model, step)
+    return model

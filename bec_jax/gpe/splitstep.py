@@ -106,7 +106,7 @@ def _amp_and_scale(grid: Grid, phi):
     return amp, jax.lax.rsqrt(jnp.sum(amp * amp, axis=(-2, -1)) * grid.cell_area)
 
 
-def make_step(grid: Grid, g, omega, dt, *, imaginary: bool):
+def make_step(grid: Grid, g, omega, dt, *, imaginary: bool, trap: bool = True):
     """Factory: ``step(carry, reverse) -> carry``, one split step.
 
     ``carry = (phi, amp, scale)``. In imaginary time the state is ``phi *
@@ -128,11 +128,12 @@ def make_step(grid: Grid, g, omega, dt, *, imaginary: bool):
     Propagators are computed once here, outside any time loop; in imaginary
     time they are real, which halves their memory traffic.
     phi: complex (..., n, n), batch shape broadcastable to g and omega.
+    trap: False drops the harmonic potential V (free expansion after release).
     """
     rdt = jnp.result_type(float)
     dt = jnp.asarray(dt, rdt)
     a, b = rotation_symbols(grid, omega)
-    V = jnp.asarray(grid.potential())  # symmetric under x <-> y: one array serves both layouts
+    V = jnp.asarray(grid.potential() if trap else np.zeros((grid.n, grid.n), grid.x.dtype))  # symmetric under x <-> y: one array serves both layouts
     gg = per_state(g, rdt)
     tau = dt if imaginary else 1j * dt
     ea = jnp.exp(-tau * a)  # [y, k_x]
@@ -169,11 +170,11 @@ def make_step(grid: Grid, g, omega, dt, *, imaginary: bool):
     return step
 
 
-def evolve(grid: Grid, psi, g, omega, dt, steps: int, imaginary: bool):
+def evolve(grid: Grid, psi, g, omega, dt, steps: int, imaginary: bool, trap: bool = True):
     """``steps`` split steps (pure, un-jitted: the shared loop of both
     integrators and of ``ground_state``). Shapes as in ``imaginary_time``;
     in imaginary time the result is normalised."""
-    step = make_step(grid, g, omega, dt, imaginary=imaginary)
+    step = make_step(grid, g, omega, dt, imaginary=imaginary, trap=trap)
     carry = (psi, *_amp_and_scale(grid, psi)) if imaginary else (psi, None, None)
 
     def pair(c, _):
@@ -188,19 +189,19 @@ def evolve(grid: Grid, psi, g, omega, dt, steps: int, imaginary: bool):
     return (psi * per_state(scale)).astype(psi.dtype) if imaginary else psi
 
 
-@functools.partial(jax.jit, static_argnames=("grid", "steps", "imaginary", "mesh", "chunk"))
-def _evolve(grid: Grid, psi, g, omega, dt, steps: int, imaginary: bool, mesh=None, chunk=None):
+@functools.partial(jax.jit, static_argnames=("grid", "steps", "imaginary", "mesh", "chunk", "trap"))
+def _evolve(grid: Grid, psi, g, omega, dt, steps: int, imaginary: bool, mesh=None, chunk=None, trap: bool = True):
     """``evolve`` as one program: split over ``mesh``, and on each device over
     chunks of ``chunk`` states (``sharding.map_batch``; None: all at once)."""
 
     def run(p, gi, oi, dti):
         if chunk is None or p.ndim < 3 or math.prod(p.shape[:-2]) <= chunk:
-            return evolve(grid, p, gi, oi, dti, steps, imaginary)
+            return evolve(grid, p, gi, oi, dti, steps, imaginary, trap)
         # Per-state g, omega are mapped with the states; scalars stay shared, so a chunk's
         # propagators are one (n, n) array, not one per state.
         per_state_args = {k: jnp.broadcast_to(v, p.shape[:-2]).reshape(-1)
                           for k, v in (("g", gi), ("omega", oi)) if jnp.ndim(v)}
-        one = lambda q, m: evolve(grid, q, m.get("g", gi), m.get("omega", oi), dti, steps, imaginary)
+        one = lambda q, m: evolve(grid, q, m.get("g", gi), m.get("omega", oi), dti, steps, imaginary, trap)
         out = map_batch(one, chunk)(p.reshape((-1,) + p.shape[-2:]), per_state_args)
         return out.reshape(p.shape)
 
@@ -211,7 +212,7 @@ def _evolve(grid: Grid, psi, g, omega, dt, steps: int, imaginary: bool, mesh=Non
 MAX_IMAGINARY_DT = 1.0
 
 
-def _run(grid: Grid, psi, g, omega, dt, steps, imaginary: bool, shard: bool, chunk="auto"):
+def _run(grid: Grid, psi, g, omega, dt, steps, imaginary: bool, shard: bool, chunk="auto", trap: bool = True):
     check_parameters(g, omega)
     _check_dt_steps(dt, steps)
     dt_np = _concrete(dt)
@@ -230,7 +231,7 @@ def _run(grid: Grid, psi, g, omega, dt, steps, imaginary: bool, shard: bool, chu
     chunk = resolve_chunk(chunk, cpu_chunk(grid.n, psi.dtype, backend_of(psi)))
     if jnp.ndim(dt) > 0:  # a dt per state is broadcast against the whole batch: no chunks
         chunk = None
-    return _evolve(grid, psi, g, omega, dt, int(steps), imaginary, mesh, chunk)
+    return _evolve(grid, psi, g, omega, dt, int(steps), imaginary, mesh, chunk, bool(trap))
 
 
 def imaginary_time(grid: Grid, psi, g, omega, *, dt, steps: int, shard: bool = True, chunk="auto"):
@@ -258,10 +259,12 @@ def imaginary_time(grid: Grid, psi, g, omega, *, dt, steps: int, shard: bool = T
     return _run(grid, psi, g, omega, dt, steps, True, shard, chunk)
 
 
-def real_time(grid: Grid, psi, g, omega, *, dt, steps: int, shard: bool = True, chunk="auto"):
+def real_time(grid: Grid, psi, g, omega, *, dt, steps: int, shard: bool = True, chunk="auto", trap: bool = True):
     """Real-time split-step evolution in the rotating frame (unitary).
 
     Same arguments as ``imaginary_time``; conserves the norm to round-off and
-    the rotating-frame energy to O(dt²) without drift.
+    the rotating-frame energy to O(dt²) without drift. trap=False switches the
+    harmonic potential off (free flight after release; with omega=0, in the lab
+    frame), as in a time-of-flight measurement.
     """
-    return _run(grid, psi, g, omega, dt, steps, False, shard, chunk)
+    return _run(grid, psi, g, omega, dt, steps, False, shard, chunk, trap)

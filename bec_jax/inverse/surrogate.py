@@ -32,7 +32,7 @@ from flax import nnx
 from bec_jax.gpe.grid import Grid
 from bec_jax.inverse.features import FeatureConfig, feature_loss, ring_basis
 from bec_jax.inverse.ranges import ParamBox
-from bec_jax.train.core import make_gradient_step
+from bec_jax.optim import make_gradient_step
 
 __all__ = ["SurrogateConfig", "FeatureSurrogate", "train_surrogate", "invert_with_surrogate", "render_density",
            "save_surrogate", "load_surrogate"]

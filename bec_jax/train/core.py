@@ -38,6 +38,7 @@ from flax import nnx
 
 from bec_jax.data.loader import Batch
 from bec_jax.data.targets import TargetConfig
+from bec_jax.optim import make_gradient_step
 from bec_jax.train.losses import masked_mse, masked_sq_error_sums, reference_masked_mse
 
 __all__ = [
@@ -230,25 +231,6 @@ def init_state(model, tx: optax.GradientTransformation):
     abstract = any(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree_util.tree_leaves(params))
     opt_state = jax.eval_shape(tx.init, params) if abstract else tx.init(params)
     return gd_train, gd_eval, TrainState(params, batch_stats, opt_state)
-
-
-def make_gradient_step(loss_fn: Callable, tx: optax.GradientTransformation, *, has_aux: bool = False):
-    """The one optax step of bec_jax: pure ``step(params, opt_state, *args) -> (params, opt_state, value[, aux])``.
-
-    loss_fn(params, *args) -> float scalar, or (scalar, aux) with ``has_aux``; params
-    any pytree. The value (and aux) are those before the update. The U-Net's
-    ``make_update``, the inverse problems' surrogate and the gradient-flow
-    experiments all take their steps through it.
-    """
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
-
-    def step(params, opt_state, *args):
-        value, grads = grad_fn(params, *args)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, opt_state, *value) if has_aux else (params, opt_state, value)
-
-    return step
 
 
 def make_update(gd_train, tx: optax.GradientTransformation, loss: Callable):

@@ -82,3 +82,45 @@ def test_with_widths_checks_its_input():
         with_widths(model, [5] + inner_widths(model)[1:])
     with pytest.raises(ValueError, match=r"outer width of block 4: keep must be in \[1, 4\], got 0"):
         with_widths(model, inner_widths(model), outer_widths(model)[:-1] + [0])
+
+
+def test_keep_schedule_has_equal_ratios_and_checks_input():
+    from bec_jax.compress.structured import keep_schedule
+
+    np.testing.assert_allclose(keep_schedule(0.25, 2), [0.5, 0.25])
+    assert keep_schedule(0.5, 1) == [0.5]
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        keep_schedule(0.0, 2)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        keep_schedule(0.5, 0)
+
+
+def test_gradual_shrink_cuts_step_by_step_and_reranks_after_finetuning():
+    from bec_jax.compress.structured import gradual_shrink
+
+    model = init_model(CFG, seed=3)
+    model.eval()
+    seen = []
+
+    def finetune(m, step):
+        seen.append((step, inner_widths(m), outer_widths(m)))
+        if step == 1:  # "fine-tuning" that silences channel 0 of every block: the next cut must drop it
+            for b in [m.inc, *m.down, *m.up]:
+                for bn in (b.bn1, b.bn2):
+                    bn.scale[...] = bn.scale[...].at[0].set(0.0)
+                    bn.bias[...] = bn.bias[...].at[0].set(0.0)
+        return m
+
+    small = gradual_shrink(model, 0.25, 2, finetune, outer=True)
+    full_in, full_out = full_widths(CFG)
+    assert [s for s, _, _ in seen] == [1, 2]
+    assert seen[0][1] == [int(np.ceil(0.5 * w)) for w in full_in]
+    assert inner_widths(small) == [int(np.ceil(0.25 * w)) for w in full_in]
+    assert outer_widths(small) == [int(np.ceil(0.25 * w)) for w in full_out]
+    # the silenced channels were ranked last by the second cut: none survives with a zero BatchNorm scale
+    for b in [small.inc, *small.down, *small.up]:
+        assert np.all(np.asarray(b.bn1.scale[...]) != 0) and np.all(np.asarray(b.bn2.scale[...]) != 0)
+    one = gradual_shrink(model, 0.5, 1, lambda m, step: m, outer=True)
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 1))
+    f = nnx.jit(lambda m, v: m(v))
+    np.testing.assert_allclose(f(one, x), f(shrink_model(model, 0.5, outer=True), x), rtol=1e-6, atol=1e-6)

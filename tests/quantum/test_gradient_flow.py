@@ -22,7 +22,9 @@ from bec_jax.quantum.gradient_flow import (
     init_mlp,
     make_control_data,
     make_control_train_step,
+    make_optimizer,
     make_prediction_data,
+    method_loss,
     mlp_apply,
     mlp_param_count,
     run_control,
@@ -229,3 +231,141 @@ def test_experiment_cli_quick_run_writes_outputs(tmp_path):
     assert res["toy"]["steps_to_1e-2"]["M"] < res["toy"]["steps_to_1e-2"]["S"]
     md = (out / "results.md").read_text()
     assert "| M |" in md and "±" in md
+
+
+# ------------------------------------------------------------------ ablation options
+
+
+def test_batch_reduction_rescales_the_standard_gradient_globally(exact_matmul):
+    """M-batch: value = mean L, gradient = grad(mean L) / sqrt(1 - mean L) (one factor)."""
+    x, y = make_prediction_data(PRED)
+    x, y = x[:30], y[:30]
+    params = init_mlp(jax.random.PRNGKey(3), PRED.sizes)
+
+    def grads(method, reduction):
+        loss = method_loss(method, reduction)
+        return jax.value_and_grad(
+            lambda p: loss(features_to_states(mlp_apply(p, states_to_features(x))), y))(params)
+
+    value_s, g_s = grads("S", "sample")
+    value_b, g_b = grads("M", "batch")
+    _, g_m = grads("M", "sample")
+    assert float(value_b) == pytest.approx(float(value_s), rel=1e-6)
+    scale = 1.0 / math.sqrt(1.0 - float(value_s))
+    assert scale > 1.05  # the factor is not trivially 1 at initialisation
+    for a, b in zip(jax.tree.leaves(g_b), jax.tree.leaves(g_s)):
+        np.testing.assert_allclose(a, scale * np.asarray(b), rtol=1e-4, atol=1e-7)
+    # the per-sample M gradient is not a multiple of S's: the samples are reweighted
+    flat = lambda g: np.concatenate([np.ravel(v) for v in jax.tree.leaves(g)])  # noqa: E731
+    cos = flat(g_m) @ flat(g_s) / (np.linalg.norm(flat(g_m)) * np.linalg.norm(flat(g_s)))
+    assert cos < 0.999, cos
+
+
+def test_make_optimizer_matches_optax_and_carries_its_rate_in_the_state():
+    import optax
+
+    params = {"w": jnp.array([1.0, -2.0, 0.5])}
+    grads = {"w": jnp.array([0.3, -0.1, 0.2])}
+    pairs = (("adam", optax.adam(0.01)), ("sgd", optax.sgd(0.01)),
+             ("momentum", optax.sgd(0.01, momentum=0.9)))
+    for name, ref in pairs:
+        tx = make_optimizer(name, 0.01)
+        st, rst = tx.init(params), ref.init(params)
+        for _ in range(3):
+            u, st = tx.update(grads, st, params)
+            ru, rst = ref.update(grads, rst, params)
+            np.testing.assert_allclose(u["w"], ru["w"], rtol=1e-5)  # float32 hyperparameters
+        # a state initialised with another rate steps with that rate
+        u2, _ = make_optimizer(name, 0.01).update(grads, make_optimizer(name, 0.03).init(params))
+        u1, _ = tx.update(grads, tx.init(params))
+        np.testing.assert_allclose(u2["w"], 3 * np.asarray(u1["w"]), rtol=1e-5)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        make_optimizer("rmsprop", 0.1)
+
+
+def test_per_run_learning_rates_match_separate_runs():
+    cfg = PredictionConfig(n_trajectories=10, steps=20, test_trajectories=0, batch_size=50,
+                           epochs=2, optimizer="sgd")
+    both = run_prediction(cfg, "S", seeds=(0, 0), lrs=(0.1, 1.0))
+    alone = run_prediction(PredictionConfig(**{**cfg.__dict__, "lr": 1.0}), "S", seeds=(0,))
+    np.testing.assert_allclose(both.eval_loss[1], alone.eval_loss[0], rtol=2e-4)
+    assert not np.allclose(both.eval_loss[0], both.eval_loss[1])
+    np.testing.assert_array_equal(both.lrs, [0.1, 1.0])
+    assert jax.tree.leaves(both.params)[0].shape[0] == 2
+    with pytest.raises(ValueError, match="one rate per seed"):
+        run_prediction(cfg, "S", seeds=(0, 1), lrs=(0.1,))
+
+
+def test_float64_control_runs_in_double_precision():
+    cfg = ControlConfig(sim_steps=4, n_initial=10, batch_size=5, epochs=2, dtype="float64")
+    r = run_control(cfg, "M", seeds=(0,), chunk=2)
+    assert all(leaf.dtype == np.float64 for leaf in jax.tree.leaves(r.params))
+    assert r.eval_loss[0, -1] < r.eval_loss[0, 0]
+    with jax.enable_x64(True):
+        psi0, target = make_control_data(cfg)
+        assert psi0.dtype == jnp.complex128 and target.dtype == jnp.complex128
+
+
+def test_time_summed_loss_is_the_averaged_loss_times_steps_and_box_target():
+    from bec_jax.quantum.gradient_flow import _control_loss
+    from bec_jax.quantum.schrodinger1d import box_eigenstate
+
+    base = dict(sim_steps=6, n_initial=10, batch_size=5, target_mode=3)
+    cfgs = {t: ControlConfig(**base, time_loss=t) for t in ("sum", "mean", "final")}
+    psi0, target = make_control_data(cfgs["sum"])
+    np.testing.assert_allclose(target, box_eigenstate(cfgs["sum"].grid, 3), atol=1e-6)
+    params = init_mlp(jax.random.PRNGKey(0), cfgs["sum"].sizes)
+    vals = {t: float(_control_loss(c, "S", target)(params, psi0)) for t, c in cfgs.items()}
+    assert vals["sum"] == pytest.approx(6 * vals["mean"], rel=1e-5)
+    # the mean runs over the 6 simulator states after psi0, each a CN step of the last
+    cfg = cfgs["mean"]
+    u = mlp_apply(params, states_to_features(psi0))
+    psi, per_step = psi0, []
+    for k in range(6):
+        psi = cn_step(cfg.grid, psi, u[:, k : k + 1] * cfg.grid.x(), cfg.dt)
+        per_step.append(float(fidelity_loss(psi, target)))
+    assert vals["mean"] == pytest.approx(np.mean(per_step), rel=1e-5)
+    assert np.ptp(per_step) > 1e-3  # the states differ, so the check is not trivial
+    final = fidelity_loss(control_final_states(cfgs["final"], params, psi0), target)
+    assert vals["final"] == pytest.approx(float(final), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: PredictionConfig(optimizer="rmsprop"), "optimizer must be one of"),
+        (lambda: PredictionConfig(reduction="sum"), "reduction must be one of"),
+        (lambda: ControlConfig(dtype="float16"), "dtype must be one of"),
+        (lambda: ControlConfig(time_loss="max"), "time_loss must be one of"),
+        (lambda: ControlConfig(target_mode=21), r"target_mode must be an integer in \[0, 20\]"),
+        (lambda: method_loss("M", "total"), "reduction must be one of"),
+    ],
+)
+def test_bad_ablation_options_raise_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+ABLATION = REPO / "experiments" / "gradient_flow_ablation.py"
+
+
+@pytest.mark.slow
+def test_ablation_quick_run_writes_results_and_resumes(tmp_path):
+    out = tmp_path / "gfa"
+    argv = [sys.executable, str(ABLATION), "--quick", "--groups", "dtype", "--out", str(out)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    files = sorted((out / "runs").glob("*.json"))
+    assert len(files) == 4, files  # S and M, prediction and control
+    rec = json.loads(files[0].read_text())
+    assert set(rec["weights"]) >= {"w_max_over_min", "w_cv", "L_p90"}
+    assert np.all(np.asarray(rec["weights"]["w_max_over_min"]) >= 1.0)
+    assert len(rec["curves"][0]) == 3  # initial + 2 epochs
+    summary = json.loads((out / "results.json").read_text())
+    assert "S_over_M_best" in summary["table"]["dtype"]["control"]["float64"]
+    assert "| float64 |" in (out / "results.md").read_text()
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("done before, skipped") == 4
+    assert {f: f.stat().st_mtime_ns for f in files} == stamps

@@ -17,7 +17,8 @@ def _module_name(path: Path) -> str:
 
 def import_graph() -> dict[str, set[str]]:
     """{module: bec_jax modules it imports}. ``from a.b import c`` is an edge to ``a.b.c`` when that is a
-    module, else to ``a.b``; a string naming a module (``importlib.import_module``) is an edge too;
+    module, else to ``a.b``; in a module that calls ``importlib.import_module``, a string naming a module
+    is an edge too (a module run as ``python -m`` in a subprocess is not);
     parent packages are not edges (importing ``a.b.c`` runs ``a.b``'s
     ``__init__``, but an ``__init__`` that only re-exports is not a dependency of its children)."""
     modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
@@ -25,11 +26,13 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         edges = set()
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text())):
+        source = path.read_text()
+        dynamic = "import_module" in source  # then module names in strings are imported (cli's subcommands)
+        for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                targets = [node.value]  # a module named in a string is imported dynamically (importlib)
+            elif dynamic and isinstance(node, ast.Constant) and isinstance(node.value, str):
+                targets = [node.value]
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:

@@ -1,0 +1,56 @@
+"""The figure of one prediction: the image, the phase, the vortices with their signs."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from matplotlib.patches import Circle
+
+from bec_jax.artifacts import atomic_write
+from bec_jax.plotting import colormap, subplots
+
+__all__ = ["plot_prediction"]
+
+
+def plot_prediction(image, res, path, title: str | None = None):
+    """Three panels: the image with the fitted Thomas–Fermi disc; the reconstructed phase
+    (grey outside the cloud); the image with the vortices (+1 red circles, −1 blue crosses,
+    marker opacity = confidence). Written atomically to ``path`` (PNG); returns it."""
+    fig, axes = subplots(1, 3, figsize=(12.6, 4.4), constrained_layout=True)
+    kw = dict(origin="lower", interpolation="nearest")
+    im0 = axes[0].imshow(image, cmap="viridis", **kw)
+    fig.colorbar(im0, ax=axes[0], shrink=0.8, label="counts")
+    r0, c0 = res.center
+    axes[0].add_patch(Circle((c0, r0), res.tf_radius, fill=False, color="w", lw=0.8, ls="--"))
+    axes[0].set_title(f"image (Thomas–Fermi R = {res.tf_radius:.1f} px)")
+    ph = np.ma.masked_invalid(res.phase)
+    cmap = colormap("twilight").with_extremes(bad="0.85")
+    im1 = axes[1].imshow(ph, cmap=cmap, vmin=-np.pi, vmax=np.pi, **kw)
+    fig.colorbar(im1, ax=axes[1], shrink=0.8, label="phase (rad)")
+    axes[1].set_title("reconstructed phase")
+    axes[2].imshow(image, cmap="gray", **kw)
+    n_pos = n_neg = 0
+    for v in res.vortices:
+        a = 0.3 + 0.7 * v.confidence
+        if v.sign > 0:
+            n_pos += 1
+            axes[2].plot(v.col, v.row, "o", mfc="none", mec="red", ms=7, mew=1.5, alpha=a)
+        else:
+            n_neg += 1
+            axes[2].plot(v.col, v.row, "x", color="deepskyblue", ms=7, mew=1.5, alpha=a)
+    axes[2].set_title(f"vortices: {n_pos} (+1, red o), {n_neg} (−1, blue x)")
+    for ax in axes:
+        ax.set_xlabel("column (px)")
+        ax.set_ylabel("row (px)")
+    if title:
+        fig.suptitle(title, fontsize=9)
+
+    def write(tmp):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getvalue())
+
+    atomic_write(path, write)
+    return path

@@ -1,0 +1,599 @@
+"""From a lab image to the phase and the vortices: ``predict`` and the ``bec-jax predict`` driver.
+
+One image (a 2-D array of counts, rows = y, columns = x) goes through:
+
+1. Cloud: background = median of the image's border (4 % of each side, at
+   least 2 px), noise = 1.4826·MAD there; the cloud is fitted with the 2-D
+   Thomas–Fermi profile b + A·max(0, 1 − r²/R²) (least squares, started from
+   the moments of the smoothed image). Refused: wrong number of dimensions,
+   non-finite values, all zeros, a peak below 5 noise levels or R < 2 px
+   ("no cloud"), a fitted disc reaching beyond the frame ("cut by the frame").
+2. Model frame: the image's pixels are mapped to the in-trap coordinates the
+   model was trained on, u = (pixel − centre)·P/λ, with P the object-plane
+   pixel size (a⊥, at imaging) and λ = √(1 + t²) the time-of-flight dilation
+   (``bec_jax.imaging.expansion``; the rotation Ω·arctan t is a rigid rotation
+   of a rotation-symmetric problem and is not undone). The background-free
+   counts are area-resampled exactly (``imaging.camera``) onto the model's
+   grid, zeroed beyond 1.2 R (the model was trained on an empty background)
+   and normalised to one atom, as in training: input log(n + eps).
+3. Prediction, then the phase by the evaluation's reconstruction
+   (``bec_jax.train.evaluate.reconstruct_phase``: vortex detection, singular
+   phase, weighted least squares), on the model grid.
+4. Back to the image: the phase gradient ∂θ/∂x, ∂θ/∂y (inverse a⊥ of the
+   in-trap state, in in-trap coordinates) and the phase are interpolated
+   (bilinear; the phase through e^{iθ}) onto the image's pixel centres; NaN
+   where the model sees no atoms. Vortex positions are given in the image's
+   0-based pixel coordinates (pixel centres at integers, row = first axis).
+
+Vortex confidence: the circulation of the predicted field around the 4×4-pixel
+loop (3×3 plaquettes of the model grid) centred on the vortex, in units of
+2π·sign, clipped to [0, 1]: 1 for a clean isolated vortex.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob
+import json
+import math
+import numbers
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bec_jax.artifacts import CorruptArtifact, atomic_write, atomic_write_text, first_line
+
+__all__ = ["Vortex", "Prediction", "LoadedModel", "ImageError", "load_model", "load_image", "find_cloud",
+           "predict", "expand_inputs", "predict_files", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".npy", ".tif", ".tiff", ".png")
+H5_SUFFIXES = (".h5", ".hdf5")
+#: the fitted cloud's disc is zeroed beyond this many Thomas–Fermi radii (noise floor → empty background)
+CLOUD_MARGIN = 1.2
+
+
+class ImageError(ValueError):
+    """An image that cannot be used (one-line reason); other images still run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Vortex:
+    """A detected vortex: row, col in the image's 0-based pixel coordinates, sign ±1
+    (+1: phase increases counter-clockwise in (x = col, y = row)), confidence in [0, 1]."""
+
+    row: float
+    col: float
+    sign: int
+    confidence: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Prediction:
+    """Result of ``predict`` for one image of shape (H, W).
+
+    phase_gradient: float32 (2, H, W), ∂θ/∂x (along columns), ∂θ/∂y (along rows) of the
+      in-trap state, inverse oscillator lengths; NaN where the model sees no atoms.
+    phase: float32 (H, W), radians in (−π, π], NaN there too. valid: bool (H, W).
+    vortices: tuple of ``Vortex``. center: (row, col) of the fitted cloud (pixels).
+    tf_radius: fitted Thomas–Fermi radius (pixels). background, noise: counts per pixel.
+    expansion_factor: λ = √(1 + t²). pixel_size, tof, atom_number: as used.
+    counts_per_atom: total cloud counts / atom_number (None without atom_number).
+    model_grid: (n, length) of the model's input grid (length in a⊥, in trap).
+    """
+
+    phase_gradient: np.ndarray
+    phase: np.ndarray
+    valid: np.ndarray
+    vortices: tuple
+    center: tuple
+    tf_radius: float
+    background: float
+    noise: float
+    expansion_factor: float
+    pixel_size: float
+    tof: float
+    atom_number: float | None
+    counts_per_atom: float | None
+    model_grid: tuple
+
+    @property
+    def n_vortices(self) -> int:
+        return len(self.vortices)
+
+    def summary(self) -> dict:
+        """JSON-able record (no arrays): the per-image entry of summary.json."""
+        return dict(n_vortices=self.n_vortices, vortices=[dataclasses.asdict(v) for v in self.vortices],
+                    center=dict(row=self.center[0], col=self.center[1]), tf_radius_pixels=self.tf_radius,
+                    background=self.background, noise=self.noise, expansion_factor=self.expansion_factor,
+                    pixel_size=self.pixel_size, tof=self.tof, atom_number=self.atom_number,
+                    counts_per_atom=self.counts_per_atom)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A trained model ready to predict: the jitted forward pass with its weights, the grid
+    it was trained on (``bec_jax.Grid``), its target kind and mask threshold, the folder."""
+
+    forward: object
+    params: object
+    batch_stats: object
+    grid: object
+    target: str
+    mask_threshold: float
+    eps: float
+    source: str
+
+    def __call__(self, x):
+        """Prediction (B, n, n, 2) from inputs log(n + eps), float32 (B, n, n, 1)."""
+        return self.forward(self.params, self.batch_stats, x)
+
+
+# ------------------------------------------------------------------ model
+
+def _training_run(folder: Path, meta: dict) -> Path:
+    """The training run a saved model folder came from (its grid and target live there)."""
+    candidates = []
+    if folder.parent.name == "models":  # a pipeline run: models/<variant>, train/ beside models/
+        candidates.append(folder.parent.parent / "train")
+    for name in ("prune.json", "quantize.json", "shrink.json"):  # bec-jax prune/quantize/shrink output
+        f = folder.parent / name
+        if f.is_file():
+            try:
+                run = json.loads(f.read_text()).get("run")
+            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                run = None
+            if isinstance(run, str):
+                candidates += [Path(run), folder.parent / run]
+    extra = meta.get("extra") or {}
+    if isinstance(extra.get("run"), str):
+        candidates += [Path(extra["run"]), folder / extra["run"]]
+    for c in candidates:
+        if (c / "checkpoints").is_dir():
+            return c
+    raise ValueError(f"cannot find the training run of model folder {str(folder)!r} (its grid and target are "
+                     "stored there): expected a pipeline run (models/<name> beside train/) or a "
+                     "prune/quantize/shrink output (prune.json etc. naming the run)")
+
+
+def load_model(path) -> LoadedModel:
+    """Load a model folder written by ``bec-jax train`` (a run folder with checkpoints/, best
+    checkpoint), ``bec-jax pipeline`` (the run folder, or one of its models/<variant>) or
+    ``bec-jax prune``/``quantize``/``shrink`` (their model/ folder: dense, pruned or int8,
+    loaded dequantized). ValueError naming the folder when it is none of these."""
+    from flax import nnx
+
+    from bec_jax.data.storage import load_grid, read_h5
+    from bec_jax.train.checkpoint import read_run_metadata
+    from bec_jax.train.core import make_predict
+    from bec_jax.train.trainer import load_trained, run_data_path
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"no model folder at {str(path)!r}")
+    if (path / "train" / "checkpoints").is_dir() and not (path / "checkpoints").is_dir():
+        path = path / "train"  # a pipeline run folder: its dense model
+    if (path / "checkpoints").is_dir():
+        run = path
+        model, _ = load_trained(run, "best")
+    elif (path / "quantized.json").is_file():
+        from bec_jax.compress.quantization import load_quantized
+
+        model, meta = load_quantized(path)
+        run = _training_run(path, meta)
+    else:
+        raise ValueError(f"{str(path)!r} is not a model folder (expected checkpoints/ of a training run or "
+                         "quantized.json of a saved model)")
+    train = read_run_metadata(run / "checkpoints")["run"]["train"]
+    _, attrs = read_h5(run_data_path(run), psi=False)
+    grid = load_grid(attrs)
+    if grid.n != model.config.input_size:
+        raise ValueError(f"the model's input size {model.config.input_size} differs from its dataset's grid "
+                         f"n={grid.n} ({str(run)!r})")
+    model.eval()
+    gd, params, stats = nnx.split(model, nnx.Param, ...)
+    return LoadedModel(make_predict(gd), params, stats, grid, train.get("target", "phase_diff"),
+                       float(train.get("mask_threshold", 1e-3)), 1e-9, str(path))
+
+
+# ------------------------------------------------------------------ images
+
+def load_image(spec: str) -> np.ndarray:
+    """The 2-D float64 array of an image spec: FILE.npy, FILE.tif/.tiff, FILE.png or FILE.h5:/dataset.
+
+    PNG colour images are averaged over their colour channels (alpha dropped).
+    ImageError (one line) for a missing or unreadable file or a missing reader.
+    """
+    file, dataset = split_spec(spec)
+    p = Path(file)
+    if not p.is_file():
+        raise ImageError(f"no such file {file!r}")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in H5_SUFFIXES:
+            import h5py
+
+            if dataset is None:
+                raise ImageError(f"{file!r} is HDF5: name the dataset as {file}:/path")
+            with h5py.File(p, "r") as f:
+                if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
+                    raise ImageError(f"{file!r} has no dataset {dataset!r}")
+                a = f[dataset][()]
+        elif suffix == ".npy":
+            a = np.load(p, allow_pickle=False)
+        elif suffix in (".tif", ".tiff"):
+            a = _read_tiff(p)
+        elif suffix == ".png":
+            import matplotlib.image
+
+            a = matplotlib.image.imread(p)
+            if a.ndim == 3 and a.shape[-1] in (3, 4):
+                a = a[..., :3].mean(axis=-1)
+        else:
+            raise ImageError(f"{file!r}: unsupported format {suffix!r} (use {', '.join(IMAGE_SUFFIXES)} or "
+                             "file.h5:/dataset)")
+    except ImageError:
+        raise
+    except Exception as e:  # damaged files of any format: one line naming the file
+        raise ImageError(f"{file!r} cannot be read ({type(e).__name__}: {first_line(e, 200)})") from None
+    a = np.asarray(a)
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
+        raise ImageError(f"{spec!r} holds {a.dtype} values, not real numbers")
+    return a.astype(np.float64)
+
+
+def _read_tiff(p: Path):
+    try:
+        import tifffile
+    except ImportError:
+        tifffile = None
+    if tifffile is not None:
+        return tifffile.imread(p)
+    try:  # PIL reads the common single-channel TIFFs (8/16-bit, float32)
+        from PIL import Image
+    except ImportError:
+        raise ImageError(f"{str(p)!r}: reading TIFF needs tifffile (pip install tifffile)") from None
+    try:
+        with Image.open(p) as im:
+            return np.asarray(im)
+    except Exception as e:
+        raise ImageError(f"{str(p)!r}: PIL cannot read this TIFF ({first_line(e, 120)}); "
+                         "install tifffile (pip install tifffile)") from None
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """"file.h5:/path" → ("file.h5", "/path"); anything else → (spec, None)."""
+    m = re.match(r"^(.*\.(?:h5|hdf5)):(/.*)$", str(spec), flags=re.IGNORECASE)
+    return (m.group(1), m.group(2)) if m else (str(spec), None)
+
+
+def expand_inputs(specs) -> list[str]:
+    """Image specs from command-line arguments: files, file.h5:/path, folders (their image
+    files, sorted) and globs (sorted matches). Order kept, duplicates dropped."""
+    out = []
+    for s in specs:
+        file, dataset = split_spec(s)
+        if dataset is None and Path(s).is_dir():
+            out += sorted(str(p) for p in Path(s).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif dataset is None and any(c in s for c in "*?[") and not Path(s).exists():
+            out += sorted(m for m in glob.glob(s) if Path(m).suffix.lower() in IMAGE_SUFFIXES + H5_SUFFIXES)
+        else:
+            out.append(s)
+    seen, unique = set(), []
+    for s in out:
+        if s not in seen:
+            seen.add(s)
+            unique.append(s)
+    return unique
+
+
+# ------------------------------------------------------------------ cloud
+
+def _tf(params, rr, cc):
+    r0, c0, radius, amp, bg = params
+    return bg + amp * np.maximum(0.0, 1.0 - ((rr - r0) ** 2 + (cc - c0) ** 2) / radius**2)
+
+
+def find_cloud(image: np.ndarray) -> dict:
+    """Background, noise and the Thomas–Fermi fit of the cloud in ONE image (H, W).
+
+    Returns {"row", "col", "radius" (pixels), "amplitude", "background", "noise"}
+    (counts per pixel). ImageError for an image without a usable cloud (module doc).
+    """
+    from scipy.ndimage import gaussian_filter
+    from scipy.optimize import least_squares
+
+    h, w = image.shape
+    b = max(2, int(round(0.04 * min(h, w))))
+    border = np.concatenate([image[:b].ravel(), image[-b:].ravel(), image[b:-b, :b].ravel(),
+                             image[b:-b, -b:].ravel()])
+    bg = float(np.median(border))
+    noise = float(1.4826 * np.median(np.abs(border - bg)))
+    smooth = gaussian_filter(image - bg, 1.0)
+    peak = float(smooth.max())
+    if peak <= 0 or peak < 5 * noise / 2.0:  # the 1-px blur divides white noise by ~2√π ≈ 3.5
+        raise ImageError(f"no cloud found: peak {peak:.3g} counts above the background {bg:.3g} is below "
+                         f"5 noise levels ({noise:.3g})")
+    # large images are fitted binned f×f (≤ 256² residuals); a bin's centre is at k·f + (f − 1)/2
+    f = max(1, math.ceil(max(h, w) / 256))
+    hb, wb = h // f, w // f
+    binned = image[: hb * f, : wb * f].reshape(hb, f, wb, f).mean(axis=(1, 3))
+    sm = smooth[: hb * f, : wb * f].reshape(hb, f, wb, f).mean(axis=(1, 3))
+    rr, cc = np.mgrid[0:hb, 0:wb].astype(np.float64)
+    weight = np.where(sm > 0.2 * peak, sm, 0.0)
+    m = weight.sum()
+    if not m > 0:
+        raise ImageError(f"no cloud found: no extended signal above the background {bg:.3g}")
+    r0, c0 = float((weight * rr).sum() / m), float((weight * cc).sum() / m)
+    radius0 = math.sqrt(max(3.0 * float((weight * ((rr - r0) ** 2 + (cc - c0) ** 2)).sum() / m), 1.0))
+    fit = least_squares(lambda p: (_tf(p, rr, cc) - binned).ravel(), [r0, c0, radius0, peak, bg],
+                        bounds=([-hb, -wb, 0.5, 0.0, -np.inf], [2 * hb, 2 * wb, 4.0 * max(hb, wb), np.inf, np.inf]),
+                        x_scale="jac")
+    r0, c0, radius, amp, bg_fit = (float(v) for v in fit.x)
+    r0, c0, radius = r0 * f + 0.5 * (f - 1), c0 * f + 0.5 * (f - 1), radius * f
+    if radius < 2.0 or amp < 5 * noise / math.sqrt(max(math.pi * radius**2, 1.0)) or amp <= 0:
+        raise ImageError(f"no cloud found: the Thomas-Fermi fit gives radius {radius:.2g} px, amplitude {amp:.3g}")
+    if r0 - radius < -0.5 or c0 - radius < -0.5 or r0 + radius > h - 0.5 or c0 + radius > w - 0.5:
+        raise ImageError(f"cloud cut by the frame: Thomas-Fermi disc of radius {radius:.1f} px at (row {r0:.1f}, "
+                         f"col {c0:.1f}) reaches beyond the {h}x{w} image")
+    return dict(row=r0, col=c0, radius=radius, amplitude=amp, background=bg_fit, noise=noise)
+
+
+def _check_image(a: np.ndarray, name: str) -> np.ndarray:
+    if a.ndim > 2 and np.squeeze(a).ndim == 2:  # (1, H, W) or (H, W, 1)
+        a = np.squeeze(a)
+    if a.ndim != 2:
+        raise ImageError(f"{name}: expected a 2-D image, got shape {a.shape}")
+    if min(a.shape) < 8:
+        raise ImageError(f"{name}: image {a.shape[0]}x{a.shape[1]} is too small (at least 8x8 pixels)")
+    if not np.all(np.isfinite(a)):
+        raise ImageError(f"{name}: {int(np.sum(~np.isfinite(a)))} pixels are NaN or infinite")
+    if not np.any(a != 0):
+        raise ImageError(f"{name}: the image is all zeros")
+    return a
+
+
+def _check_settings(pixel_size, tof, atom_number):
+    if pixel_size is None:
+        raise ImageError("no pixel size: give --pixel-size or a sidecar IMAGE.json with pixel_size")
+    for name, v, lo in (("pixel_size", pixel_size, 0.0), ("tof", tof, None), ("atom_number", atom_number, 0.0)):
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
+                or (lo is not None and v <= lo) or (lo is None and v < 0):
+            allowed = "> 0" if lo is not None else ">= 0"
+            raise ImageError(f"{name} must be a finite number {allowed}, got {v!r}")
+
+
+# ------------------------------------------------------------------ predict
+
+def _predict_fields(model: LoadedModel, n):
+    """(difference field (n, n, 2), velocity (n, n, 2), valid, θ, winding) on the model grid, as numpy."""
+    x = jnp.log(jnp.asarray(n, jnp.float32) + model.eps)[None, ..., None]
+    pred = model(x)[0]
+    out = _fields(model.grid, model.target, model.mask_threshold, pred, jnp.asarray(n, jnp.float32))
+    return tuple(np.asarray(a) for a in out)
+
+
+@functools.partial(jax.jit, static_argnames=("grid", "target", "mask_threshold"))
+def _fields(grid, target: str, mask_threshold: float, pred, n):
+    """The post-processing of one prediction pred (n, n, 2) of input density n (n, n) (``_predict_fields``)."""
+    from bec_jax.gpe.observables import vortex_mask
+    from bec_jax.gpe.phase_field import reconstruct_phase, to_differences
+
+    d = to_differences(pred, target, grid.dx)
+    if target == "velocity":
+        v = pred
+    else:  # forward differences sit between pixels: centre them
+        v = 0.5 * jnp.stack([d[..., 0] + jnp.roll(d[..., 0], 1, axis=-1),
+                             d[..., 1] + jnp.roll(d[..., 1], 1, axis=-2)], axis=-1) / grid.dx
+    valid = n >= mask_threshold * jnp.max(n)
+    theta, w = reconstruct_phase(d, valid, vortex_mask(grid, jnp.sqrt(n)))
+    return d, v, valid, theta, w
+
+
+def _confidence(d, winding) -> np.ndarray:
+    """Per-plaquette confidence (n-1, n-1) (module doc)."""
+    from bec_jax.gpe.phase_field import plaquette_circulation
+
+    c = np.pad(np.asarray(plaquette_circulation(d)), 1)
+    block = sum(c[1 + dy : c.shape[0] - 1 + dy, 1 + dx : c.shape[1] - 1 + dx]
+                for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    return np.clip(np.sign(winding) * block / (2 * np.pi), 0.0, 1.0)
+
+
+def predict(model, image, *, pixel_size, tof=0.0, atom_number=None) -> Prediction:
+    """Phase gradient, phase and vortices of ONE image (module doc).
+
+    model: a ``LoadedModel`` or a model folder (``load_model``). image: a 2-D array
+    (counts, rows = y) or an image spec (path, ``file.h5:/path``). pixel_size: the
+    object-plane pixel size P at imaging (a⊥, > 0). tof: flight time t ≥ 0 (1/ω⊥).
+    atom_number: N > 0 (optional; only reported as counts per atom).
+    ImageError (a ValueError) with a one-line reason for an unusable image.
+    """
+    from scipy.ndimage import map_coordinates
+
+    from bec_jax.imaging.camera import cell_edges, resample_density
+    from bec_jax.imaging.expansion import expansion_factor
+    from bec_jax.gpe.phase_field import positions_from_winding
+
+    if not isinstance(model, LoadedModel):
+        model = load_model(model)
+    name = image if isinstance(image, (str, Path)) else "image"
+    a = load_image(str(image)) if isinstance(image, (str, Path)) else np.asarray(image, np.float64)
+    _check_settings(pixel_size, tof, atom_number)
+    a = _check_image(a, str(name))
+    cloud = find_cloud(a)
+    lam = float(expansion_factor(float(tof)))
+    scale = float(pixel_size) / lam  # in-trap length of one image pixel
+    grid = model.grid
+    half = 0.5 * grid.length
+    if cloud["radius"] * scale >= half:
+        raise ImageError(f"{name}: the cloud (Thomas-Fermi radius {cloud['radius'] * scale:.3g} a⊥ in trap) does "
+                         f"not fit the model's box of half-width {half:.3g} a⊥: check --pixel-size and --tof")
+    h, w = a.shape
+    rr, cc = np.mgrid[0:h, 0:w]
+    signal = np.where(np.hypot(rr - cloud["row"], cc - cloud["col"]) <= CLOUD_MARGIN * cloud["radius"],
+                      np.maximum(a - cloud["background"], 0.0), 0.0)
+    ey = ((np.arange(h + 1) - 0.5 - cloud["row"]) * scale).astype(np.float32)
+    ex = ((np.arange(w + 1) - 0.5 - cloud["col"]) * scale).astype(np.float32)
+    src = np.asarray(cell_edges(grid), np.float32)
+    n = np.asarray(resample_density(signal.astype(np.float32), ey, ex, src, src), np.float64)
+    total = float(n.sum()) * grid.cell_area
+    if not total > 0:
+        raise ImageError(f"{name}: no counts above the background inside the cloud")
+    n = (n / total).astype(np.float32)
+    d, v, valid, theta, wind = _predict_fields(model, n)
+    # image pixel centres in model-grid index coordinates
+    iy = ((rr - cloud["row"]) * scale - grid.x[0]) / grid.dx
+    ix = ((cc - cloud["col"]) * scale - grid.x[0]) / grid.dx
+    coords = np.stack([iy.ravel(), ix.ravel()])
+    inside = ((iy >= 0) & (iy <= grid.n - 1) & (ix >= 0) & (ix <= grid.n - 1))
+    on = inside & (map_coordinates(valid.astype(np.float32), coords, order=1, mode="constant").reshape(h, w) >= 0.5)
+    interp = lambda f: map_coordinates(f, coords, order=1, mode="nearest").reshape(h, w)
+    grad = np.stack([interp(v[..., 0]), interp(v[..., 1])]).astype(np.float32)
+    phase = np.angle(interp(np.cos(theta)) + 1j * interp(np.sin(theta))).astype(np.float32)
+    grad[:, ~on] = np.nan
+    phase[~on] = np.nan
+    conf = _confidence(d, wind)
+    vort = []
+    for x, y, s in positions_from_winding(grid, wind):
+        j, i = int(round((y - grid.x[0]) / grid.dx - 0.5)), int(round((x - grid.x[0]) / grid.dx - 0.5))
+        for _ in range(int(abs(s))):
+            vort.append(Vortex(row=float(cloud["row"] + y / scale), col=float(cloud["col"] + x / scale),
+                               sign=int(np.sign(s)), confidence=float(conf[j, i])))
+    cpa = float(signal.sum()) / atom_number if atom_number is not None else None
+    return Prediction(grad, phase, on, tuple(vort), (cloud["row"], cloud["col"]), cloud["radius"],
+                      cloud["background"], cloud["noise"], lam, float(pixel_size), float(tof),
+                      None if atom_number is None else float(atom_number), cpa, (grid.n, grid.length))
+
+
+# ------------------------------------------------------------------ files
+
+def _sidecar(spec: str) -> dict:
+    """Per-image settings from IMAGE.json beside the file ("img.npy.json", else "img.json")."""
+    file, dataset = split_spec(spec)
+    p = Path(file)
+    for c in ((Path(f"{file}.json"), p.with_suffix(".json")) if dataset is None else (Path(f"{file}.json"),)):
+        if c.is_file() and c != p:
+            try:
+                data = json.loads(c.read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ImageError(f"sidecar {str(c)!r} is not JSON ({first_line(e, 120)})") from None
+            if not isinstance(data, dict):
+                raise ImageError(f"sidecar {str(c)!r} must hold a JSON object")
+            unknown = set(data) - {"pixel_size", "tof", "atom_number"}
+            if unknown:
+                raise ImageError(f"sidecar {str(c)!r} has unknown keys {sorted(unknown)} "
+                                 "(allowed: pixel_size, tof, atom_number)")
+            return data
+    return {}
+
+
+def output_name(spec: str, taken: set) -> str:
+    """A file-name stem for an image spec, unique among ``taken`` (which it joins)."""
+    file, dataset = split_spec(spec)
+    stem = Path(file).name + (dataset or "")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
+    name, k = stem, 2
+    while name in taken:
+        name, k = f"{stem}-{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def write_outputs(out: Path, name: str, image: np.ndarray, res: Prediction, spec: str) -> list[str]:
+    """DIR/NAME.h5 (phase_gradient, phase, valid, image) and DIR/NAME.png, each written atomically."""
+    import h5py
+
+    from bec_jax.deploy.plots import plot_prediction
+
+    def write_h5(tmp):
+        with h5py.File(tmp, "w") as f:
+            kw = dict(compression="gzip", fletcher32=True)
+            f.create_dataset("phase_gradient", data=res.phase_gradient, **kw)
+            f.create_dataset("phase", data=res.phase, **kw)
+            f.create_dataset("valid", data=res.valid, **kw)
+            f.create_dataset("image", data=image.astype(np.float32), **kw)
+            f.attrs["source"] = spec
+            f.attrs["summary"] = json.dumps(res.summary())
+            f.attrs["units"] = ("phase_gradient: (d/dx, d/dy) of the in-trap phase, inverse oscillator lengths, "
+                                "channel 0 along columns; phase: radians; NaN outside the cloud")
+
+    atomic_write(out / f"{name}.h5", write_h5)
+    plot_prediction(image, res, out / f"{name}.png", title=spec)
+    return [f"{name}.h5", f"{name}.png"]
+
+
+def _read_summary(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+        images = data["images"]
+        if not isinstance(images, list):
+            raise TypeError
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise CorruptArtifact(f"{str(path)!r} is not a predict summary (delete it or use another --out)") from None
+    return [r for r in images if isinstance(r, dict) and "file" in r]
+
+
+def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=None, progress: bool = True) -> dict:
+    """``predict`` every image spec (``expand_inputs``) into folder ``out``; returns the summary dict.
+
+    Writes per image NAME.h5 and NAME.png, and out/summary.json after every image
+    (atomically). A rerun skips images whose record (same settings, and for "ok"
+    its files present) is already in summary.json; records of other images are kept.
+    Sidecar IMAGE.json values override the keyword settings per image.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path = out / "summary.json"
+    records = {r["file"]: r for r in _read_summary(summary_path)}
+    if not isinstance(model, LoadedModel):
+        model = load_model(model)
+    taken = {r["output"] for r in records.values() if r.get("output")}
+    for spec in tqdm(specs, desc="predict", unit="image", disable=not progress, dynamic_ncols=True):
+        rec = dict(file=spec, status="error", error=None, n_vortices=0, vortices=[])
+        try:
+            side = _sidecar(spec)
+            settings = dict(pixel_size=side.get("pixel_size", pixel_size), tof=side.get("tof", tof),
+                            atom_number=side.get("atom_number", atom_number), model=model.source)
+            old = records.get(spec)
+            done = old is not None and old.get("settings") == settings and (
+                old.get("status") == "error"
+                or (old.get("files") and all((out / f).is_file() for f in old["files"])))
+            if done:
+                continue
+            rec["settings"] = settings
+            name = old["output"] if old is not None and old.get("output") else output_name(spec, taken)
+            rec["output"] = name
+            _check_settings(settings["pixel_size"], settings["tof"], settings["atom_number"])
+            image = _check_image(load_image(spec), spec)
+            res = predict(model, image, pixel_size=float(settings["pixel_size"]), tof=float(settings["tof"]),
+                          atom_number=settings["atom_number"])
+            files = write_outputs(out, name, image, res, spec)
+            rec.update(res.summary(), status="ok", files=files)
+        except ImageError as e:
+            rec["error"] = first_line(e, 500)
+            rec.setdefault("settings", None)
+        except (ValueError, OSError, FloatingPointError) as e:  # anything else about this image: the rest still run
+            rec["error"] = f"{type(e).__name__}: {first_line(e, 500)}"
+            rec.setdefault("settings", None)
+        records[spec] = rec
+        _write_summary(summary_path, records, model)
+    _write_summary(summary_path, records, model)
+    return json.loads(summary_path.read_text())
+
+
+def _write_summary(path: Path, records: dict, model: LoadedModel):
+    images = list(records.values())
+    doc = dict(model=model.source, model_grid=dict(n=model.grid.n, length=model.grid.length), target=model.target,
+               n_images=len(images), n_ok=sum(r["status"] == "ok" for r in images),
+               n_error=sum(r["status"] == "error" for r in images), images=images)
+    atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False))

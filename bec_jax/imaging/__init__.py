@@ -1,0 +1,23 @@
+"""``bec_jax.imaging``: a pure-JAX, differentiable forward model from ψ to a camera image.
+
+Steps (each a module with small pure functions): ``expansion`` (time of flight
+by the lens transform; exact grid rotations), ``psf`` (Gaussian or Airy
+blur), ``camera`` (pixels integrating over their area; exact area-weighted
+resampling), ``noise`` (shot noise, fringes, read noise), composed in ``model``
+(``ImagingConfig``, ``ImagingParams``, ``sample_params``, ``expected_image``,
+``render``). Lengths in trap oscillator lengths a⊥, times in 1/ω⊥. See docs/imaging.md.
+"""
+
+from bec_jax.imaging.camera import cell_edges, integrate_pixels, overlap_matrix, pixel_edges, resample_density
+from bec_jax.imaging.expansion import expand_density, expansion_angle, expansion_factor, magnify, rotate
+from bec_jax.imaging.model import ImagingConfig, ImagingParams, ImagingRanges, expected_image, render, sample_params
+from bec_jax.imaging.noise import fringes, read_noise, shot_noise
+from bec_jax.imaging.psf import PSF_KINDS, airy_otf, airy_radius, blur, gaussian_otf, otf
+
+__all__ = [
+    "cell_edges", "integrate_pixels", "overlap_matrix", "pixel_edges", "resample_density",
+    "expand_density", "expansion_angle", "expansion_factor", "magnify", "rotate",
+    "ImagingConfig", "ImagingParams", "ImagingRanges", "expected_image", "render", "sample_params",
+    "fringes", "read_noise", "shot_noise",
+    "PSF_KINDS", "airy_otf", "airy_radius", "blur", "gaussian_otf", "otf",
+]

@@ -1,0 +1,34 @@
+"""The one optax step of bec_jax, for any differentiable loss of a parameter pytree.
+
+A leaf module (JAX and optax only): the U-Net's training core
+(``bec_jax.train.core.make_update``), the inverse problems' surrogate and the
+gradient-flow experiments all step through ``make_gradient_step``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import optax
+
+__all__ = ["make_gradient_step"]
+
+
+def make_gradient_step(loss_fn: Callable, tx: optax.GradientTransformation, *, has_aux: bool = False):
+    """The one optax step of bec_jax: pure ``step(params, opt_state, *args) -> (params, opt_state, value[, aux])``.
+
+    loss_fn(params, *args) -> float scalar, or (scalar, aux) with ``has_aux``; params
+    any pytree. The value (and aux) are those before the update. The U-Net's
+    ``make_update``, the inverse problems' surrogate and the gradient-flow
+    experiments all take their steps through it.
+    """
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
+
+    def step(params, opt_state, *args):
+        value, grads = grad_fn(params, *args)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state, *value) if has_aux else (params, opt_state, value)
+
+    return step

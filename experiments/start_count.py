@@ -1,0 +1,188 @@
+"""Start-count study: ground-state energy and vortex count against the number of starts, at fast rotation.
+
+For each (g, Ω) and each of --seeds keys, the 16 seeded starts that ``bj.ground_state(..., n_starts=16)``
+would relax (``groundstate.seeded_guesses``: start i seeds the i-th vortex count of N, N − d, N + d, ...,
+so the first k starts are exactly the starts of an ``n_starts=k`` run) are relaxed one by one, each as its
+own state (``ground_state(psi0=...)``: warm-up, PCG, polish, float32 and its default tolerances, as the data
+generator runs). The result of k starts is the lowest-energy start among the first k, as ``ground_state``
+picks it. Per k ∈ {1, 2, 4, 8, 16} the study reports over the seeds:
+
+  * how often the k-start winner reaches the lowest state (energy within --basin-rtol of the lowest energy
+    any start of any seed of that (g, Ω) found),
+  * the winner's energy above that lowest energy (mean and max), and its vortex count,
+  * the cost: PCG + warm-up iterations of the k starts.
+
+and recommends the smallest k whose winner reached the lowest state for every seed of every (g, Ω) (none
+when even 16 did not). The lowest state found is only the lowest of these 16 × seeds starts.
+
+    nice python experiments/start_count.py                 # ~10 min on 2 cores -> results/start_count/
+    python experiments/start_count.py --quick              # n = 64, 2 seeds: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import bec_jax as bj
+from bec_jax.gpe.groundstate import seeded_guesses, start_keys
+
+KS = (1, 2, 4, 8, 16)
+
+
+def relax_starts(n: int, g: float, omega: float, seed: int, n_starts: int = max(KS)) -> dict:
+    """The ``n_starts`` seeded starts of one (g, Ω) and key, each relaxed alone: per-start energy, vortex
+    count, residual, converged, iterations (lists in start order), and the grid side."""
+    grid = bj.Grid(n, float(bj.box_length(g, omega)))
+    gs, oms = np.full(1, g), np.full(1, omega)
+    guesses = seeded_guesses(grid, gs, oms, start_keys(jax.random.key(seed), 1, n_starts))[0]
+    res = jax.block_until_ready(bj.ground_state(grid, np.full(n_starts, g), np.full(n_starts, omega),
+                                                key=jax.random.key(seed), psi0=guesses))
+    return dict(length=grid.length, energy=np.asarray(res.energy, float).tolist(),
+                vortices=np.asarray(res.vortices).tolist(), residual=np.asarray(res.residual, float).tolist(),
+                converged=np.asarray(res.converged).tolist(), steps=np.asarray(res.steps).tolist(),
+                touches_edge=np.asarray(res.touches_edge).tolist())
+
+
+def best_of(run: dict, k: int) -> int:
+    """Index of the start ``ground_state(n_starts=k)`` would pick: the lowest finite energy among the first k."""
+    e = np.asarray(run["energy"][:k], float)
+    return int(np.argmin(np.where(np.isfinite(e), e, np.inf)))
+
+
+def summarise(case: dict, rtol: float) -> dict:
+    """Per k: fraction of seeds at the lowest state, energy excess of the winner, vortex counts, cost."""
+    runs = case["runs"]
+    e_low = min(min(e for e in r["energy"] if np.isfinite(e)) for r in runs)
+    low_vortices = sorted({r["vortices"][i] for r in runs for i, e in enumerate(r["energy"])
+                           if e <= e_low + rtol * abs(e_low)})
+    per_k = {}
+    for k in KS:
+        win = [best_of(r, k) for r in runs]
+        excess = np.array([r["energy"][i] - e_low for r, i in zip(runs, win)])
+        per_k[k] = dict(
+            fraction_at_lowest=float(np.mean(excess <= rtol * abs(e_low))),
+            mean_excess=float(np.mean(excess)), max_excess=float(np.max(excess)),
+            vortices=[r["vortices"][i] for r, i in zip(runs, win)],
+            mean_iterations=float(np.mean([sum(r["steps"][:k]) for r in runs])),
+        )
+    starts_at_lowest = float(np.mean([e <= e_low + rtol * abs(e_low) for r in runs for e in r["energy"]]))
+    return dict(lowest_energy=e_low, lowest_vortices=low_vortices, fraction_starts_at_lowest=starts_at_lowest,
+                per_k=per_k)
+
+
+def recommend(cases: list) -> int | None:
+    """Smallest k whose winner reached the lowest state for every seed of every case; None if no k did."""
+    return next((k for k in KS if all(c["summary"]["per_k"][k]["fraction_at_lowest"] == 1.0 for c in cases)), None)
+
+
+def markdown(result: dict) -> str:
+    s = result["settings"]
+    out = [f"# Start-count study", "",
+           f"`python experiments/start_count.py {' '.join(result['argv'])}` — {s['n']}², float32, default tolerances, "
+           f"{s['seeds']} seeds × 16 starts per (g, Ω), lowest state = within {s['basin_rtol']:g} (relative) of the "
+           f"lowest energy of all {16 * s['seeds']} starts; {result['wall_s'] / 60:.1f} min, load average "
+           f"{result['load_average_start'][0]:.1f} → {result['load_average_end'][0]:.1f}.", "",
+           "| g | Ω | L | lowest E | its vortices | starts at lowest | k | winner at lowest (fraction of seeds) "
+           "| mean E − lowest | max E − lowest | winner vortices per seed | iterations of the k starts |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in result["cases"]:
+        sm = c["summary"]
+        for j, k in enumerate(KS):
+            p = sm["per_k"][k]
+            head = (f"| {c['g']:g} | {c['omega']:g} | {c['length']:.1f} | {sm['lowest_energy']:.6f} | "
+                    f"{', '.join(map(str, sm['lowest_vortices']))} | {sm['fraction_starts_at_lowest']:.2f} |"
+                    if j == 0 else "| | | | | | |")
+            out.append(f"{head} {k} | {p['fraction_at_lowest']:.2f} | {p['mean_excess']:.1e} | {p['max_excess']:.1e} "
+                       f"| {', '.join(map(str, p['vortices']))} | {p['mean_iterations']:,.0f} |")
+    rec = result["recommended_n_starts"]
+    out += ["", f"Smallest number of starts whose winner reached the lowest state for every seed of every (g, Ω): "
+                f"**{rec if rec is not None else 'none of ' + str(KS)}**."]
+    return "\n".join(out) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4.2))
+    for c in result["cases"]:
+        sm, lab = c["summary"], f"g = {c['g']:g}, Ω = {c['omega']:g}"
+        fl = [sm["per_k"][k]["fraction_at_lowest"] for k in KS]
+        ex = [max(sm["per_k"][k]["mean_excess"], 1e-7) for k in KS]
+        line, = ax[0].plot(KS, fl, "o-", label=lab)
+        ax[1].plot(KS, ex, "o-", color=line.get_color(), label=lab)
+        for r in c["runs"]:
+            ax[2].plot(KS, [r["vortices"][best_of(r, k)] for k in KS], "o-", color=line.get_color(), alpha=0.5)
+        ax[2].plot([], [], "o-", color=line.get_color(), label=lab)
+    ax[0].set(xscale="log", xticks=KS, xticklabels=KS, ylim=(-0.05, 1.05), xlabel="starts",
+              ylabel="fraction of seeds at the lowest state", title="winner reaches the lowest state")
+    ax[1].set(xscale="log", yscale="log", xticks=KS, xticklabels=KS, xlabel="starts",
+              ylabel="mean E(winner) − lowest E (floor 1e-7)", title="energy above the lowest found")
+    ax[2].set(xscale="log", xticks=KS, xticklabels=KS, xlabel="starts", ylabel="vortices of the winner",
+              title="winner's vortex count, one line per seed")
+    for a in ax:
+        a.legend(fontsize=8)
+        a.grid(alpha=0.3)
+    fig.suptitle(f"Start-count study ({result['settings']['n']}², float32, {result['settings']['seeds']} seeds × 16 "
+                 "starts)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=128, help="grid points per side (default 128)")
+    ap.add_argument("--g", default="100,500", help="interactions (default 100,500)")
+    ap.add_argument("--omega", default="0.85", help="rotation rates, >= 0.8 for this study (default 0.85)")
+    ap.add_argument("--seeds", type=int, default=4, help="keys per (g, Ω), 16 starts each (default 4)")
+    ap.add_argument("--basin-rtol", type=float, default=1e-5, help="'reaches the lowest state' within this")
+    ap.add_argument("--quick", action="store_true", help="n = 64, 2 seeds, g = 100: a smoke run")
+    ap.add_argument("--out", default=None, help="output folder (default experiments/results/start_count[_quick])")
+    args = ap.parse_args(argv)
+    bj.use_cpu_cores()
+    if args.quick:
+        args.n, args.seeds, args.g = 64, 2, "100"
+    gs, oms = [float(v) for v in args.g.split(",")], [float(v) for v in args.omega.split(",")]
+    if args.seeds < 1 or not all(0.8 <= o < 1 for o in oms) or not all(g >= 0 for g in gs):
+        ap.error(f"--seeds must be >= 1, every omega in [0.8, 1) and g >= 0; got {args.seeds}, {oms}, {gs}")
+    out = Path(args.out or f"experiments/results/start_count{'_quick' if args.quick else ''}")
+    out.mkdir(parents=True, exist_ok=True)
+    t0, load0 = time.perf_counter(), os.getloadavg()
+    cases = []
+    for g in gs:
+        for om in oms:
+            runs = []
+            for seed in range(args.seeds):
+                ts = time.perf_counter()
+                runs.append(relax_starts(args.n, g, om, seed))
+                print(f"g={g:g} Ω={om:g} seed {seed}: E {np.round(runs[-1]['energy'], 6).tolist()} vortices "
+                      f"{runs[-1]['vortices']} ({time.perf_counter() - ts:.0f} s)", flush=True)
+            case = dict(g=g, omega=om, length=runs[0]["length"], runs=runs)
+            case["summary"] = summarise(case, args.basin_rtol)
+            cases.append(case)
+    result = dict(argv=sys.argv[1:] if argv is None else list(argv),
+                  settings=dict(n=args.n, seeds=args.seeds, basin_rtol=args.basin_rtol, ks=list(KS), dtype="float32"),
+                  cases=cases, recommended_n_starts=recommend(cases), wall_s=time.perf_counter() - t0,
+                  load_average_start=list(load0), load_average_end=list(os.getloadavg()),
+                  jax_version=jax.__version__, devices=jax.local_device_count())
+    (out / "start_count.json").write_text(json.dumps(result, indent=1))
+    (out / "start_count.md").write_text(markdown(result))
+    plot(result, out / "start_count.png")
+    print(markdown(result))
+    print(f"wrote {out}/start_count.{{json,md,png}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""`bec_jax.predict` / `bec-jax predict`: formats, sizes, vortex coordinates, bad inputs, resume."""
+
+import json
+import os
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bec_jax as bj
+from bec_jax import imaging as im
+from bec_jax.cli import main
+from bec_jax.data.targets import phase_differences
+from bec_jax.deploy import ImageError, LoadedModel, load_model, predict, predict_files
+
+GRID = bj.Grid(48, 12.0)
+#: (x, y, sign) of the test state's vortices, trap units
+VORTICES = ((1.3, 0.6, 1), (-1.1, -0.9, -1), (0.2, -2.0, 1))
+
+
+def state():
+    """A smooth cloud of radius ~3.5 with two vortices and one antivortex (healing length 0.3)."""
+    X, Y = GRID.mesh()
+    amp = np.exp(-(((X**2 + Y**2) / 3.5**2) ** 2))
+    psi = amp.astype(np.complex128)
+    for x0, y0, s in VORTICES:
+        z = (X - x0) + 1j * s * (Y - y0)
+        psi = psi * z / np.sqrt(np.abs(z) ** 2 + 0.3**2)
+    return psi.astype(np.complex64)
+
+
+def oracle(angle=0.0):
+    """A model that predicts the exact phase differences of the test state rotated by ``angle``."""
+    y = phase_differences(im.rotate(GRID, jnp.asarray(state()), angle))[None]
+    return LoadedModel(lambda p, s, x: y, None, None, GRID, "phase_diff", 1e-3, 1e-9, "oracle")
+
+
+def lab_image(shape, pixel, tof=0.0, omega=0.0, center=(0.0, 0.0), key=0, **kw):
+    params = dict(tof=tof, omega=omega, pixel_size=pixel, center_x=center[0], center_y=center[1], psf_width=0.1,
+                  atom_number=2e5, background=20.0, read_noise=2.0, fringe_amplitude=3.0) | kw
+    cfg = im.ImagingConfig(rows=shape[0], cols=shape[1], psf="gaussian", n_fringes=2)
+    return np.asarray(im.render(GRID, state(), im.ImagingParams(**params), cfg, key=jax.random.key(key)))
+
+
+@pytest.mark.parametrize("shape,pixel,tof,omega,center", [((64, 80), 0.2, 0.0, 0.0, (0.4, -0.3)),
+                                                          ((90, 70), 0.3, 1.0, 0.6, (0.0, 0.5))])
+def test_vortices_land_on_the_image_pixels_with_their_signs(shape, pixel, tof, omega, center):
+    """With a model that predicts exactly, every vortex is found where the camera saw it."""
+    img = lab_image(shape, pixel, tof, omega, center)
+    angle = omega * np.arctan(tof)
+    res = predict(oracle(angle), img, pixel_size=pixel, tof=tof)
+    lam = np.sqrt(1 + tof**2)
+    c, s = np.cos(angle), np.sin(angle)
+    want = sorted(((shape[0] - 1) / 2 + (lam * (s * x + c * y) - center[1]) / pixel,
+                   (shape[1] - 1) / 2 + (lam * (c * x - s * y) - center[0]) / pixel, w) for x, y, w in VORTICES)
+    got = sorted((v.row, v.col, v.sign) for v in res.vortices)
+    assert len(got) == len(want), (got, want)
+    for (r, cc, w), (r2, c2, w2) in zip(want, got):
+        assert w == w2 and np.hypot(r - r2, cc - c2) < 1.5, (want, got)
+    assert all(v.confidence > 0.5 for v in res.vortices)
+    # the fitted centre is the trap centre seen through the camera offset
+    assert abs(res.center[0] - ((shape[0] - 1) / 2 - center[1] / pixel)) < 0.5
+    assert abs(res.center[1] - ((shape[1] - 1) / 2 - center[0] / pixel)) < 0.5
+    assert res.phase.shape == shape and res.phase_gradient.shape == (2,) + shape
+    assert res.valid.any() and np.all(np.isnan(res.phase[~res.valid]))
+    assert np.all(np.isfinite(res.phase_gradient[:, res.valid]))
+    # the phase gradient is the in-trap velocity: around a loop enclosing only the (+1) vortex
+    # at (1.3, 0.6) its circulation is 2π; check the tangential average on a circle of radius 0.6
+    rr, cc_ = np.mgrid[0 : shape[0], 0 : shape[1]]
+    vx, vy = (lam * (c * 1.3 - s * 0.6) - center[0]) / pixel, (lam * (s * 1.3 + c * 0.6) - center[1]) / pixel
+    col0, row0 = (shape[1] - 1) / 2 + vx, (shape[0] - 1) / 2 + vy
+    dist = np.hypot(rr - row0, cc_ - col0) * pixel / lam
+    ring = (np.abs(dist - 0.6) < 0.1) & res.valid
+    phi = np.arctan2(rr - row0, cc_ - col0)
+    tangential = -np.sin(phi) * res.phase_gradient[0] + np.cos(phi) * res.phase_gradient[1]
+    assert abs(np.mean(tangential[ring]) * 2 * np.pi * 0.6 / (2 * np.pi) - 1) < 0.25
+
+
+def _write_formats(folder, imgs):
+    from PIL import Image
+    import matplotlib.image
+
+    folder.mkdir()
+    np.save(folder / "a.npy", imgs[0])
+    Image.fromarray(imgs[1].astype(np.float32), mode="F").save(folder / "b.tif")
+    matplotlib.image.imsave(folder / "c.png", imgs[2], cmap="gray")
+    with h5py.File(folder / "d.h5", "w") as f:
+        f.create_dataset("shots/first", data=imgs[3])
+    (folder / "b.tif.json").write_text(json.dumps(dict(pixel_size=0.3)))
+
+
+def test_cli_predicts_several_sizes_and_formats(small_run, tmp_path):
+    run, _ = small_run
+    shapes = [(40, 52), (56, 48), (64, 64), (48, 72)]
+    imgs = [lab_image(s, 0.35 if k != 1 else 0.3, key=k) for k, s in enumerate(shapes)]
+    _write_formats(tmp_path / "in", imgs)
+    out = tmp_path / "out"
+    rc = main(["predict", "--model", str(run), "--pixel-size", "0.35", "--out", str(out), "--no-progress",
+               str(tmp_path / "in"), str(tmp_path / "in" / "d.h5") + ":/shots/first"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_images"] == 4 and summary["n_ok"] == 4, summary
+    for rec, shape in zip(summary["images"], shapes):
+        assert rec["status"] == "ok" and rec["error"] is None
+        assert set(rec) >= {"file", "status", "error", "n_vortices", "vortices"}
+        assert rec["n_vortices"] == len(rec["vortices"])
+        for v in rec["vortices"]:
+            assert set(v) == {"row", "col", "sign", "confidence"} and v["sign"] in (-1, 1)
+            assert 0 <= v["row"] < shape[0] and 0 <= v["col"] < shape[1]
+        with h5py.File(out / rec["files"][0]) as f:
+            assert f["phase"].shape == shape and f["phase_gradient"].shape == (2,) + shape
+        assert (out / rec["files"][1]).stat().st_size > 10_000
+        assert abs(rec["center"]["row"] - (shape[0] - 1) / 2) < 1 and abs(rec["center"]["col"] - (shape[1] - 1) / 2) < 1
+    assert summary["images"][1]["settings"]["pixel_size"] == 0.3  # from the sidecar
+
+
+def test_bad_images_get_a_one_line_reason_and_the_others_still_run(tmp_path):
+    good = lab_image((64, 64), 0.2)
+    rng = np.random.default_rng(0)
+    cases = {
+        "ok.npy": good,
+        "cube.npy": np.stack([good, good, good]),
+        "zeros.npy": np.zeros((64, 64)),
+        "nan.npy": np.where(np.arange(64)[:, None] == 3, np.nan, good),
+        "noise.npy": 20 + 2 * rng.standard_normal((64, 64)),
+        "cut.npy": lab_image((64, 64), 0.2, center=(3.0, 0.0)),
+        "tiny.npy": np.ones((4, 4)),
+    }
+    for name, a in cases.items():
+        np.save(tmp_path / name, a)
+    specs = [str(tmp_path / n) for n in cases] + [str(tmp_path / "missing.npy"), str(tmp_path / "x.h5")]
+    (tmp_path / "x.h5").write_bytes(b"not hdf5")
+    summary = predict_files(oracle(), specs, tmp_path / "out", pixel_size=0.2, progress=False)
+    status = {os.path.basename(r["file"]): (r["status"], r["error"]) for r in summary["images"]}
+    assert status["ok.npy"] == ("ok", None)
+    expect = {"cube.npy": "2-D", "zeros.npy": "all zeros", "nan.npy": "NaN", "noise.npy": "no cloud",
+              "cut.npy": "cut by the frame", "tiny.npy": "too small", "missing.npy": "no such file",
+              "x.h5": "HDF5"}
+    for name, words in expect.items():
+        st, err = status[name]
+        assert st == "error" and words in err and "\n" not in err, (name, err)
+    # a too large cloud for the model's box is named too
+    with pytest.raises(ImageError, match="does not fit the model's box"):
+        predict(oracle(), good, pixel_size=2.0)
+
+
+def test_rerun_skips_finished_images_and_keeps_what_was_written(tmp_path):
+    for k in range(3):
+        np.save(tmp_path / f"i{k}.npy", lab_image((48, 48), 0.25, key=k))
+    specs = [str(tmp_path / f"i{k}.npy") for k in range(3)]
+    out = tmp_path / "out"
+    predict_files(oracle(), specs[:2], out, pixel_size=0.25, progress=False)  # "interrupted" after two images
+    first = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix in (".h5", ".png")}
+    assert len(first) == 4
+    (out / "i1.npy.h5").unlink()  # a lost output is redone
+    summary = predict_files(oracle(), specs, out, pixel_size=0.25, progress=False)
+    assert summary["n_ok"] == 3
+    now = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix in (".h5", ".png")}
+    assert now["i0.npy.h5"] == first["i0.npy.h5"] and now["i0.npy.png"] == first["i0.npy.png"]
+    assert "i1.npy.h5" in now and "i2.npy.h5" in now
+    # an image run alone later does not drop the others' records
+    summary = predict_files(oracle(), specs[2:], out, pixel_size=0.25, progress=False)
+    assert summary["n_images"] == 3
+    # other settings recompute the image
+    summary = predict_files(oracle(), specs[:1], out, pixel_size=0.26, progress=False)
+    assert next(r for r in summary["images"] if r["file"] == specs[0])["settings"]["pixel_size"] == 0.26
+    assert (out / "i0.npy.h5").stat().st_mtime_ns != first["i0.npy.h5"]
+
+
+def test_python_api_on_a_training_run_and_a_quantized_model_folder(small_run, tmp_path):
+    from bec_jax.compress.quantization import QuantConfig, save_quantized
+    from bec_jax.train.trainer import load_trained
+
+    run, _ = small_run
+    img = lab_image((40, 52), 0.35)
+    np.save(tmp_path / "a.npy", img)
+    dense = bj.predict(run, str(tmp_path / "a.npy"), pixel_size=0.35, atom_number=2e5)
+    assert dense.phase.shape == (40, 52) and dense.phase_gradient.shape == (2, 40, 52)
+    assert 0.9 < dense.counts_per_atom < 1.1  # background removed: one count per atom
+    model = load_model(run)
+    assert dense.model_grid == (model.grid.n, model.grid.length)
+    with pytest.raises(ValueError, match="pixel_size"):
+        predict(model, img, pixel_size=-1.0)
+    # an int8 model folder as `bec-jax quantize` writes it: its grid comes from the run named in quantize.json
+    save_quantized(tmp_path / "q" / "model", load_trained(run)[0], QuantConfig.preset("per_channel"))
+    with pytest.raises(ValueError, match="cannot find the training run"):
+        load_model(tmp_path / "q" / "model")
+    (tmp_path / "q" / "quantize.json").write_text(json.dumps(dict(run=str(run))))
+    q = load_model(tmp_path / "q" / "model")
+    assert q.grid == model.grid and q.target == model.target
+    res = predict(q, img, pixel_size=0.35)
+    assert res.phase.shape == (40, 52) and res.valid.sum() == dense.valid.sum()
+
+
+def test_cli_usage_errors_exit_2_with_one_line(small_run, tmp_path, capsys):
+    run, _ = small_run
+    np.save(tmp_path / "a.npy", lab_image((40, 40), 0.35))
+    for argv, words in ((["--pixel-size", "-1"], "--pixel-size must be"), (["--tof", "nan"], "--tof must be")):
+        assert main(["predict", "--model", str(run), "--out", str(tmp_path / "o"), str(tmp_path / "a.npy"), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1
+    assert main(["predict", "--model", str(tmp_path / "nope"), "--pixel-size", "1", "--out", str(tmp_path / "o"),
+                 str(tmp_path / "a.npy")]) == 2
+    assert "no model folder" in capsys.readouterr().err
+    assert main(["predict", "--model", str(run), "--pixel-size", "1", "--out", str(tmp_path / "o"),
+                 str(tmp_path / "*.tif")]) == 2
