@@ -79,10 +79,12 @@ def _files(folder: Path) -> list[str]:
     return out
 
 
-def write_manifest(folder, kind: str, **info) -> dict:
-    """Hash every file under ``folder`` and write ``folder/.bec_jax.json`` (last, atomically)."""
+def write_manifest(folder, kind: str, files=None, **info) -> dict:
+    """Hash every file under ``folder`` (or only ``files``, paths relative to it) and write
+    ``folder/.bec_jax.json`` (last, atomically)."""
     folder = Path(folder)
-    manifest = dict(kind=kind, files={rel: sha256_file(folder / rel) for rel in _files(folder)}, **info)
+    names = _files(folder) if files is None else list(files)
+    manifest = dict(kind=kind, files={rel: sha256_file(folder / rel) for rel in names}, **info)
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
 

@@ -22,7 +22,9 @@ import time
 import traceback
 
 from bec_jax.artifacts import first_line
-from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, floats, holding_locks, out_dir, positive_int
+from bec_jax.distributed import DistributedConfig
+from bec_jax.flags import (UsageError, add_dataclass_flags, config_from_flags, floats, holding_locks, out_dir,
+                           positive_int, set_lead_process)
 
 
 COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands",
@@ -79,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-devices", type=positive_int, default=None,
                    help="split the host CPU into this many XLA devices, over which batched solvers shard "
                         "(default: one per core, or the count JAX_NUM_CPU_DEVICES / XLA_FLAGS set; 1: no split)")
+    add_dataclass_flags(p, DistributedConfig, prefix="", title="multi-process runs (jax.distributed; default: the "
+                        "JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment, or a detected "
+                        "SLURM / Open MPI job)")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="compute a few rotating ground states; write a PNG and a JSON summary")
     d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -163,9 +168,49 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"bec-jax: error: --cpu-devices: {e}", file=sys.stderr)
         return 2
+    try:
+        from bec_jax.distributed import initialize
+
+        joined = initialize(config_from_flags(DistributedConfig(), args))
+        if joined:
+            import jax
+
+            set_lead_process(jax.process_index() == 0)
+    except (ValueError, RuntimeError) as e:
+        print(f"bec-jax: error: multi-process set-up: {first_line(e, 500)}", file=sys.stderr)
+        return 2
     console = argv is None and threading.current_thread() is threading.main_thread()
     if console:
         _install_signal_handlers(args.command)
+    code = _run_command(args)
+    if code and joined:
+        _exit_multi_process(args.command, code)
+    return code
+
+
+def _in_multi_process_run() -> bool:
+    if "jax" not in sys.modules:
+        return False
+    import jax
+
+    return jax.process_count() > 1
+
+
+def _exit_multi_process(command: str, code: int):
+    """End a failed process of a multi-process run at once: JAX's orderly shutdown would wait for every
+    other process first. The others then fail too (a collective with this one breaks; the coordinator
+    stops a run whose process stopped sending heartbeats)."""
+    import jax
+
+    sys.stdout.flush()
+    os.write(2, f"bec-jax {command}: process {jax.process_index()} of {jax.process_count()} stopped (exit {code}); "
+                "the other processes of the run stop too. If the error names another process or a closed "
+                "connection, look for the first failure in every process's log; rerun every process with the "
+                "same command to resume\n".encode())
+    os._exit(code)
+
+
+def _run_command(args) -> int:
     try:
         with holding_locks():
             return args.func(args)
@@ -182,6 +227,10 @@ def main(argv=None) -> int:
         print(f"bec-jax {args.command}: error: {where}{e.strerror or first_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:
+        if _in_multi_process_run() and type(e).__name__ == "JaxRuntimeError":  # a collective broke
+            print(f"bec-jax {args.command}: error: an exchange with the other processes failed, most likely because "
+                  f"another process stopped: {first_line(e, 500)}", file=sys.stderr)
+            return 1
         print(f"bec-jax {args.command}: unexpected error: {type(e).__name__}: {first_line(e)} (traceback below; "
               "please report it)", file=sys.stderr, flush=True)
         traceback.print_exc()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bec_jax.artifacts import locked
 
-__all__ = ["UsageError", "floats", "positive_int", "parse_bool", "lock_output", "out_dir", "holding_locks",
+__all__ = ["UsageError", "floats", "positive_int", "parse_bool", "lock_output", "set_lead_process", "out_dir", "holding_locks",
            "field_docs", "add_dataclass_flags", "config_from_flags"]
 
 
@@ -63,6 +63,14 @@ def parse_bool(text: str) -> bool:
 
 
 _held = contextlib.ExitStack()  # output locks of the running command, released when it ends
+_lead = True  # False in processes 1.. of a multi-process run: process 0 holds the output locks
+
+
+def set_lead_process(lead: bool) -> None:
+    """Whether this process takes the output locks: in a multi-process run only process 0 does
+    (the others write where process 0 tells them, and would otherwise lock each other out)."""
+    global _lead
+    _lead = bool(lead)
 
 
 @contextlib.contextmanager
@@ -75,8 +83,10 @@ def holding_locks():
 
 
 def lock_output(path) -> None:
-    """Hold the lock of an output (folder or file) until the command ends (``artifacts.locked``)."""
-    _held.enter_context(locked(path))
+    """Hold the lock of an output (folder or file) until the command ends (``artifacts.locked``);
+    only the lead process of a multi-process run locks (``set_lead_process``)."""
+    if _lead:
+        _held.enter_context(locked(path))
 
 
 def out_dir(path: str, lock: bool = True) -> Path:

@@ -1,6 +1,6 @@
 """Datasets of rotating ground states: generation, HDF5 storage, targets, splits, loading."""
 
-from bec_jax.data.generate import PRESETS, DatasetConflict, GenerateConfig, generate, sample_parameters
+from bec_jax.data.generate import PRESETS, DatasetConflict, GenerateConfig, generate, generate_sharded, sample_parameters
 from bec_jax.data.loader import BatchLoader
 from bec_jax.data.splits import split_by_group
 from bec_jax.data.storage import load_grid, read_h5
@@ -19,6 +19,7 @@ __all__ = [
     "DatasetConflict",
     "GenerateConfig",
     "generate",
+    "generate_sharded",
     "sample_parameters",
     "BatchLoader",
     "split_by_group",

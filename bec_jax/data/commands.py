@@ -9,7 +9,7 @@ from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, lo
 
 
 def cmd_generate(args) -> int:
-    from bec_jax.data.generate import PRESETS, generate
+    from bec_jax.data.generate import PRESETS, generate_sharded
 
     if args.preset not in PRESETS:
         raise UsageError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
@@ -21,7 +21,8 @@ def cmd_generate(args) -> int:
     lock_output(out)
     print(f"bec-jax generate: {config.n_samples} states ({config.n_groups} groups x {config.states_per_group}), "
           f"grid {config.n}² L={config.resolved_length}, batches of {config.batch_size} -> {out}", flush=True)
-    summary = generate(config, out, progress=not args.no_progress, max_batches=args.max_batches)
+    # one process: ``out``; several (jax.distributed): one shard each, read as one dataset from <stem>.shards
+    summary = generate_sharded(config, out, progress=not args.no_progress, max_batches=args.max_batches)
     print(json.dumps(summary))
     return 0
 
@@ -51,7 +52,7 @@ def register(sub) -> None:
     g.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("show-data", help="PNG of density and phase-gradient targets for a few samples")
-    s.add_argument("--data", default="data/quick.h5", help="dataset .h5")
+    s.add_argument("--data", default="data/quick.h5", help="dataset .h5 (or shard folder)")
     s.add_argument("--out", default="runs/show_data.png", help="output PNG")
     s.add_argument("--samples", type=int, default=3, help="samples shown (default 3)")
     s.add_argument("--target", choices=["phase_diff", "velocity"], default="phase_diff",

@@ -15,6 +15,11 @@ are merged into ``<out>`` (again via a temporary name) and the partial folder
 is removed. The config is stored with the batches: a rerun with a different
 config is refused rather than mixed in.
 
+Several processes (``generate_sharded``): each solves its contiguous part of the
+(g, Ω) groups into its own shard file (resumable as above, on its own); process 0
+writes the shard folder's manifest once every shard is complete. Per-sample seeds
+make the union of the shards the single-process dataset's states.
+
 Box length rule: one box for the whole dataset,
 L = ``box_length(g_max, Ω_max)`` = 2 (R_TF(g_max, Ω_max) + 3.5), the largest
 cloud of the sampling box plus 3.5 trap units of margin; every state's edge
@@ -35,13 +40,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import bec_jax
-from bec_jax.artifacts import CorruptArtifact
-from bec_jax.data.storage import FIELDS, atomic_write_h5, read_h5
+from bec_jax.artifacts import CorruptArtifact, write_manifest
+from bec_jax.data.storage import FIELDS, SHARDS_KIND, atomic_write_h5, read_h5, shard_name, shards_dir
+from bec_jax.distributed import process_slice
 from bec_jax.gpe.groundstate import box_length, ground_state, solver_method
 from bec_jax.gpe.grid import Grid
 from bec_jax.gpe.splitstep import check_parameters
 
-__all__ = ["GenerateConfig", "PRESETS", "sample_parameters", "generate", "DatasetConflict"]
+__all__ = ["GenerateConfig", "PRESETS", "sample_parameters", "generate", "generate_sharded", "write_shard_manifest",
+           "DatasetConflict"]
 
 
 class DatasetConflict(ValueError):
@@ -155,34 +162,50 @@ def _solver_attrs(config: GenerateConfig) -> str:
     return json.dumps(dict(method=config.method, n_starts=config.n_starts, **dataclasses.asdict(config.solver)))
 
 
-def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches: int | None = None) -> dict:
+def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches: int | None = None,
+             shard: tuple[int, int] | None = None) -> dict:
     """Generate (or resume) the dataset ``out`` (.h5). Returns a summary dict.
 
     max_batches: stop after computing this many new batches (for tests and
     time-boxed runs; rerun to continue).
-    Raises DatasetConflict if ``out`` or its partial folder holds another config.
+    shard: (index, count): only the (g, Ω) groups of part ``index`` of ``count``
+      (``distributed.process_slice`` of the groups) into ``out``, a shard file with a
+      ``shard`` attribute (``generate_sharded`` names and collects them). Its samples keep
+      their global indices and seeds, so the union of the shards is the unsharded dataset.
+    Raises DatasetConflict if ``out`` or its partial folder holds another config (or shard).
     """
     from tqdm.auto import tqdm
 
     out = Path(out)
     cfg_json = config.to_json()
+    g, omega, group, seeds = sample_parameters(config)
+    samples = np.arange(config.n_samples)
+    shard_json = None
+    if shard is not None:
+        index, count = shard
+        groups = np.arange(config.n_groups)[process_slice(config.n_groups, index, count)]
+        if not len(groups):
+            raise ValueError(f"shard {index} of {count} gets none of the {config.n_groups} groups: use at most "
+                             f"{config.n_groups} shards")
+        samples = samples[np.isin(group, groups)]
+        shard_json = json.dumps(dict(index=index, count=count, groups=[int(groups[0]), int(groups[-1]) + 1]))
     if out.exists():
         _, attrs = read_h5(out, fields=[], psi=False)
-        if attrs.get("config") != cfg_json:
+        if attrs.get("config") != cfg_json or attrs.get("shard") != shard_json:
             raise DatasetConflict(f"{out} exists with a different config; choose another --out or delete it")
         return dict(status="complete", path=str(out), **json.loads(attrs.get("summary", "{}")))
     part = out.with_name(out.name + ".partial")
     part.mkdir(parents=True, exist_ok=True)
     cfg_file = part / "config.json"
+    stored = cfg_json if shard_json is None else cfg_json + "\n" + shard_json
     if cfg_file.exists():
-        if cfg_file.read_text() != cfg_json:
+        if cfg_file.read_text() != stored:
             raise DatasetConflict(f"{part} holds an unfinished run with a different config; "
                                   "rerun with the same settings to resume, or delete it")
     else:
-        cfg_file.write_text(cfg_json)
+        cfg_file.write_text(stored)
 
-    g, omega, group, seeds = sample_parameters(config)
-    N, B = config.n_samples, config.batch_size
+    N, B = len(samples), config.batch_size
     n_batches = -(-N // B)
     done = {b for b in range(n_batches) if _intact(part / f"batch_{b:06d}.h5")}
     bar = tqdm(total=N, initial=sum(min(B, N - b * B) for b in done), unit="state", desc="generate",
@@ -195,7 +218,7 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
             break
         lo, hi = b * B, min(N, (b + 1) * B)
         pad = B - (hi - lo)  # pad the last batch: one compiled shape for all batches
-        sel = np.concatenate([np.arange(lo, hi), np.full(pad, hi - 1)])
+        sel = samples[np.concatenate([np.arange(lo, hi), np.full(pad, hi - 1)])]
         res = _solve_batch(config, g[sel], omega[sel], sel)
         arrays = dict(psi=np.asarray(res.psi), g=g[sel], omega=omega[sel], energy=res.energy, mu=res.mu,
                       residual=res.residual, vortices=res.vortices, steps=res.steps, group=group[sel], seed=seeds[sel],
@@ -208,7 +231,73 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
     missing = [b for b in range(n_batches) if not (part / f"batch_{b:06d}.h5").exists()]
     if missing:
         return dict(status="partial", path=str(part), batches_done=n_batches - len(missing), batches=n_batches)
-    return _merge(config, part, out, time.perf_counter() - t0, computed)
+    extra = {} if shard_json is None else dict(shard=shard_json)
+    return _merge(config, part, out, time.perf_counter() - t0, computed, extra)
+
+
+def generate_sharded(config: GenerateConfig, out, *, progress: bool = True, max_batches: int | None = None,
+                     index: int | None = None, count: int | None = None) -> dict:
+    """Generate (or resume) ``out`` as shards, one per process of a multi-process run.
+
+    Process ``index`` of ``count`` (default: ``jax.process_index()`` / ``process_count()``)
+    writes ``<out stem>.shards/shard-IIIII-of-NNNNN.h5`` (``generate`` with ``shard``; it
+    resumes on its own). When every shard is complete, process 0 writes the manifest
+    (``write_shard_manifest``), after which the shard folder reads as one dataset
+    (``storage.read_h5``). With a single process (count 1) this is ``generate(out)``.
+    Every process of the run must call it (it synchronises them). Without jax.distributed,
+    separate jobs may each pass their own ``index`` and ``count``; the one that finds every
+    shard complete writes the manifest. Returns this process's summary; "path" is the shard
+    folder once the dataset is complete.
+    """
+    from bec_jax import distributed as dist
+
+    index = dist.process_index() if index is None else index
+    count = dist.process_count() if count is None else count
+    if count == 1:
+        return generate(config, out, progress=progress, max_batches=max_batches)
+    if config.n_groups < count:
+        raise ValueError(f"n_groups must be >= the number of processes ({count}) to give each a shard, "
+                         f"got {config.n_groups}")
+    folder = shards_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = generate(config, folder / shard_name(index, count), progress=progress and index == 0,
+                       max_batches=max_batches, shard=(index, count))
+    joint = dist.process_count() > 1
+    done = summary["status"] == "complete"
+    if joint:  # every process's verdict; process 0 writes the manifest
+        done, writer = dist.all_true(done), index == 0
+    else:  # independent jobs (e.g. an array job): the one that finds every shard complete writes it
+        done = writer = done and all((folder / shard_name(i, count)).is_file() for i in range(count))
+    if not done:
+        return dict(summary, status="partial", shard=index)
+    if writer:
+        summary = dict(write_shard_manifest(config, out, count)["summary"], status="complete")
+    if joint:
+        dist.barrier(f"generate-manifest:{folder}")
+    return dict(summary, path=str(folder), shard=index)
+
+
+def write_shard_manifest(config: GenerateConfig, out, count: int) -> dict:
+    """Check the ``count`` complete shards of ``out`` and write their manifest (module doc of
+    ``storage``); returns it. Raises DatasetConflict for a missing shard or one of another config."""
+    folder = shards_dir(out)
+    shards, n_failed, summaries = [], 0, []
+    for i in range(count):
+        f = folder / shard_name(i, count)
+        if not f.is_file():
+            raise DatasetConflict(f"{f} is missing: every shard must be complete before the manifest is written")
+        arrays, attrs = read_h5(f, fields=["g"], psi=False)
+        if attrs.get("config") != config.to_json():
+            raise DatasetConflict(f"{f} holds another config than this run")
+        shards.append(dict(file=f.name, n_samples=len(arrays["g"]), bytes=f.stat().st_size))
+        n_failed += int(attrs.get("n_failed", 0))
+        summaries.append(json.loads(attrs.get("summary", "{}")))
+    total = sum(s["n_samples"] for s in shards)
+    summary = dict(n_samples=total, n_failed=n_failed,
+                   **{k: sum(s.get(k, 0) for s in summaries) for k in ("n_not_converged", "n_touch_edge")},
+                   seconds_this_run=max((s.get("seconds_this_run", 0.0) for s in summaries), default=0.0))
+    return write_manifest(folder, SHARDS_KIND, files=[s["file"] for s in shards], config=config.to_json(),
+                          shards=shards, n_samples=total, n_failed=n_failed, summary=summary)
 
 
 def _intact(batch: Path) -> bool:
@@ -224,7 +313,7 @@ def _intact(batch: Path) -> bool:
         return False
 
 
-def _merge(config: GenerateConfig, part: Path, out: Path, seconds: float, computed: int) -> dict:
+def _merge(config: GenerateConfig, part: Path, out: Path, seconds: float, computed: int, extra: dict) -> dict:
     batches = sorted(part.glob("batch_*.h5"))
     chunks = [read_h5(p)[0] for p in batches]
     arrays = {k: np.concatenate([c[k] for c in chunks]) for k in ["psi", *FIELDS]}
@@ -237,7 +326,7 @@ def _merge(config: GenerateConfig, part: Path, out: Path, seconds: float, comput
     attrs = dict(grid_n=config.n, grid_length=config.resolved_length, config=config.to_json(),
                  solver=_solver_attrs(config), bec_jax_version=bec_jax.__version__, backend=jax.default_backend(),
                  created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                 n_failed=n_failed, summary=json.dumps(summary))
+                 n_failed=n_failed, summary=json.dumps(summary), **extra)
     atomic_write_h5(out, arrays, attrs)
     shutil.rmtree(part)
     return dict(status="complete", path=str(out), **summary)

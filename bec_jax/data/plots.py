@@ -4,27 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from bec_jax.data.storage import load_grid
+from bec_jax.data.storage import load_grid, read_h5
 from bec_jax.data.targets import TargetConfig, make_example
 from bec_jax.plotting import colormap, subplots
 
 
 def plot_samples(path, out, n_samples: int = 3, seed: int = 0, target: str = "phase_diff"):
-    """Density, x- and y-phase-gradient targets and the mask for a few samples.
+    """Density, x- and y-phase-gradient targets and the mask for a few samples of the dataset ``path``
+    (a file or a shard folder).
 
     Masked (invalid) pixels are shown grey in the gradient panels.
     """
-    with h5py.File(path, "r") as f:
-        attrs = dict(f.attrs)
-        N = f["psi"].shape[0]
-        if N == 0:
-            raise ValueError(f"{path} holds no samples")
-        idx = np.sort(np.random.default_rng(seed).choice(N, min(n_samples, N), replace=False))
-        psi = f["psi"][idx]
-        g, om, nv = f["g"][idx], f["omega"][idx], f["vortices"][idx]
+    N = len(read_h5(path, fields=["g"], psi=False)[0]["g"])
+    if N == 0:
+        raise ValueError(f"{path} holds no samples")
+    idx = np.sort(np.random.default_rng(seed).choice(N, min(n_samples, N), replace=False))
+    arrays, attrs = read_h5(path, fields=["g", "omega", "vortices"], rows=idx)
+    psi, g, om, nv = arrays["psi"], arrays["g"], arrays["omega"], arrays["vortices"]
     grid = load_grid(attrs)
     x, y, m = (np.asarray(a) for a in make_example(grid, psi, TargetConfig(target=target)))
     ext = [grid.x[0], grid.x[-1] + grid.dx] * 2

@@ -12,6 +12,13 @@ GenerateConfig), ``solver`` (JSON of the solver settings), ``bec_jax_version``,
 ``created`` (UTC ISO time), ``backend``, ``n_failed`` (states generated but not
 stored). Readable with h5py, h5dump, HDFView, …
 
+Sharded datasets (several processes, ``generate_sharded``): a folder ``<name>.shards/``
+holding ``shard-IIIII-of-NNNNN.h5`` files (each a dataset file as above, with a ``shard``
+attribute) and a manifest ``.bec_jax.json`` (``artifacts.write_manifest``, kind
+"dataset-shards": the SHA-256 of every shard, its sample count and size in bytes, the
+config). ``read_h5`` reads the folder (or its manifest file) as one dataset: the shards'
+samples in shard order, the attributes of the first with ``n_failed`` and ``summary`` of all.
+
 Integrity: every dataset carries HDF5's Fletcher-32 checksum per chunk, so a
 flipped byte fails the read; ``read_h5`` turns that, a truncated, foreign or
 non-HDF5 file, missing fields, inconsistent lengths and non-finite values into
@@ -26,10 +33,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from bec_jax.artifacts import CorruptArtifact, atomic_write, first_line
+from bec_jax.artifacts import MANIFEST, CorruptArtifact, atomic_write, first_line, read_manifest, verify_manifest
 from bec_jax.gpe.grid import Grid
 
-__all__ = ["FIELDS", "write_h5", "read_h5", "load_grid", "atomic_write_h5"]
+__all__ = ["FIELDS", "SHARDS_KIND", "write_h5", "read_h5", "load_grid", "atomic_write_h5", "is_sharded", "shards_dir",
+           "shard_name"]
+
+SHARDS_KIND = "dataset-shards"
 
 FIELDS = {
     "g": np.float64, "omega": np.float64, "energy": np.float64, "mu": np.float64, "residual": np.float64,
@@ -57,13 +67,33 @@ def atomic_write_h5(path, arrays: dict, attrs: dict):
     atomic_write(path, lambda tmp: write_h5(tmp, arrays, attrs))
 
 
-def read_h5(path, fields=None, psi: bool = True) -> tuple[dict, dict]:
-    """(arrays, attrs) of a dataset file; ``psi=False`` skips the big array.
+def shards_dir(out) -> Path:
+    """The shard folder of the dataset ``out`` (``data/big.h5`` -> ``data/big.shards``)."""
+    out = Path(out)
+    return out.with_name(out.stem + ".shards")
 
+
+def shard_name(index: int, count: int) -> str:
+    """File name of shard ``index`` of ``count`` in a shard folder."""
+    return f"shard-{index:05d}-of-{count:05d}.h5"
+
+
+def is_sharded(path) -> bool:
+    """Whether ``path`` names a sharded dataset: its folder, or the manifest in it."""
+    path = Path(path)
+    return path.is_dir() or (path.name == MANIFEST and path.parent.is_dir())
+
+
+def read_h5(path, fields=None, psi: bool = True, rows=None) -> tuple[dict, dict]:
+    """(arrays, attrs) of a dataset file or shard folder (module doc); ``psi=False`` skips the big array.
+
+    rows: strictly increasing sample indices to read (default all).
     Raises CorruptArtifact (module doc) for a file that is not a complete bec_jax
-    dataset, FileNotFoundError for a missing one.
+    dataset, FileNotFoundError for a missing one, ValueError for rows out of range.
     """
     path = Path(path)
+    if is_sharded(path):
+        return _read_shards(path.parent if path.name == MANIFEST else path, fields, psi, rows)
     if not path.is_file():
         raise FileNotFoundError(2, "no dataset file", str(path))
     names = list(FIELDS) if fields is None else list(fields)
@@ -72,17 +102,63 @@ def read_h5(path, fields=None, psi: bool = True) -> tuple[dict, dict]:
             missing = [k for k in [*names, *(["psi"] if psi else [])] if k not in f]
             if missing:
                 raise CorruptArtifact(f"{str(path)!r} is not a bec_jax dataset: no {', '.join(missing)}")
-            arrays = {k: f[k][()] for k in names}
-            if psi:
-                arrays["psi"] = f["psi"][()]
+            sel = _rows(rows, len(f["g"])) if "g" in f else slice(None)
+            arrays = {k: f[k][sel] for k in [*names, *(["psi"] if psi else [])]}
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    except CorruptArtifact:
+    except (CorruptArtifact, IndexError):
         raise
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:  # not HDF5, truncated, a failed checksum
         raise CorruptArtifact(f"{str(path)!r} cannot be read as a dataset ({first_line(e, 200)})") from None
     if names and not {"grid_n", "grid_length"} <= set(attrs) and "batch" not in attrs:
         raise CorruptArtifact(f"{str(path)!r} is not a bec_jax dataset: no grid_n / grid_length attributes")
     _validate(path, arrays)
+    return arrays, attrs
+
+
+def _rows(rows, n: int):
+    """An h5py selection of ``rows`` (strictly increasing, in [0, n)); all for None."""
+    if rows is None:
+        return slice(None)
+    rows = np.asarray(rows, np.int64).reshape(-1)
+    if rows.size and (rows[0] < 0 or rows[-1] >= n or np.any(np.diff(rows) <= 0)):
+        raise IndexError(f"rows must be strictly increasing sample indices in [0, {n}), got {rows[:8].tolist()}…")
+    return rows if rows.size else slice(0, 0)
+
+
+def _read_shards(folder: Path, fields, psi: bool, rows) -> tuple[dict, dict]:
+    """``read_h5`` of a shard folder: the manifest checked (every shard's SHA-256 when ψ is read, its
+    size otherwise), each shard read and checked against it, the samples concatenated in shard order."""
+    manifest = verify_manifest(folder, SHARDS_KIND) if psi else read_manifest(folder)
+    if manifest.get("kind") != SHARDS_KIND:
+        raise CorruptArtifact(f"{str(folder)!r} holds a bec_jax {manifest.get('kind')!r}, not a sharded dataset")
+    shards = manifest.get("shards") or []
+    for s in shards:
+        f = folder / s["file"]
+        if not f.is_file() or f.stat().st_size != s["bytes"]:
+            raise CorruptArtifact(f"{str(f)!r} is missing or has another size than its manifest records")
+    total = sum(s["n_samples"] for s in shards)
+    rows = None if rows is None else np.asarray(rows, np.int64).reshape(-1)
+    if rows is not None:
+        _rows(rows, total)
+    parts, attrs, lo = [], None, 0
+    for s in shards:
+        hi = lo + s["n_samples"]
+        local = None if rows is None else rows[(rows >= lo) & (rows < hi)] - lo
+        arrays, a = read_h5(folder / s["file"], fields, psi, rows=local)
+        if a.get("config") != manifest.get("config"):
+            raise CorruptArtifact(f"{str(folder / s['file'])!r} was generated with another config than its manifest")
+        got = len(next(iter(arrays.values()))) if arrays else None
+        if rows is None and got is not None and got != s["n_samples"]:
+            raise CorruptArtifact(f"{str(folder / s['file'])!r} holds {got} samples, its manifest {s['n_samples']}")
+        parts.append(arrays)
+        attrs = attrs or {k: v for k, v in a.items() if k != "shard"}
+        lo = hi
+    if attrs is None:
+        raise CorruptArtifact(f"{str(folder)!r}: its manifest lists no shards")
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    summary = dict(json.loads(attrs.get("summary", "{}")), n_samples=total, n_failed=int(manifest.get("n_failed", 0)),
+                   shards=len(shards))
+    attrs.update(n_failed=int(manifest.get("n_failed", 0)), summary=json.dumps(summary), shards=len(shards))
     return arrays, attrs
 
 

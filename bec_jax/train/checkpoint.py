@@ -15,6 +15,8 @@ complete. Saving to a step that already exists is an error here (orbax would
 return False silently). Each step folder gets a manifest (``bec_jax.artifacts``:
 SHA-256 of its files) once orbax has finished it; a restore checks it first, so a
 damaged checkpoint is refused with the file named instead of restored as NaNs.
+In a multi-process run every process saves and restores (orbax writes each array
+once, from the process holding it), and process 0 writes the manifest.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
 from bec_jax.artifacts import CorruptArtifact, first_line, has_manifest, verify_manifest, write_manifest
+from bec_jax.distributed import barrier
 from bec_jax.models.unet import UNetConfig
 
 __all__ = ["CheckpointMismatch", "Checkpoints", "read_run_metadata"]
@@ -173,10 +176,12 @@ class Checkpoints:
             self._mngr.wait_until_finished()
         if not saved:
             raise RuntimeError(f"orbax refused to save step {step} in {str(self.directory)!r}")
-        write_manifest(self.directory / str(step), "checkpoint", step=step)
-        root_meta = self.directory / "metadata"  # orbax writes it with the first save
-        if root_meta.is_dir() and not has_manifest(root_meta):
-            write_manifest(root_meta, "checkpoint-metadata")
+        if jax.process_index() == 0:  # several processes: orbax has joined their writes; one writes the manifest
+            write_manifest(self.directory / str(step), "checkpoint", step=step)
+            root_meta = self.directory / "metadata"  # orbax writes it with the first save
+            if root_meta.is_dir() and not has_manifest(root_meta):
+                write_manifest(root_meta, "checkpoint-metadata")
+        barrier(f"checkpoint-manifest:{self.directory}:{step}")
 
     def verify(self, step: int) -> None:
         """Check step ``step`` against its manifest (CorruptArtifact naming the damaged file)."""
@@ -191,7 +196,11 @@ class Checkpoints:
             raise ValueError(f"no checkpoint step {step} in {str(self.directory)!r}; "
                              f"available: {self._mngr.all_steps()}")
         self.verify(step)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        # leaves without a sharding land on this process's first device: a checkpoint saved by several
+        # processes restores in one (evaluation, compression), and the other way round
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)
+                                                               or local), like)
         with self._readable(step):
             out = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                    meta=ocp.args.JsonRestore()))

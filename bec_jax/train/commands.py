@@ -85,7 +85,7 @@ def register(sub) -> None:
     t = sub.add_parser("train", help="train the U-Net (density -> phase gradient); rerun to resume",
                        description="Train (or resume) a U-Net on a dataset's train split. Every TrainConfig field is "
                                    "a flag --<field>, every UNetConfig field a flag --model-<field>.")
-    t.add_argument("--data", default="data/quick.h5", help="dataset .h5 from `bec-jax generate`")
+    t.add_argument("--data", default="data/quick.h5", help="dataset .h5 (or shard folder) from `bec-jax generate`")
     t.add_argument("--out", default="runs/train", help="run folder: checkpoints, metrics.csv/json, loss.png")
     t.add_argument("--checkpoint-every", type=int, default=1,
                    help="save a checkpoint every N epochs and at the end (default 1)")

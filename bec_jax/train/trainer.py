@@ -10,6 +10,13 @@ Exact resume: the batch order of epoch e depends only on (seed, e)
 model (``imaging=``: keys of (seed, e, batch index)); there is no other randomness, so killing a run and
 rerunning the same command continues from the last saved epoch and ends with
 bit-identical parameters to an uninterrupted run on the same machine.
+
+Several processes (``bec_jax.distributed``): every process runs ``fit`` with the same
+arguments. Batches are global arrays split over every process's devices (each process
+computes only its rows), parameters and optimizer state are replicated, and ``jit``
+inserts the gradient all-reduce, so the run computes what one process computes at the
+same global batch (to round-off). Every process validates on the whole split; all save
+and restore the orbax checkpoints together; process 0 writes the metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Callable
 import numpy as np
 from flax import nnx
 
+from bec_jax import distributed as dist
 from bec_jax.artifacts import CorruptArtifact, atomic_write_text
 from bec_jax.data.loader import BatchLoader
 from bec_jax.data.splits import split_by_group
@@ -152,8 +160,13 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
         raise ValueError(f"model input_size {model_config.input_size} differs from the dataset grid n={grid.n}")
     tcfg = config.target_config
     imaging = imaging if imaging is not None and imaging.enabled else None
+    # several processes (jax.distributed): data-parallel over every process's devices; one process: unchanged
+    mesh = dist.global_mesh() if dist.process_count() > 1 else None
+    lead = dist.process_index() == 0
+    progress, log = progress and lead, log if lead else None
     train = BatchLoader(grid, arrays["psi"][splits["train"]], config.batch_size, tcfg, shuffle=True,
-                        augment=config.augment, drop_last=config.drop_last, seed=config.seed, imaging=imaging)
+                        augment=config.augment, drop_last=config.drop_last, seed=config.seed, imaging=imaging,
+                        mesh=mesh)
     val = BatchLoader(grid, arrays["psi"][splits["val"]], config.batch_size, tcfg, shuffle=False, imaging=imaging)
     if len(train) == 0:
         raise ValueError(f"train split has {len(splits['train'])} samples: fewer than one batch of "
@@ -169,6 +182,8 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
     model = init_model(model_config, config.seed)
     tx = make_optimizer(config)
     gd_train, gd_eval, state = init_state(model, tx)
+    if mesh is not None:  # replicated parameters and optimizer state; jit all-reduces the gradients
+        state = dist.replicate(state, mesh)
     step = make_train_step(gd_train, tx, make_loss(config, grid))
     predict = make_predict(gd_eval)
 
@@ -181,6 +196,7 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
     history, start = [], 0
 
     def validate(s: TrainState) -> dict:
+        s = dist.local_copy(s)  # every process validates alone on the whole split: no collectives
         m = evaluate_loader(predict, s.params, s.batch_stats, val)
         # model selection on the pixel metric of the loss ("mse+fidelity": the masked MSE)
         return dict(val_loss=m["mse_ref"] if config.loss == "reference" else m["mse"], val_mse=m["mse"],
@@ -210,14 +226,17 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
             best = min(saved, key=lambda r: r["val_loss"])["epoch"] if saved else None
             if save:
                 ckpt.save(epoch, s.as_dict(), dict(epoch=epoch, history=history, best_epoch=best), row["val_loss"])
-            _write_metrics(out, history, dict(info, best_epoch=best, checkpointed_epoch=ckpt.latest_step()))
+            if lead:
+                _write_metrics(out, history, dict(info, best_epoch=best, checkpointed_epoch=ckpt.latest_step()))
             bar.set_postfix(epoch=epoch, train=f"{row['train_loss']:.3e}", val=f"{row['val_loss']:.3e}")
 
         state = run_epochs(step, state, train.epoch, range(start + 1, config.epochs + 1), validate=validate,
                            on_batch=lambda: bar.update(1), on_epoch=on_epoch).state
         bar.close()
         best = ckpt.read_meta(ckpt.latest_step())["best_epoch"] if ckpt.latest_step() else 0
-        _write_metrics(out, history, dict(info, best_epoch=best, checkpointed_epoch=ckpt.latest_step()))
+        if lead:
+            _write_metrics(out, history, dict(info, best_epoch=best, checkpointed_epoch=ckpt.latest_step()))
+    state = dist.local_copy(state)
     model = nnx.merge(gd_eval, state.params, state.batch_stats)
     return FitResult(model=model, history=history, best_epoch=best, out_dir=out)
 
