@@ -14,6 +14,7 @@ def _params(run):
     return jax.tree.leaves(nnx.state(model)), info
 
 
+@pytest.mark.slow  # ~45 s on 2 cores (three training runs over 1 and 2 processes)
 def test_two_processes_train_as_one(tmp_path, tiny_dataset):
     one = train_run(tiny_dataset, tmp_path / "one", 2)
     res = results(run_workers(["train", tiny_dataset, tmp_path / "two", 2], 2, timeout_s=120))

@@ -50,6 +50,7 @@ def test_hellmann_feynman_through_ground_state(lattice64):
         assert np.isfinite(float(dmu)) and abs(float(dmu) - float(dg)) > 1e-3
 
 
+@pytest.mark.slow  # ~45 s on 2 cores (float64 multi-start solves at five parameter values)
 def test_density_observable_matches_finite_differences():
     """∫r²n at g = 100, Ω ∈ {0, 0.3} (vortex-free, one batch): d/dg to 1e-6 relative; d/dΩ = 0 (an
     axisymmetric real ψ has L_zψ = 0, so the density does not depend on Ω)."""
@@ -83,6 +84,7 @@ def test_vortex_plateau_matches_finite_differences():
     np.testing.assert_allclose(float(dom), float(fd_om), rtol=1e-6)
 
 
+@pytest.mark.slow  # ~1 min on 2 cores (a float32 batch solved under jit(vmap(grad)))
 def test_batch_jit_vmap_give_per_state_gradients():
     """float32: grad of a batch sum = per-state HF derivatives; jit(vmap(grad)) of one state agrees."""
     grid = bj.Grid(32, 12.0)
