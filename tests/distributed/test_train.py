@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from bec_jax.train.trainer import load_trained
 from tests.distributed.conftest import results, run_workers, train_run
