@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import signal
 import sys
@@ -23,57 +22,12 @@ import traceback
 
 from bec_jax.artifacts import first_line
 from bec_jax.distributed import DistributedConfig
-from bec_jax.flags import (UsageError, add_dataclass_flags, config_from_flags, floats, holding_locks, out_dir,
-                           positive_int, set_lead_process)
+from bec_jax.flags import add_dataclass_flags, config_from_flags, holding_locks, positive_int, set_lead_process
 
 
-COMMAND_MODULES = ["bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands",
+COMMAND_MODULES = ["bec_jax.gpe.commands", "bec_jax.data.commands", "bec_jax.train.commands", "bec_jax.compress.commands",
                    "bec_jax.pipeline.commands", "bec_jax.deploy.commands", "bec_jax.deploy.export_commands",
                    "bec_jax.bench.commands"]
-
-
-def cmd_demo(args) -> int:
-    """Ground states of a few (g, Ω) on a small CPU grid: PNG + JSON summary."""
-    import jax
-    import numpy as np
-
-    import bec_jax as bj
-    from bec_jax.plotting import plot_ground_states
-
-    omegas = np.asarray(args.omega, float)
-    gs = np.broadcast_to(np.asarray(args.g, float), omegas.shape) if len(args.g) == 1 else np.asarray(args.g, float)
-    if gs.shape != omegas.shape:
-        raise UsageError(f"--g has {len(args.g)} values and --omega {len(args.omega)}: give one g or one per omega")
-    bj.gpe.splitstep.check_parameters(gs, omegas)
-    out = out_dir(args.out)
-    length = args.length or float(np.max(bj.box_length(gs, omegas)))
-    grid = bj.Grid(args.n, length)
-    print(f"bec-jax demo: {len(gs)} ground states on a {grid.n}x{grid.n} grid, L={grid.length:.2f}, "
-          f"{args.starts} starts each, backend={jax.default_backend()} ({jax.local_device_count()} device(s))", flush=True)
-    t0 = time.perf_counter()
-    method = config_from_flags(bj.PCG(), args, prefix="pcg-")
-    res = bj.ground_state(grid, gs, omegas, key=jax.random.key(args.seed), n_starts=args.starts, method=method)
-    jax.block_until_ready(res.psi)
-    wall = time.perf_counter() - t0
-    rows = []
-    for i in range(len(gs)):
-        rows.append(dict(
-            g=float(gs[i]), omega=float(omegas[i]), energy=float(res.energy[i]), mu=float(res.mu[i]),
-            residual=float(res.residual[i]), vortices=int(res.vortices[i]), steps=int(res.steps[i]),
-            converged=bool(res.converged[i]), touches_edge=bool(res.touches_edge[i]),
-            angular_momentum=float(bj.angular_momentum(grid, res.psi[i])),
-        ))
-        r = rows[-1]
-        print(f"  g={r['g']:6.1f} Ω={r['omega']:.2f}  E={r['energy']:.5f}  μ={r['mu']:.5f}  "
-              f"residual={r['residual']:.1e}  vortices={r['vortices']}  steps={r['steps']}  "
-              f"converged={r['converged']}", flush=True)
-    summary = dict(grid=dict(n=grid.n, length=grid.length), wall_seconds=wall, backend=jax.default_backend(),
-                   bec_jax_version=bj.__version__, states=rows)
-    (out / "ground_states.json").write_text(json.dumps(summary, indent=2))
-    png = plot_ground_states(grid, res.psi, gs, omegas, res.energy, out / "ground_states.png",
-                             title=f"bec_jax ground states ({grid.n}², L={grid.length:.1f})")
-    print(f"wrote {out / 'ground_states.json'} and {png} in {wall:.1f} s")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,19 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment, or a detected "
                         "SLURM / Open MPI job)")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="compute a few rotating ground states; write a PNG and a JSON summary")
-    d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    d.add_argument("--g", type=floats, default=[100.0], help="interaction g >= 0, one or one per omega")
-    d.add_argument("--omega", type=floats, default=[0.0, 0.5, 0.65, 0.8],
-                   help="rotation rates |Ω| < 1, comma-separated")
-    d.add_argument("--n", type=int, default=96, help="grid points per side (even, >= 16)")
-    d.add_argument("--length", type=float, default=None, help="box side (default: box_length rule)")
-    d.add_argument("--starts", type=int, default=4, help="initial guesses per state (default 4)")
-    d.add_argument("--seed", type=int, default=0, help="seed of the initial guesses (default 0)")
-    from bec_jax.gpe.groundstate import PCG
-
-    add_dataclass_flags(d, PCG, prefix="pcg-", title="ground-state method (PCG)")
-    d.set_defaults(func=cmd_demo)
     # Each concern registers its own subcommands: module.register(subparsers).
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)

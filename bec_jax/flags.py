@@ -8,6 +8,12 @@ with "none"), documented from the dataclass's docstring with its default, and
 applied with ``dataclasses.replace`` (``config_from_flags``), so that the class's
 own validation judges the values. Flags and configs cannot drift apart.
 
+The split, in every subcommand: what changes the result is a field of the command's
+config dataclass (``TrainConfig``, ``ShrinkConfig``, ``ImageSettings``, ``BenchConfig``,
+...), the same object the Python API takes; what the command reads (``--run``,
+``--data``, ``--model``, ``--preset``), where it writes (``--out``, ``--overwrite``)
+and how it shows progress (``--no-progress``) are plain arguments.
+
 This module imports neither JAX nor any subcommand: ``cli`` and every
 ``*/commands.py`` import it, never each other.
 """

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from bec_jax.artifacts import atomic_write_text
-from bec_jax.flags import UsageError, lock_output, out_dir, positive_int
+from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, lock_output, out_dir
 
 
 def _table(result: dict) -> str:
@@ -37,29 +37,24 @@ def _table(result: dict) -> str:
 def cmd_bench(args) -> int:
     import jax
 
-    from bec_jax.bench.measure import GroundStateWorkload, StepWorkload, WorkerPool, ground_state_row, step_row
+    from bec_jax.bench.measure import BenchConfig, WorkerPool, ground_state_row, step_row
 
-    try:
-        step = StepWorkload(args.n, args.batch, steps=args.steps, dtype=args.dtype)
-        gs = None if args.no_ground_states else GroundStateWorkload(
-            args.n, args.batch, dtype=args.dtype, g=args.g, omega=args.omega, n_starts=args.starts)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    c = config_from_flags(BenchConfig(), args)
     out = Path(args.out)
     if out.suffix != ".json":
         raise UsageError(f"--out must end in .json, got {args.out!r}")
     out_dir(str(out.parent) if str(out.parent) else ".", lock=False)
     lock_output(out)
-    x64 = args.dtype == "complex128"
-    contenders = ("bec_jax", "fft") + (("numpy", "scipy") if args.numpy else ())
+    x64 = c.dtype == "complex128"
+    contenders = ("bec_jax", "fft") + (("numpy", "scipy") if c.numpy else ())
     t0 = time.perf_counter()
     # x64 here too for the NumPy check; a context, so that a caller's process keeps its setting
     with jax.enable_x64(x64), WorkerPool(cpu_devices=args.cpu_devices, x64=x64) as pool:
-        split = step_row(pool, step, contenders, args.repeats)
+        split = step_row(pool, c.step_workload(), contenders, c.repeats)
         result = dict(benchmark="bec-jax bench", backend=jax.default_backend(),
                       devices=split["info"]["bec_jax"]["devices"], split_step=split)
-        if gs is not None:
-            result["ground_state"] = ground_state_row(pool, gs, args.repeats)
+        if not c.step_only:
+            result["ground_state"] = ground_state_row(pool, c.ground_state_workload(), c.repeats)
     result["wall_s"] = time.perf_counter() - t0
     atomic_write_text(out, json.dumps(result, indent=2))
     print(_table(result))
@@ -68,17 +63,13 @@ def cmd_bench(args) -> int:
 
 
 def register(sub) -> None:
+    from bec_jax.bench.measure import BenchConfig
+
     b = sub.add_parser("bench", help="split-step state-steps/s and ground states/s on this machine, beside the "
-                                     "FFT floor (each contender in its own process)")
-    b.add_argument("--n", type=int, default=128, help="grid points per side (even, >= 16; default 128)")
-    b.add_argument("--batch", type=positive_int, default=16, help="states per batch (default 16)")
-    b.add_argument("--dtype", default="complex64", help="complex64 (default) or complex128")
-    b.add_argument("--steps", type=positive_int, default=20, help="split steps per timed call (default 20)")
-    b.add_argument("--repeats", type=positive_int, default=5, help="timed calls per contender (default 5; medians)")
-    b.add_argument("--numpy", action="store_true", help="also time the NumPy step (numpy.fft and scipy.fft)")
-    b.add_argument("--g", type=float, default=100.0, help="interaction of the ground states (default 100)")
-    b.add_argument("--omega", type=float, default=0.6, help="rotation of the ground states, |omega| < 1 (default 0.6)")
-    b.add_argument("--starts", type=positive_int, default=None, help="starts per ground state (default: the solver's)")
-    b.add_argument("--no-ground-states", action="store_true", help="time the split step only")
+                                     "FFT floor (each contender in its own process)",
+                       description="Time the split step (bj.imaginary_time) against its FFT floor (and NumPy), and "
+                                   "ground states per second; JSON out and a one-screen table. Every BenchConfig "
+                                   "field is a flag.")
     b.add_argument("--out", default="runs/bench.json", help="JSON output (default runs/bench.json)")
+    add_dataclass_flags(b, BenchConfig, aliases=dict(step_only=["--no-ground-states"]), title="what is timed (BenchConfig)")
     b.set_defaults(func=cmd_bench)

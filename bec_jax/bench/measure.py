@@ -95,6 +95,46 @@ class GroundStateWorkload:
             raise ValueError(f"omega must satisfy |omega| < 1, got {self.omega!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """What ``bec-jax bench`` times.
+
+    n: grid points per side (even, >= 16).
+    batch: states per batch (>= 1).
+    dtype: complex64 or complex128.
+    steps: split steps per timed call (>= 1).
+    repeats: timed calls per contender (>= 1); figures are medians.
+    numpy: also time the NumPy step (numpy.fft, and scipy.fft on all cores).
+    g: interaction of the ground states (>= 0, trap units).
+    omega: rotation of the ground states, |omega| < 1 (units of the trap frequency).
+    starts: starts per ground state (None: the solver's default).
+    step_only: time the split step only, no ground states.
+    """
+
+    n: int = 128
+    batch: int = 16
+    dtype: str = "complex64"
+    steps: int = 20
+    repeats: int = 5
+    numpy: bool = False
+    g: float = 100.0
+    omega: float = 0.6
+    starts: int | None = None
+    step_only: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats must be an int >= 1, got {self.repeats!r}")
+        self.step_workload(), self.ground_state_workload()  # their checks name a bad value
+
+    def step_workload(self) -> "StepWorkload":
+        return StepWorkload(self.n, self.batch, steps=self.steps, dtype=self.dtype)
+
+    def ground_state_workload(self) -> "GroundStateWorkload":
+        return GroundStateWorkload(self.n, self.batch, dtype=self.dtype, g=self.g, omega=self.omega,
+                                   n_starts=self.starts)
+
+
 def check_workload(n, batch, dtype) -> None:
     """ValueError naming the bad value: n even and >= 16, batch >= 1, dtype complex64 or complex128."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 16 or n % 2:

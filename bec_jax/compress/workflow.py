@@ -31,7 +31,7 @@ from bec_jax.train.core import (TrainConfig, evaluate_loader, init_state, make_l
                                 make_train_step, run_epochs)
 from bec_jax.train.trainer import load_dataset, load_trained, run_data_path, run_imaging
 
-__all__ = ["CompressConfig", "Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "precise_batch_stats",
+__all__ = ["CompressConfig", "ShrinkConfig", "QuantizeConfig", "Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "precise_batch_stats",
            "prune_once", "prune_and_finetune", "dense_control", "best_so_far", "latency_table", "forward_latency", "METHODS", "KEEP"]
 
 METHODS = ("prune", "finetune", "iterative")
@@ -51,8 +51,12 @@ class CompressConfig:
     reclaim_dead_scales: prune the BatchNorm scales of channels whose kernel
       is pruned (see ``bec_jax.compress.pruning``).
     method: "prune" (one shot, no training), "finetune" (one shot + masked
-      fine-tuning) or "iterative" (the schedule 80, 90, 97, … % up to sparsity,
+      fine-tuning) or "iterative" (the schedule's steps below sparsity, then sparsity,
       fine-tuning after each stage).
+    schedule: sparsities of the iterative method's stages, strictly increasing in [0, 1)
+      (the reference's 80, 90, 97, 99, 99.5, 99.9 %).
+    precise_bn: recompute the BatchNorm statistics over the training set after every
+      fine-tuning epoch (steadier eval-mode outputs at extreme sparsity).
     ft_epochs: fine-tuning epochs per stage. ft_lr: fine-tuning learning rate
       (None: the training learning rate / 10).
     keep: the fine-tuning epoch each stage keeps: "best" (lowest validation
@@ -64,6 +68,8 @@ class CompressConfig:
 
     sparsity: float = 0.9
     method: str = "finetune"
+    schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    precise_bn: bool = False
     ft_epochs: int = 3
     ft_lr: float | None = None
     keep: str = "best"
@@ -75,8 +81,13 @@ class CompressConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "schemes", tuple(self.schemes))
+        object.__setattr__(self, "schedule", tuple(self.schedule))
         if not (0 <= self.sparsity < 1):
             raise ValueError(f"compress.sparsity must be in [0, 1), got {self.sparsity}")
+        try:
+            schedule_to(self.sparsity, self.schedule)
+        except ValueError as e:
+            raise ValueError(f"compress.{e}") from None
         if self.method not in METHODS:
             raise ValueError(f"compress.method must be one of {METHODS}, got {self.method!r}")
         if self.ft_epochs < (0 if self.method == "prune" else 1):
@@ -98,6 +109,73 @@ class CompressConfig:
     def prune_config(self):
         """The ``PruneConfig`` of these settings (sparsity: the target)."""
         return PruneConfig(self.sparsity, self.include_bn_scale, self.distribution, self.reclaim_dead_scales)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShrinkConfig:
+    """Structured channel pruning (``bec-jax shrink``): a smaller dense U-Net, fine-tuned.
+
+    keep: fraction of channels kept, in (0, 1].
+    outer: prune the blocks' output channels too (faster; skips and consumers shrink with them);
+      false: only the channels inside each DoubleConv.
+    ft_epochs: fine-tuning epochs in all (0: none), split over the steps.
+    steps: gradual pruning: cut in this many steps of equal ratio, fine-tuning after each
+      (channels re-ranked after every step).
+    ft_lr: fine-tuning learning rate (None: the training learning rate).
+    keep_epoch: the fine-tuning epoch kept: "best" (lowest validation MSE, as training does) or "last".
+    repeats: interleaved latency calls, dense against shrunk (medians).
+    """
+
+    keep: float = 0.5
+    outer: bool = False
+    ft_epochs: int = 30
+    steps: int = 1
+    ft_lr: float | None = None
+    keep_epoch: str = "best"
+    repeats: int = 10
+
+    def __post_init__(self):
+        if not (0 < self.keep <= 1):
+            raise ValueError(f"keep must be in (0, 1], got {self.keep}")
+        if self.ft_epochs < 0 or self.steps < 1 or self.repeats < 1:
+            raise ValueError(f"ft_epochs must be >= 0, steps and repeats >= 1, got {self.ft_epochs}, {self.steps}, "
+                             f"{self.repeats}")
+        if self.steps > 1 and self.ft_epochs < self.steps:
+            raise ValueError(f"steps {self.steps} needs ft_epochs >= {self.steps} (split over the steps)")
+        if self.ft_lr is not None and not self.ft_lr > 0:
+            raise ValueError(f"ft_lr must be > 0, got {self.ft_lr}")
+        if self.keep_epoch not in KEEP:
+            raise ValueError(f"keep_epoch must be one of {KEEP}, got {self.keep_epoch!r}")
+
+    @property
+    def epochs_per_step(self) -> tuple[int, ...]:
+        """Fine-tuning epochs after each step (ft_epochs split as evenly as possible)."""
+        q, r = divmod(self.ft_epochs, self.steps)
+        return tuple(q + (i < r) for i in range(self.steps))
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeConfig:
+    """int8 quantization of a trained model (``bec-jax quantize``).
+
+    scheme: int8 scheme, one of ``bec_jax.compress.SCHEMES`` (per_tensor, per_channel, mixed).
+    qat_epochs: quantization-aware fine-tuning epochs (0: post-training quantization only).
+    qat_lr: QAT learning rate (None: the training learning rate / 10).
+    sparse: store the kernels sparse (non-zero values + 1-byte index gaps; for pruned models).
+    """
+
+    scheme: str = "mixed"
+    qat_epochs: int = 0
+    qat_lr: float | None = None
+    sparse: bool = False
+
+    def __post_init__(self):
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {self.scheme!r}; allowed: {SCHEMES}")
+        if self.qat_epochs < 0:
+            raise ValueError(f"qat_epochs must be >= 0, got {self.qat_epochs}")
+        if self.qat_lr is not None and not self.qat_lr > 0:
+            raise ValueError(f"qat_lr must be > 0, got {self.qat_lr}")
 
 
 

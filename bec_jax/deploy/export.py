@@ -34,19 +34,51 @@ its fp32 export beside this one).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMATS", "QUANTIZERS", "check_model_folder", "load_model", "model_kind", "export_jax", "onnx_graph", "calibration_inputs",
+__all__ = ["FORMATS", "QUANTIZERS", "ExportConfig", "check_model_folder", "load_model", "model_kind", "export_jax", "onnx_graph", "calibration_inputs",
            "activation_scales", "export_onnx", "export_artifact", "load_artifact", "onnx_threads", "evaluate_artifact"]
 
 FORMATS = ("jax", "onnx")
 QUANTIZERS = ("bec_jax", "ort")
 SUFFIX = {"jax": ".jaxexport", "onnx": ".onnx"}
 OPSET = 17
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """What ``bec-jax export`` writes.
+
+    format: "jax" (jax.export serialized StableHLO, a .jaxexport file) or "onnx" (an ONNX graph, a .onnx
+      file); both need the bec_jax[deploy] extra to load.
+    quantizer: int8 ONNX only: "bec_jax" (the model's own int8 weights and scales) or "ort" (ONNX Runtime's
+      static quantizer applied to the float graph).
+    calibration_samples: training samples that calibrate the int8 activation scales (>= 1).
+    """
+
+    format: str = "onnx"
+    quantizer: str = "bec_jax"
+    calibration_samples: int = 32
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if self.format == "jax" and self.quantizer != "bec_jax":
+            raise ValueError("quantizer ort needs format onnx (the jax format runs bec_jax's own int8 path)")
+        if self.calibration_samples < 1:
+            raise ValueError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
+
+    @property
+    def suffix(self) -> str:
+        """File suffix of the format."""
+        return SUFFIX[self.format]
 
 
 # ----------------------------------------------------------------------------- models
@@ -387,12 +419,7 @@ def export_artifact(model_dir, fmt: str, out, *, data=None, quantizer: str = "be
     """
     from bec_jax.artifacts import atomic_write
 
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    if quantizer not in QUANTIZERS:
-        raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {quantizer!r}")
-    if fmt == "jax" and quantizer != "bec_jax":
-        raise ValueError("the jax format runs bec_jax's own int8 path; --quantizer ort needs --format onnx")
+    ExportConfig(fmt, quantizer, calibration_count)  # bad settings fail before any work
     model, _ = load_model(model_dir)
     kind = model_kind(model)
     needs_data = fmt == "onnx" and (kind == "int8" or quantizer == "ort")

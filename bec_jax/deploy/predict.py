@@ -18,7 +18,7 @@ One image (a 2-D array of counts, rows = y, columns = x) goes through:
    input log(n + eps) (``imaging.frame``, the same functions that make the
    inputs of training under the imaging model, ``imaging.training``).
 3. Prediction, then the phase by the evaluation's reconstruction
-   (``bec_jax.train.evaluate.reconstruct_phase``: vortex detection, singular
+   (``bec_jax.gpe.phase_field.reconstruct_phase``: vortex detection, singular
    phase, weighted least squares), on the model grid.
 4. Back to the image: the phase gradient ∂θ/∂x, ∂θ/∂y (inverse a⊥ of the
    in-trap state, in in-trap coordinates) and the phase are interpolated
@@ -49,7 +49,7 @@ import numpy as np
 from bec_jax.artifacts import CorruptArtifact, atomic_write, atomic_write_text, first_line
 from bec_jax.imaging.frame import CLOUD_MARGIN  # noqa: F401  (the disc kept around the fitted cloud)
 
-__all__ = ["Vortex", "Prediction", "LoadedModel", "ImageError", "load_model", "load_image", "find_cloud",
+__all__ = ["ImageSettings", "Vortex", "Prediction", "LoadedModel", "ImageError", "load_model", "load_image", "find_cloud",
            "predict", "expand_inputs", "predict_files", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".npy", ".tif", ".tiff", ".png")
@@ -356,16 +356,35 @@ def _check_image(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageSettings:
+    """How the images were taken (``bec-jax predict``; a sidecar IMAGE.json overrides them per image).
+
+    pixel_size: object-plane pixel size at the moment of imaging, in trap oscillator lengths a⊥ (> 0;
+      None: every image's sidecar gives it).
+    tof: time of flight between trap release and imaging, in units of 1/ω⊥ (>= 0); predict undoes the
+      expansion.
+    atom_number: atoms in the cloud (> 0; None: unknown). Only reported, as counts per atom.
+    """
+
+    pixel_size: float | None = None
+    tof: float = 0.0
+    atom_number: float | None = None
+
+    def __post_init__(self):
+        for name, lo in (("pixel_size", 0.0), ("tof", None), ("atom_number", 0.0)):
+            v = getattr(self, name)
+            if v is None and name != "tof":
+                continue
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
+                    or (lo is not None and v <= lo) or (lo is None and v < 0):
+                raise ImageError(f"{name} must be a finite number {'> 0' if lo is not None else '>= 0'}, got {v!r}")
+
+
 def _check_settings(pixel_size, tof, atom_number):
     if pixel_size is None:
         raise ImageError("no pixel size: give --pixel-size or a sidecar IMAGE.json with pixel_size")
-    for name, v, lo in (("pixel_size", pixel_size, 0.0), ("tof", tof, None), ("atom_number", atom_number, 0.0)):
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
-                or (lo is not None and v <= lo) or (lo is None and v < 0):
-            allowed = "> 0" if lo is not None else ">= 0"
-            raise ImageError(f"{name} must be a finite number {allowed}, got {v!r}")
+    ImageSettings(pixel_size, tof, atom_number)
 
 
 # ------------------------------------------------------------------ predict

@@ -195,7 +195,7 @@ def _stage_prune(ctx: _Context) -> dict:
     c = ctx.config.compress
     model, _, rows = prune_and_finetune(ctx.setup(), c.sparsity, c.method, ft_epochs=c.ft_epochs,
                                         learning_rate=ctx.config.ft_lr, prune=c.prune_config(), keep=c.keep,
-                                        progress=ctx.progress)
+                                        schedule=c.schedule, precise_bn=c.precise_bn, progress=ctx.progress)
     sizes = save_quantized(ctx.out / "models" / "pruned", model, None, sparse=True, overwrite=True,
                            extra=dict(kind="pruned", source="pruned", scheme=None, sparsity=c.sparsity,
                                       method=c.method))

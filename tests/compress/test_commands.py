@@ -14,12 +14,14 @@ def test_bad_input_is_a_clear_error(capsys, tmp_path):
     assert "no training run" in capsys.readouterr().err
     assert main(["prune", "--distribution", "layerwise", "--out", str(tmp_path / "o")]) == 2
     assert "'layerwise'" in capsys.readouterr().err
-    for keep in ("0", "1.5", "half"):
-        with pytest.raises(SystemExit) as e:
-            main(["shrink", "--keep", keep])
-        assert e.value.code == 2 and "keep fraction must be" in capsys.readouterr().err
+    for keep in ("0", "1.5"):
+        assert main(["shrink", "--keep", keep]) == 2
+        assert "keep must be in (0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["shrink", "--keep", "half"])
+    assert e.value.code == 2 and "expected float, got 'half'" in capsys.readouterr().err
     assert main(["shrink", "--ft-epochs", "-1", "--run", str(tmp_path), "--out", str(tmp_path / "s")]) == 2
-    assert "--ft-epochs must be >= 0" in capsys.readouterr().err
+    assert "ft_epochs must be >= 0" in capsys.readouterr().err
     assert main(["shrink", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "s")]) == 2
     assert "no training run" in capsys.readouterr().err
 

@@ -189,7 +189,7 @@ def test_onnx_runtime_quantizer_is_the_side_by_side_comparison(folders, tmp_path
 def test_export_cli_errors_are_one_line(folders, tmp_path, capsys):
     args = ["export", "--model", str(folders / "int8")]
     cases = [
-        (["--format", "jax", "--quantizer", "ort", "--out", str(tmp_path / "a.jaxexport")], "--quantizer ort needs"),
+        (["--format", "jax", "--quantizer", "ort", "--out", str(tmp_path / "a.jaxexport")], "quantizer ort needs format onnx"),
         (["--format", "jax", "--out", str(tmp_path / "a.onnx")], "must end in .jaxexport"),
         (["--format", "jax", "--out", str(tmp_path)], "must end in"),
     ]

@@ -133,7 +133,6 @@ def test_unexpected_errors_print_a_summary_line_first(tmp_path, monkeypatch, cap
 
     def boom(args):
         raise KeyError("an internal bug")
-    monkeypatch.setattr(cli, "cmd_demo", boom)
     p = cli.build_parser()
     monkeypatch.setattr(cli, "build_parser", lambda: p)
     p._subparsers._group_actions[0].choices["demo"].set_defaults(func=boom)
