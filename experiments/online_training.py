@@ -108,7 +108,7 @@ def main(argv=None) -> int:
 
     from bec_jax.data.loader import BatchLoader
     from bec_jax.data.targets import make_example
-    from bec_jax.gpe import Grid, box_length, ground_state
+    from bec_jax.gpe import PCG, Grid, box_length, ground_state
     from bec_jax.models.unet import UNetConfig, count_params, init_model
     from bec_jax.train.evaluate import evaluate_predictions, summarize
     from bec_jax.train.losses import masked_mse, masked_sq_error_sums
@@ -120,7 +120,8 @@ def main(argv=None) -> int:
     length = float(box_length(args.g_range[1], args.omega_range[1]))
     grid = Grid(n=args.n, length=length)
     ocfg = OnlineConfig(batch_size=args.batch_size, g_range=args.g_range, omega_range=args.omega_range,
-                        n_starts=args.n_starts, warmup_steps=args.warmup, max_iter=args.max_iter)
+                        n_starts=args.n_starts,
+                        solver=PCG(warmup_steps=args.warmup, max_iter=args.max_iter, tol_residual=1e-4, tol_energy=1e-7))
     mcfg = UNetConfig(base_width=args.width, depth=args.depth, input_size=args.n)
     tx = optax.adam(args.lr)
     print(f"online vs fixed: grid {args.n}² L = {length:.3f}, g {args.g_range}, Ω {args.omega_range}, "

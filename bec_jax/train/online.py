@@ -48,9 +48,9 @@ class OnlineConfig:
     batch_size: states per step, ≥ 1.
     g_range: (g_min, g_max), 0 ≤ g_min ≤ g_max; omega_range: (Ω_min, Ω_max) in (−1, 1), uniform.
     n_starts: seeded guesses per state (lowest final energy wins), ≥ 1.
-    warmup_steps: imaginary-time steps at ``dt`` before CG, even ≥ 0; dt in (0, 0.5].
-    max_iter: CG iterations per start, ≥ 1 (the per-step solver budget).
-    tol_residual, tol_energy: CG stopping criterion (as ``ground_state``), > 0.
+    solver: the in-step relaxation, ``ground_state``'s ``PCG`` (its fields are the per-step solver
+      budget: warm-up steps, CG iterations, tolerances). The default is cheap: 100 warm-up steps,
+      ≤ 300 CG iterations, residual 1e-4.
     target, mask_threshold: how ψ becomes (x, y, mask) (``TargetConfig``).
     """
 
@@ -58,18 +58,14 @@ class OnlineConfig:
     g_range: tuple[float, float] = (50.0, 150.0)
     omega_range: tuple[float, float] = (0.45, 0.75)
     n_starts: int = 2
-    warmup_steps: int = 100
-    dt: float = 0.05
-    max_iter: int = 300
-    tol_residual: float = 1e-4
-    tol_energy: float = 1e-7
+    solver: PCG = PCG(warmup_steps=100, max_iter=300, tol_residual=1e-4, tol_energy=1e-7)
     target: str = "phase_diff"
     mask_threshold: float = 1e-3
 
     def __post_init__(self):
         object.__setattr__(self, "g_range", tuple(float(v) for v in self.g_range))
         object.__setattr__(self, "omega_range", tuple(float(v) for v in self.omega_range))
-        for name in ("batch_size", "n_starts", "max_iter"):
+        for name in ("batch_size", "n_starts"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -77,23 +73,13 @@ class OnlineConfig:
             raise ValueError(f"g_range must be (g_min, g_max) with 0 <= g_min <= g_max < inf, got {self.g_range}")
         if len(self.omega_range) != 2 or not (-1 < self.omega_range[0] <= self.omega_range[1] < 1):
             raise ValueError(f"omega_range must be (lo, hi) with -1 < lo <= hi < 1, got {self.omega_range}")
-        if not isinstance(self.warmup_steps, (int, np.integer)) or self.warmup_steps < 0 or self.warmup_steps % 2:
-            raise ValueError(f"warmup_steps must be an even integer >= 0, got {self.warmup_steps!r}")
-        if not (0 < self.dt <= 0.5):
-            raise ValueError(f"dt must be in (0, 0.5], got {self.dt}")
-        if not (self.tol_residual > 0 and self.tol_energy > 0):
-            raise ValueError(f"tol_residual and tol_energy must be > 0, got {self.tol_residual}, {self.tol_energy}")
+        if not isinstance(self.solver, PCG):
+            raise ValueError(f"solver must be a PCG (the in-step relaxation), got {self.solver!r}")
         self.target_config  # validates target and mask_threshold
 
     @property
     def target_config(self) -> TargetConfig:
         return TargetConfig(target=self.target, mask_threshold=self.mask_threshold)
-
-    @property
-    def solver(self) -> PCG:
-        """The in-step relaxation: ``ground_state``'s ``PCG`` with this budget and these tolerances."""
-        return PCG(warmup_steps=self.warmup_steps, dt=self.dt, max_iter=self.max_iter,
-                   tol_residual=self.tol_residual, tol_energy=self.tol_energy)
 
 
 def sample_parameters(key, config: OnlineConfig):
