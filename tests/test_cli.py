@@ -78,6 +78,7 @@ def test_flags_are_generated_from_config_dataclasses(capsys):
     from bec_jax.bench.measure import BenchConfig
     from bec_jax.compress.workflow import CompressConfig, QuantizeConfig, ShrinkConfig
     from bec_jax.data.generate import GenerateConfig
+    from bec_jax.data.plots import SampleFigure
     from bec_jax.deploy.export import ExportConfig
     from bec_jax.deploy.predict import ImageSettings
     from bec_jax.flags import field_docs
@@ -88,7 +89,7 @@ def test_flags_are_generated_from_config_dataclasses(capsys):
 
     for command, cls, prefix, exclude in (
             ("demo", DemoConfig, "", ()), ("demo", PCG, "pcg-", ()), ("train", TrainConfig, "", ()),
-            ("evaluate", EvalConfig, "", ()), ("generate", GenerateConfig, "", ()),
+            ("evaluate", EvalConfig, "", ()), ("generate", GenerateConfig, "", ()), ("show-data", SampleFigure, "", ()),
             ("prune", CompressConfig, "", ("schemes", "combined_scheme")), ("shrink", ShrinkConfig, "", ()),
             ("quantize", QuantizeConfig, "", ()), ("export", ExportConfig, "", ()),
             ("predict", ImageSettings, "", ()), ("bench", BenchConfig, "", ())):

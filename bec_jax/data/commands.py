@@ -28,18 +28,20 @@ def cmd_generate(args) -> int:
 
 
 def cmd_show_data(args) -> int:
-    from bec_jax.data.plots import plot_samples
+    from bec_jax.data.plots import SampleFigure, plot_samples
 
+    c = config_from_flags(SampleFigure(), args)
     path = Path(args.data)
     if not path.exists():
         raise UsageError(f"no dataset at {args.data!r}")
-    png = plot_samples(path, args.out, n_samples=args.samples, seed=args.seed, target=args.target)
+    png = plot_samples(path, args.out, n_samples=c.samples, seed=c.seed, target=c.target)
     print(f"wrote {png}")
     return 0
 
 
 def register(sub) -> None:
     from bec_jax.data.generate import PRESETS, GenerateConfig
+    from bec_jax.data.plots import SampleFigure
 
     g = sub.add_parser("generate", help="generate (or resume) a dataset of rotating ground states (HDF5)",
                        description="Generate (or resume) a dataset. Every GenerateConfig field is a flag; defaults "
@@ -51,11 +53,9 @@ def register(sub) -> None:
     add_dataclass_flags(g, GenerateConfig, PRESETS["quick"], title="dataset (GenerateConfig)")
     g.set_defaults(func=cmd_generate)
 
-    s = sub.add_parser("show-data", help="PNG of density and phase-gradient targets for a few samples")
+    s = sub.add_parser("show-data", help="PNG of density and phase-gradient targets for a few samples",
+                       description="Draw a few samples of a dataset. Every SampleFigure field is a flag.")
     s.add_argument("--data", default="data/quick.h5", help="dataset .h5 (or shard folder)")
     s.add_argument("--out", default="runs/show_data.png", help="output PNG")
-    s.add_argument("--samples", type=int, default=3, help="samples shown (default 3)")
-    s.add_argument("--target", choices=["phase_diff", "velocity"], default="phase_diff",
-                   help="phase_diff (radians per pixel) or velocity (inverse oscillator lengths)")
-    s.add_argument("--seed", type=int, default=0, help="which samples (default 0)")
+    add_dataclass_flags(s, SampleFigure, title="figure (SampleFigure)")
     s.set_defaults(func=cmd_show_data)

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from bec_jax.data.storage import load_grid, read_h5
-from bec_jax.data.targets import TargetConfig, make_example
+from bec_jax.data.targets import TARGETS, TargetConfig, make_example
 from bec_jax.plotting import colormap, subplots
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleFigure:
+    """Which samples ``bec-jax show-data`` draws.
+
+    samples: samples shown, one row each (>= 1).
+    seed: seed of the random choice of samples.
+    target: the gradient drawn: "phase_diff" (radians per pixel) or "velocity" (inverse oscillator lengths).
+    """
+
+    samples: int = 3
+    seed: int = 0
+    target: str = "phase_diff"
+
+    def __post_init__(self):
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
 
 
 def plot_samples(path, out, n_samples: int = 3, seed: int = 0, target: str = "phase_diff"):
