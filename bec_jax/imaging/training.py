@@ -41,7 +41,7 @@ from bec_jax.imaging.expansion import expansion_factor, rotate
 from bec_jax.imaging.frame import CLOUD_MARGIN, cloud_signal, model_input, signal_to_grid
 from bec_jax.imaging.model import ImagingConfig, ImagingRanges, cloud_angle, render, sample_params
 
-__all__ = ["ImagingTrainConfig", "imaged_example", "imaged_examples", "cloud_radius"]
+__all__ = ["ImagingTrainConfig", "imaged_state", "imaged_states", "imaged_example", "imaged_examples", "cloud_radius"]
 
 _RANGE_FIELDS = tuple(f.name for f in dataclasses.fields(ImagingRanges))
 _CAMERA_FIELDS = tuple(f.name for f in dataclasses.fields(ImagingConfig))
@@ -114,11 +114,11 @@ def cloud_radius(grid: Grid, density):
     return jnp.sqrt(3.0 * jnp.sum(r2 * density) / jnp.sum(density))
 
 
-def imaged_example(grid: Grid, psi, key, settings: ImagingTrainConfig, config: TargetConfig = TargetConfig()):
-    """(x float (n, n, 1), y float (n, n, 2), mask bool (n, n)) of ONE state ψ (n, n) seen through the camera.
+def imaged_state(grid: Grid, psi, key, settings: ImagingTrainConfig, eps: float = TargetConfig.eps):
+    """(x float (n, n, 1), ψ_rot complex (n, n)) of ONE state ψ (n, n) seen through the camera.
 
-    x: the input predict would make of the rendered image (module doc); y, mask: the target of
-    ``config`` and its mask for ψ rotated by the image's ``cloud_angle``.
+    x: the input predict would make of the rendered image (module doc); ψ_rot: ψ rotated by the
+    image's ``cloud_angle``, the state whose targets x stands for (eps: ``TargetConfig.eps``).
     """
     k_params, k_noise = jax.random.split(key)
     p = sample_params(k_params, settings.ranges)
@@ -129,11 +129,30 @@ def imaged_example(grid: Grid, psi, key, settings: ImagingTrainConfig, config: T
     row = 0.5 * (cam.rows - 1) - p.center_y / p.pixel_size
     col = 0.5 * (cam.cols - 1) - p.center_x / p.pixel_size
     psi_rot = rotate(grid, psi, cloud_angle(p))
-    _, y, mask = make_example(grid, psi_rot, config)
     radius = cloud_radius(grid, jnp.abs(psi_rot) ** 2) / scale
     signal = cloud_signal(image, row, col, radius, p.background, settings.margin)
     density, _ = signal_to_grid(grid, signal, row, col, scale)
-    return model_input(density, config.eps)[..., None], y, mask
+    return model_input(density, eps)[..., None], psi_rot
+
+
+def imaged_example(grid: Grid, psi, key, settings: ImagingTrainConfig, config: TargetConfig = TargetConfig()):
+    """(x float (n, n, 1), y float (n, n, 2), mask bool (n, n)) of ONE state ψ (n, n) seen through the camera.
+
+    x: ``imaged_state``'s; y, mask: the target of ``config`` and its mask for ψ rotated by the
+    image's ``cloud_angle``.
+    """
+    x, psi_rot = imaged_state(grid, psi, key, settings, config.eps)
+    _, y, mask = make_example(grid, psi_rot, config)
+    return x, y, mask
+
+
+@partial(jax.jit, static_argnames=("grid", "settings", "eps"))
+def imaged_states(grid: Grid, psi, keys, settings: ImagingTrainConfig, eps: float = TargetConfig.eps):
+    """``imaged_state`` of a batch ψ (B, n, n) with one key per sample, keys (B,):
+    (x float32 (B, n, n, 1), ψ_rot (B, n, n)). Evaluation renders with keys of the sample indices,
+    so every model of a run is scored on the same images."""
+    x, psi_rot = jax.vmap(lambda s, k: imaged_state(grid, s, k, settings, eps))(psi, keys)
+    return x.astype(jnp.float32), psi_rot
 
 
 @partial(jax.jit, static_argnames=("grid", "settings", "config"))

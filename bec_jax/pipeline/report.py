@@ -47,6 +47,7 @@ def build_report(config, results: dict) -> dict:
         training=dict(epochs=train["epochs"], best_epoch=train["best_epoch"], best_val_mse=train["best_val_mse"],
                       seconds=train["seconds"]),
         evaluation=dict(split="test", checkpoint="best", n_samples=ev["summary"]["n_samples"],
+                        inputs="camera images (imaging model)" if config.imaging.enabled else "clean",
                         **{k: ev["summary"][k] for k in METRICS},
                         fidelity_ceiling_mean=ev["summary"]["fidelity_ceiling_mean"],
                         fidelity_zero_phase_mean=ev["summary"]["fidelity_zero_phase_mean"]),
@@ -110,6 +111,7 @@ def _markdown(r: dict, figures: dict) -> str:
          f"{t['seconds']:.0f} s; best validation masked MSE {t['best_val_mse']:.3e} at epoch {t['best_epoch']}.", "",
          f"![loss]({figures['train']})", "",
          "## Test split (dense model, best checkpoint)", "",
+         f"Inputs: {e.get('inputs', 'clean')}; every model below is scored on the same inputs.", "",
          "| samples | masked MSE | mean fidelity | fidelity ceiling | zero-phase fidelity | vortex count accuracy "
          "| position error (ξ, median) |", "|---|---|---|---|---|---|---|",
          f"| {e['n_samples']} | {e['mse']:.3e} | {e['fidelity_mean']:.4f} | {e['fidelity_ceiling_mean']:.4f} | "

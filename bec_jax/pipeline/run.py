@@ -152,7 +152,8 @@ def _evaluate(ctx: _Context, model, desc: str, keep: int = 0):
 
     grid, arrays, tcfg = ctx.test_split()
     return evaluate_model(model, grid, arrays, np.arange(len(arrays["psi"])), tcfg,
-                          batch_size=ctx.config.report.eval_batch_size, progress=ctx.progress, keep=keep, desc=desc)
+                          batch_size=ctx.config.report.eval_batch_size, progress=ctx.progress, keep=keep, desc=desc,
+                          imaging=ctx.config.imaging, seed=ctx.config.train.seed)
 
 
 def _latency(ctx: _Context, model) -> dict:

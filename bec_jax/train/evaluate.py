@@ -144,19 +144,29 @@ def summarize(per_sample: dict) -> dict:
 
 def evaluate_model(model, grid: Grid, arrays: dict, idx, tcfg: TargetConfig, *, batch_size: int = 16,
                    ecfg: EvalConfig = EvalConfig(), progress: bool = True, keep: int = 0,
-                   desc: str = "evaluate") -> tuple[dict, dict]:
+                   desc: str = "evaluate", imaging=None, seed: int = 0) -> tuple[dict, dict]:
     """(summary, samples) of ``model`` (any U-Net-like nnx module, put in eval
     mode) on the samples ``idx`` of a dataset's ``arrays`` (from ``read_h5``).
 
     The shared core of ``evaluate_run`` and the pipeline's evaluation of
     compressed models. summary: ``summarize`` of the per-sample metrics;
     samples: the fields of ``keep`` samples spread evenly over ``idx``.
+    imaging: an enabled ``ImagingTrainConfig`` (the run trained under the imaging
+    model): inputs are camera images of the states, rendered with a key of (seed,
+    sample index), so that every model is scored on the same images, and each is
+    compared with its state as the image shows it (rotated by the image's cloud angle;
+    ``imaging.training.imaged_states``). None: clean log-density inputs.
     """
     from flax import nnx
     from tqdm.auto import tqdm
 
     from bec_jax.train.core import make_predict
 
+    imaged = imaging is not None and imaging.enabled
+    if imaged:
+        from bec_jax.imaging.training import imaged_states
+
+        base_key = jax.random.key(seed)
     model.eval()
     # everything that is not a Param (BatchNorm statistics, int8 kernels and scales) rides along
     gd, params, batch_stats = nnx.split(model, nnx.Param, ...)
@@ -167,7 +177,11 @@ def evaluate_model(model, grid: Grid, arrays: dict, idx, tcfg: TargetConfig, *, 
     for lo in tqdm(range(0, len(idx), batch_size), desc=desc, unit="batch", disable=not progress):
         sel = idx[lo : lo + batch_size]
         psi = jnp.asarray(arrays["psi"][sel])
-        x, _, _ = make_example(grid, psi, tcfg)
+        if imaged:
+            keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(sel))
+            x, psi = imaged_states(grid, psi, keys, imaging, tcfg.eps)
+        else:
+            x, _, _ = make_example(grid, psi, tcfg)
         pred = run_predict(params, batch_stats, x.astype(jnp.float32))
         r = evaluate_predictions(grid, psi, pred, arrays["mu"][sel], tcfg, ecfg)
         parts.append({k: r[k] for k in ("mse", "mse_ref", "fidelity", "fidelity_ceiling", "fidelity_zero_phase",
@@ -204,7 +218,7 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
 
     from bec_jax.data.splits import split_by_group
     from bec_jax.data.storage import load_grid, read_h5
-    from bec_jax.train.trainer import load_trained, run_data_path
+    from bec_jax.train.trainer import load_trained, run_data_path, run_imaging
 
     if split not in ("test", "val", "train", "all"):
         raise ValueError(f"split must be one of test, val, train, all; got {split!r}")
@@ -227,9 +241,11 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
     if len(idx) == 0:
         raise ValueError(f"the {split!r} split of {str(data)!r} is empty")
     tcfg = tc.target_config
+    imaging = run_imaging(info["run"])  # a model trained on camera images is scored on camera images
     summary, samples = evaluate_model(model, grid, arrays, idx, tcfg, batch_size=batch_size, ecfg=ecfg,
-                                      progress=progress, keep=keep)
+                                      progress=progress, keep=keep, imaging=imaging)
     config = dict(run=str(run_dir), data=str(data), split=split, checkpoint=which, epoch=int(info["epoch"]),
                   target=tcfg.target, mask_threshold=tcfg.mask_threshold, eval=dataclasses.asdict(ecfg),
-                  grid=dict(n=grid.n, length=grid.length))
+                  grid=dict(n=grid.n, length=grid.length),
+                  inputs="camera images (imaging model)" if imaging is not None and imaging.enabled else "clean")
     return dict(summary=summary, config=config, samples=samples, grid=grid)

@@ -11,7 +11,8 @@ import pytest
 import bec_jax as bj
 from bec_jax.data.targets import TargetConfig, make_example, phase_differences
 from bec_jax.gpe.phase_field import winding_from_differences
-from bec_jax.imaging.training import ImagingTrainConfig, cloud_radius, imaged_example, imaged_examples
+from bec_jax.imaging.training import (ImagingTrainConfig, cloud_radius, imaged_example, imaged_examples,
+                                      imaged_states)
 
 GRID = bj.Grid(48, 12.0)
 VORTICES = ((1.2, 0.3), (-0.8, 1.0), (0.2, -1.3))
@@ -138,6 +139,37 @@ def test_batches_are_jitted_vmapped_and_reproducible_in_the_key():
     np.testing.assert_array_equal(np.asarray(x), np.asarray(again[0]))
     other = imaged_examples(GRID, psi, jax.random.key(2), s)
     assert not np.allclose(np.asarray(x), np.asarray(other[0]))
+
+
+def test_evaluation_renders_per_sample_and_scores_against_the_imaged_state():
+    """The evaluation of a camera-trained model: inputs rendered with keys of the sample indices (the
+    same images whatever the batch size), targets from the state as the image shows it."""
+    from bec_jax.models import UNetConfig, init_model
+    from bec_jax.train.evaluate import evaluate_model
+
+    psi = jnp.stack([state(0.0), state(0.7), state(1.4)])
+    s = identity(angle=0.6)
+    key = jax.random.key(3)
+    x, psi_rot = imaged_states(GRID, psi[:1], key[None], s)
+    x1, y1, m1 = imaged_example(GRID, psi[0], key, s)
+    np.testing.assert_allclose(np.asarray(x[0]), np.asarray(x1), rtol=1e-5)  # jit vs eager round-off
+    _, y_rot, m_rot = make_example(GRID, psi_rot[0])
+    np.testing.assert_allclose(np.asarray(y_rot), np.asarray(y1), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(m_rot), np.asarray(m1))
+
+    model = init_model(UNetConfig(base_width=2, depth=2, input_size=GRID.n), 0)
+    arrays = dict(psi=np.asarray(psi), mu=np.ones(3), g=np.ones(3), omega=np.zeros(3))
+    run = lambda imaging, bs, a=arrays: evaluate_model(model, GRID, a, np.arange(3), TargetConfig(), batch_size=bs,
+                                                       progress=False, imaging=imaging)[0]
+    a, b = run(s, 1), run(s, 2)
+    assert a["mse"] == pytest.approx(b["mse"], rel=1e-6) and a["fidelity_mean"] == pytest.approx(b["fidelity_mean"], rel=1e-6)
+    # identity camera without rotation: the clean evaluation, to the round-off of the Fourier rotation
+    assert run(identity(), 3)["mse"] == pytest.approx(run(None, 3)["mse"], rel=1e-3)
+    # with the cloud turned by 0.6 rad: the clean evaluation of the turned states, not of the stored ones
+    turned = dict(arrays, psi=np.asarray(imaged_states(GRID, psi, jax.random.split(key, 3), s)[1]))
+    for k in ("mse", "fidelity_mean"):
+        assert a[k] == pytest.approx(run(None, 3, turned)[k], rel=1e-5), k
+    assert a["fidelity_mean"] != pytest.approx(run(None, 3)["fidelity_mean"], rel=5e-3)  # ... which score otherwise
 
 
 @pytest.mark.parametrize("kw, match", [(dict(rows=0), "rows"), (dict(psf="moffat"), "psf"),
