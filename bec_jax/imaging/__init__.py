@@ -17,7 +17,8 @@ from bec_jax.imaging.expansion import expand_density, expansion_angle, expansion
 from bec_jax.imaging.model import (ImagingConfig, ImagingParams, ImagingRanges, cloud_angle, expected_image, render,
                                    sample_params)
 from bec_jax.imaging.noise import fringes, read_noise, shot_noise
-from bec_jax.imaging.psf import PSF_KINDS, airy_otf, airy_radius, blur, gaussian_otf, otf
+from bec_jax.imaging.psf import (PSF_KINDS, airy_otf, airy_radius, blur, box_transfer, gaussian_otf,
+                                observation_transfer, otf)
 
 __all__ = [
     "cell_edges", "integrate_pixels", "overlap_matrix", "pixel_edges", "resample_density",
@@ -25,5 +26,5 @@ __all__ = [
     "CLOUD_MARGIN", "cloud_signal", "model_input", "signal_to_grid",
     "ImagingConfig", "ImagingParams", "ImagingRanges", "cloud_angle", "expected_image", "render", "sample_params",
     "fringes", "read_noise", "shot_noise",
-    "PSF_KINDS", "airy_otf", "airy_radius", "blur", "gaussian_otf", "otf",
+    "PSF_KINDS", "airy_otf", "airy_radius", "blur", "box_transfer", "gaussian_otf", "observation_transfer", "otf",
 ]

@@ -21,7 +21,8 @@ import numpy as np
 
 from bec_jax.gpe.grid import Grid
 
-__all__ = ["PSF_KINDS", "BESSEL_J1_ZERO", "airy_radius", "gaussian_otf", "airy_otf", "otf", "blur"]
+__all__ = ["PSF_KINDS", "BESSEL_J1_ZERO", "airy_radius", "gaussian_otf", "airy_otf", "otf", "box_transfer",
+           "observation_transfer", "blur"]
 
 PSF_KINDS = ("none", "gaussian", "airy")
 #: first zero of J₁
@@ -60,6 +61,31 @@ def otf(grid: Grid, kind: str, width, scale=1.0):
     if kind == "airy":
         return airy_otf(grid, width, scale)
     raise ValueError(f"psf kind must be one of {PSF_KINDS}, got {kind!r}")
+
+
+def box_transfer(grid: Grid, width):
+    """Transfer function of averaging over a square of side ``width`` ≥ 0 (trap units):
+    sinc(k_x w/2)·sinc(k_y w/2), real (n, n)."""
+    k = jnp.asarray(grid.k)
+    s = jnp.sinc(k * width / (2 * np.pi))  # numpy's sinc is sin(πx)/(πx)
+    return s[None, :] * s[:, None]
+
+
+def observation_transfer(grid: Grid, psf: str, psf_width, pixel, lam=1.0):
+    """What a camera image, mapped back onto ``grid`` as ``bec-jax predict`` does, makes of an in-trap
+    density: one real transfer function (n, n).
+
+    psf, psf_width: the optical PSF (``otf``; width in the imaged plane, acting as width/λ in the
+    trap). pixel: the in-trap side of one camera pixel (P/λ). lam: the flight's dilation λ.
+    Three box averages: the rendering integrates the density as constant over each grid cell
+    (side dx), the camera over each pixel, and predict area-resamples the pixels back onto the
+    cells (side dx). Their exact result depends on where pixel edges fall; averaged over that
+    sub-pixel position it is the convolution with the boxes (the test compares it with the
+    rendered and resampled images: 0.5–0.6 % of the density in L2). Noise is not a transfer: it
+    stays in the observation.
+    """
+    cell = box_transfer(grid, grid.dx)
+    return otf(grid, psf, psf_width, lam) * box_transfer(grid, pixel) * cell * cell
 
 
 def blur(density, transfer):

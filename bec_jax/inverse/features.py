@@ -29,6 +29,7 @@ __all__ = [
     "ring_basis",
     "azimuthal_features",
     "feature_loss",
+    "seed_state",
     "seed_state_from_density",
     "density_minima",
     "closed_form_guess",
@@ -122,24 +123,29 @@ def density_minima(grid: Grid, n, depth: float = 0.5, cloud: float = 0.1, sigma:
     return np.stack([grid.x[i] + ox * grid.dx, grid.x[j] + oy * grid.dx], -1).reshape(-1, 2)
 
 
+def seed_state(grid: Grid, n, positions, winding: int = 1) -> np.ndarray:
+    """ψ0 = √n · Π_j e^{i·winding·arg(z − z_j)}: the density ``n`` (n, n) with a vortex of the given
+    ``winding`` at each of ``positions`` (K, 2) (x, y), complex64 (n, n) normalised."""
+    n = np.asarray(n, float)
+    X, Y = grid.mesh()
+    theta = np.zeros_like(X, dtype=float)
+    for x0, y0 in np.asarray(positions, float).reshape(-1, 2):
+        theta += winding * np.arctan2(Y - y0, X - x0)
+    psi = np.sqrt(np.maximum(n, 0.0)) * np.exp(1j * theta)
+    psi /= np.sqrt(np.sum(np.abs(psi) ** 2) * grid.cell_area)
+    return psi.astype(np.complex64)
+
+
 def seed_state_from_density(grid: Grid, n, winding: int = 1) -> tuple[np.ndarray, int]:
-    """ψ0 = √n · Π_j e^{±i arg(z − z_j)} over the cores of ``density_minima``.
+    """``seed_state`` at the cores of ``density_minima``: (ψ0 complex64 (n, n), number of cores).
 
     The density fixes |ψ|; the phase of a ground state is (up to a constant)
     that of its vortices, whose sign is fixed by the sign of Ω (+ for Ω > 0).
     Relaxing from ψ0 keeps the observed vortex number AND orientation, so the
-    predicted state is aligned with the observation. Returns (ψ0 complex64
-    (n, n) normalised, number of cores).
+    predicted state is aligned with the observation.
     """
-    n = np.asarray(n, float)
     z = np.asarray(density_minima(grid, n))
-    X, Y = grid.mesh()
-    theta = np.zeros_like(X, dtype=float)
-    for x0, y0 in z:
-        theta += winding * np.arctan2(Y - y0, X - x0)
-    psi = np.sqrt(np.maximum(n, 0.0)) * np.exp(1j * theta)
-    psi /= np.sqrt(np.sum(np.abs(psi) ** 2) * grid.cell_area)
-    return psi.astype(np.complex64), len(z)
+    return seed_state(grid, n, z, winding), len(z)
 
 
 def closed_form_guess(grid: Grid, n, n_vortices: int) -> tuple[float, float]:

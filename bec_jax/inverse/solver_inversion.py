@@ -64,9 +64,11 @@ from bec_jax.inverse.features import (
     azimuthal_features,
     closed_form_guess,
     feature_loss,
+    seed_state,
     seed_state_from_density,
 )
 from bec_jax.inverse.ranges import ParamBox
+from bec_jax.imaging.psf import blur
 
 __all__ = [
     "SolverInversionConfig",
@@ -156,19 +158,20 @@ def _make_run(grid: Grid, cfg: SolverInversionConfig):
                             tol_residual=cfg.tol_residual, tol_energy=1e-7, preconditioner="rotating",
                             shard=False, chunk=None, adjoint=adjoint).psi
 
-    def loss_fn(u, psi_prev, f_obs):
-        """Feature loss of the ground state at u, warm-started from psi_prev; aux: that state.
-        Differentiable through ground_state itself (implicit adjoint)."""
+    def loss_fn(u, psi_prev, f_obs, transfer):
+        """Feature loss of the ground state at u, warm-started from psi_prev, as the observation
+        would show it (``transfer``); aux: that state. Differentiable through ground_state itself
+        (implicit adjoint)."""
         psi = relax(psi_prev, cfg.box.to_physical(u), cfg.relax_iter)
-        return feature_loss(azimuthal_features(grid, density(psi), fc), f_obs, fc), psi
+        return feature_loss(azimuthal_features(grid, blur(density(psi), transfer), fc), f_obs, fc), psi
 
-    def run_one(psi0, u0, n_obs):
+    def run_one(psi0, u0, n_obs, transfer):
         f_obs = azimuthal_features(grid, n_obs, fc)
         psi = relax(psi0, cfg.box.to_physical(u0), cfg.init_iter)
 
         def step(c, _):
             u, psi, opt = c
-            (_, psi), gu = jax.value_and_grad(loss_fn, has_aux=True)(u, psi, f_obs)
+            (_, psi), gu = jax.value_and_grad(loss_fn, has_aux=True)(u, psi, f_obs, transfer)
             # NaN: no derivative at this state (not a minimum yet: an unconverged relaxation can
             # leave it at a saddle). Stay put; the next step relaxes further at the same u.
             gu = jnp.where(jnp.isfinite(gu), gu, 0.0)
@@ -177,7 +180,7 @@ def _make_run(grid: Grid, cfg: SolverInversionConfig):
             return (u, jax.lax.stop_gradient(psi), opt), cfg.box.to_physical(u)
 
         (u, psi, _), hist = jax.lax.scan(step, (u0, psi, tx.init(u0)), None, length=cfg.steps)
-        final, psi = loss_fn(u, psi, f_obs)
+        final, psi = loss_fn(u, psi, f_obs, transfer)
         hist = jnp.concatenate([cfg.box.to_physical(u0)[None], hist], 0)
         return cfg.box.to_physical(u), final, hist, psi
 
@@ -188,7 +191,7 @@ _RUNS: dict = {}
 
 
 def invert_with_solver(grid: Grid, densities, cfg: SolverInversionConfig = SolverInversionConfig(),
-                       init=None) -> InversionResult:
+                       init=None, *, vortices=None, transfer=None) -> InversionResult:
     """Recover (g, Ω) of each density image by implicit-gradient descent.
 
     Args:
@@ -197,6 +200,13 @@ def invert_with_solver(grid: Grid, densities, cfg: SolverInversionConfig = Solve
       cfg: settings (``SolverInversionConfig``).
       init: optional (B, 2) first guesses; default ``closed_form_guess``
         (clipped into the box).
+      vortices: optional, per image, the (K, 2) (x, y) positions of its vortex cores
+        (e.g. the U-Net's, ``bec-jax predict``), which seed the state; default: the
+        cores ``density_minima`` finds in the image.
+      transfer: optional real (n, n) or (B, n, n) transfer function of the observation
+        (``imaging.observation_transfer``: PSF, camera pixels, resampling), applied to the
+        model's density before the features are compared: the imaging model inside the
+        loss. Default: the density itself.
 
     Returns:
       ``InversionResult`` (batch axis first).
@@ -213,9 +223,20 @@ def invert_with_solver(grid: Grid, densities, cfg: SolverInversionConfig = Solve
     if not np.all(np.isfinite(n)) or np.any(n < 0):
         raise ValueError("densities must be finite and >= 0")
     n = n / (n.sum(axis=(1, 2), keepdims=True) * grid.cell_area)
-    seeds = [seed_state_from_density(grid, ni) for ni in n]
+    if vortices is None:
+        seeds = [seed_state_from_density(grid, ni) for ni in n]
+    else:
+        if len(vortices) != len(n):
+            raise ValueError(f"vortices must hold one (K, 2) array per image ({len(n)}), got {len(vortices)}")
+        seeds = [(seed_state(grid, ni, z), len(np.asarray(z).reshape(-1, 2))) for ni, z in zip(n, vortices)]
     psi0 = np.stack([s[0] for s in seeds])
     nv = np.array([s[1] for s in seeds])
+    rdt = jnp.result_type(float)
+    tf = np.ones((grid.n, grid.n)) if transfer is None else np.asarray(transfer, float)
+    if tf.shape not in ((grid.n, grid.n), (len(n), grid.n, grid.n)) or not np.all(np.isfinite(tf)):
+        raise ValueError(f"transfer must be finite, of shape ({grid.n}, {grid.n}) or ({len(n)}, {grid.n}, {grid.n}), "
+                         f"got {tf.shape}")
+    tf = np.broadcast_to(tf, (len(n), grid.n, grid.n))
     box = cfg.box
     if init is None:
         guess = np.array([closed_form_guess(grid, ni, k) for ni, k in zip(n, nv)])
@@ -226,7 +247,7 @@ def invert_with_solver(grid: Grid, densities, cfg: SolverInversionConfig = Solve
     key = (grid, cfg)
     if key not in _RUNS:
         _RUNS[key] = _make_run(grid, cfg)
-    rdt = jnp.result_type(float)
-    p, loss, hist, psi = _RUNS[key](jnp.asarray(psi0, complex_dtype()), jnp.asarray(u0, rdt), jnp.asarray(n, rdt))
+    p, loss, hist, psi = _RUNS[key](jnp.asarray(psi0, complex_dtype()), jnp.asarray(u0, rdt), jnp.asarray(n, rdt),
+                                    jnp.asarray(tf, rdt))
     return InversionResult(params=p, init=jnp.asarray(guess), loss=loss, history=hist, psi=psi,
                            n_vortices=jnp.asarray(nv))

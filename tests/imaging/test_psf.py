@@ -46,3 +46,28 @@ def test_airy_psf_is_the_airy_pattern_with_its_first_dark_ring_at_r_A():
 def test_otf_rejects_unknown_kinds():
     with pytest.raises(ValueError, match="psf kind"):
         im.otf(GRID, "lorentz", 1.0)
+
+
+@pytest.mark.parametrize("pixel, tof, width", [(0.3, 0.0, 0.0), (0.6, 1.0, 0.5)])
+def test_observation_transfer_is_the_rendered_and_resampled_image_averaged_over_pixel_offsets(pixel, tof, width):
+    """observation_transfer against the exact chain: expected_image (PSF, camera pixels) then predict's
+    signal_to_grid, averaged over the pixel grid's sub-pixel offset."""
+    from bec_jax.imaging.frame import signal_to_grid
+    from bec_jax.imaging.model import ImagingConfig, ImagingParams, expected_image
+
+    grid = bj.Grid(48, 12.0)
+    X, Y = grid.mesh()
+    n = np.exp(-(X**2 + Y**2) / 8) * (1 - 0.9 * np.exp(-((X - 1) ** 2 + (Y - 0.5) ** 2) / 0.3))  # a cloud with a core
+    n = jnp.asarray(n / (n.sum() * grid.cell_area), jnp.float32)
+    lam = float(im.expansion_factor(tof))
+    cam = ImagingConfig(rows=64, cols=64, psf="gaussian" if width else "none", shot_noise=False, n_fringes=0)
+    rng, acc, K = np.random.default_rng(0), 0.0, 32
+    for _ in range(K):
+        cx, cy = rng.uniform(-0.5, 0.5, 2) * pixel
+        p = ImagingParams(tof=tof, pixel_size=pixel, center_x=cx, center_y=cy, psf_width=width or 0.3, atom_number=1.0)
+        row, col = 0.5 * (cam.rows - 1) - cy / pixel, 0.5 * (cam.cols - 1) - cx / pixel
+        acc = acc + np.asarray(signal_to_grid(grid, expected_image(grid, n, p, cam), row, col, pixel / lam)[0])
+    exact = acc / K
+    model = np.asarray(im.blur(n, im.observation_transfer(grid, cam.psf, width, pixel / lam, lam)))
+    err = lambda a: np.linalg.norm(a - exact) / np.linalg.norm(exact)
+    assert err(model) < 1e-2 and err(model) < 0.6 * err(np.asarray(n)), (err(model), err(np.asarray(n)))

@@ -85,3 +85,25 @@ def test_inversion_rejects_bad_input():
         SolverInversionConfig(steps=0)
     with pytest.raises(ValueError, match=r"b1 must be in \[0, 1\), got 1.0"):
         SolverInversionConfig(b1=1.0)
+
+
+@pytest.mark.slow  # two inversions, ~30 s on 2 cores
+def test_inversion_through_the_imaging_model_recovers_a_blurred_observation(state64):
+    """A blurred, pixelated observation (imaging.observation_transfer) with the vortices given, as
+    bec-jax predict passes them: with the transfer in the loss (g, Ω) come back; without it the
+    wider cloud reads as a larger g."""
+    from bec_jax.gpe.observables import vortex_positions
+    from bec_jax.imaging import blur, observation_transfer
+
+    grid, psi = state64
+    tf = np.asarray(observation_transfer(grid, "gaussian", 0.5, 0.4))
+    n = np.maximum(np.asarray(blur(jnp.asarray(bj.density(psi), jnp.float32), jnp.asarray(tf, jnp.float32))), 0)
+    cores = np.asarray(vortex_positions(grid, jnp.asarray(psi, jnp.complex64)))[:, :2]
+    assert len(cores) == 3
+    cfg = SolverInversionConfig(steps=25, init_iter=200, relax_iter=60, cg_iters=100,
+                                box=ParamBox((30.0, 270.0), (0.4, 0.8)), features=FC)
+    init = np.array([[85.0, 0.6]])
+    with_model = np.asarray(invert_with_solver(grid, n, cfg, init=init, vortices=[cores], transfer=tf).params)[0]
+    without = np.asarray(invert_with_solver(grid, n, cfg, init=init, vortices=[cores]).params)[0]
+    assert abs(with_model[0] / 100 - 1) < 0.03 and abs(with_model[1] / 0.65 - 1) < 0.03, with_model
+    assert abs(without[0] / 100 - 1) > 2 * abs(with_model[0] / 100 - 1), (without, with_model)
