@@ -22,7 +22,7 @@ def cmd_predict(args) -> int:
     print(f"bec-jax predict: {len(specs)} image(s), model {args.model} ({model.grid.n}² grid, box "
           f"{model.grid.length:g} a⊥, target {model.target}) -> {out}", flush=True)
     summary = predict_files(model, specs, out, pixel_size=s.pixel_size, tof=s.tof, atom_number=s.atom_number,
-                            progress=not args.no_progress)
+                            psf_width=s.psf_width, estimate=args.estimate_parameters, progress=not args.no_progress)
     print(json.dumps(dict(n_images=summary["n_images"], n_ok=summary["n_ok"], n_error=summary["n_error"],
                           summary=str(out / "summary.json"))))
     return 0
@@ -42,6 +42,10 @@ def register(sub) -> None:
                    help="model folder: a training run, a pipeline run or its models/<name>, or the model/ folder "
                         "of bec-jax prune/quantize/shrink")
     p.add_argument("--out", required=True, help="output folder: NAME.h5, NAME.png per image, summary.json")
+    p.add_argument("--estimate-parameters", action="store_true",
+                   help="also estimate (g, Ω) of each image: gradient descent through the ground-state solver, "
+                        "the imaging model inside the loss, seeded with the predicted vortices (seconds per "
+                        "image; summary.json 'parameters')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dataclass_flags(p, ImageSettings, title="imaging (ImageSettings)")
     p.set_defaults(func=cmd_predict)

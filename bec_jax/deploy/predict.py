@@ -49,7 +49,7 @@ import numpy as np
 from bec_jax.artifacts import CorruptArtifact, atomic_write, atomic_write_text, first_line
 from bec_jax.imaging.frame import CLOUD_MARGIN  # noqa: F401  (the disc kept around the fitted cloud)
 
-__all__ = ["ImageSettings", "Vortex", "Prediction", "LoadedModel", "ImageError", "load_model", "load_image", "find_cloud",
+__all__ = ["ImageSettings", "estimate_parameters", "Vortex", "Prediction", "LoadedModel", "ImageError", "load_model", "load_image", "find_cloud",
            "predict", "expand_inputs", "predict_files", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".npy", ".tif", ".tiff", ".png")
@@ -83,6 +83,7 @@ class Prediction:
     expansion_factor: λ = √(1 + t²). pixel_size, tof, atom_number: as used.
     counts_per_atom: total cloud counts / atom_number (None without atom_number).
     model_grid: (n, length) of the model's input grid (length in a⊥, in trap).
+    parameters: the (g, Ω) estimate (``estimate_parameters``), or None when not asked for.
     """
 
     phase_gradient: np.ndarray
@@ -99,6 +100,7 @@ class Prediction:
     atom_number: float | None
     counts_per_atom: float | None
     model_grid: tuple
+    parameters: dict | None = None
 
     @property
     def n_vortices(self) -> int:
@@ -110,7 +112,7 @@ class Prediction:
                     center=dict(row=self.center[0], col=self.center[1]), tf_radius_pixels=self.tf_radius,
                     background=self.background, noise=self.noise, expansion_factor=self.expansion_factor,
                     pixel_size=self.pixel_size, tof=self.tof, atom_number=self.atom_number,
-                    counts_per_atom=self.counts_per_atom)
+                    counts_per_atom=self.counts_per_atom, parameters=self.parameters)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -126,6 +128,7 @@ class LoadedModel:
     mask_threshold: float
     eps: float
     source: str
+    ranges: tuple | None = None  # ((g_lo, g_hi), (Ω_lo, Ω_hi)) of the training data, when recorded
 
     def __call__(self, x):
         """Prediction (B, n, n, 2) from inputs log(n + eps), float32 (B, n, n, 1)."""
@@ -166,7 +169,7 @@ def load_model(path) -> LoadedModel:
     loaded dequantized). ValueError naming the folder when it is none of these."""
     from flax import nnx
 
-    from bec_jax.data.storage import load_grid, read_h5
+    from bec_jax.data.storage import config_of, load_grid, read_h5
     from bec_jax.train.checkpoint import read_run_metadata
     from bec_jax.train.core import make_predict
     from bec_jax.train.trainer import load_trained, run_data_path
@@ -195,8 +198,13 @@ def load_model(path) -> LoadedModel:
                          f"n={grid.n} ({str(run)!r})")
     model.eval()
     gd, params, stats = nnx.split(model, nnx.Param, ...)
+    try:
+        data = config_of(attrs)
+        ranges = (tuple(map(float, data["g_range"])), tuple(map(float, data["omega_range"])))
+    except (KeyError, TypeError, ValueError):
+        ranges = None
     return LoadedModel(make_predict(gd), params, stats, grid, train.get("target", "phase_diff"),
-                       float(train.get("mask_threshold", 1e-3)), 1e-9, str(path))
+                       float(train.get("mask_threshold", 1e-3)), 1e-9, str(path), ranges)
 
 
 # ------------------------------------------------------------------ images
@@ -365,26 +373,30 @@ class ImageSettings:
     tof: time of flight between trap release and imaging, in units of 1/ω⊥ (>= 0); predict undoes the
       expansion.
     atom_number: atoms in the cloud (> 0; None: unknown). Only reported, as counts per atom.
+    psf_width: σ of the imaging system's Gaussian point-spread function in the object plane, a⊥
+      (>= 0; 0: below a pixel). Only used by the (g, Ω) estimate, whose loss images the model's
+      state with it.
     """
 
     pixel_size: float | None = None
     tof: float = 0.0
     atom_number: float | None = None
+    psf_width: float = 0.0
 
     def __post_init__(self):
-        for name, lo in (("pixel_size", 0.0), ("tof", None), ("atom_number", 0.0)):
+        for name, lo in (("pixel_size", 0.0), ("tof", None), ("atom_number", 0.0), ("psf_width", None)):
             v = getattr(self, name)
-            if v is None and name != "tof":
+            if v is None and name not in ("tof", "psf_width"):
                 continue
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
                     or (lo is not None and v <= lo) or (lo is None and v < 0):
                 raise ImageError(f"{name} must be a finite number {'> 0' if lo is not None else '>= 0'}, got {v!r}")
 
 
-def _check_settings(pixel_size, tof, atom_number):
+def _check_settings(pixel_size, tof, atom_number, psf_width=0.0):
     if pixel_size is None:
         raise ImageError("no pixel size: give --pixel-size or a sidecar IMAGE.json with pixel_size")
-    ImageSettings(pixel_size, tof, atom_number)
+    ImageSettings(pixel_size, tof, atom_number, psf_width)
 
 
 # ------------------------------------------------------------------ predict
@@ -426,13 +438,57 @@ def _confidence(d, winding) -> np.ndarray:
     return np.clip(np.sign(winding) * block / (2 * np.pi), 0.0, 1.0)
 
 
-def predict(model, image, *, pixel_size, tof=0.0, atom_number=None) -> Prediction:
+def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float, psf_width: float = 0.0,
+                        config=None) -> dict:
+    """(g, Ω) of the state behind one image, by ``inverse.invert_with_solver`` with the imaging model
+    inside its loss.
+
+    density: the image's atom density on the model grid (n, n), normalised; winding: the predicted
+    vortex winding map (n−1, n−1), whose cores seed the ground state (the network sees cores a noisy
+    or blurred density hides); pixel: in-trap side of one image pixel (P/λ, a⊥); lam: the flight's
+    dilation; psf_width: the object-plane Gaussian PSF σ (a⊥). The loss compares rotation-invariant
+    features of the image with those of the model's ground state seen through
+    ``imaging.observation_transfer``. A clockwise rotation (most predicted windings negative) is
+    estimated on the mirror image and reported with Ω < 0. config: a ``SolverInversionConfig``
+    (default: its defaults in the box of the model's training data). Returns {"g", "omega",
+    "loss", "n_vortices", "initial_guess", "box", "at_box_edge"}.
+    """
+    from bec_jax.gpe.phase_field import positions_from_winding
+    from bec_jax.imaging.psf import observation_transfer
+    from bec_jax.inverse import ParamBox, SolverInversionConfig, invert_with_solver
+
+    grid = model.grid
+    if config is None:
+        config = SolverInversionConfig(box=ParamBox(*model.ranges) if model.ranges else ParamBox())
+    rows = positions_from_winding(grid, winding)
+    sign = -1.0 if rows[:, 2].sum() < 0 else 1.0
+    n = np.maximum(np.asarray(density, np.float64), 0.0)
+    cores = np.repeat(rows[:, :2], np.abs(rows[:, 2]).astype(int), axis=0)
+    if sign < 0:  # the mirror image x -> x_0 + x_(n-1) - x rotates the other way; the features do not change
+        n = n[:, ::-1]
+        cores[:, 0] = grid.x[0] + grid.x[-1] - cores[:, 0]
+    tf = observation_transfer(grid, "gaussian" if psf_width > 0 else "none", psf_width, pixel, lam)
+    r = invert_with_solver(grid, n, config, vortices=[cores], transfer=tf)
+    g, om = (float(v) for v in np.asarray(r.params)[0])
+    box = config.box
+    edge = bool(np.any(np.abs(np.asarray([g, om]) - box.lo) < 0.01 * (box.hi - box.lo))
+                or np.any(np.abs(np.asarray([g, om]) - box.hi) < 0.01 * (box.hi - box.lo)))
+    g0, om0 = (float(v) for v in np.asarray(r.init)[0])
+    return dict(g=g, omega=sign * om, loss=float(np.asarray(r.loss)[0]), n_vortices=int(len(cores)),
+                initial_guess=dict(g=g0, omega=sign * om0),
+                box=dict(g=list(box.g_range), omega=list(box.omega_range)), at_box_edge=edge)
+
+
+def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.0,
+            estimate=False) -> Prediction:
     """Phase gradient, phase and vortices of ONE image (module doc).
 
     model: a ``LoadedModel`` or a model folder (``load_model``). image: a 2-D array
     (counts, rows = y) or an image spec (path, ``file.h5:/path``). pixel_size: the
     object-plane pixel size P at imaging (a⊥, > 0). tof: flight time t ≥ 0 (1/ω⊥).
-    atom_number: N > 0 (optional; only reported as counts per atom).
+    atom_number: N > 0 (optional; only reported as counts per atom). psf_width: object-plane
+    Gaussian PSF σ (a⊥, ≥ 0; only for the estimate). estimate: also estimate (g, Ω)
+    (``estimate_parameters``; Prediction.parameters).
     ImageError (a ValueError) with a one-line reason for an unusable image.
     """
     from scipy.ndimage import map_coordinates
@@ -445,7 +501,7 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None) -> Predictio
         model = load_model(model)
     name = image if isinstance(image, (str, Path)) else "image"
     a = load_image(str(image)) if isinstance(image, (str, Path)) else np.asarray(image, np.float64)
-    _check_settings(pixel_size, tof, atom_number)
+    _check_settings(pixel_size, tof, atom_number, psf_width)
     a = _check_image(a, str(name))
     cloud = find_cloud(a)
     lam = float(expansion_factor(float(tof)))
@@ -484,9 +540,10 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None) -> Predictio
             vort.append(Vortex(row=float(cloud["row"] + y / scale), col=float(cloud["col"] + x / scale),
                                sign=int(np.sign(s)), confidence=float(conf[j, i])))
     cpa = float(signal.sum()) / atom_number if atom_number is not None else None
+    params = estimate_parameters(model, n, wind, scale, lam, float(psf_width)) if estimate else None
     return Prediction(grad, phase, on, tuple(vort), (cloud["row"], cloud["col"]), cloud["radius"],
                       cloud["background"], cloud["noise"], lam, float(pixel_size), float(tof),
-                      None if atom_number is None else float(atom_number), cpa, (grid.n, grid.length))
+                      None if atom_number is None else float(atom_number), cpa, (grid.n, grid.length), params)
 
 
 # ------------------------------------------------------------------ files
@@ -503,10 +560,10 @@ def _sidecar(spec: str) -> dict:
                 raise ImageError(f"sidecar {str(c)!r} is not JSON ({first_line(e, 120)})") from None
             if not isinstance(data, dict):
                 raise ImageError(f"sidecar {str(c)!r} must hold a JSON object")
-            unknown = set(data) - {"pixel_size", "tof", "atom_number"}
+            unknown = set(data) - {"pixel_size", "tof", "atom_number", "psf_width"}
             if unknown:
                 raise ImageError(f"sidecar {str(c)!r} has unknown keys {sorted(unknown)} "
-                                 "(allowed: pixel_size, tof, atom_number)")
+                                 "(allowed: pixel_size, tof, atom_number, psf_width)")
             return data
     return {}
 
@@ -559,13 +616,15 @@ def _read_summary(path: Path) -> list[dict]:
     return [r for r in images if isinstance(r, dict) and "file" in r]
 
 
-def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=None, progress: bool = True) -> dict:
+def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=None, psf_width=0.0,
+                  estimate: bool = False, progress: bool = True) -> dict:
     """``predict`` every image spec (``expand_inputs``) into folder ``out``; returns the summary dict.
 
     Writes per image NAME.h5 and NAME.png, and out/summary.json after every image
     (atomically). A rerun skips images whose record (same settings, and for "ok"
     its files present) is already in summary.json; records of other images are kept.
-    Sidecar IMAGE.json values override the keyword settings per image.
+    Sidecar IMAGE.json values override the keyword settings per image. estimate: also
+    estimate (g, Ω) per image (``estimate_parameters``; the record's "parameters").
     """
     from tqdm.auto import tqdm
 
@@ -581,7 +640,10 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
         try:
             side = _sidecar(spec)
             settings = dict(pixel_size=side.get("pixel_size", pixel_size), tof=side.get("tof", tof),
-                            atom_number=side.get("atom_number", atom_number), model=model.source)
+                            atom_number=side.get("atom_number", atom_number),
+                            psf_width=side.get("psf_width", psf_width), model=model.source)
+            if estimate:  # a rerun that asks for the estimate redoes images done without it
+                settings["estimate_parameters"] = True
             old = records.get(spec)
             done = old is not None and old.get("settings") == settings and (
                 old.get("status") == "error"
@@ -591,10 +653,11 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
             rec["settings"] = settings
             name = old["output"] if old is not None and old.get("output") else output_name(spec, taken)
             rec["output"] = name
-            _check_settings(settings["pixel_size"], settings["tof"], settings["atom_number"])
+            _check_settings(settings["pixel_size"], settings["tof"], settings["atom_number"], settings["psf_width"])
             image = _check_image(load_image(spec), spec)
             res = predict(model, image, pixel_size=float(settings["pixel_size"]), tof=float(settings["tof"]),
-                          atom_number=settings["atom_number"])
+                          atom_number=settings["atom_number"], psf_width=float(settings["psf_width"]),
+                          estimate=estimate)
             files = write_outputs(out, name, image, res, spec)
             rec.update(res.summary(), status="ok", files=files)
         except ImageError as e:

@@ -206,3 +206,25 @@ def test_cli_usage_errors_exit_2_with_one_line(small_run, tmp_path, capsys):
     assert "no model folder" in capsys.readouterr().err
     assert main(["predict", "--model", str(run), "--pixel-size", "1", "--out", str(tmp_path / "o"),
                  str(tmp_path / "*.tif")]) == 2
+
+
+@pytest.mark.slow  # a ground state and one inversion at 48²: ~40 s on 2 cores
+def test_estimate_parameters_recovers_g_and_omega_of_a_noisy_blurred_image(tmp_path):
+    """(g, Ω) of a camera image of a true ground state (3 vortices), with a model that predicts its phase
+    exactly: the estimate through the solver, with the imaging model in the loss, lands within a few %."""
+    g, omega = 100.0, 0.65
+    res = bj.ground_state(GRID, g, omega, key=jax.random.key(1), n_starts=2)
+    assert bool(res.converged) and int(res.vortices) == 3
+    psi = res.psi
+    y = phase_differences(psi)[None]
+    model = LoadedModel(lambda p, s, x: y, None, None, GRID, "phase_diff", 1e-3, 1e-9, "oracle",
+                        ((30.0, 270.0), (0.4, 0.8)))
+    params = im.ImagingParams(pixel_size=0.2, psf_width=0.3, atom_number=1e5, background=10.0, read_noise=3.0,
+                              fringe_amplitude=0.0)
+    img = np.asarray(im.render(GRID, psi, params, im.ImagingConfig(rows=64, cols=64, n_fringes=0),
+                               key=jax.random.key(0)))
+    out = predict(model, img, pixel_size=0.2, psf_width=0.3, estimate=True)
+    p = out.parameters
+    assert p["n_vortices"] == 3 and not p["at_box_edge"], p
+    assert abs(p["g"] / g - 1) < 0.05 and abs(p["omega"] / omega - 1) < 0.05, p
+    assert out.summary()["parameters"] == p
