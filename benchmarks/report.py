@@ -124,7 +124,11 @@ def solver(d) -> str:
           f"{r['whole_over_fft']:.2f}", _x(r["chunking_speedup"]), f"**{_x(r['speedup_vs_numpy'])}**",
           f"{r['state_steps_per_s']['bec_jax']:,.0f}", f"{r['bec_jax_over_fft_one_device']:.2f}",
           _x(r["speedup_vs_numpy_one_device"]), _span([r["load_average_before"], r["load_average_after"]]),
-          r["numpy_baseline"]) for r in rows])
+                    r["numpy_baseline"]) for r in rows])
+    diffs = [r["numpy_max_abs_diff"] for r in rows if "numpy_max_abs_diff" in r]
+    if diffs:
+        out += ["", f"The NumPy step agrees with `bj.imaginary_time` to {min(diffs):.1e}–{max(diffs):.1e} "
+                    "(max |Δψ| of each row)."]
     if "floor_runs" in d:
         f = d["floor_vs_numpy"]
         out += ["", f"The n = {f['n']}, batch {f['batch']} row timed again {len(d['floor_runs'])} times in the "
