@@ -52,11 +52,15 @@ def _load1(x) -> float:
     return float(x[0] if isinstance(x, (list, tuple)) else x)
 
 
+def _range(values, fmt: str) -> str:
+    """'lowest–highest' of ``values`` in format ``fmt``, or one number where the two print alike."""
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
 def _span(values) -> str:
-    """1-minute load averages as 'a' or 'lowest–highest'."""
-    v = [_load1(x) for x in values]
-    lo, hi = min(v), max(v)
-    return f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}"
+    """1-minute load averages (triples or numbers) as 'a' or 'lowest–highest'."""
+    return _range([_load1(x) for x in values], ".1f")
 
 
 def _host(d: dict) -> str:
@@ -127,7 +131,7 @@ def solver(d) -> str:
                     r["numpy_baseline"]) for r in rows])
     diffs = [r["numpy_max_abs_diff"] for r in rows if "numpy_max_abs_diff" in r]
     if diffs:
-        out += ["", f"The NumPy step agrees with `bj.imaginary_time` to {min(diffs):.1e}–{max(diffs):.1e} "
+        out += ["", f"The NumPy step agrees with `bj.imaginary_time` to {_range(diffs, '.1e')} "
                     "(max |Δψ| of each row)."]
     if "floor_runs" in d:
         f = d["floor_vs_numpy"]
