@@ -164,35 +164,10 @@ def accuracy_section(args) -> dict:
                 rows=rows)
 
 
-def markdown(r: dict) -> str:
-    s = r["settings"]
-    L = [f"Load average {r['load_average_start'][0]:.2f} before, {r['load_average_end'][0]:.2f} after; "
-         f"{r['cpu_count']} cores, jax {r['jax_version']}, {r['backend']}.", "",
-         f"### Latency, U-Net width {s['width']}, depth {s['depth']}, {s['size']}² (median ms of {s['repeats']} "
-         "interleaved calls; speed-up vs fp32 in the same run)", "",
-         "| variant | params | " + " | ".join(f"batch {b}" for b in r["latency"]["batches"]) + " |",
-         "|---|---|" + "---|" * len(r["latency"]["batches"])]
-    batches = r["latency"]["batches"]
-    for name in next(iter(batches.values())):
-        cells = [f"{batches[b][name]['median_ms']:.1f} ({batches[b][name]['speedup_vs_fp32']:.2f}×)" for b in batches]
-        L.append(f"| {name} | {next(iter(batches.values()))[name]['params']:,} | " + " | ".join(cells) + " |")
-    a = r.get("structured_accuracy")
-    if a:
-        m = a["model_config"]
-        L += ["", f"### Structured pruning: accuracy and latency, width {m['base_width']}, depth {m['depth']}, "
-              f"{m['input_size']}² (`{a['run']}`, {a['ft_epochs']} fine-tuning epochs at lr {a['ft_lr']:g}, "
-              f"{a.get('keep_epoch', 'last')} epoch kept)", "",
-              f"| model | params | test MSE pruned | fine-tuned | / dense same epochs | latency batch "
-              f"{a['latency_batch']} (ms) | speed-up |", "|---|---|---|---|---|---|---|"]
-        for name, x in a["rows"].items():
-            L.append(f"| {name} | {x['params']:,} | {x['test_mse_pruned']:.3e} | {x['test_mse_finetuned']:.3e} | "
-                     f"{x['ratio_to_dense_same_epochs']:.3g} | {x['median_ms']:.1f} | {x['speedup_vs_dense']:.2f}× |")
-    return "\n".join(L) + "\n"
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from common import machine_info, write_result
+    from common import write_result
+    from report import compression_latency, render
 
     load0 = os.getloadavg()
     result = dict(settings=vars(args), load_average_start=load0, latency=latency_section(args))
@@ -200,7 +175,7 @@ def main(argv=None) -> int:
         result["structured_accuracy"] = accuracy_section(args)
     result["load_average_end"] = os.getloadavg()
     write_result(args.out, result)
-    md = markdown({**machine_info(), **result})
+    md = render(args.out, compression_latency)
     Path(args.out).with_suffix(".md").write_text(md)
     print(md)
     return 0

@@ -29,6 +29,7 @@ from bec_jax.gpe.splitstep import check_parameters
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import BOOKKEEPING, op_kind_totals, write_result  # noqa: E402
+from report import pcg_profile, render  # noqa: E402
 
 
 def main():
@@ -39,7 +40,6 @@ def main():
     p.add_argument("--omega", type=float, default=0.85)
     p.add_argument("--iters", type=int, default=50, help="PCG iterations per call")
     p.add_argument("--repeats", type=int, default=5, help="timed calls (wall time), then one profiled call")
-    p.add_argument("--top", type=int, default=12)
     p.add_argument("--out", default="benchmarks/results/pcg_profile.json")
     args = p.parse_args()
     if args.iters < 1 or args.repeats < 1 or args.batch < 1:
@@ -71,18 +71,12 @@ def main():
     total = sum(kinds.values())
     rows = [dict(kind=k, ms_per_iter=v, share=v / total, ops_per_iter=counts[k] / args.iters)
             for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])]
-    lines = [f"PCG iteration (rotating preconditioner), n = {args.n}, batch {args.batch}, g = {args.g:g}, "
-             f"Ω = {args.omega:g}: wall {wall:.2f} ms/iteration (median of {args.repeats}), XLA ops "
-             f"{total:.2f} ms (load average {os.getloadavg()[0]:.1f})", "",
-             "| op kind | ms / iteration | share | ops / iteration |", "|---|---|---|---|"]
-    lines += [f"| `{r['kind']}` | {r['ms_per_iter']:.3f} | {100 * r['share']:.0f} % | {r['ops_per_iter']:.1f} |"
-              for r in rows[: args.top]]
-    table = "\n".join(lines) + "\n"
-    print(table)
     write_result(args.out, dict(benchmark="pcg_profile", n=args.n, batch=args.batch, g=args.g, omega=args.omega,
                                 iters=args.iters, wall_ms_per_iter=wall, ops_total_ms_per_iter=total, kinds=rows,
                                 loadavg_1_5_15=os.getloadavg()))
+    table = render(args.out, pcg_profile)
     Path(args.out).with_suffix(".md").write_text(table)
+    print(table)
 
 
 if __name__ == "__main__":

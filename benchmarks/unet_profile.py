@@ -6,7 +6,7 @@ operations by kind (the op name without its numeric suffix: ``ynn_fusion`` =
 convolutions run by the YNNPACK library, ``transpose_copy_fusion`` = layout
 changes, mostly around the backward convolutions, ``wrapped_scatter`` = the
 gradient of the bilinear upsampling's gather, …) and writes a JSON and a
-markdown table. Also reports wall time and CPU utilisation (process CPU time /
+table (`report.py`). Also reports wall time and CPU utilisation (process CPU time /
 wall time) of the step.
 
     python benchmarks/unet_profile.py --out benchmarks/results/unet_profile.json
@@ -31,7 +31,6 @@ def parse_args(argv=None):
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3, help="profiled steps (after 2 warm-up steps)")
-    p.add_argument("--top", type=int, default=12, help="kinds listed in the markdown table")
     p.add_argument("--out", default="benchmarks/results/unet_profile.json")
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch < 2:
@@ -89,14 +88,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    lines = [f"Train step, U-Net {n}² width {args.width} depth {depth}, batch {B}: wall {wall * 1e3:.0f} ms, "
-             f"CPU {cpu * 1e3:.0f} ms ({cpu / wall:.2f} of {os.cpu_count()} cores), "
-             f"{sum(counts.values()):.0f} XLA ops taking {total:.0f} ms "
-             f"(load average {os.getloadavg()[0]:.1f})", "",
-             "| op kind | ms / step | share | ops / step |", "|---|---|---|---|"]
-    for r in rows[: args.top]:
-        lines.append(f"| `{r['kind']}` | {r['ms_per_step']:.1f} | {100 * r['share']:.0f} % | {r['ops_per_step']:.0f} |")
-    table = "\n".join(lines) + "\n"
+    from report import render, unet_profile
+
+    table = render(out, unet_profile)
     out.with_suffix(".md").write_text(table)
     print(table)
     print(f"wrote {out}")

@@ -182,29 +182,6 @@ def torch_calls(config):
     return dict(train=train, infer=infer)
 
 
-def markdown(report: dict) -> str:
-    """The results table (what benchmarks/README.md quotes)."""
-    r, c = report["results"], report["config"]
-    names = [n for n in ("jax", "jax_no_gemm", "torch") if n in r]
-    label = dict(jax="JAX (bec_jax)", jax_no_gemm="JAX, XLA conv only", torch="PyTorch")
-    lines = [f"U-Net {c['input_size']}², width {c['base_width']}, depth {c['depth']} ({report['n_params']:,} parameters); "
-             f"{report['machine']['cpu_count']} CPU cores, load average {report['machine']['loadavg_1_5_15_before'][0]:.1f}"
-             f" before / {report['machine']['loadavg_1_5_15_after'][0]:.1f} after; medians of "
-             f"{report['settings']['repeats']} interleaved calls; jax {report['versions']['jax']}"
-             + (f", torch {report['versions']['torch']} ({report['torch_threads']} threads)" if "torch" in r else ""),
-             "", "| | " + " | ".join(label[n] for n in names) + (" | JAX / PyTorch |" if "torch" in r else " |"),
-             "|---" * (len(names) + 1 + ("torch" in r)) + "|"]
-    for b in report["settings"]["train_batches"]:
-        row = [f"{r[n]['train'][b]['samples_per_s']:.2f} samples/s" for n in names]
-        ratio = [f"{r['ratio_jax_over_torch']['train_samples_per_s'][b]:.2f}×"] if "torch" in r else []
-        lines.append(f"| train step, batch {b} | " + " | ".join(row + ratio) + " |")
-    for b in report["settings"]["infer_batches"]:
-        row = [f"{r[n]['infer'][b]['latency_ms']:.1f} ms" for n in names]
-        ratio = [f"{r['ratio_jax_over_torch']['infer_speed'][b]:.2f}× speed"] if "torch" in r else []
-        lines.append(f"| inference, batch {b} | " + " | ".join(row + ratio) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     import jax
@@ -270,7 +247,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    table = markdown(report)
+    from report import render, unet_throughput
+
+    table = render(out, unet_throughput)
     out.with_suffix(".md").write_text(table)
     print(table)
     if torch_version:
