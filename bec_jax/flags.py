@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import dataclasses
 import inspect
 import re
@@ -68,7 +69,9 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-_held = contextlib.ExitStack()  # output locks of the running command, released when it ends
+# output locks of the running command, released when it ends; a context variable, so that commands run
+# from several threads (``main`` called from Python) each hold their own
+_held: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar("bec_jax_held_locks", default=None)
 _lead = True  # False in processes 1.. of a multi-process run: process 0 holds the output locks
 
 
@@ -82,17 +85,23 @@ def set_lead_process(lead: bool) -> None:
 @contextlib.contextmanager
 def holding_locks():
     """Scope of one command: the locks taken by ``lock_output`` / ``out_dir`` are released at its end."""
-    global _held
-    _held = contextlib.ExitStack()
-    with _held:
-        yield
+    stack = contextlib.ExitStack()
+    token = _held.set(stack)
+    try:
+        with stack:
+            yield
+    finally:
+        _held.reset(token)
 
 
 def lock_output(path) -> None:
     """Hold the lock of an output (folder or file) until the command ends (``artifacts.locked``);
     only the lead process of a multi-process run locks (``set_lead_process``)."""
     if _lead:
-        _held.enter_context(locked(path))
+        stack = _held.get()
+        if stack is None:
+            raise RuntimeError("lock_output outside holding_locks(): the lock would never be released")
+        stack.enter_context(locked(path))
 
 
 def out_dir(path: str, lock: bool = True) -> Path:
