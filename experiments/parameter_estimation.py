@@ -13,7 +13,8 @@ the loss (``imaging.observation_transfer``; ``deploy.predict.estimate_parameters
 Variants: "imaging model" (the PSF width given, as a lab knows it), "PSF ignored"
 (psf_width 0: only the pixels in the loss), and the closed-form Thomas–Fermi first guess
 the descent starts from. Metrics: relative errors of g and Ω (median, 90th percentile,
-max), and how often the seeded vortex count equals the true one. Writes to OUT:
+max), and how often the seeded vortex count equals the true one; the same over the states
+whose vortex count the network got right (the descent keeps the seeded count). Writes to OUT:
 parameter_estimation.json, .md, .png.
 
     python experiments/parameter_estimation.py --run runs/lab --count 16
@@ -102,6 +103,8 @@ def main(argv=None) -> int:
               + "; ".join(f"{n} g {row[n]['g']:.1f} Ω {row[n]['omega']:.3f} ({row[n]['n_vortices']})"
                           for n in (*VARIANTS, "closed-form guess") if n in row and "g" in row[n]), flush=True)
     summary = {name: summarize(rows, name) for name in (*VARIANTS, "closed-form guess")}
+    # the descent cannot change the seeded vortex number: where the network's count is right
+    summary |= {f"{name}, vortex count right": summarize(rows, name, True) for name in (*VARIANTS, "closed-form guess")}
     result = dict(run=str(run), data=str(run_data_path(run)), n_states=len(rows), setting=SETTING, seed=args.seed,
                   box=rows[0][VARIANTS[0]].get("box") if rows else None, seconds=time.perf_counter() - t0,
                   summary=summary, rows=rows)
@@ -112,8 +115,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def summarize(rows, name) -> dict:
-    ok = [r for r in rows if name in r and "g" in r[name]]
+def summarize(rows, name, right_count_only: bool = False) -> dict:
+    ok = [r for r in rows if name in r and "g" in r[name]
+          and (not right_count_only or r[name]["n_vortices"] == r["vortices"])]
     if not ok:
         return dict(n=0)
     eg = np.array([abs(r[name]["g"] / r["g"] - 1) for r in ok])
