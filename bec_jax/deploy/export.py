@@ -39,9 +39,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+from flax import nnx
 
-__all__ = ["FORMATS", "QUANTIZERS", "check_model_folder", "load_model", "model_kind", "export_jax", "onnx_graph", "calibration_inputs",
-           "activation_scales", "export_onnx", "export_artifact", "load_artifact", "onnx_threads", "evaluate_artifact"]
+__all__ = ["FORMATS", "QUANTIZERS", "check_model_folder", "load_model", "model_kind", "fold_batchnorm", "export_jax",
+           "onnx_graph", "calibration_inputs", "activation_scales", "export_onnx", "export_artifact", "load_artifact",
+           "onnx_threads", "evaluate_artifact"]
 
 FORMATS = ("jax", "onnx")
 QUANTIZERS = ("bec_jax", "ort")
@@ -86,6 +88,58 @@ def model_kind(model) -> str:
     return "fp32"
 
 
+class _Identity(nnx.Module):
+    """Stands in for a BatchNorm folded into its conv (no state)."""
+
+    def __call__(self, x):
+        return x
+
+
+def _folded_conv(conv, bn):
+    """``conv`` followed by eval-mode ``bn`` as one conv of the same kind.
+
+    nnx.Conv: kernel·a, bias·a + shift (a = γ/√(σ²+ε) per output channel, shift = β − μ·a; float64,
+    rounded once to float32). Int8Conv: the int8 rows are kept and a enters the per-channel scale,
+    s'_c = s_c·|a_c|; a negative a_c flips the row's sign (exact in int8: |q| <= 127) and a zero a_c
+    zeroes the row (its output is the bias alone).
+    """
+    from bec_jax.compress.quantization import Int8Conv
+
+    a = np.asarray(bn.scale[...], np.float64) / np.sqrt(np.asarray(bn.var[...], np.float64) + bn.epsilon)
+    bias = np.asarray(conv.bias[...], np.float64) * a + np.asarray(bn.bias[...], np.float64) \
+        - np.asarray(bn.mean[...], np.float64) * a
+    if isinstance(conv, Int8Conv):
+        q = np.asarray(conv.kernel_q[...], np.int8)  # HWIO
+        s = np.broadcast_to(np.asarray(conv.w_scale[...], np.float64), a.shape)
+        q = np.where(a == 0, 0, q * np.where(a < 0, -1, 1).astype(np.int8)).astype(np.int8)
+        return Int8Conv(q, np.where(a == 0, s, s * np.abs(a)).astype(np.float32), bias.astype(np.float32),
+                        conv.padding)
+    conv = nnx.clone(conv)
+    conv.kernel[...] = (np.asarray(conv.kernel[...], np.float64) * a).astype(np.float32)
+    conv.bias[...] = bias.astype(np.float32)
+    return conv
+
+
+def fold_batchnorm(model):
+    """Copy of ``model`` (eval mode) with every BatchNorm folded into the conv before it (``_folded_conv``)
+    and replaced by the identity: what an inference export stores (one weight and one bias tensor per
+    conv, plus the per-channel scale of an int8 conv). Same outputs up to float32 rounding."""
+    from bec_jax.compress.quantization import conv_layers
+
+    model = nnx.clone(model)
+    model.eval()
+    for _, parent, attr in conv_layers(model):
+        if attr not in ("conv1", "conv2"):  # outc: no BatchNorm
+            continue
+        bn_attr = "bn" + attr[-1]
+        bn = getattr(parent, bn_attr)
+        if isinstance(bn, _Identity):
+            continue
+        setattr(parent, attr, _folded_conv(getattr(parent, attr), bn))
+        setattr(parent, bn_attr, _Identity())
+    return model
+
+
 def _check_exportable(model):
     if model.config.dtype != "float32":
         raise ValueError(f"only float32-compute models can be exported, this one computes in {model.config.dtype}")
@@ -94,14 +148,13 @@ def _check_exportable(model):
 # ----------------------------------------------------------------------------- jax.export
 
 def export_jax(model) -> bytes:
-    """Serialized ``jax.export`` of ``model`` (eval mode) for x float32 (b, n, n, in_channels), b symbolic,
-    n = config.input_size; the result is float32 (b, n, n, out_channels)."""
+    """Serialized ``jax.export`` of ``model`` (eval mode, BatchNorm folded: ``fold_batchnorm``) for x
+    float32 (b, n, n, in_channels), b symbolic, n = config.input_size; the result is float32
+    (b, n, n, out_channels)."""
     import jax
-    from flax import nnx
 
     _check_exportable(model)
-    model.eval()
-    gd, state = nnx.split(model)
+    gd, state = nnx.split(fold_batchnorm(model))
     cfg = model.config
     (b,) = jax.export.symbolic_shape("b")
     spec = jax.ShapeDtypeStruct((b, cfg.input_size, cfg.input_size, cfg.in_channels), np.float32)
@@ -159,45 +212,37 @@ class _Builder:
             self.scale_of[out] = self.scale_of[src]
         return self.qdq(out) if src in self.is_dq else out
 
-    def conv(self, name: str, conv, bn, x: str, relu: bool) -> str:
-        """conv (nnx.Conv or Int8Conv, HWIO) → BatchNorm (folded) → ReLU on NCHW tensor x."""
+    def conv(self, name: str, conv, x: str, relu: bool) -> str:
+        """conv (nnx.Conv or Int8Conv, HWIO, BatchNorm already folded in) → ReLU on NCHW tensor x."""
         from bec_jax.compress.quantization import Int8Conv
 
         int8 = isinstance(conv, Int8Conv)
-        if bn is not None:
-            a = np.asarray(bn.scale[...], np.float64) / np.sqrt(np.asarray(bn.var[...], np.float64) + bn.epsilon)
-            shift = np.asarray(bn.bias[...], np.float64) - np.asarray(bn.mean[...], np.float64) * a
-        bias = np.asarray(conv.bias[...], np.float64)
+        bias = np.asarray(conv.bias[...], np.float32)
+        pad = conv.padding
+        pads = [int(pad[0][0]), int(pad[1][0]), int(pad[0][1]), int(pad[1][1])]
         if int8:
             q = np.asarray(conv.kernel_q[...], np.int8).transpose(3, 2, 0, 1)  # HWIO -> OIHW
-            s = np.broadcast_to(np.asarray(conv.w_scale[...], np.float64), q.shape[:1])
-            k, pad = None, conv.padding
-        else:
-            k, pad = np.asarray(conv.kernel[...], np.float64).transpose(3, 2, 0, 1), conv.padding
-        if bn is not None:
-            bias = bias * a + shift
-            if int8:  # BN enters the per-channel scale; a negative factor flips the int8 row, exactly
-                sign = np.where(a < 0, -1, 1).astype(np.int8)
-                q, s = q * sign[:, None, None, None], np.where(a == 0, s, s * np.abs(a))
-                q = np.where((a == 0)[:, None, None, None], np.int8(0), q).astype(np.int8)
-            else:
-                k = k * a[:, None, None, None]
-        pads = [int(pad[0][0]), int(pad[1][0]), int(pad[0][1]), int(pad[1][1])]
-        if int8 and self.scales is not None:
+            s = np.broadcast_to(np.asarray(conv.w_scale[...], np.float32), q.shape[:1])
+        quantized = int8 and self.scales is not None
+        if quantized:
             x = self.qdq(x)
-            sx = self.scale_of[x][0]
+            sx = np.float32(self.scale_of[x][0])
             # zero points omitted: 0 of the int8 / int32 type (symmetric weights and bias)
-            w = self.op("DequantizeLinear", [self.const(f"{name}.wq", q), self.const(f"{name}.ws", s.astype(np.float32))],
-                        "w", axis=0)
-            sb = (sx * s).astype(np.float32)  # the bias in the accumulator's units, as QLinearConv needs it
-            bq = np.clip(np.round(bias / sb), -2**31, 2**31 - 1).astype(np.int32)
-            b = self.op("DequantizeLinear", [self.const(f"{name}.bq", bq), self.const(f"{name}.bs", sb)], "b", axis=0)
+            ws = self.const(f"{name}.ws", s)
+            w = self.op("DequantizeLinear", [self.const(f"{name}.wq", q), ws], "w", axis=0)
+            # the bias in the accumulator's units, as QLinearConv needs it; its scale sx·s_c is a Mul
+            # that ONNX Runtime folds at load, not a third stored vector
+            sb = sx * s  # float32 product, as the Mul computes it
+            bq = np.clip(np.round(bias.astype(np.float64) / sb), -2**31, 2**31 - 1).astype(np.int32)
+            bs = self.op("Mul", [self.const("sx", sx), ws], "bs")
+            b = self.op("DequantizeLinear", [self.const(f"{name}.bq", bq), bs], "b", axis=0)
         else:
-            if int8:
-                k = q.astype(np.float64) * s[:, None, None, None]
-            w, b = self.const(f"{name}.w", k.astype(np.float32)), self.const(f"{name}.b", bias.astype(np.float32))
-        y = self.op("Conv", [x, w, b], name, pads=pads, kernel_shape=list(k.shape[2:] if k is not None else q.shape[2:]))
-        if relu:
+            k = q.astype(np.float64) * s[:, None, None, None] if int8 else \
+                np.asarray(conv.kernel[...], np.float32).transpose(3, 2, 0, 1)
+            w, b = self.const(f"{name}.w", k.astype(np.float32)), self.const(f"{name}.b", bias)
+        y = self.op("Conv", [x, w, b], name, pads=pads, kernel_shape=list(_kernel_hw(conv)))
+        quantized_out = quantized and name in self.scales and self.scales[name][1] == 0
+        if relu and not quantized_out:  # a uint8 output with zero point 0 clamps at 0: that is the ReLU
             y = self.op("Relu", [y], f"{name}.relu")
         self.points[name] = y
         if self.scales is not None and name in self.scales:
@@ -205,6 +250,11 @@ class _Builder:
             if int8:  # the integer conv's output is quantized (QLinearConv writes uint8)
                 return self.qdq(y)
         return y
+
+
+def _kernel_hw(conv) -> tuple[int, int]:
+    """(kh, kw) of an nnx.Conv or Int8Conv."""
+    return tuple((conv.kernel_q if hasattr(conv, "kernel_q") else conv.kernel).shape[:2])
 
 
 def onnx_graph(model, scales: dict | None = None, *, expose_points: bool = False):
@@ -222,7 +272,7 @@ def onnx_graph(model, scales: dict | None = None, *, expose_points: bool = False
     from bec_jax.compress.quantization import conv_layers
 
     _check_exportable(model)
-    model.eval()
+    model = fold_batchnorm(model)
     cfg = model.config
     n = cfg.input_size
     g = _Builder(scales)
@@ -233,8 +283,8 @@ def onnx_graph(model, scales: dict | None = None, *, expose_points: bool = False
     convs = {name: getattr(p, a) for name, p, a in conv_layers(model)}
 
     def block(prefix, blk, h):
-        h = g.conv(f"{prefix}.conv1", convs[f"{prefix}.conv1"], blk.bn1, h, True)
-        return g.conv(f"{prefix}.conv2", convs[f"{prefix}.conv2"], blk.bn2, h, True)
+        h = g.conv(f"{prefix}.conv1", convs[f"{prefix}.conv1"], h, True)
+        return g.conv(f"{prefix}.conv2", convs[f"{prefix}.conv2"], h, True)
 
     sizes = [n]
     skips = [block("inc", model.inc, x)]
@@ -260,7 +310,7 @@ def onnx_graph(model, scales: dict | None = None, *, expose_points: bool = False
             if skip in g.is_dq and up in g.is_dq:
                 cat = g.qdq(cat)
         h = block(f"up.{i}", blk, cat)
-    y = g.conv("outc", convs["outc"], None, h, False)
+    y = g.conv("outc", convs["outc"], h, False)
     g.op("Transpose", [y], "out", perm=[0, 2, 3, 1])
     g.nodes[-1].output[0] = "y"
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n, n, cfg.out_channels])]
