@@ -43,7 +43,7 @@ from flax import nnx
 
 __all__ = ["FORMATS", "QUANTIZERS", "check_model_folder", "load_model", "model_kind", "fold_batchnorm", "export_jax",
            "onnx_graph", "calibration_inputs", "activation_scales", "export_onnx", "export_artifact", "load_artifact",
-           "onnx_threads", "evaluate_artifact"]
+           "onnx_threads", "evaluate_artifact", "artifact_latency", "available_format"]
 
 FORMATS = ("jax", "onnx")
 QUANTIZERS = ("bec_jax", "ort")
@@ -511,5 +511,40 @@ def evaluate_artifact(run, loader) -> dict:
 
     from bec_jax.train.trainer import evaluate_loader
 
-    return evaluate_loader(lambda params, stats, x: jnp.asarray(run(np.asarray(x))),
-                           dict(params=None, batch_stats=None), loader)
+    return evaluate_loader(lambda params, stats, x: jnp.asarray(run(np.asarray(x))), None, None, loader)
+
+
+def artifact_latency(run, x, *, warmup: int = 2, repeats: int = 20) -> dict:
+    """Wall time of a loaded artifact ``run`` (``load_artifact``) on x float32 (B, n, n, 1): one first
+    call (compile or session warm-up), ``warmup`` more, then ``repeats`` timed calls.
+    Returns {"median_ms", "q25_ms", "q75_ms", "first_call_s"}."""
+    import time
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    x = np.asarray(x, np.float32)
+    t0 = time.perf_counter()
+    run(x)
+    first = time.perf_counter() - t0
+    for _ in range(warmup):
+        run(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t0)
+    q25, q50, q75 = np.percentile(np.asarray(times) * 1e3, [25, 50, 75])
+    return dict(median_ms=float(q50), q25_ms=float(q25), q75_ms=float(q75), first_call_s=first)
+
+
+def available_format() -> tuple[str | None, str]:
+    """(format, why) of the deployment runtime installed here: "onnx" with ONNX Runtime (and onnx),
+    else "jax" with flatbuffers (jax.export's file format), else None; ``why`` is one line."""
+    from importlib.util import find_spec
+
+    if find_spec("onnxruntime") and find_spec("onnx"):
+        return "onnx", "ONNX Runtime is installed"
+    if find_spec("flatbuffers"):
+        return "jax", "ONNX Runtime is not installed: jax.export files (JAX runs them)"
+    return None, ("no deployment runtime installed (neither ONNX Runtime nor flatbuffers): "
+                  "pip install 'bec_jax[deploy]' to export and time deployable files")

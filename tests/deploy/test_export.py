@@ -287,3 +287,16 @@ def test_onnx_int8_stores_a_quarter_of_the_fp32_weights_plus_a_scale_and_bias_pe
     assert init_bytes(int8) - init_bytes(fp32) / 4 <= 7 * c + scalars
     total_int8, total_fp32 = len(int8.SerializeToString()), len(fp32.SerializeToString())
     assert total_int8 - total_fp32 / 4 <= 7 * c + 160 * len(int8.graph.node)  # + the graph's nodes
+
+
+def test_evaluate_artifact_is_the_models_test_mse(small_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from bec_jax.compress.workflow import load_setup, test_mse
+    from bec_jax.deploy.export import evaluate_artifact, export_onnx
+
+    run_dir, data = small_run
+    setup = load_setup(run_dir, data)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(export_onnx(setup.model).SerializeToString())
+    got = evaluate_artifact(load_artifact(path), setup.test)
+    assert got["mse"] == pytest.approx(test_mse(setup.model, setup.test)["mse"], rel=1e-4)
