@@ -238,7 +238,7 @@ def test_export_cli_int8_onnx_needs_and_uses_data(folders, tmp_path, capsys, sma
 
 def test_fold_batchnorm_keeps_outputs_and_int8_rows(folders):
     from bec_jax.compress.quantization import Int8Conv, conv_layers
-    from bec_jax.deploy.export import fold_batchnorm
+    from bec_jax.deploy.fold import fold_batchnorm
 
     x = inputs(3)
     dense, _ = load_model(folders / "dense")
