@@ -3,13 +3,15 @@
 Two formats (``FORMATS``):
 
 - "jax": ``jax.export`` serialized StableHLO (one file, weights embedded as
-  constants, symbolic batch). Runs with JAX alone (``jax.export.deserialize``,
-  which needs the ``flatbuffers`` package of ``bec_jax[deploy]``), no bec_jax. An int8 model exports its integer path (``Int8Conv``: int8
-  weights, dynamic per-tensor int8 activations, int32 sums), so the file holds
-  int8 weights and computes exactly what bec_jax's int8 model computes.
+  constants, BatchNorm folded into the convolutions, symbolic batch). Runs with
+  JAX alone (``jax.export.deserialize``, which needs the ``flatbuffers`` package
+  of ``bec_jax[deploy]``), no bec_jax. An int8 model exports its integer path
+  (``Int8Conv``: int8 weights, dynamic per-tensor int8 activations, int32 sums),
+  so the file holds int8 weights and computes what bec_jax's int8 model computes
+  (with BatchNorm folded into the per-channel scales: ``deploy.fold``).
 - "onnx": an ONNX graph built from the model's weights (opset 17, NCHW inside,
   NHWC at the boundary, symbolic batch). BatchNorm is folded into the
-  convolutions. Runs with ONNX Runtime (``bec_jax[deploy]``).
+  convolutions (``deploy.fold``). Runs with ONNX Runtime (``bec_jax[deploy]``).
 
 int8 in ONNX, quantizer "bec_jax" (``QUANTIZERS``): the stored int8 kernels and
 their scales go into the graph unchanged as QDQ (DequantizeLinear of the int8
