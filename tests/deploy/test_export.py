@@ -300,3 +300,16 @@ def test_evaluate_artifact_is_the_models_test_mse(small_run, tmp_path):
     path.write_bytes(export_onnx(setup.model).SerializeToString())
     got = evaluate_artifact(load_artifact(path), setup.test)
     assert got["mse"] == pytest.approx(test_mse(setup.model, setup.test)["mse"], rel=1e-4)
+
+
+@pytest.mark.parametrize("installed, fmt", [({"onnxruntime", "onnx", "flatbuffers"}, "onnx"),
+                                            ({"flatbuffers"}, "jax"), (set(), None)])
+def test_available_format_follows_the_installed_runtime(monkeypatch, installed, fmt):
+    import importlib.util
+
+    from bec_jax.deploy.export import available_format
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in installed else None)
+    got, why = available_format()
+    assert got == fmt and "\n" not in why
+    assert ("pip install 'bec_jax[deploy]'" in why) == (fmt is None)
