@@ -13,8 +13,10 @@ latency does not depend on the weight values). Contenders:
   onnx_int8_ort       ONNX quantized by ONNX Runtime's own static quantizer
   jax2onnx_fp32       jax2onnx's export of the fp32 model (when jax2onnx is installed)
   structured_*        the structurally pruned model (``--structured``, a ``bec-jax shrink``
-                      model folder at 64²; at 200² ``shrink_model(keep, outer=True)``):
-                      jax_fp32, onnx_fp32, onnx_int8 (post-training per-channel int8)
+                      model folder at 64²; at 200² ``shrink_model(keep, outer=True)`` with the
+                      folder's keep fraction): jax_fp32, onnx_fp32, onnx_int8 (post-training
+                      per-channel int8). The recipe (experiments/results/structured_quick/):
+                      bec-jax shrink --run runs/quick/train --keep 0.6 --outer --ft-epochs 30
   torch_fp32          the PyTorch reference U-Net, where torch is installed
 
 Every thread setting runs in its own process (XLA fixes its threads at start):
@@ -26,7 +28,8 @@ average is recorded before and after). Medians in ms, ratios against jax_fp32
 from the same rounds. Accuracy (64² only): masked test MSE of every artifact,
 reloaded, on the run's test split. Artifact sizes are file bytes.
 
-    python benchmarks/inference_latency.py --run runs/quick --structured runs/shrink/model
+    bec-jax shrink --run runs/quick/train --keep 0.6 --outer --ft-epochs 30 --out runs/shrink60
+    python benchmarks/inference_latency.py --run runs/quick --structured runs/shrink60/model
     python benchmarks/inference_latency.py --run runs/quick --sizes 64 --repeats 5     # smoke
 """
 
@@ -46,6 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 REF_SIZE = 200
+KEEP = 0.6  # the structured recipe's kept channel fraction (experiments/results/structured_quick/)
 INT8 = ("jax_int8", "jaxexport_int8", "onnx_int8", "onnx_int8_ort")
 
 
@@ -114,7 +118,7 @@ def build_artifacts(args, work: Path) -> dict:
     """Write every artifact of every size into ``work``; returns {size: {contender: path}} and sizes."""
     from bec_jax.deploy.export import calibration_inputs, export_jax, export_onnx
 
-    out, sizes = {}, {}
+    out, sizes, weights = {}, {}, {}
     for size in args.sizes:
         models = _models(args.run, args.structured, size, args.keep)
         if size == REF_SIZE:  # latency only: calibration ranges from log-density-like noise
@@ -154,7 +158,16 @@ def build_artifacts(args, work: Path) -> dict:
         except ImportError:
             pass
         out[size] = files
-    return dict(files=out, sizes=sizes)
+        weights[size] = _weight_counts(models["dense"])
+    return dict(files=out, sizes=sizes, weights=weights)
+
+
+def _weight_counts(model) -> dict:
+    """Conv kernel elements and output channels (biases) of ``model``: what an exported file must hold."""
+    from bec_jax.compress.quantization import conv_layers
+
+    convs = [getattr(p, a) for _, p, a in conv_layers(model)]
+    return dict(kernels=int(sum(c.kernel.size for c in convs)), channels=int(sum(c.bias.size for c in convs)))
 
 
 def accuracy(args, files: dict) -> dict:
@@ -164,7 +177,7 @@ def accuracy(args, files: dict) -> dict:
     from bec_jax.deploy import load_artifact
     from bec_jax.deploy.export import evaluate_artifact
 
-    setup = load_setup(Path(args.run) / "train", Path(args.run) / "data.h5", batch_size=16)
+    setup = load_setup(Path(args.run) / "train", Path(args.run) / "data.h5", eval_batch_size=16)
     models = _models(args.run, args.structured, args.sizes[0], args.keep)
     fake, _ = load_quantized(Path(args.run) / "models" / "int8_per_channel")  # int8 weights, float compute
     res = dict(jax_fp32=test_mse(models["dense"], setup.test)["mse"],
@@ -245,8 +258,11 @@ def child(args) -> None:
 
 # ----------------------------------------------------------------------------- floors
 
-def floors(settings, sizes, acc) -> dict:
-    """The three floors, as ratios of this run."""
+def floors(settings, sizes, acc, weights=None) -> dict:
+    """The three floors, as ratios of this run. The file ratio also gives ``exact_minimum``, the least
+    ratio any int8 file can reach against a BatchNorm-folded fp32 file of K kernel elements and C output
+    channels: (K + 8C) / (4K + 4C); int8 weights need a float32 scale and a 32-bit bias per channel
+    where fp32 needs the bias alone, so the ratio stays above 1/4 by about 7C / 16K."""
     out = dict(best_int8_vs_jax_fp32_batch1=[], structured_int8_vs_jax_fp32=[], file_ratio={})
     for s in settings:
         c = s["contenders"]
@@ -267,7 +283,12 @@ def floors(settings, sizes, acc) -> dict:
         for fp32, int8 in (("jaxexport_fp32", "jaxexport_int8"), ("onnx_fp32", "onnx_int8")):
             if name == int8:
                 r = v["bytes"] / sizes[f"{size}/{fp32}"]["bytes"]
-                out["file_ratio"][f"{size}/{int8}"] = dict(ratio=r, holds=bool(r <= 0.25))
+                row = dict(ratio=r, holds=bool(r <= 0.25))
+                w = (weights or {}).get(size) or (weights or {}).get(int(size))
+                if w:
+                    k, c = w["kernels"], w["channels"]
+                    row["exact_minimum"] = (k + 8 * c) / (4 * k + 4 * c)
+                out["file_ratio"][f"{size}/{int8}"] = row
     return out
 
 
@@ -300,7 +321,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="runs/quick", help="pipeline run folder (models/, train/, data.h5) of the 64² model")
     p.add_argument("--structured", default=None, help="structurally pruned 64² model folder (bec-jax shrink OUT/model)")
-    p.add_argument("--keep", type=float, default=0.5, help="kept channel fraction of the 200² structured stand-in")
+    p.add_argument("--keep", type=float, default=None,
+                   help=f"kept channel fraction of the 200² structured stand-in (default: the --structured "
+                        f"folder's, else {KEEP})")
     p.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[64, REF_SIZE])
     p.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8])
     p.add_argument("--threads", default="1,all", help="thread settings: 1 and/or all")
@@ -318,6 +341,8 @@ def main() -> None:
     args = p.parse_args()
     if args.table:
         return print(table(json.loads(Path(args.table).read_text())), end="")
+    if args.keep is None:
+        args.keep = _folder_keep(args.structured)
     if args.child_threads is not None:
         return child(args)
     from common import write_result
@@ -352,11 +377,20 @@ def main() -> None:
             partials.append(out)
     result = dict(benchmark="inference_latency", threads_all=all_threads, run=args.run, structured=args.structured,
                   keep_ref=args.keep, artifact_bytes=built["sizes"], test_mse=acc, settings=settings,
-                  floors=floors(settings, built["sizes"], acc), wall_s=time.time() - t_start,
+                  weights={str(k): v for k, v in built["weights"].items()},
+                  floors=floors(settings, built["sizes"], acc, built["weights"]), wall_s=time.time() - t_start,
                   versions=_versions())
     write_result(args.out, result)
     for path in partials:
         path.unlink()
+
+
+def _folder_keep(folder) -> float:
+    """The keep fraction recorded by ``bec-jax shrink`` in a structured model folder, else ``KEEP``."""
+    meta = Path(folder) / "quantized.json" if folder else None
+    if meta is None or not meta.is_file():
+        return KEEP
+    return float(json.loads(meta.read_text()).get("extra", {}).get("keep", KEEP))
 
 
 def _versions() -> dict:

@@ -3,13 +3,15 @@
 Two formats (``FORMATS``):
 
 - "jax": ``jax.export`` serialized StableHLO (one file, weights embedded as
-  constants, symbolic batch). Runs with JAX alone (``jax.export.deserialize``,
-  which needs the ``flatbuffers`` package of ``bec_jax[deploy]``), no bec_jax. An int8 model exports its integer path (``Int8Conv``: int8
-  weights, dynamic per-tensor int8 activations, int32 sums), so the file holds
-  int8 weights and computes exactly what bec_jax's int8 model computes.
+  constants, BatchNorm folded into the convolutions, symbolic batch). Runs with
+  JAX alone (``jax.export.deserialize``, which needs the ``flatbuffers`` package
+  of ``bec_jax[deploy]``), no bec_jax. An int8 model exports its integer path
+  (``Int8Conv``: int8 weights, dynamic per-tensor int8 activations, int32 sums),
+  so the file holds int8 weights and computes what bec_jax's int8 model computes
+  (with BatchNorm folded into the per-channel scales: ``deploy.fold``).
 - "onnx": an ONNX graph built from the model's weights (opset 17, NCHW inside,
   NHWC at the boundary, symbolic batch). BatchNorm is folded into the
-  convolutions. Runs with ONNX Runtime (``bec_jax[deploy]``).
+  convolutions (``deploy.fold``). Runs with ONNX Runtime (``bec_jax[deploy]``).
 
 int8 in ONNX, quantizer "bec_jax" (``QUANTIZERS``): the stored int8 kernels and
 their scales go into the graph unchanged as QDQ (DequantizeLinear of the int8
@@ -41,8 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMATS", "QUANTIZERS", "ExportConfig", "check_model_folder", "load_model", "model_kind", "export_jax", "onnx_graph", "calibration_inputs",
-           "activation_scales", "export_onnx", "export_artifact", "load_artifact", "onnx_threads", "evaluate_artifact"]
+__all__ = ["FORMATS", "QUANTIZERS", "ExportConfig", "check_model_folder", "load_model", "model_kind", "export_jax",
+           "onnx_graph", "calibration_inputs", "activation_scales", "export_onnx", "export_artifact", "load_artifact",
+           "onnx_threads", "evaluate_artifact", "artifact_latency", "available_format"]
 
 FORMATS = ("jax", "onnx")
 QUANTIZERS = ("bec_jax", "ort")
@@ -126,14 +129,16 @@ def _check_exportable(model):
 # ----------------------------------------------------------------------------- jax.export
 
 def export_jax(model) -> bytes:
-    """Serialized ``jax.export`` of ``model`` (eval mode) for x float32 (b, n, n, in_channels), b symbolic,
-    n = config.input_size; the result is float32 (b, n, n, out_channels)."""
+    """Serialized ``jax.export`` of ``model`` (eval mode, BatchNorm folded: ``deploy.fold.fold_batchnorm``) for x
+    float32 (b, n, n, in_channels), b symbolic, n = config.input_size; the result is float32
+    (b, n, n, out_channels)."""
     import jax
     from flax import nnx
 
+    from bec_jax.deploy.fold import fold_batchnorm
+
     _check_exportable(model)
-    model.eval()
-    gd, state = nnx.split(model)
+    gd, state = nnx.split(fold_batchnorm(model))
     cfg = model.config
     (b,) = jax.export.symbolic_shape("b")
     spec = jax.ShapeDtypeStruct((b, cfg.input_size, cfg.input_size, cfg.in_channels), np.float32)
@@ -191,45 +196,37 @@ class _Builder:
             self.scale_of[out] = self.scale_of[src]
         return self.qdq(out) if src in self.is_dq else out
 
-    def conv(self, name: str, conv, bn, x: str, relu: bool) -> str:
-        """conv (nnx.Conv or Int8Conv, HWIO) → BatchNorm (folded) → ReLU on NCHW tensor x."""
+    def conv(self, name: str, conv, x: str, relu: bool) -> str:
+        """conv (nnx.Conv or Int8Conv, HWIO, BatchNorm already folded in) → ReLU on NCHW tensor x."""
         from bec_jax.compress.quantization import Int8Conv
 
         int8 = isinstance(conv, Int8Conv)
-        if bn is not None:
-            a = np.asarray(bn.scale[...], np.float64) / np.sqrt(np.asarray(bn.var[...], np.float64) + bn.epsilon)
-            shift = np.asarray(bn.bias[...], np.float64) - np.asarray(bn.mean[...], np.float64) * a
-        bias = np.asarray(conv.bias[...], np.float64)
+        bias = np.asarray(conv.bias[...], np.float32)
+        pad = conv.padding
+        pads = [int(pad[0][0]), int(pad[1][0]), int(pad[0][1]), int(pad[1][1])]
         if int8:
             q = np.asarray(conv.kernel_q[...], np.int8).transpose(3, 2, 0, 1)  # HWIO -> OIHW
-            s = np.broadcast_to(np.asarray(conv.w_scale[...], np.float64), q.shape[:1])
-            k, pad = None, conv.padding
-        else:
-            k, pad = np.asarray(conv.kernel[...], np.float64).transpose(3, 2, 0, 1), conv.padding
-        if bn is not None:
-            bias = bias * a + shift
-            if int8:  # BN enters the per-channel scale; a negative factor flips the int8 row, exactly
-                sign = np.where(a < 0, -1, 1).astype(np.int8)
-                q, s = q * sign[:, None, None, None], np.where(a == 0, s, s * np.abs(a))
-                q = np.where((a == 0)[:, None, None, None], np.int8(0), q).astype(np.int8)
-            else:
-                k = k * a[:, None, None, None]
-        pads = [int(pad[0][0]), int(pad[1][0]), int(pad[0][1]), int(pad[1][1])]
-        if int8 and self.scales is not None:
+            s = np.broadcast_to(np.asarray(conv.w_scale[...], np.float32), q.shape[:1])
+        quantized = int8 and self.scales is not None
+        if quantized:
             x = self.qdq(x)
-            sx = self.scale_of[x][0]
+            sx = np.float32(self.scale_of[x][0])
             # zero points omitted: 0 of the int8 / int32 type (symmetric weights and bias)
-            w = self.op("DequantizeLinear", [self.const(f"{name}.wq", q), self.const(f"{name}.ws", s.astype(np.float32))],
-                        "w", axis=0)
-            sb = (sx * s).astype(np.float32)  # the bias in the accumulator's units, as QLinearConv needs it
-            bq = np.clip(np.round(bias / sb), -2**31, 2**31 - 1).astype(np.int32)
-            b = self.op("DequantizeLinear", [self.const(f"{name}.bq", bq), self.const(f"{name}.bs", sb)], "b", axis=0)
+            ws = self.const(f"{name}.ws", s)
+            w = self.op("DequantizeLinear", [self.const(f"{name}.wq", q), ws], "w", axis=0)
+            # the bias in the accumulator's units, as QLinearConv needs it; its scale sx·s_c is a Mul
+            # that ONNX Runtime folds at load, not a third stored vector
+            sb = sx * s  # float32 product, as the Mul computes it
+            bq = np.clip(np.round(bias.astype(np.float64) / sb), -2**31, 2**31 - 1).astype(np.int32)
+            bs = self.op("Mul", [self.const("sx", sx), ws], "bs")
+            b = self.op("DequantizeLinear", [self.const(f"{name}.bq", bq), bs], "b", axis=0)
         else:
-            if int8:
-                k = q.astype(np.float64) * s[:, None, None, None]
-            w, b = self.const(f"{name}.w", k.astype(np.float32)), self.const(f"{name}.b", bias.astype(np.float32))
-        y = self.op("Conv", [x, w, b], name, pads=pads, kernel_shape=list(k.shape[2:] if k is not None else q.shape[2:]))
-        if relu:
+            k = q.astype(np.float64) * s[:, None, None, None] if int8 else \
+                np.asarray(conv.kernel[...], np.float32).transpose(3, 2, 0, 1)
+            w, b = self.const(f"{name}.w", k.astype(np.float32)), self.const(f"{name}.b", bias)
+        y = self.op("Conv", [x, w, b], name, pads=pads, kernel_shape=list(_kernel_hw(conv)))
+        quantized_out = quantized and name in self.scales and self.scales[name][1] == 0
+        if relu and not quantized_out:  # a uint8 output with zero point 0 clamps at 0: that is the ReLU
             y = self.op("Relu", [y], f"{name}.relu")
         self.points[name] = y
         if self.scales is not None and name in self.scales:
@@ -237,6 +234,11 @@ class _Builder:
             if int8:  # the integer conv's output is quantized (QLinearConv writes uint8)
                 return self.qdq(y)
         return y
+
+
+def _kernel_hw(conv) -> tuple[int, int]:
+    """(kh, kw) of an nnx.Conv or Int8Conv."""
+    return tuple((conv.kernel_q if hasattr(conv, "kernel_q") else conv.kernel).shape[:2])
 
 
 def onnx_graph(model, scales: dict | None = None, *, expose_points: bool = False):
@@ -252,9 +254,10 @@ def onnx_graph(model, scales: dict | None = None, *, expose_points: bool = False
     from onnx import TensorProto, helper
 
     from bec_jax.compress.quantization import conv_layers
+    from bec_jax.deploy.fold import fold_batchnorm
 
     _check_exportable(model)
-    model.eval()
+    model = fold_batchnorm(model)
     cfg = model.config
     n = cfg.input_size
     g = _Builder(scales)
@@ -265,8 +268,8 @@ def onnx_graph(model, scales: dict | None = None, *, expose_points: bool = False
     convs = {name: getattr(p, a) for name, p, a in conv_layers(model)}
 
     def block(prefix, blk, h):
-        h = g.conv(f"{prefix}.conv1", convs[f"{prefix}.conv1"], blk.bn1, h, True)
-        return g.conv(f"{prefix}.conv2", convs[f"{prefix}.conv2"], blk.bn2, h, True)
+        h = g.conv(f"{prefix}.conv1", convs[f"{prefix}.conv1"], h, True)
+        return g.conv(f"{prefix}.conv2", convs[f"{prefix}.conv2"], h, True)
 
     sizes = [n]
     skips = [block("inc", model.inc, x)]
@@ -292,7 +295,7 @@ def onnx_graph(model, scales: dict | None = None, *, expose_points: bool = False
             if skip in g.is_dq and up in g.is_dq:
                 cat = g.qdq(cat)
         h = block(f"up.{i}", blk, cat)
-    y = g.conv("outc", convs["outc"], None, h, False)
+    y = g.conv("outc", convs["outc"], h, False)
     g.op("Transpose", [y], "out", perm=[0, 2, 3, 1])
     g.nodes[-1].output[0] = "y"
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n, n, cfg.out_channels])]
@@ -488,5 +491,40 @@ def evaluate_artifact(run, loader) -> dict:
 
     from bec_jax.train.trainer import evaluate_loader
 
-    return evaluate_loader(lambda params, stats, x: jnp.asarray(run(np.asarray(x))),
-                           dict(params=None, batch_stats=None), loader)
+    return evaluate_loader(lambda params, stats, x: jnp.asarray(run(np.asarray(x))), None, None, loader)
+
+
+def artifact_latency(run, x, *, warmup: int = 2, repeats: int = 20) -> dict:
+    """Wall time of a loaded artifact ``run`` (``load_artifact``) on x float32 (B, n, n, 1): one first
+    call (compile or session warm-up), ``warmup`` more, then ``repeats`` timed calls.
+    Returns {"median_ms", "q25_ms", "q75_ms", "first_call_s"}."""
+    import time
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    x = np.asarray(x, np.float32)
+    t0 = time.perf_counter()
+    run(x)
+    first = time.perf_counter() - t0
+    for _ in range(warmup):
+        run(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t0)
+    q25, q50, q75 = np.percentile(np.asarray(times) * 1e3, [25, 50, 75])
+    return dict(median_ms=float(q50), q25_ms=float(q25), q75_ms=float(q75), first_call_s=first)
+
+
+def available_format() -> tuple[str | None, str]:
+    """(format, why) of the deployment runtime installed here: "onnx" with ONNX Runtime (and onnx),
+    else "jax" with flatbuffers (jax.export's file format), else None; ``why`` is one line."""
+    from importlib.util import find_spec
+
+    if find_spec("onnxruntime") and find_spec("onnx"):
+        return "onnx", "ONNX Runtime is installed"
+    if find_spec("flatbuffers"):
+        return "jax", "ONNX Runtime is not installed: jax.export files (JAX runs them)"
+    return None, ("no deployment runtime installed (neither ONNX Runtime nor flatbuffers): "
+                  "pip install 'bec_jax[deploy]' to export and time deployable files")

@@ -56,8 +56,16 @@ def build_report(config, results: dict) -> dict:
         models=table,
         latency=dict(batch=dense["latency_ms"]["batch"], repeats=config.report.latency_repeats,
                      statistic="median"),
+        deployment=_deployment(results.get("deploy")),
         stage_seconds={k: r["stage_seconds"] for k, r in results.items() if "stage_seconds" in r},
     )
+
+
+def _deployment(d: dict | None) -> dict:
+    """The deploy stage's record: format, one-line note, {variant: file, bytes, latency_ms, mse, …}."""
+    if d is None:
+        return dict(format=None, note="no deploy stage in this run", artifacts={})
+    return dict(format=d["format"], note=d["note"], latency_batch=d.get("latency_batch"), artifacts=d["files"])
 
 
 def plot_compression(models: dict, path) -> Path:
@@ -132,7 +140,18 @@ def _markdown(r: dict, figures: dict) -> str:
         L.append(f"| {name} | {v['bytes_on_disk'] / 1e6:.2f} MB | {v['size_ratio_vs_dense']:.1f} | {v['mse']:.3e} | "
                  f"{v['mse_ratio_vs_dense']:.2f} | {v['fidelity_mean']:.4f} | {v['vortex_count_accuracy']:.3f} | "
                  f"{v['latency_ms']:.1f} | {_num(v['latency_int8_ms'], '{:.1f}')} |")
-    L += ["", f"![compression]({figures['compression']})", "", "## Time per stage", "",
+    L += ["", f"![compression]({figures['compression']})", "", "## Deployed artifacts", ""]
+    dep = r["deployment"]
+    if dep["artifacts"]:
+        L += [f"Exported with `bec-jax export` ({dep['note']}), reloaded from the file and run by "
+              f"{'ONNX Runtime' if dep['format'] == 'onnx' else 'JAX'}: latency median of "
+              f"{r['latency']['repeats']} calls at batch {dep['latency_batch']}, masked MSE on the test split.", "",
+              "| file | precision | size | latency (ms) | masked MSE | MSE / dense |", "|---|---|---|---|---|---|"]
+        L += [f"| {a['file']} | {a['precision']} | {a['bytes'] / 1e6:.2f} MB | {a['latency_ms']:.2f} | "
+              f"{a['mse']:.3e} | {a['mse_ratio_vs_dense']:.3f} |" for a in dep["artifacts"].values()]
+    else:
+        L.append(f"None: {dep['note']}.")
+    L += ["", "## Time per stage", "",
           "| stage | seconds |", "|---|---|"]
     L += [f"| {k} | {v:.0f} |" for k, v in r["stage_seconds"].items()]
     L += ["", "Reproduce: `bec-jax pipeline --config config.json --out <folder>` (config.json of this run).", ""]

@@ -1,5 +1,5 @@
 """``bec-jax pipeline``: generate → train → evaluate → prune → quantize →
-evaluate the reloaded compressed models → report, in one resumable run folder.
+evaluate the reloaded compressed models → deploy (export, reload, time) → report, in one resumable run folder.
 
 Every stage is a call into the library (``generate``, ``fit``,
 ``evaluate_model``, ``prune_and_finetune``, ``save_quantized`` /
@@ -15,6 +15,7 @@ Run folder::
     data.h5            the dataset (HDF5)
     train/             orbax checkpoints, metrics.csv/json
     models/<variant>/  every evaluated model, saved with orbax (save_quantized)
+    deploy/            the exported dense and int8 files (ONNX, or jax.export without ONNX Runtime)
     stages/*.json      per-stage results
     report.md, report.json, *.png
 """
@@ -33,7 +34,7 @@ from bec_jax.pipeline.config import PipelineConfig
 
 __all__ = ["STAGES", "RunConflict", "run_pipeline", "prepare_run"]
 
-STAGES = ("generate", "train", "evaluate", "prune", "quantize", "evaluate_compressed", "report")
+STAGES = ("generate", "train", "evaluate", "prune", "quantize", "evaluate_compressed", "deploy", "report")
 
 
 class RunConflict(ValueError):
@@ -156,18 +157,23 @@ def _evaluate(ctx: _Context, model, desc: str, keep: int = 0):
                           imaging=ctx.config.imaging, seed=ctx.config.train.seed)
 
 
-def _latency(ctx: _Context, model) -> dict:
-    """Median forward latency (ms) of ``model`` on a batch of test inputs."""
+def _latency_inputs(ctx: _Context):
+    """float32 (latency_batch, n, n, 1): the test inputs every latency is measured on."""
     import jax.numpy as jnp
 
-    from bec_jax.compress.workflow import forward_latency
     from bec_jax.data.targets import make_example
 
-    r = ctx.config.report
     grid, arrays, tcfg = ctx.test_split()
-    sel = np.resize(np.arange(len(arrays["psi"])), r.latency_batch)
-    x = make_example(grid, jnp.asarray(arrays["psi"][sel]), tcfg)[0].astype(jnp.float32)
-    lat = forward_latency(model, x, repeats=r.latency_repeats)
+    sel = np.resize(np.arange(len(arrays["psi"])), ctx.config.report.latency_batch)
+    return make_example(grid, jnp.asarray(arrays["psi"][sel]), tcfg)[0].astype(jnp.float32)
+
+
+def _latency(ctx: _Context, model) -> dict:
+    """Median forward latency (ms) of ``model`` on a batch of test inputs."""
+    from bec_jax.compress.workflow import forward_latency
+
+    r = ctx.config.report
+    lat = forward_latency(model, _latency_inputs(ctx), repeats=r.latency_repeats)
     lat.pop("output")
     return dict(lat, batch=r.latency_batch)
 
@@ -252,6 +258,38 @@ def _stage_evaluate_compressed(ctx: _Context) -> dict:
     return dict(variants=rows)
 
 
+def _deployed(config: PipelineConfig) -> list[str]:
+    """Model variants the deploy stage exports: the dense model and its per-channel int8 (or the
+    first int8 scheme of the run)."""
+    schemes = config.compress.schemes
+    return ["dense"] + ([f"int8_{'per_channel' if 'per_channel' in schemes else schemes[0]}"] if schemes else [])
+
+
+def _stage_deploy(ctx: _Context) -> dict:
+    """Export the deployed variants with the runtime installed here (``bec-jax export``), reload each file and
+    measure its size, latency and masked test MSE; without a runtime, one line saying so."""
+    from bec_jax.deploy.export import (SUFFIX, artifact_latency, available_format, evaluate_artifact,
+                                       export_artifact, load_artifact)
+
+    fmt, why = available_format()
+    if fmt is None:
+        return dict(format=None, note=why, files={})
+    r = ctx.config.report
+    x, test = np.asarray(_latency_inputs(ctx)), ctx.setup().test
+    dense = ctx.results["evaluate_compressed"]["variants"]["dense"]["summary"]["mse"]
+    (ctx.out / "deploy").mkdir(exist_ok=True)
+    files = {}
+    for name in _deployed(ctx.config):
+        rel = f"deploy/{name}{SUFFIX[fmt]}"
+        info = export_artifact(ctx.out / "models" / name, fmt, ctx.out / rel, data=ctx.data)
+        run = load_artifact(ctx.out / rel)
+        mse = evaluate_artifact(run, test)["mse"]
+        files[name] = dict(file=rel, format=fmt, precision=info["precision"], bytes=info["bytes"],
+                           latency_ms=artifact_latency(run, x, repeats=r.latency_repeats)["median_ms"],
+                           mse=mse, mse_ratio_vs_dense=mse / dense)
+    return dict(format=fmt, note=why, files=files, latency_batch=r.latency_batch)
+
+
 def _stage_report(ctx: _Context) -> dict:
     from bec_jax.pipeline.report import write_report
 
@@ -270,6 +308,9 @@ def _stage_artifacts(ctx: _Context, name: str) -> list[str]:
         return [f"models/pruned/{MANIFEST}"]
     if name == "quantize":
         return [f"models/{v}/{MANIFEST}" for v in _variants(ctx.config) if v != "pruned"]
+    if name == "deploy":
+        return sorted(str(p.relative_to(ctx.out)) for p in (ctx.out / "deploy").glob("*")) \
+            if (ctx.out / "deploy").is_dir() else []
     return []
 
 
@@ -312,7 +353,8 @@ def _finished(ctx: _Context, name: str) -> str | None:
 
 STAGE_FUNCTIONS = {"generate": _stage_generate, "train": _stage_train, "evaluate": _stage_evaluate,
                    "prune": _stage_prune, "quantize": _stage_quantize,
-                   "evaluate_compressed": _stage_evaluate_compressed, "report": _stage_report}
+                   "evaluate_compressed": _stage_evaluate_compressed, "deploy": _stage_deploy,
+                   "report": _stage_report}
 
 
 def run_pipeline(config: PipelineConfig, out, *, progress: bool = True,

@@ -232,3 +232,84 @@ def test_export_cli_int8_onnx_needs_and_uses_data(folders, tmp_path, capsys, sma
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["precision"] == "int8" and summary["quantizer"] == "bec_jax"
     assert load_artifact(out)(x[:2]).shape == (2, 32, 32, 2)
+
+
+# ----------------------------------------------------------------------------- BatchNorm folding, file sizes
+
+def test_fold_batchnorm_keeps_outputs_and_int8_rows(folders):
+    from bec_jax.compress.quantization import Int8Conv, conv_layers
+    from bec_jax.deploy.fold import fold_batchnorm
+
+    x = inputs(3)
+    dense, _ = load_model(folders / "dense")
+    folded = fold_batchnorm(dense)
+    assert not any(isinstance(m, nnx.BatchNorm) for _, m in folded.iter_modules())
+    ref = run(dense, x)
+    np.testing.assert_allclose(run(folded, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    int8, _ = load_model(folders / "int8")
+    folded = fold_batchnorm(int8)
+    # same int8 values up to the sign of a negative scale; a zero BatchNorm scale (channel 0) zeroes its row
+    for (name, p, a), (_, fp, fa) in zip(conv_layers(int8), conv_layers(folded)):
+        q, fq = np.asarray(getattr(p, a).kernel_q[...]), np.asarray(getattr(fp, fa).kernel_q[...])
+        assert isinstance(getattr(fp, fa), Int8Conv) and fq.dtype == np.int8
+        differ = np.flatnonzero((np.abs(q) != np.abs(fq)).any(axis=(0, 1, 2)))
+        assert differ.tolist() == ([] if name == "outc" else [0]) and not fq[..., differ].any(), name
+    # the integer path quantizes activations per call: folding moves a few roundings by one step
+    ref = run(int8, x)
+    assert rel_rms(run(folded, x), ref) < 1e-3
+
+
+def _channels(model):
+    from bec_jax.compress.quantization import conv_layers
+
+    return sum(int(getattr(p, a).bias.shape[0]) for _, p, a in conv_layers(model))
+
+
+def test_onnx_int8_stores_a_quarter_of_the_fp32_weights_plus_a_scale_and_bias_per_channel(folders):
+    """int8 file - fp32 file / 4 is what int8 needs beyond its weights: a float32 scale and an int32 bias
+    per output channel (the fp32 file holds one float32 bias), nothing for BatchNorm (folded in both)
+    and no stored bias scale (a Mul of the input and weight scales)."""
+    pytest.importorskip("onnxruntime")
+    from bec_jax.deploy.export import export_onnx
+
+    model, _ = load_model(folders / "int8")
+    fp32 = export_onnx(load_model(folders / "dense")[0])
+    int8 = export_onnx(model, inputs(16, seed=2))
+    c = _channels(model)
+    init_bytes = lambda proto: sum(len(t.raw_data) or t.ByteSize() for t in proto.graph.initializer)
+    # tensors of a conv are named "<conv>.<kind>_<k>"; every other initializer is a scalar or a shape
+    kinds = lambda proto: sorted(t.name.rsplit("_", 1)[0].rsplit(".", 1)[1] for t in proto.graph.initializer
+                                 if "." in t.name)
+    convs = len(model.down) * 4 + 3
+    assert kinds(fp32) == ["b"] * convs + ["w"] * convs
+    assert kinds(int8) == ["bq"] * convs + ["wq"] * convs + ["ws"] * convs
+    scalars = 64 * len(int8.graph.node)  # activation scales, zero points, resize and pad constants
+    assert init_bytes(int8) - init_bytes(fp32) / 4 <= 7 * c + scalars
+    total_int8, total_fp32 = len(int8.SerializeToString()), len(fp32.SerializeToString())
+    assert total_int8 - total_fp32 / 4 <= 7 * c + 160 * len(int8.graph.node)  # + the graph's nodes
+
+
+def test_evaluate_artifact_is_the_models_test_mse(small_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from bec_jax.compress.workflow import load_setup, test_mse
+    from bec_jax.deploy.export import evaluate_artifact, export_onnx
+
+    run_dir, data = small_run
+    setup = load_setup(run_dir, data)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(export_onnx(setup.model).SerializeToString())
+    got = evaluate_artifact(load_artifact(path), setup.test)
+    assert got["mse"] == pytest.approx(test_mse(setup.model, setup.test)["mse"], rel=1e-4)
+
+
+@pytest.mark.parametrize("installed, fmt", [({"onnxruntime", "onnx", "flatbuffers"}, "onnx"),
+                                            ({"flatbuffers"}, "jax"), (set(), None)])
+def test_available_format_follows_the_installed_runtime(monkeypatch, installed, fmt):
+    import importlib.util
+
+    from bec_jax.deploy.export import available_format
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in installed else None)
+    got, why = available_format()
+    assert got == fmt and "\n" not in why
+    assert ("pip install 'bec_jax[deploy]'" in why) == (fmt is None)

@@ -108,6 +108,17 @@ def test_tiny_run_writes_report_models_and_figures(tiny_run):
     for png in r["figures"]:
         assert (out / png).stat().st_size > 5000 and f"]({png})" in md
     assert (out / "models" / "pruned" / "quantized.json").exists() and (out / "train" / "checkpoints").is_dir()
+    # the deployed files: listed with size, latency and accuracy when a runtime is installed, else one line
+    dep = r["deployment"]
+    if dep["format"] is None:
+        assert dep["artifacts"] == {} and "pip install 'bec_jax[deploy]'" in dep["note"]
+        assert f"None: {dep['note']}." in md
+    else:
+        assert set(dep["artifacts"]) == {"dense", "int8_per_channel"}
+        for name, a in dep["artifacts"].items():
+            assert (out / a["file"]).stat().st_size == a["bytes"] and a["latency_ms"] > 0 and a["file"] in md
+            assert a["mse"] == pytest.approx(m[name]["mse"], rel=1e-4 if name == "dense" else 0.2)
+        assert [a["precision"] for a in dep["artifacts"].values()] == ["fp32", "int8"]
 
 
 @pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
@@ -118,7 +129,7 @@ def test_rerun_resumes_and_redoes_only_unfinished_stages(tiny_run):
     log = []
     run_pipeline(TINY, out, progress=False, log=log.append)
     redone = [line for line in log[:-1] if "done earlier" not in line]
-    assert [line.split("]")[1].strip() for line in redone] == ["evaluate_compressed", "report"]
+    assert [line.split("]")[1].strip() for line in redone] == ["evaluate_compressed", "deploy", "report"]
     after = json.loads((out / "report.json").read_text())
     assert after["models"]["pruned"]["mse"] == before["models"]["pruned"]["mse"]
     assert after["dataset"] == before["dataset"]
