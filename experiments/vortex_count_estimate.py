@@ -1,6 +1,7 @@
 """Vortex count of the ground state against its estimate, over a (g, Ω) grid.
 
-For each (g, Ω) the script relaxes seeded starts (``groundstate.seeded_guesses`` with explicit counts) over a
+For each (g, Ω) the script relaxes seeded starts (``groundstate.seeded_guesses`` with explicit counts, each
+lattice patch around a random point of the unit cell, so that no count is favoured by the patch's shape) over a
 window of seeded vortex counts around the estimates, --keys keys per count, each start relaxed alone
 (``ground_state(psi0=...)``: warm-up, PCG, polish; float32 and its default tolerances, the box of
 ``box_length``, --n points, as the paper preset generates). The "true" count is the vortex count of the
@@ -72,7 +73,7 @@ def relax_window(n: int, g: float, omega: float, keys: int, seed: int) -> dict:
     grid = bj.Grid(n, float(bj.box_length(g, omega)))
     counts = np.repeat(window(g, omega), keys)[None]
     ks = start_keys(jax.random.key(seed), 1, counts.shape[1])
-    guesses = seeded_guesses(grid, np.full(1, g), np.full(1, omega), ks, counts)[0]
+    guesses = seeded_guesses(grid, np.full(1, g), np.full(1, omega), ks, counts, centre="random")[0]
     m = counts.shape[1]
     res = jax.block_until_ready(bj.ground_state(grid, np.full(m, g), np.full(m, omega), key=jax.random.key(seed),
                                                 psi0=guesses))
