@@ -11,8 +11,9 @@ solver's defaults (PCG, 4 starts). Each batch is solved twice by ``ground_state`
 
 One warm-up call compiles; then each batch runs both rules back to back, the order alternating per batch, so
 load falls on both alike. Reported per state: energies, ΔE = E(current) − E(previous) (absolute, relative),
-vortex counts, convergence; per batch: wall time of each rule; over batches: median times and the median of
-the per-batch ratios current / previous, and the iterations of all starts (a load-free cost).
+vortex counts, convergence, and ΔE of the best of the current rule's first two starts (an ``n_starts=2``
+run) against the previous 4; per batch: wall time of each rule; over batches: median times and the median
+of the per-batch ratios current / previous, and the iterations of all starts (a load-free cost).
 
     nice python benchmarks/seeding.py --out benchmarks/results/seeding.json
 """
@@ -96,7 +97,11 @@ def main(argv=None) -> int:
                 delta=e["current"] - e["previous"], relative_delta=(e["current"] - e["previous"]) / abs(e["previous"]),
                 vortices={r: int(out[r].vortices[i]) for r in rules},
                 converged={r: bool(out[r].converged[i]) for r in rules},
-                start_vortices={r: np.asarray(out[r].start_vortices[i]).tolist() for r in rules}))
+                start_vortices={r: np.asarray(out[r].start_vortices[i]).tolist() for r in rules},
+                start_energies={r: np.asarray(out[r].start_energies[i], float).tolist() for r in rules}))
+            # the first two starts are exactly those of an n_starts=2 run of the current rule
+            s2 = min(states[-1]["start_energies"]["current"][:2])
+            states[-1]["relative_delta_current_2_starts"] = (s2 - e["previous"]) / abs(e["previous"])
             s = states[-1]
             print(f"sample {s['sample']}: g={s['g']:.1f} Ω={s['omega']:.3f} E {e['previous']:.7f} -> {e['current']:.7f} "
                   f"(rel {s['relative_delta']:+.1e}) vortices {s['vortices']['previous']} -> {s['vortices']['current']}",
@@ -108,6 +113,8 @@ def main(argv=None) -> int:
         higher_than_1e_5=int(np.sum(rel > 1e-5)), lower_than_minus_1e_5=int(np.sum(rel < -1e-5)),
         max_relative_delta=float(rel.max()), min_relative_delta=float(rel.min()),
         vortices_changed=int(sum(s["vortices"]["previous"] != s["vortices"]["current"] for s in states)),
+        current_2_starts_higher_than_1e_5=int(sum(s["relative_delta_current_2_starts"] > 1e-5 for s in states)),
+        current_2_starts_max_relative_delta=float(max(s["relative_delta_current_2_starts"] for s in states)),
         all_converged={r: all(s["converged"][r] for s in states) for r in rules},
         median_wall_s={r: float(np.median([b["wall_s"][r] for b in batches])) for r in rules},
         median_ratio_current_over_previous=float(np.median([b["ratio"] for b in batches])),

@@ -267,6 +267,8 @@ def _compactness(n_max: int = 128) -> np.ndarray:
 
 
 _COMPACTNESS = _compactness()
+# index into _CENTRES of the most compact patch per N, decided once in float64 (ties: the first centre)
+_COMPACT_INDEX = np.argmin(np.round(_COMPACTNESS, 9), axis=0).astype(np.int32)
 
 
 def compact_centre(n_vortices):
@@ -274,14 +276,16 @@ def compact_centre(n_vortices):
 
     Of a site, a triangle centroid and a bond midpoint, the one that minimises the
     mean squared distance of the N nearest lattice points (ties: in that order).
-    Finite vortex lattices in a rotating trap take such compact, closed-shell
-    shapes: the g = 500, Ω = 0.85 ground state is the 27-point patch around a
-    centroid (shells 3 + 3 + 6 + 6 + 3 + 6), and 7, 19, 37 around a site, 12 around a
-    centroid and 8, 14 around a bond are ground-state counts at g ∈ [100, 500]
-    (experiments/vortex_count_estimate.py). n_vortices may be traced (0..128).
+    Low-energy finite vortex lattices take such compact, closed-shell shapes:
+    7, 19, 37 (around a site), 12, 27 (a centroid) and 14 (a bond midpoint) are
+    ground-state counts at g ∈ [100, 500] (experiments/vortex_count_estimate.py),
+    and at g = 500, Ω = 0.85 every centroid-centred seed of 21–29 vortices relaxes
+    to the 27-vortex lowest state (experiments/results/start_count_n200). Seeds
+    around a point of the wrong family lock into that family's state instead.
+    n_vortices may be traced (0..128).
     """
-    table = jnp.asarray(_COMPACTNESS)
-    return jnp.asarray(_CENTRES)[jnp.argmin(table[:, jnp.clip(n_vortices, 0, table.shape[1] - 1)])]
+    best = jnp.asarray(_COMPACT_INDEX)[jnp.clip(n_vortices, 0, len(_COMPACT_INDEX) - 1)]
+    return jnp.asarray(_CENTRES, real_dtype())[best]
 
 
 #: width of the vortex-free rim of the rotating cloud in Feynman lattice spacings (``vortex_number_estimate``)
@@ -356,8 +360,9 @@ def start_vortex_numbers(g, omega, n_starts: int):
 
     With N = ``vortex_number_estimate`` (a float), start i seeds the i-th integer ≥ 0 in order
     of its distance to N (ties: the larger first): N = 26.1 gives 26, 27, 25, 28, 24, …
-    The estimate is within ±1 of the true count over g ∈ [100, 500], Ω ∈ [0.6, 0.9]
-    (experiments/vortex_count_estimate.py), so the first three starts bracket it.
+    The estimate is within 1.5 of the true count over g ∈ [100, 500], Ω ∈ [0.6, 0.9]
+    (0.6–0.8 on average; experiments/vortex_count_estimate.py), so the first four
+    starts bracket it.
     """
     est = vortex_number_estimate(g, omega)
     # candidates ⌊N⌋ + 1, ⌊N⌋, ⌊N⌋ + 2, ⌊N⌋ − 1, …: n_starts of them are ≥ 1; the stable sort by
