@@ -217,7 +217,8 @@ def main(argv=None) -> int:
     result = dict(argv=sys.argv[1:] if argv is None else list(argv),
                   settings=dict(n=args.n, seeds=args.seeds, basin_rtol=args.basin_rtol, ks=list(KS), dtype="float32",
                                 rules=rules),
-                  cases=cases, recommended_n_starts={rule: recommend(cases, rule) for rule in rules}, wall_s=time.perf_counter() - t0,
+                  cases=cases, recommended_n_starts={rule: recommend(cases, rule) for rule in rules},
+                  wall_s=time.perf_counter() - t0,
                   load_average_start=list(load0), load_average_end=list(os.getloadavg()),
                   jax_version=jax.__version__, devices=jax.local_device_count())
     (out / "start_count.json").write_text(json.dumps(result, indent=1))
