@@ -349,6 +349,25 @@ def norm_drift(d) -> str:
     return "\n".join(out)
 
 
+def seeding(d) -> str:
+    st, sm = d["settings"], d["summary"]
+    la = d["load_average"]
+    out = [f"`{d['_file']}` — {d['device']}, the paper preset's first {sm['states']} groups (one state each), "
+           f"{st['n']}², L = {st['length']:.2f}, {st['dtype']}, {st['n_starts']} starts, {st['batches']} batches of "
+           f"{st['batch']}; load average {la[0][0]:.1f} → {la[1][0]:.1f}", "",
+           "| | previous seeds | current seeds |", "|---|---|---|",
+           f"| median wall s per batch | {sm['median_wall_s']['previous']:.1f} | {sm['median_wall_s']['current']:.1f} |",
+           f"| iterations, all starts | {sm['iterations']['previous']:,} | {sm['iterations']['current']:,} |",
+           f"| all converged | {sm['all_converged']['previous']} | {sm['all_converged']['current']} |", "",
+           f"Median of the per-batch ratios current / previous: **{sm['median_ratio_current_over_previous']:.2f}×**. "
+           f"E(current) − E(previous), relative: {sm['min_relative_delta']:+.1e} to {sm['max_relative_delta']:+.1e}; "
+           f"higher by more than 1e-5: {sm['higher_than_1e_5']} of {sm['states']} states, lower: "
+           f"{sm['lower_than_minus_1e_5']}; vortex count changed: {sm['vortices_changed']}. The best of the current "
+           f"seeds' first 2 starts (an `n_starts=2` run) above the previous 4 by more than 1e-5: "
+           f"{sm['current_2_starts_higher_than_1e_5']} (at most {sm['current_2_starts_max_relative_delta']:+.1e})."]
+    return "\n".join(out)
+
+
 # ----------------------------------------------------------------------------- datasets and processes
 
 def generation(d) -> str:
@@ -580,7 +599,7 @@ SECTIONS = (
     ("solver_throughput", solver), ("solver_throughput_floor", solver), ("step_variants", step_variants),
     ("fft_contention", fft_contention), ("cpu_sharding", cpu_sharding), ("pcg_profile", pcg_profile),
     ("ground_state_methods", methods), ("ground_state_methods_long", methods), ("ground_state_ablations", ablations),
-    ("ground_state_gradient", ground_state_gradient), ("ground_state_memory", ground_state_memory),
+    ("seeding", seeding), ("ground_state_gradient", ground_state_gradient), ("ground_state_memory", ground_state_memory),
     ("real_time_norm_drift_cpu", norm_drift), ("generation_throughput", generation), ("distributed", distributed),
     ("distributed_n64", distributed), ("gradient_flow_step", gradient_flow_step), ("unet_throughput", unet_throughput),
     ("unet_profile", unet_profile), ("compression_latency", compression_latency),

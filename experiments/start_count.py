@@ -1,21 +1,31 @@
 """Start-count study: ground-state energy and vortex count against the number of starts, at fast rotation.
 
-For each (g, Ω) and each of --seeds keys, the 16 seeded starts that ``bj.ground_state(..., n_starts=16)``
-would relax (``groundstate.seeded_guesses``: start i seeds the i-th vortex count of N, N − d, N + d, ...,
-so the first k starts are exactly the starts of an ``n_starts=k`` run) are relaxed one by one, each as its
-own state (``ground_state(psi0=...)``: warm-up, PCG, polish, float32 and its default tolerances, as the data
-generator runs). The result of k starts is the lowest-energy start among the first k, as ``ground_state``
-picks it. Per k ∈ {1, 2, 4, 8, 16} the study reports over the seeds:
+For each (g, Ω), each seeding rule and each of --seeds keys, the 16 seeded starts that
+``bj.ground_state(..., n_starts=16)`` would relax (``groundstate.seeded_guesses``; the first k starts are
+exactly the starts of an ``n_starts=k`` run) are relaxed one by one, each as its own state
+(``ground_state(psi0=...)``: warm-up, PCG, polish, float32 and its default tolerances, as the data generator
+runs). The rules differ in the vortex counts they seed and in the lattice centres (same keys, so the same
+orientations, jitter and noise):
+
+  * current: ``groundstate.start_vortex_numbers`` (the rim estimate; the integers nearest it first), each
+    count's lattice patch around its most compact high-symmetry centre (``groundstate.compact_centre``);
+  * previous: the rule before it, 0.74ΩR² − 0.92R − 0.69 spread as N, N − d, N + d, ... with d = max(1, N/5),
+    each patch around a random point of the unit cell.
+
+The result of k starts is the lowest-energy start among the first k, as ``ground_state`` picks it. Per rule
+and k ∈ {1, 2, 4, 8, 16} the study reports over the seeds:
 
   * how often the k-start winner reaches the lowest state (energy within --basin-rtol of the lowest energy
-    any start of any seed of that (g, Ω) found),
+    any start of any rule and seed of that (g, Ω) found),
+  * the fraction of the k starts that reach it (the floor asks >= 0.5 at the default k = 4),
   * the winner's energy above that lowest energy (mean and max), and its vortex count,
   * the cost: PCG + warm-up iterations of the k starts.
 
-and recommends the smallest k whose winner reached the lowest state for every seed of every (g, Ω) (none
-when even 16 did not). The lowest state found is only the lowest of these 16 × seeds starts.
+and recommends per rule the smallest k whose winner reached the lowest state for every seed of every
+(g, Ω) (none when even 16 did not). The lowest state found is only the lowest of all these starts.
 
     nice python experiments/start_count.py                 # ~10 min on 2 cores -> results/start_count/
+    nice python experiments/start_count.py --n 200 --g 500 --out experiments/results/start_count_n200
     python experiments/start_count.py --quick              # n = 64, 2 seeds: a smoke run
 """
 
@@ -32,20 +42,37 @@ import jax
 import numpy as np
 
 import bec_jax as bj
-from bec_jax.gpe.groundstate import seeded_guesses, start_keys
+from bec_jax.gpe.groundstate import seeded_guesses, start_keys, start_vortex_numbers
+from vortex_count_estimate import previous_estimate
 
 KS = (1, 2, 4, 8, 16)
 
 
-def relax_starts(n: int, g: float, omega: float, seed: int, n_starts: int = max(KS)) -> dict:
-    """The ``n_starts`` seeded starts of one (g, Ω) and key, each relaxed alone: per-start energy, vortex
-    count, residual, converged, iterations (lists in start order), and the grid side."""
+def previous_counts(g: float, omega: float, n_starts: int) -> np.ndarray:
+    """The counts the previous rule seeded: N, N − d, N + d, N − 2d, ... with d = max(1, N/5), clipped at 0."""
+    est = float(previous_estimate(g, omega))
+    offsets = np.array([0] + [s * k for k in range(1, n_starts) for s in (-1, 1)])[:n_starts]
+    return np.maximum(np.round(est + offsets * max(1.0, 0.2 * est)), 0).astype(np.int32)
+
+
+#: rule -> (counts of the n_starts starts, lattice centre of ``initial_guess``)
+RULES = {
+    "previous": (previous_counts, "random"),
+    "current": (lambda g, omega, n_starts: np.asarray(start_vortex_numbers(g, omega, n_starts)), None),
+}
+
+
+def relax_starts(n: int, g: float, omega: float, seed: int, rule: str, n_starts: int = max(KS)) -> dict:
+    """The ``n_starts`` seeded starts of one (g, Ω), rule and key, each relaxed alone: per-start seeded count,
+    energy, vortex count, residual, converged, iterations (lists in start order), and the grid side."""
     grid = bj.Grid(n, float(bj.box_length(g, omega)))
     gs, oms = np.full(1, g), np.full(1, omega)
-    guesses = seeded_guesses(grid, gs, oms, start_keys(jax.random.key(seed), 1, n_starts))[0]
+    counts_of, centre = RULES[rule]
+    counts = counts_of(g, omega, n_starts)
+    guesses = seeded_guesses(grid, gs, oms, start_keys(jax.random.key(seed), 1, n_starts), counts[None], centre)[0]
     res = jax.block_until_ready(bj.ground_state(grid, np.full(n_starts, g), np.full(n_starts, omega),
                                                 key=jax.random.key(seed), psi0=guesses))
-    return dict(length=grid.length, energy=np.asarray(res.energy, float).tolist(),
+    return dict(length=grid.length, seeded=counts.tolist(), energy=np.asarray(res.energy, float).tolist(),
                 vortices=np.asarray(res.vortices).tolist(), residual=np.asarray(res.residual, float).tolist(),
                 converged=np.asarray(res.converged).tolist(), steps=np.asarray(res.steps).tolist(),
                 touches_edge=np.asarray(res.touches_edge).tolist())
@@ -58,53 +85,61 @@ def best_of(run: dict, k: int) -> int:
 
 
 def summarise(case: dict, rtol: float) -> dict:
-    """Per k: fraction of seeds at the lowest state, energy excess of the winner, vortex counts, cost."""
-    runs = case["runs"]
-    e_low = min(min(e for e in r["energy"] if np.isfinite(e)) for r in runs)
-    low_vortices = sorted({r["vortices"][i] for r in runs for i, e in enumerate(r["energy"])
-                           if e <= e_low + rtol * abs(e_low)})
-    per_k = {}
-    for k in KS:
-        win = [best_of(r, k) for r in runs]
-        excess = np.array([r["energy"][i] - e_low for r, i in zip(runs, win)])
-        per_k[k] = dict(
-            fraction_at_lowest=float(np.mean(excess <= rtol * abs(e_low))),
-            mean_excess=float(np.mean(excess)), max_excess=float(np.max(excess)),
-            vortices=[r["vortices"][i] for r, i in zip(runs, win)],
-            mean_iterations=float(np.mean([sum(r["steps"][:k]) for r in runs])),
-        )
-    starts_at_lowest = float(np.mean([e <= e_low + rtol * abs(e_low) for r in runs for e in r["energy"]]))
-    return dict(lowest_energy=e_low, lowest_vortices=low_vortices, fraction_starts_at_lowest=starts_at_lowest,
-                per_k=per_k)
+    """Per rule and k: fraction of seeds whose winner is at the lowest state, fraction of starts at it, energy
+    excess of the winner, vortex counts, cost. The lowest state is the lowest of every rule's starts."""
+    every = [r for runs in case["runs"].values() for r in runs]
+    e_low = min(min(e for e in r["energy"] if np.isfinite(e)) for r in every)
+    at = lambda e: e <= e_low + rtol * abs(e_low)
+    low_vortices = sorted({r["vortices"][i] for r in every for i, e in enumerate(r["energy"]) if at(e)})
+    rules = {}
+    for rule, runs in case["runs"].items():
+        per_k = {}
+        for k in KS:
+            win = [best_of(r, k) for r in runs]
+            excess = np.array([r["energy"][i] - e_low for r, i in zip(runs, win)])
+            per_k[k] = dict(
+                fraction_at_lowest=float(np.mean(excess <= rtol * abs(e_low))),
+                fraction_starts_at_lowest=float(np.mean([at(e) for r in runs for e in r["energy"][:k]])),
+                mean_excess=float(np.mean(excess)), max_excess=float(np.max(excess)),
+                vortices=[r["vortices"][i] for r, i in zip(runs, win)],
+                mean_iterations=float(np.mean([sum(r["steps"][:k]) for r in runs])),
+            )
+        rules[rule] = dict(seeded=runs[0]["seeded"], per_k=per_k)
+    return dict(lowest_energy=e_low, lowest_vortices=low_vortices, rules=rules)
 
 
-def recommend(cases: list) -> int | None:
+def recommend(cases: list, rule: str) -> int | None:
     """Smallest k whose winner reached the lowest state for every seed of every case; None if no k did."""
-    return next((k for k in KS if all(c["summary"]["per_k"][k]["fraction_at_lowest"] == 1.0 for c in cases)), None)
+    return next((k for k in KS if all(c["summary"]["rules"][rule]["per_k"][k]["fraction_at_lowest"] == 1.0
+                                      for c in cases)), None)
 
 
 def markdown(result: dict) -> str:
     s = result["settings"]
     out = [f"# Start-count study", "",
            f"`python experiments/start_count.py {' '.join(result['argv'])}` — {s['n']}², float32, default tolerances, "
-           f"{s['seeds']} seeds × 16 starts per (g, Ω), lowest state = within {s['basin_rtol']:g} (relative) of the "
-           f"lowest energy of all {16 * s['seeds']} starts; {result['wall_s'] / 60:.1f} min, load average "
-           f"{result['load_average_start'][0]:.1f} → {result['load_average_end'][0]:.1f}.", "",
-           "| g | Ω | L | lowest E | its vortices | starts at lowest | k | winner at lowest (fraction of seeds) "
-           "| mean E − lowest | max E − lowest | winner vortices per seed | iterations of the k starts |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           f"{s['seeds']} seeds × 16 starts per (g, Ω) and rule, lowest state = within {s['basin_rtol']:g} (relative) of "
+           f"the lowest energy of all {16 * s['seeds'] * len(s['rules'])} starts; {result['wall_s'] / 60:.1f} min, "
+           f"load average {result['load_average_start'][0]:.1f} → {result['load_average_end'][0]:.1f}.", "",
+           "| g | Ω | L | lowest E | its vortices | rule | seeded counts (first 8) | k | winner at lowest (fraction "
+           "of seeds) | starts at lowest (fraction) | mean E − lowest | max E − lowest | winner vortices per seed "
+           "| iterations of the k starts |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in result["cases"]:
         sm = c["summary"]
-        for j, k in enumerate(KS):
-            p = sm["per_k"][k]
-            head = (f"| {c['g']:g} | {c['omega']:g} | {c['length']:.1f} | {sm['lowest_energy']:.6f} | "
-                    f"{', '.join(map(str, sm['lowest_vortices']))} | {sm['fraction_starts_at_lowest']:.2f} |"
-                    if j == 0 else "| | | | | | |")
-            out.append(f"{head} {k} | {p['fraction_at_lowest']:.2f} | {p['mean_excess']:.1e} | {p['max_excess']:.1e} "
-                       f"| {', '.join(map(str, p['vortices']))} | {p['mean_iterations']:,.0f} |")
-    rec = result["recommended_n_starts"]
-    out += ["", f"Smallest number of starts whose winner reached the lowest state for every seed of every (g, Ω): "
-                f"**{rec if rec is not None else 'none of ' + str(KS)}**."]
+        for i, (rule, rs) in enumerate(sm["rules"].items()):
+            for j, k in enumerate(KS):
+                p = rs["per_k"][k]
+                head = (f"| {c['g']:g} | {c['omega']:g} | {c['length']:.1f} | {sm['lowest_energy']:.6f} | "
+                        f"{', '.join(map(str, sm['lowest_vortices']))} |" if i == j == 0 else "| | | | | |")
+                head += f" {rule} | {', '.join(map(str, rs['seeded'][:8]))} |" if j == 0 else " | |"
+                out.append(f"{head} {k} | {p['fraction_at_lowest']:.2f} | {p['fraction_starts_at_lowest']:.2f} | "
+                           f"{p['mean_excess']:.1e} | {p['max_excess']:.1e} | {', '.join(map(str, p['vortices']))} | "
+                           f"{p['mean_iterations']:,.0f} |")
+    out.append("")
+    for rule, rec in result["recommended_n_starts"].items():
+        out.append(f"Rule {rule}: smallest number of starts whose winner reached the lowest state for every seed of "
+                   f"every (g, Ω): **{rec if rec is not None else 'none of ' + str(KS)}**.")
     return "\n".join(out) + "\n"
 
 
@@ -115,26 +150,28 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 3, figsize=(14, 4.2))
-    for c in result["cases"]:
-        sm, lab = c["summary"], f"g = {c['g']:g}, Ω = {c['omega']:g}"
-        fl = [sm["per_k"][k]["fraction_at_lowest"] for k in KS]
-        ex = [max(sm["per_k"][k]["mean_excess"], 1e-7) for k in KS]
-        line, = ax[0].plot(KS, fl, "o-", label=lab)
-        ax[1].plot(KS, ex, "o-", color=line.get_color(), label=lab)
-        for r in c["runs"]:
-            ax[2].plot(KS, [r["vortices"][best_of(r, k)] for k in KS], "o-", color=line.get_color(), alpha=0.5)
-        ax[2].plot([], [], "o-", color=line.get_color(), label=lab)
+    styles = {"previous": ("s--", 0.6), "current": ("o-", 1.0)}
+    for ci, c in enumerate(result["cases"]):
+        color = f"C{ci}"
+        for rule, rs in c["summary"]["rules"].items():
+            mk, alpha = styles.get(rule, ("^:", 1.0))
+            lab = f"g = {c['g']:g}, Ω = {c['omega']:g}, {rule}"
+            kw = dict(color=color, alpha=alpha, label=lab)
+            ax[0].plot(KS, [rs["per_k"][k]["fraction_at_lowest"] for k in KS], mk, **kw)
+            ax[1].plot(KS, [rs["per_k"][k]["fraction_starts_at_lowest"] for k in KS], mk, **kw)
+            ax[2].plot(KS, [max(rs["per_k"][k]["mean_excess"], 1e-7) for k in KS], mk, **kw)
     ax[0].set(xscale="log", xticks=KS, xticklabels=KS, ylim=(-0.05, 1.05), xlabel="starts",
-              ylabel="fraction of seeds at the lowest state", title="winner reaches the lowest state")
-    ax[1].set(xscale="log", yscale="log", xticks=KS, xticklabels=KS, xlabel="starts",
+              ylabel="fraction of seeds", title="winner reaches the lowest state")
+    ax[1].axhline(0.5, color="k", lw=0.8, ls=":")
+    ax[1].set(xscale="log", xticks=KS, xticklabels=KS, ylim=(-0.05, 1.05), xlabel="starts",
+              ylabel="fraction of the first k starts", title="starts that reach the lowest state")
+    ax[2].set(xscale="log", yscale="log", xticks=KS, xticklabels=KS, xlabel="starts",
               ylabel="mean E(winner) − lowest E (floor 1e-7)", title="energy above the lowest found")
-    ax[2].set(xscale="log", xticks=KS, xticklabels=KS, xlabel="starts", ylabel="vortices of the winner",
-              title="winner's vortex count, one line per seed")
     for a in ax:
-        a.legend(fontsize=8)
+        a.legend(fontsize=7)
         a.grid(alpha=0.3)
     fig.suptitle(f"Start-count study ({result['settings']['n']}², float32, {result['settings']['seeds']} seeds × 16 "
-                 "starts)")
+                 "starts per rule)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -147,6 +184,7 @@ def main(argv=None) -> int:
     ap.add_argument("--omega", default="0.85", help="rotation rates, >= 0.8 for this study (default 0.85)")
     ap.add_argument("--seeds", type=int, default=4, help="keys per (g, Ω), 16 starts each (default 4)")
     ap.add_argument("--basin-rtol", type=float, default=1e-5, help="'reaches the lowest state' within this")
+    ap.add_argument("--rules", default="previous,current", help=f"seeding rules of {sorted(RULES)} (default both)")
     ap.add_argument("--quick", action="store_true", help="n = 64, 2 seeds, g = 100: a smoke run")
     ap.add_argument("--out", default=None, help="output folder (default experiments/results/start_count[_quick])")
     args = ap.parse_args(argv)
@@ -154,26 +192,33 @@ def main(argv=None) -> int:
     if args.quick:
         args.n, args.seeds, args.g = 64, 2, "100"
     gs, oms = [float(v) for v in args.g.split(",")], [float(v) for v in args.omega.split(",")]
+    rules = args.rules.split(",")
     if args.seeds < 1 or not all(0.8 <= o < 1 for o in oms) or not all(g >= 0 for g in gs):
         ap.error(f"--seeds must be >= 1, every omega in [0.8, 1) and g >= 0; got {args.seeds}, {oms}, {gs}")
+    if not rules or not set(rules) <= set(RULES):
+        ap.error(f"--rules must name rules of {sorted(RULES)}, got {args.rules!r}")
     out = Path(args.out or f"experiments/results/start_count{'_quick' if args.quick else ''}")
     out.mkdir(parents=True, exist_ok=True)
     t0, load0 = time.perf_counter(), os.getloadavg()
     cases = []
     for g in gs:
         for om in oms:
-            runs = []
+            runs = {rule: [] for rule in rules}
             for seed in range(args.seeds):
-                ts = time.perf_counter()
-                runs.append(relax_starts(args.n, g, om, seed))
-                print(f"g={g:g} Ω={om:g} seed {seed}: E {np.round(runs[-1]['energy'], 6).tolist()} vortices "
-                      f"{runs[-1]['vortices']} ({time.perf_counter() - ts:.0f} s)", flush=True)
-            case = dict(g=g, omega=om, length=runs[0]["length"], runs=runs)
+                for rule in rules:
+                    ts = time.perf_counter()
+                    runs[rule].append(r := relax_starts(args.n, g, om, seed, rule))
+                    print(f"g={g:g} Ω={om:g} {rule} seed {seed}: seeded {r['seeded']} E "
+                          f"{np.round(r['energy'], 6).tolist()} vortices {r['vortices']} "
+                          f"({time.perf_counter() - ts:.0f} s)", flush=True)
+            case = dict(g=g, omega=om, length=runs[rules[0]][0]["length"], runs=runs)
             case["summary"] = summarise(case, args.basin_rtol)
             cases.append(case)
     result = dict(argv=sys.argv[1:] if argv is None else list(argv),
-                  settings=dict(n=args.n, seeds=args.seeds, basin_rtol=args.basin_rtol, ks=list(KS), dtype="float32"),
-                  cases=cases, recommended_n_starts=recommend(cases), wall_s=time.perf_counter() - t0,
+                  settings=dict(n=args.n, seeds=args.seeds, basin_rtol=args.basin_rtol, ks=list(KS), dtype="float32",
+                                rules=rules),
+                  cases=cases, recommended_n_starts={rule: recommend(cases, rule) for rule in rules},
+                  wall_s=time.perf_counter() - t0,
                   load_average_start=list(load0), load_average_end=list(os.getloadavg()),
                   jax_version=jax.__version__, devices=jax.local_device_count())
     (out / "start_count.json").write_text(json.dumps(result, indent=1))

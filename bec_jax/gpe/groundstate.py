@@ -7,9 +7,11 @@ Strategy (why each piece is there):
   Ω = 0.8: a 6-vortex stationary state 4e-3 above the 7-vortex ground state).
   Each state is started from ``n_starts`` guesses: a Thomas–Fermi-sized
   Gaussian carrying a patch of triangular vortex lattice of Feynman spacing
-  a = √(2π/(√3 Ω)), with a different number of vortices per start (N, N − d,
-  N + d, N − 2d, … with d = max(1, N/5) and N = ``vortex_number_estimate``),
-  randomly placed, rotated and jittered. The lowest final energy among the converged starts wins.
+  a = √(2π/(√3 Ω)), with a different number of vortices per start (the integers
+  nearest N = ``vortex_number_estimate`` first: Feynman's count less a vortex-free
+  rim), each patch the most compact one around a site, a triangle centroid or a
+  bond midpoint (``compact_centre``), randomly rotated and jittered. The lowest
+  final energy among the starts wins.
 * **``PCG`` (default, ``method=PCG(...)``).** ``warmup_steps`` split-step imaginary-time steps
   at ``dt`` (cheap; heals the seeded cores and settles the cloud), then
   preconditioned nonlinear CG on the unit sphere (``minimize.pcg_minimize``,
@@ -65,6 +67,8 @@ __all__ = [
     "initial_guess",
     "box_length",
     "vortex_number_estimate",
+    "start_vortex_numbers",
+    "compact_centre",
 ]
 
 EDGE_THRESHOLD = 1e-4  # boundary density / peak density above which the box is too small
@@ -250,28 +254,75 @@ def _lattice(n_max: int = 64) -> np.ndarray:
 
 _LATTICE = _lattice(128)
 
+#: high-symmetry points of the unit triangular lattice: a site (C6), a triangle centroid (C3), a bond midpoint (C2)
+_CENTRES = np.array([[0.0, 0.0], [0.5, np.sqrt(3) / 6], [0.5, 0.0]])
+
+
+def _compactness(n_max: int = 128) -> np.ndarray:
+    """(3, n_max + 1): mean squared distance of the N lattice points nearest each of ``_CENTRES`` (N = 0..n_max)."""
+    pts = _lattice(441)
+    d2 = np.sort(np.sum((pts[None] - _CENTRES[:, None]) ** 2, -1), axis=1)[:, :n_max]
+    n = np.arange(1, n_max + 1)
+    return np.concatenate([np.zeros((3, 1)), np.cumsum(d2, axis=1) / n], axis=1)
+
+
+_COMPACTNESS = _compactness()
+# index into _CENTRES of the most compact patch per N, decided once in float64 (ties: the first centre)
+_COMPACT_INDEX = np.argmin(np.round(_COMPACTNESS, 9), axis=0).astype(np.int32)
+
+
+def compact_centre(n_vortices):
+    """Lattice centre (2,), unit spacing, whose ``n_vortices`` nearest points form the most compact patch.
+
+    Of a site, a triangle centroid and a bond midpoint, the one that minimises the
+    mean squared distance of the N nearest lattice points (ties: in that order).
+    Low-energy finite vortex lattices take such compact, closed-shell shapes:
+    7, 19, 37 (around a site), 12, 27 (a centroid) and 14 (a bond midpoint) are
+    ground-state counts at g ∈ [100, 500] (experiments/vortex_count_estimate.py),
+    and at g = 500, Ω = 0.85 every centroid-centred seed of 21–29 vortices relaxes
+    to the 27-vortex lowest state (experiments/results/start_count_n200). Seeds
+    around a point of the wrong family lock into that family's state instead.
+    n_vortices may be traced (0..128).
+    """
+    best = jnp.asarray(_COMPACT_INDEX)[jnp.clip(n_vortices, 0, len(_COMPACT_INDEX) - 1)]
+    return jnp.asarray(_CENTRES, real_dtype())[best]
+
+
+#: width of the vortex-free rim of the rotating cloud in Feynman lattice spacings (``vortex_number_estimate``)
+RIM_SPACINGS = 0.6
+
 
 def vortex_number_estimate(g, omega):
-    """Expected vortex count of the ground state, N ≈ 0.74|Ω|R² − 0.92R − 0.69.
+    """Expected vortex count of the ground state, N ≈ |Ω|(R² − 2κaR) = |Ω|R² − 2κa|Ω|R.
 
-    Feynman's count |Ω|R² (areal density Ω/π over the Thomas–Fermi disc)
-    corrected for the vortex-free rim and the nucleation threshold; the
-    coefficients are a least-squares fit to 16 bec_jax ground states with
-    g ∈ [50, 240], Ω ∈ [0.45, 0.8] (mean absolute error 0.4 vortex). Only a
-    seed: the starts spread around it.
+    Feynman's areal vortex density |Ω|/π (ħ = m = 1) over the Thomas–Fermi disc of the
+    softened trap (R from ``thomas_fermi``) gives |Ω|R²; the outermost ring of the lattice
+    does not form (the density there is too low to hold a vortex against the trap), so the
+    lattice fills a disc of radius R − κa, a = √(2π/(√3|Ω|)) the lattice spacing, and to
+    first order in κa/R the count loses 2κa|Ω|R. κ = ``RIM_SPACINGS`` is fitted to the true
+    counts of converged ground states at g ∈ {100, 500}, Ω ∈ [0.6, 0.9] and checked on
+    g = 300 (experiments/vortex_count_estimate.py). Only a seed: the starts spread around it.
+    g ≥ 0, |Ω| < 1; works on numpy or jax arrays; float, ≥ 0.
     """
     _, R = thomas_fermi(g, omega)
-    return jnp.maximum(0.74 * jnp.abs(omega) * R**2 - 0.92 * R - 0.69, 0.0)
+    om = jnp.abs(omega)
+    a = jnp.sqrt(2 * np.pi / (np.sqrt(3) * jnp.maximum(om, 1e-3)))
+    return jnp.maximum(om * R * (R - 2 * RIM_SPACINGS * a), 0.0)
 
 
-def initial_guess(grid: Grid, g, omega, key, n_vortices):
+def initial_guess(grid: Grid, g, omega, key, n_vortices, centre=None):
     """One seeded initial state (n, n), complex, normalised.
 
     A Gaussian of the Thomas–Fermi size times Π_j (z − z_j)/√(|z − z_j|² + ξ²)
     over the ``n_vortices`` points of a triangular lattice (Feynman spacing
-    √(2π/(√3|Ω|))) nearest to a random point, randomly rotated and jittered,
-    plus 1 % complex noise to break symmetries. For Ω < 0 the vortices wind the
-    other way. n_vortices may be traced (≤ 128).
+    √(2π/(√3|Ω|))) nearest to a centre, randomly rotated and jittered (0.1
+    spacing), plus 1 % complex noise to break symmetries. For Ω < 0 the vortices
+    wind the other way. n_vortices may be traced (≤ 128).
+
+    centre: None (default): ``compact_centre(n_vortices)``, the high-symmetry point
+    with the most compact patch; "random": a uniform random point of the unit cell
+    (the seeds before the compact centres, kept for studies); or a (2,) point in
+    lattice units.
     """
     rdt = real_dtype()
     mu, R = thomas_fermi(jnp.asarray(g, rdt), jnp.asarray(omega, rdt))
@@ -282,7 +333,13 @@ def initial_guess(grid: Grid, g, omega, key, n_vortices):
     spacing = jnp.sqrt(2 * np.pi / (np.sqrt(3) * jnp.maximum(jnp.abs(omega), 1e-3)))
     ang = jax.random.uniform(k_rot, (), rdt, 0, 2 * np.pi)
     rot = jnp.array([[jnp.cos(ang), -jnp.sin(ang)], [jnp.sin(ang), jnp.cos(ang)]])
-    centre = jax.random.uniform(k_off, (2,), rdt, -0.5, 0.5)
+    if centre is None:
+        centre = compact_centre(n_vortices)
+    elif isinstance(centre, str):
+        if centre != "random":
+            raise ValueError(f"centre must be None, 'random' or a (2,) point, got {centre!r}")
+        centre = jax.random.uniform(k_off, (2,), rdt, -0.5, 0.5)
+    centre = jnp.asarray(centre, rdt)
     pts = jnp.asarray(_LATTICE, rdt) - centre
     keep = jnp.argsort(jnp.argsort(jnp.hypot(pts[:, 0], pts[:, 1]))) < n_vortices
     pts = spacing * (pts @ rot.T)
@@ -299,11 +356,21 @@ def initial_guess(grid: Grid, g, omega, key, n_vortices):
 
 
 def start_vortex_numbers(g, omega, n_starts: int):
-    """Vortex counts to seed: N, N − d, N + d, N − 2d, … with d = max(1, N/5)."""
+    """Vortex counts to seed, int32 (n_starts,): the integers nearest the estimate first.
+
+    With N = ``vortex_number_estimate`` (a float), start i seeds the i-th integer ≥ 0 in order
+    of its distance to N (ties: the larger first): N = 26.1 gives 26, 27, 25, 28, 24, …
+    The estimate is within 1.5 of the true count over g ∈ [100, 500], Ω ∈ [0.6, 0.9]
+    (0.6–0.8 on average; experiments/vortex_count_estimate.py), so the first four
+    starts bracket it.
+    """
     est = vortex_number_estimate(g, omega)
-    offsets = np.array([0] + [s * k for k in range(1, n_starts) for s in (-1, 1)])[:n_starts]
-    steps = jnp.asarray(offsets, real_dtype()) * jnp.maximum(1.0, 0.2 * est)
-    return jnp.maximum(jnp.round(est + steps), 0).astype(jnp.int32)
+    # candidates ⌊N⌋ + 1, ⌊N⌋, ⌊N⌋ + 2, ⌊N⌋ − 1, …: n_starts of them are ≥ 1; the stable sort by
+    # distance keeps this order on ties, negative counts go last
+    offs = np.array([k for j in range(n_starts) for k in (j + 1, -j)])
+    cand = jnp.floor(est) + jnp.asarray(offs, real_dtype())
+    dist = jnp.where(cand < 0, jnp.inf, jnp.abs(cand - est))
+    return cand[jnp.argsort(dist, stable=True)][:n_starts].astype(jnp.int32)
 
 
 def make_imaginary_time(grid: Grid, g, omega, s: ImaginaryTime):
@@ -340,14 +407,18 @@ def make_imaginary_time(grid: Grid, g, omega, s: ImaginaryTime):
     return init, check
 
 
-def seeded_guesses(grid: Grid, g, omega, keys):
-    """The seeded starts of ``ground_state``: g, omega (B,), keys (B, S) -> psi (B, S, n, n)."""
+def seeded_guesses(grid: Grid, g, omega, keys, counts=None, centre=None):
+    """The seeded starts of ``ground_state``: g, omega (B,), keys (B, S) -> psi (B, S, n, n).
+
+    counts: optional int (B, S) vortex counts to seed instead of ``start_vortex_numbers``;
+    centre: ``initial_guess``'s (studies of the seeding rule use both).
+    """
     n_starts = keys.shape[1]
+    if counts is None:
+        counts = jax.vmap(lambda gi, oi: start_vortex_numbers(gi, oi, n_starts))(g, omega)
     return jax.vmap(
-        lambda gi, oi, ki: jax.vmap(lambda k, nv: initial_guess(grid, gi, oi, k, nv))(
-            ki, start_vortex_numbers(gi, oi, n_starts)
-        )
-    )(g, omega, keys)
+        lambda gi, oi, ki, ci: jax.vmap(lambda k, nv: initial_guess(grid, gi, oi, k, nv, centre))(ki, ci)
+    )(g, omega, keys, jnp.asarray(counts, jnp.int32))
 
 
 def _solve(grid: Grid, g, omega, keys, method, psi0=None, start_mesh=None, chunk=None,
@@ -368,7 +439,7 @@ def _solve(grid: Grid, g, omega, keys, method, psi0=None, start_mesh=None, chunk
     if psi0 is None:
         guesses = seeded_guesses(grid, g, omega, keys)
     else:
-        guesses = normalize(grid, psi0)[:, None]
+        guesses = normalize(grid, psi0)  # (B, S, n, n), ground_state made it so
     b, s = guesses.shape[:2]
 
     def relax_start(p, gi, oi):  # each start's vortex count is taken where it was relaxed
@@ -463,10 +534,11 @@ def ground_state(
       key: ``jax.random`` key for the initial guesses (keyword-only); or a
         batch of typed keys (B,) (``jax.random.key`` arrays), one per state, so
         that a state's result does not depend on the batch it was solved in.
-      psi0: optional initial states (B, n, n) (or (n, n)); then one start each.
+      psi0: optional initial states (B, n, n) (or (n, n)), one start each, or
+        (B, S, n, n): S starts per state (the lowest wins, as with seeded starts).
       method: the relaxation, a method object carrying its settings (``PCG(...)``,
         the default, or ``ImaginaryTime(...)``), or its name ("pcg", "imaginary_time").
-      n_starts: guesses per state (default 4; 1 when psi0 is given).
+      n_starts: guesses per state (default 4; psi0's S when psi0 is given).
       **settings: the method's fields as keywords (dt, dt_min, check_every,
         max_steps, warmup_steps, max_iter, preconditioner, tol_residual,
         tol_energy), applied over ``method`` (``solver_method``); tolerances
@@ -511,18 +583,22 @@ def ground_state(
     if batch == 0:
         raise ValueError("g and omega must not be empty")
     method = solver_method(method, **settings)
-    n_starts = (1 if psi0 is not None else 4) if n_starts is None else n_starts
-    if not (isinstance(n_starts, (int, np.integer)) and n_starts >= 1):
-        raise ValueError(f"n_starts must be an integer >= 1, got {n_starts!r}")
     if psi0 is not None:
         psi0 = jnp.asarray(psi0, complex_dtype())
         if psi0.shape == (grid.n, grid.n):
             psi0 = jnp.broadcast_to(psi0, (batch, grid.n, grid.n))
-        if psi0.shape != (batch, grid.n, grid.n):
-            raise ValueError(f"psi0 must have shape ({batch}, {grid.n}, {grid.n}), got {psi0.shape}")
-        if n_starts != 1:
-            raise ValueError(f"with psi0 given, n_starts must be 1, got {n_starts}")
+        if psi0.ndim == 3:
+            psi0 = psi0[:, None]
+        if psi0.ndim != 4 or psi0.shape[0] != batch or psi0.shape[2:] != (grid.n, grid.n):
+            raise ValueError(f"psi0 must have shape ({batch}, {grid.n}, {grid.n}) or ({batch}, S, {grid.n}, "
+                             f"{grid.n}), got {psi0.shape}")
+        if n_starts is not None and n_starts != psi0.shape[1]:
+            raise ValueError(f"with psi0 given, n_starts must be its {psi0.shape[1]} starts per state, got {n_starts}")
+        n_starts = psi0.shape[1]
         check_inputs(psi0)
+    n_starts = 4 if n_starts is None else n_starts
+    if not (isinstance(n_starts, (int, np.integer)) and n_starts >= 1):
+        raise ValueError(f"n_starts must be an integer >= 1, got {n_starts!r}")
     resolve_chunk(chunk, None)  # a bad value fails before any work
     keys = start_keys(_check_key(key, batch), batch, n_starts)
     args = [g_arr, om_arr, keys]

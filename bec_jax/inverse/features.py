@@ -152,8 +152,9 @@ def closed_form_guess(grid: Grid, n, n_vortices: int) -> tuple[float, float]:
     """Thomas–Fermi first guess (g, Ω) from one density image (numpy floats).
 
     A 2-D TF parabola has ⟨r²⟩ = R²/3; with the lattice-softened trap,
-    R⁴ = 4g/(π(1 − Ω²)). Ω follows from inverting the vortex-count fit of
-    ``groundstate.vortex_number_estimate`` (N ≈ 0.74ΩR² − 0.92R − 0.69).
+    R⁴ = 4g/(π(1 − Ω²)). Ω follows from inverting the vortex-count fit
+    N ≈ 0.74ΩR² − 0.92R − 0.69 (the seeding estimate of ``ground_state`` until it
+    became ``groundstate.vortex_number_estimate``'s rim rule).
     Crude (the count is an integer; g ≲ 100 is not deep TF): only a start.
     """
     n = np.asarray(n, float)
