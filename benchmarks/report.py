@@ -351,20 +351,21 @@ def norm_drift(d) -> str:
 
 def seeding(d) -> str:
     st, sm = d["settings"], d["summary"]
-    la = d["load_average"]
-    out = [f"`{d['_file']}` — {d['device']}, the paper preset's first {sm['states']} groups (one state each), "
-           f"{st['n']}², L = {st['length']:.2f}, {st['dtype']}, {st['n_starts']} starts, {st['batches']} batches of "
-           f"{st['batch']}; load average {la[0][0]:.1f} → {la[1][0]:.1f}", "",
-           "| | previous seeds | current seeds |", "|---|---|---|",
-           f"| median wall s per batch | {sm['median_wall_s']['previous']:.1f} | {sm['median_wall_s']['current']:.1f} |",
-           f"| iterations, all starts | {sm['iterations']['previous']:,} | {sm['iterations']['current']:,} |",
-           f"| all converged | {sm['all_converged']['previous']} | {sm['all_converged']['current']} |", "",
-           f"Median of the per-batch ratios current / previous: **{sm['median_ratio_current_over_previous']:.2f}×**. "
-           f"E(current) − E(previous), relative: {sm['min_relative_delta']:+.1e} to {sm['max_relative_delta']:+.1e}; "
-           f"higher by more than 1e-5: {sm['higher_than_1e_5']} of {sm['states']} states, lower: "
-           f"{sm['lower_than_minus_1e_5']}; vortex count changed: {sm['vortices_changed']}. The best of the current "
-           f"seeds' first 2 starts (an `n_starts=2` run) above the previous 4 by more than 1e-5: "
-           f"{sm['current_2_starts_higher_than_1e_5']} (at most {sm['current_2_starts_max_relative_delta']:+.1e})."]
+    out = [_intro(d, f"the previous against the current seeded starts of `ground_state`, same program, alternating "
+                     f"order: the paper preset's first {sm['states']} groups (one state each), {st['n']}², "
+                     f"L = {st['length']:.2f}, {st['dtype']}, {st['n_starts']} starts, {st['batches']} batches of "
+                     f"{st['batch']}", _span(d["load_average"])), ""]
+    out += _table(["", "previous seeds", "current seeds"],
+                  [("median wall s per batch", f"{sm['median_wall_s']['previous']:.1f}",
+                    f"{sm['median_wall_s']['current']:.1f}"),
+                   ("iterations, all starts", f"{sm['iterations']['previous']:,}", f"{sm['iterations']['current']:,}"),
+                   ("all converged", sm["all_converged"]["previous"], sm["all_converged"]["current"])])
+    out += ["", f"Median of the per-batch ratios current / previous: **{_x(sm['median_ratio_current_over_previous'])}**. "
+                f"E(current) − E(previous), relative: {sm['min_relative_delta']:+.1e} to {sm['max_relative_delta']:+.1e}; "
+                f"higher by more than 1e-5: {sm['higher_than_1e_5']} of {sm['states']} states, lower: "
+                f"{sm['lower_than_minus_1e_5']}; vortex count changed: {sm['vortices_changed']}. The best of the current "
+                f"seeds' first 2 starts (an `n_starts=2` run) above the previous 4 by more than 1e-5: "
+                f"{sm['current_2_starts_higher_than_1e_5']} (at most {sm['current_2_starts_max_relative_delta']:+.1e})."]
     return "\n".join(out)
 
 
