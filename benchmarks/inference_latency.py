@@ -292,29 +292,11 @@ def floors(settings, sizes, acc, weights=None) -> dict:
     return out
 
 
-def table(result: dict) -> str:
-    """Markdown tables of a result: median ms (speed-up vs jax_fp32) per setting, test MSE, sizes, floors."""
-    settings = result["settings"]
-    names = []
-    for s in settings:
-        names += [n for n in s["contenders"] if n not in names]
-    cols = [f"{s['size']}² b{s['batch']} t{s['threads']}" for s in settings]
-    lines = ["| contender | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for n in names:
-        cells = []
-        for s in settings:
-            c = s["contenders"].get(n)
-            cells.append("" if c is None else f"{c['median_ms']:.2f} ({c['speedup_vs_jax_fp32']:.2f}×)")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines.append("| load average (1 min, before→after) | " + " | ".join(
-        f"{s['loadavg_before'][0]:.1f}→{s['loadavg_after'][0]:.1f}" for s in settings) + " |")
-    acc = result.get("test_mse") or {}
-    if acc:
-        lines += ["", "| 64² model | test MSE | × dense |", "|---|---:|---:|"]
-        lines += [f"| {k} | {v:.3e} | {v / acc['jax_fp32']:.3f} |" for k, v in acc.items()]
-    lines += ["", "| artifact | bytes |", "|---|---:|"]
-    lines += [f"| {k} | {v['bytes']:,} |" for k, v in result["artifact_bytes"].items()]
-    return "\n".join(lines) + "\n"
+def table(path) -> str:
+    """The markdown tables of a result file (``report.inference_latency``, as benchmarks/README.md shows them)."""
+    from report import inference_latency, render
+
+    return render(path, inference_latency)
 
 
 def main() -> None:
@@ -340,7 +322,7 @@ def main() -> None:
     p.add_argument("--table", default=None, help="only print the markdown tables of this result JSON")
     args = p.parse_args()
     if args.table:
-        return print(table(json.loads(Path(args.table).read_text())), end="")
+        return print(table(args.table), end="")
     if args.keep is None:
         args.keep = _folder_keep(args.structured)
     if args.child_threads is not None:
@@ -381,6 +363,7 @@ def main() -> None:
                   floors=floors(settings, built["sizes"], acc, built["weights"]), wall_s=time.time() - t_start,
                   versions=_versions())
     write_result(args.out, result)
+    Path(args.out).with_suffix(".md").write_text(table(args.out))
     for path in partials:
         path.unlink()
 
