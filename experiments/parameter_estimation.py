@@ -47,8 +47,6 @@ def parse_args(argv=None):
 
 def image_of(grid, psi, mu, rng, key):
     """(camera image, psf σ in the object plane) of one state at SETTING, random orientation and offset."""
-    import jax
-
     from bec_jax import imaging as im
 
     s = SETTING
