@@ -43,7 +43,9 @@ import numpy as np
 
 import bec_jax as bj
 from bec_jax.gpe.groundstate import seeded_guesses, start_keys, start_vortex_numbers
-from vortex_count_estimate import previous_estimate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when loaded by the tests
+from vortex_count_estimate import previous_estimate  # noqa: E402
 
 KS = (1, 2, 4, 8, 16)
 
