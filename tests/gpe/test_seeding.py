@@ -89,6 +89,7 @@ def test_seeded_guess_carries_its_vortices_and_rejects_a_bad_centre():
         initial_guess(grid, 100.0, 0.85, jax.random.key(0), 7, "middle")
 
 
+@pytest.mark.slow  # ground states of several starts: ~12 s on 2 cores
 def test_psi0_with_several_starts_picks_the_lowest():
     grid = bj.Grid(32, 12.0)
     kw = dict(method=bj.PCG(max_iter=300, warmup_steps=20))

@@ -141,6 +141,7 @@ def test_batches_are_jitted_vmapped_and_reproducible_in_the_key():
     assert not np.allclose(np.asarray(x), np.asarray(other[0]))
 
 
+@pytest.mark.slow  # five evaluations with a U-Net: ~16 s on 2 cores
 def test_evaluation_renders_per_sample_and_scores_against_the_imaged_state():
     """The evaluation of a camera-trained model: inputs rendered with keys of the sample indices (the
     same images whatever the batch size), targets from the state as the image shows it."""

@@ -207,6 +207,7 @@ def test_max_pool_is_floor_mode_maxpool_with_one_winner_per_window():
     assert np.count_nonzero(g) == y.size
 
 
+@pytest.mark.slow  # bf16 convolutions are emulated on XLA:CPU: ~50 s on 2 cores
 def test_bfloat16_compute_keeps_float32_parameters_and_output(exact_matmul):
     cfg = UNetConfig(base_width=4, depth=3, input_size=24)
     f32, b16 = init_model(cfg, seed=3), init_model(UNetConfig(**{**cfg.to_dict(), "dtype": "bfloat16"}), seed=3)

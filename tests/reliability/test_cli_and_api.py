@@ -171,7 +171,7 @@ def test_api_refuses_non_finite_and_empty_inputs():
 
 def test_divergent_training_stops_in_one_line_and_saves_nothing(small_dataset, tmp_path, capsys):
     out = tmp_path / "t"
-    assert main(["train", "--data", str(small_dataset), "--out", str(out), "--epochs", "2", "--lr", "1e6",
+    assert main(["train", "--data", str(small_dataset), "--out", str(out), "--epochs", "2", "--lr", "1e30",
                  "--width", "2", "--batch-size", "4", "--no-progress"]) == 2
     _one_line(capsys, "diverged")
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.isdigit()]

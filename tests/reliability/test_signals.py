@@ -10,7 +10,7 @@ import pytest
 
 from bec_jax.data.storage import read_h5
 
-GEN = [sys.executable, "-m", "bec_jax.cli", "generate", "--out", "s.h5", "--n", "64", "--n-groups", "16",
+GEN = [sys.executable, "-m", "bec_jax.cli", "generate", "--out", "s.h5", "--n", "64", "--n-groups", "100",
        "--states-per-group", "2", "--batch-size", "2", "--n-starts", "2", "--max-iter", "600", "--no-progress"]
 
 
