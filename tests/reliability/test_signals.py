@@ -24,7 +24,10 @@ def _wait_for(path, timeout=120):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_cleanly_and_the_run_resumes(sig, code, tmp_path):
-    proc = subprocess.Popen(GEN, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT handled as the shell gives it: a parent that ran the suite in the background (``cmd &``,
+    # ``nohup``) ignores SIGINT, and bec-jax keeps a signal its parent ignores
+    proc = subprocess.Popen(GEN, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(tmp_path / "s.h5.partial" / "batch_000000.h5")   # in the middle of the work
     t0 = time.monotonic()
     proc.send_signal(sig)
