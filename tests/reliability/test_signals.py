@@ -13,6 +13,12 @@ from bec_jax.data.storage import read_h5
 GEN = [sys.executable, "-m", "bec_jax.cli", "generate", "--out", "s.h5", "--n", "64", "--n-groups", "100",
        "--states-per-group", "2", "--batch-size", "2", "--n-starts", "2", "--max-iter", "600", "--no-progress"]
 
+# The generator with SIGINT's default disposition: a suite run in the background (``cmd &``, ``nohup``) has
+# SIGINT ignored, and bec-jax keeps a signal its parent ignores. Reset in the child's Python, not by a
+# preexec_fn (a fork of the multithreaded test process).
+INTERRUPTIBLE = [sys.executable, "-c", "import runpy, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                 "runpy.run_module('bec_jax.cli', run_name='__main__', alter_sys=True)"]
+
 
 def _wait_for(path, timeout=120):
     t0 = time.monotonic()
@@ -24,10 +30,8 @@ def _wait_for(path, timeout=120):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_cleanly_and_the_run_resumes(sig, code, tmp_path):
-    # SIGINT handled as the shell gives it: a parent that ran the suite in the background (``cmd &``,
-    # ``nohup``) ignores SIGINT, and bec-jax keeps a signal its parent ignores
-    proc = subprocess.Popen(GEN, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(INTERRUPTIBLE + GEN[3:], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     _wait_for(tmp_path / "s.h5.partial" / "batch_000000.h5")   # in the middle of the work
     t0 = time.monotonic()
     proc.send_signal(sig)
