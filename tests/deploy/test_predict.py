@@ -197,7 +197,8 @@ def test_python_api_on_a_training_run_and_a_quantized_model_folder(small_run, tm
 def test_cli_usage_errors_exit_2_with_one_line(small_run, tmp_path, capsys):
     run, _ = small_run
     np.save(tmp_path / "a.npy", lab_image((40, 40), 0.35))
-    for argv, words in ((["--pixel-size", "-1"], "pixel_size must be"), (["--tof", "nan"], "tof must be")):
+    for argv, words in ((["--pixel-size", "-1"], "pixel_size must be"), (["--tof", "nan"], "tof must be"),
+                        (["--pixel-size", "1", "--psf-width", "-0.5"], "psf_width must be")):
         assert main(["predict", "--model", str(run), "--out", str(tmp_path / "o"), str(tmp_path / "a.npy"), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1

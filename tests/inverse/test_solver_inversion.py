@@ -81,6 +81,10 @@ def test_inversion_rejects_bad_input():
         invert_with_solver(grid, -np.ones((16, 16)), cfg)
     with pytest.raises(ValueError, match=r"omega=0.95 is outside the allowed range \[0.4, 0.8\]"):
         invert_with_solver(grid, np.ones((16, 16)), cfg, init=np.array([[100.0, 0.95]]))
+    with pytest.raises(ValueError, match="one \\(K, 2\\) array per image"):
+        invert_with_solver(grid, np.ones((16, 16)), cfg, vortices=[np.zeros((0, 2))] * 2)
+    with pytest.raises(ValueError, match="transfer must be finite"):
+        invert_with_solver(grid, np.ones((16, 16)), cfg, vortices=[np.zeros((0, 2))], transfer=np.ones((8, 8)))
     with pytest.raises(ValueError, match="steps"):
         SolverInversionConfig(steps=0)
     with pytest.raises(ValueError, match=r"b1 must be in \[0, 1\), got 1.0"):
