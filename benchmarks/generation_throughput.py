@@ -18,7 +18,10 @@ every start, 1-D FFT passes executed (the 4 starts run in lockstep, so a
 state costs 4 × the slowest start, plus the winner's polish), converged, stored
 (converged and not touching the box edge, the generator's rule), energy. The
 time for all 1,680 states is EXTRAPOLATED: 1,680 × the mean per-state time of
-the N measured states, one state at a time on this machine.
+the N measured states, one state at a time on this machine. Like `bec-jax generate`,
+the script splits the CPU into one XLA device per core (``use_cpu_cores``).
+The paper preset's own solver (coarse-to-fine) against the fine grid alone, batched as
+the generator runs it: benchmarks/dataset_time.py.
 
     python benchmarks/generation_throughput.py --out benchmarks/results/generation_throughput.json
     python benchmarks/generation_throughput.py --only-methods --method-states 4   # the methods table only
@@ -129,6 +132,7 @@ def main():
     ap.add_argument("--subset-seed", type=int, default=0)
     ap.add_argument("--only-methods", action="store_true", help="skip the quick / paper_subset generate runs")
     args = ap.parse_args()
+    bj.use_cpu_cores()  # as `bec-jax generate` does: one XLA device per core
     result = dict(benchmark="generation_throughput")
     if args.only_methods and os.path.exists(args.out):  # keep the generate rows of the last full run
         with open(args.out) as f:

@@ -35,20 +35,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bec_jax as bj  # noqa: E402
+from bec_jax.gpe.grid import resample  # noqa: E402
 from bec_jax.gpe.groundstate import seeded_guesses, start_keys  # noqa: E402
 from common import write_result  # noqa: E402
 from ground_state_methods import first_passage, trace_pcg  # noqa: E402
 
 CASES = [(100.0, 0.8, 128), (500.0, 0.85, 128), (500.0, 0.85, 200)]
-
-
-def spectral_interpolate(psi, n: int):
-    """(nc, nc) -> (n, n) by zero-padding the centred spectrum (band-limited interpolation)."""
-    nc = psi.shape[-1]
-    f = jnp.fft.fftshift(jnp.fft.fft2(psi))
-    pad = (n - nc) // 2
-    f = jnp.pad(f, ((pad, pad), (pad, pad)))
-    return jnp.fft.ifft2(jnp.fft.ifftshift(f)) * (n / nc) ** 2
 
 
 def tf_envelope(grid, g, omega, psi):
@@ -92,7 +84,7 @@ def run_case(g, omega, n, args) -> dict:
             tc = trace_pcg(coarse, g, omega, starts_c[s], SimpleNamespace(tol=ctol, max_iter=args.max_iter), "rotating")
             # The state handed on is the coarse trace's last one (its chunk may end past the first passage).
             hit_c = dict(passes=int(tc["passes"][-1]), wall_s=float(tc["wall"][-1]))
-            psi = bj.normalize(fine, spectral_interpolate(tc["psi"], n))
+            psi = bj.normalize(fine, resample(tc["psi"], n))
             tf = trace_pcg(fine, g, omega, psi, run, "rotating", warmup=0)
             # Fine-grid-equivalent passes and seconds: coarse work (scaled) then fine work.
             tf["passes"] = tf["passes"] + cost_ratio * hit_c["passes"]

@@ -47,12 +47,12 @@ FLOOR = dict(n=200, batch=16, speedup=2.0)
 
 def time_to_ground_state(n=128, g=500.0, omega=0.85, repeats: int = 5) -> dict:
     """One state's ground state (4 starts), compiled: median wall time split over the local devices
-    (the starts go 4 / D per device) and on one device, each with the starts relaxed all at once (the
-    default for one state) and one at a time (``chunk=1``, the CPU default for several states), interleaved."""
+    (the starts go 4 / D per device) and on one device, each with the starts relaxed all at once
+    (``chunk=None``) and one at a time (``chunk=1``, the CPU default), interleaved."""
     grid = bj.Grid(n, float(bj.box_length(g, omega)))
     calls = {(shard, chunk): lambda shard=shard, chunk=chunk: jax.block_until_ready(
         bj.ground_state(grid, g, omega, key=jax.random.key(0), method="pcg", shard=shard, chunk=chunk))
-        for shard in (True, False) for chunk in ("auto", 1)}
+        for shard in (True, False) for chunk in (None, 1)}
     first, res = {}, {}
     for k, f in calls.items():
         t0 = time.perf_counter()
@@ -60,24 +60,24 @@ def time_to_ground_state(n=128, g=500.0, omega=0.85, repeats: int = 5) -> dict:
         first[k] = time.perf_counter() - t0
     times = interleaved_times(calls, repeats, warmup=False)
     wall = {k: float(np.median(v)) for k, v in times.items()}
-    r = res[True, "auto"]
+    r = res[True, None]
     return {"pcg": dict(
         n=n, g=g, omega=omega, length=grid.length, devices=len(r.psi.sharding.device_set),
-        wall_s=wall[True, "auto"], wall_s_one_device=wall[False, "auto"],
+        wall_s=wall[True, None], wall_s_one_device=wall[False, None],
         wall_s_one_start_at_a_time=wall[True, 1], wall_s_one_device_one_start_at_a_time=wall[False, 1],
-        speedup_split=wall[False, "auto"] / wall[True, "auto"],
-        wall_s_with_compile=first[True, "auto"], repeats=repeats,
+        speedup_split=wall[False, None] / wall[True, None],
+        wall_s_with_compile=first[True, None], repeats=repeats,
         energy=float(r.energy), residual=float(r.residual), converged=bool(r.converged),
         vortices=int(r.vortices), steps=int(r.steps), n_starts=int(r.start_energies.shape[-1]),
         start_energies=np.asarray(r.start_energies).tolist(), start_steps=np.asarray(r.start_steps).tolist(),
-        energy_one_device=float(res[False, "auto"].energy),
+        energy_one_device=float(res[False, None].energy),
     )}
 
 
 def chunked_ground_states(cases=((32, 128), (64, 16), (128, 16)), repeats: int = 5) -> list:
     """Batches of ground states (3 starts each, (g, Ω) uniform in [50, 250] x [0.45, 0.75], the quick
     data preset's ranges, max_iter 1000) with the starts relaxed one at a time on each device (the
-    CPU default for several states, ``chunk="auto"``) and all at once (``chunk=None``): median wall
+    CPU default, ``chunk="auto"``) and all at once (``chunk=None``): median wall
     times, interleaved."""
     rows = []
     for n, batch in cases:

@@ -64,16 +64,18 @@ RULES = {
 }
 
 
-def relax_starts(n: int, g: float, omega: float, seed: int, rule: str, n_starts: int = max(KS)) -> dict:
-    """The ``n_starts`` seeded starts of one (g, Ω), rule and key, each relaxed alone: per-start seeded count,
-    energy, vortex count, residual, converged, iterations (lists in start order), and the grid side."""
+def relax_starts(n: int, g: float, omega: float, seed: int, rule: str, n_starts: int = max(KS),
+                 coarsen: int = 1) -> dict:
+    """The ``n_starts`` seeded starts of one (g, Ω), rule and key, each relaxed alone (``PCG(coarsen=...)``):
+    per-start seeded count, energy, vortex count, residual, converged, iterations (lists in start order), and
+    the grid side."""
     grid = bj.Grid(n, float(bj.box_length(g, omega)))
     gs, oms = np.full(1, g), np.full(1, omega)
     counts_of, centre = RULES[rule]
     counts = counts_of(g, omega, n_starts)
     guesses = seeded_guesses(grid, gs, oms, start_keys(jax.random.key(seed), 1, n_starts), counts[None], centre)[0]
     res = jax.block_until_ready(bj.ground_state(grid, np.full(n_starts, g), np.full(n_starts, omega),
-                                                key=jax.random.key(seed), psi0=guesses))
+                                                key=jax.random.key(seed), psi0=guesses, coarsen=coarsen))
     return dict(length=grid.length, seeded=counts.tolist(), energy=np.asarray(res.energy, float).tolist(),
                 vortices=np.asarray(res.vortices).tolist(), residual=np.asarray(res.residual, float).tolist(),
                 converged=np.asarray(res.converged).tolist(), steps=np.asarray(res.steps).tolist(),
@@ -119,7 +121,9 @@ def recommend(cases: list, rule: str) -> int | None:
 def markdown(result: dict) -> str:
     s = result["settings"]
     out = [f"# Start-count study", "",
-           f"`python experiments/start_count.py {' '.join(result['argv'])}` — {s['n']}², float32, default tolerances, "
+           f"`python experiments/start_count.py {' '.join(result['argv'])}` — {s['n']}²"
+           + (f" (each start relaxed on {s['n'] // s['coarsen']}² first)" if s.get("coarsen", 1) > 1 else "")
+           + f", float32, default tolerances, "
            f"{s['seeds']} seeds × 16 starts per (g, Ω) and rule, lowest state = within {s['basin_rtol']:g} (relative) of "
            f"the lowest energy of all {16 * s['seeds'] * len(s['rules'])} starts; {result['wall_s'] / 60:.1f} min, "
            f"load average {result['load_average_start'][0]:.1f} → {result['load_average_end'][0]:.1f}.", "",
@@ -172,8 +176,9 @@ def plot(result: dict, path: Path) -> None:
     for a in ax:
         a.legend(fontsize=7)
         a.grid(alpha=0.3)
-    fig.suptitle(f"Start-count study ({result['settings']['n']}², float32, {result['settings']['seeds']} seeds × 16 "
-                 "starts per rule)")
+    st = result["settings"]
+    coarse = f", starts on {st['n'] // st['coarsen']}² first" if st.get("coarsen", 1) > 1 else ""
+    fig.suptitle(f"Start-count study ({st['n']}²{coarse}, float32, {st['seeds']} seeds × 16 starts per rule)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -187,6 +192,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=4, help="keys per (g, Ω), 16 starts each (default 4)")
     ap.add_argument("--basin-rtol", type=float, default=1e-5, help="'reaches the lowest state' within this")
     ap.add_argument("--rules", default="previous,current", help=f"seeding rules of {sorted(RULES)} (default both)")
+    ap.add_argument("--coarsen", type=int, default=1,
+                    help="relax each start on n/coarsen points first (PCG.coarsen; default 1: n only)")
     ap.add_argument("--quick", action="store_true", help="n = 64, 2 seeds, g = 100: a smoke run")
     ap.add_argument("--out", default=None, help="output folder (default experiments/results/start_count[_quick])")
     args = ap.parse_args(argv)
@@ -209,7 +216,7 @@ def main(argv=None) -> int:
             for seed in range(args.seeds):
                 for rule in rules:
                     ts = time.perf_counter()
-                    runs[rule].append(r := relax_starts(args.n, g, om, seed, rule))
+                    runs[rule].append(r := relax_starts(args.n, g, om, seed, rule, coarsen=args.coarsen))
                     print(f"g={g:g} Ω={om:g} {rule} seed {seed}: seeded {r['seeded']} E "
                           f"{np.round(r['energy'], 6).tolist()} vortices {r['vortices']} "
                           f"({time.perf_counter() - ts:.0f} s)", flush=True)
@@ -217,7 +224,7 @@ def main(argv=None) -> int:
             case["summary"] = summarise(case, args.basin_rtol)
             cases.append(case)
     result = dict(argv=sys.argv[1:] if argv is None else list(argv),
-                  settings=dict(n=args.n, seeds=args.seeds, basin_rtol=args.basin_rtol, ks=list(KS), dtype="float32",
+                  settings=dict(n=args.n, coarsen=args.coarsen, seeds=args.seeds, basin_rtol=args.basin_rtol, ks=list(KS), dtype="float32",
                                 rules=rules),
                   cases=cases, recommended_n_starts={rule: recommend(cases, rule) for rule in rules},
                   wall_s=time.perf_counter() - t0,

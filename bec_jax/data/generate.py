@@ -43,7 +43,7 @@ import bec_jax
 from bec_jax.artifacts import CorruptArtifact, write_manifest
 from bec_jax.data.storage import FIELDS, SHARDS_KIND, atomic_write_h5, read_h5, shard_name, shards_dir
 from bec_jax.distributed import process_slice
-from bec_jax.gpe.groundstate import box_length, ground_state, solver_method
+from bec_jax.gpe.groundstate import box_length, coarse_resolves, ground_state, solver_method
 from bec_jax.gpe.grid import Grid
 from bec_jax.gpe.splitstep import check_parameters
 
@@ -69,6 +69,9 @@ class GenerateConfig:
     n_starts: seeded initial guesses per state; the lowest energy wins.
     max_iter: conjugate-gradient iteration cap per start.
     method: ground-state method, "pcg" or "imaginary_time".
+    coarsen: pcg only: relax each start on a grid with n/coarsen points first, then finish it on
+      the grid itself (``PCG.coarsen``); the coarse spacing must resolve the healing length at
+      every (g, Ω) of the ranges (``coarse_resolves``).
     seed: base seed in [0, 2**31).
     keep_unconverged: also store states that did not converge or touch the box edge
       (flags are stored either way).
@@ -84,6 +87,7 @@ class GenerateConfig:
     n_starts: int = 4
     max_iter: int = 2000
     method: str = "pcg"
+    coarsen: int = 1
     seed: int = 0
     keep_unconverged: bool = False
 
@@ -101,13 +105,22 @@ class GenerateConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**31:  # the per-sample keys fold the seed into 32 bits
             raise ValueError(f"seed must be in [0, 2**31), got {self.seed}")
-        Grid(self.n, self.resolved_length)  # validates n and length
-        self.solver  # validates method and max_iter
+        grid = Grid(self.n, self.resolved_length)  # validates n and length
+        self.solver  # validates method, max_iter and coarsen
+        if self.coarsen > 1:
+            if self.method != "pcg":
+                raise ValueError(f"coarsen > 1 needs method 'pcg', got method {self.method!r}")
+            grid.coarsened(self.coarsen)
+            # the densest corner of the ranges has the thinnest cores
+            if not coarse_resolves(grid, self.coarsen, g1, min(abs(o0), abs(o1)) if o0 * o1 > 0 else 0.0):
+                raise ValueError(f"coarsen={self.coarsen} gives a coarse spacing {self.coarsen * grid.dx:.3g} wider than "
+                                 f"the healing length at g={g1}; use a smaller coarsen or more points (n={self.n})")
 
     @property
     def solver(self):
         """The ground-state method object of these settings (``gpe.solver_method``)."""
-        return solver_method(self.method, max_iter=self.max_iter)  # max_iter: PCG's (imaginary time has none)
+        # max_iter, coarsen: PCG's (imaginary time has neither)
+        return solver_method(self.method, max_iter=self.max_iter, coarsen=self.coarsen)
 
     @property
     def resolved_length(self) -> float:
@@ -127,6 +140,8 @@ class GenerateConfig:
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
         d["length"] = self.resolved_length
+        if d["coarsen"] == 1:  # absent from files written before the field, which still resume
+            del d["coarsen"]
         return json.dumps(d, sort_keys=True)
 
 
@@ -134,8 +149,9 @@ PRESETS = {
     # CPU, a few minutes: 64², moderate (g, Ω) so that 64 points resolve the cores.
     "quick": GenerateConfig(n=64, n_groups=60, states_per_group=4, g_range=(50.0, 250.0),
                             omega_range=(0.45, 0.75), batch_size=48, n_starts=3, max_iter=1000),
-    # The reference sizes (n = 200, 420 groups x 4 = 1,680 states); meant for a GPU.
-    "paper": GenerateConfig(n=200, n_groups=420, states_per_group=4, batch_size=240, n_starts=4),
+    # The reference sizes (n = 200, 420 groups x 4 = 1,680 states). Starts relax on 100² first
+    # (spacing 0.21 ≤ the healing length 0.21 at g = 500, Ω = 0.45): benchmarks/generation_throughput.py.
+    "paper": GenerateConfig(n=200, n_groups=420, states_per_group=4, batch_size=240, n_starts=4, coarsen=2),
 }
 
 

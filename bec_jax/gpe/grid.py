@@ -77,3 +77,34 @@ class Grid:
         """Harmonic trap V = (x^2 + y^2)/2, shape (n, n)."""
         X, Y = self.mesh()
         return 0.5 * (X * X + Y * Y)
+
+    def coarsened(self, factor: int) -> "Grid":
+        """The grid of the same box with n/factor points per side (ValueError unless that is an even int >= 16)."""
+        ok = isinstance(factor, (int, np.integer)) and factor >= 1 and self.n % factor == 0
+        if not (ok and (factor == 1 or (self.n // factor >= 16 and self.n // factor % 2 == 0))):
+            raise ValueError(f"coarsening factor must be an integer >= 1 with n/factor an even integer >= 16 "
+                             f"(n={self.n}), got {factor!r}")
+        return Grid(self.n // factor, self.length)
+
+
+def resample(field, n: int):
+    """Band-limited (Fourier) interpolation of ``field`` (..., m, m) onto n x n points of the same box.
+
+    Both grids start at -L/2, so zero-padding (n > m) or truncating (n < m) the
+    spectrum is exact for fields with no content at or above the smaller grid's
+    Nyquist wavenumber; that mode itself is dropped (it has no unambiguous
+    counterpart on the other grid). Pointwise values are kept (not the norm:
+    ∑|ψ|² dx² changes only by the dropped modes). Complex in, complex out.
+    """
+    m = field.shape[-1]
+    if n == m:
+        return field
+    spec = jnp.fft.fftshift(jnp.fft.fft2(field), axes=(-2, -1))  # zero frequency at index m/2
+    small = min(m, n)
+    lo = (max(m, n) - small) // 2
+    pad = [(0, 0)] * (field.ndim - 2) + [(lo, lo)] * 2
+    spec = jnp.pad(spec, pad) if n > m else spec[..., lo:lo + n, lo:lo + n]
+    # index lo of the larger grid (0 of the smaller) is the smaller grid's Nyquist mode
+    nyq = lo if n > m else 0
+    spec = spec.at[..., nyq, :].set(0).at[..., :, nyq].set(0)
+    return jnp.fft.ifft2(jnp.fft.ifftshift(spec, axes=(-2, -1))) * (n / m) ** 2

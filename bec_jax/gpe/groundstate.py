@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bec_jax.gpe.grid import Grid, complex_dtype, real_dtype
+from bec_jax.gpe.grid import Grid, complex_dtype, real_dtype, resample
 from bec_jax.gpe.hamiltonian import check_inputs, chemical_potential, energy, normalize, per_state, residual
 from bec_jax.gpe.implicit import AdjointSettings, attach_gradients
 from bec_jax.gpe.observables import edge_density, rms_radius, thomas_fermi, vortex_count
@@ -69,6 +69,7 @@ __all__ = [
     "vortex_number_estimate",
     "start_vortex_numbers",
     "compact_centre",
+    "coarse_resolves",
 ]
 
 EDGE_THRESHOLD = 1e-4  # boundary density / peak density above which the box is too small
@@ -84,6 +85,14 @@ def box_length(g, omega, margin: float = 3.5):
     check_parameters(g, omega)
     _, R = thomas_fermi(np.asarray(g, float), np.asarray(omega, float))
     return 2.0 * (np.maximum(R, 1.5) + margin)
+
+
+def coarse_resolves(grid: Grid, coarsen: int, g, omega):
+    """Whether ``PCG(coarsen=c)``'s coarse grid resolves the vortex cores of (g, Ω):
+    c·dx ≤ ξ = 1/√(2μ), the healing length at the Thomas–Fermi μ (``thomas_fermi``).
+    numpy bool, the broadcast shape of g and omega."""
+    mu, _ = thomas_fermi(np.asarray(g, float), np.asarray(omega, float))
+    return coarsen * grid.dx <= 1.0 / np.sqrt(2.0 * np.maximum(mu, 1.0))  # μ ≥ 1: the trap's own ground state
 
 
 def _check_tolerances(tol_residual, tol_energy):
@@ -103,6 +112,12 @@ class PCG:
     preconditioner: "rotating" (rotating-frame, default) or "kinetic" (lab-frame, ALT's).
     tol_residual: converged when ‖Hψ − μψ‖ is at most this (None: by dtype, ``default_tolerances``).
     tol_energy: and the relative energy change of the last iteration at most this (None: by dtype).
+    coarsen: >= 1. With c > 1 each start first relaxes (warm-up and CG) on the grid of the same box
+      with n/c points per side, then CG finishes it on the grid itself from the band-limited
+      interpolation (``grid.resample``): the start's slow part (the vortex lattice settling) runs
+      at ~1/c² the cost per iteration. The coarse spacing c·dx must resolve the vortex cores,
+      c·dx ≲ the healing length 1/√(2μ) (``coarse_resolves``); at the paper preset (200², c = 2) the
+      coarse energies agree with the fine ones to ~1e-5 and the fine stage needs tens of iterations.
 
     A frozen, hashable value (a static jit argument), passed as
     ``ground_state(..., method=PCG(max_iter=500))``.
@@ -114,8 +129,11 @@ class PCG:
     preconditioner: str = "rotating"
     tol_residual: float | None = None
     tol_energy: float | None = None
+    coarsen: int = 1
 
     def __post_init__(self):
+        if isinstance(self.coarsen, bool) or not isinstance(self.coarsen, (int, np.integer)) or self.coarsen < 1:
+            raise ValueError(f"coarsen must be an integer >= 1, got {self.coarsen!r}")
         if self.preconditioner not in PRECONDITIONER_PASSES:
             raise ValueError(
                 f"preconditioner must be one of {sorted(PRECONDITIONER_PASSES)}, got {self.preconditioner!r}"
@@ -129,16 +147,28 @@ class PCG:
         _check_tolerances(self.tol_residual, self.tol_energy)
 
     def relax(self, grid: Grid, psi, g, omega):
-        """Relax ONE state (n, n) -> (psi, energy, residual, steps, converged); vmap it."""
-        psi = evolve(grid, psi, g, omega, self.dt, self.warmup_steps, True)
+        """Relax ONE state (n, n) -> (psi, energy, residual, steps, converged); vmap it.
+
+        steps: warm-up steps plus CG iterations, on the coarse grid and then the grid
+        itself when ``coarsen`` > 1 (a coarse iteration costs ~1/coarsen² of a fine one).
+        """
+        steps = 0
+        if self.coarsen > 1:
+            coarse = grid.coarsened(self.coarsen)
+            p, _, _, steps, _ = dataclasses.replace(self, coarsen=1).relax(
+                coarse, normalize(coarse, resample(psi, coarse.n)), g, omega)
+            psi = normalize(grid, resample(p, grid.n))
+        else:
+            psi = evolve(grid, psi, g, omega, self.dt, self.warmup_steps, True)
+            steps = self.warmup_steps
         psi, res, it, conv = pcg_minimize(grid, psi, g, omega, max_iter=self.max_iter,
                                           tol_residual=self.tol_residual, tol_energy=self.tol_energy,
                                           preconditioner=self.preconditioner)
-        return psi, energy(grid, psi, g, omega), res, it + self.warmup_steps, conv
+        return psi, energy(grid, psi, g, omega), res, it + steps, conv
 
     def polish(self):
-        """The method that finishes a winning start which hit ``max_iter`` (no warm-up)."""
-        return dataclasses.replace(self, warmup_steps=0)
+        """The method that finishes a winning start which hit ``max_iter`` (no warm-up, on the grid itself)."""
+        return dataclasses.replace(self, warmup_steps=0, coarsen=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -540,7 +570,7 @@ def ground_state(
         the default, or ``ImaginaryTime(...)``), or its name ("pcg", "imaginary_time").
       n_starts: guesses per state (default 4; psi0's S when psi0 is given).
       **settings: the method's fields as keywords (dt, dt_min, check_every,
-        max_steps, warmup_steps, max_iter, preconditioner, tol_residual,
+        max_steps, warmup_steps, max_iter, preconditioner, coarsen, tol_residual,
         tol_energy), applied over ``method`` (``solver_method``); tolerances
         left None default by dtype (``default_tolerances``).
       shard: split the batch over all local devices when there are several
@@ -550,13 +580,12 @@ def ground_state(
         4 starts run 2 per device on 2 devices) and pick the winners replicated.
       chunk: starts each device relaxes at a time, and states it polishes
         at a time (``sharding.map_batch``).
-        "auto" (default): for several states on a CPU, one start at a time,
-        so that every start stops at its own convergence instead of all
-        running as long as the slowest, and its passes stay in cache
-        (2-4x faster on batches of 16-128 states,
-        ``benchmarks/solver_throughput.py``); all at once for a single
-        state's starts (they converge together) and on a GPU/TPU. None: all
-        at once; or an int >= 1. Results agree to round-off.
+        "auto" (default): on a CPU, one start at a time, so that every
+        start stops at its own convergence instead of all running as long
+        as the slowest, and its passes stay in cache (2.4-3.7x faster on
+        batches of 16-128 states, 1.25x for one state's 4 starts split over
+        2 devices, ``benchmarks/solver_throughput.py``); all at once on a
+        GPU/TPU. None: all at once; or an int >= 1. Results agree to round-off.
       adjoint: ``implicit.AdjointSettings`` of the backward pass (CG cap and
         tolerance); used only under ``jax.grad``.
 
@@ -583,6 +612,8 @@ def ground_state(
     if batch == 0:
         raise ValueError("g and omega must not be empty")
     method = solver_method(method, **settings)
+    if getattr(method, "coarsen", 1) > 1:
+        grid.coarsened(method.coarsen)  # the coarse grid must exist
     if psi0 is not None:
         psi0 = jnp.asarray(psi0, complex_dtype())
         if psi0.shape == (grid.n, grid.n):
@@ -609,8 +640,7 @@ def ground_state(
         args, psi0 = place((args, psi0), start_mesh, split=False)
     else:
         args, psi0 = place((args, psi0), mesh)
-    # A single state's starts converge together and share passes best all at once.
-    chunk = resolve_chunk(chunk, loop_chunk(backend_of(args[0])) if batch > 1 else None)
+    chunk = resolve_chunk(chunk, loop_chunk(backend_of(args[0])))
     # State-sized arrays held per start, measured: 24 on a GPU (6.7 GiB for 960 starts at 200²,
     # benchmarks/accelerator_throughput.py), 137 on XLA:CPU at 256² (183 at 128², where compiled
     # buffers weigh more; benchmarks/ground_state_memory.py), chunked or not.

@@ -126,3 +126,16 @@ def test_bad_config_is_a_value_error():
         bd.GenerateConfig(n_groups=0)
     with pytest.raises(ValueError, match="even"):
         bd.GenerateConfig(n=33)
+    # a coarse grid must exist, belong to pcg and resolve the healing length at the densest corner of the ranges
+    with pytest.raises(ValueError, match="wider than the healing length at g=250"):
+        dataclasses.replace(bd.PRESETS["quick"], coarsen=2)
+    with pytest.raises(ValueError, match="needs method 'pcg'"):
+        dataclasses.replace(bd.PRESETS["paper"], method="imaginary_time")
+    with pytest.raises(ValueError, match="coarsening factor"):
+        dataclasses.replace(bd.PRESETS["paper"], coarsen=3)
+
+
+def test_config_json_is_unchanged_without_coarsening():
+    """Files written before the coarsen field resume: it is left out of the stored config at 1."""
+    assert "coarsen" not in json.loads(bd.PRESETS["quick"].to_json())
+    assert json.loads(bd.PRESETS["paper"].to_json())["coarsen"] == 2

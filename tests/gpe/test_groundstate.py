@@ -199,3 +199,28 @@ def test_method_objects_carry_the_settings_and_keywords_keep_working():
         bj.PCG(dt=0.0)
     with pytest.raises(ValueError, match="method must be one of"):
         bj.solver_method(object())
+
+
+def test_coarse_to_fine_reaches_the_fine_grids_own_ground_state():
+    """PCG(coarsen=2) relaxes the starts on 40² and finishes them on 80²: the same state as
+    relaxing on 80² alone (energy, vortex count), converged by the fine grid's criterion
+    (float32, the generator's dtype)."""
+    precision = "float32"
+    grid = bj.Grid(80, 14.0)
+    g, om = 50.0, jnp.array([0.6, 0.75])
+    assert bool(np.all(bj.gpe.groundstate.coarse_resolves(grid, 2, g, np.asarray(om))))
+    key = jax.random.key(4)
+    fine = bj.ground_state(grid, g, om, key=key, n_starts=2, method=bj.PCG())
+    c2f = bj.ground_state(grid, g, om, key=key, n_starts=2, method=bj.PCG(coarsen=2))
+    assert bool(jnp.all(fine.converged)) and bool(jnp.all(c2f.converged))
+    assert c2f.vortices.tolist() == fine.vortices.tolist() and max(fine.vortices.tolist()) >= 2
+    np.testing.assert_allclose(c2f.energy, fine.energy, rtol=tol(precision, 1e-5, 1e-9))
+    np.testing.assert_allclose(bj.residual(grid, c2f.psi, g, om), c2f.residual, rtol=tol(precision, 1e-2, 1e-5))
+    assert float(jnp.max(c2f.residual)) <= bj.gpe.groundstate.default_tolerances()[0]
+
+
+@pytest.mark.parametrize("n, coarsen, match", [(40, 3, "coarsening factor"), (40, 4, "even integer >= 16"),
+                                               (32, 0, "coarsen must be an integer >= 1")])
+def test_coarsen_that_gives_no_coarse_grid_is_refused(n, coarsen, match):
+    with pytest.raises(ValueError, match=match):
+        bj.ground_state(bj.Grid(n, 10.0), 50.0, 0.3, key=jax.random.key(0), coarsen=coarsen)
