@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/solver_throughput.py
 	$(BIN)/python benchmarks/ground_state_methods.py
 	$(BIN)/python benchmarks/generation_throughput.py
+	$(BIN)/python benchmarks/dataset_time.py
 	$(BIN)/python benchmarks/report.py --write
 
 clean:
