@@ -99,7 +99,7 @@ def main(argv=None) -> int:
               f"min {de.min():+.1e}  vortices changed {summary[k]['vortex_counts_changed']}", flush=True)
     write_result(args.out, dict(
         benchmark="dataset_time", argv=sys.argv[1:] if argv is None else list(argv),
-        settings=dict(preset="paper", devices=len(jax.devices()), n=cfg.n, length=grid.length, coarse_n=cfg.n // cfg.coarsen, states=args.states,
+        settings=dict(preset="paper", devices=len(jax.devices()), n=cfg.n, length=grid.length, coarse_n=cfg.n // cfg.resolved_coarsen, states=args.states,
                       batch=args.batch, subset_seed=args.subset_seed, total_states=cfg.n_samples,
                       max_iter=cfg.max_iter, dtype=str(np.dtype(jax.numpy.zeros(()).dtype))),
         load_avg=dict(start=load0, end=os.getloadavg()[0]), summary=summary, batches=rows, states=per_state))

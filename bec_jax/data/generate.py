@@ -71,7 +71,8 @@ class GenerateConfig:
     method: ground-state method, "pcg" or "imaginary_time".
     coarsen: pcg only: relax each start on a grid with n/coarsen points first, then finish it on
       the grid itself (``PCG.coarsen``); the coarse spacing must resolve the healing length at
-      every (g, Ω) of the ranges (``coarse_resolves``).
+      every (g, Ω) of the ranges (``coarse_resolves``). None (default): 2 where that holds and
+      n/2 is an even int >= 16 (the paper preset's 200²), else 1 (the quick preset's 64²).
     seed: base seed in [0, 2**31).
     keep_unconverged: also store states that did not converge or touch the box edge
       (flags are stored either way).
@@ -87,7 +88,7 @@ class GenerateConfig:
     n_starts: int = 4
     max_iter: int = 2000
     method: str = "pcg"
-    coarsen: int = 1
+    coarsen: int | None = None
     seed: int = 0
     keep_unconverged: bool = False
 
@@ -107,20 +108,33 @@ class GenerateConfig:
             raise ValueError(f"seed must be in [0, 2**31), got {self.seed}")
         grid = Grid(self.n, self.resolved_length)  # validates n and length
         self.solver  # validates method, max_iter and coarsen
-        if self.coarsen > 1:
+        if self.coarsen is not None and self.coarsen > 1:
             if self.method != "pcg":
                 raise ValueError(f"coarsen > 1 needs method 'pcg', got method {self.method!r}")
             grid.coarsened(self.coarsen)
-            # the densest corner of the ranges has the thinnest cores
-            if not coarse_resolves(grid, self.coarsen, g1, min(abs(o0), abs(o1)) if o0 * o1 > 0 else 0.0):
+            if not self._coarse_resolves(self.coarsen):
                 raise ValueError(f"coarsen={self.coarsen} gives a coarse spacing {self.coarsen * grid.dx:.3g} wider than "
                                  f"the healing length at g={g1}; use a smaller coarsen or more points (n={self.n})")
+
+    def _coarse_resolves(self, factor: int) -> bool:
+        # the densest corner of the ranges (largest g, smallest |Ω|) has the thinnest cores
+        (_, g1), (o0, o1) = self.g_range, self.omega_range
+        return bool(coarse_resolves(self.grid, factor, g1, min(abs(o0), abs(o1)) if o0 * o1 > 0 else 0.0))
+
+    @property
+    def resolved_coarsen(self) -> int:
+        """``coarsen``, or for None: 2 where the coarse grid exists and resolves the ranges (pcg), else 1."""
+        if self.coarsen is not None:
+            return self.coarsen
+        half = self.n // 2
+        ok = self.method == "pcg" and half >= 16 and half % 2 == 0 and self._coarse_resolves(2)
+        return 2 if ok else 1
 
     @property
     def solver(self):
         """The ground-state method object of these settings (``gpe.solver_method``)."""
         # max_iter, coarsen: PCG's (imaginary time has neither)
-        return solver_method(self.method, max_iter=self.max_iter, coarsen=self.coarsen)
+        return solver_method(self.method, max_iter=self.max_iter, coarsen=self.resolved_coarsen)
 
     @property
     def resolved_length(self) -> float:
@@ -140,6 +154,7 @@ class GenerateConfig:
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
         d["length"] = self.resolved_length
+        d["coarsen"] = self.resolved_coarsen
         if d["coarsen"] == 1:  # absent from files written before the field, which still resume
             del d["coarsen"]
         return json.dumps(d, sort_keys=True)
@@ -149,9 +164,9 @@ PRESETS = {
     # CPU, a few minutes: 64², moderate (g, Ω) so that 64 points resolve the cores.
     "quick": GenerateConfig(n=64, n_groups=60, states_per_group=4, g_range=(50.0, 250.0),
                             omega_range=(0.45, 0.75), batch_size=48, n_starts=3, max_iter=1000),
-    # The reference sizes (n = 200, 420 groups x 4 = 1,680 states). Starts relax on 100² first
-    # (spacing 0.21 ≤ the healing length 0.21 at g = 500, Ω = 0.45): benchmarks/generation_throughput.py.
-    "paper": GenerateConfig(n=200, n_groups=420, states_per_group=4, batch_size=240, n_starts=4, coarsen=2),
+    # The reference sizes (n = 200, 420 groups x 4 = 1,680 states). Starts relax on 100² first (coarsen
+    # None -> 2: spacing 0.21 ≤ the healing length 0.21 at g = 500, Ω = 0.45): benchmarks/dataset_time.py.
+    "paper": GenerateConfig(n=200, n_groups=420, states_per_group=4, batch_size=240, n_starts=4),
 }
 
 

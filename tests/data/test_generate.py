@@ -130,12 +130,18 @@ def test_bad_config_is_a_value_error():
     with pytest.raises(ValueError, match="wider than the healing length at g=250"):
         dataclasses.replace(bd.PRESETS["quick"], coarsen=2)
     with pytest.raises(ValueError, match="needs method 'pcg'"):
-        dataclasses.replace(bd.PRESETS["paper"], method="imaginary_time")
+        dataclasses.replace(bd.PRESETS["paper"], method="imaginary_time", coarsen=2)
     with pytest.raises(ValueError, match="coarsening factor"):
         dataclasses.replace(bd.PRESETS["paper"], coarsen=3)
 
 
 def test_config_json_is_unchanged_without_coarsening():
-    """Files written before the coarsen field resume: it is left out of the stored config at 1."""
+    """coarsen None means 2 where the coarse grid resolves the ranges, else 1; files written before the
+    field resume: it is left out of the stored config at 1."""
+    paper = bd.PRESETS["paper"]
+    assert paper.resolved_coarsen == 2 and paper.solver.coarsen == 2
+    assert bd.PRESETS["quick"].resolved_coarsen == 1
+    assert dataclasses.replace(paper, n=64).resolved_coarsen == 1  # 32² would not resolve g = 500
+    assert dataclasses.replace(paper, method="imaginary_time").resolved_coarsen == 1
     assert "coarsen" not in json.loads(bd.PRESETS["quick"].to_json())
     assert json.loads(bd.PRESETS["paper"].to_json())["coarsen"] == 2
