@@ -108,7 +108,7 @@ class PCG:
 
     warmup_steps: split-step imaginary-time steps before CG, even, >= 0.
     dt: imaginary time step of the warm-up in units of 1/ω⊥, in (0, 0.5].
-    max_iter: CG iteration cap per start, >= 1.
+    max_iter: CG iteration cap per start and grid (with coarsen > 1 the coarse and the fine CG each), >= 1.
     preconditioner: "rotating" (rotating-frame, default) or "kinetic" (lab-frame, ALT's).
     tol_residual: converged when ‖Hψ − μψ‖ is at most this (None: by dtype, ``default_tolerances``).
     tol_energy: and the relative energy change of the last iteration at most this (None: by dtype).
