@@ -56,7 +56,8 @@ class _Signalled(BaseException):
 
 
 def _install_signal_handlers(command: str) -> None:
-    """SIGINT/SIGTERM raise ``_Signalled`` in the main thread. A watchdog woken by the signal
+    """SIGINT/SIGTERM raise ``_Signalled`` in the main thread (or, where Python swallows it, end
+    the process from ``sys.unraisablehook``). A watchdog woken by the signal
     itself (``signal.set_wakeup_fd``) ends the process if the main thread is still inside a
     long native call after ``SIGNAL_GRACE_S`` (Python runs handlers only between bytecodes)."""
     def handler(signum, frame):
@@ -67,6 +68,16 @@ def _install_signal_handlers(command: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(sig) is not signal.SIG_IGN:  # a signal the parent chose to ignore stays ignored
             signal.signal(sig, handler)
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info):
+        # The handler ran inside a __del__ or weakref callback (a GC pass, often XLA's buffers), where
+        # Python swallows exceptions: stop here instead of printing "Exception ignored" and waiting.
+        if isinstance(info.exc_value, _Signalled):
+            _exit_signalled(command, info.exc_value.signum)
+        previous_hook(info)
+
+    sys.unraisablehook = unraisable
     r, w = os.pipe()
     os.set_blocking(w, False)
     signal.set_wakeup_fd(w)

@@ -46,3 +46,20 @@ def test_signal_stops_cleanly_and_the_run_resumes(sig, code, tmp_path):
     r = subprocess.run(GEN + ["--max-batches", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert len(list(tmp_path.glob("s.h5.partial/batch_*.h5"))) == done + 1
+
+
+# A signal that lands in a __del__ or weakref callback (a garbage-collection pass: JAX frees buffers there)
+# raises where Python swallows exceptions; it must still stop at once, with the one line.
+SWALLOWED = ("import os, signal, time; from bec_jax import cli; cli._install_signal_handlers('generate')\n"
+             "class Dying:\n"
+             "    def __del__(self):\n"
+             "        os.kill(os.getpid(), signal.SIGTERM)\n"
+             "        for _ in range(10**6): pass\n"
+             "Dying()\n"
+             "time.sleep(30)\n")
+
+
+def test_signal_inside_a_finalizer_stops_at_once():
+    r = subprocess.run([sys.executable, "-c", SWALLOWED], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 143, r.stderr
+    assert r.stderr.strip().splitlines() == ["bec-jax generate: stopped by SIGTERM; rerun the same command to resume"]
