@@ -534,7 +534,8 @@ def inference_latency(d) -> str:
     settings = d["settings"]
     names = list(dict.fromkeys(n for s in settings for n in s["contenders"]))
     out = [_intro(d, "CPU inference latency of the exported U-Nets (jax.export, ONNX Runtime) against JAX fp32; "
-                     "`structured_*` is the structurally pruned model; median ms (speed-up vs jax_fp32 in the same "
+                     "`structured_*` is the structurally pruned model (its int8: `mixed_full_res`, the "
+                     "full-resolution convs float32); ONNX Runtime's threads do not spin between calls; median ms (speed-up vs jax_fp32 in the same "
                      "rounds) per grid, batch (b) and threads (t), rounds in shuffled order", "per column in the "
                      "last row"), ""]
     rows = [[n] + [f"{c['median_ms']:.2f} ({_x(c['speedup_vs_jax_fp32'])})" if c else "–"

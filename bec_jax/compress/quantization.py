@@ -13,8 +13,13 @@ Schemes (``QuantConfig``):
   precision; the reference's "mixed" kept 2 + 2 of 31), or ``layers`` names
   the quantized set explicitly. Biases and BatchNorm stay float32.
 
-Presets (``QuantConfig.preset``): "per_tensor", "per_channel" (all convs) and
-"mixed" (per-channel, first two and last two convs float32). Note: the
+Presets (``QuantConfig.preset``): "per_tensor", "per_channel" (all convs),
+"mixed" (per-channel, first two and last two convs float32) and "mixed_full_res"
+(per-channel, every conv at the input's full resolution float32: the first two, and
+the last block's two with the 1×1 output conv). Convs of a few channels on the
+full-size map are where integer kernels are slowest (ONNX Runtime's QLinearConv
+takes 2–5× the time of its float conv there), and the first and last layers are
+where int8 costs most accuracy. Note: the
 reference's per-tensor scheme used one *asymmetric* scale over all convs
 together; here per-tensor means one symmetric scale per conv.
 
@@ -60,7 +65,7 @@ __all__ = [
 ]
 
 GRANULARITIES = ("per_tensor", "per_channel")
-SCHEMES = ("per_tensor", "per_channel", "mixed")
+SCHEMES = ("per_tensor", "per_channel", "mixed", "mixed_full_res")
 QMAX = 127
 FORMAT = "bec_jax.quantized/2"  # /2: arrays packed per dtype (``_pack``)
 FORMAT_V1 = "bec_jax.quantized/1"  # one orbax leaf per array; still read
@@ -90,13 +95,16 @@ class QuantConfig:
 
     @classmethod
     def preset(cls, scheme: str) -> "QuantConfig":
-        """"per_tensor", "per_channel" (all convs) or "mixed" (per-channel, 2 + 2 convs float32)."""
+        """"per_tensor", "per_channel" (all convs), "mixed" (per-channel, 2 + 2 convs float32) or
+        "mixed_full_res" (per-channel, the 2 + 3 convs at full resolution float32)."""
         if scheme == "per_tensor":
             return cls("per_tensor")
         if scheme == "per_channel":
             return cls("per_channel")
         if scheme == "mixed":
             return cls("per_channel", skip_first=2, skip_last=2)
+        if scheme == "mixed_full_res":
+            return cls("per_channel", skip_first=2, skip_last=3)
         raise ValueError(f"unknown quantization scheme {scheme!r}; allowed: {SCHEMES}")
 
     def selected(self, names: list[str]) -> list[str]:

@@ -76,7 +76,7 @@ class CompressConfig:
     include_bn_scale: bool = True
     distribution: str = "global"
     reclaim_dead_scales: bool = False
-    schemes: tuple[str, ...] = SCHEMES
+    schemes: tuple[str, ...] = ("per_tensor", "per_channel", "mixed")
     combined_scheme: str = "per_channel"
 
     def __post_init__(self):
@@ -158,7 +158,7 @@ class ShrinkConfig:
 class QuantizeConfig:
     """int8 quantization of a trained model (``bec-jax quantize``).
 
-    scheme: int8 scheme, one of ``bec_jax.compress.SCHEMES`` (per_tensor, per_channel, mixed).
+    scheme: int8 scheme, one of ``bec_jax.compress.SCHEMES`` (per_tensor, per_channel, mixed, mixed_full_res).
     qat_epochs: quantization-aware fine-tuning epochs (0: post-training quantization only).
     qat_lr: QAT learning rate (None: the training learning rate / 10).
     sparse: store the kernels sparse (non-zero values + 1-byte index gaps; for pruned models).

@@ -344,6 +344,9 @@ def _session(proto_or_path, threads: int | None = None):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or 0
     opts.inter_op_num_threads = 1
+    # No busy-waiting between calls: ONNX Runtime's idle threads otherwise spin on the cores that the JAX
+    # work around each call (cloud finding, resampling, the next model) needs.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     src = proto_or_path.SerializeToString() if hasattr(proto_or_path, "SerializeToString") else str(proto_or_path)
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 

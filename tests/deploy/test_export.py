@@ -41,13 +41,15 @@ def inputs(batch, seed=1):
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """Saved model folders: dense fp32, structured (inner + outer channels), int8 per-channel, int8 mixed."""
+    """Saved model folders: dense fp32, structured (inner + outer channels), int8 per-channel, int8 mixed,
+    structured int8 with the full-resolution convs float32."""
     root = tmp_path_factory.mktemp("models")
     model = trained_like()
     save_quantized(root / "dense", model, None)
     save_quantized(root / "structured", shrink_model(model, 0.5, outer=True), None)
     save_quantized(root / "int8", model, QuantConfig.preset("per_channel"))
     save_quantized(root / "mixed", model, QuantConfig.preset("mixed"))
+    save_quantized(root / "mixed_full_res", shrink_model(model, 0.5, outer=True), QuantConfig.preset("mixed_full_res"))
     return root
 
 
@@ -69,8 +71,9 @@ def rel_rms(a, b):
 
 
 def test_model_kinds(folders):
-    kinds = {name: model_kind(load_model(folders / name)[0]) for name in ("dense", "structured", "int8", "mixed")}
-    assert kinds == dict(dense="fp32", structured="structured", int8="int8", mixed="int8")
+    names = ("dense", "structured", "int8", "mixed", "mixed_full_res")
+    kinds = {name: model_kind(load_model(folders / name)[0]) for name in names}
+    assert kinds == dict(dense="fp32", structured="structured", int8="int8", mixed="int8", mixed_full_res="int8")
 
 
 @pytest.mark.parametrize("name,batches", [("dense", (1, 3)), ("int8", (2,))])
@@ -131,7 +134,7 @@ def _initializers(proto):
     return {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
 
 
-@pytest.mark.parametrize("name", ["int8", "mixed"])
+@pytest.mark.parametrize("name", ["int8", "mixed", "mixed_full_res"])
 def test_onnx_int8_runs_bec_jax_weights_in_integer_kernels(folders, tmp_path, name):
     pytest.importorskip("onnxruntime")
     import onnx
@@ -151,7 +154,8 @@ def test_onnx_int8_runs_bec_jax_weights_in_integer_kernels(folders, tmp_path, na
     for conv, q in stored.items():
         g, q = graph_q[conv], q.transpose(3, 2, 0, 1)
         differ = np.flatnonzero((np.abs(g) != np.abs(q)).any(axis=(1, 2, 3)))
-        assert differ.tolist() == ([] if conv == "outc" else [0]) and not g[differ].any(), conv
+        silenced = [] if conv == "outc" or name == "mixed_full_res" else [0]  # shrinking dropped channel 0
+        assert differ.tolist() == silenced and not g[differ].any(), conv
     # ONNX Runtime fuses every int8 conv into an integer QLinearConv
     opts = ort.SessionOptions()
     opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
@@ -166,7 +170,9 @@ def test_onnx_int8_runs_bec_jax_weights_in_integer_kernels(folders, tmp_path, na
     x = inputs(4)
     ref, int8_jax = reference(folders / name, x)
     own = rel_rms(int8_jax, ref)
-    assert 0 < rel_rms(load_artifact(path)(x), ref) <= 3 * own, own
+    # (the 2-channel structured convs here feel the static uint8 ranges most: 1 % bounds them, far below
+    # the order-1 error of a wrong fold)
+    assert 0 < rel_rms(load_artifact(path)(x), ref) <= max(3 * own, 0.01), own
 
 
 def test_onnx_runtime_quantizer_is_the_side_by_side_comparison(folders, tmp_path):
