@@ -15,7 +15,8 @@ latency does not depend on the weight values). Contenders:
   structured_*        the structurally pruned model (``--structured``, a ``bec-jax shrink``
                       model folder at 64²; at 200² ``shrink_model(keep, outer=True)`` with the
                       folder's keep fraction): jax_fp32, onnx_fp32, onnx_int8 (post-training
-                      int8 with the full-resolution convs float32, "mixed_full_res").
+                      int8 with the full-resolution convs float32, "mixed_full_res"), and
+                      onnx_int8_all (every conv int8: what keeping those convs float gains).
                       The recipe (experiments/results/structured_quick/):
                       bec-jax shrink --run runs/quick/train --keep 0.5 --outer --ft-epochs 30
   torch_fp32          the PyTorch reference U-Net, where torch is installed
@@ -111,13 +112,15 @@ def _models(run, structured, size, keep):
         dense.eval()
         small = shrink_model(dense, keep, outer=True)
         return dict(dense=dense, int8=quantize_model(dense, per_channel, "int8"), structured=small,
-                    structured_int8=quantize_model(small, full_res, "int8"))
+                    structured_int8=quantize_model(small, full_res, "int8"),
+                    structured_int8_all=quantize_model(small, per_channel, "int8"))
     dense, _ = load_model(Path(run) / "models" / "dense")
     int8, _ = load_model(Path(run) / "models" / "int8_per_channel")
     out = dict(dense=dense, int8=int8)
     if structured:
         small, _ = load_model(structured)
-        out.update(structured=small, structured_int8=quantize_model(small, full_res, "int8"))
+        out.update(structured=small, structured_int8=quantize_model(small, full_res, "int8"),
+                   structured_int8_all=quantize_model(small, per_channel, "int8"))
     return out
 
 
@@ -138,7 +141,8 @@ def build_artifacts(args, work: Path) -> dict:
                 ("onnx_int8_ort", "dense", "onnx", "ort")]
         if "structured" in models:
             plan += [("structured_onnx_fp32", "structured", "onnx", None),
-                     ("structured_onnx_int8", "structured_int8", "onnx", "bec_jax")]
+                     ("structured_onnx_int8", "structured_int8", "onnx", "bec_jax"),
+                     ("structured_onnx_int8_all", "structured_int8_all", "onnx", "bec_jax")]
         for name, src, fmt, quantizer in plan:
             t0 = time.perf_counter()
             path = work / f"{size}_{name}{'.onnx' if fmt == 'onnx' else '.jaxexport'}"

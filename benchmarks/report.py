@@ -504,6 +504,25 @@ def unet_profile(d) -> str:
 
 # ----------------------------------------------------------------------------- compression and deployment
 
+def onnx_profile(d) -> str:
+    v = d["variants"]
+    out = [_intro(d, f"ONNX Runtime kernel time per call of the structured U-Net `{d['model']}` ({d['size']}², batch "
+                     f"{d['batch']}, one thread, {d['calls']} calls profiled), exported float32, int8 in every conv "
+                     "and int8 with the full-resolution convs float32 (`mixed_full_res`); ms per call",
+                  _span([d["loadavg_1_5_15"]])), ""]
+    kinds = list(dict.fromkeys(k["kind"] for r in v.values() for k in r["kinds"]))
+    by_kind = {n: {k["kind"]: k for k in r["kinds"]} for n, r in v.items()}
+    out += _table(["operator"] + list(v), [[k] + [f"{by_kind[n][k]['ms']:.3f} ({by_kind[n][k]['per_call']})"
+                                                  if k in by_kind[n] else "–" for n in v] for k in kinds]
+                  + [["total"] + [f"{r['total_ms']:.3f}" for r in v.values()]])
+    sides = list(dict.fromkeys(s for r in v.values() for s in r["conv_ms_by_output_side"]))
+    out += ["", "Convolution time by the side of the conv's output map (first row: full resolution):", ""]
+    out += _table(["output side"] + list(v), [[f"{s}²"] + [f"{r['conv_ms_by_output_side'].get(s, 0):.3f}"
+                                                          for r in v.values()] for s in sides])
+    return "\n".join(out)
+
+
+
 def compression_latency(d) -> str:
     s, batches = d["settings"], d["latency"]["batches"]
     first = next(iter(batches.values()))
@@ -625,7 +644,7 @@ SECTIONS = (
     ("real_time_norm_drift_cpu", norm_drift), ("generation_throughput", generation), ("dataset_time", dataset_time),
     ("distributed", distributed),
     ("distributed_n64", distributed), ("gradient_flow_step", gradient_flow_step), ("unet_throughput", unet_throughput),
-    ("unet_profile", unet_profile), ("compression_latency", compression_latency),
+    ("unet_profile", unet_profile), ("compression_latency", compression_latency), ("onnx_profile", onnx_profile),
     ("inference_latency", inference_latency), ("gpu_h200/accelerator_throughput", accelerator),
     ("gpu_h200/real_time_norm_drift", norm_drift),
 )
