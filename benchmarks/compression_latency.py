@@ -167,7 +167,7 @@ def accuracy_section(args) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from common import write_result
-    from report import compression_latency, render
+    from report import compression_latency, write_tables
 
     load0 = os.getloadavg()
     result = dict(settings=vars(args), load_average_start=load0, latency=latency_section(args))
@@ -175,9 +175,7 @@ def main(argv=None) -> int:
         result["structured_accuracy"] = accuracy_section(args)
     result["load_average_end"] = os.getloadavg()
     write_result(args.out, result)
-    md = render(args.out, compression_latency)
-    Path(args.out).with_suffix(".md").write_text(md)
-    print(md)
+    write_tables(args.out, compression_latency)
     return 0
 
 

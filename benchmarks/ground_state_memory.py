@@ -10,7 +10,6 @@ the baseline (interpreter, JAX, compiled program) that is subtracted.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import subprocess
 import sys

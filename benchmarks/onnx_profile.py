@@ -100,11 +100,9 @@ def main(argv=None) -> int:
                                 calls=args.calls, threads=1, inner_widths=inner_widths(model),
                                 outer_widths=outer_widths(model), loadavg_1_5_15=os.getloadavg(),
                                 onnxruntime_version=__import__("onnxruntime").__version__, variants=variants))
-    from report import onnx_profile, render
+    from report import onnx_profile, write_tables
 
-    table = render(args.out, onnx_profile)
-    Path(args.out).with_suffix(".md").write_text(table)
-    print(table)
+    write_tables(args.out, onnx_profile)
     return 0
 
 

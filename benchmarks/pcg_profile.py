@@ -17,7 +17,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +28,7 @@ from bec_jax.gpe.splitstep import check_parameters
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import BOOKKEEPING, op_kind_totals, write_result  # noqa: E402
-from report import pcg_profile, render  # noqa: E402
+from report import pcg_profile, write_tables  # noqa: E402
 
 
 def main():
@@ -74,9 +73,7 @@ def main():
     write_result(args.out, dict(benchmark="pcg_profile", n=args.n, batch=args.batch, g=args.g, omega=args.omega,
                                 iters=args.iters, wall_ms_per_iter=wall, ops_total_ms_per_iter=total, kinds=rows,
                                 loadavg_1_5_15=os.getloadavg()))
-    table = render(args.out, pcg_profile)
-    Path(args.out).with_suffix(".md").write_text(table)
-    print(table)
+    write_tables(args.out, pcg_profile)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,14 @@ def render(path, renderer) -> str:
     return renderer(d) + "\n"
 
 
+def write_tables(path, renderer) -> str:
+    """Render the result file ``path`` with ``renderer``, write it beside as .md and print it."""
+    table = render(path, renderer)
+    Path(path).with_suffix(".md").write_text(table)
+    print(table)
+    return table
+
+
 def _load1(x) -> float:
     """The 1-minute load average of a (1, 5, 15) triple or of a single number."""
     return float(x[0] if isinstance(x, (list, tuple)) else x)

@@ -88,11 +88,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    from report import render, unet_profile
+    from report import unet_profile, write_tables
 
-    table = render(out, unet_profile)
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    write_tables(out, unet_profile)
     print(f"wrote {out}")
     return 0
 

@@ -247,11 +247,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    from report import render, unet_throughput
+    from report import unet_throughput, write_tables
 
-    table = render(out, unet_throughput)
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    write_tables(out, unet_throughput)
     if torch_version:
         r = results["ratio_jax_over_torch"]
         print("JAX/PyTorch train samples/s: "

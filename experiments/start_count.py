@@ -120,7 +120,7 @@ def recommend(cases: list, rule: str) -> int | None:
 
 def markdown(result: dict) -> str:
     s = result["settings"]
-    out = [f"# Start-count study", "",
+    out = ["# Start-count study", "",
            f"`python experiments/start_count.py {' '.join(result['argv'])}` — {s['n']}²"
            + (f" (each start relaxed on {s['n'] // s['coarsen']}² first)" if s.get("coarsen", 1) > 1 else "")
            + f", float32, default tolerances, "
