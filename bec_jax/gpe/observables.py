@@ -19,6 +19,7 @@ __all__ = [
     "phase_gradient",
     "plaquette_winding",
     "RegionConfig",
+    "envelope",
     "vortex_mask",
     "vortex_count",
     "vortex_positions",
@@ -99,18 +100,22 @@ class RegionConfig:
             raise ValueError(f"vortex_sigma must be >= 0, got {self.sigma}")
 
 
-def vortex_mask(grid: Grid, psi, threshold: float = RegionConfig.threshold, sigma: float = RegionConfig.sigma):
-    """Plaquettes inside the cloud: blurred density > threshold * its max.
-
-    Blurring over ``sigma`` (a few healing lengths) fills the vortex cores so
-    that the mask is the cloud's envelope; phase singularities in the
-    near-empty outer region ("ghost vortices") carry no physics and are
-    excluded. Returns bool (..., n-1, n-1).
-    """
+def envelope(grid: Grid, psi, sigma: float = RegionConfig.sigma):
+    """The cloud's envelope on the plaquettes: |ψ|² blurred over ``sigma`` (trap units; a few healing
+    lengths fill the vortex cores), averaged over each plaquette's corners, as a fraction of its peak.
+    psi (..., n, n) → float (..., n-1, n-1) in [0, 1]."""
     rho = _blur(grid, density(psi), sigma)
     rho = 0.25 * (rho[..., :-1, :-1] + rho[..., :-1, 1:] + rho[..., 1:, :-1] + rho[..., 1:, 1:])
-    peak = jnp.max(rho, axis=(-2, -1), keepdims=True)
-    return rho > threshold * peak
+    return rho / jnp.max(rho, axis=(-2, -1), keepdims=True)
+
+
+def vortex_mask(grid: Grid, psi, threshold: float = RegionConfig.threshold, sigma: float = RegionConfig.sigma):
+    """Plaquettes inside the cloud: ``envelope`` > threshold.
+
+    Phase singularities in the near-empty outer region ("ghost vortices") carry
+    no physics and are excluded. Returns bool (..., n-1, n-1).
+    """
+    return envelope(grid, psi, sigma) > threshold
 
 
 def vortex_count(grid: Grid, psi, threshold: float = RegionConfig.threshold, sigma: float = RegionConfig.sigma):

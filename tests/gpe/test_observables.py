@@ -33,6 +33,18 @@ def test_ghost_vortices_outside_the_cloud_are_not_counted():
     assert int(bj.vortex_count(GRID, psi)) == 1
 
 
+def test_envelope_of_a_gaussian_cloud_is_the_wider_gaussian():
+    from bec_jax.gpe.observables import RegionConfig, envelope, vortex_mask
+
+    psi = vortex_state([], [])  # |ψ|² ∝ exp(−r²/2): variance 1, blurred to 1 + σ²
+    env = np.asarray(envelope(GRID, psi))
+    x = np.asarray(GRID.x)
+    g = np.exp(-(x[None, :] ** 2 + x[:, None] ** 2) / (2 * (1 + RegionConfig.sigma**2)))
+    expected = 0.25 * (g[:-1, :-1] + g[:-1, 1:] + g[1:, :-1] + g[1:, 1:])  # a plaquette's corners
+    np.testing.assert_allclose(env, expected / expected.max(), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(vortex_mask(GRID, psi)), env > RegionConfig.threshold)
+
+
 def test_phase_gradient_of_plane_wave_and_vortex():
     X, Y = (jnp.asarray(a) for a in GRID.mesh())
     k = 2 * np.pi / GRID.length * 3

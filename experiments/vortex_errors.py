@@ -1,0 +1,142 @@
+"""Where the imaging-trained model's vortex errors sit: found, missed and false vortices by cloud density.
+
+Takes a finished ``experiments/imaging_robustness.py`` output (its trained ``runs/lab``
+model, best epoch) and its dataset, renders the test split at the realistic setting with
+the same key, and classifies every true vortex as found (matched within one healing
+length, same sign) or missed, and every predicted one as found or false
+(``train.evaluate.evaluate_predictions``, ``gpe.phase_field.match_vortices``). For
+each vortex it records the cloud's envelope density there (``gpe.observables.envelope``,
+a fraction of the peak: vortices count where it exceeds 0.05) and the distance to the nearest other true vortex, in healing lengths.
+Writes OUT/vortex_errors.json and .md.
+
+    python experiments/vortex_errors.py --data runs/big/data.h5 --robustness experiments/results/imaging_robustness
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+#: envelope density bins (fraction of the peak); vortices count above RegionConfig.threshold = 0.05
+DENSITY_BINS = (0.05, 0.1, 0.2, 0.4, 1.01)
+#: nearest-neighbour distance bins, healing lengths
+SPACING_BINS = (0.0, 2.0, 3.0, 4.0, 6.0, np.inf)
+
+
+def classify(grid, psi, mu, pred, tcfg):
+    """Rows (kind, envelope density fraction, nearest true neighbour in ξ) of every vortex: kind "found"
+    (a matched true vortex), "missed" (unmatched true) or "false" (unmatched predicted)."""
+    import jax.numpy as jnp
+
+    from bec_jax.gpe.observables import envelope
+    from bec_jax.gpe.phase_field import match_vortices, positions_from_winding
+    from bec_jax.train.evaluate import EvalConfig, evaluate_predictions
+
+    r = evaluate_predictions(grid, psi, pred, mu, tcfg, EvalConfig(match_radius=1.0))
+    env = np.asarray(envelope(grid, jnp.asarray(psi)))
+    x0, dx = float(np.asarray(grid.x)[0]), grid.dx
+    rows = []
+    for b in range(len(psi)):
+        xi = 1.0 / np.sqrt(2.0 * mu[b])
+        vt = positions_from_winding(grid, r["winding_true"][b])
+        vp = positions_from_winding(grid, r["winding_pred"][b])
+        pairs, _ = match_vortices(vt, vp, xi)
+
+        def describe(v, kind):
+            i, j = int(round((v[0] - x0) / dx - 0.5)), int(round((v[1] - x0) / dx - 0.5))
+            d = np.hypot(vt[:, 0] - v[0], vt[:, 1] - v[1])
+            d = d[d > 1e-9]
+            rows.append((kind, float(env[b, j, i]), float(d.min() / xi) if len(d) else np.inf))
+
+        found_t, found_p = set(pairs[:, 0].tolist()), set(pairs[:, 1].tolist())
+        for k, v in enumerate(vt):
+            describe(v, "found" if k in found_t else "missed")
+        for k, v in enumerate(vp):
+            if k not in found_p:
+                describe(v, "false")
+    return rows
+
+
+def tables(rows) -> dict:
+    kinds = ("found", "missed", "false")
+    out = {}
+    for name, col, bins in (("by_density", 1, DENSITY_BINS), ("by_spacing_xi", 2, SPACING_BINS)):
+        counts = []
+        for lo, hi in zip(bins[:-1], bins[1:]):
+            c = {k: sum(1 for r in rows if r[0] == k and lo <= r[col] < hi) for k in kinds}
+            counts.append(dict(lo=lo, hi=None if np.isinf(hi) else hi, **c))
+        out[name] = counts
+    out["totals"] = {k: sum(1 for r in rows if r[0] == k) for k in kinds}
+    return out
+
+
+def markdown(result) -> str:
+    t = result["tables"]
+    lines = [f"# Vortex errors of the imaging-trained model ({result['n_states']} test states, realistic setting)", "",
+             f"`python experiments/vortex_errors.py {' '.join(result['argv'])}`", "",
+             "Found = true vortices matched within 1 ξ; missed = unmatched true; false = unmatched predicted. "
+             f"Totals: {t['totals']['found']} found, {t['totals']['missed']} missed, {t['totals']['false']} false.", ""]
+    for name, head in (("by_density", "envelope density / peak"), ("by_spacing_xi", "nearest true vortex (ξ)")):
+        lines += [f"| {head} | found | missed | false | errors / (found + missed) |", "|---|---|---|---|---|"]
+        for r in t[name]:
+            hi = "∞" if r["hi"] is None else f"{r['hi']:g}"
+            denom = r["found"] + r["missed"]
+            share = f"{(r['missed'] + r['false']) / denom:.2f}" if denom else "–"
+            lines.append(f"| {r['lo']:g} – {hi} | {r['found']} | {r['missed']} | {r['false']} | {share} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="the dataset imaging_robustness.py trained on")
+    p.add_argument("--robustness", default="experiments/results/imaging_robustness",
+                   help="imaging_robustness.py output folder (its runs/lab is the model; its JSON the seed)")
+    p.add_argument("--runs", default=None, help="folder of its runs/ (default: ROBUSTNESS/runs)")
+    p.add_argument("--out", default=None, help="output folder (default: ROBUSTNESS)")
+    args = p.parse_args(argv)
+    import jax
+
+    from imaging_robustness import REALISTIC, settings_for
+
+    from bec_jax.imaging.training import imaged_examples
+    from bec_jax.pipeline.config import PRESETS
+    from bec_jax.train import TrainConfig
+    from bec_jax.train.core import make_predict
+    from bec_jax.train.trainer import load_dataset, load_trained
+
+    rob = Path(args.robustness)
+    info = json.loads((rob / "imaging_robustness.json").read_text())
+    runs = Path(args.runs) if args.runs else rob / "runs"
+    out = Path(args.out) if args.out else rob
+    tc = TrainConfig(epochs=info["epochs"], seed=info["seed"])
+    grid, arrays, _, splits = load_dataset(args.data, tc)
+    test = splits["test"]
+    psi, mu = arrays["psi"][test], np.asarray(arrays["mu"][test], float)
+    xi = float(np.median(1.0 / np.sqrt(2.0 * mu)))
+    settings = settings_for(PRESETS["lab"].imaging, REALISTIC["atom_number"], REALISTIC["psf_xi"], REALISTIC["tof"], xi)
+    x, _, _ = imaged_examples(grid, jax.numpy.asarray(psi), jax.random.key(info["seed"] + 1), settings,
+                              tc.target_config)
+    from flax import nnx
+
+    model, _ = load_trained(runs / "lab")
+    gd, params, stats = nnx.split(model, nnx.Param, ...)
+    pred = np.asarray(make_predict(gd)(params, stats, x))
+    rows = classify(grid, psi, mu, pred, tc.target_config)
+    result = dict(argv=sys.argv[1:] if argv is None else list(argv), n_states=int(len(test)), median_xi=xi,
+                  realistic=REALISTIC, tables=tables(rows))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vortex_errors.json").write_text(json.dumps(result, indent=2))
+    (out / "vortex_errors.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
