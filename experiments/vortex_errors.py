@@ -1,12 +1,14 @@
-"""Where the imaging-trained model's vortex errors sit: found, missed and false vortices by cloud density.
+"""Where the imaging-trained model's vortex errors sit: found, missed and false vortices.
 
 Takes a finished ``experiments/imaging_robustness.py`` output (its trained ``runs/lab``
-model, best epoch) and its dataset, renders the test split at the realistic setting with
-the same key, and classifies every true vortex as found (matched within one healing
-length, same sign) or missed, and every predicted one as found or false
-(``train.evaluate.evaluate_predictions``, ``gpe.phase_field.match_vortices``). For
-each vortex it records the cloud's envelope density there (``gpe.observables.envelope``,
-a fraction of the peak: vortices count where it exceeds 0.05) and the distance to the nearest other true vortex, in healing lengths.
+model at its last epoch, the one that script scores) and its dataset, renders the test
+split at the realistic setting with the same key, and classifies every true vortex as
+found (matched within one healing length, same sign) or missed, and every predicted one
+as found or false (``train.evaluate.evaluate_predictions``, ``gpe.phase_field.match_vortices``).
+For each vortex it records the cloud's envelope density there (``gpe.observables.envelope``,
+a fraction of the peak: vortices count where it exceeds 0.05), the distance to the nearest
+other true vortex, and the distance to the nearest vortex of the other set (predicted for
+a missed one, true for a false one, its match for a found one), in healing lengths.
 Writes OUT/vortex_errors.json and .md.
 
     python experiments/vortex_errors.py --data runs/big/data.h5 --robustness experiments/results/imaging_robustness
@@ -24,14 +26,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 #: envelope density bins (fraction of the peak); vortices count above RegionConfig.threshold = 0.05
-DENSITY_BINS = (0.05, 0.1, 0.2, 0.4, 1.01)
-#: nearest-neighbour distance bins, healing lengths
-SPACING_BINS = (0.0, 2.0, 3.0, 4.0, 6.0, np.inf)
+DENSITY_BINS = (0.05, 0.2, 0.4, 0.6, 0.8, 1.01)
+#: distance bins, healing lengths (the last one open: a lone vortex has no neighbour)
+SPACING_BINS = (0.0, 2.0, 4.0, 6.0, 8.0, np.inf)
+OTHER_BINS = (0.0, 1.0, 1.5, 2.0, 3.0, np.inf)
 
 
 def classify(grid, psi, mu, pred, tcfg):
-    """Rows (kind, envelope density fraction, nearest true neighbour in ξ) of every vortex: kind "found"
-    (a matched true vortex), "missed" (unmatched true) or "false" (unmatched predicted)."""
+    """Rows (kind, envelope density fraction, nearest other true vortex in ξ, nearest vortex of the other
+    set in ξ) of every vortex. kind: "found" (a matched true vortex; other set: its match's distance),
+    "missed" (unmatched true; other set: the nearest predicted vortex of any sign) or "false" (unmatched
+    predicted; other set: the nearest true vortex)."""
     import jax.numpy as jnp
 
     from bec_jax.gpe.observables import envelope
@@ -46,30 +51,36 @@ def classify(grid, psi, mu, pred, tcfg):
         xi = 1.0 / np.sqrt(2.0 * mu[b])
         vt = positions_from_winding(grid, r["winding_true"][b])
         vp = positions_from_winding(grid, r["winding_pred"][b])
-        pairs, _ = match_vortices(vt, vp, xi)
+        pairs, dist = match_vortices(vt, vp, xi)
 
-        def describe(v, kind):
-            i, j = int(round((v[0] - x0) / dx - 0.5)), int(round((v[1] - x0) / dx - 0.5))
-            d = np.hypot(vt[:, 0] - v[0], vt[:, 1] - v[1])
+        def nearest(v, others):
+            d = np.hypot(others[:, 0] - v[0], others[:, 1] - v[1])
             d = d[d > 1e-9]
-            rows.append((kind, float(env[b, j, i]), float(d.min() / xi) if len(d) else np.inf))
+            return float(d.min() / xi) if len(d) else np.inf
 
-        found_t, found_p = set(pairs[:, 0].tolist()), set(pairs[:, 1].tolist())
+        def describe(v, kind, other):
+            i, j = int(round((v[0] - x0) / dx - 0.5)), int(round((v[1] - x0) / dx - 0.5))
+            rows.append((kind, float(env[b, j, i]), nearest(v, vt), other))
+
+        match = {int(t): float(d / xi) for (t, _), d in zip(pairs, dist)}
+        found_p = set(pairs[:, 1].tolist())
         for k, v in enumerate(vt):
-            describe(v, "found" if k in found_t else "missed")
+            describe(v, "found", match[k]) if k in match else describe(v, "missed", nearest(v, vp))
         for k, v in enumerate(vp):
             if k not in found_p:
-                describe(v, "false")
+                describe(v, "false", nearest(v, vt))
     return rows
 
 
 def tables(rows) -> dict:
     kinds = ("found", "missed", "false")
     out = {}
-    for name, col, bins in (("by_density", 1, DENSITY_BINS), ("by_spacing_xi", 2, SPACING_BINS)):
+    for name, col, bins in (("by_density", 1, DENSITY_BINS), ("by_spacing_xi", 2, SPACING_BINS),
+                            ("by_other_set_xi", 3, OTHER_BINS)):
         counts = []
         for lo, hi in zip(bins[:-1], bins[1:]):
-            c = {k: sum(1 for r in rows if r[0] == k and lo <= r[col] < hi) for k in kinds}
+            inside = lambda v: lo <= v < hi or (np.isinf(hi) and np.isinf(v))
+            c = {k: sum(1 for r in rows if r[0] == k and inside(r[col])) for k in kinds}
             counts.append(dict(lo=lo, hi=None if np.isinf(hi) else hi, **c))
         out[name] = counts
     out["totals"] = {k: sum(1 for r in rows if r[0] == k) for k in kinds}
@@ -82,7 +93,8 @@ def markdown(result) -> str:
              f"`python experiments/vortex_errors.py {' '.join(result['argv'])}`", "",
              "Found = true vortices matched within 1 ξ; missed = unmatched true; false = unmatched predicted. "
              f"Totals: {t['totals']['found']} found, {t['totals']['missed']} missed, {t['totals']['false']} false.", ""]
-    for name, head in (("by_density", "envelope density / peak"), ("by_spacing_xi", "nearest true vortex (ξ)")):
+    for name, head in (("by_density", "envelope density / peak"), ("by_spacing_xi", "nearest other true vortex (ξ)"),
+                       ("by_other_set_xi", "found: match distance; missed: nearest predicted; false: nearest true (ξ)")):
         lines += [f"| {head} | found | missed | false | errors / (found + missed) |", "|---|---|---|---|---|"]
         for r in t[name]:
             hi = "∞" if r["hi"] is None else f"{r['hi']:g}"
@@ -125,7 +137,7 @@ def main(argv=None) -> int:
                               tc.target_config)
     from flax import nnx
 
-    model, _ = load_trained(runs / "lab")
+    model, _ = load_trained(runs / "lab", "latest")  # the model imaging_robustness.py scored (fit's last epoch)
     gd, params, stats = nnx.split(model, nnx.Param, ...)
     pred = np.asarray(make_predict(gd)(params, stats, x))
     rows = classify(grid, psi, mu, pred, tc.target_config)
