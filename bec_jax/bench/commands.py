@@ -28,7 +28,9 @@ def _table(result: dict) -> str:
         lines.append(f"speed-up vs the faster NumPy ({s['numpy_fft']}): {s['speedup_vs_numpy']:.2f}x")
     if "ground_state" in result:
         gs = result["ground_state"]
-        lines.append(f"ground states: {gs['batch']} at g={gs['g']:g}, omega={gs['omega']:g}, {gs['n_starts']} start(s) each: "
+        coarse = f", relaxed on {gs['n'] // gs['coarsen']}² first" if gs.get("coarsen", 1) > 1 else ""
+        lines.append(f"ground states: {gs['batch']} at g={gs['g']:g}, omega={gs['omega']:g}, {gs['n_starts']} start(s) each"
+                     f"{coarse}: "
                      f"{gs['wall_s']:.2f} s -> {gs['ground_states_per_s']:.3g} ground states/s "
                      f"({gs['converged']}/{gs['batch']} converged, max residual {gs['max_residual']:.1e})")
     return "\n".join(lines)

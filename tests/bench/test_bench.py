@@ -53,6 +53,12 @@ def test_bench_command_writes_json_and_table(tmp_path, capsys):
     assert "FFT floor" in table and "ground states/s" in table and len(table.splitlines()) <= 24
 
 
+def test_bench_times_coarse_to_fine_ground_states(tmp_path, capsys):
+    gs = run_bench(tmp_path, "--n", "32", "--coarsen", "2")["ground_state"]
+    assert gs["coarsen"] == 2 and gs["n"] == 32 and gs["converged"] == 2
+    assert "relaxed on 16² first" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_bench_command_numpy_baselines(tmp_path, capsys):
     s = run_bench(tmp_path, "--numpy", "--no-ground-states")["split_step"]
@@ -66,6 +72,7 @@ def test_bench_command_numpy_baselines(tmp_path, capsys):
     (["--dtype", "float16"], "dtype must be one of"),
     (["--omega", "1.2"], "|omega| < 1"),
     (["--g", "-1"], "g must be finite and >= 0"),
+    (["--coarsen", "3"], "coarsening factor must be an integer"),
     (["--out", "bench.txt"], "--out must end in .json"),
 ])
 def test_bench_bad_input_exit_2(args, message, tmp_path, monkeypatch, capsys):
