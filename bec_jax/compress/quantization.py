@@ -18,8 +18,8 @@ Presets (``QuantConfig.preset``): "per_tensor", "per_channel" (all convs),
 (per-channel, every conv at the input's full resolution float32: the first two, and
 the last block's two with the 1×1 output conv). Convs of a few channels on the
 full-size map are where integer kernels are slowest (ONNX Runtime's QLinearConv
-takes 2–5× the time of its float conv there), and the first and last layers are
-where int8 costs most accuracy. Note: the
+is slower than its float conv there: benchmarks/onnx_profile.py), and the first
+and last layers are where int8 costs most accuracy. Note: the
 reference's per-tensor scheme used one *asymmetric* scale over all convs
 together; here per-tensor means one symmetric scale per conv.
 
