@@ -28,7 +28,8 @@ def _wait_for(path, timeout=120):
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+# SIGTERM takes the same path as SIGINT (and the finalizer test below sends it): the slow suite runs it
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
 def test_signal_stops_cleanly_and_the_run_resumes(sig, code, tmp_path):
     proc = subprocess.Popen(INTERRUPTIBLE + GEN[3:], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
