@@ -75,6 +75,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.batch < 1 or args.calls < 1:
         p.error("--batch and --calls must be >= 1")
+    for path in (Path(args.structured), Path(args.run) / "data.h5"):
+        if not path.exists():
+            p.error(f"{path} does not exist")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 

@@ -113,6 +113,10 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default=None, help="folder of its runs/ (default: ROBUSTNESS/runs)")
     p.add_argument("--out", default=None, help="output folder (default: ROBUSTNESS)")
     args = p.parse_args(argv)
+    runs = Path(args.runs) if args.runs else Path(args.robustness) / "runs"
+    for path in (Path(args.data), Path(args.robustness) / "imaging_robustness.json", runs / "lab" / "checkpoints"):
+        if not path.exists():
+            p.error(f"{path} does not exist (an imaging_robustness.py output, its runs/ and its dataset are needed)")
     import jax
 
     from imaging_robustness import REALISTIC, settings_for
@@ -125,7 +129,6 @@ def main(argv=None) -> int:
 
     rob = Path(args.robustness)
     info = json.loads((rob / "imaging_robustness.json").read_text())
-    runs = Path(args.runs) if args.runs else rob / "runs"
     out = Path(args.out) if args.out else rob
     tc = TrainConfig(epochs=info["epochs"], seed=info["seed"])
     grid, arrays, _, splits = load_dataset(args.data, tc)
