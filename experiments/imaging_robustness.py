@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -64,14 +63,14 @@ def settings_for(base, atom_number, psf_xi, tof, xi):
                                fringe_amplitude=fix(5.0))
 
 
-def velocity_error(grid, psi, pred, y, tcfg, mu, winding_true):
+def velocity_error(grid, psi, pred, y, tcfg, mu, vortices_true):
     """(relative L2 velocity error, the same for the true target) over the bulk outside cores, pooled over
     the samples: √(Σ|v_pred − v|²)/√(Σ|v|²). Pooled, not a mean of per-sample ratios: a vortex-free ground
     state has no flow, and its ratio would divide by ~0."""
     import jax.numpy as jnp
 
     from bec_jax.data.targets import velocity
-    from bec_jax.gpe.phase_field import positions_from_winding, to_differences
+    from bec_jax.gpe.phase_field import to_differences
 
     def centred(field):
         d = np.asarray(to_differences(jnp.asarray(field), tcfg.target, grid.dx))
@@ -86,7 +85,7 @@ def velocity_error(grid, psi, pred, y, tcfg, mu, winding_true):
     for b in range(len(rho)):
         xi = 1.0 / np.sqrt(2.0 * mu[b])
         keep = rho[b] >= 0.05 * rho[b].max()
-        for x, yv, _ in positions_from_winding(grid, winding_true[b]):
+        for x, yv, _ in vortices_true[b]:
             keep &= np.hypot(X - x, Y - yv) > 2 * xi
         norm += np.sum(v_true[b][keep] ** 2)
         err += np.sum((v_pred[b] - v_true[b])[keep] ** 2)
@@ -112,7 +111,7 @@ def evaluate(grid, psi, mu, predict, tcfg, settings, key):
     r = evaluate_predictions(grid, psi, pred, mu, tcfg, EvalConfig(match_radius=1.0))
     tp, fp, fn = (int(np.sum(r[k])) for k in ("matched", "false_pos", "false_neg"))
     errs = [e for row in r["pos_err_xi"] for e in row]
-    vel, floor = velocity_error(grid, psi, pred, np.asarray(y), tcfg, mu, r["winding_true"])
+    vel, floor = velocity_error(grid, psi, pred, np.asarray(y), tcfg, mu, r["vortices_true"])
     return dict(fidelity=float(np.mean(r["fidelity"])), f1=2 * tp / max(2 * tp + fp + fn, 1), tp=tp, fp=fp, fn=fn,
                 position_error_xi=float(np.mean(errs)) if errs else None, velocity_error=vel,
                 velocity_error_floor=floor, mse=float(np.mean(r["mse"])))
@@ -137,10 +136,10 @@ def main(argv=None) -> int:
     mcfg = UNetConfig(base_width=args.width, depth=default_depth(grid.n), input_size=grid.n)
     predictors, train_info = {}, {}
     for name in MODELS:
-        t0 = time.perf_counter()
         res = fit(args.data, out / "runs" / name, mcfg, tc, imaging=lab if name == "lab" else None, progress=False,
                   log=None)
-        train_info[name] = dict(seconds=time.perf_counter() - t0, best_epoch=res.best_epoch,
+        # the epochs' own times: a rerun resumes the finished run instead of training again
+        train_info[name] = dict(seconds=sum(h["seconds"] for h in res.history), best_epoch=res.best_epoch,
                                 final_val_mse=res.history[-1]["val_mse"])
         model = res.model
         model.eval()

@@ -9,6 +9,8 @@ For each vortex it records the cloud's envelope density there (``gpe.observables
 a fraction of the peak: vortices count where it exceeds 0.05), the distance to the nearest
 other true vortex, and the distance to the nearest vortex of the other set (predicted for
 a missed one, true for a false one, its match for a found one), in healing lengths.
+It also scores the same predictions with the vortices placed four ways (plaquette centres,
+sub-plaquette positions, the true cores as zeros of ψ; ``estimators``).
 Writes OUT/vortex_errors.json and .md.
 
     python experiments/vortex_errors.py --data runs/big/data.h5 --robustness experiments/results/imaging_robustness
@@ -40,7 +42,7 @@ def classify(grid, psi, mu, pred, tcfg):
     import jax.numpy as jnp
 
     from bec_jax.gpe.observables import envelope
-    from bec_jax.gpe.phase_field import match_vortices, positions_from_winding
+    from bec_jax.gpe.phase_field import match_vortices
     from bec_jax.train.evaluate import EvalConfig, evaluate_predictions
 
     r = evaluate_predictions(grid, psi, pred, mu, tcfg, EvalConfig(match_radius=1.0))
@@ -49,8 +51,7 @@ def classify(grid, psi, mu, pred, tcfg):
     rows = []
     for b in range(len(psi)):
         xi = 1.0 / np.sqrt(2.0 * mu[b])
-        vt = positions_from_winding(grid, r["winding_true"][b])
-        vp = positions_from_winding(grid, r["winding_pred"][b])
+        vt, vp = r["vortices_true"][b], r["vortices_pred"][b]
         pairs, dist = match_vortices(vt, vp, xi)
 
         def nearest(v, others):
@@ -59,7 +60,7 @@ def classify(grid, psi, mu, pred, tcfg):
             return float(d.min() / xi) if len(d) else np.inf
 
         def describe(v, kind, other):
-            i, j = int(round((v[0] - x0) / dx - 0.5)), int(round((v[1] - x0) / dx - 0.5))
+            i, j = int(np.floor((v[0] - x0) / dx)), int(np.floor((v[1] - x0) / dx))  # its pixel
             rows.append((kind, float(env[b, j, i]), nearest(v, vt), other))
 
         match = {int(t): float(d / xi) for (t, _), d in zip(pairs, dist)}
@@ -70,6 +71,44 @@ def classify(grid, psi, mu, pred, tcfg):
             if k not in found_p:
                 describe(v, "false", nearest(v, vt))
     return rows
+
+
+def estimators(grid, psi, mu, pred, tcfg) -> tuple[list, dict]:
+    """F1 within 1 ξ and the mean matched distance (ξ) of the same predictions under four ways of placing
+    the vortices: plaquette centres (true and predicted), the evaluation's sub-plaquette positions
+    (``gpe.phase_field.refine_vortices`` of the exact and of the predicted field), and the true cores as
+    zeros of ψ (``gpe.observables.vortex_cores``) against either predicted placement. Also returns the
+    distances (ξ) of the true sub-plaquette positions from the true cores: {"mean", "p99", "max"}."""
+    import jax.numpy as jnp
+
+    from bec_jax.gpe.observables import vortex_cores
+    from bec_jax.gpe.phase_field import match_vortices, positions_from_winding, to_differences
+    from bec_jax.train.evaluate import EvalConfig, evaluate_predictions
+
+    r = evaluate_predictions(grid, psi, pred, mu, tcfg, EvalConfig(match_radius=1.0))
+    d_pred = to_differences(jnp.asarray(pred), tcfg.target, grid.dx)
+    names = ("plaquette centres", "sub-plaquette (the evaluation)", "true cores vs predicted sub-plaquette",
+             "true cores vs predicted plaquette centres")
+    counts = {k: [0, 0, 0, []] for k in names}
+    off = []
+    for b in range(len(psi)):
+        xi = 1.0 / np.sqrt(2.0 * mu[b])
+        vt, vp = r["vortices_true"][b], r["vortices_pred"][b]
+        ct, cp = positions_from_winding(grid, r["winding_true"][b]), positions_from_winding(grid, r["winding_pred"][b])
+        assert np.allclose(positions_from_winding(grid, r["winding_pred"][b], d_pred[b]), vp)
+        cores = vt
+        if len(vt):
+            cores = np.concatenate([np.asarray(vortex_cores(grid, jnp.asarray(psi[b]), jnp.asarray(vt[:, :2]))),
+                                    vt[:, 2:]], axis=1)
+            off.extend(np.hypot(*(cores[:, :2] - vt[:, :2]).T) / xi)
+        for name, (t, q) in zip(names, ((ct, cp), (vt, vp), (cores, vp), (cores, cp))):
+            pairs, dist = match_vortices(t, q, xi)
+            c = counts[name]
+            c[0], c[1], c[2] = c[0] + len(pairs), c[1] + len(q) - len(pairs), c[2] + len(t) - len(pairs)
+            c[3].extend(dist / xi)
+    rows = [dict(positions=k, tp=tp, fp=fp, fn=fn, f1=2 * tp / max(2 * tp + fp + fn, 1),
+                 position_error_xi=float(np.mean(e)) if e else None) for k, (tp, fp, fn, e) in counts.items()]
+    return rows, dict(mean=float(np.mean(off)), p99=float(np.percentile(off, 99)), max=float(np.max(off)))
 
 
 def tables(rows) -> dict:
@@ -93,6 +132,14 @@ def markdown(result) -> str:
              f"`python experiments/vortex_errors.py {' '.join(result['argv'])}`", "",
              "Found = true vortices matched within 1 ξ; missed = unmatched true; false = unmatched predicted. "
              f"Totals: {t['totals']['found']} found, {t['totals']['missed']} missed, {t['totals']['false']} false.", ""]
+    lines += ["How vortices are placed (the same predictions; matching within 1 ξ):", "",
+              "| positions | F1 | TP/FP/FN | mean matched distance (ξ) |", "|---|---|---|---|"]
+    for e in result["estimators"]:
+        lines.append(f"| {e['positions']} | {e['f1']:.3f} | {e['tp']}/{e['fp']}/{e['fn']} | "
+                     f"{e['position_error_xi']:.3f} |")
+    c = result["true_sub_plaquette_vs_cores_xi"]
+    lines += ["", f"True vortices: sub-plaquette positions against the cores (zeros of ψ): mean {c['mean']:.4f} ξ, "
+              f"99th percentile {c['p99']:.3f} ξ, max {c['max']:.3f} ξ.", ""]
     for name, head in (("by_density", "envelope density / peak"), ("by_spacing_xi", "nearest other true vortex (ξ)"),
                        ("by_other_set_xi", "found: match distance; missed: nearest predicted; false: nearest true (ξ)")):
         lines += [f"| {head} | found | missed | false | errors / (found + missed) |", "|---|---|---|---|---|"]
@@ -146,6 +193,7 @@ def main(argv=None) -> int:
     rows = classify(grid, psi, mu, pred, tc.target_config)
     result = dict(argv=sys.argv[1:] if argv is None else list(argv), n_states=int(len(test)), median_xi=xi,
                   realistic=REALISTIC, tables=tables(rows))
+    result["estimators"], result["true_sub_plaquette_vs_cores_xi"] = estimators(grid, psi, mu, pred, tc.target_config)
     out.mkdir(parents=True, exist_ok=True)
     (out / "vortex_errors.json").write_text(json.dumps(result, indent=2))
     (out / "vortex_errors.md").write_text(markdown(result))

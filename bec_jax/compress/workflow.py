@@ -413,7 +413,7 @@ class FineTuner:
         self.tx = optax.chain(make_optimizer(config, lr), keep_pruned(self._ones))
         self._model_like = nnx.clone(model)
         gd_train, self.gd_eval, _ = init_state(nnx.clone(model), self.tx)
-        self.step = make_train_step(gd_train, self.tx, make_loss(config, loader.grid))
+        self.step = make_train_step(gd_train, self.tx, make_loss(config, loader.grid), render=loader.render)
         self.predict = make_predict(self.gd_eval)
         self.epoch_counter = 0
         self.precise_bn = precise_bn
@@ -430,7 +430,7 @@ class FineTuner:
 
     def _batches(self, epoch: int):
         self.epoch_counter += 1  # every run and epoch of this tuner sees a fresh batch order
-        return self.loader.epoch(self.epoch_counter)
+        return self.loader.sources(self.epoch_counter)
 
     def run(self, model: UNet, masks=None, epochs: int = 1, on_epoch=None,
             select: BatchLoader | None = None) -> FineTuneResult:

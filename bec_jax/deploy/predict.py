@@ -23,8 +23,10 @@ One image (a 2-D array of counts, rows = y, columns = x) goes through:
 4. Back to the image: the phase gradient ∂θ/∂x, ∂θ/∂y (inverse a⊥ of the
    in-trap state, in in-trap coordinates) and the phase are interpolated
    (bilinear; the phase through e^{iθ}) onto the image's pixel centres; NaN
-   where the model sees no atoms. Vortex positions are given in the image's
-   0-based pixel coordinates (pixel centres at integers, row = first axis).
+   where the model sees no atoms. Vortex positions, placed inside their
+   plaquette by ``phase_field.refine_vortices`` (finer than the model's grid),
+   are given in the image's 0-based pixel coordinates (pixel centres at
+   integers, row = first axis).
 
 Vortex confidence: the circulation of the predicted field around the 4×4-pixel
 loop (3×3 plaquettes of the model grid) centred on the vortex, in units of
@@ -534,8 +536,8 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
     phase[~on] = np.nan
     conf = _confidence(d, wind)
     vort = []
-    for x, y, s in positions_from_winding(grid, wind):
-        j, i = int(round((y - grid.x[0]) / grid.dx - 0.5)), int(round((x - grid.x[0]) / grid.dx - 0.5))
+    # sub-plaquette positions, in the row-major plaquette order of np.nonzero
+    for (x, y, s), j, i in zip(positions_from_winding(grid, wind, d), *np.nonzero(wind)):
         for _ in range(int(abs(s))):
             vort.append(Vortex(row=float(cloud["row"] + y / scale), col=float(cloud["col"] + x / scale),
                                sign=int(np.sign(s)), confidence=float(conf[j, i])))

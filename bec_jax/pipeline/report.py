@@ -145,7 +145,8 @@ def _markdown(r: dict, figures: dict) -> str:
     if dep["artifacts"]:
         L += [f"Exported with `bec-jax export` ({dep['note']}), reloaded from the file and run by "
               f"{'ONNX Runtime' if dep['format'] == 'onnx' else 'JAX'}: latency median of "
-              f"{r['latency']['repeats']} calls at batch {dep['latency_batch']}, masked MSE on the test split.", "",
+              f"{r['latency']['repeats']} calls at batch {dep['latency_batch']}, masked MSE on the test split (MSE / "
+              "dense: against the JAX dense model on the same inputs).", "",
               "| file | precision | size | latency (ms) | masked MSE | MSE / dense |", "|---|---|---|---|---|---|"]
         L += [f"| {a['file']} | {a['precision']} | {a['bytes'] / 1e6:.2f} MB | {a['latency_ms']:.2f} | "
               f"{a['mse']:.3e} | {a['mse_ratio_vs_dense']:.3f} |" for a in dep["artifacts"].values()]

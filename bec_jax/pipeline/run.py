@@ -267,16 +267,20 @@ def _deployed(config: PipelineConfig) -> list[str]:
 
 def _stage_deploy(ctx: _Context) -> dict:
     """Export the deployed variants with the runtime installed here (``bec-jax export``), reload each file and
-    measure its size, latency and masked test MSE; without a runtime, one line saying so."""
+    measure its size, latency and masked test MSE (and its ratio to the JAX dense model's on the same test
+    loader); without a runtime, one line saying so."""
     from bec_jax.deploy.export import (SUFFIX, artifact_latency, available_format, evaluate_artifact,
                                        export_artifact, load_artifact)
 
     fmt, why = available_format()
     if fmt is None:
         return dict(format=None, note=why, files={})
+    from bec_jax.compress.workflow import test_mse
+
     r = ctx.config.report
     x, test = np.asarray(_latency_inputs(ctx)), ctx.setup().test
-    dense = ctx.results["evaluate_compressed"]["variants"]["dense"]["summary"]["mse"]
+    # the JAX dense model on the very inputs the files see (a lab run's camera images are drawn per loader)
+    dense = test_mse(ctx.setup().model, test)["mse"]
     (ctx.out / "deploy").mkdir(exist_ok=True)
     files = {}
     for name in _deployed(ctx.config):

@@ -255,9 +255,18 @@ def make_update(gd_train, tx: optax.GradientTransformation, loss: Callable):
     return update
 
 
-def make_train_step(gd_train, tx: optax.GradientTransformation, loss: Callable):
-    """A jitted ``step(state, batch) -> (state, loss)`` (state buffers donated); see ``make_update``."""
-    return jax.jit(make_update(gd_train, tx, loss), donate_argnums=(0,))
+def make_train_step(gd_train, tx: optax.GradientTransformation, loss: Callable, render: Callable | None = None):
+    """A jitted ``step(state, batch) -> (state, loss)`` (state buffers donated); see ``make_update``.
+
+    render: maps what the step is given to its ``Batch`` inside the compiled step, e.g. a loader's
+    ``BatchLoader.render`` of its ``sources`` (the camera images of training under the imaging
+    model are then drawn in the same program as the update). None: the step is given batches.
+    """
+    update = make_update(gd_train, tx, loss)
+    if render is not None:
+        made = update
+        update = lambda state, src: made(state, render(src))  # noqa: E731
+    return jax.jit(update, donate_argnums=(0,))
 
 
 @functools.lru_cache(maxsize=32)

@@ -68,7 +68,7 @@ def _batch_fields(grid: Grid, psi, pred, tcfg: TargetConfig, ecfg: EvalConfig):
     psi_ceiling = amp * jnp.exp(1j * th_true)
     sq = jax.vmap(masked_sq_error_sums)(pred, y, valid)
     return dict(
-        target=y, valid=valid, region=region, theta_pred=th_pred, winding_pred=w_pred, winding_true=w_true,
+        target=y, valid=valid, region=region, d_true=d_true, d_pred=d_pred, theta_pred=th_pred, winding_pred=w_pred, winding_true=w_true,
         fidelity=fidelity(psi_pred, psi), fidelity_ceiling=fidelity(psi_ceiling, psi),
         fidelity_zero_phase=fidelity(amp.astype(psi.dtype), psi),
         sq=sq[0], n_valid=sq[1], n_pixels=sq[2],
@@ -85,7 +85,10 @@ def evaluate_predictions(grid: Grid, psi, pred, mu, tcfg: TargetConfig = TargetC
     healing length ξ = 1/√(2μ)). Returns numpy arrays keyed by metric, one entry
     per sample, plus the fields used (for plots): target, valid, theta_pred,
     winding_pred, winding_true. Vortex counts are numbers of plaquettes with
-    nonzero winding inside the cloud region.
+    nonzero winding inside the cloud region. Vortices are matched at their
+    sub-plaquette positions (``refine_vortices``; of the exact difference field
+    for the true ones): lists vortices_true, vortices_pred of (k, 3) arrays
+    (x, y, w) in trap units, and pos_err_xi of the matched distances in ξ.
     """
     psi = jnp.asarray(psi)
     pred = jnp.asarray(pred)
@@ -97,10 +100,13 @@ def evaluate_predictions(grid: Grid, psi, pred, mu, tcfg: TargetConfig = TargetC
     rows = dict(mse=f["sq"] / (C * np.maximum(f["n_valid"], 1)), mse_ref=f["sq"] / (C * f["n_pixels"]),
                 fidelity=f["fidelity"], fidelity_ceiling=f["fidelity_ceiling"],
                 fidelity_zero_phase=f["fidelity_zero_phase"], sq=f["sq"], n_valid=f["n_valid"],
-                n_pixels=f["n_pixels"], n_true=[], n_pred=[], matched=[], false_pos=[], false_neg=[], pos_err_xi=[])
+                n_pixels=f["n_pixels"], n_true=[], n_pred=[], matched=[], false_pos=[], false_neg=[], pos_err_xi=[],
+                vortices_true=[], vortices_pred=[])
     for b in range(psi.shape[0]):
-        vt = positions_from_winding(grid, f["winding_true"][b])
-        vp = positions_from_winding(grid, f["winding_pred"][b])
+        vt = positions_from_winding(grid, f["winding_true"][b], f["d_true"][b])
+        vp = positions_from_winding(grid, f["winding_pred"][b], f["d_pred"][b])
+        rows["vortices_true"].append(vt)
+        rows["vortices_pred"].append(vp)
         pairs, dist = match_vortices(vt, vp, ecfg.match_radius * xi[b])
         k = len(pairs)
         rows["n_true"].append(len(vt))
@@ -109,7 +115,8 @@ def evaluate_predictions(grid: Grid, psi, pred, mu, tcfg: TargetConfig = TargetC
         rows["false_pos"].append(len(vp) - k)
         rows["false_neg"].append(len(vt) - k)
         rows["pos_err_xi"].append(list(dist / xi[b]))
-    out = {k: (np.asarray(v) if k != "pos_err_xi" else v) for k, v in rows.items()}
+    ragged = ("pos_err_xi", "vortices_true", "vortices_pred")
+    out = {k: (v if k in ragged else np.asarray(v)) for k, v in rows.items()}
     out.update(target=f["target"], valid=f["valid"], theta_pred=f["theta_pred"],
                winding_pred=f["winding_pred"], winding_true=f["winding_true"])
     return out

@@ -146,7 +146,8 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
     kill loses at most the epochs since the last save; "best" is the best
     saved epoch). Validation runs every epoch regardless.
     imaging: an enabled ``bec_jax.imaging.training.ImagingTrainConfig``: training and validation inputs
-    are camera images rendered on the fly (``BatchLoader(imaging=...)``), part of the run's settings.
+    are camera images rendered on the fly inside the compiled training step (``BatchLoader(imaging=...)``,
+    ``data.loader.render_batch``), part of the run's settings.
     None or disabled: clean inputs, exactly as without it.
     """
     if checkpoint_every < 1:
@@ -184,7 +185,7 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
     gd_train, gd_eval, state = init_state(model, tx)
     if mesh is not None:  # replicated parameters and optimizer state; jit all-reduces the gradients
         state = dist.replicate(state, mesh)
-    step = make_train_step(gd_train, tx, make_loss(config, grid))
+    step = make_train_step(gd_train, tx, make_loss(config, grid), render=train.render)  # batches made in the step
     predict = make_predict(gd_eval)
 
     run = dict(train=config.resume_key(), data=_dataset_id(Path(data_path), attrs))
@@ -230,7 +231,7 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
                 _write_metrics(out, history, dict(info, best_epoch=best, checkpointed_epoch=ckpt.latest_step()))
             bar.set_postfix(epoch=epoch, train=f"{row['train_loss']:.3e}", val=f"{row['val_loss']:.3e}")
 
-        state = run_epochs(step, state, train.epoch, range(start + 1, config.epochs + 1), validate=validate,
+        state = run_epochs(step, state, train.sources, range(start + 1, config.epochs + 1), validate=validate,
                            on_batch=lambda: bar.update(1), on_epoch=on_epoch).state
         bar.close()
         best = ckpt.read_meta(ckpt.latest_step())["best_epoch"] if ckpt.latest_step() else 0

@@ -46,6 +46,29 @@ def test_loader_renders_per_epoch_and_batch_reproducibly(small_dataset):
             np.testing.assert_array_equal(u, v)
 
 
+def test_a_step_that_renders_its_batch_trains_as_one_given_the_batch(small_dataset):
+    """The training step draws its camera images itself (``make_train_step(render=...)`` on the loader's
+    sources): the same images, so the same update, as a step handed the loader's rendered batch."""
+    from bec_jax.models import init_model
+    from bec_jax.train.core import init_state, make_loss, make_optimizer, make_train_step
+
+    grid, psi = _psi(small_dataset)
+    loader = BatchLoader(grid, psi, 4, seed=3, augment=True, imaging=LAB)
+    cfg = TrainConfig(batch_size=4)
+    tx = make_optimizer(cfg)
+    gd, _, state = init_state(init_model(TINY, 0), tx)
+    fused = make_train_step(gd, tx, make_loss(cfg, grid), render=loader.render)
+    given = make_train_step(gd, tx, make_loss(cfg, grid))
+    copy = lambda s: jax.tree.map(lambda a: a.copy(), s)  # noqa: E731 (the steps donate their state)
+    a, b = copy(state), copy(state)
+    for src, batch in zip(loader.sources(1), loader.epoch(1)):
+        a, loss_a = fused(a, src)
+        b, loss_b = given(b, batch)
+        np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-4)
+    for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-3, atol=1e-5)
+
+
 def _leaves(model):
     return [np.asarray(a) for kind in (nnx.Param, nnx.BatchStat) for a in jax.tree_util.tree_leaves(nnx.state(model, kind))]
 
