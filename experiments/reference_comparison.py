@@ -9,7 +9,8 @@ measurement has not run yet says so; it is never filled in from elsewhere.
 
     python experiments/reference_comparison.py --run benchmarks/results/gpu_h200/paper_pipeline \\
         --out experiments/results/reference_comparison
-    python experiments/reference_comparison.py --run RUN --optimizer-run adamw=RUN_ADAMW --optimizer-run sgd=RUN_SGD
+    python experiments/reference_comparison.py --run RUN --optimizer-run adamw=RUN_ADAMW --optimizer-run sgd=RUN_SGD \\
+        --pruning-run PRUNE_RUN
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def _epoch(metrics: dict, epoch: int) -> dict | None:
     return next((h for h in metrics["history"] if h["epoch"] == epoch), None)
 
 
-def compare(run: Path, optimizer_runs: dict[str, Path]) -> dict:
-    """The comparison rows of the paper-preset run ``run`` (see module doc)."""
+def compare(run: Path, optimizer_runs: dict[str, Path], pruning_run: Path | None = None) -> dict:
+    """The comparison rows of the paper-preset run ``run`` (see module doc); pruning_run: a ``bec-jax
+    prune`` output of the reference's iterative schedule on the same run (its prune.json)."""
     report = json.loads((run / "report.json").read_text())
     metrics = _metrics(run)
     models, ev = report["models"], report["evaluation"]
@@ -65,9 +67,18 @@ def compare(run: Path, optimizer_runs: dict[str, Path]) -> dict:
         h = _epoch(opt_metrics[opt], 50) if opt in opt_metrics else None
         row(f"validation loss at epoch 50, {opt}", ref, None if h is None else h["val_mse_ref"],
             bec_jax_masked=None if h is None else h["val_mse"],
-            note="" if h is not None else "not run yet (benchmarks/gpu_check.sh step 4)")
+            note="" if h is not None else "not run yet (benchmarks/gpu_check.sh step 4, experiments/reference_campaign.sh step 3)")
     pr = report["pruning"]
+    stages = {}
+    if pruning_run is not None:
+        summary = json.loads((pruning_run / "prune.json").read_text())
+        stages = {f"{st['sparsity']:g}": st for st in summary["stages"] if "test_mse_finetuned_ref" in st}
     for s, ref in REFERENCE["pruning_test_mse"].items():
+        st = stages.get(f"{float(s):g}")
+        if st is not None:
+            row(f"iterative pruning {float(s):.1%}, test MSE", ref, st["test_mse_finetuned_ref"],
+                bec_jax_masked=st["test_mse_finetuned"], note=f"{pruning_run}: fine-tuned stage of the schedule")
+            continue
         row(f"iterative pruning {float(s):.1%}, test MSE", ref, None,
             note=f"not run yet: this run prunes to {pr['achieved_sparsity']:.1%} "
                  f"(test MSE {models['pruned']['mse_ref']:.2e}, {models['pruned']['mse_ratio_vs_dense']:.2f}× dense)")
@@ -121,6 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--run", required=True, help="paper-preset pipeline run folder (report.json)")
     p.add_argument("--optimizer-run", action="append", default=[], metavar="NAME=DIR",
                    help="a `bec-jax train` run of optimizer NAME (adamw, sgd) on the same data")
+    p.add_argument("--pruning-run", default=None,
+                   help="a `bec-jax prune` output of the reference's iterative schedule on RUN/train (prune.json)")
     p.add_argument("--out", default="experiments/results/reference_comparison")
     args = p.parse_args(argv)
     run = Path(args.run)
@@ -132,7 +145,10 @@ def main(argv=None) -> int:
         if name not in REFERENCE["val_loss_epoch50"] or not folder:
             p.error(f"--optimizer-run takes NAME=DIR with NAME in {sorted(REFERENCE['val_loss_epoch50'])}, got {item!r}")
         opt_runs[name] = Path(folder)
-    result = compare(run, opt_runs)
+    pruning = Path(args.pruning_run) if args.pruning_run else None
+    if pruning is not None and not (pruning / "prune.json").is_file():
+        p.error(f"{str(pruning)!r} has no prune.json (a finished `bec-jax prune` run)")
+    result = compare(run, opt_runs, pruning)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "reference_comparison.json").write_text(json.dumps(result, indent=2))

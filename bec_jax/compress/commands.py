@@ -24,19 +24,22 @@ def _prune_base():
 def cmd_prune(args) -> int:
     from bec_jax.compress.pruning import sparsity_report
     from bec_jax.compress.quantization import save_quantized
-    from bec_jax.compress.workflow import load_setup, prune_and_finetune, test_mse
+    from bec_jax.compress.workflow import clear_stages, load_setup, prune_and_finetune, test_mse
 
     c = config_from_flags(_prune_base(), args, exclude=_NOT_PRUNE)
     pcfg = c.prune_config()
     out = out_dir(args.out)
     check_replaceable(out / "model", args.overwrite)  # before the work, not after it
+    if args.overwrite:
+        clear_stages(out / "stages")
     setup = load_setup(args.run, args.data)
     lr = c.ft_lr if c.ft_lr is not None else setup.train_config.learning_rate / 10
     dense = test_mse(setup.model, setup.test)
     model, _, log = prune_and_finetune(
         setup, c.sparsity, c.method, ft_epochs=c.ft_epochs, learning_rate=lr,
         prune=pcfg, schedule=c.schedule, keep=c.keep, precise_bn=c.precise_bn,
-        on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True))
+        on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True),
+        resume_dir=out / "stages")  # a rerun after a kill continues after the last finished stage
     final = test_mse(model, setup.test)
     report = sparsity_report(nnx_params(model), include_bn_scale=c.include_bn_scale)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=args.overwrite,
@@ -47,6 +50,7 @@ def cmd_prune(args) -> int:
                    test_mse_dense=dense["mse"], test_mse=final["mse"], ratio_to_dense=final["mse"] / dense["mse"],
                    sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
     (out / "prune.json").write_text(json.dumps(summary, indent=2))
+    clear_stages(out / "stages")
     print(json.dumps({k: summary[k] for k in ("method", "sparsity", "test_mse_dense", "test_mse", "ratio_to_dense")}
                      | dict(achieved_sparsity=report["total"]["sparsity"], json=str(out / "prune.json"))))
     return 0

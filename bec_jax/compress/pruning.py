@@ -74,7 +74,7 @@ import numpy as np
 import optax
 
 __all__ = [
-    "PruneConfig", "DISTRIBUTIONS", "leaf_name", "named_leaves", "prunable_names", "magnitude_masks",
+    "PruneConfig", "DISTRIBUTIONS", "leaf_name", "named_leaves", "masks_of", "prunable_names", "magnitude_masks",
     "erk_densities", "lamp_scores", "apply_masks",
     "KeepPrunedState", "keep_pruned", "set_masks", "sparsity_report", "DEFAULT_SCHEDULE", "schedule_to",
 ]
@@ -144,6 +144,15 @@ def _participates(name: str, leaf, include_bn_scale: bool) -> bool:
     if last == "kernel" and np.ndim(leaf) == 4:
         return True
     return include_bn_scale and last == "scale" and np.ndim(leaf) == 1
+
+
+def masks_of(params, include_bn_scale: bool = True):
+    """The masks (pytree like ``params``) a pruned model carries in its zeros: False at the zero entries of
+    the participating leaves, all True elsewhere. How an interrupted schedule recovers its masks from a saved
+    stage (a trained weight that is exactly 0 without being pruned would count as pruned)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: np.asarray(x) != 0 if _participates(leaf_name(p), x, include_bn_scale)
+        else np.ones(np.shape(x), bool), params)
 
 
 def prunable_names(params, include_bn_scale: bool = True) -> list[str]:

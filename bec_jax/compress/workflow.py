@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -23,8 +24,8 @@ import optax
 from flax import nnx
 
 from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks, keep_pruned,
-                                      magnitude_masks, schedule_to, set_masks)
-from bec_jax.compress.quantization import SCHEMES
+                                      magnitude_masks, masks_of, schedule_to, set_masks)
+from bec_jax.compress.quantization import SCHEMES, load_quantized, save_quantized
 from bec_jax.data.loader import BatchLoader
 from bec_jax.models.unet import UNet, UNetConfig
 from bec_jax.train.core import (TrainConfig, evaluate_loader, init_state, make_loss, make_optimizer, make_predict,
@@ -32,7 +33,7 @@ from bec_jax.train.core import (TrainConfig, evaluate_loader, init_state, make_l
 from bec_jax.train.trainer import load_dataset, load_trained, run_data_path, run_imaging
 
 __all__ = ["CompressConfig", "ShrinkConfig", "QuantizeConfig", "Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "precise_batch_stats",
-           "prune_once", "prune_and_finetune", "dense_control", "best_so_far", "latency_table", "forward_latency", "METHODS", "KEEP"]
+           "prune_once", "prune_and_finetune", "clear_stages", "dense_control", "best_so_far", "latency_table", "forward_latency", "METHODS", "KEEP"]
 
 METHODS = ("prune", "finetune", "iterative")
 #: Which fine-tuning epoch a stage keeps: the one of lowest validation MSE, or the last.
@@ -242,7 +243,7 @@ def prune_once(model: UNet, config: PruneConfig, previous=None):
 def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", *, ft_epochs: int = 1,
                        learning_rate: float | None = None, prune: PruneConfig = PruneConfig(),
                        schedule=DEFAULT_SCHEDULE, keep: str = "best", precise_bn: bool = False, on_stage=None,
-                       progress: bool = False):
+                       progress: bool = False, resume_dir=None):
     """Prune ``setup.model`` to ``sparsity`` by ``method`` (one of METHODS).
 
     "prune": one shot; "finetune": one shot + ``ft_epochs`` of masked
@@ -256,7 +257,13 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
     training set after every epoch). on_stage(row) is
     called after each stage. Returns (model, masks, rows) with one row per
     stage: {"sparsity", "test_mse_pruned"[, "test_mse_finetuned",
-    "train_losses", "val_mse", "kept_epoch"]}.
+    "train_losses", "val_mse", "kept_epoch"]} (MSEs masked; "…_ref" beside each: the
+    reference's all-pixel convention).
+    resume_dir: a folder where every finished stage is saved (``save_quantized``, its row
+    and these settings with it); a rerun with the same settings and model continues after
+    the last saved stage, exactly as an uninterrupted run (masks from the stage's zeros,
+    ``pruning.masks_of``; the fine-tuning batch order of the stages it skips). Other
+    settings raise ValueError. None: nothing is saved.
     """
     from tqdm.auto import tqdm
 
@@ -274,22 +281,80 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
     bar = tqdm(total=len(stages) * (ft_epochs if tuner else 1), desc="prune", unit="epoch" if tuner else "stage",
                disable=not progress, dynamic_ncols=True)
     model, masks, rows = setup.model, None, []
-    for s in stages:
+    settings = dict(stages=list(stages), method=method, ft_epochs=ft_epochs, learning_rate=lr,
+                    prune=dataclasses.asdict(dataclasses.replace(prune, sparsity=sparsity)), keep=keep,
+                    precise_bn=precise_bn, model=_fingerprint(setup.model))
+    if resume_dir is not None:
+        model, rows = _resume_stages(Path(resume_dir), settings, setup)
+        if rows:
+            masks = masks_of(nnx.state(model, nnx.Param), prune.include_bn_scale or prune.reclaim_dead_scales)
+            if tuner is not None:
+                tuner.epoch_counter = len(rows) * ft_epochs  # the batch order the finished stages used
+            bar.update(len(rows) * (ft_epochs if tuner else 1))
+    for i, s in enumerate(stages[len(rows):], start=len(rows)):
         model, masks = prune_once(model, dataclasses.replace(prune, sparsity=s), masks)
-        row = dict(sparsity=s, test_mse_pruned=test_mse(model, setup.test)["mse"])
+        m = test_mse(model, setup.test)
+        row = dict(sparsity=s, test_mse_pruned=m["mse"], test_mse_pruned_ref=m["mse_ref"])
         if tuner is not None:
             r = tuner.run(model, masks, ft_epochs, on_epoch=lambda k, m: bar.update(),
                           select=setup.val if keep == "best" else None)
             model = r.model
-            row.update(test_mse_finetuned=test_mse(model, setup.test)["mse"], train_losses=r.train_losses,
-                       val_mse=r.val_mse, kept_epoch=r.epoch)
+            m = test_mse(model, setup.test)
+            row.update(test_mse_finetuned=m["mse"], test_mse_finetuned_ref=m["mse_ref"],
+                       train_losses=r.train_losses, val_mse=r.val_mse, kept_epoch=r.epoch)
         else:
             bar.update()
         rows.append(row)
+        if resume_dir is not None:
+            save_quantized(Path(resume_dir) / f"stage_{i}", model, None, sparse=True, overwrite=True,
+                           extra=dict(kind="pruning_stage", stage=i, row=row, settings=settings))
         if on_stage is not None:
             on_stage(row)
     bar.close()
     return model, masks, rows
+
+
+def _fingerprint(model) -> str:
+    """sha256 of a model's parameters and statistics: which model a saved pruning stage started from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in jax.tree_util.tree_leaves(nnx.state(model)):
+        h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+    return h.hexdigest()
+
+
+def _resume_stages(folder: Path, settings: dict, setup: Setup):
+    """(model, rows) after the last stage saved in ``folder`` (``prune_and_finetune``'s resume_dir), or
+    (setup.model, []) when none is. A stage saved with other settings or from another model is an error."""
+    last = None
+    for i in range(len(settings["stages"])):
+        if not (folder / f"stage_{i}" / "quantized.json").is_file():
+            break
+        last = i
+    if last is None:
+        return setup.model, []
+    model, meta = load_quantized(folder / f"stage_{last}", setup.model_config)
+    stored = json.loads(json.dumps(meta["extra"]["settings"]))
+    if stored != json.loads(json.dumps(settings)):
+        diff = sorted(k for k in settings if stored.get(k) != json.loads(json.dumps(settings[k])))
+        raise ValueError(f"{str(folder)!r} holds the stages of another pruning run (different {', '.join(diff)}); "
+                         "use another output folder, or --overwrite to start over")
+    rows = [json.loads((folder / f"stage_{i}" / "quantized.json").read_text())["extra"]["row"]
+            for i in range(last + 1)]
+    return model, rows
+
+
+def clear_stages(folder) -> None:
+    """Delete the stages ``prune_and_finetune`` saved in ``folder`` (its resume_dir), then the folder if
+    that leaves it empty; anything else in it stays."""
+    from bec_jax.artifacts import remove_tree
+
+    folder = Path(folder)
+    for stage in sorted(folder.glob("stage_*")):
+        remove_tree(stage)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def dense_control(setup: Setup, tuner: "FineTuner", epochs: int, keep: str = "best") -> list[float]:

@@ -6,7 +6,8 @@ Every stage is a call into the library (``generate``, ``fit``,
 ``load_quantized``) and ends by writing ``stages/<stage>.json`` atomically; a
 rerun skips finished stages. Generation and training also resume inside their
 stage (finished batches, the latest checkpoint), so an interrupted run loses at
-most one dataset batch or the epochs since the last checkpoint; the later
+most one dataset batch or the epochs since the last checkpoint; pruning keeps
+each finished stage of its schedule, so it loses at most one stage; the other
 stages take seconds to minutes and are redone when interrupted.
 
 Run folder::
@@ -15,6 +16,7 @@ Run folder::
     data.h5            the dataset (HDF5)
     train/             orbax checkpoints, metrics.csv/json
     models/<variant>/  every evaluated model, saved with orbax (save_quantized)
+    pruning_stages/    the finished stages of an interrupted pruning schedule (gone once it is done)
     deploy/            the exported dense and int8 files (ONNX, or jax.export without ONNX Runtime)
     stages/*.json      per-stage results
     report.md, report.json, *.png
@@ -197,15 +199,19 @@ def _stage_prune(ctx: _Context) -> dict:
 
     from bec_jax.compress.pruning import sparsity_report
     from bec_jax.compress.quantization import save_quantized
-    from bec_jax.compress.workflow import prune_and_finetune
+    from bec_jax.compress.workflow import clear_stages, prune_and_finetune
 
     c = ctx.config.compress
+    # every finished stage of an iterative schedule is kept until the stage is done: a kill loses one stage
+    progress_dir = ctx.out / "pruning_stages"
     model, _, rows = prune_and_finetune(ctx.setup(), c.sparsity, c.method, ft_epochs=c.ft_epochs,
                                         learning_rate=ctx.config.ft_lr, prune=c.prune_config(), keep=c.keep,
-                                        schedule=c.schedule, precise_bn=c.precise_bn, progress=ctx.progress)
+                                        schedule=c.schedule, precise_bn=c.precise_bn, progress=ctx.progress,
+                                        resume_dir=progress_dir)
     sizes = save_quantized(ctx.out / "models" / "pruned", model, None, sparse=True, overwrite=True,
                            extra=dict(kind="pruned", source="pruned", scheme=None, sparsity=c.sparsity,
                                       method=c.method))
+    clear_stages(progress_dir)
     achieved = sparsity_report(nnx.state(model, nnx.Param), c.include_bn_scale)["total"]["sparsity"]
     return dict(method=c.method, target_sparsity=c.sparsity, achieved_sparsity=achieved, sizes=sizes,
                 ft_epochs=c.ft_epochs,

@@ -122,3 +122,47 @@ def test_precise_batch_stats_are_epoch_means_of_each_batch_s_statistics(small_da
     for a, b in zip(jax.tree.leaves(nnx.state(r.model, nnx.BatchStat)), jax.tree.leaves(nnx.state(again, nnx.BatchStat))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
     assert test_mse(r.model, loader)["mse"] == pytest.approx(min(r.val_mse), rel=1e-5)
+
+
+def test_an_interrupted_iterative_schedule_resumes_after_its_last_stage(small_run, tmp_path):
+    """A schedule killed after its first stage continues from the saved stage: the same rows and the same
+    model as an uninterrupted run (masks recovered from the zeros, the skipped stage's batch order), other
+    settings are refused, and clear_stages leaves nothing behind."""
+    import jax
+    from flax import nnx
+
+    from bec_jax.compress.workflow import clear_stages, load_setup, prune_and_finetune
+
+    run, data = small_run
+    setup = load_setup(run, data)
+    kw = dict(ft_epochs=1, learning_rate=1e-3, schedule=(0.5,), keep="last")
+    whole_model, whole_masks, whole = prune_and_finetune(setup, 0.8, "iterative", **kw)
+
+    class Killed(Exception):
+        pass
+
+    def kill(row):
+        raise Killed
+
+    folder = tmp_path / "stages"
+    with pytest.raises(Killed):
+        prune_and_finetune(setup, 0.8, "iterative", on_stage=kill, resume_dir=folder, **kw)
+    assert sorted(p.name for p in folder.iterdir()) == ["stage_0"]
+    seen = []
+    model, masks, rows = prune_and_finetune(setup, 0.8, "iterative", on_stage=seen.append, resume_dir=folder, **kw)
+    assert [r["sparsity"] for r in seen] == [0.8]  # only the stage that was left
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "train_losses"} for r in rs]  # noqa: E731
+    assert [r["sparsity"] for r in rows] == [0.5, 0.8]
+    for a, b in zip(strip(rows), strip(whole)):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5)
+    for u, v in zip(jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)),
+                    jax.tree_util.tree_leaves(nnx.state(whole_model, nnx.Param))):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-7)
+    for u, v in zip(jax.tree_util.tree_leaves(masks), jax.tree_util.tree_leaves(whole_masks)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    with pytest.raises(ValueError, match="another pruning run.*ft_epochs"):
+        prune_and_finetune(setup, 0.8, "iterative", resume_dir=folder, **dict(kw, ft_epochs=2))
+    clear_stages(folder)
+    assert not folder.exists()

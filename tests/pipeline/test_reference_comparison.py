@@ -41,3 +41,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         rc.main(["--run", str(RUN), "--optimizer-run", "rmsprop=x", "--out", str(tmp_path)])
     assert e.value.code == 2 and "NAME=DIR" in capsys.readouterr().err
+
+
+def test_a_pruning_run_fills_the_rows_of_its_stages(tmp_path, capsys):
+    prune = tmp_path / "prune"
+    prune.mkdir()
+    stages = [dict(sparsity=s, test_mse_pruned=1.0, test_mse_pruned_ref=0.5, test_mse_finetuned=m, test_mse_finetuned_ref=m / 4)
+              for s, m in ((0.97, 1e-3), (0.99, 2e-3), (0.995, 3e-3))]
+    (prune / "prune.json").write_text(json.dumps(dict(stages=stages)))
+    rows = {r["quantity"]: r for r in rc.compare(RUN, {}, prune)["rows"]}
+    r99 = rows["iterative pruning 99.0%, test MSE"]
+    assert (r99["bec_jax"], r99["bec_jax_masked_mse"], r99["reference"]) == (5e-4, 2e-3, 9.1e-4)
+    assert r99["verdict"] == "matches or beats"
+    assert rows["iterative pruning 99.5%, test MSE"]["bec_jax"] == 7.5e-4
+    assert rows["iterative pruning 99.9%, test MSE"]["bec_jax"] is None  # a stage the run did not reach
+    with pytest.raises(SystemExit) as e:
+        rc.main(["--run", str(RUN), "--pruning-run", str(tmp_path), "--out", str(tmp_path)])
+    assert e.value.code == 2 and "no prune.json" in capsys.readouterr().err
