@@ -124,6 +124,7 @@ def test_precise_batch_stats_are_epoch_means_of_each_batch_s_statistics(small_da
     assert test_mse(r.model, loader)["mse"] == pytest.approx(min(r.val_mse), rel=1e-5)
 
 
+@pytest.mark.slow  # three short pruning runs: ~35 s
 def test_an_interrupted_iterative_schedule_resumes_after_its_last_stage(small_run, tmp_path):
     """A schedule killed after its first stage continues from the saved stage: the same rows and the same
     model as an uninterrupted run (masks recovered from the zeros, the skipped stage's batch order), other

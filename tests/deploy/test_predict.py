@@ -47,7 +47,8 @@ def lab_image(shape, pixel, tof=0.0, omega=0.0, center=(0.0, 0.0), key=0, **kw):
 @pytest.mark.parametrize("shape,pixel,tof,omega,center", [((64, 80), 0.2, 0.0, 0.0, (0.4, -0.3)),
                                                           ((90, 70), 0.3, 1.0, 0.6, (0.0, 0.5))])
 def test_vortices_land_on_the_image_pixels_with_their_signs(shape, pixel, tof, omega, center):
-    """With a model that predicts exactly, every vortex is found where the camera saw it."""
+    """With a model that predicts exactly, every vortex is found where the camera saw it, to a fraction of a
+    pixel (sub-plaquette positions; plaquette centres are off by up to 1.2 pixels here)."""
     img = lab_image(shape, pixel, tof, omega, center)
     angle = omega * np.arctan(tof)
     res = predict(oracle(angle), img, pixel_size=pixel, tof=tof)
@@ -58,7 +59,7 @@ def test_vortices_land_on_the_image_pixels_with_their_signs(shape, pixel, tof, o
     got = sorted((v.row, v.col, v.sign) for v in res.vortices)
     assert len(got) == len(want), (got, want)
     for (r, cc, w), (r2, c2, w2) in zip(want, got):
-        assert w == w2 and np.hypot(r - r2, cc - c2) < 1.5, (want, got)
+        assert w == w2 and np.hypot(r - r2, cc - c2) < 0.6, (want, got)
     assert all(v.confidence > 0.5 for v in res.vortices)
     # the fitted centre is the trap centre seen through the camera offset
     assert abs(res.center[0] - ((shape[0] - 1) / 2 - center[1] / pixel)) < 0.5
