@@ -10,7 +10,7 @@ measurement has not run yet says so; it is never filled in from elsewhere.
     python experiments/reference_comparison.py --run benchmarks/results/gpu_h200/paper_pipeline \\
         --out experiments/results/reference_comparison
     python experiments/reference_comparison.py --run RUN --optimizer-run adamw=RUN_ADAMW --optimizer-run sgd=RUN_SGD \\
-        --pruning-run PRUNE_RUN
+        --pruning-run PRUNE_RUN --reference-int8 QUANTIZE_RUN
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ def _epoch(metrics: dict, epoch: int) -> dict | None:
     return next((h for h in metrics["history"] if h["epoch"] == epoch), None)
 
 
-def compare(run: Path, optimizer_runs: dict[str, Path], pruning_run: Path | None = None) -> dict:
+def compare(run: Path, optimizer_runs: dict[str, Path], pruning_run: Path | None = None,
+            reference_int8: Path | None = None) -> dict:
     """The comparison rows of the paper-preset run ``run`` (see module doc); pruning_run: a ``bec-jax
-    prune`` output of the reference's iterative schedule on the same run (its prune.json)."""
+    prune`` output of the reference's iterative schedule on the same run (its prune.json); reference_int8:
+    a ``bec-jax quantize --scheme reference_per_tensor`` output of the same run (its quantize.json)."""
     report = json.loads((run / "report.json").read_text())
     metrics = _metrics(run)
     models, ev = report["models"], report["evaluation"]
@@ -92,6 +94,13 @@ def compare(run: Path, optimizer_runs: dict[str, Path], pruning_run: Path | None
         row(f"int8 {scheme.replace('_', '-')}: test MSE change", ref, change, note=note)
         if m is not None:
             row(f"int8 {scheme.replace('_', '-')}: size on disk (MiB)", REFERENCE["int8_mib"], m["bytes_on_disk"] / MIB)
+    if reference_int8 is not None:
+        q = json.loads((reference_int8 / "quantize.json").read_text())
+        # a ratio of MSEs on one test split is the same in both conventions (valid pixels / pixels cancels)
+        row("int8 per-tensor, the reference's scheme: test MSE change", REFERENCE["int8_mse_change"]["per_tensor"],
+            q["mse_change"], note="one asymmetric scale over all convs (bec-jax quantize --scheme reference_per_tensor)")
+        row("int8 per-tensor, the reference's scheme: size on disk (MiB)", REFERENCE["int8_mib"],
+            q["bytes_on_disk"] / MIB)
     if "pruned_int8_per_channel" in models:
         m = models["pruned_int8_per_channel"]
         row("pruned + int8 per-channel: size on disk (MiB)", None, m["bytes_on_disk"] / MIB,
@@ -134,6 +143,8 @@ def main(argv=None) -> int:
                    help="a `bec-jax train` run of optimizer NAME (adamw, sgd) on the same data")
     p.add_argument("--pruning-run", default=None,
                    help="a `bec-jax prune` output of the reference's iterative schedule on RUN/train (prune.json)")
+    p.add_argument("--reference-int8", default=None,
+                   help="a `bec-jax quantize --scheme reference_per_tensor` output of RUN/train (quantize.json)")
     p.add_argument("--out", default="experiments/results/reference_comparison")
     args = p.parse_args(argv)
     run = Path(args.run)
@@ -148,7 +159,10 @@ def main(argv=None) -> int:
     pruning = Path(args.pruning_run) if args.pruning_run else None
     if pruning is not None and not (pruning / "prune.json").is_file():
         p.error(f"{str(pruning)!r} has no prune.json (a finished `bec-jax prune` run)")
-    result = compare(run, opt_runs, pruning)
+    ref_int8 = Path(args.reference_int8) if args.reference_int8 else None
+    if ref_int8 is not None and not (ref_int8 / "quantize.json").is_file():
+        p.error(f"{str(ref_int8)!r} has no quantize.json (a finished `bec-jax quantize` run)")
+    result = compare(run, opt_runs, pruning, ref_int8)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "reference_comparison.json").write_text(json.dumps(result, indent=2))

@@ -21,7 +21,12 @@ full-size map are where integer kernels are slowest (ONNX Runtime's QLinearConv
 is slower than its float conv there: benchmarks/onnx_profile.py), and the first
 and last layers are where int8 costs most accuracy. Note: the
 reference's per-tensor scheme used one *asymmetric* scale over all convs
-together; here per-tensor means one symmetric scale per conv.
+together; here per-tensor means one symmetric scale per conv. The reference's scheme
+is "reference_per_tensor" (granularity "global_asymmetric"): one scale
+s = (max − min)/255 and one zero point z = round(−128 − min/s) over the kernels of
+every quantized conv together, q = clip(round(W/s) + z, −128, 127), Ŵ = (q − z)·s,
+so |W − Ŵ| ≤ s/2. It is post-training only and runs dequantized: its integers
+need the zero point, which bec_jax's int8 path (symmetric, int8 × int8) has not.
 
 Three ways to run a quantized model, all by swapping conv modules of a (cloned)
 ``UNet`` (``quantize_model``), so the U-Net's own forward pass is reused:
@@ -58,14 +63,14 @@ from bec_jax.artifacts import (CorruptArtifact, check_replaceable, claim_folder,
 from bec_jax.models.unet import DoubleConv, UNet, UNetConfig
 
 __all__ = [
-    "GRANULARITIES", "SCHEMES", "QuantConfig", "quantize_array", "dequantize", "fake_quant",
+    "GRANULARITIES", "SCHEMES", "QuantConfig", "quantize_array", "dequantize", "global_asymmetric", "fake_quant",
     "conv_layer_names", "conv_layers", "FakeQuantConv", "Int8Conv", "quantize_model", "quantize_state",
     "dequantize_into", "save_quantized", "load_quantized", "dir_bytes", "weight_error_stats",
     "encode_sparse", "decode_sparse",
 ]
 
-GRANULARITIES = ("per_tensor", "per_channel")
-SCHEMES = ("per_tensor", "per_channel", "mixed", "mixed_full_res")
+GRANULARITIES = ("per_tensor", "per_channel", "global_asymmetric")
+SCHEMES = ("per_tensor", "per_channel", "mixed", "mixed_full_res", "reference_per_tensor")
 QMAX = 127
 FORMAT = "bec_jax.quantized/2"  # /2: arrays packed per dtype (``_pack``)
 FORMAT_V1 = "bec_jax.quantized/1"  # one orbax leaf per array; still read
@@ -75,7 +80,9 @@ FORMAT_V1 = "bec_jax.quantized/1"  # one orbax leaf per array; still read
 class QuantConfig:
     """Which conv kernels become int8 and how.
 
-    granularity: "per_tensor" or "per_channel".
+    granularity: "per_tensor" or "per_channel" (symmetric, per conv), or "global_asymmetric" (one
+      scale and zero point over all quantized convs: the reference's per-tensor scheme; post-training
+      only, no int8 path: ``integer_path``).
     skip_first, skip_last: convs kept float32 at the start / end of the forward order (>= 0).
     layers: explicit tuple of conv names to quantize (overrides skip_*), or None.
     """
@@ -93,10 +100,18 @@ class QuantConfig:
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
 
+    @property
+    def integer_path(self) -> bool:
+        """Whether the quantized convs can run as int8 × int8 (``Int8Conv``, int8 ONNX export)."""
+        return self.granularity != "global_asymmetric"
+
     @classmethod
     def preset(cls, scheme: str) -> "QuantConfig":
-        """"per_tensor", "per_channel" (all convs), "mixed" (per-channel, 2 + 2 convs float32) or
-        "mixed_full_res" (per-channel, the 2 + 3 convs at full resolution float32)."""
+        """"per_tensor", "per_channel" (all convs), "mixed" (per-channel, 2 + 2 convs float32),
+        "mixed_full_res" (per-channel, the 2 + 3 convs at full resolution float32) or
+        "reference_per_tensor" (the reference's: one asymmetric scale over all convs)."""
+        if scheme == "reference_per_tensor":
+            return cls("global_asymmetric")
         if scheme == "per_tensor":
             return cls("per_tensor")
         if scheme == "per_channel":
@@ -138,16 +153,30 @@ def quantize_array(w, granularity: str = "per_channel"):
     Returns (q int8 same shape, scale float32 () or (C_out,)); w ≈ q·scale with
     |w − q·scale| ≤ scale/2.
     """
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if granularity not in GRANULARITIES[:2]:
+        raise ValueError(f"quantize_array quantizes one tensor: granularity must be one of {GRANULARITIES[:2]}, got "
+                         f"{granularity!r} (global_asymmetric spans all convs: quantize_state)")
     s = _scale(w, granularity)
     q = jnp.clip(jnp.round(w.astype(jnp.float32) / s), -QMAX, QMAX).astype(jnp.int8)
     return q, s
 
 
-def dequantize(q, scale):
-    """q (..., C_out) int8 × scale (() or (C_out,)) → float32."""
-    return q.astype(jnp.float32) * scale
+def dequantize(q, scale, zero_point=0):
+    """(q − zero_point) × scale: q (..., C_out) int8, scale () or (C_out,) → float32."""
+    return (q.astype(jnp.float32) - zero_point) * scale
+
+
+def global_asymmetric(kernels: dict) -> dict:
+    """The reference's per-tensor scheme over ``kernels`` {name: float array} together: {name: (q int8,
+    scale float32 (), zero point int32 ())} with one scale s = (max − min)/255 and zero point
+    z = round(−128 − min/s) for all, q = clip(round(w/s) + z, −128, 127); w ≈ (q − z)·s."""
+    lo = min(float(np.min(w)) for w in kernels.values())
+    hi = max(float(np.max(w)) for w in kernels.values())
+    lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero stays exactly representable (pruned weights, padding)
+    s = np.float32((hi - lo) / 255 if hi > lo else 1.0)
+    z = np.int32(np.clip(np.round(-128 - lo / s), -128, 127))
+    return {k: (np.clip(np.round(np.asarray(w, np.float32) / s) + z, -128, 127).astype(np.int8), s, z)
+            for k, w in kernels.items()}
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -274,6 +303,9 @@ def quantize_model(model: UNet, config: QuantConfig, mode: str = "fake") -> UNet
     or ``Int8Conv`` (mode "int8", kernels quantized now from the model's weights)."""
     if mode not in ("fake", "int8"):
         raise ValueError(f"mode must be 'fake' or 'int8', got {mode!r}")
+    if not config.integer_path:
+        raise ValueError(f"granularity {config.granularity!r} is post-training only (quantize_state, save_quantized): "
+                         "it has neither quantization-aware training nor an int8 path")
     model = nnx.clone(model)
     layers = conv_layers(model)
     chosen = set(config.selected([n for n, _, _ in layers]))
@@ -301,7 +333,8 @@ def quantize_state(model: UNet, config: QuantConfig | None) -> dict:
 
     Returns {"int8": {conv: int8 kernel}, "scale": {conv: float32 scale},
     "float": {param name: float32}, "batch_stats": {name: float32}} (numpy
-    arrays; conv names with '.', param names with '/' replaced by '.').
+    arrays; conv names with '.', param names with '/' replaced by '.'), and
+    "zero_point": {conv: int32 ()} for granularity "global_asymmetric".
     ``config=None`` keeps everything float32 (the fp32 reference file).
     """
     from bec_jax.compress.pruning import named_leaves
@@ -311,10 +344,15 @@ def quantize_state(model: UNet, config: QuantConfig | None) -> dict:
     params = named_leaves(nnx.state(model, nnx.Param))
     stats = named_leaves(nnx.state(model, nnx.BatchStat))
     out = {"int8": {}, "scale": {}, "float": {}, "batch_stats": {}}
-    for conv in chosen:
-        q, s = quantize_array(params.pop(_kernel_key(conv)), config.granularity)
-        out["int8"][conv] = np.asarray(q)
-        out["scale"][conv] = np.asarray(s)
+    if chosen and not config.integer_path:
+        out["zero_point"] = {}
+        for conv, (q, s, z) in global_asymmetric({c: params.pop(_kernel_key(c)) for c in chosen}).items():
+            out["int8"][conv], out["scale"][conv], out["zero_point"][conv] = q, s, z
+    elif chosen:
+        for conv in chosen:
+            q, s = quantize_array(params.pop(_kernel_key(conv)), config.granularity)
+            out["int8"][conv] = np.asarray(q)
+            out["scale"][conv] = np.asarray(s)
     out["float"] = {k.replace("/", "."): np.asarray(v, np.float32) for k, v in params.items()}
     out["batch_stats"] = {k.replace("/", "."): np.asarray(v, np.float32) for k, v in stats.items()}
     return out
@@ -338,9 +376,14 @@ def dequantize_into(model_config: UNetConfig, qstate: dict, mode: str = "dequant
     model = init_model(model_config, 0)
     if inner_widths is not None or outer_widths is not None:
         model = structured.with_widths(model, inner_widths or structured.inner_widths(model), outer_widths)
+    zero = qstate.get("zero_point", {})
+    if mode == "int8" and zero:
+        raise ValueError("the reference's asymmetric per-tensor scheme has no int8 path in bec_jax (its integers need "
+                         "a zero point); load it dequantized (mode 'dequant')")
     flat = dict(qstate["float"])
     for conv, q in qstate["int8"].items():
-        flat[conv + ".kernel"] = np.asarray(dequantize(jnp.asarray(q), jnp.asarray(qstate["scale"][conv])))
+        flat[conv + ".kernel"] = np.asarray(dequantize(jnp.asarray(q), jnp.asarray(qstate["scale"][conv]),
+                                                       zero.get(conv, 0)))
     flat.update(qstate["batch_stats"])
 
     def fill(path, x):
@@ -559,7 +602,9 @@ def load_quantized(directory, model_config: UNetConfig | None = None, mode: str 
     if meta["format"] == FORMAT:
         tree = _unpack(tree, meta["packed"])
     qstate = {g: {k: (v if isinstance(v, dict) else np.asarray(v)) for k, v in tree.get(g, {}).items()}
-              for g in ("int8", "scale", "float", "batch_stats")}
+              for g in ("int8", "scale", "float", "batch_stats", "zero_point")}
+    if not qstate["zero_point"]:
+        del qstate["zero_point"]
     for key, lay in meta["sparse"].items():
         group, k = key.split(":", 1)
         qstate[group][k] = decode_sparse(qstate[group][k], tuple(lay["shape"]), np.dtype(lay["dtype"]))
@@ -575,12 +620,14 @@ def weight_error_stats(model: UNet, config: QuantConfig,
     """
     layers = conv_layers(model)
     chosen = set(config.selected([n for n, _, _ in layers]))
+    qstate = quantize_state(model, config)
     rows, all_err = [], []
     for name, parent, attr in layers:
         w = np.asarray(getattr(parent, attr).kernel[...], np.float32)
         if name in chosen:
-            q, s = quantize_array(jnp.asarray(w), config.granularity)
-            err = np.abs(w - np.asarray(dequantize(q, s)))
+            deq = dequantize(jnp.asarray(qstate["int8"][name]), jnp.asarray(qstate["scale"][name]),
+                             qstate.get("zero_point", {}).get(name, 0))
+            err = np.abs(w - np.asarray(deq))
         else:
             err = np.zeros_like(w)
         rows.append(np.percentile(err, percentiles).tolist())

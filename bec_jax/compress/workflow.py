@@ -159,7 +159,8 @@ class ShrinkConfig:
 class QuantizeConfig:
     """int8 quantization of a trained model (``bec-jax quantize``).
 
-    scheme: int8 scheme, one of ``bec_jax.compress.SCHEMES`` (per_tensor, per_channel, mixed, mixed_full_res).
+    scheme: int8 scheme, one of ``bec_jax.compress.SCHEMES`` (per_tensor, per_channel, mixed, mixed_full_res,
+      reference_per_tensor: the reference's one asymmetric scale over all convs, post-training only).
     qat_epochs: quantization-aware fine-tuning epochs (0: post-training quantization only).
     qat_lr: QAT learning rate (None: the training learning rate / 10).
     sparse: store the kernels sparse (non-zero values + 1-byte index gaps; for pruned models).

@@ -249,7 +249,7 @@ def _stage_quantize(ctx: _Context) -> dict:
 
 
 def _stage_evaluate_compressed(ctx: _Context) -> dict:
-    from bec_jax.compress.quantization import load_quantized
+    from bec_jax.compress.quantization import QuantConfig, load_quantized
 
     rows = {}
     for name, (src, scheme, sparse) in _variants(ctx.config).items():
@@ -257,7 +257,7 @@ def _stage_evaluate_compressed(ctx: _Context) -> dict:
         summary, _ = _evaluate(ctx, model, f"evaluate {name}")
         row = dict(source=src, scheme=scheme, stored_sparse=sparse, summary=summary,
                    latency_ms=_latency(ctx, model))
-        if scheme:  # integer inference: int8 x int8 -> int32 convolutions
+        if scheme and QuantConfig.preset(scheme).integer_path:  # integer inference: int8 x int8 -> int32 convs
             int8_model, _ = load_quantized(ctx.out / "models" / name, ctx.config.model, mode="int8")
             row["latency_int8_ms"] = _latency(ctx, int8_model)
         rows[name] = row

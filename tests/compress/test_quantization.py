@@ -12,7 +12,7 @@ from flax import nnx
 from bec_jax.compress.quantization import (
     _int8_conv,
     FakeQuantConv, Int8Conv, QuantConfig, _conv, conv_layer_names, conv_layers, decode_sparse, dequantize,
-    encode_sparse, fake_quant, load_quantized, quantize_array, quantize_model, save_quantized,
+    encode_sparse, fake_quant, global_asymmetric, load_quantized, quantize_array, quantize_model, save_quantized,
     weight_error_stats,
 )
 from bec_jax.models import UNetConfig, init_model
@@ -33,6 +33,45 @@ def test_quantize_error_bounded_by_half_scale(granularity):
                                                          if granularity == "per_tensor"
                                                          else jnp.max(jnp.abs(w).reshape(-1, 7), 0) / 127),
                                rtol=1e-6)
+
+
+def test_the_reference_scheme_shares_one_asymmetric_scale_over_all_kernels():
+    """One scale s = (max − min)/255 and zero point over every kernel: the extremes land on −128 and 127, zero
+    stays exactly zero, and each weight is within s/2."""
+    k = jax.random.split(jax.random.key(3), 2)
+    kernels = {"a": np.asarray(jax.random.normal(k[0], (3, 3, 2, 4))) * 0.1 + 0.05,
+               "b": np.asarray(jax.random.normal(k[1], (1, 1, 4, 2))) * 2.0}
+    kernels["a"][0, 0, 0, 0] = 0.0
+    lo = min(w.min() for w in kernels.values())
+    hi = max(w.max() for w in kernels.values())
+    out = global_asymmetric(kernels)
+    (qa, sa, za), (qb, sb, zb) = out["a"], out["b"]
+    assert qa.dtype == np.int8 and sa == sb and za == zb
+    np.testing.assert_allclose(sa, (hi - lo) / 255, rtol=1e-6)
+    assert {int(min(qa.min(), qb.min())), int(max(qa.max(), qb.max()))} == {-128, 127}
+    for w, (q, sc, z) in zip(kernels.values(), out.values()):
+        deq = np.asarray(dequantize(jnp.asarray(q), sc, z))
+        assert np.all(np.abs(w - deq) <= sc / 2 * (1 + 1e-5))
+    assert np.asarray(dequantize(jnp.asarray(qa), sa, za))[0, 0, 0, 0] == 0.0
+
+
+def test_the_reference_scheme_saves_reloads_and_has_no_integer_path(tmp_path):
+    model = init_model(CFG, 0)
+    cfg = QuantConfig.preset("reference_per_tensor")
+    assert not cfg.integer_path and QuantConfig.preset("per_tensor").integer_path
+    save_quantized(tmp_path / "ref", model, cfg)
+    reloaded, meta = load_quantized(tmp_path / "ref", CFG)
+    names = conv_layer_names(model)
+    stats = weight_error_stats(model, cfg)
+    for name, (_, parent, attr), (_, p2, a2) in zip(names, conv_layers(model), conv_layers(reloaded)):
+        w, w2 = np.asarray(getattr(parent, attr).kernel[...]), np.asarray(getattr(p2, a2).kernel[...])
+        assert 0 < np.max(np.abs(w - w2)) <= stats["max_abs"] * (1 + 1e-6)
+    # one scale for all convs is coarser than one per conv (the reference's +33.5 % against +18.1 %)
+    assert stats["mean_abs"] > weight_error_stats(model, QuantConfig.preset("per_tensor"))["mean_abs"]
+    with pytest.raises(ValueError, match="zero point"):
+        load_quantized(tmp_path / "ref", CFG, mode="int8")
+    with pytest.raises(ValueError, match="post-training only"):
+        quantize_model(model, cfg, "fake")
 
 
 def test_per_channel_beats_per_tensor_on_uneven_channels():

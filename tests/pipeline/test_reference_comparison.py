@@ -58,3 +58,13 @@ def test_a_pruning_run_fills_the_rows_of_its_stages(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         rc.main(["--run", str(RUN), "--pruning-run", str(tmp_path), "--out", str(tmp_path)])
     assert e.value.code == 2 and "no prune.json" in capsys.readouterr().err
+
+
+def test_the_reference_int8_scheme_gets_its_own_rows(tmp_path):
+    q = tmp_path / "q"
+    q.mkdir()
+    (q / "quantize.json").write_text(json.dumps(dict(mse_change=0.25, bytes_on_disk=16 * 2**20)))
+    rows = {r["quantity"]: r for r in rc.compare(RUN, {}, None, q)["rows"]}
+    change = rows["int8 per-tensor, the reference's scheme: test MSE change"]
+    assert (change["reference"], change["bec_jax"], change["verdict"]) == (0.335, 0.25, "matches or beats")
+    assert rows["int8 per-tensor, the reference's scheme: size on disk (MiB)"]["bec_jax"] == 16.0
