@@ -180,6 +180,42 @@ def sample_parameters(config: GenerateConfig):
     return g_grp[group], om_grp[group], group, config.seed * 2**32 + sample
 
 
+#: state-sized arrays a ground-state start holds at its peak on a CPU (XLA buffers of the solver, its
+#: warm-up and the coarse grid): 137-183 measured by benchmarks/ground_state_memory.py
+ARRAYS_PER_START = 150
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_batch_memory(config: GenerateConfig, available: int | None = None) -> None:
+    """ValueError when one batch of ``config`` would need more host memory than is available (CPU backend
+    only: the kernel kills a process that asks for more, with no message). The estimate is
+    batch_size × n_starts × ``ARRAYS_PER_START`` arrays of n² complex numbers. available: bytes (default:
+    the machine's MemAvailable; None there: no check)."""
+    if jax.default_backend() != "cpu":
+        return
+    available = _available_memory() if available is None else available
+    if available is None:
+        return
+    per_state = config.n_starts * ARRAYS_PER_START * config.n**2 * jnp.dtype(jnp.complex64 if not jax.config.x64_enabled
+                                                                              else jnp.complex128).itemsize
+    need = config.batch_size * per_state
+    if need > 0.9 * available:
+        fit = max(1, int(0.9 * available // per_state))
+        raise ValueError(f"a batch of {config.batch_size} states ({config.n_starts} starts each, {config.n}² grid) needs "
+                         f"about {need / 2**30:.1f} GiB of memory and {available / 2**30:.1f} GiB is available; use a "
+                         f"batch size of at most {fit} (--batch-size; the states do not depend on it)")
+
+
 def _solve_batch(config: GenerateConfig, g, omega, sample_ids):
     grid = config.grid
     base = jax.random.key(config.seed)
@@ -226,19 +262,20 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
             raise DatasetConflict(f"{out} exists with a different config; choose another --out or delete it")
         return dict(status="complete", path=str(out), **json.loads(attrs.get("summary", "{}")))
     part = out.with_name(out.name + ".partial")
-    part.mkdir(parents=True, exist_ok=True)
     cfg_file = part / "config.json"
     stored = cfg_json if shard_json is None else cfg_json + "\n" + shard_json
-    if cfg_file.exists():
-        if cfg_file.read_text() != stored:
-            raise DatasetConflict(f"{part} holds an unfinished run with a different config; "
-                                  "rerun with the same settings to resume, or delete it")
-    else:
-        cfg_file.write_text(stored)
-
+    if cfg_file.exists() and cfg_file.read_text() != stored:
+        raise DatasetConflict(f"{part} holds an unfinished run with a different config; "
+                              "rerun with the same settings to resume, or delete it")
     N, B = len(samples), config.batch_size
     n_batches = -(-N // B)
     done = {b for b in range(n_batches) if _intact(part / f"batch_{b:06d}.h5")}
+    if len(done) < n_batches:
+        check_batch_memory(config)  # before anything is written: a smaller batch is another config
+    part.mkdir(parents=True, exist_ok=True)
+    if not cfg_file.exists():
+        cfg_file.write_text(stored)
+
     bar = tqdm(total=N, initial=sum(min(B, N - b * B) for b in done), unit="state", desc="generate",
                disable=not progress, dynamic_ncols=True)
     computed, t0 = 0, time.perf_counter()

@@ -145,3 +145,17 @@ def test_config_json_is_unchanged_without_coarsening():
     assert dataclasses.replace(paper, method="imaginary_time").resolved_coarsen == 1
     assert "coarsen" not in json.loads(bd.PRESETS["quick"].to_json())
     assert json.loads(bd.PRESETS["paper"].to_json())["coarsen"] == 2
+
+
+def test_a_batch_larger_than_the_memory_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """The paper preset's GPU-sized batch (240 states × 4 starts at 200², ~43 GiB) on a 24 GiB machine: one line
+    naming a batch size that fits, and no partial folder that a smaller batch would then conflict with."""
+    gen = importlib.import_module("bec_jax.data.generate")
+    paper = gen.PRESETS["paper"]
+    with pytest.raises(ValueError, match=r"batch of 240 states .* about 4\d\.\d GiB .* at most 1\d\d\b"):
+        gen.check_batch_memory(paper, available=24 * 2**30)
+    gen.check_batch_memory(dataclasses.replace(paper, batch_size=24), available=24 * 2**30)  # fits
+    monkeypatch.setattr(gen, "_available_memory", lambda: 1000)  # bytes: nothing fits
+    with pytest.raises(ValueError, match="--batch-size"):
+        bd.generate(TINY, tmp_path / "d.h5", progress=False)
+    assert not any(tmp_path.iterdir())
