@@ -328,9 +328,13 @@ def _fingerprint(model) -> str:
 def _resume_stages(folder: Path, settings: dict, setup: Setup):
     """(model, rows) after the last stage saved in ``folder`` (``prune_and_finetune``'s resume_dir), or
     (setup.model, []) when none is. A stage saved with other settings or from another model is an error."""
+    from bec_jax.artifacts import has_manifest, read_manifest
+
     last = None
     for i in range(len(settings["stages"])):
-        if not (folder / f"stage_{i}" / "quantized.json").is_file():
+        stage = folder / f"stage_{i}"
+        # a save stopped halfway leaves an incomplete manifest: that stage runs again (and replaces it)
+        if not (has_manifest(stage) and read_manifest(stage).get("complete") is not False):
             break
         last = i
     if last is None:

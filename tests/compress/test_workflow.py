@@ -127,8 +127,8 @@ def test_precise_batch_stats_are_epoch_means_of_each_batch_s_statistics(small_da
 @pytest.mark.slow  # three short pruning runs: ~35 s
 def test_an_interrupted_iterative_schedule_resumes_after_its_last_stage(small_run, tmp_path):
     """A schedule killed after its first stage continues from the saved stage: the same rows and the same
-    model as an uninterrupted run (masks recovered from the zeros, the skipped stage's batch order), other
-    settings are refused, and clear_stages leaves nothing behind."""
+    model as an uninterrupted run (masks recovered from the zeros, the skipped stage's batch order); a stage
+    whose save was stopped halfway runs again; other settings are refused; clear_stages leaves nothing."""
     import jax
     from flax import nnx
 
@@ -149,6 +149,10 @@ def test_an_interrupted_iterative_schedule_resumes_after_its_last_stage(small_ru
     with pytest.raises(Killed):
         prune_and_finetune(setup, 0.8, "iterative", on_stage=kill, resume_dir=folder, **kw)
     assert sorted(p.name for p in folder.iterdir()) == ["stage_0"]
+    from bec_jax.artifacts import claim_folder
+
+    claim_folder(folder / "stage_1", "model")  # a save of stage 1 killed halfway: it runs again
+    (folder / "stage_1" / "quantized.json").write_text("{}")
     seen = []
     model, masks, rows = prune_and_finetune(setup, 0.8, "iterative", on_stage=seen.append, resume_dir=folder, **kw)
     assert [r["sparsity"] for r in seen] == [0.8]  # only the stage that was left
