@@ -340,9 +340,9 @@ def _resume_stages(folder: Path, settings: dict, setup: Setup):
     if last is None:
         return setup.model, []
     model, meta = load_quantized(folder / f"stage_{last}", setup.model_config)
-    stored = json.loads(json.dumps(meta["extra"]["settings"]))
-    if stored != json.loads(json.dumps(settings)):
-        diff = sorted(k for k in settings if stored.get(k) != json.loads(json.dumps(settings[k])))
+    stored, wanted = meta["extra"]["settings"], json.loads(json.dumps(settings))  # as JSON: tuples are lists
+    if stored != wanted:
+        diff = sorted(k for k in wanted if stored.get(k) != wanted[k])
         raise ValueError(f"{str(folder)!r} holds the stages of another pruning run (different {', '.join(diff)}); "
                          "use another output folder, or --overwrite to start over")
     rows = [json.loads((folder / f"stage_{i}" / "quantized.json").read_text())["extra"]["row"]

@@ -269,6 +269,11 @@ def refine_vortices(d, winding, *, max_vortices: int, iters: int = 10):
     coordinates (pixel centres at integers), unused rows w = 0. jit/vmap-able.
     """
     n = d.shape[0]
+    if max_vortices < 1:
+        raise ValueError(f"max_vortices must be >= 1, got {max_vortices}")
+    if d.shape != (n, n, 2) or winding.shape != (n - 1, n - 1) or n < 4:
+        raise ValueError(f"need a difference field (n, n, 2), n >= 4, and its winding map (n-1, n-1); got "
+                         f"{d.shape} and {winding.shape}")
     k = 4
     a0, b0, at = _patch_edges(k)
     flat = winding.reshape(-1)
@@ -308,15 +313,14 @@ def positions_from_winding(grid: Grid, winding, d=None) -> np.ndarray:
     came from: the sub-plaquette positions of ``refine_vortices``.
     """
     w = np.asarray(winding)
-    count = int(np.count_nonzero(w))
-    if d is not None and count:
-        rows = np.asarray(refine_vortices(jnp.asarray(d), jnp.asarray(w),
-                                          max_vortices=max(8, 1 << (count - 1).bit_length())))[:count]
-        x0 = float(np.asarray(grid.x)[0])
-        return np.stack([x0 + rows[:, 0] * grid.dx, x0 + rows[:, 1] * grid.dx, rows[:, 2]], axis=-1)
     j, i = np.nonzero(w)
-    xc = np.asarray(grid.x)[:-1] + 0.5 * grid.dx
-    return np.stack([xc[i], xc[j], w[j, i]], axis=-1) if len(i) else np.zeros((0, 3))
+    if d is not None and len(i):
+        rows = np.asarray(refine_vortices(jnp.asarray(d), jnp.asarray(w),
+                                          max_vortices=max(8, 1 << (len(i) - 1).bit_length())))[:len(i)]
+    else:  # the centres: pixel coordinates (i + ½, j + ½)
+        rows = np.stack([i + 0.5, j + 0.5, w[j, i]], axis=-1).reshape(-1, 3)
+    x0 = float(np.asarray(grid.x)[0])
+    return np.stack([x0 + rows[:, 0] * grid.dx, x0 + rows[:, 1] * grid.dx, rows[:, 2]], axis=-1)
 
 
 def match_vortices(true, pred, max_dist: float):

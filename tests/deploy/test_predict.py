@@ -48,7 +48,7 @@ def lab_image(shape, pixel, tof=0.0, omega=0.0, center=(0.0, 0.0), key=0, **kw):
                                                           ((90, 70), 0.3, 1.0, 0.6, (0.0, 0.5))])
 def test_vortices_land_on_the_image_pixels_with_their_signs(shape, pixel, tof, omega, center):
     """With a model that predicts exactly, every vortex is found where the camera saw it, to a fraction of a
-    pixel (sub-plaquette positions; plaquette centres are off by up to 1.2 pixels here)."""
+    pixel (sub-plaquette positions; with plaquette centres this fails)."""
     img = lab_image(shape, pixel, tof, omega, center)
     angle = omega * np.arctan(tof)
     res = predict(oracle(angle), img, pixel_size=pixel, tof=tof)
