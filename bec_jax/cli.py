@@ -21,7 +21,7 @@ import time
 import traceback
 
 from bec_jax.artifacts import first_line
-from bec_jax.distributed import DistributedConfig
+from bec_jax.distributed import DistributedConfig, is_collective_failure
 from bec_jax.flags import add_dataclass_flags, config_from_flags, holding_locks, positive_int, set_lead_process
 
 
@@ -140,14 +140,6 @@ def main(argv=None) -> int:
     return code
 
 
-def _in_multi_process_run() -> bool:
-    if "jax" not in sys.modules:
-        return False
-    import jax
-
-    return jax.process_count() > 1
-
-
 def _exit_multi_process(command: str, code: int):
     """End a failed process of a multi-process run at once: JAX's orderly shutdown would wait for every
     other process first. The others then fail too (a collective with this one breaks; the coordinator
@@ -171,23 +163,27 @@ def _run_command(args) -> int:
     except KeyboardInterrupt:
         print(f"bec-jax {args.command}: interrupted", file=sys.stderr)
         return 130
-    except ValueError as e:  # UsageError, CorruptArtifact, OutputLocked, config and data errors
-        print(f"bec-jax {args.command}: error: {first_line(e, 1000)}", file=sys.stderr)
-        return 2
-    except OSError as e:  # missing, unreadable or unwritable files, a full disk
-        where = f"{e.filename!r}: " if e.filename else ""
-        print(f"bec-jax {args.command}: error: {where}{e.strerror or first_line(e)}", file=sys.stderr)
-        return 2
     except Exception as e:
-        if _in_multi_process_run() and type(e).__name__ == "JaxRuntimeError":  # a collective broke
-            print(f"bec-jax {args.command}: error: an exchange with the other processes failed, most likely because "
-                  f"another process stopped: {first_line(e, 500)}", file=sys.stderr)
-            return 1
-        print(f"bec-jax {args.command}: unexpected error: {type(e).__name__}: {first_line(e)} (traceback below; "
-              "please report it)", file=sys.stderr, flush=True)
-        traceback.print_exc()
-        return 1
+        return _report_error(args.command, e)
 
+
+def _report_error(command: str, e: Exception) -> int:
+    """One line on stderr for a failed command; the exit code (2: the user's input or files, 1: other)."""
+    if is_collective_failure(e):  # before ValueError: a broken exchange can surface as one
+        print(f"bec-jax {command}: error: an exchange with the other processes failed, most likely because "
+              f"another process stopped: {first_line(e, 500)}", file=sys.stderr)
+        return 1
+    if isinstance(e, ValueError):  # UsageError, CorruptArtifact, OutputLocked, config and data errors
+        print(f"bec-jax {command}: error: {first_line(e, 1000)}", file=sys.stderr)
+        return 2
+    if isinstance(e, OSError):  # missing, unreadable or unwritable files, a full disk
+        where = f"{e.filename!r}: " if e.filename else ""
+        print(f"bec-jax {command}: error: {where}{e.strerror or first_line(e)}", file=sys.stderr)
+        return 2
+    print(f"bec-jax {command}: unexpected error: {type(e).__name__}: {first_line(e)} (traceback below; "
+          "please report it)", file=sys.stderr, flush=True)
+    traceback.print_exception(e)
+    return 1
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -34,7 +34,7 @@ import time
 
 __all__ = ["DistributedConfig", "config_from_env", "cluster_detected", "initialize", "is_initialized",
            "process_index", "process_count", "global_mesh", "process_slice", "replicate", "shard_rows", "local_copy",
-           "barrier", "all_true",
+           "barrier", "all_true", "is_collective_failure",
            "free_port", "launch_local", "ProcessResult", "python_argv"]
 
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
@@ -230,6 +230,27 @@ def barrier(name: str, timeout_s: float = 600.0) -> None:
         raise RuntimeError(f"process {jax.process_index()} of {jax.process_count()}: another process did not reach "
                            f"{name!r} within {timeout_s:g} s (it failed or hangs; see its log): "
                            f"{str(e).strip().splitlines()[0][:200]}") from None
+
+
+# XLA runtime statuses of a broken exchange; bec_jax's own errors never start with one
+_BROKEN_EXCHANGE = ("UNKNOWN:", "UNAVAILABLE:", "DEADLINE_EXCEEDED:", "ABORTED:", "CANCELLED:", "INTERNAL:")
+
+
+def is_collective_failure(e: BaseException) -> bool:
+    """Whether ``e`` is a failed exchange with the other processes (most likely because one stopped).
+
+    A collective that breaks while its result is fetched raises ``JaxRuntimeError``; one that
+    breaks inside a ``jit`` dispatch (``process_allgather``, orbax's barriers during a save)
+    raises ``ValueError`` carrying the same XLA status. False in a single-process run."""
+    if "jax" not in sys.modules:
+        return False
+    import jax
+
+    if jax.process_count() == 1:
+        return False
+    if type(e).__name__ == "JaxRuntimeError":
+        return True
+    return isinstance(e, ValueError) and str(e).lstrip().startswith(_BROKEN_EXCHANGE)
 
 
 def all_true(flag: bool) -> bool:

@@ -51,3 +51,23 @@ def test_single_process_needs_no_coordinator(monkeypatch):
     monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
     with pytest.raises(ValueError, match="missing: coordinator, process_id"):
         initialize()
+
+
+def test_a_broken_exchange_is_named_whatever_exception_carries_it(monkeypatch, capsys):
+    import jax
+
+    from bec_jax.cli import _report_error
+    from bec_jax.distributed import is_collective_failure
+
+    # as jit dispatch raised it when orbax's barrier inside a save lost its peer
+    gloo = ValueError("UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:538] Read error "
+                      "[127.0.0.1]:59312: Connection reset by peer")
+    ours = ValueError("the number of CPU devices must be an integer in [1, 64], got 0")
+    assert not is_collective_failure(gloo)  # one process: nothing to exchange with
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    assert is_collective_failure(gloo) and not is_collective_failure(ours)
+    assert not is_collective_failure(OSError("UNKNOWN: disk"))
+    assert _report_error("train", gloo) == 1 and _report_error("train", ours) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("bec-jax train: error: an exchange with the other processes failed")
+    assert err[1] == f"bec-jax train: error: {ours}"
