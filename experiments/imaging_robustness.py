@@ -70,15 +70,10 @@ def velocity_error(grid, psi, pred, y, tcfg, mu, vortices_true):
     import jax.numpy as jnp
 
     from bec_jax.data.targets import velocity
-    from bec_jax.gpe.phase_field import to_differences
-
-    def centred(field):
-        d = np.asarray(to_differences(jnp.asarray(field), tcfg.target, grid.dx))
-        return 0.5 * np.stack([d[..., 0] + np.roll(d[..., 0], 1, axis=-1),
-                               d[..., 1] + np.roll(d[..., 1], 1, axis=-2)], axis=-1) / grid.dx
+    from bec_jax.gpe.phase_field import to_velocity
 
     v_true = np.asarray(velocity(grid, jnp.asarray(psi)))
-    v_pred, v_floor = centred(pred), centred(y)
+    v_pred, v_floor = (np.asarray(to_velocity(jnp.asarray(f), tcfg.target, grid.dx)) for f in (pred, y))
     rho = np.abs(np.asarray(psi)) ** 2
     X, Y = grid.mesh()
     err = floor = norm = 0.0

@@ -417,14 +417,9 @@ def _predict_fields(model: LoadedModel, n):
 def _fields(grid, target: str, mask_threshold: float, pred, n):
     """The post-processing of one prediction pred (n, n, 2) of input density n (n, n) (``_predict_fields``)."""
     from bec_jax.gpe.observables import vortex_mask
-    from bec_jax.gpe.phase_field import reconstruct_phase, to_differences
+    from bec_jax.gpe.phase_field import reconstruct_phase, to_differences, to_velocity
 
-    d = to_differences(pred, target, grid.dx)
-    if target == "velocity":
-        v = pred
-    else:  # forward differences sit between pixels: centre them
-        v = 0.5 * jnp.stack([d[..., 0] + jnp.roll(d[..., 0], 1, axis=-1),
-                             d[..., 1] + jnp.roll(d[..., 1], 1, axis=-2)], axis=-1) / grid.dx
+    d, v = to_differences(pred, target, grid.dx), to_velocity(pred, target, grid.dx)
     valid = n >= mask_threshold * jnp.max(n)
     theta, w = reconstruct_phase(d, valid, vortex_mask(grid, jnp.sqrt(n)))
     return d, v, valid, theta, w

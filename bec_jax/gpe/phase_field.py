@@ -47,7 +47,7 @@ from bec_jax.gpe.observables import RegionConfig, plaquette_winding, vortex_mask
 from bec_jax.quantum.fidelity import overlap
 
 __all__ = [
-    "RegionConfig", "to_differences", "plaquette_circulation", "winding_from_differences", "detect_vortices",
+    "RegionConfig", "to_differences", "to_velocity", "plaquette_circulation", "winding_from_differences", "detect_vortices",
     "forward_differences", "integrate_differences", "vortex_phase", "wrap", "reconstruct_phase", "fidelity",
     "refine_vortices", "positions_from_winding", "match_vortices", "plaquette_winding", "vortex_mask",
 ]
@@ -67,6 +67,19 @@ def to_differences(field, target: str, dx: float):
     return jnp.stack([0.5 * dx * (vx + jnp.roll(vx, -1, axis=-1)),
                       0.5 * dx * (vy + jnp.roll(vy, -1, axis=-2))], axis=-1)
 
+
+def to_velocity(field, target: str, dx: float):
+    """Velocity (..., n, n, 2) at the pixels, inverse trap units, from a target field of kind ``target``.
+
+    "velocity": returned as is. "phase_diff": forward differences sit between pixels, so each
+    pixel gets the mean of its two neighbouring edges, v_x[j, i] = (d_x[j, i−1] + d_x[j, i])/(2 dx)
+    (periodic), likewise along y.
+    """
+    if target == "velocity":
+        return field
+    d = to_differences(field, target, dx)
+    return 0.5 * jnp.stack([d[..., 0] + jnp.roll(d[..., 0], 1, axis=-1),
+                            d[..., 1] + jnp.roll(d[..., 1], 1, axis=-2)], axis=-1) / dx
 
 
 def plaquette_circulation(d):

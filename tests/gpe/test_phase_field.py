@@ -66,3 +66,23 @@ def test_refined_positions_stay_finite_inside_their_plaquettes_on_noise():
         j, i = np.nonzero(np.asarray(w[b]))
         col, row = rows[b, : len(j), 0], rows[b, : len(j), 1]
         assert np.all((col > i) & (col < i + 1) & (row > j) & (row < j + 1))
+
+
+@pytest.mark.parametrize("n", [32, 64])
+def test_to_velocity_is_the_centred_gradient_of_a_periodic_phase(n):
+    from bec_jax.gpe.phase_field import forward_differences, to_velocity
+
+    length = 8.0
+    dx = length / n
+    x = (jnp.arange(n) - n // 2) * dx
+    X, Y = jnp.meshgrid(x, x)  # rows are y, as on a Grid
+    k = 2 * np.pi / length
+    theta = jnp.sin(k * X) + 0.5 * jnp.cos(2 * k * Y)
+    v = to_velocity(forward_differences(theta), "phase_diff", dx)
+    exact = jnp.stack([k * jnp.cos(k * X), -k * jnp.sin(2 * k * Y)], axis=-1)
+    # centred differences: sin(kh)/h = k(1 − (kh)²/6); the y wave (amplitude 1/2, wavenumber 2k) dominates
+    err = float(jnp.max(jnp.abs(v - exact)))
+    assert err <= 1.05 * k * (2 * k * dx) ** 2 / 6, err
+    assert to_velocity(exact, "velocity", dx) is exact
+    with pytest.raises(ValueError, match="target"):
+        to_velocity(exact, "phase", dx)
