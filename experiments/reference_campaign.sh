@@ -10,13 +10,17 @@
 # 2. the reference's int8 scheme (one asymmetric scale and zero point over all convs), saved, reloaded, evaluated;
 # 3. the reference's iterative pruning schedule (80, 90, 97, 99, 99.5, 99.9 %; 5 fine-tuning epochs at
 #    lr 5e-4 per stage) from the dense model, with every stage's test MSE;
-# 4. the optimizer study on the same data: AdamW and SGD at seed 0, then seeds 1 and 2 of all three;
+# 4. its other two schedules at 99, 99.5 and 99.9 %: one shot without training, one shot + 5 fine-tuning epochs;
+# 5. AdamW and SGD at seed 0 (the optimizer study's first row);
+# 6. the dense baseline of the pruning study: the dense model trained 30 more epochs at lr 5e-4 (the iterative
+#    schedule's fine-tuning), so pruned and dense models have trained equally long;
+# 7. seeds 1 and 2 of Adam, AdamW and SGD;
 # after each step, experiments/reference_comparison.py over whatever has finished (into
 # RUNS/reference_comparison; copy it to experiments/results/reference_comparison when it is worth committing).
 # GEN_BATCH: states per generation batch (default 24). PIPELINE_ARGS / PRUNE_ARGS / TRAIN_ARGS: extra flags of
 # each command, and EPOCHS (default 50): a dry run at toy
 # sizes, e.g. PIPELINE_ARGS="--data-n 32 --data-n-groups 8 --model-depth 2 --train-epochs 1 --compress-ft-epochs 1"
-# PRUNE_ARGS="--ft-epochs 1" EPOCHS=1.
+# PRUNE_ARGS="--ft-epochs 1" TRAIN_ARGS="--model-depth 2" EPOCHS=1.
 set -u
 RUNS=${RUNS:-runs/reference}
 BJ=${BEC_JAX:-.venv/bin/bec-jax}
@@ -26,13 +30,32 @@ step() { echo "== $(date -u +%FT%TZ) $*"; }
 
 # the table of whatever has finished, after every step
 compare() {
-  local args=(--run "$RUNS/paper" --out "$RUNS/reference_comparison")
-  for opt in adamw sgd; do
-    [ -f "$RUNS/optimizers/${opt}_seed0/metrics.json" ] && args+=(--optimizer-run "$opt=$RUNS/optimizers/${opt}_seed0")
+  local args=(--run "$RUNS/paper" --out "$RUNS/reference_comparison") d
+  for d in "$RUNS"/optimizers/*_seed*; do
+    [ -f "$d/metrics.json" ] && [ "$(basename "$d")" != adam_seed0 ] && args+=(--optimizer-run "$(basename "$d" | cut -d_ -f1)=$d")
   done
-  [ -f "$RUNS/prune_reference/prune.json" ] && args+=(--pruning-run "$RUNS/prune_reference")
+  for d in "$RUNS"/prune_*; do
+    [ -f "$d/prune.json" ] && args+=(--pruning-run "$d")
+  done
   [ -f "$RUNS/int8_reference/quantize.json" ] && args+=(--reference-int8 "$RUNS/int8_reference")
   "$PY" experiments/reference_comparison.py "${args[@]}" > /dev/null && echo "table: $RUNS/reference_comparison"
+}
+
+# bec-jax prune from the dense model into RUNS/NAME unless it has finished; FLAGS: its settings
+prune() {
+  local name=$1
+  shift
+  if [ ! -f "$RUNS/$name/prune.json" ]; then
+    "$BJ" prune --run "$RUNS/paper/train" --out "$RUNS/$name" "$@" ${PRUNE_ARGS:-} || exit $?
+  fi
+  compare
+}
+
+# bec-jax train of OPTIMIZER at SEED on the paper data into RUNS/optimizers/OPTIMIZER_seedSEED
+train() {
+  "$BJ" train --data "$RUNS/paper/data.h5" --optimizer "$1" --seed "$2" --epochs "${EPOCHS:-50}" \
+    --out "$RUNS/optimizers/$1_seed$2" --no-progress ${TRAIN_ARGS:-} || exit $?
+  compare
 }
 
 step "1. paper pipeline"
@@ -49,20 +72,29 @@ if [ ! -f "$RUNS/int8_reference/quantize.json" ]; then
 fi
 compare
 
-step "3. the reference's pruning schedule"
-if [ ! -f "$RUNS/prune_reference/prune.json" ]; then
-  "$BJ" prune --run "$RUNS/paper/train" --sparsity 0.999 --method iterative --schedule 0.8,0.9,0.97,0.99,0.995 \
-    --ft-epochs 5 --ft-lr 5e-4 --keep last --out "$RUNS/prune_reference" ${PRUNE_ARGS:-} || exit $?
-fi
-compare
+step "3. the reference's iterative pruning schedule"
+prune prune_iterative --sparsity 0.999 --method iterative --schedule 0.8,0.9,0.97,0.99,0.995 --ft-epochs 5 \
+  --ft-lr 5e-4 --keep last
 
-step "4. optimizer study"
-for seed in 0 1 2; do
-  for opt in adamw sgd adam; do
-    [ "$opt" = adam ] && [ "$seed" = 0 ] && continue  # the pipeline's own training run
-    "$BJ" train --data "$RUNS/paper/data.h5" --optimizer "$opt" --seed "$seed" --epochs "${EPOCHS:-50}" \
-      --out "$RUNS/optimizers/${opt}_seed$seed" --no-progress ${TRAIN_ARGS:-} || exit $?
-    compare
+step "4. one shot, without and with fine-tuning"
+for s in 0.99 0.995 0.999; do
+  prune "prune_oneshot_$s" --sparsity "$s" --method prune
+done
+for s in 0.99 0.995 0.999; do
+  prune "prune_finetune_$s" --sparsity "$s" --method finetune --ft-epochs 5 --ft-lr 5e-4 --keep last
+done
+
+step "5. optimizer study, seed 0"
+train adamw 0
+train sgd 0
+
+step "6. the dense baseline of the pruning study"
+prune prune_dense_baseline --sparsity 0 --method finetune --ft-epochs 30 --ft-lr 5e-4 --keep last
+
+step "7. optimizer study, seeds 1 and 2"
+for seed in 1 2; do
+  for opt in adam adamw sgd; do
+    train "$opt" "$seed"
   done
 done
 step "done"

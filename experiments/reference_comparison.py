@@ -28,7 +28,7 @@ MIB = 2**20
 REFERENCE = dict(
     params=17_314_578, grid_n=200, n_states=1680,
     test_mse_adam=7.8e-4, val_loss_epoch50=dict(adam=9.2e-4, adamw=7.7e-4, sgd=1.24e-2),
-    pruning_test_mse={"0.99": 9.1e-4, "0.995": 9.6e-4, "0.999": 7.7e-3},
+    pruning_test_mse={"0.99": 9.1e-4, "0.995": 9.6e-4, "0.999": 7.7e-3}, pruning_baseline_test_mse=1.73e-3,
     fp32_mib=66.16, int8_mib=16.65,
     int8_mse_change=dict(per_tensor=0.335, per_channel=0.181, mixed=0.010),
 )
@@ -45,11 +45,17 @@ def _epoch(metrics: dict, epoch: int) -> dict | None:
     return next((h for h in metrics["history"] if h["epoch"] == epoch), None)
 
 
-def compare(run: Path, optimizer_runs: dict[str, Path], pruning_run: Path | None = None,
+def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list[Path] = (),
             reference_int8: Path | None = None) -> dict:
-    """The comparison rows of the paper-preset run ``run`` (see module doc); pruning_run: a ``bec-jax
-    prune`` output of the reference's iterative schedule on the same run (its prune.json); reference_int8:
-    a ``bec-jax quantize --scheme reference_per_tensor`` output of the same run (its quantize.json)."""
+    """The comparison rows of the paper-preset run ``run`` (see module doc).
+
+    optimizer_runs: ``bec-jax train`` runs per optimizer on the same data (one per seed; the run's own
+    training is Adam's first); ValueError if one trained another model or on other data or splits. pruning_runs: ``bec-jax prune`` outputs from ``run``'s dense model (their
+    prune.json), sorted by what they are: "iterative" (the reference's schedule), "prune" (one shot, no
+    fine-tuning), "finetune" (one shot + fine-tuning) and "finetune" at sparsity 0 (the dense model trained
+    as many more epochs at the fine-tuning rate: the baseline pruned models are compared with).
+    reference_int8: a ``bec-jax quantize --scheme reference_per_tensor`` output of the same run (quantize.json).
+    """
     report = json.loads((run / "report.json").read_text())
     metrics = _metrics(run)
     models, ev = report["models"], report["evaluation"]
@@ -64,22 +70,68 @@ def compare(run: Path, optimizer_runs: dict[str, Path], pruning_run: Path | None
                           else "worse")))
 
     row("test MSE, Adam (dense, best checkpoint)", REFERENCE["test_mse_adam"], ev["mse_ref"], bec_jax_masked=ev["mse"])
-    opt_metrics = {"adam": metrics, **{k: _metrics(v) for k, v in optimizer_runs.items()}}
+    others = {opt: [_metrics(f) for f in folders] for opt, folders in optimizer_runs.items()}
+    for opt, folders in optimizer_runs.items():
+        for folder, m in zip(folders, others[opt]):
+            for key in ("model_config", "dataset", "split_sizes"):
+                if m[key] != metrics[key]:
+                    raise ValueError(f"{str(folder)!r} trained with another {key} than {str(run)!r}: "
+                                     f"{m[key]} instead of {metrics[key]}")
     for opt, ref in REFERENCE["val_loss_epoch50"].items():
-        h = _epoch(opt_metrics[opt], 50) if opt in opt_metrics else None
-        row(f"validation loss at epoch 50, {opt}", ref, None if h is None else h["val_mse_ref"],
-            bec_jax_masked=None if h is None else h["val_mse"],
-            note="" if h is not None else "not run yet (benchmarks/gpu_check.sh step 4, experiments/reference_campaign.sh step 3)")
+        found = [(m, h) for m in ([metrics] if opt == "adam" else []) + others.get(opt, [])
+                 if (h := _epoch(m, 50)) is not None]
+        if not found:
+            row(f"validation loss at epoch 50, {opt}", ref, None,
+                note="not run yet (benchmarks/gpu_check.sh step 4, experiments/reference_campaign.sh)")
+            continue
+        vals = [h["val_mse_ref"] for _, h in found]
+        seeds = [m["train_config"]["seed"] for m, _ in found]
+        row(f"validation loss at epoch 50, {opt}" + (f" (mean of {len(vals)} seeds)" if len(vals) > 1 else ""), ref,
+            sum(vals) / len(vals), bec_jax_masked=sum(h["val_mse"] for _, h in found) / len(found),
+            note="" if len(vals) == 1 else
+            "seeds " + ", ".join(f"{s}: {v:.2e}" for s, v in zip(seeds, vals)) + f"; range {min(vals):.2e}–{max(vals):.2e}")
     pr = report["pruning"]
-    stages = {}
-    if pruning_run is not None:
-        summary = json.loads((pruning_run / "prune.json").read_text())
-        stages = {f"{st['sparsity']:g}": st for st in summary["stages"] if "test_mse_finetuned_ref" in st}
+    kinds = {"iterative": {}, "prune": {}, "finetune": {}}
+    control = None
+    for folder in pruning_runs:
+        summary = json.loads((folder / "prune.json").read_text())
+        if summary["method"] == "finetune" and summary["sparsity"] == 0:
+            control = (folder, summary)
+            continue
+        for st in summary["stages"]:
+            kinds[summary["method"]][f"{st['sparsity']:g}"] = (folder, summary, st)
+    if control is not None:
+        folder, summary = control
+        st = summary["stages"][-1]
+        row("dense baseline of the pruning study: test MSE", REFERENCE["pruning_baseline_test_mse"],
+            st["test_mse_finetuned_ref"], bec_jax_masked=st["test_mse_finetuned"],
+            note=f"reference: its dense model after 10 epochs; bec_jax ({folder}): the dense model trained "
+                 f"{summary['ft_epochs']} more epochs at lr {summary['ft_lr']:g}, as many as the iterative "
+                 "schedule's fine-tuning, so pruned and dense have trained equally long")
+    base = None if control is None else control[1]["stages"][-1]["test_mse_finetuned_ref"]
+
+    def vs_base(mse_ref):
+        return "" if base is None else f"; {mse_ref / base:.2f}× the dense baseline"
+
+    for s in REFERENCE["pruning_test_mse"]:
+        key = f"{float(s):g}"
+        if key in kinds["prune"]:
+            folder, _, st = kinds["prune"][key]
+            row(f"prune only (one shot) {float(s):.1%}, test MSE", None, st["test_mse_pruned_ref"],
+                bec_jax_masked=st["test_mse_pruned"], note=f"{folder}; no published value" + vs_base(st["test_mse_pruned_ref"]))
+        if key in kinds["finetune"]:
+            folder, summary, st = kinds["finetune"][key]
+            row(f"one shot + {summary['ft_epochs']} fine-tuning epochs {float(s):.1%}, test MSE", None,
+                st["test_mse_finetuned_ref"], bec_jax_masked=st["test_mse_finetuned"],
+                note=f"{folder}; no published value" + vs_base(st["test_mse_finetuned_ref"]))
     for s, ref in REFERENCE["pruning_test_mse"].items():
-        st = stages.get(f"{float(s):g}")
-        if st is not None:
+        key = f"{float(s):g}"
+        hit = kinds["iterative"].get(key)
+        if hit is not None and "test_mse_finetuned_ref" in hit[2]:
+            folder, _, st = hit
             row(f"iterative pruning {float(s):.1%}, test MSE", ref, st["test_mse_finetuned_ref"],
-                bec_jax_masked=st["test_mse_finetuned"], note=f"{pruning_run}: fine-tuned stage of the schedule")
+                bec_jax_masked=st["test_mse_finetuned"],
+                note=f"{folder}: fine-tuned stage of the schedule" + vs_base(st["test_mse_finetuned_ref"]))
             continue
         row(f"iterative pruning {float(s):.1%}, test MSE", ref, None,
             note=f"not run yet: this run prunes to {pr['achieved_sparsity']:.1%} "
@@ -140,9 +192,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="paper-preset pipeline run folder (report.json)")
     p.add_argument("--optimizer-run", action="append", default=[], metavar="NAME=DIR",
-                   help="a `bec-jax train` run of optimizer NAME (adamw, sgd) on the same data")
-    p.add_argument("--pruning-run", default=None,
-                   help="a `bec-jax prune` output of the reference's iterative schedule on RUN/train (prune.json)")
+                   help="a `bec-jax train` run of optimizer NAME (adam, adamw, sgd) on the same data; repeat it for "
+                        "more seeds (RUN's own training is Adam's first)")
+    p.add_argument("--pruning-run", action="append", default=[], metavar="DIR",
+                   help="a `bec-jax prune` output from RUN/train (prune.json): the iterative schedule, one shot "
+                        "with or without fine-tuning, or sparsity 0 with fine-tuning (the dense baseline); repeatable")
     p.add_argument("--reference-int8", default=None,
                    help="a `bec-jax quantize --scheme reference_per_tensor` output of RUN/train (quantize.json)")
     p.add_argument("--out", default="experiments/results/reference_comparison")
@@ -155,14 +209,18 @@ def main(argv=None) -> int:
         name, _, folder = item.partition("=")
         if name not in REFERENCE["val_loss_epoch50"] or not folder:
             p.error(f"--optimizer-run takes NAME=DIR with NAME in {sorted(REFERENCE['val_loss_epoch50'])}, got {item!r}")
-        opt_runs[name] = Path(folder)
-    pruning = Path(args.pruning_run) if args.pruning_run else None
-    if pruning is not None and not (pruning / "prune.json").is_file():
-        p.error(f"{str(pruning)!r} has no prune.json (a finished `bec-jax prune` run)")
+        opt_runs.setdefault(name, []).append(Path(folder))
+    pruning = [Path(f) for f in args.pruning_run]
+    for folder in pruning:
+        if not (folder / "prune.json").is_file():
+            p.error(f"{str(folder)!r} has no prune.json (a finished `bec-jax prune` run)")
     ref_int8 = Path(args.reference_int8) if args.reference_int8 else None
     if ref_int8 is not None and not (ref_int8 / "quantize.json").is_file():
         p.error(f"{str(ref_int8)!r} has no quantize.json (a finished `bec-jax quantize` run)")
-    result = compare(run, opt_runs, pruning, ref_int8)
+    try:
+        result = compare(run, opt_runs, pruning, ref_int8)
+    except ValueError as e:
+        p.error(str(e))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "reference_comparison.json").write_text(json.dumps(result, indent=2))

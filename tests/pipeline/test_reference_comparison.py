@@ -30,8 +30,29 @@ def test_rows_come_from_the_run_and_missing_ones_say_so(tmp_path):
     opt = tmp_path / "sgd"
     opt.mkdir()
     shutil.copy(RUN / "metrics.json", opt / "metrics.json")
-    rows = {r["quantity"]: r for r in rc.compare(RUN, {"sgd": opt})["rows"]}
+    rows = {r["quantity"]: r for r in rc.compare(RUN, {"sgd": [opt]})["rows"]}
     assert rows["validation loss at epoch 50, sgd"]["bec_jax"] == rows["validation loss at epoch 50, adam"]["bec_jax"]
+
+
+def test_several_seeds_of_an_optimizer_give_their_mean_and_range(tmp_path):
+    runs = []
+    for seed, scale in ((1, 2.0), (2, 4.0)):
+        m = json.loads((RUN / "metrics.json").read_text())
+        m["train_config"]["seed"] = seed
+        for h in m["history"]:
+            h["val_mse_ref"] *= scale
+        (tmp_path / str(seed)).mkdir()
+        (tmp_path / str(seed) / "metrics.json").write_text(json.dumps(m))
+        runs.append(tmp_path / str(seed))
+    v0 = rc._epoch(json.loads((RUN / "metrics.json").read_text()), 50)["val_mse_ref"]
+    rows = {r["quantity"]: r for r in rc.compare(RUN, {"adam": runs})["rows"]}
+    adam = rows["validation loss at epoch 50, adam (mean of 3 seeds)"]
+    assert adam["bec_jax"] == pytest.approx(v0 * 7 / 3)
+    assert "seeds 0: " in adam["note"] and f"range {v0:.2e}–{4 * v0:.2e}" in adam["note"]
+    m["model_config"]["depth"] -= 1  # a run of another model is no seed of this one
+    (runs[1] / "metrics.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="another model_config"):
+        rc.compare(RUN, {"adam": runs})
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -43,18 +64,39 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert e.value.code == 2 and "NAME=DIR" in capsys.readouterr().err
 
 
-def test_a_pruning_run_fills_the_rows_of_its_stages(tmp_path, capsys):
-    prune = tmp_path / "prune"
-    prune.mkdir()
+def _prune_run(folder, method, sparsity, stages, ft_epochs=5):
+    folder.mkdir()
+    (folder / "prune.json").write_text(json.dumps(dict(method=method, sparsity=sparsity, stages=stages,
+                                                       ft_epochs=ft_epochs, ft_lr=5e-4)))
+    return folder
+
+
+def test_pruning_runs_fill_the_rows_of_their_method_and_stages(tmp_path, capsys):
     stages = [dict(sparsity=s, test_mse_pruned=1.0, test_mse_pruned_ref=0.5, test_mse_finetuned=m, test_mse_finetuned_ref=m / 4)
               for s, m in ((0.97, 1e-3), (0.99, 2e-3), (0.995, 3e-3))]
-    (prune / "prune.json").write_text(json.dumps(dict(stages=stages)))
-    rows = {r["quantity"]: r for r in rc.compare(RUN, {}, prune)["rows"]}
+    iterative = _prune_run(tmp_path / "iterative", "iterative", 0.995, stages)
+    rows = {r["quantity"]: r for r in rc.compare(RUN, {}, [iterative])["rows"]}
     r99 = rows["iterative pruning 99.0%, test MSE"]
     assert (r99["bec_jax"], r99["bec_jax_masked_mse"], r99["reference"]) == (5e-4, 2e-3, 9.1e-4)
-    assert r99["verdict"] == "matches or beats"
+    assert r99["verdict"] == "matches or beats" and "baseline" not in r99["note"]
     assert rows["iterative pruning 99.5%, test MSE"]["bec_jax"] == 7.5e-4
     assert rows["iterative pruning 99.9%, test MSE"]["bec_jax"] is None  # a stage the run did not reach
+    # one shot without and with fine-tuning, and the dense baseline trained as long
+    oneshot = _prune_run(tmp_path / "oneshot", "prune", 0.999,
+                         [dict(sparsity=0.999, test_mse_pruned=0.4, test_mse_pruned_ref=0.1)], ft_epochs=0)
+    ft = _prune_run(tmp_path / "ft", "finetune", 0.99, [dict(sparsity=0.99, test_mse_pruned=0.4, test_mse_pruned_ref=0.1,
+                                                             test_mse_finetuned=4e-3, test_mse_finetuned_ref=1e-3)])
+    base = _prune_run(tmp_path / "base", "finetune", 0.0, [dict(sparsity=0.0, test_mse_pruned=1.0, test_mse_pruned_ref=0.2,
+                                                                test_mse_finetuned=2e-3, test_mse_finetuned_ref=5e-4)],
+                      ft_epochs=30)
+    rows = {r["quantity"]: r for r in rc.compare(RUN, {}, [iterative, oneshot, ft, base])["rows"]}
+    b = rows["dense baseline of the pruning study: test MSE"]
+    assert (b["reference"], b["bec_jax"], b["bec_jax_masked_mse"]) == (1.73e-3, 5e-4, 2e-3) and "30 more epochs" in b["note"]
+    only = rows["prune only (one shot) 99.9%, test MSE"]
+    assert (only["reference"], only["bec_jax"], only["verdict"]) == (None, 0.1, None) and "200.00× the dense" in only["note"]
+    assert rows["one shot + 5 fine-tuning epochs 99.0%, test MSE"]["bec_jax"] == 1e-3
+    assert "1.00× the dense baseline" in rows["iterative pruning 99.0%, test MSE"]["note"]
+    assert "prune only (one shot) 99.0%, test MSE" not in rows
     with pytest.raises(SystemExit) as e:
         rc.main(["--run", str(RUN), "--pruning-run", str(tmp_path), "--out", str(tmp_path)])
     assert e.value.code == 2 and "no prune.json" in capsys.readouterr().err
@@ -64,7 +106,7 @@ def test_the_reference_int8_scheme_gets_its_own_rows(tmp_path):
     q = tmp_path / "q"
     q.mkdir()
     (q / "quantize.json").write_text(json.dumps(dict(mse_change=0.25, bytes_on_disk=16 * 2**20)))
-    rows = {r["quantity"]: r for r in rc.compare(RUN, {}, None, q)["rows"]}
+    rows = {r["quantity"]: r for r in rc.compare(RUN, {}, [], q)["rows"]}
     change = rows["int8 per-tensor, the reference's scheme: test MSE change"]
     assert (change["reference"], change["bec_jax"], change["verdict"]) == (0.335, 0.25, "matches or beats")
     assert rows["int8 per-tensor, the reference's scheme: size on disk (MiB)"]["bec_jax"] == 16.0
