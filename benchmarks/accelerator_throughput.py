@@ -134,7 +134,7 @@ def solver_part(args) -> dict:
 
 
 def pcg_part(args) -> dict:
-    from bec_jax.data.generate import PRESETS, sample_parameters
+    from bec_jax.data.generate import PRESETS, sample_keys, sample_parameters
     from bec_jax.gpe.groundstate import _solve_jit, start_keys
 
     cfg = PRESETS["paper"]
@@ -147,9 +147,7 @@ def pcg_part(args) -> dict:
     rows = []
     for b in args.pcg_batches:
         sel = np.resize(np.arange(len(g_all)), b)
-        base = jax.random.key(cfg.seed)
-        keys = start_keys(jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(ids[sel], jnp.uint32)), b,
-                          cfg.n_starts)
+        keys = start_keys(sample_keys(cfg.seed, ids[sel]), b, cfg.n_starts)
         g, om = jnp.asarray(g_all[sel], jnp.float32), jnp.asarray(om_all[sel], jnp.float32)
         t0 = time.perf_counter()
         compiled = _solve_jit.lower(grid, g, om, keys, method).compile()

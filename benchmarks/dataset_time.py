@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 import bec_jax as bj
-from bec_jax.data.generate import PRESETS, sample_parameters
+from bec_jax.data.generate import PRESETS, sample_keys, sample_parameters
 from common import write_result
 
 CONTENDERS = {"fine": (dict(coarsen=1), 4), "coarse": ({}, 4), "coarse_8": ({}, 8)}
@@ -50,12 +50,11 @@ def main(argv=None) -> int:
     grid = cfg.grid
     g, om, _, sid = sample_parameters(cfg)
     idx = np.sort(np.random.default_rng(args.subset_seed).choice(cfg.n_samples, args.states, replace=False))
-    base = jax.random.key(cfg.seed)
     solvers = {k: (dataclasses.replace(cfg.solver, **kw), s) for k, (kw, s) in CONTENDERS.items()}
 
     def solve(name, states):
         method, n_starts = solvers[name]
-        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray(sid[states], np.uint32))
+        keys = sample_keys(cfg.seed, sid[states])
         t = time.perf_counter()
         res = jax.device_get(jax.block_until_ready(
             bj.ground_state(grid, g[states], om[states], key=keys, n_starts=n_starts, method=method)))

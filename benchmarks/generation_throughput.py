@@ -80,7 +80,6 @@ def paper_methods(n_states: int, subset_seed: int) -> dict:
     cfg = bd.PRESETS["paper"]
     g, om, _, _ = bd.sample_parameters(cfg)
     idx = np.sort(np.random.default_rng(subset_seed).choice(cfg.n_samples, n_states, replace=False))
-    base = jax.random.key(cfg.seed)
     grid = cfg.grid
     out = dict(n_measured=n_states, subset_seed=subset_seed, sample_ids=idx.tolist(), n=cfg.n, length=grid.length,
                n_starts=cfg.n_starts, max_iter=cfg.max_iter, total_states=cfg.n_samples, dtype=str(jnp.zeros(()).dtype),
@@ -88,7 +87,7 @@ def paper_methods(n_states: int, subset_seed: int) -> dict:
     for name, kw in METHODS.items():
 
         def solve(i):
-            key = jax.random.fold_in(base, jnp.uint32(i))[None]  # the generator's key of sample i
+            key = bd.sample_keys(cfg.seed, [i])  # the generator's key of sample i
             return jax.block_until_ready(bj.ground_state(grid, g[i:i + 1], om[i:i + 1], key=key, n_starts=cfg.n_starts,
                                                          max_iter=cfg.max_iter, **kw))
 

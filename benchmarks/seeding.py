@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 import bec_jax as bj
-from bec_jax.data.generate import PRESETS, sample_parameters
+from bec_jax.data.generate import PRESETS, sample_keys, sample_parameters
 from bec_jax.gpe.groundstate import seeded_guesses, start_keys
 from common import write_result
 
@@ -43,9 +43,7 @@ N_STARTS = 4
 def batch_inputs(cfg, states: np.ndarray):
     """(g, omega, per-state typed keys) of the given sample indices, as ``generate`` solves them."""
     g, om, _, sid = sample_parameters(cfg)
-    base = jax.random.key(cfg.seed)
-    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray(sid[states], np.uint32))
-    return g[states], om[states], keys
+    return g[states], om[states], sample_keys(cfg.seed, sid[states])
 
 
 def guesses(grid, g, om, keys, rule: str):

@@ -1,6 +1,14 @@
 """Datasets of rotating ground states: generation, HDF5 storage, targets, splits, loading."""
 
-from bec_jax.data.generate import PRESETS, DatasetConflict, GenerateConfig, generate, generate_sharded, sample_parameters
+from bec_jax.data.generate import (
+    PRESETS,
+    DatasetConflict,
+    GenerateConfig,
+    generate,
+    generate_sharded,
+    sample_keys,
+    sample_parameters,
+)
 from bec_jax.data.loader import BatchLoader
 from bec_jax.data.splits import split_by_group
 from bec_jax.data.storage import load_grid, read_h5
@@ -21,6 +29,7 @@ __all__ = [
     "generate",
     "generate_sharded",
     "sample_parameters",
+    "sample_keys",
     "BatchLoader",
     "split_by_group",
     "load_grid",

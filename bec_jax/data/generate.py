@@ -47,7 +47,7 @@ from bec_jax.gpe.groundstate import box_length, coarse_resolves, ground_state, s
 from bec_jax.gpe.grid import Grid
 from bec_jax.gpe.splitstep import check_parameters
 
-__all__ = ["GenerateConfig", "PRESETS", "sample_parameters", "generate", "generate_sharded", "write_shard_manifest",
+__all__ = ["GenerateConfig", "PRESETS", "sample_parameters", "sample_keys", "generate", "generate_sharded", "write_shard_manifest",
            "DatasetConflict"]
 
 
@@ -216,11 +216,16 @@ def check_batch_memory(config: GenerateConfig, available: int | None = None) -> 
                          f"batch size of at most {fit} (--batch-size; the states do not depend on it)")
 
 
+def sample_keys(seed: int, sample_ids):
+    """The solver keys (B,) of samples ``sample_ids`` (B,) of a dataset generated with ``seed``:
+    ``fold_in(key(seed), id)``, one per sample, so a state does not depend on its batch."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(sample_ids, jnp.uint32))
+
+
 def _solve_batch(config: GenerateConfig, g, omega, sample_ids):
-    grid = config.grid
-    base = jax.random.key(config.seed)
-    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(sample_ids, jnp.uint32))
-    res = ground_state(grid, g, omega, key=keys, n_starts=config.n_starts, method=config.solver)
+    res = ground_state(config.grid, g, omega, key=sample_keys(config.seed, sample_ids), n_starts=config.n_starts,
+                       method=config.solver)
     return jax.device_get(res)
 
 
