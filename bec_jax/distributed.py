@@ -34,7 +34,7 @@ import time
 
 __all__ = ["DistributedConfig", "config_from_env", "cluster_detected", "initialize", "is_initialized",
            "process_index", "process_count", "global_mesh", "process_slice", "replicate", "shard_rows", "local_copy",
-           "barrier", "all_true", "is_collective_failure",
+           "barrier", "all_true", "ProcessLost", "is_collective_failure",
            "free_port", "launch_local", "ProcessResult", "python_argv"]
 
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
@@ -213,10 +213,14 @@ def local_copy(tree):
     return jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, tree)
 
 
+class ProcessLost(RuntimeError):
+    """Another process of the run did not reach a synchronisation point (it stopped, or hangs)."""
+
+
 def barrier(name: str, timeout_s: float = 600.0) -> None:
     """Wait until every process reaches the barrier ``name`` (each name used once per run).
 
-    Raises RuntimeError naming the barrier when another process does not arrive within
+    Raises ProcessLost naming the barrier when another process does not arrive within
     ``timeout_s`` (it died, or hangs). A no-op for a single process."""
     import jax
 
@@ -227,7 +231,7 @@ def barrier(name: str, timeout_s: float = 600.0) -> None:
     try:
         _dist.global_state.client.wait_at_barrier(f"bec_jax:{name}", int(timeout_s * 1000))
     except Exception as e:  # the client raises XlaRuntimeError subclasses of several kinds
-        raise RuntimeError(f"process {jax.process_index()} of {jax.process_count()}: another process did not reach "
+        raise ProcessLost(f"process {jax.process_index()} of {jax.process_count()}: another process did not reach "
                            f"{name!r} within {timeout_s:g} s (it failed or hangs; see its log): "
                            f"{str(e).strip().splitlines()[0][:200]}") from None
 
@@ -241,7 +245,10 @@ def is_collective_failure(e: BaseException) -> bool:
 
     A collective that breaks while its result is fetched raises ``JaxRuntimeError``; one that
     breaks inside a ``jit`` dispatch (``process_allgather``, orbax's barriers during a save)
-    raises ``ValueError`` carrying the same XLA status. False in a single-process run."""
+    raises ``ValueError`` carrying the same XLA status; ``barrier`` raises ``ProcessLost``.
+    False in a single-process run."""
+    if isinstance(e, ProcessLost):
+        return True
     if "jax" not in sys.modules:
         return False
     import jax

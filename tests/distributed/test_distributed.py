@@ -57,7 +57,7 @@ def test_a_broken_exchange_is_named_whatever_exception_carries_it(monkeypatch, c
     import jax
 
     from bec_jax.cli import _report_error
-    from bec_jax.distributed import is_collective_failure
+    from bec_jax.distributed import ProcessLost, is_collective_failure
 
     # as jit dispatch raised it when orbax's barrier inside a save lost its peer
     gloo = ValueError("UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:538] Read error "
@@ -67,6 +67,7 @@ def test_a_broken_exchange_is_named_whatever_exception_carries_it(monkeypatch, c
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     assert is_collective_failure(gloo) and not is_collective_failure(ours)
     assert not is_collective_failure(OSError("UNKNOWN: disk"))
+    assert is_collective_failure(ProcessLost("process 0 of 2: another process did not reach 'x' within 600 s"))
     assert _report_error("train", gloo) == 1 and _report_error("train", ours) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("bec-jax train: error: an exchange with the other processes failed")
