@@ -23,7 +23,7 @@ def _prune_base():
 
 def cmd_prune(args) -> int:
     from bec_jax.compress.pruning import sparsity_report
-    from bec_jax.compress.quantization import save_quantized
+    from bec_jax.compress.quantization import load_quantized, save_quantized
     from bec_jax.compress.workflow import clear_stages, load_setup, prune_and_finetune, test_mse
 
     c = config_from_flags(_prune_base(), args, exclude=_NOT_PRUNE)
@@ -40,14 +40,15 @@ def cmd_prune(args) -> int:
         prune=pcfg, schedule=c.schedule, keep=c.keep, precise_bn=c.precise_bn,
         on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True),
         resume_dir=out / "stages")  # a rerun after a kill continues after the last finished stage
-    final = test_mse(model, setup.test)
     report = sparsity_report(nnx_params(model), include_bn_scale=c.include_bn_scale)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=args.overwrite,
                            extra=dict(kind="pruned", sparsity=c.sparsity, method=c.method))
+    final = test_mse(load_quantized(out / "model", setup.model_config)[0], setup.test)  # the model as reloaded
     summary = dict(run=str(args.run), method=c.method, sparsity=c.sparsity, stages=log,
                    ft_epochs=c.ft_epochs, keep=c.keep, ft_lr=lr, precise_bn=c.precise_bn, schedule=c.schedule,
                    prune_config=dataclasses.asdict(pcfg),
-                   test_mse_dense=dense["mse"], test_mse=final["mse"], ratio_to_dense=final["mse"] / dense["mse"],
+                   test_mse_dense=dense["mse"], test_mse_dense_ref=dense["mse_ref"], test_mse=final["mse"],
+                   test_mse_ref=final["mse_ref"], ratio_to_dense=final["mse"] / dense["mse"],
                    sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
     (out / "prune.json").write_text(json.dumps(summary, indent=2))
     clear_stages(out / "stages")

@@ -67,6 +67,10 @@ def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     assert rep["prune_config"]["reclaim_dead_scales"] and rep["prune_config"]["distribution"] == "global"
     assert rep["sparsity_table"]["total"]["sparsity"] == pytest.approx(0.9, abs=1e-3)
     assert [s["sparsity"] for s in rep["stages"]] == [0.5, 0.9]
+    # the summary's test MSE is the reloaded model's, the last stage's in memory to round-off
+    assert rep["test_mse"] == pytest.approx(rep["stages"][-1]["test_mse_finetuned"], rel=1e-5)
+    assert rep["test_mse_ref"] == pytest.approx(rep["stages"][-1]["test_mse_finetuned_ref"], rel=1e-5)
+    assert 0 < rep["test_mse_dense_ref"] < rep["test_mse_dense"]
     assert main(["quantize", "--run", str(run), "--scheme", "per_channel", "--from-pruned", str(tmp_path / "p"),
                  "--sparse", "--qat-epochs", "1", "--out", str(tmp_path / "q")]) == 0
     q = json.loads((tmp_path / "q" / "quantize.json").read_text())
