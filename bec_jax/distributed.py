@@ -249,7 +249,7 @@ def is_collective_failure(e: BaseException) -> bool:
     False in a single-process run."""
     if isinstance(e, ProcessLost):
         return True
-    if "jax" not in sys.modules:
+    if not _initialized:  # no run joined: nothing to exchange with (and no backend started to find out)
         return False
     import jax
 

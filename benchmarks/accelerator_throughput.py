@@ -141,13 +141,13 @@ def pcg_part(args) -> dict:
     if args.smoke:
         import dataclasses
         cfg = dataclasses.replace(cfg, n=args.n, n_groups=4, max_iter=200)
-    g_all, om_all, _, ids = sample_parameters(cfg)
+    g_all, om_all, _, _ = sample_parameters(cfg)
     grid = cfg.grid
     method = cfg.solver  # the generation's own method object, tolerances resolved by dtype
     rows = []
     for b in args.pcg_batches:
         sel = np.resize(np.arange(len(g_all)), b)
-        keys = start_keys(sample_keys(cfg.seed, ids[sel]), b, cfg.n_starts)
+        keys = start_keys(sample_keys(cfg.seed, sel), b, cfg.n_starts)
         g, om = jnp.asarray(g_all[sel], jnp.float32), jnp.asarray(om_all[sel], jnp.float32)
         t0 = time.perf_counter()
         compiled = _solve_jit.lower(grid, g, om, keys, method).compile()

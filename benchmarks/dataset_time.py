@@ -48,13 +48,13 @@ def main(argv=None) -> int:
     bj.use_cpu_cores()
     cfg = PRESETS["paper"]
     grid = cfg.grid
-    g, om, _, sid = sample_parameters(cfg)
+    g, om, _, _ = sample_parameters(cfg)
     idx = np.sort(np.random.default_rng(args.subset_seed).choice(cfg.n_samples, args.states, replace=False))
     solvers = {k: (dataclasses.replace(cfg.solver, **kw), s) for k, (kw, s) in CONTENDERS.items()}
 
     def solve(name, states):
         method, n_starts = solvers[name]
-        keys = sample_keys(cfg.seed, sid[states])
+        keys = sample_keys(cfg.seed, states)
         t = time.perf_counter()
         res = jax.device_get(jax.block_until_ready(
             bj.ground_state(grid, g[states], om[states], key=keys, n_starts=n_starts, method=method)))

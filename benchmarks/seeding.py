@@ -42,8 +42,8 @@ N_STARTS = 4
 
 def batch_inputs(cfg, states: np.ndarray):
     """(g, omega, per-state typed keys) of the given sample indices, as ``generate`` solves them."""
-    g, om, _, sid = sample_parameters(cfg)
-    return g[states], om[states], sample_keys(cfg.seed, sid[states])
+    g, om, _, _ = sample_parameters(cfg)
+    return g[states], om[states], sample_keys(cfg.seed, states)
 
 
 def guesses(grid, g, om, keys, rule: str):

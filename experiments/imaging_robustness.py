@@ -21,8 +21,8 @@ Metrics per setting (``train.evaluate.evaluate_predictions`` with a matching rad
 one healing length): fidelity of √n·e^{iθ} with θ reconstructed from the prediction;
 vortex F1 = 2TP/(2TP + FP + FN); position error of matched vortices in ξ; relative L2
 error of the velocity over the bulk (density ≥ 5 % of the peak) farther than 2ξ from
-every true vortex, pooled over the states (a vortex-free state has no flow), with the floor
-of the same centred differences applied to the true target. Writes to OUT: imaging_robustness.json, .md, .png.
+every true vortex, pooled over the states (a vortex-free state has no flow), the velocity of
+a prediction and of the true target (the floor) taken alike by ``phase_field.to_velocity``. Writes to OUT: imaging_robustness.json, .md, .png.
 
     python experiments/imaging_robustness.py --data runs/lab/data.h5 --epochs 10
 """

@@ -78,7 +78,7 @@ prune prune_iterative --sparsity 0.999 --method iterative --schedule 0.8,0.9,0.9
 
 step "4. one shot, without and with fine-tuning"
 for s in 0.99 0.995 0.999; do
-  prune "prune_oneshot_$s" --sparsity "$s" --method prune
+  prune "prune_oneshot_$s" --sparsity "$s" --method prune --ft-epochs 0
 done
 for s in 0.99 0.995 0.999; do
   prune "prune_finetune_$s" --sparsity "$s" --method finetune --ft-epochs 5 --ft-lr 5e-4 --keep last

@@ -1,8 +1,11 @@
 """The reference's published numbers beside bec_jax's, measured the same way, from a paper-preset run.
 
 Reads a ``bec-jax pipeline --preset paper`` run (its report.json and train/metrics.json, or the copies
-that benchmarks/gpu_check.sh brings back) and, optionally, ``bec-jax train`` runs of other optimizers on
-the same data (their metrics.json), and writes one table (markdown + JSON). Every row gives the
+that benchmarks/gpu_check.sh brings back) and, optionally, ``bec-jax train`` runs of each optimizer and
+seed on the same data (their metrics.json), ``bec-jax prune`` runs from its dense model (the reference's
+three schedules and a dense baseline; their prune.json) and a ``bec-jax quantize`` run of the reference's
+int8 scheme, and writes one table (markdown + JSON). A run made from another model, data, split or
+training setting is refused. Every row gives the
 reference's value and bec_jax's, in the reference's loss convention (mean of (out − target)² · valid
 over all pixels, ``mse_ref``) and, beside it, bec_jax's masked MSE (mean over valid pixels). A row whose
 measurement has not run yet says so; it is never filled in from elsewhere.
@@ -10,7 +13,8 @@ measurement has not run yet says so; it is never filled in from elsewhere.
     python experiments/reference_comparison.py --run benchmarks/results/gpu_h200/paper_pipeline \\
         --out experiments/results/reference_comparison
     python experiments/reference_comparison.py --run RUN --optimizer-run adamw=RUN_ADAMW --optimizer-run sgd=RUN_SGD \\
-        --pruning-run PRUNE_RUN --reference-int8 QUANTIZE_RUN
+        --pruning-run PRUNE_RUN [--pruning-run PRUNE_RUN_2 ...] --reference-int8 QUANTIZE_RUN
+    (experiments/reference_campaign.sh runs all of them and calls it)
 """
 
 from __future__ import annotations
@@ -39,6 +43,24 @@ def _metrics(folder: Path) -> dict:
         if p.is_file():
             return json.loads(p.read_text())
     raise SystemExit(f"no metrics.json in {folder} or {folder / 'train'}")
+
+
+# training settings an optimizer run may change; every other one must be the run's
+_FREE = ("optimizer", "seed", "weight_decay", "momentum", "epochs")
+
+
+def _check_same_setting(folder: Path, m: dict, run: Path, metrics: dict) -> None:
+    """ValueError unless the training run ``m`` (metrics.json of ``folder``) trained the model of ``run``
+    on its data and split, with its settings apart from ``_FREE``."""
+    for key in ("model_config", "dataset", "split_sizes"):
+        if m[key] != metrics[key]:
+            raise ValueError(f"{str(folder)!r} trained with another {key} than {str(run)!r}: "
+                             f"{m[key]} instead of {metrics[key]}")
+    differ = {k: (v, metrics["train_config"].get(k)) for k, v in m["train_config"].items()
+              if k not in _FREE and v != metrics["train_config"].get(k)}
+    if differ:
+        raise ValueError(f"{str(folder)!r} trained with other settings than {str(run)!r}: " +
+                         ", ".join(f"{k} {a!r} instead of {b!r}" for k, (a, b) in differ.items()))
 
 
 def _epoch(metrics: dict, epoch: int) -> dict | None:
@@ -73,10 +95,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     others = {opt: [_metrics(f) for f in folders] for opt, folders in optimizer_runs.items()}
     for opt, folders in optimizer_runs.items():
         for folder, m in zip(folders, others[opt]):
-            for key in ("model_config", "dataset", "split_sizes"):
-                if m[key] != metrics[key]:
-                    raise ValueError(f"{str(folder)!r} trained with another {key} than {str(run)!r}: "
-                                     f"{m[key]} instead of {metrics[key]}")
+            _check_same_setting(folder, m, run, metrics)
     for opt, ref in REFERENCE["val_loss_epoch50"].items():
         found = [(m, h) for m in ([metrics] if opt == "adam" else []) + others.get(opt, [])
                  if (h := _epoch(m, 50)) is not None]
@@ -95,6 +114,9 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     control = None
     for folder in pruning_runs:
         summary = json.loads((folder / "prune.json").read_text())
+        if abs(summary["test_mse_dense"] / dense["mse"] - 1) > 1e-4:
+            raise ValueError(f"{str(folder)!r} did not prune {str(run)!r}'s dense model: its dense test MSE is "
+                             f"{summary['test_mse_dense']:.6g}, the run's {dense['mse']:.6g}")
         if summary["method"] == "finetune" and summary["sparsity"] == 0:
             control = (folder, summary)
             continue
@@ -103,11 +125,14 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     if control is not None:
         folder, summary = control
         st = summary["stages"][-1]
+        it = next(iter(kinds["iterative"].values()), None)
+        total = None if it is None else len(it[1]["stages"]) * it[1]["ft_epochs"]
         row("dense baseline of the pruning study: test MSE", REFERENCE["pruning_baseline_test_mse"],
             st["test_mse_finetuned_ref"], bec_jax_masked=st["test_mse_finetuned"],
             note=f"reference: its dense model after 10 epochs; bec_jax ({folder}): the dense model trained "
-                 f"{summary['ft_epochs']} more epochs at lr {summary['ft_lr']:g}, as many as the iterative "
-                 "schedule's fine-tuning, so pruned and dense have trained equally long")
+                 f"{summary['ft_epochs']} more epochs at lr {summary['ft_lr']:g}" +
+                 ("" if total is None else ", as many as the iterative schedule's fine-tuning"
+                  if total == summary["ft_epochs"] else f"; the iterative schedule fine-tunes {total}"))
     base = None if control is None else control[1]["stages"][-1]["test_mse_finetuned_ref"]
 
     def vs_base(mse_ref):

@@ -29,7 +29,10 @@ def cmd_prune(args) -> int:
     c = config_from_flags(_prune_base(), args, exclude=_NOT_PRUNE)
     pcfg = c.prune_config()
     out = out_dir(args.out)
-    check_replaceable(out / "model", args.overwrite)  # before the work, not after it
+    # saved stages and no prune.json: a run stopped after its last stage, perhaps after saving its model
+    interrupted = any((out / "stages").glob("stage_*")) and not (out / "prune.json").is_file()
+    replace = args.overwrite or interrupted
+    check_replaceable(out / "model", replace)  # before the work, not after it
     if args.overwrite:
         clear_stages(out / "stages")
     setup = load_setup(args.run, args.data)
@@ -41,7 +44,7 @@ def cmd_prune(args) -> int:
         on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True),
         resume_dir=out / "stages")  # a rerun after a kill continues after the last finished stage
     report = sparsity_report(nnx_params(model), include_bn_scale=c.include_bn_scale)
-    sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=args.overwrite,
+    sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=replace,
                            extra=dict(kind="pruned", sparsity=c.sparsity, method=c.method))
     final = test_mse(load_quantized(out / "model", setup.model_config)[0], setup.test)  # the model as reloaded
     summary = dict(run=str(args.run), method=c.method, sparsity=c.sparsity, stages=log,

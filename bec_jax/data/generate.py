@@ -216,15 +216,19 @@ def check_batch_memory(config: GenerateConfig, available: int | None = None) -> 
                          f"batch size of at most {fit} (--batch-size; the states do not depend on it)")
 
 
-def sample_keys(seed: int, sample_ids):
-    """The solver keys (B,) of samples ``sample_ids`` (B,) of a dataset generated with ``seed``:
-    ``fold_in(key(seed), id)``, one per sample, so a state does not depend on its batch."""
+def sample_keys(seed: int, index):
+    """The solver keys (B,) of the samples at positions ``index`` (B,) (0-based, in [0, n_samples)) of a
+    dataset generated with ``seed``: ``fold_in(key(seed), i)``, one per sample, so a state does not
+    depend on its batch."""
+    index = np.asarray(index)
+    if index.size and (index.min() < 0 or index.max() >= 2**32):
+        raise ValueError(f"sample indices must be in [0, 2**32), got {index.min()}..{index.max()}")
     base = jax.random.key(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(sample_ids, jnp.uint32))
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(index, jnp.uint32))
 
 
-def _solve_batch(config: GenerateConfig, g, omega, sample_ids):
-    res = ground_state(config.grid, g, omega, key=sample_keys(config.seed, sample_ids), n_starts=config.n_starts,
+def _solve_batch(config: GenerateConfig, g, omega, index):
+    res = ground_state(config.grid, g, omega, key=sample_keys(config.seed, index), n_starts=config.n_starts,
                        method=config.solver)
     return jax.device_get(res)
 

@@ -114,3 +114,25 @@ def nnx_params(model):
     from flax import nnx
 
     return nnx.state(model, nnx.Param)
+
+
+@pytest.mark.slow
+def test_a_prune_stopped_after_saving_its_model_reruns(small_run, tmp_path, monkeypatch):
+    """A kill between the model's save and prune.json (while the reloaded model is evaluated) leaves the
+    saved stages and the model: the same command then finishes instead of refusing the model folder."""
+    import bec_jax.compress.quantization as quantization
+
+    run, _ = small_run
+    argv = ["prune", "--run", str(run), "--sparsity", "0.5", "--method", "prune", "--out", str(tmp_path / "p")]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(quantization, "load_quantized", killed)
+        assert main(argv) == 130
+    assert (tmp_path / "p" / "model").is_dir() and not (tmp_path / "p" / "prune.json").exists()
+    assert main(argv) == 0
+    rep = json.loads((tmp_path / "p" / "prune.json").read_text())
+    assert rep["test_mse"] > 0 and not (tmp_path / "p" / "stages").exists()
+    assert main(argv) == 2  # a finished run is not replaced without --overwrite

@@ -56,6 +56,7 @@ def test_single_process_needs_no_coordinator(monkeypatch):
 def test_a_broken_exchange_is_named_whatever_exception_carries_it(monkeypatch, capsys):
     import jax
 
+    import bec_jax.distributed as dist
     from bec_jax.cli import _report_error
     from bec_jax.distributed import ProcessLost, is_collective_failure
 
@@ -63,12 +64,20 @@ def test_a_broken_exchange_is_named_whatever_exception_carries_it(monkeypatch, c
     gloo = ValueError("UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:538] Read error "
                       "[127.0.0.1]:59312: Connection reset by peer")
     ours = ValueError("the number of CPU devices must be an integer in [1, 64], got 0")
-    assert not is_collective_failure(gloo)  # one process: nothing to exchange with
+    def unasked():
+        raise AssertionError("a user error outside a multi-process run must not start JAX's backend")
+
+    monkeypatch.setattr(jax, "process_count", unasked)
+    assert not is_collective_failure(gloo)  # no run joined: nothing to exchange with
+    assert _report_error("train", ours) == 2
+    monkeypatch.setattr(dist, "_initialized", True)
+    monkeypatch.setattr(jax, "process_count", lambda: 1)
+    assert not is_collective_failure(gloo)  # a run of one process
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     assert is_collective_failure(gloo) and not is_collective_failure(ours)
     assert not is_collective_failure(OSError("UNKNOWN: disk"))
     assert is_collective_failure(ProcessLost("process 0 of 2: another process did not reach 'x' within 600 s"))
     assert _report_error("train", gloo) == 1 and _report_error("train", ours) == 2
-    err = capsys.readouterr().err.splitlines()
+    err = capsys.readouterr().err.splitlines()[1:]
     assert err[0].startswith("bec-jax train: error: an exchange with the other processes failed")
     assert err[1] == f"bec-jax train: error: {ours}"

@@ -49,6 +49,11 @@ def test_several_seeds_of_an_optimizer_give_their_mean_and_range(tmp_path):
     adam = rows["validation loss at epoch 50, adam (mean of 3 seeds)"]
     assert adam["bec_jax"] == pytest.approx(v0 * 7 / 3)
     assert "seeds 0: " in adam["note"] and f"range {v0:.2e}–{4 * v0:.2e}" in adam["note"]
+    m["train_config"]["split_seed"] += 1  # another split: not comparable
+    (runs[1] / "metrics.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="split_seed 1 instead of 0"):
+        rc.compare(RUN, {"adam": runs})
+    m["train_config"]["split_seed"] -= 1
     m["model_config"]["depth"] -= 1  # a run of another model is no seed of this one
     (runs[1] / "metrics.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="another model_config"):
@@ -64,10 +69,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert e.value.code == 2 and "NAME=DIR" in capsys.readouterr().err
 
 
-def _prune_run(folder, method, sparsity, stages, ft_epochs=5):
+DENSE_MSE = json.loads((RUN / "report.json").read_text())["models"]["dense"]["mse"]
+
+
+def _prune_run(folder, method, sparsity, stages, ft_epochs=5, dense=DENSE_MSE):
     folder.mkdir()
     (folder / "prune.json").write_text(json.dumps(dict(method=method, sparsity=sparsity, stages=stages,
-                                                       ft_epochs=ft_epochs, ft_lr=5e-4)))
+                                                       ft_epochs=ft_epochs, ft_lr=5e-4, test_mse_dense=dense)))
     return folder
 
 
@@ -92,11 +100,15 @@ def test_pruning_runs_fill_the_rows_of_their_method_and_stages(tmp_path, capsys)
     rows = {r["quantity"]: r for r in rc.compare(RUN, {}, [iterative, oneshot, ft, base])["rows"]}
     b = rows["dense baseline of the pruning study: test MSE"]
     assert (b["reference"], b["bec_jax"], b["bec_jax_masked_mse"]) == (1.73e-3, 5e-4, 2e-3) and "30 more epochs" in b["note"]
+    assert "the iterative schedule fine-tunes 15" in b["note"]  # 3 stages × 5 epochs here, not 30
     only = rows["prune only (one shot) 99.9%, test MSE"]
     assert (only["reference"], only["bec_jax"], only["verdict"]) == (None, 0.1, None) and "200.00× the dense" in only["note"]
     assert rows["one shot + 5 fine-tuning epochs 99.0%, test MSE"]["bec_jax"] == 1e-3
     assert "1.00× the dense baseline" in rows["iterative pruning 99.0%, test MSE"]["note"]
     assert "prune only (one shot) 99.0%, test MSE" not in rows
+    other = _prune_run(tmp_path / "other", "prune", 0.99, [], dense=DENSE_MSE * 1.01)
+    with pytest.raises(ValueError, match="did not prune"):
+        rc.compare(RUN, {}, [other])
     with pytest.raises(SystemExit) as e:
         rc.main(["--run", str(RUN), "--pruning-run", str(tmp_path), "--out", str(tmp_path)])
     assert e.value.code == 2 and "no prune.json" in capsys.readouterr().err
