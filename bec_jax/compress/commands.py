@@ -42,7 +42,7 @@ def cmd_prune(args) -> int:
         setup, c.sparsity, c.method, ft_epochs=c.ft_epochs, learning_rate=lr,
         prune=pcfg, schedule=c.schedule, keep=c.keep, precise_bn=c.precise_bn,
         on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True),
-        resume_dir=out / "stages")  # a rerun after a kill continues after the last finished stage
+        resume_dir=out / "stages", progress=not args.no_progress)  # a rerun after a kill continues after the last finished stage
     report = sparsity_report(nnx_params(model), include_bn_scale=c.include_bn_scale)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=replace,
                            extra=dict(kind="pruned", sparsity=c.sparsity, method=c.method))
@@ -67,6 +67,8 @@ def nnx_params(model):
 
 
 def cmd_quantize(args) -> int:
+    from tqdm.auto import tqdm
+
     from bec_jax.compress.quantization import QuantConfig, load_quantized, quantize_model, save_quantized
     from bec_jax.compress.workflow import FineTuner, QuantizeConfig, load_setup, test_mse
 
@@ -90,8 +92,9 @@ def cmd_quantize(args) -> int:
         # keep existing zeros (a pruned model stays pruned during QAT)
         masks = jax.tree.map(lambda p: np.asarray(p) != 0, params)
         lr = c.qat_lr if c.qat_lr is not None else setup.train_config.learning_rate / 10
-        tuned = FineTuner(fq, setup.train, learning_rate=lr, config=setup.train_config).run(
-            fq, masks, c.qat_epochs).model
+        with tqdm(total=c.qat_epochs, desc="QAT", unit="epoch", dynamic_ncols=True, disable=args.no_progress) as bar:
+            tuned = FineTuner(fq, setup.train, learning_rate=lr, config=setup.train_config).run(
+                fq, masks, c.qat_epochs, on_epoch=lambda k, m: bar.update()).model
         model = _unwrap(tuned, model)
     sizes = save_quantized(out / "model", model, qcfg, sparse=c.sparse, overwrite=args.overwrite,
                            extra=dict(kind="quantized", scheme=c.scheme, qat_epochs=c.qat_epochs))
@@ -179,6 +182,7 @@ def _io_flags(parser, out: str, replaces: str) -> None:
     parser.add_argument("--data", default=None, help="dataset .h5 (default: the run's)")
     parser.add_argument("--out", default=out, help=f"output folder (default {out})")
     parser.add_argument("--overwrite", action="store_true", help=f"replace {replaces}")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def register(sub) -> None:
@@ -196,7 +200,6 @@ def register(sub) -> None:
                        description="Shrink a trained run's U-Net channel-wise, fine-tune, save, reload, evaluate and "
                                    "time it against the dense model. Every ShrinkConfig field is a flag.")
     _io_flags(s, "runs/shrink", "an existing OUT/model")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dataclass_flags(s, ShrinkConfig, title="structured pruning (ShrinkConfig)")
     s.set_defaults(func=cmd_shrink)
 

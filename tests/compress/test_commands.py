@@ -40,6 +40,8 @@ def test_prune_flags_are_the_compress_config_s(capsys):
     assert {"--" + f.replace("_", "-") for f in fields} <= options
     help_text = " ".join(sub.choices["prune"].format_help().split())
     assert "(default: iterative)" in help_text and "(default: 0.9)" in help_text
+    for name in ("prune", "shrink", "quantize"):  # long work shows a bar unless asked not to
+        assert "--no-progress" in {o for a in sub.choices[name]._actions for o in a.option_strings}
 
 
 @pytest.mark.slow
