@@ -46,7 +46,7 @@ prune() {
   local name=$1
   shift
   if [ ! -f "$RUNS/$name/prune.json" ]; then
-    "$BJ" prune --run "$RUNS/paper/train" --out "$RUNS/$name" "$@" ${PRUNE_ARGS:-} || exit $?
+    "$BJ" prune --run "$RUNS/paper/train" --out "$RUNS/$name" --no-progress "$@" ${PRUNE_ARGS:-} || exit $?
   fi
   compare
 }
