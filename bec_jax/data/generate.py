@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bec_jax
-from bec_jax.artifacts import CorruptArtifact, write_manifest
+from bec_jax.artifacts import CorruptArtifact, atomic_write_text, first_line, write_manifest
 from bec_jax.data.storage import FIELDS, SHARDS_KIND, atomic_write_h5, read_h5, shard_name, shards_dir
 from bec_jax.distributed import process_slice
 from bec_jax.gpe.groundstate import box_length, coarse_resolves, ground_state, solver_method
@@ -228,8 +228,15 @@ def sample_keys(seed: int, index):
 
 
 def _solve_batch(config: GenerateConfig, g, omega, index):
-    res = ground_state(config.grid, g, omega, key=sample_keys(config.seed, index), n_starts=config.n_starts,
-                       method=config.solver)
+    try:
+        res = ground_state(config.grid, g, omega, key=sample_keys(config.seed, index), n_starts=config.n_starts,
+                           method=config.solver)
+    except (jax.errors.JaxRuntimeError, ValueError) as e:  # an accelerator's out-of-memory (a CPU's: checked before)
+        if "RESOURCE_EXHAUSTED" not in str(e):  # a ValueError where jit's dispatch raised it
+            raise
+        raise ValueError(f"a batch of {config.batch_size} states ({config.n_starts} starts each, {config.n}² grid) "
+                         f"does not fit in the memory of {jax.devices()[0].device_kind}; use a smaller batch size "
+                         f"(--batch-size; the states do not depend on it): {first_line(e, 200)}") from None
     return jax.device_get(res)
 
 
@@ -281,9 +288,6 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
     done = {b for b in range(n_batches) if _intact(part / f"batch_{b:06d}.h5")}
     if len(done) < n_batches:
         check_batch_memory(config)  # before anything is written: a smaller batch is another config
-    part.mkdir(parents=True, exist_ok=True)
-    if not cfg_file.exists():
-        cfg_file.write_text(stored)
 
     bar = tqdm(total=N, initial=sum(min(B, N - b * B) for b in done), unit="state", desc="generate",
                disable=not progress, dynamic_ncols=True)
@@ -301,6 +305,9 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
                       residual=res.residual, vortices=res.vortices, steps=res.steps, group=group[sel], seed=seeds[sel],
                       converged=res.converged, touches_edge=res.touches_edge)
         arrays = {k: np.asarray(v)[: hi - lo] for k, v in arrays.items()}
+        if not cfg_file.exists():  # with the first batch: a batch that never fitted leaves nothing behind
+            part.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(cfg_file, stored)
         atomic_write_h5(part / f"batch_{b:06d}.h5", arrays, dict(batch=b))
         computed += 1
         bar.update(hi - lo)

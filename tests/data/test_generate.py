@@ -159,3 +159,23 @@ def test_a_batch_larger_than_the_memory_is_refused_before_anything_is_written(tm
     with pytest.raises(ValueError, match="--batch-size"):
         bd.generate(TINY, tmp_path / "d.h5", progress=False)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kind", ["JaxRuntimeError", "ValueError"])
+def test_an_accelerator_out_of_memory_names_the_batch_and_leaves_nothing(tmp_path, monkeypatch, kind):
+    """A GPU batch too large fails inside XLA (RESOURCE_EXHAUSTED, raised by a fetch or by jit's dispatch):
+    one line naming the batch, and no partial folder, so the same command with a smaller batch runs."""
+    import jax
+
+    gen = importlib.import_module("bec_jax.data.generate")
+    error = getattr(jax.errors, kind, ValueError)
+
+    def oom(*args, **kwargs):
+        raise error("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 43.17GiB")
+
+    with monkeypatch.context() as m:
+        m.setattr(gen, "ground_state", oom)
+        with pytest.raises(ValueError, match=r"a batch of 4 states .* does not fit .* smaller batch size"):
+            bd.generate(dataclasses.replace(TINY, batch_size=4), tmp_path / "d.h5", progress=False)
+    assert not any(tmp_path.iterdir())
+    assert bd.generate(TINY, tmp_path / "d.h5", progress=False)["status"] == "complete"
