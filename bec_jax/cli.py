@@ -185,5 +185,6 @@ def _report_error(command: str, e: Exception) -> int:
     traceback.print_exception(e)
     return 1
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -255,8 +255,8 @@ def is_collective_failure(e: BaseException) -> bool:
 
     if jax.process_count() == 1:
         return False
-    if type(e).__name__ == "JaxRuntimeError":
-        return True
+    if type(e).__name__ == "JaxRuntimeError":  # any runtime failure but running out of memory
+        return not str(e).lstrip().startswith("RESOURCE_EXHAUSTED:")
     return isinstance(e, ValueError) and str(e).lstrip().startswith(_BROKEN_EXCHANGE)
 
 

@@ -76,6 +76,8 @@ def test_a_broken_exchange_is_named_whatever_exception_carries_it(monkeypatch, c
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     assert is_collective_failure(gloo) and not is_collective_failure(ours)
     assert not is_collective_failure(OSError("UNKNOWN: disk"))
+    assert not is_collective_failure(jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory"))
+    assert is_collective_failure(jax.errors.JaxRuntimeError("INTERNAL: Gloo all-reduce failed"))
     assert is_collective_failure(ProcessLost("process 0 of 2: another process did not reach 'x' within 600 s"))
     assert _report_error("train", gloo) == 1 and _report_error("train", ours) == 2
     err = capsys.readouterr().err.splitlines()[1:]
