@@ -47,8 +47,8 @@ from bec_jax.gpe.groundstate import box_length, coarse_resolves, ground_state, s
 from bec_jax.gpe.grid import Grid
 from bec_jax.gpe.splitstep import check_parameters
 
-__all__ = ["GenerateConfig", "PRESETS", "sample_parameters", "sample_keys", "generate", "generate_sharded", "write_shard_manifest",
-           "DatasetConflict"]
+__all__ = ["GenerateConfig", "PRESETS", "sample_parameters", "sample_keys", "generate", "generate_sharded",
+           "write_shard_manifest", "DatasetConflict"]
 
 
 class DatasetConflict(ValueError):
@@ -228,16 +228,15 @@ def sample_keys(seed: int, index):
 
 
 def _solve_batch(config: GenerateConfig, g, omega, index):
-    try:
-        res = ground_state(config.grid, g, omega, key=sample_keys(config.seed, index), n_starts=config.n_starts,
-                           method=config.solver)
+    try:  # the fetch too: an asynchronous run reports its failure there
+        return jax.device_get(ground_state(config.grid, g, omega, key=sample_keys(config.seed, index),
+                                           n_starts=config.n_starts, method=config.solver))
     except (jax.errors.JaxRuntimeError, ValueError) as e:  # an accelerator's out-of-memory (a CPU's: checked before)
         if "RESOURCE_EXHAUSTED" not in str(e):  # a ValueError where jit's dispatch raised it
             raise
         raise ValueError(f"a batch of {config.batch_size} states ({config.n_starts} starts each, {config.n}² grid) "
                          f"does not fit in the memory of {jax.devices()[0].device_kind}; use a smaller batch size "
                          f"(--batch-size; the states do not depend on it): {first_line(e, 200)}") from None
-    return jax.device_get(res)
 
 
 def _solver_attrs(config: GenerateConfig) -> str:
