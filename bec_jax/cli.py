@@ -173,6 +173,10 @@ def _report_error(command: str, e: Exception) -> int:
         print(f"bec-jax {command}: error: an exchange with the other processes failed, most likely because "
               f"another process stopped: {first_line(e, 500)}", file=sys.stderr)
         return 1
+    if str(e).lstrip().startswith("RESOURCE_EXHAUSTED:"):  # XLA out of (device) memory: the settings ask too much
+        print(f"bec-jax {command}: error: out of memory; use a smaller batch size or grid "
+              f"({first_line(e, 300)})", file=sys.stderr)
+        return 2
     if isinstance(e, ValueError):  # UsageError, CorruptArtifact, OutputLocked, config and data errors
         print(f"bec-jax {command}: error: {first_line(e, 1000)}", file=sys.stderr)
         return 2

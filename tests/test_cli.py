@@ -104,3 +104,14 @@ def test_flags_are_generated_from_config_dataclasses(capsys):
             assert " ".join(docs[f.name].split()[:4]) in text, (command, f.name)  # its description, from the docstring
         if command == "train":
             assert "--learning-rate FLOAT, --lr FLOAT" in text and "(default: 0.001)" in text
+
+
+def test_out_of_memory_is_one_line_naming_the_remedy(capsys):
+    import jax
+
+    from bec_jax.cli import _report_error
+
+    for error in (jax.errors.JaxRuntimeError, ValueError):  # raised by a fetch, or by jit's dispatch
+        assert _report_error("train", error("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB")) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "out of memory; use a smaller batch size" in err and "9.1GiB" in err
