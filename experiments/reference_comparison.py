@@ -72,11 +72,13 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     """The comparison rows of the paper-preset run ``run`` (see module doc).
 
     optimizer_runs: ``bec-jax train`` runs per optimizer on the same data (one per seed; the run's own
-    training is Adam's first); ValueError if one trained another model or on other data or splits. pruning_runs: ``bec-jax prune`` outputs from ``run``'s dense model (their
+    training is Adam's first). pruning_runs: ``bec-jax prune`` outputs from ``run``'s dense model (their
     prune.json), sorted by what they are: "iterative" (the reference's schedule), "prune" (one shot, no
     fine-tuning), "finetune" (one shot + fine-tuning) and "finetune" at sparsity 0 (the dense model trained
     as many more epochs at the fine-tuning rate: the baseline pruned models are compared with).
     reference_int8: a ``bec-jax quantize --scheme reference_per_tensor`` output of the same run (quantize.json).
+    ValueError for an optimizer run of another model, data, split or setting (``_check_same_setting``), or a
+    pruning run whose dense test MSE is not the run's.
     """
     report = json.loads((run / "report.json").read_text())
     metrics = _metrics(run)
