@@ -170,14 +170,17 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         change = None if m is None else m["mse_ref"] / dense["mse_ref"] - 1
         note = ("bec_jax's per-tensor scheme is symmetric per conv; the reference's is one asymmetric scale over all "
                 "convs" if scheme == "per_tensor" else "")
-        row(f"int8 {scheme.replace('_', '-')}: test MSE change", ref, change, note=note)
+        row(f"int8 {scheme.replace('_', '-')}: test MSE change", ref, change,
+            note=note if change is None else _int8_note(note, ref, change, dense["mse_ref"]))
         if m is not None:
             row(f"int8 {scheme.replace('_', '-')}: size on disk (MiB)", REFERENCE["int8_mib"], m["bytes_on_disk"] / MIB)
     if reference_int8 is not None:
         q = json.loads((reference_int8 / "quantize.json").read_text())
         # a ratio of MSEs on one test split is the same in both conventions (valid pixels / pixels cancels)
-        row("int8 per-tensor, the reference's scheme: test MSE change", REFERENCE["int8_mse_change"]["per_tensor"],
-            q["mse_change"], note="one asymmetric scale over all convs (bec-jax quantize --scheme reference_per_tensor)")
+        ref = REFERENCE["int8_mse_change"]["per_tensor"]
+        row("int8 per-tensor, the reference's scheme: test MSE change", ref, q["mse_change"],
+            note=_int8_note("one asymmetric scale over all convs (bec-jax quantize --scheme reference_per_tensor)",
+                            ref, q["mse_change"], dense["mse_ref"]))
         row("int8 per-tensor, the reference's scheme: size on disk (MiB)", REFERENCE["int8_mib"],
             q["bytes_on_disk"] / MIB)
     if "pruned_int8_per_channel" in models:
@@ -193,6 +196,19 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         vortex_count_accuracy=ev["vortex_count_accuracy"],
         stage_seconds=report["stage_seconds"], total_seconds=sum(report["stage_seconds"].values()),
         reference=REFERENCE, rows=rows)
+
+
+def _int8_note(note: str, ref_change: float, change: float, dense_mse_ref: float) -> str:
+    """``note`` with the int8 model's test MSE and what int8 adds to it, beside the reference's (its relative
+    change applied to its dense test MSE): a relative change of a smaller dense MSE can be larger although
+    int8 adds less error."""
+    ref_dense = REFERENCE["test_mse_adam"]
+    absolute = (f"int8 model {dense_mse_ref * (1 + change):.3e} (the reference's {ref_dense * (1 + ref_change):.3e}); "
+                f"int8 adds {dense_mse_ref * change:.1e} (the reference's {ref_dense * ref_change:.1e})")
+    if change > ref_change:
+        absolute = "worse in relative terms only: " + absolute if change * dense_mse_ref <= ref_change * ref_dense \
+            else "worse: " + absolute
+    return "; ".join(x for x in (note, absolute) if x)
 
 
 def _fmt(v) -> str:

@@ -122,3 +122,14 @@ def test_the_reference_int8_scheme_gets_its_own_rows(tmp_path):
     change = rows["int8 per-tensor, the reference's scheme: test MSE change"]
     assert (change["reference"], change["bec_jax"], change["verdict"]) == (0.335, 0.25, "matches or beats")
     assert rows["int8 per-tensor, the reference's scheme: size on disk (MiB)"]["bec_jax"] == 16.0
+
+
+def test_an_int8_row_worse_in_relative_terms_says_what_int8_adds():
+    """The relative change of a smaller dense MSE can exceed the reference's although int8 adds less error:
+    the note gives both absolute figures and says which kind of worse it is."""
+    ref = rc.REFERENCE["test_mse_adam"]
+    note = rc._int8_note("", 0.010, 0.012, ref / 6)
+    assert note.startswith("worse in relative terms only: ")
+    assert f"int8 adds {ref / 6 * 0.012:.1e} (the reference's {ref * 0.010:.1e})" in note
+    assert rc._int8_note("", 0.010, 0.012, ref).startswith("worse: ")
+    assert rc._int8_note("scheme", 0.335, 0.25, ref).startswith("scheme; int8 model ")
