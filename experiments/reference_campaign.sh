@@ -14,13 +14,16 @@
 # 5. AdamW and SGD at seed 0 (the optimizer study's first row);
 # 6. the dense baseline of the pruning study: the dense model trained 30 more epochs at lr 5e-4 (the iterative
 #    schedule's fine-tuning), so pruned and dense models have trained equally long;
-# 7. seeds 1 and 2 of Adam, AdamW and SGD;
+# 7. bec_jax's recipe to 99.9 % (docs/compression.md): an 11-stage gradual schedule, 5 fine-tuning epochs per
+#    stage at the training rate and 75 in the last, BatchNorm scales of pruned channels reclaimed, precise
+#    BatchNorm statistics, the best epoch of each stage kept;
+# 8. seeds 1 and 2 of Adam, AdamW and SGD;
 # after each step, experiments/reference_comparison.py over whatever has finished (into
 # RUNS/reference_comparison; copy it to experiments/results/reference_comparison when it is worth committing).
 # GEN_BATCH: states per generation batch (default 24). PIPELINE_ARGS / PRUNE_ARGS / TRAIN_ARGS: extra flags of
 # each command, and EPOCHS (default 50): a dry run at toy
 # sizes, e.g. PIPELINE_ARGS="--data-n 32 --data-n-groups 8 --model-depth 2 --train-epochs 1 --compress-ft-epochs 1"
-# PRUNE_ARGS="--ft-epochs 1" TRAIN_ARGS="--model-depth 2" EPOCHS=1.
+# PRUNE_ARGS="--ft-epochs 1 --last-ft-epochs 1" TRAIN_ARGS="--model-depth 2" EPOCHS=1.
 set -u
 RUNS=${RUNS:-runs/reference}
 BJ=${BEC_JAX:-.venv/bin/bec-jax}
@@ -91,7 +94,11 @@ train sgd 0
 step "6. the dense baseline of the pruning study"
 prune prune_dense_baseline --sparsity 0 --method finetune --ft-epochs 30 --ft-lr 5e-4 --keep last
 
-step "7. optimizer study, seeds 1 and 2"
+step "7. bec_jax's pruning recipe"
+prune prune_recipe --sparsity 0.999 --method iterative --schedule 0.8,0.9,0.95,0.97,0.98,0.99,0.993,0.995,0.997,0.998 \
+  --ft-epochs 5 --last-ft-epochs 75 --ft-lr 1e-3 --reclaim-dead-scales --precise-bn --keep best
+
+step "8. optimizer study, seeds 1 and 2"
 for seed in 1 2; do
   for opt in adam adamw sgd; do
     train "$opt" "$seed"

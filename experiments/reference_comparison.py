@@ -3,7 +3,7 @@
 Reads a ``bec-jax pipeline --preset paper`` run (its report.json and train/metrics.json, or the copies
 that benchmarks/gpu_check.sh brings back) and, optionally, ``bec-jax train`` runs of each optimizer and
 seed on the same data (their metrics.json), ``bec-jax prune`` runs from its dense model (the reference's
-three schedules and a dense baseline; their prune.json) and a ``bec-jax quantize`` run of the reference's
+three schedules, a dense baseline and bec_jax's recipes; their prune.json) and a ``bec-jax quantize`` run of the reference's
 int8 scheme, and writes one table (markdown + JSON). A run made from another model, data, split or
 training setting is refused. Every row gives the
 reference's value and bec_jax's, in the reference's loss convention (mean of (out − target)² · valid
@@ -36,6 +36,32 @@ REFERENCE = dict(
     fp32_mib=66.16, int8_mib=16.65,
     int8_mse_change=dict(per_tensor=0.335, per_channel=0.181, mixed=0.010),
 )
+# the reference's iterative schedule: its stages, 5 fine-tuning epochs each at lr 5e-4, global L1 magnitude
+REFERENCE_SCHEDULE = dict(stages=(0.8, 0.9, 0.97, 0.99, 0.995, 0.999), ft_epochs=5, ft_lr=5e-4)
+
+
+def _is_reference_schedule(summary: dict) -> bool:
+    """Whether an iterative ``bec-jax prune`` run (its prune.json) follows the reference's schedule (or a
+    stretch of it); any other iterative run is one of bec_jax's recipes."""
+    pc = summary.get("prune_config", {})
+    return (all(st["sparsity"] in REFERENCE_SCHEDULE["stages"] for st in summary["stages"])
+            and summary["ft_epochs"] == REFERENCE_SCHEDULE["ft_epochs"]
+            and summary.get("last_ft_epochs") in (None, REFERENCE_SCHEDULE["ft_epochs"])
+            and summary["ft_lr"] == REFERENCE_SCHEDULE["ft_lr"]
+            and pc.get("distribution", "global") == "global" and not pc.get("reclaim_dead_scales", False))
+
+
+def _recipe(summary: dict) -> str:
+    """One line naming a pruning run's settings."""
+    pc, n = summary.get("prune_config", {}), len(summary["stages"])
+    last = summary.get("last_ft_epochs") or summary["ft_epochs"]
+    total = summary["ft_epochs"] * (n - 1) + last
+    return (f"{n} stages, {summary['ft_epochs']} fine-tuning epochs each" +
+            (f" and {last} in the last" if last != summary["ft_epochs"] else "") +
+            f" ({total} in all), lr {summary['ft_lr']:g}, {pc.get('distribution', 'global')} magnitude" +
+            (" + reclaimed BatchNorm scales" if pc.get("reclaim_dead_scales") else "") +
+            (", precise BatchNorm statistics" if summary.get("precise_bn") else "") +
+            f", {summary.get('keep', 'best')} epoch kept")
 
 
 def _metrics(folder: Path) -> dict:
@@ -113,6 +139,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
             "seeds " + ", ".join(f"{s}: {v:.2e}" for s, v in zip(seeds, vals)) + f"; range {min(vals):.2e}–{max(vals):.2e}")
     pr = report["pruning"]
     kinds = {"iterative": {}, "prune": {}, "finetune": {}}
+    recipes = []  # iterative runs of other settings than the reference's
     control = None
     for folder in pruning_runs:
         summary = json.loads((folder / "prune.json").read_text())
@@ -121,6 +148,9 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
                              f"{summary['test_mse_dense']:.6g}, the run's {dense['mse']:.6g}")
         if summary["method"] == "finetune" and summary["sparsity"] == 0:
             control = (folder, summary)
+            continue
+        if summary["method"] == "iterative" and not _is_reference_schedule(summary):
+            recipes.append((folder, summary))
             continue
         for st in summary["stages"]:
             kinds[summary["method"]][f"{st['sparsity']:g}"] = (folder, summary, st)
@@ -163,6 +193,13 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         row(f"iterative pruning {float(s):.1%}, test MSE", ref, None,
             note=f"not run yet: this run prunes to {pr['achieved_sparsity']:.1%} "
                  f"(test MSE {models['pruned']['mse_ref']:.2e}, {models['pruned']['mse_ratio_vs_dense']:.2f}× dense)")
+    for folder, summary in recipes:
+        for s, ref in REFERENCE["pruning_test_mse"].items():
+            st = next((st for st in summary["stages"] if f"{st['sparsity']:g}" == f"{float(s):g}"), None)
+            if st is not None:
+                row(f"bec_jax's recipe {float(s):.1%}, test MSE", ref, st["test_mse_finetuned_ref"],
+                    bec_jax_masked=st["test_mse_finetuned"],
+                    note=f"{folder}: {_recipe(summary)}" + vs_base(st["test_mse_finetuned_ref"]))
     row("fp32 model on disk (MiB)", REFERENCE["fp32_mib"], dense["bytes_on_disk"] / MIB,
         note="orbax checkpoint of the parameters and BatchNorm statistics")
     for scheme, ref in REFERENCE["int8_mse_change"].items():

@@ -39,7 +39,7 @@ def cmd_prune(args) -> int:
     lr = c.ft_lr if c.ft_lr is not None else setup.train_config.learning_rate / 10
     dense = test_mse(setup.model, setup.test)
     model, _, log = prune_and_finetune(
-        setup, c.sparsity, c.method, ft_epochs=c.ft_epochs, learning_rate=lr,
+        setup, c.sparsity, c.method, ft_epochs=c.ft_epochs, last_ft_epochs=c.last_ft_epochs, learning_rate=lr,
         prune=pcfg, schedule=c.schedule, keep=c.keep, precise_bn=c.precise_bn,
         on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True),
         resume_dir=out / "stages",  # a rerun after a kill continues after the last finished stage
@@ -49,7 +49,7 @@ def cmd_prune(args) -> int:
                            extra=dict(kind="pruned", sparsity=c.sparsity, method=c.method))
     final = test_mse(load_quantized(out / "model", setup.model_config)[0], setup.test)  # the model as reloaded
     summary = dict(run=str(args.run), method=c.method, sparsity=c.sparsity, stages=log,
-                   ft_epochs=c.ft_epochs, keep=c.keep, ft_lr=lr, precise_bn=c.precise_bn, schedule=c.schedule,
+                   ft_epochs=c.ft_epochs, last_ft_epochs=c.last_ft_epochs, keep=c.keep, ft_lr=lr, precise_bn=c.precise_bn, schedule=c.schedule,
                    prune_config=dataclasses.asdict(pcfg),
                    test_mse_dense=dense["mse"], test_mse_dense_ref=dense["mse_ref"], test_mse=final["mse"],
                    test_mse_ref=final["mse_ref"], ratio_to_dense=final["mse"] / dense["mse"],

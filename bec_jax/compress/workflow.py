@@ -58,7 +58,9 @@ class CompressConfig:
       (the reference's 80, 90, 97, 99, 99.5, 99.9 %).
     precise_bn: recompute the BatchNorm statistics over the training set after every
       fine-tuning epoch (steadier eval-mode outputs at extreme sparsity).
-    ft_epochs: fine-tuning epochs per stage. ft_lr: fine-tuning learning rate
+    ft_epochs: fine-tuning epochs per stage. last_ft_epochs: fine-tuning epochs
+      of the last stage (None: ft_epochs); at extreme sparsity a long last stage
+      recovers most (experiments/results/pruning_variants). ft_lr: fine-tuning learning rate
       (None: the training learning rate / 10).
     keep: the fine-tuning epoch each stage keeps: "best" (lowest validation
       MSE, as training keeps its best epoch) or "last".
@@ -72,6 +74,7 @@ class CompressConfig:
     schedule: tuple[float, ...] = DEFAULT_SCHEDULE
     precise_bn: bool = False
     ft_epochs: int = 3
+    last_ft_epochs: int | None = None
     ft_lr: float | None = None
     keep: str = "best"
     include_bn_scale: bool = True
@@ -93,6 +96,9 @@ class CompressConfig:
             raise ValueError(f"compress.method must be one of {METHODS}, got {self.method!r}")
         if self.ft_epochs < (0 if self.method == "prune" else 1):
             raise ValueError(f"compress.ft_epochs must be >= 1 for method {self.method!r}, got {self.ft_epochs}")
+        if self.last_ft_epochs is not None and self.last_ft_epochs < (0 if self.method == "prune" else 1):
+            raise ValueError(f"compress.last_ft_epochs must be >= 1 for method {self.method!r}, "
+                             f"got {self.last_ft_epochs}")
         try:
             self.prune_config()
         except ValueError as e:
@@ -242,14 +248,15 @@ def prune_once(model: UNet, config: PruneConfig, previous=None):
 
 
 def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", *, ft_epochs: int = 1,
-                       learning_rate: float | None = None, prune: PruneConfig = PruneConfig(),
+                       last_ft_epochs: int | None = None, learning_rate: float | None = None, prune: PruneConfig = PruneConfig(),
                        schedule=DEFAULT_SCHEDULE, keep: str = "best", precise_bn: bool = False, on_stage=None,
                        progress: bool = False, resume_dir=None):
     """Prune ``setup.model`` to ``sparsity`` by ``method`` (one of METHODS).
 
     "prune": one shot; "finetune": one shot + ``ft_epochs`` of masked
     fine-tuning; "iterative": the ``schedule`` steps below ``sparsity``, then
-    ``sparsity``, fine-tuning after each. learning_rate: fine-tuning rate
+    ``sparsity``, fine-tuning after each (``ft_epochs`` epochs; ``last_ft_epochs``
+    in the last stage, None: ft_epochs). learning_rate: fine-tuning rate
     (default: the run's / 10). prune: which weights take part and how
     (its sparsity is replaced by each stage's). keep (one of KEEP): each
     fine-tuning stage ends with its epoch of lowest validation MSE ("best",
@@ -270,8 +277,9 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method != "prune" and ft_epochs < 1:
-        raise ValueError(f"ft_epochs must be >= 1 for method {method!r}, got {ft_epochs}")
+    last = ft_epochs if last_ft_epochs is None else last_ft_epochs
+    if method != "prune" and min(ft_epochs, last) < 1:
+        raise ValueError(f"ft_epochs and last_ft_epochs must be >= 1 for method {method!r}, got {ft_epochs}, {last}")
     if keep not in KEEP:
         raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
     dataclasses.replace(prune, sparsity=sparsity)  # bad settings fail before any work
@@ -279,25 +287,28 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
     lr = learning_rate if learning_rate is not None else setup.train_config.learning_rate / 10
     tuner = (FineTuner(setup.model, setup.train, learning_rate=lr, config=setup.train_config,
                        precise_bn=precise_bn) if method != "prune" else None)
-    bar = tqdm(total=len(stages) * (ft_epochs if tuner else 1), desc="prune", unit="epoch" if tuner else "stage",
-               disable=not progress, dynamic_ncols=True)
+    epochs = [ft_epochs] * (len(stages) - 1) + [last] if tuner else [1] * len(stages)  # bar units per stage
+    bar = tqdm(total=sum(epochs), desc="prune", unit="epoch" if tuner else "stage", disable=not progress,
+               dynamic_ncols=True)
     model, masks, rows = setup.model, None, []
     settings = dict(stages=list(stages), method=method, ft_epochs=ft_epochs, learning_rate=lr,
                     prune=dataclasses.asdict(dataclasses.replace(prune, sparsity=sparsity)), keep=keep,
                     precise_bn=precise_bn, model=_fingerprint(setup.model))
+    if last != ft_epochs:  # only then: stages saved before the setting existed still resume
+        settings["last_ft_epochs"] = last
     if resume_dir is not None:
         model, rows = _resume_stages(Path(resume_dir), settings, setup)
         if rows:
             masks = masks_of(nnx.state(model, nnx.Param), prune.include_bn_scale or prune.reclaim_dead_scales)
             if tuner is not None:
-                tuner.epoch_counter = len(rows) * ft_epochs  # the batch order the finished stages used
-            bar.update(len(rows) * (ft_epochs if tuner else 1))
+                tuner.epoch_counter = sum(epochs[:len(rows)])  # the batch order the finished stages used
+            bar.update(sum(epochs[:len(rows)]))
     for i, s in enumerate(stages[len(rows):], start=len(rows)):
         model, masks = prune_once(model, dataclasses.replace(prune, sparsity=s), masks)
         m = test_mse(model, setup.test)
         row = dict(sparsity=s, test_mse_pruned=m["mse"], test_mse_pruned_ref=m["mse_ref"])
         if tuner is not None:
-            r = tuner.run(model, masks, ft_epochs, on_epoch=lambda k, m: bar.update(),
+            r = tuner.run(model, masks, epochs[i], on_epoch=lambda k, m: bar.update(),
                           select=setup.val if keep == "best" else None)
             model = r.model
             m = test_mse(model, setup.test)

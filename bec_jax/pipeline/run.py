@@ -205,6 +205,7 @@ def _stage_prune(ctx: _Context) -> dict:
     # every finished stage of an iterative schedule is kept until the stage is done: a kill loses one stage
     progress_dir = ctx.out / "pruning_stages"
     model, _, rows = prune_and_finetune(ctx.setup(), c.sparsity, c.method, ft_epochs=c.ft_epochs,
+                                        last_ft_epochs=c.last_ft_epochs,
                                         learning_rate=ctx.config.ft_lr, prune=c.prune_config(), keep=c.keep,
                                         schedule=c.schedule, precise_bn=c.precise_bn, progress=ctx.progress,
                                         resume_dir=progress_dir)
@@ -214,8 +215,7 @@ def _stage_prune(ctx: _Context) -> dict:
     clear_stages(progress_dir)
     achieved = sparsity_report(nnx.state(model, nnx.Param), c.include_bn_scale)["total"]["sparsity"]
     return dict(method=c.method, target_sparsity=c.sparsity, achieved_sparsity=achieved, sizes=sizes,
-                ft_epochs=c.ft_epochs,
-                ft_lr=ctx.config.ft_lr, keep=c.keep,
+                ft_epochs=c.ft_epochs, last_ft_epochs=c.last_ft_epochs, ft_lr=ctx.config.ft_lr, keep=c.keep,
                 stages=[{k: v for k, v in r.items() if k != "train_losses"} for r in rows])
 
 

@@ -14,6 +14,8 @@ def test_bad_input_is_a_clear_error(capsys, tmp_path):
     assert "no training run" in capsys.readouterr().err
     assert main(["prune", "--distribution", "layerwise", "--out", str(tmp_path / "o")]) == 2
     assert "'layerwise'" in capsys.readouterr().err
+    assert main(["prune", "--last-ft-epochs", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "last_ft_epochs must be >= 1 for method 'iterative', got 0" in capsys.readouterr().err
     for keep in ("0", "1.5"):
         assert main(["shrink", "--keep", keep]) == 2
         assert "keep must be in (0, 1]" in capsys.readouterr().err
@@ -63,9 +65,11 @@ def test_shrink_end_to_end(small_run, tmp_path):
 def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     run, data = small_run
     assert main(["prune", "--run", str(run), "--sparsity", "0.9", "--method", "iterative", "--schedule", "0.5",
-                 "--ft-epochs", "1", "--reclaim-dead-scales", "--precise-bn", "--out", str(tmp_path / "p")]) == 0
+                 "--ft-epochs", "1", "--last-ft-epochs", "2", "--reclaim-dead-scales", "--precise-bn",
+                 "--out", str(tmp_path / "p")]) == 0
     rep = json.loads((tmp_path / "p" / "prune.json").read_text())
-    assert rep["precise_bn"]
+    assert rep["precise_bn"] and rep["last_ft_epochs"] == 2
+    assert [len(s["val_mse"]) for s in rep["stages"]] == [1, 2]
     assert rep["prune_config"]["reclaim_dead_scales"] and rep["prune_config"]["distribution"] == "global"
     assert rep["sparsity_table"]["total"]["sparsity"] == pytest.approx(0.9, abs=1e-3)
     assert [s["sparsity"] for s in rep["stages"]] == [0.5, 0.9]

@@ -136,8 +136,9 @@ def test_an_interrupted_iterative_schedule_resumes_after_its_last_stage(small_ru
 
     run, data = small_run
     setup = load_setup(run, data)
-    kw = dict(ft_epochs=1, learning_rate=1e-3, schedule=(0.5,), keep="last")
+    kw = dict(ft_epochs=1, last_ft_epochs=2, learning_rate=1e-3, schedule=(0.5,), keep="last")
     whole_model, whole_masks, whole = prune_and_finetune(setup, 0.8, "iterative", **kw)
+    assert [len(r["train_losses"]) for r in whole] == [1, 2]  # the last stage fine-tunes longer
 
     class Killed(Exception):
         pass
@@ -169,5 +170,7 @@ def test_an_interrupted_iterative_schedule_resumes_after_its_last_stage(small_ru
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
     with pytest.raises(ValueError, match="another pruning run.*ft_epochs"):
         prune_and_finetune(setup, 0.8, "iterative", resume_dir=folder, **dict(kw, ft_epochs=2))
+    with pytest.raises(ValueError, match="another pruning run.*last_ft_epochs"):
+        prune_and_finetune(setup, 0.8, "iterative", resume_dir=folder, **dict(kw, last_ft_epochs=3))
     clear_stages(folder)
     assert not folder.exists()

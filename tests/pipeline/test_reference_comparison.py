@@ -133,3 +133,19 @@ def test_an_int8_row_worse_in_relative_terms_says_what_int8_adds():
     assert f"int8 adds {ref / 6 * 0.012:.1e} (the reference's {ref * 0.010:.1e})" in note
     assert rc._int8_note("", 0.010, 0.012, ref).startswith("worse: ")
     assert rc._int8_note("scheme", 0.335, 0.25, ref).startswith("scheme; int8 model ")
+
+
+def test_an_iterative_run_of_other_settings_is_a_recipe_of_its_own(tmp_path):
+    stages = [dict(sparsity=sp, test_mse_pruned=1.0, test_mse_pruned_ref=0.5, test_mse_finetuned=4e-3,
+                   test_mse_finetuned_ref=1e-3) for sp in (0.8, 0.9, 0.95, 0.99, 0.995, 0.999)]
+    recipe = _prune_run(tmp_path / "recipe", "iterative", 0.999, stages)
+    summary = json.loads((recipe / "prune.json").read_text())
+    summary.update(last_ft_epochs=75, ft_lr=1e-3, precise_bn=True, keep="best",
+                   prune_config=dict(distribution="global", reclaim_dead_scales=True))
+    (recipe / "prune.json").write_text(json.dumps(summary))
+    rows = {r["quantity"]: r for r in rc.compare(RUN, {}, [recipe])["rows"]}
+    r = rows["bec_jax's recipe 99.9%, test MSE"]
+    assert (r["reference"], r["bec_jax"], r["verdict"]) == (7.7e-3, 1e-3, "matches or beats")
+    assert "6 stages, 5 fine-tuning epochs each and 75 in the last (100 in all), lr 0.001" in r["note"]
+    assert "reclaimed BatchNorm scales, precise BatchNorm statistics, best epoch kept" in r["note"]
+    assert rows["iterative pruning 99.9%, test MSE"]["bec_jax"] is None  # not the reference's schedule
