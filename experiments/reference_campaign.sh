@@ -54,10 +54,18 @@ prune() {
   compare
 }
 
+# bec-jax evaluate of training run DIR's last checkpoint (epoch 50) on the validation split: the fidelity and
+# vortex counts of the model the reference's validation-loss rows measure
+evaluate_val() {
+  [ -f "$1/eval_val_latest/evaluation.json" ] || "$BJ" evaluate --run "$1" --checkpoint latest --split val \
+    --samples 0 --no-progress --out "$1/eval_val_latest" > /dev/null || exit $?
+}
+
 # bec-jax train of OPTIMIZER at SEED on the paper data into RUNS/optimizers/OPTIMIZER_seedSEED
 train() {
   "$BJ" train --data "$RUNS/paper/data.h5" --optimizer "$1" --seed "$2" --epochs "${EPOCHS:-50}" \
     --out "$RUNS/optimizers/$1_seed$2" --no-progress ${TRAIN_ARGS:-} || exit $?
+  evaluate_val "$RUNS/optimizers/$1_seed$2"
   compare
 }
 
@@ -66,6 +74,7 @@ step "1. paper pipeline"
 # than there is (the kernel kills it). The states do not depend on the batch (one key per state).
 "$BJ" pipeline --preset paper --out "$RUNS/paper" --no-progress --data-batch-size "${GEN_BATCH:-24}" \
   ${PIPELINE_ARGS:-} || exit $?
+evaluate_val "$RUNS/paper/train"
 compare
 
 step "2. the reference's int8 scheme (one asymmetric scale over all convs)"

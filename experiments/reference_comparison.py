@@ -27,6 +27,8 @@ from pathlib import Path
 from bec_jax.models import UNetConfig, count_params
 
 MIB = 2**20
+#: the evaluation metrics each row gives beside its MSEs, where bec_jax evaluated that model
+METRICS = ("fidelity_mean", "vortex_count_accuracy")
 
 # DESIGN.md §5: the reference's public notebooks. MSEs in its convention (all-pixel mean).
 REFERENCE = dict(
@@ -93,6 +95,23 @@ def _epoch(metrics: dict, epoch: int) -> dict | None:
     return next((h for h in metrics["history"] if h["epoch"] == epoch), None)
 
 
+def _evaluation(folder: Path, split: str, epoch: int) -> dict | None:
+    """The summary of a ``bec-jax evaluate`` of a training run (``folder`` or its train/) on ``split`` at
+    checkpoint ``epoch`` (an eval*/evaluation.json in it), or None."""
+    for path in sorted(folder.glob("eval*/evaluation.json")) + sorted(folder.glob("train/eval*/evaluation.json")):
+        e = json.loads(path.read_text())
+        if e["config"]["split"] == split and e["config"]["epoch"] == epoch:
+            return e["summary"]
+    return None
+
+
+def _mean_metrics(summaries: list) -> dict | None:
+    """Mean fidelity and vortex count accuracy over ``summaries``; None unless every one is there."""
+    if not summaries or any(e is None for e in summaries):
+        return None
+    return {k: sum(e[k] for e in summaries) / len(summaries) for k in METRICS}
+
+
 def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list[Path] = (),
             reference_int8: Path | None = None) -> dict:
     """The comparison rows of the paper-preset run ``run`` (see module doc).
@@ -112,29 +131,33 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     dense = models["dense"]
     rows = []
 
-    def row(quantity, reference, bec_jax, *, bec_jax_masked=None, note="", better="lower"):
+    def row(quantity, reference, bec_jax, *, bec_jax_masked=None, note="", better="lower", metrics=None):
         rows.append(dict(quantity=quantity, reference=reference, bec_jax=bec_jax, bec_jax_masked_mse=bec_jax_masked,
-                         better=better, note=note,
+                         better=better, note=note, **{k: None if metrics is None else metrics[k] for k in METRICS},
                          verdict=None if bec_jax is None or reference is None else
                          ("matches or beats" if (bec_jax <= reference if better == "lower" else bec_jax >= reference)
                           else "worse")))
 
-    row("test MSE, Adam (dense, best checkpoint)", REFERENCE["test_mse_adam"], ev["mse_ref"], bec_jax_masked=ev["mse"])
+    row("test MSE, Adam (dense, best checkpoint)", REFERENCE["test_mse_adam"], ev["mse_ref"], bec_jax_masked=ev["mse"],
+        metrics=ev)
     others = {opt: [_metrics(f) for f in folders] for opt, folders in optimizer_runs.items()}
+    evals = {opt: [_evaluation(f, "val", 50) for f in folders] for opt, folders in optimizer_runs.items()}
     for opt, folders in optimizer_runs.items():
         for folder, m in zip(folders, others[opt]):
             _check_same_setting(folder, m, run, metrics)
     for opt, ref in REFERENCE["val_loss_epoch50"].items():
-        found = [(m, h) for m in ([metrics] if opt == "adam" else []) + others.get(opt, [])
+        found = [(m, h, e) for m, e in zip(([metrics] if opt == "adam" else []) + others.get(opt, []),
+                                           ([_evaluation(run, "val", 50)] if opt == "adam" else []) + evals.get(opt, []))
                  if (h := _epoch(m, 50)) is not None]
         if not found:
             row(f"validation loss at epoch 50, {opt}", ref, None,
                 note="not run yet (benchmarks/gpu_check.sh step 4, experiments/reference_campaign.sh)")
             continue
-        vals = [h["val_mse_ref"] for _, h in found]
-        seeds = [m["train_config"]["seed"] for m, _ in found]
+        vals = [h["val_mse_ref"] for _, h, _ in found]
+        seeds = [m["train_config"]["seed"] for m, _, _ in found]
         row(f"validation loss at epoch 50, {opt}" + (f" (mean of {len(vals)} seeds)" if len(vals) > 1 else ""), ref,
-            sum(vals) / len(vals), bec_jax_masked=sum(h["val_mse"] for _, h in found) / len(found),
+            sum(vals) / len(vals), bec_jax_masked=sum(h["val_mse"] for _, h, _ in found) / len(found),
+            metrics=_mean_metrics([e for _, _, e in found]),
             note="" if len(vals) == 1 else
             "seeds " + ", ".join(f"{s}: {v:.2e}" for s, v in zip(seeds, vals)) + f"; range {min(vals):.2e}–{max(vals):.2e}")
     pr = report["pruning"]
@@ -160,7 +183,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         it = next(iter(kinds["iterative"].values()), None)
         total = None if it is None else len(it[1]["stages"]) * it[1]["ft_epochs"]
         row("dense baseline of the pruning study: test MSE", REFERENCE["pruning_baseline_test_mse"],
-            st["test_mse_finetuned_ref"], bec_jax_masked=st["test_mse_finetuned"],
+            st["test_mse_finetuned_ref"], bec_jax_masked=st["test_mse_finetuned"], metrics=_final(summary, st),
             note=f"reference: its dense model after 10 epochs; bec_jax ({folder}): the dense model trained "
                  f"{summary['ft_epochs']} more epochs at lr {summary['ft_lr']:g}" +
                  ("" if total is None else ", as many as the iterative schedule's fine-tuning"
@@ -173,21 +196,21 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     for s in REFERENCE["pruning_test_mse"]:
         key = f"{float(s):g}"
         if key in kinds["prune"]:
-            folder, _, st = kinds["prune"][key]
+            folder, summary, st = kinds["prune"][key]
             row(f"prune only (one shot) {float(s):.1%}, test MSE", None, st["test_mse_pruned_ref"],
-                bec_jax_masked=st["test_mse_pruned"], note=f"{folder}; no published value" + vs_base(st["test_mse_pruned_ref"]))
+                bec_jax_masked=st["test_mse_pruned"], metrics=_final(summary, st), note=f"{folder}; no published value" + vs_base(st["test_mse_pruned_ref"]))
         if key in kinds["finetune"]:
             folder, summary, st = kinds["finetune"][key]
             row(f"one shot + {summary['ft_epochs']} fine-tuning epochs {float(s):.1%}, test MSE", None,
-                st["test_mse_finetuned_ref"], bec_jax_masked=st["test_mse_finetuned"],
+                st["test_mse_finetuned_ref"], bec_jax_masked=st["test_mse_finetuned"], metrics=_final(summary, st),
                 note=f"{folder}; no published value" + vs_base(st["test_mse_finetuned_ref"]))
     for s, ref in REFERENCE["pruning_test_mse"].items():
         key = f"{float(s):g}"
         hit = kinds["iterative"].get(key)
         if hit is not None and "test_mse_finetuned_ref" in hit[2]:
-            folder, _, st = hit
+            folder, summary, st = hit
             row(f"iterative pruning {float(s):.1%}, test MSE", ref, st["test_mse_finetuned_ref"],
-                bec_jax_masked=st["test_mse_finetuned"],
+                bec_jax_masked=st["test_mse_finetuned"], metrics=_final(summary, st),
                 note=f"{folder}: fine-tuned stage of the schedule" + vs_base(st["test_mse_finetuned_ref"]))
             continue
         row(f"iterative pruning {float(s):.1%}, test MSE", ref, None,
@@ -198,7 +221,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
             st = next((st for st in summary["stages"] if f"{st['sparsity']:g}" == f"{float(s):g}"), None)
             if st is not None:
                 row(f"bec_jax's recipe {float(s):.1%}, test MSE", ref, st["test_mse_finetuned_ref"],
-                    bec_jax_masked=st["test_mse_finetuned"],
+                    bec_jax_masked=st["test_mse_finetuned"], metrics=_final(summary, st),
                     note=f"{folder}: {_recipe(summary)}" + vs_base(st["test_mse_finetuned_ref"]))
     row("fp32 model on disk (MiB)", REFERENCE["fp32_mib"], dense["bytes_on_disk"] / MIB,
         note="orbax checkpoint of the parameters and BatchNorm statistics")
@@ -207,7 +230,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         change = None if m is None else m["mse_ref"] / dense["mse_ref"] - 1
         note = ("bec_jax's per-tensor scheme is symmetric per conv; the reference's is one asymmetric scale over all "
                 "convs" if scheme == "per_tensor" else "")
-        row(f"int8 {scheme.replace('_', '-')}: test MSE change", ref, change,
+        row(f"int8 {scheme.replace('_', '-')}: test MSE change", ref, change, metrics=m,
             note=note if change is None else _int8_note(note, ref, change, dense["mse_ref"]))
         if m is not None:
             row(f"int8 {scheme.replace('_', '-')}: size on disk (MiB)", REFERENCE["int8_mib"], m["bytes_on_disk"] / MIB)
@@ -216,6 +239,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         # a ratio of MSEs on one test split is the same in both conventions (valid pixels / pixels cancels)
         ref = REFERENCE["int8_mse_change"]["per_tensor"]
         row("int8 per-tensor, the reference's scheme: test MSE change", ref, q["mse_change"],
+            metrics=q.get("evaluation"),
             note=_int8_note("one asymmetric scale over all convs (bec-jax quantize --scheme reference_per_tensor)",
                             ref, q["mse_change"], dense["mse_ref"]))
         row("int8 per-tensor, the reference's scheme: size on disk (MiB)", REFERENCE["int8_mib"],
@@ -223,7 +247,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     if "pruned_int8_per_channel" in models:
         m = models["pruned_int8_per_channel"]
         row("pruned + int8 per-channel: size on disk (MiB)", None, m["bytes_on_disk"] / MIB,
-            bec_jax_masked=m["mse"], note=f"{m['size_ratio_vs_dense']:.1f}× smaller at {m['mse_ratio_vs_dense']:.2f}× "
+            bec_jax_masked=m["mse"], metrics=m, note=f"{m['size_ratio_vs_dense']:.1f}× smaller at {m['mse_ratio_vs_dense']:.2f}× "
                                            "the dense test MSE; no reference row")
     return dict(
         run=str(run), grid_n=report["dataset"]["grid_n"], n_states=report["dataset"]["n_samples"],
@@ -233,6 +257,12 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         vortex_count_accuracy=ev["vortex_count_accuracy"],
         stage_seconds=report["stage_seconds"], total_seconds=sum(report["stage_seconds"].values()),
         reference=REFERENCE, rows=rows)
+
+
+def _final(summary: dict, stage: dict) -> dict | None:
+    """The full evaluation of a ``bec-jax prune`` run's saved model (its prune.json "evaluation") when
+    ``stage`` is its last stage, the model it saved; None for earlier stages or runs without one."""
+    return summary.get("evaluation") if stage is summary["stages"][-1] else None
 
 
 def _int8_note(note: str, ref_change: float, change: float, dense_mse_ref: float) -> str:
@@ -258,13 +288,16 @@ def markdown(result: dict) -> str:
     lines = [f"Paper preset: {result['n_states']} states on {result['grid_n']}², "
              f"{result['params']:,} parameters; {result['device']} ({result['backend']}); stages add up to "
              f"{result['total_seconds']:.0f} s. MSEs in the reference's convention (all-pixel mean); bec_jax's "
-             "masked MSE beside it.", "",
-             "| quantity | reference | bec_jax | bec_jax masked MSE | verdict | note |", "|---|---|---|---|---|---|"]
+             "masked MSE beside it; the mean fidelity of the reconstructed state and the vortex count accuracy "
+             "where bec_jax evaluated that model (the reference reports neither).", "",
+             "| quantity | reference | bec_jax | bec_jax masked MSE | fidelity | vortex count accuracy | verdict | note |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         pct = "change" in r["quantity"]
         f = (lambda v: "–" if v is None else f"{v:+.1%}") if pct else _fmt
+        metrics = " | ".join("–" if r.get(k) is None else f"{r[k]:.3f}" for k in METRICS)
         lines.append(f"| {r['quantity']} | {f(r['reference'])} | {f(r['bec_jax'])} | {_fmt(r['bec_jax_masked_mse'])} "
-                     f"| {r['verdict'] or '–'} | {r['note']} |")
+                     f"| {metrics} | {r['verdict'] or '–'} | {r['note']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -47,18 +47,27 @@ def cmd_prune(args) -> int:
     report = sparsity_report(nnx_params(model), include_bn_scale=c.include_bn_scale)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=replace,
                            extra=dict(kind="pruned", sparsity=c.sparsity, method=c.method))
-    final = test_mse(load_quantized(out / "model", setup.model_config)[0], setup.test)  # the model as reloaded
+    reloaded = load_quantized(out / "model", setup.model_config)[0]
+    final = test_mse(reloaded, setup.test)
     summary = dict(run=str(args.run), method=c.method, sparsity=c.sparsity, stages=log,
                    ft_epochs=c.ft_epochs, last_ft_epochs=c.last_ft_epochs, keep=c.keep, ft_lr=lr, precise_bn=c.precise_bn, schedule=c.schedule,
                    prune_config=dataclasses.asdict(pcfg),
                    test_mse_dense=dense["mse"], test_mse_dense_ref=dense["mse_ref"], test_mse=final["mse"],
                    test_mse_ref=final["mse_ref"], ratio_to_dense=final["mse"] / dense["mse"],
-                   sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
+                   evaluation=_evaluation(args, reloaded), sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
     (out / "prune.json").write_text(json.dumps(summary, indent=2))
     clear_stages(out / "stages")
     print(json.dumps({k: summary[k] for k in ("method", "sparsity", "test_mse_dense", "test_mse", "ratio_to_dense")}
                      | dict(achieved_sparsity=report["total"]["sparsity"], json=str(out / "prune.json"))))
     return 0
+
+
+def _evaluation(args, model) -> dict:
+    """The test-split metrics of a compressed ``model`` of ``args.run`` (``evaluate_run``'s summary: MSEs in
+    both conventions, fidelity, vortex counts and positions), as the pipeline reports for its models."""
+    from bec_jax.train.evaluate import evaluate_run
+
+    return evaluate_run(args.run, data=args.data, model=model, progress=not args.no_progress)["summary"]
 
 
 def nnx_params(model):
@@ -105,7 +114,7 @@ def cmd_quantize(args) -> int:
     q = test_mse(reloaded, setup.test)
     summary = dict(run=str(args.run), scheme=c.scheme, quant=qcfg.to_dict(), qat_epochs=c.qat_epochs,
                    sparse=c.sparse, test_mse_fp32=fp32["mse"], test_mse_reloaded=q["mse"],
-                   mse_change=q["mse"] / fp32["mse"] - 1, bytes_on_disk=sizes["bytes_on_disk"],
+                   mse_change=q["mse"] / fp32["mse"] - 1, evaluation=_evaluation(args, reloaded), bytes_on_disk=sizes["bytes_on_disk"],
                    payload_bytes=sizes["payload_bytes"], fp32_bytes_on_disk=fp_sizes["bytes_on_disk"],
                    fp32_payload_bytes=fp_sizes["payload_bytes"], model=str(out / "model"))
     (out / "quantize.json").write_text(json.dumps(summary, indent=2))
@@ -154,7 +163,8 @@ def cmd_shrink(args) -> int:
                    keep_epoch=c.keep_epoch, kept_epoch=epoch, params_dense=count_params(setup.model),
                    params=count_params(reloaded), inner_widths=inner_widths(reloaded),
                    outer_widths=outer_widths(reloaded), test_mse_dense=dense, test_mse_before_finetune=before,
-                   test_mse_reloaded=mse, ratio_to_dense=mse / dense, latency_batch=int(x.shape[0]),
+                   test_mse_reloaded=mse, ratio_to_dense=mse / dense, evaluation=_evaluation(args, reloaded),
+                   latency_batch=int(x.shape[0]),
                    latency_ms_dense=lat["dense"]["median_ms"], latency_ms=lat["shrunk"]["median_ms"],
                    speedup=lat["dense"]["median_ms"] / lat["shrunk"]["median_ms"], model=str(out / "model"), **sizes)
     (out / "shrink.json").write_text(json.dumps(summary, indent=2))

@@ -208,7 +208,7 @@ def evaluate_model(model, grid: Grid, arrays: dict, idx, tcfg: TargetConfig, *, 
 
 
 def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test", batch_size: int = 16,
-                 ecfg: EvalConfig = EvalConfig(), progress: bool = True, keep: int = 0) -> dict:
+                 ecfg: EvalConfig = EvalConfig(), progress: bool = True, keep: int = 0, model=None) -> dict:
     """Evaluate a trained run on a dataset split.
 
     run_dir: folder written by ``fit`` / ``bec-jax train``. data: dataset .h5
@@ -217,6 +217,9 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
     run's group-wise split) or "all" (every sample; for other datasets).
     keep: number of samples, spread evenly over the split, whose fields are
       returned for plotting.
+    model: a model scored in place of the run's checkpoint (a pruned, quantized
+      or shrunk copy of it: ``bec-jax prune``/``quantize``/``shrink``), on the
+      run's split, targets and inputs; the config then names it ``"given"``.
 
     Returns {"summary": dict (JSON-able), "config": dict, "samples": dict of
     numpy arrays for the first ``keep`` samples}.
@@ -232,7 +235,8 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     run_dir = Path(run_dir)
-    model, info = load_trained(run_dir, which)
+    trained, info = load_trained(run_dir, which)
+    model = trained if model is None else model
     tc = info["train_config"]
     if data is None:
         data = run_data_path(run_dir)
@@ -251,7 +255,9 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
     imaging = run_imaging(info["run"])  # a model trained on camera images is scored on camera images
     summary, samples = evaluate_model(model, grid, arrays, idx, tcfg, batch_size=batch_size, ecfg=ecfg,
                                       progress=progress, keep=keep, imaging=imaging)
-    config = dict(run=str(run_dir), data=str(data), split=split, checkpoint=which, epoch=int(info["epoch"]),
+    given = model is not trained
+    config = dict(run=str(run_dir), data=str(data), split=split, checkpoint="given" if given else which,
+                  epoch=None if given else int(info["epoch"]),
                   target=tcfg.target, mask_threshold=tcfg.mask_threshold, eval=dataclasses.asdict(ecfg),
                   grid=dict(n=grid.n, length=grid.length),
                   inputs="camera images (imaging model)" if imaging is not None and imaging.enabled else "clean")

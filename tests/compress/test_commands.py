@@ -57,6 +57,7 @@ def test_shrink_end_to_end(small_run, tmp_path):
     assert rep["params"] < 0.3 * rep["params_dense"]  # every conv halved in both dimensions
     assert rep["outer_widths"] == [2, 4, 4, 2, 2] and rep["kept_epoch"] == 1
     assert rep["test_mse_reloaded"] > 0 and rep["speedup"] > 0
+    assert rep["evaluation"]["mse"] == pytest.approx(rep["test_mse_reloaded"], rel=1e-4)
     back, meta = load_quantized(tmp_path / "s" / "model")
     assert meta["outer_widths"] == rep["outer_widths"] and meta["extra"]["kind"] == "structured"
 
@@ -76,12 +77,17 @@ def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     # the summary's test MSE is the reloaded model's, the last stage's in memory to round-off
     assert rep["test_mse"] == pytest.approx(rep["stages"][-1]["test_mse_finetuned"], rel=1e-5)
     assert rep["test_mse_ref"] == pytest.approx(rep["stages"][-1]["test_mse_finetuned_ref"], rel=1e-5)
+    # and the full evaluation of the reloaded model, as the pipeline gives its models
+    ev = rep["evaluation"]
+    assert ev["mse"] == pytest.approx(rep["test_mse"], rel=1e-4) and 0 <= ev["fidelity_mean"] <= 1
+    assert ev["true_positives"] + ev["false_negatives"] == ev["vortices_true"]
     assert 0 < rep["test_mse_dense_ref"] < rep["test_mse_dense"]
     assert main(["quantize", "--run", str(run), "--scheme", "per_channel", "--from-pruned", str(tmp_path / "p"),
                  "--sparse", "--qat-epochs", "1", "--out", str(tmp_path / "q")]) == 0
     q = json.loads((tmp_path / "q" / "quantize.json").read_text())
     assert q["payload_bytes"] < q["fp32_payload_bytes"] / 4
     assert q["test_mse_reloaded"] > 0
+    assert q["evaluation"]["mse"] == pytest.approx(q["test_mse_reloaded"], rel=1e-4)
     # a pruned model of another architecture is refused
     from bec_jax.compress.quantization import save_quantized
     from bec_jax.models import UNetConfig, init_model

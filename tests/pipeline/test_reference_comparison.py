@@ -26,12 +26,24 @@ def test_rows_come_from_the_run_and_missing_ones_say_so(tmp_path):
     change = rows["int8 mixed: test MSE change"]["bec_jax"]
     models = report["models"]
     assert change == pytest.approx(models["int8_mixed"]["mse_ref"] / models["dense"]["mse_ref"] - 1)
+    # fidelity and vortex counts of the model each row measures, where it was evaluated
+    assert adam["fidelity_mean"] == report["evaluation"]["fidelity_mean"]
+    assert rows["int8 mixed: test MSE change"]["vortex_count_accuracy"] == models["int8_mixed"]["vortex_count_accuracy"]
+    assert rows["int8 mixed: size on disk (MiB)"]["fidelity_mean"] is None
     # another optimizer's run fills its row from its own metrics
     opt = tmp_path / "sgd"
     opt.mkdir()
     shutil.copy(RUN / "metrics.json", opt / "metrics.json")
     rows = {r["quantity"]: r for r in rc.compare(RUN, {"sgd": [opt]})["rows"]}
     assert rows["validation loss at epoch 50, sgd"]["bec_jax"] == rows["validation loss at epoch 50, adam"]["bec_jax"]
+    assert rows["validation loss at epoch 50, sgd"]["fidelity_mean"] is None  # not evaluated
+    # `bec-jax evaluate --checkpoint latest --split val` of that run: the epoch-50 model on the validation split
+    for split, epoch, fid in (("test", 50, 0.5), ("val", 49, 0.6), ("val", 50, 0.7)):
+        (opt / f"eval_{split}{epoch}").mkdir()
+        (opt / f"eval_{split}{epoch}" / "evaluation.json").write_text(json.dumps(dict(
+            config=dict(split=split, epoch=epoch), summary=dict(fidelity_mean=fid, vortex_count_accuracy=0.9))))
+    rows = {r["quantity"]: r for r in rc.compare(RUN, {"sgd": [opt]})["rows"]}
+    assert rows["validation loss at epoch 50, sgd"]["fidelity_mean"] == 0.7
 
 
 def test_several_seeds_of_an_optimizer_give_their_mean_and_range(tmp_path):
@@ -72,22 +84,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 DENSE_MSE = json.loads((RUN / "report.json").read_text())["models"]["dense"]["mse"]
 
 
-def _prune_run(folder, method, sparsity, stages, ft_epochs=5, dense=DENSE_MSE):
+def _prune_run(folder, method, sparsity, stages, ft_epochs=5, dense=DENSE_MSE, **extra):
     folder.mkdir()
     (folder / "prune.json").write_text(json.dumps(dict(method=method, sparsity=sparsity, stages=stages,
-                                                       ft_epochs=ft_epochs, ft_lr=5e-4, test_mse_dense=dense)))
+                                                       ft_epochs=ft_epochs, ft_lr=5e-4, test_mse_dense=dense, **extra)))
     return folder
 
 
 def test_pruning_runs_fill_the_rows_of_their_method_and_stages(tmp_path, capsys):
     stages = [dict(sparsity=s, test_mse_pruned=1.0, test_mse_pruned_ref=0.5, test_mse_finetuned=m, test_mse_finetuned_ref=m / 4)
               for s, m in ((0.97, 1e-3), (0.99, 2e-3), (0.995, 3e-3))]
-    iterative = _prune_run(tmp_path / "iterative", "iterative", 0.995, stages)
+    iterative = _prune_run(tmp_path / "iterative", "iterative", 0.995, stages,
+                           evaluation=dict(fidelity_mean=0.8, vortex_count_accuracy=0.75))
     rows = {r["quantity"]: r for r in rc.compare(RUN, {}, [iterative])["rows"]}
     r99 = rows["iterative pruning 99.0%, test MSE"]
     assert (r99["bec_jax"], r99["bec_jax_masked_mse"], r99["reference"]) == (5e-4, 2e-3, 9.1e-4)
     assert r99["verdict"] == "matches or beats" and "baseline" not in r99["note"]
     assert rows["iterative pruning 99.5%, test MSE"]["bec_jax"] == 7.5e-4
+    # the saved model (the last stage) was evaluated in full; the stages before it were not
+    assert rows["iterative pruning 99.5%, test MSE"]["vortex_count_accuracy"] == 0.75
+    assert r99["fidelity_mean"] is None
     assert rows["iterative pruning 99.9%, test MSE"]["bec_jax"] is None  # a stage the run did not reach
     # one shot without and with fine-tuning, and the dense baseline trained as long
     oneshot = _prune_run(tmp_path / "oneshot", "prune", 0.999,

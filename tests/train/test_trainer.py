@@ -142,6 +142,12 @@ def test_fit_writes_metrics_and_loads_back(small_dataset, tmp_path):
     assert s["true_positives"] + s["false_negatives"] == s["vortices_true"]
     png = (tmp_path / "run" / "eval" / "predictions.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # a model given in place of the checkpoint (a compressed copy) is scored on the run's split the same way
+    from bec_jax.train.evaluate import evaluate_run
+
+    given = evaluate_run(tmp_path / "run", split="all", model=best, progress=False)
+    assert given["config"]["checkpoint"] == "given" and given["config"]["epoch"] is None
+    assert given["summary"] == pytest.approx(s)
 
 
 def test_fit_rejects_mismatched_input_size(small_dataset, tmp_path):
