@@ -29,8 +29,11 @@ t0=$(date +%s)
 timeout $(( $(left) - 140 )) python3 -m bec_jax.cli pipeline --preset paper \
   --out /tmp/paper --no-progress $PIPELINE_ARGS > "$OUT/paper_pipeline.log" 2>&1
 echo "rc=$? wall_s=$(( $(date +%s) - t0 ))" >> "$L"
+# the epoch-50 model on the validation split: fidelity and vortex counts beside the reference's validation loss
+[ -f /tmp/paper/report.json ] && timeout 60 python3 -m bec_jax.cli evaluate --run /tmp/paper/train --checkpoint latest \
+  --split val --samples 0 --no-progress --out /tmp/paper/train/eval_val_latest > /dev/null 2>> "$L"
 ( cd /tmp/paper && tar czf "$OUT/paper_run.tgz" report.md report.json config.json ./*.png stages \
-  train/metrics.json 2>/dev/null )
+  train/metrics.json train/eval_val_latest/evaluation.json 2>/dev/null )
 
 echo "== 3. accelerator_throughput ($(left) s left)" >> "$L"
 B=benchmarks/accelerator_throughput.py
@@ -44,7 +47,12 @@ for opt in adamw sgd; do
     echo "== 4. optimizer $opt ($(left) s left)" >> "$L"
     timeout $(( $(left) - 10 )) python3 -m bec_jax.cli train --data /tmp/paper/data.h5 --optimizer $opt \
       --epochs 50 --checkpoint-every 50 --out /tmp/opt_$opt --no-progress $TRAIN_ARGS > "$OUT/train_$opt.log" 2>&1
-    echo "rc=$?" >> "$L"; cp /tmp/opt_$opt/metrics.json "$OUT/train_${opt}_metrics.json" 2>/dev/null
+    echo "rc=$?" >> "$L"
+    # a folder experiments/reference_comparison.py reads as --optimizer-run $opt=OUT/opt_$opt
+    timeout 30 python3 -m bec_jax.cli evaluate --run /tmp/opt_$opt --checkpoint latest --split val --samples 0 \
+      --no-progress --out /tmp/opt_$opt/eval_val_latest > /dev/null 2>> "$L"
+    mkdir -p "$OUT/opt_$opt/eval_val_latest"; cp /tmp/opt_$opt/metrics.json "$OUT/opt_$opt/" 2>/dev/null
+    cp /tmp/opt_$opt/eval_val_latest/evaluation.json "$OUT/opt_$opt/eval_val_latest/" 2>/dev/null
     grep -v cuda_timer "$OUT/train_$opt.log" | tail -5 > "$OUT/train_$opt.tail"; rm -f "$OUT/train_$opt.log"
   fi
 done
