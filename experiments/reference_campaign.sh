@@ -20,6 +20,8 @@
 # 8. seeds 1 and 2 of Adam, AdamW and SGD;
 # after each step, experiments/reference_comparison.py over whatever has finished (into
 # RUNS/reference_comparison; copy it to experiments/results/reference_comparison when it is worth committing).
+# `reference_campaign.sh --collect DEST TABLE` copies the finished steps' records (no data, no models) into DEST
+# and writes the table from them (the committed experiments/results/paper_cpu and reference_comparison).
 # GEN_BATCH: states per generation batch (default 24). PIPELINE_ARGS / PRUNE_ARGS / TRAIN_ARGS: extra flags of
 # each command, and EPOCHS (default 50): a dry run at toy
 # sizes, e.g. PIPELINE_ARGS="--data-n 32 --data-n-groups 8 --model-depth 2 --train-epochs 1 --compress-ft-epochs 1"
@@ -31,18 +33,46 @@ PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$RUNS"
 step() { echo "== $(date -u +%FT%TZ) $*"; }
 
-# the table of whatever has finished, after every step
+# the table of whatever has finished under ROOT (default RUNS; the paper run in PAPER, default ROOT/paper) into
+# OUT (default ROOT/reference_comparison), after every step
 compare() {
-  local args=(--run "$RUNS/paper" --out "$RUNS/reference_comparison") d
-  for d in "$RUNS"/optimizers/*_seed*; do
+  local root=${1:-$RUNS} paper=${2:-${1:-$RUNS}/paper} out=${3:-${1:-$RUNS}/reference_comparison} d
+  local args=(--run "$paper" --out "$out")
+  for d in "$root"/optimizers/*_seed*; do
     [ -f "$d/metrics.json" ] && [ "$(basename "$d")" != adam_seed0 ] && args+=(--optimizer-run "$(basename "$d" | cut -d_ -f1)=$d")
   done
-  for d in "$RUNS"/prune_*; do
+  for d in "$root"/prune_*; do
     [ -f "$d/prune.json" ] && args+=(--pruning-run "$d")
   done
-  [ -f "$RUNS/int8_reference/quantize.json" ] && args+=(--reference-int8 "$RUNS/int8_reference")
-  "$PY" experiments/reference_comparison.py "${args[@]}" > /dev/null && echo "table: $RUNS/reference_comparison"
+  [ -f "$root/int8_reference/quantize.json" ] && args+=(--reference-int8 "$root/int8_reference")
+  "$PY" experiments/reference_comparison.py "${args[@]}" > /dev/null && echo "table: $out"
 }
+
+# --collect DEST TABLE: copy the records of every finished step (JSON, markdown and figures; not the data or the
+# models) from RUNS to DEST, the paper run's at its top, and write the comparison table from DEST into TABLE,
+# so that the committed table can be remade from committed files.
+if [ "${1:-}" = --collect ]; then
+  dest=${2:?--collect DEST TABLE} table=${3:?--collect DEST TABLE}
+  mkdir -p "$dest/stages" || exit 1
+  src=$RUNS/paper
+  cp "$src"/{config.json,report.json,report.md} "$src"/*.png "$dest"/ && cp "$src"/stages/*.json "$dest/stages/" || exit 1
+  cp "$src/train/metrics.json" "$dest/" || exit 1
+  copy_eval() { [ -f "$1/eval_val_latest/evaluation.json" ] && mkdir -p "$2/eval_val_latest" &&
+    cp "$1/eval_val_latest/evaluation.json" "$2/eval_val_latest/"; }
+  copy_eval "$src/train" "$dest"
+  for d in "$RUNS"/optimizers/*_seed*; do
+    [ -f "$d/metrics.json" ] || continue
+    mkdir -p "$dest/optimizers/$(basename "$d")" && cp "$d/metrics.json" "$dest/optimizers/$(basename "$d")/"
+    copy_eval "$d" "$dest/optimizers/$(basename "$d")"
+  done
+  for d in "$RUNS"/prune_*; do
+    [ -f "$d/prune.json" ] && mkdir -p "$dest/$(basename "$d")" && cp "$d/prune.json" "$dest/$(basename "$d")/"
+  done
+  [ -f "$RUNS/int8_reference/quantize.json" ] && mkdir -p "$dest/int8_reference" &&
+    cp "$RUNS/int8_reference/quantize.json" "$dest/int8_reference/"
+  compare "$dest" "$dest" "$table"
+  exit $?
+fi
 
 # bec-jax prune from the dense model into RUNS/NAME unless it has finished; FLAGS: its settings
 prune() {
