@@ -233,7 +233,8 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         row(f"int8 {scheme.replace('_', '-')}: test MSE change", ref, change, metrics=m,
             note=note if change is None else _int8_note(note, ref, change, dense["mse_ref"]))
         if m is not None:
-            row(f"int8 {scheme.replace('_', '-')}: size on disk (MiB)", REFERENCE["int8_mib"], m["bytes_on_disk"] / MIB)
+            row(f"int8 {scheme.replace('_', '-')}: size on disk (MiB)", REFERENCE["int8_mib"], m["bytes_on_disk"] / MIB,
+                note=_payload_note(m))
     if reference_int8 is not None:
         q = json.loads((reference_int8 / "quantize.json").read_text())
         # a ratio of MSEs on one test split is the same in both conventions (valid pixels / pixels cancels)
@@ -243,7 +244,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
             note=_int8_note("one asymmetric scale over all convs (bec-jax quantize --scheme reference_per_tensor)",
                             ref, q["mse_change"], dense["mse_ref"]))
         row("int8 per-tensor, the reference's scheme: size on disk (MiB)", REFERENCE["int8_mib"],
-            q["bytes_on_disk"] / MIB)
+            q["bytes_on_disk"] / MIB, note=_payload_note(q))
     if "pruned_int8_per_channel" in models:
         m = models["pruned_int8_per_channel"]
         row("pruned + int8 per-channel: size on disk (MiB)", None, m["bytes_on_disk"] / MIB,
@@ -257,6 +258,13 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         vortex_count_accuracy=ev["vortex_count_accuracy"],
         stage_seconds=report["stage_seconds"], total_seconds=sum(report["stage_seconds"].values()),
         reference=REFERENCE, rows=rows)
+
+
+def _payload_note(record: dict) -> str:
+    """What an int8 file holds before orbax compresses it (the reference's 16.6 MiB is uncompressed)."""
+    if "payload_bytes" not in record:
+        return ""
+    return f"orbax file, compressed; its tensors take {record['payload_bytes'] / MIB:.1f} MiB"
 
 
 def _final(summary: dict, stage: dict) -> dict | None:

@@ -1,8 +1,9 @@
-"""Where the imaging-trained model's vortex errors sit: found, missed and false vortices.
+"""Where a model's vortex errors sit: found, missed and false vortices.
 
 Takes a finished ``experiments/imaging_robustness.py`` output (its trained ``runs/lab``
 model at its last epoch, the one that script scores) and its dataset, renders the test
-split at the realistic setting with the same key, and classifies every true vortex as
+split at the realistic setting with the same key, or (``--pipeline``) the saved models of a
+``bec-jax pipeline`` run on its clean test split, and classifies every true vortex as
 found (matched within one healing length, same sign) or missed, and every predicted one
 as found or false (``train.evaluate.evaluate_predictions``, ``gpe.phase_field.match_vortices``).
 For each vortex it records the cloud's envelope density there (``gpe.observables.envelope``,
@@ -11,9 +12,13 @@ other true vortex, and the distance to the nearest vortex of the other set (pred
 a missed one, true for a false one, its match for a found one), in healing lengths.
 It also scores the same predictions with the vortices placed four ways (plaquette centres,
 sub-plaquette positions, the true cores as zeros of ψ; ``estimators``).
+False vortices are also counted by sign (every true vortex of a rotating ground state
+turns with the trap, so a false antivortex comes from a spurious vortex-antivortex pair).
 Writes OUT/vortex_errors.json and .md.
 
     python experiments/vortex_errors.py --data runs/big/data.h5 --robustness experiments/results/imaging_robustness
+    python experiments/vortex_errors.py --pipeline runs/reference/paper --models dense,pruned \
+        --out experiments/results/paper_cpu
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ def classify(grid, psi, mu, pred, tcfg):
 
         def describe(v, kind, other):
             i, j = int(np.floor((v[0] - x0) / dx)), int(np.floor((v[1] - x0) / dx))  # its pixel
-            rows.append((kind, float(env[b, j, i]), nearest(v, vt), other))
+            rows.append((kind, float(env[b, j, i]), nearest(v, vt), other, int(np.sign(v[2]))))
 
         match = {int(t): float(d / xi) for (t, _), d in zip(pairs, dist)}
         found_p = set(pairs[:, 1].tolist())
@@ -121,23 +126,12 @@ def tables(rows) -> dict:
             counts.append(dict(lo=lo, hi=None if np.isinf(hi) else hi, **c))
         out[name] = counts
     out["totals"] = {k: sum(1 for r in rows if r[0] == k) for k in kinds}
+    out["totals"]["false_antivortices"] = sum(1 for r in rows if r[0] == "false" and r[4] < 0)
     return out
 
 
-def markdown(result) -> str:
-    t = result["tables"]
-    lines = [f"# Vortex errors of the imaging-trained model ({result['n_states']} test states, realistic setting)", "",
-             f"`python experiments/vortex_errors.py {' '.join(result['argv'])}`", "",
-             "Found = true vortices matched within 1 ξ; missed = unmatched true; false = unmatched predicted. "
-             f"Totals: {t['totals']['found']} found, {t['totals']['missed']} missed, {t['totals']['false']} false.", ""]
-    lines += ["How vortices are placed (the same predictions; matching within 1 ξ):", "",
-              "| positions | F1 | TP/FP/FN | mean matched distance (ξ) |", "|---|---|---|---|"]
-    for e in result["estimators"]:
-        lines.append(f"| {e['positions']} | {e['f1']:.3f} | {e['tp']}/{e['fp']}/{e['fn']} | "
-                     f"{e['position_error_xi']:.3f} |")
-    c = result["true_sub_plaquette_vs_cores_xi"]
-    lines += ["", f"True vortices: sub-plaquette positions against the cores (zeros of ψ): mean {c['mean']:.4f} ξ, "
-              f"99th percentile {c['p99']:.3f} ξ, max {c['max']:.3f} ξ.", ""]
+def _table_lines(t) -> list[str]:
+    lines = []
     for name, head in (("by_density", "envelope density / peak"), ("by_spacing_xi", "nearest other true vortex (ξ)"),
                        ("by_other_set_xi", "found: match distance; missed: nearest predicted; false: nearest true (ξ)")):
         lines += [f"| {head} | found | missed | false | errors / (found + missed) |", "|---|---|---|---|---|"]
@@ -147,17 +141,98 @@ def markdown(result) -> str:
             share = f"{(r['missed'] + r['false']) / denom:.2f}" if denom else "–"
             lines.append(f"| {r['lo']:g} – {hi} | {r['found']} | {r['missed']} | {r['false']} | {share} |")
         lines.append("")
+    return lines
+
+
+def _totals(t) -> str:
+    t = t["totals"]
+    return (f"Totals: {t['found']} found, {t['missed']} missed, {t['false']} false "
+            f"({t['false_antivortices']} of them antivortices).")
+
+
+def markdown(result) -> str:
+    t = result["tables"]
+    lines = [f"# Vortex errors of the imaging-trained model ({result['n_states']} test states, realistic setting)", "",
+             f"`python experiments/vortex_errors.py {' '.join(result['argv'])}`", "",
+             "Found = true vortices matched within 1 ξ; missed = unmatched true; false = unmatched predicted. "
+             + _totals(t), ""]
+    lines += ["How vortices are placed (the same predictions; matching within 1 ξ):", "",
+              "| positions | F1 | TP/FP/FN | mean matched distance (ξ) |", "|---|---|---|---|"]
+    for e in result["estimators"]:
+        lines.append(f"| {e['positions']} | {e['f1']:.3f} | {e['tp']}/{e['fp']}/{e['fn']} | "
+                     f"{e['position_error_xi']:.3f} |")
+    c = result["true_sub_plaquette_vs_cores_xi"]
+    lines += ["", f"True vortices: sub-plaquette positions against the cores (zeros of ψ): mean {c['mean']:.4f} ξ, "
+              f"99th percentile {c['p99']:.3f} ξ, max {c['max']:.3f} ξ.", ""]
+    return "\n".join(lines + _table_lines(t))
+
+
+def pipeline_markdown(result) -> str:
+    lines = [f"# Vortex errors of the saved models of a pipeline run ({result['n_states']} test states, clean inputs)",
+             "", f"`python experiments/vortex_errors.py {' '.join(result['argv'])}`", "",
+             "Found = true vortices matched within 1 ξ; missed = unmatched true; false = unmatched predicted.", ""]
+    for name, t in result["models"].items():
+        lines += [f"## {name}", "", _totals(t), ""] + _table_lines(t)
     return "\n".join(lines)
+
+
+def pipeline_main(args) -> int:
+    """``--pipeline RUN --models A,B``: each saved model of a pipeline run (RUN/models/<name>) on the run's
+    clean test split."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from bec_jax.compress.quantization import load_quantized
+    from bec_jax.data.targets import make_example
+    from bec_jax.train.core import make_predict
+    from bec_jax.train.trainer import load_dataset, load_trained
+
+    run = Path(args.pipeline)
+    _, info = load_trained(run / "train", "best")
+    tc = info["train_config"]
+    grid, arrays, _, splits = load_dataset(run / "data.h5", tc)
+    test = np.sort(splits["test"])
+    psi, mu = np.asarray(arrays["psi"][test]), np.asarray(arrays["mu"][test], float)
+    result = dict(argv=args.argv, run=str(run), n_states=int(len(test)), models={})
+    for name in args.models.split(","):
+        model, _ = load_quantized(run / "models" / name, info["model_config"])
+        model.eval()
+        gd, params, stats = nnx.split(model, nnx.Param, ...)
+        predict = make_predict(gd)
+        pred = np.concatenate([np.asarray(predict(params, stats, make_example(grid, jnp.asarray(psi[i:i + 16]),
+                                                                              tc.target_config)[0]))
+                               for i in range(0, len(psi), 16)])
+        result["models"][name] = tables(classify(grid, psi, mu, pred, tc.target_config))
+        print(name, _totals(result["models"][name]), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vortex_errors.json").write_text(json.dumps(result, indent=2))
+    (out / "vortex_errors.md").write_text(pipeline_markdown(result))
+    return 0
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="the dataset imaging_robustness.py trained on")
+    p.add_argument("--data", default=None, help="the dataset imaging_robustness.py trained on")
     p.add_argument("--robustness", default="experiments/results/imaging_robustness",
                    help="imaging_robustness.py output folder (its runs/lab is the model; its JSON the seed)")
     p.add_argument("--runs", default=None, help="folder of its runs/ (default: ROBUSTNESS/runs)")
     p.add_argument("--out", default=None, help="output folder (default: ROBUSTNESS)")
+    p.add_argument("--pipeline", default=None,
+                   help="instead: a `bec-jax pipeline` run folder, whose --models are scored on its clean test split")
+    p.add_argument("--models", default="dense,pruned", help="with --pipeline: names under RUN/models, comma-separated")
     args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    if args.pipeline is not None:
+        run = Path(args.pipeline)
+        for path in [run / "data.h5", run / "train" / "checkpoints"] + [run / "models" / m for m in args.models.split(",")]:
+            if not path.exists():
+                p.error(f"{path} does not exist (a finished `bec-jax pipeline` run is needed)")
+        if args.out is None:
+            p.error("--pipeline needs --out")
+        return pipeline_main(args)
+    if args.data is None:
+        p.error("--data is needed (or --pipeline)")
     runs = Path(args.runs) if args.runs else Path(args.robustness) / "runs"
     for path in (Path(args.data), Path(args.robustness) / "imaging_robustness.json", runs / "lab" / "checkpoints"):
         if not path.exists():
@@ -189,7 +264,7 @@ def main(argv=None) -> int:
     gd, params, stats = nnx.split(model, nnx.Param, ...)
     pred = np.asarray(make_predict(gd)(params, stats, x))
     rows = classify(grid, psi, mu, pred, tc.target_config)
-    result = dict(argv=sys.argv[1:] if argv is None else list(argv), n_states=int(len(test)), median_xi=xi,
+    result = dict(argv=args.argv, n_states=int(len(test)), median_xi=xi,
                   realistic=REALISTIC, tables=tables(rows))
     result["estimators"], result["true_sub_plaquette_vs_cores_xi"] = estimators(grid, psi, mu, pred, tc.target_config)
     out.mkdir(parents=True, exist_ok=True)

@@ -155,6 +155,8 @@ def _markdown(r: dict, figures: dict) -> str:
     else:
         L.append(f"None: {dep['note']}.")
     L += ["", "## Time per stage", "",
+          "Seconds of the invocation that finished each stage: a stage resumed after a stop counts only its "
+          "last part (training's own epoch times are in train/metrics.json).", "",
           "| stage | seconds |", "|---|---|"]
     L += [f"| {k} | {v:.0f} |" for k, v in r["stage_seconds"].items()]
     L += ["", "Reproduce: `bec-jax pipeline --config config.json --out <folder>` (config.json of this run).", ""]

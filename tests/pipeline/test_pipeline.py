@@ -5,6 +5,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from flax import nnx
@@ -13,6 +14,8 @@ from bec_jax.cli import build_parser
 from bec_jax.models import count_params, init_model
 from bec_jax.pipeline import PRESETS, STAGES, PipelineConfig, RunConflict, run_pipeline
 from bec_jax.pipeline.config import add_config_flags, config_from_args
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # The tiny flags as the CLI takes them: every stage runs, on a 16² grid in about a minute.
 TINY_FLAGS = ["--data-n", "16", "--data-n-groups", "10", "--data-states-per-group", "2", "--data-batch-size", "10",
@@ -172,3 +175,25 @@ def test_cli_rerun_of_a_finished_run_from_its_config_json(tiny_run):
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["report"].endswith("report.md") and summary["test_mse"] > 0
+
+
+@pytest.mark.slow  # the tiny run's models scored again: ~10 s
+def test_vortex_errors_of_a_pipeline_run_s_models(tiny_run, tmp_path):
+    """experiments/vortex_errors.py --pipeline: every true vortex of the test split is found or missed by each
+    saved model, and false vortices are counted with their sign."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vortex_errors", ROOT / "experiments" / "vortex_errors.py")
+    ve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ve)
+    out, _ = tiny_run
+    assert ve.main(["--pipeline", str(out), "--models", "dense,int8_per_channel", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "vortex_errors.json").read_text())
+    true = json.loads((out / "stages" / "evaluate.json").read_text())["summary"]["vortices_true"]
+    for name in ("dense", "int8_per_channel"):
+        t = result["models"][name]["totals"]
+        assert t["found"] + t["missed"] == true and 0 <= t["false_antivortices"] <= t["false"]
+        assert sum(r["found"] + r["missed"] for r in result["models"][name]["by_density"]) <= true
+    assert "## int8_per_channel" in (tmp_path / "vortex_errors.md").read_text()
+    with pytest.raises(SystemExit):
+        ve.main(["--pipeline", str(out), "--models", "nothing", "--out", str(tmp_path)])
