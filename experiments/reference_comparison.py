@@ -3,8 +3,8 @@
 Reads a ``bec-jax pipeline --preset paper`` run (its report.json and train/metrics.json, or the copies
 that benchmarks/gpu_check.sh brings back) and, optionally, ``bec-jax train`` runs of each optimizer and
 seed on the same data (their metrics.json), ``bec-jax prune`` runs from its dense model (the reference's
-three schedules, a dense baseline and bec_jax's recipes; their prune.json) and a ``bec-jax quantize`` run of the reference's
-int8 scheme, and writes one table (markdown + JSON). A run made from another model, data, split or
+three schedules, a dense baseline and bec_jax's recipes; their prune.json) and a ``bec-jax quantize`` run
+of the reference's int8 scheme, and writes one table (markdown + JSON). A run made from another model, data, split or
 training setting is refused. Every row gives the
 reference's value and bec_jax's, in the reference's loss convention (mean of (out − target)² · valid
 over all pixels, ``mse_ref``) and, beside it, bec_jax's masked MSE (mean over valid pixels). A row whose
@@ -49,7 +49,8 @@ def _is_reference_schedule(summary: dict) -> bool:
     return (all(st["sparsity"] in REFERENCE_SCHEDULE["stages"] for st in summary["stages"])
             and summary["ft_epochs"] == REFERENCE_SCHEDULE["ft_epochs"]
             and summary.get("last_ft_epochs") in (None, REFERENCE_SCHEDULE["ft_epochs"])
-            and summary["ft_lr"] == REFERENCE_SCHEDULE["ft_lr"]
+            and summary["ft_lr"] == REFERENCE_SCHEDULE["ft_lr"] and summary.get("keep", "last") == "last"
+            and not summary.get("precise_bn", False)
             and pc.get("distribution", "global") == "global" and not pc.get("reclaim_dead_scales", False))
 
 
@@ -118,7 +119,8 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
 
     optimizer_runs: ``bec-jax train`` runs per optimizer on the same data (one per seed; the run's own
     training is Adam's first). pruning_runs: ``bec-jax prune`` outputs from ``run``'s dense model (their
-    prune.json), sorted by what they are: "iterative" (the reference's schedule), "prune" (one shot, no
+    prune.json), sorted by what they are: "iterative" (the reference's schedule; any other iterative
+    run is one of bec_jax's recipes, with rows of its own), "prune" (one shot, no
     fine-tuning), "finetune" (one shot + fine-tuning) and "finetune" at sparsity 0 (the dense model trained
     as many more epochs at the fine-tuning rate: the baseline pruned models are compared with).
     reference_int8: a ``bec-jax quantize --scheme reference_per_tensor`` output of the same run (quantize.json).
@@ -146,9 +148,9 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         for folder, m in zip(folders, others[opt]):
             _check_same_setting(folder, m, run, metrics)
     for opt, ref in REFERENCE["val_loss_epoch50"].items():
-        found = [(m, h, e) for m, e in zip(([metrics] if opt == "adam" else []) + others.get(opt, []),
-                                           ([_evaluation(run, "val", 50)] if opt == "adam" else []) + evals.get(opt, []))
-                 if (h := _epoch(m, 50)) is not None]
+        runs = ([metrics] if opt == "adam" else []) + others.get(opt, [])
+        run_evals = ([_evaluation(run, "val", 50)] if opt == "adam" else []) + evals.get(opt, [])
+        found = [(m, h, e) for m, e in zip(runs, run_evals) if (h := _epoch(m, 50)) is not None]
         if not found:
             row(f"validation loss at epoch 50, {opt}", ref, None,
                 note="not run yet (benchmarks/gpu_check.sh step 4, experiments/reference_campaign.sh)")
@@ -159,7 +161,8 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
             sum(vals) / len(vals), bec_jax_masked=sum(h["val_mse"] for _, h, _ in found) / len(found),
             metrics=_mean_metrics([e for _, _, e in found]),
             note="" if len(vals) == 1 else
-            "seeds " + ", ".join(f"{s}: {v:.2e}" for s, v in zip(seeds, vals)) + f"; range {min(vals):.2e}–{max(vals):.2e}")
+            "seeds " + ", ".join(f"{s}: {v:.2e}" for s, v in zip(seeds, vals))
+            + f"; range {min(vals):.2e}–{max(vals):.2e}")
     pr = report["pruning"]
     kinds = {"iterative": {}, "prune": {}, "finetune": {}}
     recipes = []  # iterative runs of other settings than the reference's
@@ -198,7 +201,8 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         if key in kinds["prune"]:
             folder, summary, st = kinds["prune"][key]
             row(f"prune only (one shot) {float(s):.1%}, test MSE", None, st["test_mse_pruned_ref"],
-                bec_jax_masked=st["test_mse_pruned"], metrics=_final(summary, st), note=f"{folder}; no published value" + vs_base(st["test_mse_pruned_ref"]))
+                bec_jax_masked=st["test_mse_pruned"], metrics=_final(summary, st),
+                note=f"{folder}; no published value" + vs_base(st["test_mse_pruned_ref"]))
         if key in kinds["finetune"]:
             folder, summary, st = kinds["finetune"][key]
             row(f"one shot + {summary['ft_epochs']} fine-tuning epochs {float(s):.1%}, test MSE", None,
@@ -248,8 +252,9 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     if "pruned_int8_per_channel" in models:
         m = models["pruned_int8_per_channel"]
         row("pruned + int8 per-channel: size on disk (MiB)", None, m["bytes_on_disk"] / MIB,
-            bec_jax_masked=m["mse"], metrics=m, note=f"{m['size_ratio_vs_dense']:.1f}× smaller at {m['mse_ratio_vs_dense']:.2f}× "
-                                           "the dense test MSE; no reference row")
+            bec_jax_masked=m["mse"], metrics=m,
+            note=f"{m['size_ratio_vs_dense']:.1f}× smaller at {m['mse_ratio_vs_dense']:.2f}× the dense test MSE; "
+                 "no reference row")
     return dict(
         run=str(run), grid_n=report["dataset"]["grid_n"], n_states=report["dataset"]["n_samples"],
         params=count_params(UNetConfig.from_dict(report["config"]["model"])),
@@ -278,8 +283,9 @@ def _int8_note(note: str, ref_change: float, change: float, dense_mse_ref: float
     change applied to its dense test MSE): a relative change of a smaller dense MSE can be larger although
     int8 adds less error."""
     ref_dense = REFERENCE["test_mse_adam"]
-    absolute = (f"int8 model {dense_mse_ref * (1 + change):.3e} (the reference's {ref_dense * (1 + ref_change):.3e}); "
-                f"int8 adds {dense_mse_ref * change:.1e} (the reference's {ref_dense * ref_change:.1e})")
+    absolute = (f"int8 model {dense_mse_ref * (1 + change):.3e} (the reference's "
+                f"{ref_dense * (1 + ref_change):.3e}); int8 changes the MSE by {dense_mse_ref * change:+.1e} "
+                f"(the reference's {ref_dense * ref_change:+.1e})")
     if change > ref_change:
         absolute = "worse in relative terms only: " + absolute if change * dense_mse_ref <= ref_change * ref_dense \
             else "worse: " + absolute
@@ -294,11 +300,13 @@ def _fmt(v) -> str:
 
 def markdown(result: dict) -> str:
     lines = [f"Paper preset: {result['n_states']} states on {result['grid_n']}², "
-             f"{result['params']:,} parameters; {result['device']} ({result['backend']}); stages add up to "
-             f"{result['total_seconds']:.0f} s. MSEs in the reference's convention (all-pixel mean); bec_jax's "
-             "masked MSE beside it; the mean fidelity of the reconstructed state and the vortex count accuracy "
-             "where bec_jax evaluated that model (the reference reports neither).", "",
-             "| quantity | reference | bec_jax | bec_jax masked MSE | fidelity | vortex count accuracy | verdict | note |",
+             f"{result['params']:,} parameters; {result['device']} ({result['backend']}); its stage records add "
+             f"up to {result['total_seconds']:.0f} s (a resumed stage counts its last invocation). MSEs in the "
+             "reference's convention (all-pixel mean); bec_jax's masked MSE beside it; the mean fidelity of the "
+             "reconstructed state and the vortex count accuracy where bec_jax evaluated that model (the reference "
+             "reports neither).", "",
+             "| quantity | reference | bec_jax | bec_jax masked MSE | fidelity | vortex count accuracy | verdict "
+             "| note |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         pct = "change" in r["quantity"]
@@ -329,7 +337,8 @@ def main(argv=None) -> int:
     for item in args.optimizer_run:
         name, _, folder = item.partition("=")
         if name not in REFERENCE["val_loss_epoch50"] or not folder:
-            p.error(f"--optimizer-run takes NAME=DIR with NAME in {sorted(REFERENCE['val_loss_epoch50'])}, got {item!r}")
+            p.error(f"--optimizer-run takes NAME=DIR with NAME in {sorted(REFERENCE['val_loss_epoch50'])}, "
+                    f"got {item!r}")
         opt_runs.setdefault(name, []).append(Path(folder))
     pruning = [Path(f) for f in args.pruning_run]
     for folder in pruning:

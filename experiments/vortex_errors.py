@@ -41,9 +41,9 @@ OTHER_BINS = (0.0, 1.0, 1.5, 2.0, 3.0, np.inf)
 
 def classify(grid, psi, mu, pred, tcfg):
     """Rows (kind, envelope density fraction, nearest other true vortex in ξ, nearest vortex of the other
-    set in ξ) of every vortex. kind: "found" (a matched true vortex; other set: its match's distance),
-    "missed" (unmatched true; other set: the nearest predicted vortex of any sign) or "false" (unmatched
-    predicted; other set: the nearest true vortex)."""
+    set in ξ, sign of its winding) of every vortex. kind: "found" (a matched true vortex; other set: its
+    match's distance), "missed" (unmatched true; other set: the nearest predicted vortex of any sign) or
+    "false" (unmatched predicted; other set: the nearest true vortex)."""
     import jax.numpy as jnp
 
     from bec_jax.gpe.observables import envelope
@@ -133,7 +133,8 @@ def tables(rows) -> dict:
 def _table_lines(t) -> list[str]:
     lines = []
     for name, head in (("by_density", "envelope density / peak"), ("by_spacing_xi", "nearest other true vortex (ξ)"),
-                       ("by_other_set_xi", "found: match distance; missed: nearest predicted; false: nearest true (ξ)")):
+                       ("by_other_set_xi",
+                        "found: match distance; missed: nearest predicted; false: nearest true (ξ)")):
         lines += [f"| {head} | found | missed | false | errors / (found + missed) |", "|---|---|---|---|---|"]
         for r in t[name]:
             hi = "∞" if r["hi"] is None else f"{r['hi']:g}"
@@ -185,10 +186,13 @@ def pipeline_main(args) -> int:
     from bec_jax.compress.quantization import load_quantized
     from bec_jax.data.targets import make_example
     from bec_jax.train.core import make_predict
-    from bec_jax.train.trainer import load_dataset, load_trained
+    from bec_jax.train.trainer import load_dataset, load_trained, run_imaging
 
     run = Path(args.pipeline)
     _, info = load_trained(run / "train", "best")
+    imaging = run_imaging(info["run"])
+    if imaging is not None and imaging.enabled:
+        raise SystemExit(f"{run} trained on camera images; --pipeline scores clean inputs only")
     tc = info["train_config"]
     grid, arrays, _, splits = load_dataset(run / "data.h5", tc)
     test = np.sort(splits["test"])
@@ -220,12 +224,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="output folder (default: ROBUSTNESS)")
     p.add_argument("--pipeline", default=None,
                    help="instead: a `bec-jax pipeline` run folder, whose --models are scored on its clean test split")
-    p.add_argument("--models", default="dense,pruned", help="with --pipeline: names under RUN/models, comma-separated")
+    p.add_argument("--models", default="dense,pruned",
+                   help="with --pipeline: names under RUN/models, comma-separated")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.pipeline is not None:
         run = Path(args.pipeline)
-        for path in [run / "data.h5", run / "train" / "checkpoints"] + [run / "models" / m for m in args.models.split(",")]:
+        models = [run / "models" / m for m in args.models.split(",")]
+        for path in [run / "data.h5", run / "train" / "checkpoints"] + models:
             if not path.exists():
                 p.error(f"{path} does not exist (a finished `bec-jax pipeline` run is needed)")
         if args.out is None:

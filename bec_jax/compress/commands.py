@@ -50,11 +50,13 @@ def cmd_prune(args) -> int:
     reloaded = load_quantized(out / "model", setup.model_config)[0]
     final = test_mse(reloaded, setup.test)
     summary = dict(run=str(args.run), method=c.method, sparsity=c.sparsity, stages=log,
-                   ft_epochs=c.ft_epochs, last_ft_epochs=c.last_ft_epochs, keep=c.keep, ft_lr=lr, precise_bn=c.precise_bn, schedule=c.schedule,
+                   ft_epochs=c.ft_epochs, last_ft_epochs=c.last_ft_epochs, keep=c.keep, ft_lr=lr,
+                   precise_bn=c.precise_bn, schedule=c.schedule,
                    prune_config=dataclasses.asdict(pcfg),
                    test_mse_dense=dense["mse"], test_mse_dense_ref=dense["mse_ref"], test_mse=final["mse"],
                    test_mse_ref=final["mse_ref"], ratio_to_dense=final["mse"] / dense["mse"],
-                   evaluation=_evaluation(args, reloaded), sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
+                   evaluation=_evaluation(args, reloaded), sparsity_table=report,
+                   files=dict(model=str(out / "model"), **sizes))
     (out / "prune.json").write_text(json.dumps(summary, indent=2))
     clear_stages(out / "stages")
     print(json.dumps({k: summary[k] for k in ("method", "sparsity", "test_mse_dense", "test_mse", "ratio_to_dense")}
@@ -114,7 +116,8 @@ def cmd_quantize(args) -> int:
     q = test_mse(reloaded, setup.test)
     summary = dict(run=str(args.run), scheme=c.scheme, quant=qcfg.to_dict(), qat_epochs=c.qat_epochs,
                    sparse=c.sparse, test_mse_fp32=fp32["mse"], test_mse_reloaded=q["mse"],
-                   mse_change=q["mse"] / fp32["mse"] - 1, evaluation=_evaluation(args, reloaded), bytes_on_disk=sizes["bytes_on_disk"],
+                   mse_change=q["mse"] / fp32["mse"] - 1, evaluation=_evaluation(args, reloaded),
+                   bytes_on_disk=sizes["bytes_on_disk"],
                    payload_bytes=sizes["payload_bytes"], fp32_bytes_on_disk=fp_sizes["bytes_on_disk"],
                    fp32_payload_bytes=fp_sizes["payload_bytes"], model=str(out / "model"))
     (out / "quantize.json").write_text(json.dumps(summary, indent=2))

@@ -96,9 +96,7 @@ class CompressConfig:
             raise ValueError(f"compress.method must be one of {METHODS}, got {self.method!r}")
         if self.ft_epochs < (0 if self.method == "prune" else 1):
             raise ValueError(f"compress.ft_epochs must be >= 1 for method {self.method!r}, got {self.ft_epochs}")
-        if self.last_ft_epochs is not None and self.last_ft_epochs < (0 if self.method == "prune" else 1):
-            raise ValueError(f"compress.last_ft_epochs must be >= 1 for method {self.method!r}, "
-                             f"got {self.last_ft_epochs}")
+        _check_last_ft_epochs(self.method, self.ft_epochs, self.last_ft_epochs, "compress.")
         try:
             self.prune_config()
         except ValueError as e:
@@ -247,10 +245,22 @@ def prune_once(model: UNet, config: PruneConfig, previous=None):
     return model, masks
 
 
+def _check_last_ft_epochs(method: str, ft_epochs: int, last_ft_epochs: int | None, prefix: str = "") -> None:
+    """ValueError unless last_ft_epochs is None, or >= 1 for the iterative method (whose last stage it sets);
+    a one-shot method has a single stage, whose epochs are ft_epochs (equal values pass)."""
+    if last_ft_epochs is None or last_ft_epochs == ft_epochs:
+        return
+    if method != "iterative":
+        raise ValueError(f"{prefix}last_ft_epochs sets the last stage of the iterative method; method {method!r} "
+                         f"has one stage of ft_epochs = {ft_epochs} epochs (got last_ft_epochs {last_ft_epochs})")
+    if last_ft_epochs < 1:
+        raise ValueError(f"{prefix}last_ft_epochs must be >= 1, got {last_ft_epochs}")
+
+
 def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", *, ft_epochs: int = 1,
-                       last_ft_epochs: int | None = None, learning_rate: float | None = None, prune: PruneConfig = PruneConfig(),
-                       schedule=DEFAULT_SCHEDULE, keep: str = "best", precise_bn: bool = False, on_stage=None,
-                       progress: bool = False, resume_dir=None):
+                       last_ft_epochs: int | None = None, learning_rate: float | None = None,
+                       prune: PruneConfig = PruneConfig(), schedule=DEFAULT_SCHEDULE, keep: str = "best",
+                       precise_bn: bool = False, on_stage=None, progress: bool = False, resume_dir=None):
     """Prune ``setup.model`` to ``sparsity`` by ``method`` (one of METHODS).
 
     "prune": one shot; "finetune": one shot + ``ft_epochs`` of masked
@@ -277,9 +287,10 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method != "prune" and ft_epochs < 1:
+        raise ValueError(f"ft_epochs must be >= 1 for method {method!r}, got {ft_epochs}")
+    _check_last_ft_epochs(method, ft_epochs, last_ft_epochs)
     last = ft_epochs if last_ft_epochs is None else last_ft_epochs
-    if method != "prune" and min(ft_epochs, last) < 1:
-        raise ValueError(f"ft_epochs and last_ft_epochs must be >= 1 for method {method!r}, got {ft_epochs}, {last}")
     if keep not in KEEP:
         raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
     dataclasses.replace(prune, sparsity=sparsity)  # bad settings fail before any work
@@ -353,7 +364,7 @@ def _resume_stages(folder: Path, settings: dict, setup: Setup):
     model, meta = load_quantized(folder / f"stage_{last}", setup.model_config)
     stored, wanted = meta["extra"]["settings"], json.loads(json.dumps(settings))  # as JSON: tuples are lists
     if stored != wanted:
-        diff = sorted(k for k in wanted if stored.get(k) != wanted[k])
+        diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
         raise ValueError(f"{str(folder)!r} holds the stages of another pruning run (different {', '.join(diff)}); "
                          "use another output folder, or --overwrite to start over")
     rows = [json.loads((folder / f"stage_{i}" / "quantized.json").read_text())["extra"]["row"]

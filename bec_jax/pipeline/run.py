@@ -265,10 +265,13 @@ def _stage_evaluate_compressed(ctx: _Context) -> dict:
 
 
 def _deployed(config: PipelineConfig) -> list[str]:
-    """Model variants the deploy stage exports: the dense model and each of its int8 schemes. All of them:
-    which int8 file keeps the accuracy depends on the model (static activation ranges cost a 64² model
-    0.4 % but the paper preset's per-channel file 2.6× its MSE, docs/deploy.md), and each costs seconds."""
-    return ["dense"] + [f"int8_{s}" for s in config.compress.schemes]
+    """Model variants the deploy stage exports: the dense model and each of its int8 schemes that have an
+    integer path (the reference's asymmetric scheme has none). All of them: which int8 file keeps the
+    accuracy depends on the model (static activation ranges cost a 64² model 0.4 % but the paper preset's
+    per-channel file 2.6× its MSE, docs/deploy.md), and each costs seconds."""
+    from bec_jax.compress.quantization import QuantConfig
+
+    return ["dense"] + [f"int8_{s}" for s in config.compress.schemes if QuantConfig.preset(s).integer_path]
 
 
 def _stage_deploy(ctx: _Context) -> dict:

@@ -15,7 +15,9 @@ def test_bad_input_is_a_clear_error(capsys, tmp_path):
     assert main(["prune", "--distribution", "layerwise", "--out", str(tmp_path / "o")]) == 2
     assert "'layerwise'" in capsys.readouterr().err
     assert main(["prune", "--last-ft-epochs", "0", "--out", str(tmp_path / "o")]) == 2
-    assert "last_ft_epochs must be >= 1 for method 'iterative', got 0" in capsys.readouterr().err
+    assert "last_ft_epochs must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["prune", "--method", "finetune", "--last-ft-epochs", "5", "--out", str(tmp_path / "o")]) == 2
+    assert "last_ft_epochs sets the last stage of the iterative method" in capsys.readouterr().err
     for keep in ("0", "1.5"):
         assert main(["shrink", "--keep", keep]) == 2
         assert "keep must be in (0, 1]" in capsys.readouterr().err

@@ -197,3 +197,12 @@ def test_vortex_errors_of_a_pipeline_run_s_models(tiny_run, tmp_path):
     assert "## int8_per_channel" in (tmp_path / "vortex_errors.md").read_text()
     with pytest.raises(SystemExit):
         ve.main(["--pipeline", str(out), "--models", "nothing", "--out", str(tmp_path)])
+
+
+def test_the_deploy_stage_exports_every_int8_scheme_with_an_integer_path():
+    from bec_jax.compress.workflow import CompressConfig
+    from bec_jax.pipeline.run import _deployed
+
+    config = dataclasses.replace(PRESETS["paper"], compress=CompressConfig(
+        schemes=("per_tensor", "per_channel", "mixed", "reference_per_tensor")))
+    assert _deployed(config) == ["dense", "int8_per_tensor", "int8_per_channel", "int8_mixed"]

@@ -146,7 +146,7 @@ def test_an_int8_row_worse_in_relative_terms_says_what_int8_adds():
     ref = rc.REFERENCE["test_mse_adam"]
     note = rc._int8_note("", 0.010, 0.012, ref / 6)
     assert note.startswith("worse in relative terms only: ")
-    assert f"int8 adds {ref / 6 * 0.012:.1e} (the reference's {ref * 0.010:.1e})" in note
+    assert f"int8 changes the MSE by {ref / 6 * 0.012:+.1e} (the reference's {ref * 0.010:+.1e})" in note
     assert rc._int8_note("", 0.010, 0.012, ref).startswith("worse: ")
     assert rc._int8_note("scheme", 0.335, 0.25, ref).startswith("scheme; int8 model ")
 

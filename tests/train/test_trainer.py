@@ -148,6 +148,8 @@ def test_fit_writes_metrics_and_loads_back(small_dataset, tmp_path):
     given = evaluate_run(tmp_path / "run", split="all", model=best, progress=False)
     assert given["config"]["checkpoint"] == "given" and given["config"]["epoch"] is None
     assert given["summary"] == pytest.approx(s)
+    untrained = evaluate_run(tmp_path / "run", split="all", model=init_model(TINY, seed=7), progress=False)
+    assert untrained["summary"]["mse"] != pytest.approx(s["mse"], rel=1e-3)
 
 
 def test_fit_rejects_mismatched_input_size(small_dataset, tmp_path):
