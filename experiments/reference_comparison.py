@@ -215,7 +215,8 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
             folder, summary, st = hit
             row(f"iterative pruning {float(s):.1%}, test MSE", ref, st["test_mse_finetuned_ref"],
                 bec_jax_masked=st["test_mse_finetuned"], metrics=_final(summary, st),
-                note=f"{folder}: fine-tuned stage of the schedule" + vs_base(st["test_mse_finetuned_ref"]))
+                note=f"{folder}: fine-tuned stage of the schedule" + vs_base(st["test_mse_finetuned_ref"])
+                + _eval_mode_gap(st))
             continue
         row(f"iterative pruning {float(s):.1%}, test MSE", ref, None,
             note=f"not run yet: this run prunes to {pr['achieved_sparsity']:.1%} "
@@ -226,7 +227,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
             if st is not None:
                 row(f"bec_jax's recipe {float(s):.1%}, test MSE", ref, st["test_mse_finetuned_ref"],
                     bec_jax_masked=st["test_mse_finetuned"], metrics=_final(summary, st),
-                    note=f"{folder}: {_recipe(summary)}" + vs_base(st["test_mse_finetuned_ref"]))
+                    note=f"{folder}: {_recipe(summary)}" + vs_base(st["test_mse_finetuned_ref"]) + _eval_mode_gap(st))
     row("fp32 model on disk (MiB)", REFERENCE["fp32_mib"], dense["bytes_on_disk"] / MIB,
         note="orbax checkpoint of the parameters and BatchNorm statistics")
     for scheme, ref in REFERENCE["int8_mse_change"].items():
@@ -263,6 +264,21 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         vortex_count_accuracy=ev["vortex_count_accuracy"],
         stage_seconds=report["stage_seconds"], total_seconds=sum(report["stage_seconds"].values()),
         reference=REFERENCE, rows=rows)
+
+
+def _eval_mode_gap(stage: dict) -> str:
+    """A note when a fine-tuned stage's eval-mode test MSE (masked) is over 10× the training loss of the epoch
+    it kept (masked, train mode, on training batches; the two agree within tens of percent on a healthy
+    model): the same weights fail only with BatchNorm's running statistics."""
+    losses, kept = stage.get("train_losses"), stage.get("kept_epoch")
+    if not losses or not kept or "test_mse_finetuned" not in stage:
+        return ""
+    ratio = stage["test_mse_finetuned"] / losses[kept - 1]
+    if ratio <= 10:
+        return ""
+    return (f"; the eval-mode model's test MSE is {ratio:.0f}× its training loss in train mode "
+            f"({losses[kept - 1]:.2e}, masked), a gap that points at its BatchNorm running statistics, not its "
+            "weights (docs/compression.md, precise BatchNorm statistics, which bec_jax's recipe recomputes)")
 
 
 def _payload_note(record: dict) -> str:

@@ -165,3 +165,11 @@ def test_an_iterative_run_of_other_settings_is_a_recipe_of_its_own(tmp_path):
     assert "6 stages, 5 fine-tuning epochs each and 75 in the last (100 in all), lr 0.001" in r["note"]
     assert "reclaimed BatchNorm scales, precise BatchNorm statistics, best epoch kept" in r["note"]
     assert rows["iterative pruning 99.9%, test MSE"]["bec_jax"] is None  # not the reference's schedule
+
+
+def test_a_stage_whose_eval_mode_model_fails_says_so():
+    healthy = dict(test_mse_finetuned=6e-4, train_losses=[9e-4, 5e-4], kept_epoch=2)
+    assert rc._eval_mode_gap(healthy) == ""
+    broken = dict(test_mse_finetuned=0.7, train_losses=[1e-2, 2.2e-3], kept_epoch=2)
+    assert "test MSE is 318× its training loss in train mode (2.20e-03, masked)" in rc._eval_mode_gap(broken)
+    assert rc._eval_mode_gap(dict(test_mse_pruned=0.1)) == ""  # prune only: no training
