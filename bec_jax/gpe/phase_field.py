@@ -48,8 +48,8 @@ from bec_jax.quantum.fidelity import overlap
 
 __all__ = [
     "RegionConfig", "to_differences", "to_velocity", "plaquette_circulation", "winding_from_differences",
-    "detect_vortices", "forward_differences", "integrate_differences", "vortex_phase", "wrap", "reconstruct_phase", "fidelity",
-    "refine_vortices", "positions_from_winding", "match_vortices", "plaquette_winding", "vortex_mask",
+    "detect_vortices", "forward_differences", "integrate_differences", "vortex_phase", "wrap", "reconstruct_phase",
+    "fidelity", "refine_vortices", "positions_from_winding", "match_vortices", "plaquette_winding", "vortex_mask",
 ]
 
 

@@ -68,7 +68,8 @@ def _batch_fields(grid: Grid, psi, pred, tcfg: TargetConfig, ecfg: EvalConfig):
     psi_ceiling = amp * jnp.exp(1j * th_true)
     sq = jax.vmap(masked_sq_error_sums)(pred, y, valid)
     return dict(
-        target=y, valid=valid, region=region, d_true=d_true, d_pred=d_pred, theta_pred=th_pred, winding_pred=w_pred, winding_true=w_true,
+        target=y, valid=valid, region=region, d_true=d_true, d_pred=d_pred, theta_pred=th_pred, winding_pred=w_pred,
+        winding_true=w_true,
         fidelity=fidelity(psi_pred, psi), fidelity_ceiling=fidelity(psi_ceiling, psi),
         fidelity_zero_phase=fidelity(amp.astype(psi.dtype), psi),
         sq=sq[0], n_valid=sq[1], n_pixels=sq[2],
@@ -228,36 +229,38 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
 
     from bec_jax.data.splits import split_by_group
     from bec_jax.data.storage import load_grid, read_h5
-    from bec_jax.train.trainer import load_trained, run_data_path, run_imaging
+    from bec_jax.train.trainer import load_trained, run_data_path, run_imaging, run_settings
 
     if split not in ("test", "val", "train", "all"):
         raise ValueError(f"split must be one of test, val, train, all; got {split!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     run_dir = Path(run_dir)
-    trained, info = load_trained(run_dir, which)
-    model = trained if model is None else model
-    tc = info["train_config"]
+    given = model is not None
+    if given:  # only the run's settings: no checkpoint to restore
+        model_config, tc, run = run_settings(run_dir)
+        epoch = None
+    else:
+        model, info = load_trained(run_dir, which)
+        model_config, tc, run, epoch = info["model_config"], info["train_config"], info["run"], int(info["epoch"])
     if data is None:
         data = run_data_path(run_dir)
     if not Path(data).exists():
         raise ValueError(f"no dataset at {str(data)!r}")
     arrays, attrs = read_h5(data)
     grid = load_grid(attrs)
-    if grid.n != info["model_config"].input_size:
-        raise ValueError(f"dataset grid n={grid.n} differs from the model's input_size "
-                         f"{info['model_config'].input_size}")
+    if grid.n != model_config.input_size:
+        raise ValueError(f"dataset grid n={grid.n} differs from the model's input_size {model_config.input_size}")
     idx = (np.arange(len(arrays["group"])) if split == "all"
            else split_by_group(arrays["group"], tc.split, tc.split_seed)[split])
     if len(idx) == 0:
         raise ValueError(f"the {split!r} split of {str(data)!r} is empty")
     tcfg = tc.target_config
-    imaging = run_imaging(info["run"])  # a model trained on camera images is scored on camera images
+    imaging = run_imaging(run)  # a model trained on camera images is scored on camera images
     summary, samples = evaluate_model(model, grid, arrays, idx, tcfg, batch_size=batch_size, ecfg=ecfg,
                                       progress=progress, keep=keep, imaging=imaging)
-    given = model is not trained
     config = dict(run=str(run_dir), data=str(data), split=split, checkpoint="given" if given else which,
-                  epoch=None if given else int(info["epoch"]),
+                  epoch=epoch,
                   target=tcfg.target, mask_threshold=tcfg.mask_threshold, eval=dataclasses.asdict(ecfg),
                   grid=dict(n=grid.n, length=grid.length),
                   inputs="camera images (imaging model)" if imaging is not None and imaging.enabled else "clean")

@@ -43,7 +43,8 @@ from bec_jax.train.checkpoint import Checkpoints
 from bec_jax.train.core import (TrainConfig, TrainingDiverged, TrainState, evaluate_loader, init_state, make_loss,
                                 make_optimizer, make_predict, make_train_step, run_epochs)
 
-__all__ = ["load_dataset", "fit", "FitResult", "load_trained", "run_data_path", "model_config_for", "run_imaging"]
+__all__ = ["load_dataset", "fit", "FitResult", "load_trained", "run_settings", "run_data_path", "model_config_for",
+           "run_imaging"]
 
 
 def _dataset_id(path: Path, attrs: dict) -> dict:
@@ -242,6 +243,18 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
     return FitResult(model=model, history=history, best_epoch=best, out_dir=out)
 
 
+def run_settings(run_dir) -> tuple[UNetConfig, TrainConfig, dict]:
+    """(model config, training config, stored run settings) of a run folder, read from its checkpoint
+    metadata without restoring any checkpoint. The training config's epochs is the default: the stored run
+    key does not hold it (``load_trained`` records how far the run went)."""
+    from bec_jax.train.checkpoint import read_run_metadata
+
+    meta = read_run_metadata(Path(run_dir) / "checkpoints")
+    tcfg = meta["run"]["train"]
+    return (UNetConfig.from_dict(meta["model_config"]), TrainConfig(**{**tcfg, "split": tuple(tcfg["split"])}),
+            meta["run"])
+
+
 def load_trained(run_dir, which: str = "best") -> tuple[UNet, dict]:
     """(model in eval mode, info) of a finished or partial run folder.
 
@@ -249,23 +262,19 @@ def load_trained(run_dir, which: str = "best") -> tuple[UNet, dict]:
     model_config, run settings, epoch and history. Model configuration comes from
     the checkpoint metadata, so no settings need repeating.
     """
-    from bec_jax.train.checkpoint import read_run_metadata
-
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
     ck_dir = Path(run_dir) / "checkpoints"
-    meta = read_run_metadata(ck_dir)
-    model_config = UNetConfig.from_dict(meta["model_config"])
-    tcfg = meta["run"]["train"]
+    model_config, config, run = run_settings(run_dir)
     model = nnx.eval_shape(lambda: UNet(model_config, rngs=nnx.Rngs(0)))
     with Checkpoints(ck_dir, model_config, read_only=True) as ckpt:
         latest = ckpt.latest_step()
         step_meta = ckpt.read_meta(latest)
         step = step_meta["best_epoch"] if which == "best" else latest
         # epochs is not part of the stored run key; record how far this run went.
-        config = TrainConfig(**{**tcfg, "split": tuple(tcfg["split"]), "epochs": latest})
+        config = dataclasses.replace(config, epochs=latest)
         _, gd_eval, like = init_state(model, make_optimizer(config))
         state, step_meta = ckpt.restore(step, like.as_dict())
     model = nnx.merge(gd_eval, state["params"], state["batch_stats"])
-    return model, dict(model_config=model_config, train_config=config, epoch=step, run=meta["run"],
+    return model, dict(model_config=model_config, train_config=config, epoch=step, run=run,
                        history=step_meta["history"])
