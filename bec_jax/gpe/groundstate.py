@@ -51,7 +51,7 @@ import numpy as np
 
 from bec_jax.gpe.grid import Grid, complex_dtype, real_dtype, resample
 from bec_jax.gpe.hamiltonian import check_inputs, chemical_potential, energy, normalize, per_state, residual
-from bec_jax.gpe.implicit import AdjointSettings, attach_gradients
+from bec_jax.gpe.implicit import AdjointSettings, attach_gradients, energy_slopes
 from bec_jax.gpe.observables import edge_density, rms_radius, thomas_fermi, vortex_count
 from bec_jax.gpe.minimize import PRECONDITIONER_PASSES, pcg_minimize
 from bec_jax.gpe.sharding import backend_of, batch_mesh, check_memory, loop_chunk, map_batch, place, resolve_chunk, shard_batch
@@ -255,6 +255,9 @@ class GroundStateResult:
     a batch run in lockstep, so the batch costs about max(start_steps) each).
     start_vortices: int32 (..., n_starts) vortices of every start's final state
     (with start_energies: which branches the starts found, ``implicit.branch_gap``).
+    start_slopes: real (..., n_starts, 2) (∂E/∂g, ∂E/∂Ω) = (½∫|ψ|⁴, −⟨L_z⟩) of
+    every start's final state (``implicit.energy_slopes``; starts tied in
+    energy with equal slopes are one branch).
     touches_edge: bool
     (...) boundary density above 1e-4 of the peak. length_needed: real (...)
     box side that would hold the cloud (from its rms radius).
@@ -270,6 +273,7 @@ class GroundStateResult:
     start_energies: jax.Array
     start_steps: jax.Array
     start_vortices: jax.Array
+    start_slopes: jax.Array
     touches_edge: jax.Array
     length_needed: jax.Array
 
@@ -479,7 +483,7 @@ def _solve(grid: Grid, g, omega, keys, method, psi0=None, start_mesh=None, chunk
     relax = shard_batch(map_batch(relax_start, chunk), start_mesh)
     out = relax(guesses.reshape((b * s,) + guesses.shape[2:]), jnp.repeat(g, s), jnp.repeat(omega, s))
     psi, e, r, steps, conv, start_vortices = (a.reshape((b, s) + a.shape[1:]) for a in out)
-    start_energies, start_steps = e, steps
+    start_energies, start_steps, start_slopes = e, steps, energy_slopes(grid, psi)
     # The lowest finite energy wins, converged or not: a start still descending
     # below a converged one has found a deeper basin (metastable lattices
     # converge too). A winner that hit max_iter is polished alone below.
@@ -505,6 +509,7 @@ def _solve(grid: Grid, g, omega, keys, method, psi0=None, start_mesh=None, chunk
         start_energies=start_energies,
         start_steps=start_steps,
         start_vortices=start_vortices,
+        start_slopes=start_slopes,
         touches_edge=~(edge <= EDGE_THRESHOLD),
         length_needed=2 * (math.sqrt(3) * rms_radius(grid, psi) + 3.5),
     )

@@ -141,7 +141,8 @@ def test_adjoint_cg_reports_indefinite_operator():
 @pytest.mark.slow  # ~2 min on 2 cores (several float64 multi-start solves)
 def test_vortex_number_transition_gives_nan_gradient():
     """g = 100 on 32²: at the crossing of the vortex-free and the one-vortex branch, two starts end on
-    the two branches, branch_gap ≈ 0 and the gradient is NaN; 0.01 away it is finite and equals −⟨L_z⟩."""
+    the two branches, branch_gap ≈ 0 and the gradient is NaN; 0.01 away it is finite and equals −⟨L_z⟩, also
+    where two starts end on copies of one state pinned to different grid points."""
     with jax.enable_x64(True):
         grid = bj.Grid(32, float(bj.box_length(G0, 0.6)))
         kw = dict(key=jax.random.key(0), **TIGHT)
@@ -159,15 +160,21 @@ def test_vortex_number_transition_gives_nan_gradient():
         at = bj.ground_state(grid, G0, om_c, **kw)
         assert float(implicit.branch_gap(at)) < implicit.TRANSITION_GAP
         assert np.isnan(float(jax.grad(energy)(om_c)))
-        # 0.01 away, two starts (0 and 1 vortex seeded): with more, two of them can stop on copies of the
-        # one-vortex state pinned to different grid positions (1.7e-6 apart on 32², above float64's
-        # SAME_STATE), which branch_gap counts as a crossing
-        two = dict(kw, n_starts=2)
+        # 0.01 away, with the default four starts: above the crossing two of them stop on copies of the
+        # one-vortex state pinned to different grid positions, 1.7e-6 apart in energy (above float64's
+        # SAME_STATE) but with the same slopes: one branch, and the gradient is finite
         for om, vort in ((om_c - 0.01, 0), (om_c + 0.01, 1)):
-            res = bj.ground_state(grid, G0, om, **two)
+            res = bj.ground_state(grid, G0, om, **kw)
             assert int(res.vortices) == vort
-            grad = jax.grad(lambda o: bj.ground_state(grid, G0, o, **two).energy)(om)
+            assert float(implicit.branch_gap(res)) > implicit.TRANSITION_GAP * abs(float(res.energy))
+            grad = jax.grad(lambda o: bj.ground_state(grid, G0, o, **kw).energy)(om)
             np.testing.assert_allclose(float(grad), -float(bj.angular_momentum(grid, res.psi)), rtol=1e-6, atol=1e-9)
+            if vort == 1:
+                e, v = np.asarray(res.start_energies), np.asarray(res.start_vortices)
+                copies = e[v == 1] - float(res.energy)
+                assert np.max(copies) > implicit.SAME_STATE["float64"] * abs(float(res.energy))  # the pinned copy
+                lz = -np.asarray(res.start_slopes)[v == 1, 1]
+                np.testing.assert_allclose(lz, lz[0], rtol=implicit.SAME_SLOPE)
 
 
 @pytest.mark.parametrize("imaginary", [True, False])
