@@ -285,10 +285,11 @@ def branch_gap(res):
     another vortex number (``start_vortices``), or more than
     ``SAME_STATE[dtype]``·max(1, |E|) above it with other energy slopes
     (``start_slopes`` differing from the winner's by more than ``SAME_SLOPE``
-    relative: ½∫|ψ|⁴ to itself, ⟨L_z⟩ to max(1, |⟨L_z⟩|)). inf when every start found the winner. Shape: the batch shape of
-    ``res``. A gap near zero means a level crossing (e.g. a vortex-number
-    transition): the ground state jumps there and has no derivative. Only
-    crossings the starts found are seen."""
+    relative: ½∫|ψ|⁴ to itself, ⟨L_z⟩ to max(1, |⟨L_z⟩|)). inf when every
+    start found the winner. Shape: the batch shape of ``res``. A gap near zero
+    means a level crossing (e.g. a vortex-number transition): the ground state
+    jumps there and has no derivative. Only crossings the starts found are
+    seen."""
     e = jax.lax.stop_gradient(res.energy)[..., None]
     s = res.start_energies
     above = s - e > SAME_STATE[jnp.dtype(s.dtype).name] * jnp.maximum(1.0, jnp.abs(e))
