@@ -263,6 +263,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         test_mse_ref=ev["mse_ref"], test_masked_mse=ev["mse"], fidelity_mean=ev["fidelity_mean"],
         vortex_count_accuracy=ev["vortex_count_accuracy"],
         stage_seconds=report["stage_seconds"], total_seconds=sum(report["stage_seconds"].values()),
+        stage_invocations=report.get("stage_invocations"),
         reference=REFERENCE, rows=rows)
 
 
@@ -314,10 +315,19 @@ def _fmt(v) -> str:
     return f"{v:.3g}" if abs(v) >= 1e-2 else f"{v:.2e}"
 
 
+def _timing(invocations: dict | None) -> str:
+    """How the pipeline's stage seconds were counted, from the report's ``stage_invocations``."""
+    if not invocations or None in invocations.values():
+        return " by their records (a stage resumed after a stop counts only the invocation that finished it)"
+    resumed = {k: n for k, n in invocations.items() if n > 1}
+    return (" over every invocation (" + ", ".join(f"{k} {n}" for k, n in resumed.items()) + " invocations)"
+            if resumed else ", each in one invocation")
+
+
 def markdown(result: dict) -> str:
     lines = [f"Paper preset: {result['n_states']} states on {result['grid_n']}², "
-             f"{result['params']:,} parameters; {result['device']} ({result['backend']}); its stage records add "
-             f"up to {result['total_seconds']:.0f} s (a resumed stage counts its last invocation). MSEs in the "
+             f"{result['params']:,} parameters; {result['device']} ({result['backend']}); its stages took "
+             f"{result['total_seconds']:.0f} s{_timing(result.get('stage_invocations'))}. MSEs in the "
              "reference's convention (all-pixel mean); bec_jax's masked MSE beside it; the mean fidelity of the "
              "reconstructed state and the vortex count accuracy where bec_jax evaluated that model (the reference "
              "reports neither).", "",

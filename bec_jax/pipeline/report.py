@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bec_jax.pipeline.run import CLOCK_HEARTBEAT
+
 __all__ = ["SCHEMA", "build_report", "write_report", "plot_compression"]
 
 SCHEMA = "bec_jax.pipeline.report/1"
@@ -58,6 +60,8 @@ def build_report(config, results: dict) -> dict:
                      statistic="median"),
         deployment=_deployment(results.get("deploy")),
         stage_seconds={k: r["stage_seconds"] for k, r in results.items() if "stage_seconds" in r},
+        # None: a record written before stages timed every invocation (its seconds are the last one's)
+        stage_invocations={k: r.get("invocations") for k, r in results.items() if "stage_seconds" in r},
     )
 
 
@@ -154,11 +158,14 @@ def _markdown(r: dict, figures: dict) -> str:
               f"{a['mse']:.3e} | {a['mse_ratio_vs_dense']:.3f} |" for a in dep["artifacts"].values()]
     else:
         L.append(f"None: {dep['note']}.")
+    inv = r.get("stage_invocations") or {}
     L += ["", "## Time per stage", "",
-          "Seconds of the invocation that finished each stage: a stage resumed after a stop counts only its "
-          "last part (training's own epoch times are in train/metrics.json).", "",
-          "| stage | seconds |", "|---|---|"]
-    L += [f"| {k} | {v:.0f} |" for k, v in r["stage_seconds"].items()]
+          "Wall seconds of each stage over all the invocations that worked on it (a stage stopped and resumed "
+          f"counts the time of every part; a kill loses at most the last {CLOCK_HEARTBEAT:.0f} s of it)."
+          + (" A stage without an invocation count was recorded before stages timed every invocation: its "
+             "seconds are those of the invocation that finished it." if None in inv.values() else ""), "",
+          "| stage | seconds | invocations |", "|---|---|---|"]
+    L += [f"| {k} | {v:.0f} | {inv.get(k) or '–'} |" for k, v in r["stage_seconds"].items()]
     L += ["", "Reproduce: `bec-jax pipeline --config config.json --out <folder>` (config.json of this run).", ""]
     return "\n".join(L)
 

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from flax import nnx
 from bec_jax.cli import build_parser
 from bec_jax.models import count_params, init_model
 from bec_jax.pipeline import PRESETS, STAGES, PipelineConfig, RunConflict, run_pipeline
+from bec_jax.pipeline.run import StageClock
 from bec_jax.pipeline.config import add_config_flags, config_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +98,7 @@ def test_tiny_run_writes_report_models_and_figures(tiny_run):
     assert PipelineConfig.from_dict(r["config"]) == TINY
     assert r["dataset"]["n_samples"] >= 5 and r["dataset"]["grid_n"] == 16
     assert r["training"]["epochs"] == 2 and set(r["stage_seconds"]) == set(STAGES) - {"report"}
+    assert set(r["stage_invocations"].values()) == {1} and not list((out / "stages").glob("*.elapsed"))
     assert set(r["models"]) == {"dense", "pruned", "int8_per_channel", "pruned_int8_per_channel"}
     m = r["models"]
     # every model was reloaded from disk and evaluated; int8 of the same weights barely moves the MSE
@@ -128,14 +131,46 @@ def test_tiny_run_writes_report_models_and_figures(tiny_run):
 def test_rerun_resumes_and_redoes_only_unfinished_stages(tiny_run):
     out, _ = tiny_run
     before = json.loads((out / "report.json").read_text())
-    (out / "stages" / "evaluate_compressed.json").unlink()  # as if killed during that stage
+    stages = out / "stages"
+    (stages / "evaluate_compressed.json").unlink()  # as if killed during that stage, twice, after 1000 s
+    (stages / "evaluate_compressed.elapsed").write_text(json.dumps(dict(seconds=1000.0, invocations=2)))
+    (stages / "deploy.elapsed").write_text(json.dumps(dict(seconds=500.0, invocations=1)))  # a later stage's
     log = []
     run_pipeline(TINY, out, progress=False, log=log.append)
     redone = [line for line in log[:-1] if "done earlier" not in line]
     assert [line.split("]")[1].strip() for line in redone] == ["evaluate_compressed", "deploy", "report"]
     after = json.loads((out / "report.json").read_text())
+    # every invocation's time is counted; the later stage's clock went with the results it timed
+    ec, dep = (json.loads((stages / f"{s}.json").read_text()) for s in ("evaluate_compressed", "deploy"))
+    assert ec["invocations"] == 3 and ec["stage_seconds"] == pytest.approx(1000 + ec["stage_seconds_this_run"])
+    assert dep["invocations"] == 1 and dep["stage_seconds"] < 500
+    assert after["stage_invocations"]["evaluate_compressed"] == 3 and not list(stages.glob("*.elapsed"))
+    assert f"| evaluate_compressed | {ec['stage_seconds']:.0f} | 3 |" in (out / "report.md").read_text()
     assert after["models"]["pruned"]["mse"] == before["models"]["pruned"]["mse"]
     assert after["dataset"] == before["dataset"]
+
+
+def test_stage_clock_counts_every_invocation(tmp_path):
+    """A stopped invocation leaves its time; the next adds its own; a running one saves it every heartbeat."""
+    path = tmp_path / "train.elapsed"
+    with pytest.raises(KeyboardInterrupt), StageClock(path, heartbeat=0.01) as clock:
+        for _ in range(500):  # the heartbeat thread saves while the stage runs
+            if path.exists():
+                break
+            threading.Event().wait(0.01)
+        assert json.loads(path.read_text())["invocations"] == 1
+        raise KeyboardInterrupt
+    first = json.loads(path.read_text())
+    assert first == dict(seconds=pytest.approx(clock.this_run), invocations=1) and first["seconds"] > 0
+    with StageClock(path) as clock:
+        pass
+    assert clock.invocations == 2 and clock.seconds == pytest.approx(first["seconds"] + clock.this_run)
+    assert path.exists()  # until the stage's record is written
+    clock.finish()
+    assert not path.exists()
+    path.write_text("{not json")
+    clock = StageClock(path)
+    assert clock.earlier == 0 and str(path) in clock.note
 
 
 @pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
