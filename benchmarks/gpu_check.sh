@@ -1,59 +1,120 @@
 #!/bin/bash
-# The GPU check: one prepared script for a short device lease (about 9.5 minutes on one H200).
-# Needs jax with CUDA, flax, optax, orbax-checkpoint, h5py, tqdm, matplotlib, scipy, pytest.
+# The GPU check: one prepared script for a short device lease (15 minutes of device time in all, at most
+# 575 s a call). Needs jax with CUDA, flax, optax, orbax-checkpoint, h5py, tqdm, matplotlib, scipy, pytest.
 #   OUT=benchmarks/results/gpu_h200 bash benchmarks/gpu_check.sh
-# In order of importance, each step bounded so that the later ones keep their time:
-# 1. int8 convolutions in every geometry, and bfloat16 compute, on the GPU (tests);
-# 2. `bec-jax pipeline --preset paper` end to end, alone on the GPU (timed), and its epoch-50 model on the
-#    validation split; its results come back as one archive (the device tool returns a limited number of files);
-# 3. benchmarks/accelerator_throughput.py: the saved models' latencies, the solver against the memory
-#    roofline (n = 200, batches 256-4096), paper-preset ground states per second, U-Net fp32/bf16;
-# 4. with the time left: the reference's optimizer study on the same data (AdamW, SGD; 50 epochs).
-# PIPELINE_ARGS / BENCH_ARGS / TRAIN_ARGS: extra flags (a CPU dry run: tiny sizes and --smoke).
+#   STEPS="pipeline optimizers schedules" OUT=... bash benchmarks/gpu_check.sh     (a chosen subset, in order)
+# Steps (default: all, in this order of importance), each bounded so that the later ones keep their time:
+#   tests       int8 convolutions in every geometry and bfloat16 compute on the GPU;
+#   pipeline    `bec-jax pipeline --preset paper` end to end, alone on the GPU (timed: report.json's
+#               stage_seconds), and its epoch-50 model on the validation split;
+#   latency     the pipeline's saved models: latencies (benchmarks/accelerator_throughput.py --parts models);
+#   throughput  the solver against the memory roofline (n = 200, batches 256-4096), paper-preset ground
+#               states per second, U-Net fp32/bf16;
+#   optimizers  the reference's optimizer study on the pipeline's data (AdamW, SGD; 50 epochs each);
+#   schedules   the reference's iterative pruning schedule to 99.9 % from the pipeline's dense model;
+#   online      experiments/online_training.py at 64²: fresh ground states inside every training step against
+#               fixed datasets of equal compute.
+# Calls resume on a warm machine: STATE (/tmp/gpu_check) keeps every step's work and a mark for each finished
+# step, which a later call skips (the pipeline, training and pruning also resume inside themselves), and every
+# call copies all results so far to OUT. Results come back as few files (the device tool returns a limited
+# number): the pipeline's records as one archive. PIPELINE_ARGS, BENCH_ARGS, TRAIN_ARGS, PRUNE_ARGS,
+# ONLINE_ARGS: extra flags (a CPU dry run: tiny sizes and --smoke).
 OUT=${OUT:-benchmarks/results/gpu_check}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
+STATE=${STATE:-/tmp/gpu_check}; R=$STATE/results; P=$STATE/paper; mkdir -p "$R"
+STEPS=${STEPS:-tests pipeline latency throughput optimizers schedules online}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-575} ))
 left() { echo $(( DEADLINE - $(date +%s) )); }
-L=$OUT/gpu.log
-{ date; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
-  python3 -c "import jax, flax, optax; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__)"
-  git log --oneline -1 2>/dev/null; } > "$L" 2>&1
-
-echo "== 1. int8 and bfloat16 tests ($(left) s left)" >> "$L"
-timeout 160 python3 -m pytest -q -p no:cacheprovider -m "" tests/compress/test_quantization.py \
-  tests/models/test_unet.py -k "int8 or bfloat16 or batchnorm or gemm" > "$OUT/tests_int8_bf16.log" 2>&1
-echo "rc=$?" >> "$OUT/tests_int8_bf16.log"; tail -3 "$OUT/tests_int8_bf16.log" >> "$L"
-
-echo "== 2. paper pipeline ($(left) s left)" >> "$L"
-t0=$(date +%s)
-timeout $(( $(left) - 140 )) python3 -m bec_jax.cli pipeline --preset paper \
-  --out /tmp/paper --no-progress $PIPELINE_ARGS > "$OUT/paper_pipeline.log" 2>&1
-echo "rc=$? wall_s=$(( $(date +%s) - t0 ))" >> "$L"
-# the epoch-50 model on the validation split: fidelity and vortex counts beside the reference's validation loss
-[ -f /tmp/paper/report.json ] && timeout 45 python3 -m bec_jax.cli evaluate --run /tmp/paper/train --checkpoint latest \
-  --split val --samples 0 --no-progress --out /tmp/paper/train/eval_val_latest > /dev/null 2>> "$L"
-( cd /tmp/paper && tar czf "$OUT/paper_run.tgz" report.md report.json config.json ./*.png stages \
-  train/metrics.json train/eval_val_latest/evaluation.json 2>/dev/null )
-
-echo "== 3. accelerator_throughput ($(left) s left)" >> "$L"
-B=benchmarks/accelerator_throughput.py
-[ -d /tmp/paper/models ] && timeout 60 python3 $B --parts models --models /tmp/paper/models $BENCH_ARGS \
-  --out "$OUT/model_latency.json" >> "$L" 2>&1
-timeout $(( $(left) > 150 ? 150 : $(left) )) python3 $B --parts solver,unet,pcg $BENCH_ARGS \
-  --out "$OUT/accelerator_throughput.json" >> "$L" 2>&1
-
-for opt in adamw sgd; do
-  if [ "$(left)" -gt 100 ] && [ -f /tmp/paper/data.h5 ]; then
-    echo "== 4. optimizer $opt ($(left) s left)" >> "$L"
-    timeout $(( $(left) - 70 )) python3 -m bec_jax.cli train --data /tmp/paper/data.h5 --optimizer $opt \
-      --epochs 50 --checkpoint-every 50 --out /tmp/opt_$opt --no-progress $TRAIN_ARGS > "$OUT/train_$opt.log" 2>&1
-    rc=$?; echo "rc=$rc" >> "$L"
-    # a folder experiments/reference_comparison.py reads as --optimizer-run $opt=OUT/opt_$opt
-    [ $rc -eq 0 ] && timeout 60 python3 -m bec_jax.cli evaluate --run /tmp/opt_$opt --checkpoint latest --split val \
-      --samples 0 --no-progress --out /tmp/opt_$opt/eval_val_latest > /dev/null 2>> "$L"
-    mkdir -p "$OUT/opt_$opt/eval_val_latest"; cp /tmp/opt_$opt/metrics.json "$OUT/opt_$opt/" 2>/dev/null
-    cp /tmp/opt_$opt/eval_val_latest/evaluation.json "$OUT/opt_$opt/eval_val_latest/" 2>/dev/null
-    grep -v cuda_timer "$OUT/train_$opt.log" | tail -5 > "$OUT/train_$opt.tail"; rm -f "$OUT/train_$opt.log"
-  fi
+# cap MAX RESERVE: a timeout of min(MAX, time left - RESERVE) s, at least 1 (timeout 0 would mean none)
+cap() { local t=$(( $(left) - $2 )); t=$(( t < $1 ? t : $1 )); echo $(( t < 1 ? 1 : t )); }
+L=$R/gpu.log
+BJ="python3 -m bec_jax.cli"
+for s in $STEPS; do
+  case " tests pipeline latency throughput optimizers schedules online " in *" $s "*) ;;
+    *) echo "gpu_check.sh: unknown step '$s' in STEPS (tests pipeline latency throughput optimizers schedules online)" >&2
+       exit 2 ;;
+  esac
 done
-date >> "$L"
+{ echo "== call $(date -u +%FT%TZ), steps: $STEPS"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
+  python3 -c "import jax, flax, optax; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__)"
+  git log --oneline -1 2>/dev/null; } >> "$L" 2>&1
+
+collect() {  # everything so far to OUT (after every step: a call stopped by its limit still returns it)
+  [ -f "$P/stages/train.json" ] && ( cd "$P" && tar czf "$R/paper_run.tgz" report.md report.json config.json \
+    ./*.png stages train/metrics.json train/eval_val_latest/evaluation.json 2>/dev/null )
+  cp -r "$R/." "$OUT/"
+}
+
+evaluate_val() {  # DIR's epoch-50 model on the validation split (the reference's validation-loss rows)
+  [ -f "$1/eval_val_latest/evaluation.json" ] || timeout "$(cap 60 0)" $BJ evaluate --run "$1" --checkpoint latest \
+    --split val --samples 0 --no-progress --out "$1/eval_val_latest" > /dev/null 2>> "$L"
+}
+
+step_tests() {
+  timeout "$(cap 160 0)" python3 -m pytest -q -p no:cacheprovider -m "" tests/compress/test_quantization.py \
+    tests/models/test_unet.py -k "int8 or bfloat16 or batchnorm or gemm" > "$R/tests_int8_bf16.log" 2>&1
+  local rc=$?; echo "rc=$rc" >> "$R/tests_int8_bf16.log"; tail -3 "$R/tests_int8_bf16.log" >> "$L"
+  [ $rc -ne 124 ]  # failures are results; a timeout is not
+}
+
+step_pipeline() {
+  timeout "$(cap 100000 140)" $BJ pipeline --preset paper --out "$P" --no-progress $PIPELINE_ARGS \
+    >> "$R/paper_pipeline.log" 2>&1 || return 1
+  evaluate_val "$P/train"
+}
+
+step_latency() {
+  [ -d "$P/models" ] || { echo "no saved models: run the pipeline step first" >> "$L"; return 1; }
+  timeout "$(cap 60 0)" python3 benchmarks/accelerator_throughput.py --parts models --models "$P/models" \
+    $BENCH_ARGS --out "$R/model_latency.json" >> "$L" 2>&1
+}
+
+step_throughput() {
+  timeout "$(cap 150 0)" python3 benchmarks/accelerator_throughput.py --parts solver,unet,pcg $BENCH_ARGS \
+    --out "$R/accelerator_throughput.json" >> "$L" 2>&1
+}
+
+step_optimizers() {
+  [ -f "$P/data.h5" ] || { echo "no paper dataset: run the pipeline step first" >> "$L"; return 1; }
+  local opt ok=0
+  for opt in adamw sgd; do
+    local d=$STATE/opt_$opt
+    if [ ! -f "$d/eval_val_latest/evaluation.json" ]; then
+      [ "$(left)" -gt 100 ] || { ok=1; continue; }
+      echo "-- $opt ($(left) s left)" >> "$L"
+      timeout "$(cap 100000 70)" $BJ train --data "$P/data.h5" --optimizer $opt --epochs 50 --checkpoint-every 5 \
+        --out "$d" --no-progress $TRAIN_ARGS >> "$STATE/train_$opt.log" 2>&1 && evaluate_val "$d" || ok=1
+      grep -v cuda_timer "$STATE/train_$opt.log" | tail -5 > "$R/train_$opt.tail"
+    fi
+    # a folder experiments/reference_comparison.py reads as --optimizer-run $opt=OUT/opt_$opt
+    mkdir -p "$R/opt_$opt/eval_val_latest"; cp "$d/metrics.json" "$R/opt_$opt/" 2>/dev/null
+    cp "$d/eval_val_latest/evaluation.json" "$R/opt_$opt/eval_val_latest/" 2>/dev/null
+  done
+  return $ok
+}
+
+step_schedules() {
+  [ -f "$P/stages/train.json" ] || { echo "no trained paper model: run the pipeline step first" >> "$L"; return 1; }
+  timeout "$(cap 100000 30)" $BJ prune --run "$P/train" --out "$STATE/prune_iterative" --no-progress --sparsity 0.999 \
+    --method iterative --schedule 0.8,0.9,0.97,0.99,0.995 --ft-epochs 5 --ft-lr 5e-4 --keep last $PRUNE_ARGS \
+    >> "$R/prune_iterative.log" 2>&1 || return 1
+  mkdir -p "$R/prune_iterative" && cp "$STATE/prune_iterative/prune.json" "$R/prune_iterative/"
+}
+
+step_online() {
+  timeout "$(cap 100000 15)" python3 experiments/online_training.py --out "$R/online_training" --n 64 \
+    --batch-size 32 --steps 600 --fixed-sizes 256,1024 --eval-every 60 --n-test 128 $ONLINE_ARGS \
+    >> "$R/online_training.log" 2>&1
+}
+
+for s in $STEPS; do
+  if [ -f "$STATE/done_$s" ]; then echo "== $s: done in an earlier call" >> "$L"; continue; fi
+  if [ "$(left)" -lt 30 ]; then echo "== $s: no time left" >> "$L"; continue; fi
+  echo "== $s ($(left) s left)" >> "$L"
+  t0=$(date +%s)
+  if "step_$s"; then touch "$STATE/done_$s"; echo "   $s done in $(( $(date +%s) - t0 )) s" >> "$L"
+  else echo "   $s unfinished after $(( $(date +%s) - t0 )) s (a later call resumes it)" >> "$L"; fi
+  collect
+done
+date -u +%FT%TZ >> "$L"; collect
