@@ -25,6 +25,7 @@ Wall times: generation (including its compilation) + training steps
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -242,11 +243,11 @@ def main(argv=None) -> int:
                              **final_metrics(pred))
 
     report = dict(settings=dict(vars(args)), grid=dict(n=grid.n, length=grid.length),
-                  online_config=dict(vars(ocfg)) if hasattr(ocfg, "__dict__") else str(ocfg),
+                  online_config=dataclasses.asdict(ocfg),
                   model_config=mcfg.to_dict(), n_params=n_params,
                   test=dict(n_states=int(keep.sum()), n_requested=args.n_test, solver_seconds=test_seconds),
                   backend=jax.default_backend(), results=results, curves=curves)
-    (out / "online_training.json").write_text(json.dumps(report, indent=2, default=list))
+    (out / "online_training.json").write_text(json.dumps(report, indent=2))
     title = (f"{args.n}² grid, U-Net w{args.width} d{args.depth}, batch {args.batch_size}, {args.steps} steps, "
              f"test {int(keep.sum())} ground states ({jax.default_backend()})")
     plot(curves, out / "online_training.png", title)

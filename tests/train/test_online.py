@@ -1,5 +1,10 @@
 """Online training: solver + update in one jitted step on a tiny grid."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +23,8 @@ from bec_jax.train import (
     sample_parameters,
     sample_states,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 GRID = Grid(n=16, length=10.0)
 # Small budget: the solver part of the step compiles and runs in seconds on 2 cores.
@@ -94,3 +101,17 @@ def test_make_online_step_rejects_bad_arguments():
         make_online_step(16, gd_train, tx, masked_mse, CFG)
     with pytest.raises(ValueError, match="config must be an OnlineConfig, got dict"):
         make_online_step(GRID, gd_train, tx, masked_mse, {})
+
+
+@pytest.mark.slow  # ~40 s on 2 cores
+def test_quick_online_study_writes_report(tmp_path):
+    """experiments/online_training.py end to end (its report holds the in-step solver's settings)."""
+    cmd = [sys.executable, str(ROOT / "experiments" / "online_training.py"), "--quick", "--n", "16", "--batch-size",
+           "8", "--out", str(tmp_path)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((tmp_path / "online_training.json").read_text())
+    assert report["online_config"]["solver"]["max_iter"] == 300 and report["online_config"]["batch_size"] == 8
+    assert set(report["results"]) == {"online", "fixed N=16", "fixed N=32"}
+    assert all(np.isfinite(r["final_test_mse"]) for r in report["results"].values())
+    assert (tmp_path / "online_training.png").stat().st_size > 10_000
