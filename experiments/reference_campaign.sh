@@ -9,7 +9,8 @@
 #    int8, every model saved, reloaded and evaluated;
 # 2. the reference's int8 scheme (one asymmetric scale and zero point over all convs), saved, reloaded, evaluated;
 # 3. the reference's iterative pruning schedule (80, 90, 97, 99, 99.5, 99.9 %; 5 fine-tuning epochs at
-#    lr 5e-4 per stage) from the dense model, with every stage's test MSE;
+#    lr 5e-4 per stage) from the dense model, with every stage's test MSE, and its 99.9 % model with its
+#    BatchNorm statistics recomputed (experiments/bn_recalibration.py; weights unchanged);
 # 4. its other two schedules at 99, 99.5 and 99.9 %: one shot without training, one shot + 5 fine-tuning epochs;
 # 5. AdamW and SGD at seed 0 (the optimizer study's first row);
 # 6. the dense baseline of the pruning study: the dense model trained 30 more epochs at lr 5e-4 (the iterative
@@ -61,12 +62,13 @@ if [ "${1:-}" = --collect ]; then
     cp "$1/eval_val_latest/evaluation.json" "$2/eval_val_latest/"; }
   copy_eval "$src/train" "$dest"
   for d in "$RUNS"/optimizers/*_seed*; do
-    [ -f "$d/metrics.json" ] || continue
+    [ -f "$d/eval_val_latest/evaluation.json" ] || continue  # finished and evaluated (not one still training)
     mkdir -p "$dest/optimizers/$(basename "$d")" && cp "$d/metrics.json" "$dest/optimizers/$(basename "$d")/"
     copy_eval "$d" "$dest/optimizers/$(basename "$d")"
   done
   for d in "$RUNS"/prune_*; do
     [ -f "$d/prune.json" ] && mkdir -p "$dest/$(basename "$d")" && cp "$d/prune.json" "$dest/$(basename "$d")/"
+    [ -f "$d/bn_recalibration.json" ] && cp "$d"/bn_recalibration.{json,md} "$dest/$(basename "$d")/"
   done
   [ -f "$RUNS/int8_reference/quantize.json" ] && mkdir -p "$dest/int8_reference" &&
     cp "$RUNS/int8_reference/quantize.json" "$dest/int8_reference/"
@@ -117,6 +119,13 @@ compare
 step "3. the reference's iterative pruning schedule"
 prune prune_iterative --sparsity 0.999 --method iterative --schedule 0.8,0.9,0.97,0.99,0.995 --ft-epochs 5 \
   --ft-lr 5e-4 --keep last
+
+# the same 99.9 % weights with their BatchNorm statistics recomputed: is the eval-mode failure in the statistics?
+if [ ! -f "$RUNS/prune_iterative/bn_recalibration.json" ]; then
+  "$PY" experiments/bn_recalibration.py --run "$RUNS/paper/train" --model "$RUNS/prune_iterative/model" \
+    --out "$RUNS/prune_iterative" --no-progress > /dev/null || exit $?
+fi
+compare
 
 step "4. one shot, without and with fine-tuning"
 for s in 0.99 0.995 0.999; do

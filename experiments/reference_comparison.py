@@ -216,7 +216,14 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
             row(f"iterative pruning {float(s):.1%}, test MSE", ref, st["test_mse_finetuned_ref"],
                 bec_jax_masked=st["test_mse_finetuned"], metrics=_final(summary, st),
                 note=f"{folder}: fine-tuned stage of the schedule" + vs_base(st["test_mse_finetuned_ref"])
-                + _eval_mode_gap(st))
+                + _eval_mode_gap(st, recomputed=_recalibrated(folder, summary, st) is not None))
+            recalibrated = _recalibrated(folder, summary, st)
+            if recalibrated is not None:
+                row(f"iterative pruning {float(s):.1%}, same weights, BatchNorm statistics recomputed, test MSE",
+                    ref, recalibrated["mse_ref"], bec_jax_masked=recalibrated["mse"], metrics=recalibrated,
+                    note=f"{folder}/bn_recalibration.json (experiments/bn_recalibration.py): the row above's model "
+                         "with its BatchNorm running statistics replaced by means over one epoch of the training "
+                         "split; no weight changed" + vs_base(recalibrated["mse_ref"]))
             continue
         row(f"iterative pruning {float(s):.1%}, test MSE", ref, None,
             note=f"not run yet: this run prunes to {pr['achieved_sparsity']:.1%} "
@@ -267,10 +274,11 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         reference=REFERENCE, rows=rows)
 
 
-def _eval_mode_gap(stage: dict) -> str:
+def _eval_mode_gap(stage: dict, recomputed: bool = False) -> str:
     """A note when a fine-tuned stage's eval-mode test MSE (masked) is over 10× the training loss of the epoch
     it kept (masked, train mode, on training batches; the two agree within tens of percent on a healthy
-    model): the same weights fail only with BatchNorm's running statistics."""
+    model): the same weights fail only with BatchNorm's running statistics. recomputed: the table has a row
+    of the same model with recomputed statistics."""
     losses, kept = stage.get("train_losses"), stage.get("kept_epoch")
     if not losses or not kept or "test_mse_finetuned" not in stage:
         return ""
@@ -279,7 +287,18 @@ def _eval_mode_gap(stage: dict) -> str:
         return ""
     return (f"; the eval-mode model's test MSE is {ratio:.0f}× its training loss in train mode "
             f"({losses[kept - 1]:.2e}, masked), a gap that points at its BatchNorm running statistics, not its "
-            "weights (docs/compression.md, precise BatchNorm statistics, which bec_jax's recipe recomputes)")
+            "weights" + ("; the next row recomputes them" if recomputed else
+                         " (docs/compression.md, precise BatchNorm statistics, which bec_jax's recipe recomputes)"))
+
+
+def _recalibrated(folder: Path, summary: dict, stage: dict) -> dict | None:
+    """The test metrics of a pruning run's saved model with recomputed BatchNorm statistics
+    (``experiments/bn_recalibration.py``'s bn_recalibration.json in ``folder``), when ``stage`` is the last
+    stage, the saved one; else None."""
+    f = Path(folder) / "bn_recalibration.json"
+    if stage is not summary["stages"][-1] or not f.is_file():
+        return None
+    return json.loads(f.read_text())["recomputed_statistics"]
 
 
 def _payload_note(record: dict) -> str:

@@ -167,6 +167,50 @@ def test_an_iterative_run_of_other_settings_is_a_recipe_of_its_own(tmp_path):
     assert rows["iterative pruning 99.9%, test MSE"]["bec_jax"] is None  # not the reference's schedule
 
 
+def test_a_saved_model_with_recomputed_batchnorm_statistics_gets_a_row(tmp_path):
+    stages = [dict(sparsity=s, test_mse_pruned=1.0, test_mse_pruned_ref=0.5, test_mse_finetuned=m, test_mse_finetuned_ref=m / 4,
+                   train_losses=[2e-3], kept_epoch=1) for s, m in ((0.99, 2e-3), (0.999, 0.7))]
+    it = _prune_run(tmp_path / "it", "iterative", 0.999, stages)
+    (it / "bn_recalibration.json").write_text(json.dumps(dict(recomputed_statistics=dict(
+        mse=2e-3, mse_ref=5e-4, fidelity_mean=0.84, vortex_count_accuracy=0.82))))
+    rows = {r["quantity"]: r for r in rc.compare(RUN, {}, [it])["rows"]}
+    failed = rows["iterative pruning 99.9%, test MSE"]
+    assert failed["verdict"] == "worse" and "the next row recomputes them" in failed["note"]
+    r = rows["iterative pruning 99.9%, same weights, BatchNorm statistics recomputed, test MSE"]
+    assert (r["reference"], r["bec_jax"], r["bec_jax_masked_mse"], r["fidelity_mean"]) == (7.7e-3, 5e-4, 2e-3, 0.84)
+    assert r["verdict"] == "matches or beats" and "no weight changed" in r["note"]
+    # only the saved model (the last stage) was recalibrated
+    assert not any("recomputed" in q and "99.0%" in q for q in rows)
+
+
+@pytest.mark.slow  # ~1 min on 2 cores
+def test_bn_recalibration_script_scores_a_pruned_model_before_and_after(small_run, tmp_path):
+    import subprocess
+    import sys
+
+    run, _data = small_run
+    bj = [sys.executable, "-m", "bec_jax.cli"]
+    pruned = tmp_path / "pruned"
+    done = subprocess.run(bj + ["prune", "--run", str(run), "--out", str(pruned), "--sparsity", "0.9", "--method",
+                                "finetune", "--ft-epochs", "1", "--no-progress"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cmd = [sys.executable, str(ROOT / "experiments" / "bn_recalibration.py"), "--run", str(run), "--model",
+           str(pruned / "model"), "--out", str(tmp_path / "bn"), "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads((tmp_path / "bn" / "bn_recalibration.json").read_text())
+    assert 0.89 < r["sparsity"] < 0.91 and r["train_batches"] > 0
+    for key in ("running_statistics", "recomputed_statistics"):
+        assert set(r[key]) == {"mse", "mse_ref", "fidelity_mean", "vortex_count_accuracy"}
+        assert 0 < r[key]["mse"] < float("inf")
+    # the running statistics give the MSE the prune command measured for the same saved model
+    assert r["running_statistics"]["mse"] == pytest.approx(json.loads((pruned / "prune.json").read_text())["test_mse"],
+                                                           rel=1e-4)
+    bad = subprocess.run(cmd[:2] + ["--run", str(tmp_path / "nope"), "--model", str(pruned / "model"), "--out",
+                                    str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "is not a folder" in bad.stderr.strip().splitlines()[-1]
+
+
 def test_a_stage_whose_eval_mode_model_fails_says_so():
     healthy = dict(test_mse_finetuned=6e-4, train_losses=[9e-4, 5e-4], kept_epoch=2)
     assert rc._eval_mode_gap(healthy) == ""
