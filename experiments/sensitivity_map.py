@@ -4,8 +4,9 @@ The ground state at (g, Ω) (multi-start ``bj.ground_state``, float64) is differ
 (``implicit.state_tangent``: one CG solve gives ∂ψ/∂Ω on every pixel, where reverse mode would need one
 backward pass per pixel); ∂n/∂Ω = 2 Re(ψ̄ ∂ψ/∂Ω). The lattice's orientation is a zero mode (any rotated
 lattice is a ground state too) and gets no response: the map is the change of the lattice at fixed
-orientation. Checked against central finite differences of states re-solved at Ω ± h from ψ (relative L2
-difference of the maps).
+orientation. Checked against central finite differences of states re-solved at Ω ± h from ψ, each turned
+back to ψ's orientation first (a re-solve drifts along that zero mode; ``_align``), as the relative L2
+difference of the maps.
 
     python experiments/sensitivity_map.py      # g = 100, Ω = 0.8 (7 vortices), n = 64; ~2 min on 2 cores
 
@@ -36,6 +37,29 @@ from bec_jax.gpe import implicit  # noqa: E402
 TIGHT = dict(tol_residual=1e-10, tol_energy=1e-14, max_iter=6000)
 
 
+def _align(grid, psi, state, tol: float = 1e-14, max_turns: int = 20):
+    """``state`` turned back onto ``psi``'s orientation, and the angle it had turned (rad).
+
+    A re-solve started from ψ drifts along the rotation zero mode (the grid pins the lattice only weakly),
+    by ~1e-4 rad, which a finite difference over 2h = 2e-4 would turn into an O(1) error. The implicit
+    derivative has no component along the rotation direction d/dθ rotate(ψ, θ) = −iL_zψ, so the angle is the
+    coefficient of ``state`` − ψ along it (least squares together with ψ and iψ, which norm and global phase
+    absorb), removed with the spectral rotation ``imaging.expansion.rotate`` until it is below ``tol``.
+    """
+    from bec_jax.imaging.expansion import rotate
+
+    directions = [psi, 1j * psi, 1j * implicit.minus_lz(grid, psi)]
+    basis = np.stack([np.concatenate([np.ravel(np.real(d)), np.ravel(np.imag(d))]) for d in directions], 1)
+    total = 0.0
+    for _ in range(max_turns):
+        diff = np.asarray(rotate(grid, state, -total) - psi)
+        coef = np.linalg.lstsq(basis, np.concatenate([diff.real.ravel(), diff.imag.ravel()]), rcond=None)[0]
+        total += float(coef[2])
+        if abs(coef[2]) < tol:
+            break
+    return rotate(grid, state, -total), total
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--g", type=float, default=100.0)
@@ -59,14 +83,18 @@ def main(argv=None) -> int:
     n = np.asarray(bj.density(psi))
 
     def resolved(om):
-        return np.asarray(bj.density(bj.ground_state(grid, args.g, om, key=jax.random.key(0), psi0=psi,
-                                                     warmup_steps=0, **TIGHT).psi))
+        """Density of the state re-solved at ``om`` from ψ, turned back to ψ's orientation, and the angle (rad)
+        by which the re-solve had turned."""
+        state = bj.ground_state(grid, args.g, om, key=jax.random.key(0), psi0=psi, warmup_steps=0, **TIGHT).psi
+        state, angle = _align(grid, psi, state)
+        return np.asarray(bj.density(state)), angle
 
     # How the cores move: d|z_v|/dΩ by pushing ∂ψ/∂Ω through the sub-pixel core finder (forward mode).
     cores0 = jnp.asarray(bj.vortex_positions(grid, psi)[:, :2])
     radius = lambda p: jnp.linalg.norm(bj.gpe.observables.vortex_cores(grid, p, cores0), axis=1)
     r_cores, dr_cores = jax.jvp(radius, (psi,), (dpsi_om,))
-    fd = (resolved(args.omega + args.h) - resolved(args.omega - args.h)) / (2 * args.h)
+    (n_plus, turn_plus), (n_minus, turn_minus) = resolved(args.omega + args.h), resolved(args.omega - args.h)
+    fd = (n_plus - n_minus) / (2 * args.h)
     rel_l2 = float(np.linalg.norm(dn_om - fd) / np.linalg.norm(fd))
 
     ext = [-grid.length / 2, grid.length / 2, -grid.length / 2, grid.length / 2]
@@ -97,7 +125,8 @@ def main(argv=None) -> int:
         d_r2_domega_fd=float((r2 * fd).sum() * grid.cell_area),
         core_radii=np.round(np.asarray(r_cores), 4).tolist(),
         d_core_radius_domega=np.round(np.asarray(dr_cores), 4).tolist(),
-        fd_step=args.h, rel_l2_vs_fd=rel_l2, wall_s=time.perf_counter() - t0,
+        fd_step=args.h, rel_l2_vs_fd=rel_l2, fd_orientation_turn_rad=[turn_plus, turn_minus],
+        wall_s=time.perf_counter() - t0,
     )
     (out / "sensitivity_map.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=1))
