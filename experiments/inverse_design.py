@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def main(argv=None) -> int:
     for step in range(args.steps):
         (value, res), slope = lz_and_slope(jnp.asarray(omega), psi)
         psi, value, slope = res.psi, float(value), float(slope)
-        history.append(dict(step=step, omega=omega, lz=value, dlz_domega=slope, vortices=int(res.vortices),
+        # None where there is no derivative (NaN: a level crossing), so the JSON stays strict
+        history.append(dict(step=step, omega=omega, lz=value, dlz_domega=slope if math.isfinite(slope) else None,
+                            vortices=int(res.vortices),
                             converged=bool(res.converged), residual=float(res.residual)))
         print(f"step {step}: omega = {omega:.6f}, <L_z> = {value:.6f} (target {target:.6f}), "
               f"d<L_z>/dOmega = {slope:.3f}, {int(res.vortices)} vortices", flush=True)
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "inverse_design.json").write_text(json.dumps(result, indent=2))
+    (out / "inverse_design.json").write_text(json.dumps(result, indent=2, allow_nan=False))
     print(f"found omega = {omega:.6f} (hidden {args.omega_star}), <L_z> = {result['found_lz']:.6f} vs target "
           f"{target:.6f} in {len(history)} solves; fresh multi-start at the found omega: "
           f"{result['fresh_solve_at_found']['vortices']} vortices, energy difference "
