@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bec_jax.pipeline.run import CLOCK_HEARTBEAT
+from bec_jax.pipeline.clock import CLOCK_HEARTBEAT
 
 __all__ = ["SCHEMA", "build_report", "write_report", "plot_compression"]
 

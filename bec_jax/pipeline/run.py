@@ -26,7 +26,6 @@ Run folder::
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -34,12 +33,10 @@ from typing import Callable
 import numpy as np
 
 from bec_jax.artifacts import MANIFEST, CorruptArtifact, atomic_write_text, read_manifest, sha256_file, write_manifest
+from bec_jax.pipeline.clock import StageClock
 from bec_jax.pipeline.config import PipelineConfig
 
-__all__ = ["STAGES", "RunConflict", "StageClock", "run_pipeline", "prepare_run"]
-
-#: seconds between two saves of a running stage's clock (``StageClock``): what a kill can leave uncounted
-CLOCK_HEARTBEAT = 10.0
+__all__ = ["STAGES", "RunConflict", "run_pipeline", "prepare_run"]
 
 STAGES = ("generate", "train", "evaluate", "prune", "quantize", "evaluate_compressed", "deploy", "report")
 
@@ -51,66 +48,6 @@ class RunConflict(ValueError):
 def _write_json(path: Path, obj) -> None:
     """Write JSON via a temporary file and a rename (a kill leaves old or new, never half)."""
     atomic_write_text(path, json.dumps(obj, indent=2))
-
-
-class StageClock:
-    """Wall seconds a stage takes over all its invocations, kept in ``path`` until it finishes.
-
-    A context manager around one invocation: ``path`` (JSON {seconds, invocations}) holds what the
-    earlier, interrupted invocations spent; a daemon thread rewrites it every ``heartbeat`` seconds
-    with this invocation's time added, and so does a stop by an exception (Ctrl-C, SIGTERM, an
-    error), so a kill loses at most ``heartbeat`` seconds of it. ``seconds`` / ``invocations``:
-    totals including this invocation; ``this_run``: this invocation's seconds. ``finish()``
-    deletes ``path`` once the stage's record is written. An unreadable ``path`` counts as no earlier
-    time, and ``note`` says so.
-    """
-
-    def __init__(self, path: Path, heartbeat: float = CLOCK_HEARTBEAT):
-        self.path, self.heartbeat, self.note = Path(path), heartbeat, None
-        self.earlier, self.before = 0.0, 0
-        if self.path.exists():
-            try:
-                d = json.loads(self.path.read_text())
-                self.earlier, self.before = float(d["seconds"]), int(d["invocations"])
-            except (ValueError, KeyError, TypeError):
-                self.note = f"{self.path} is unreadable: the time of earlier invocations is not counted"
-        self._stop = threading.Event()
-
-    @property
-    def this_run(self) -> float:
-        return (self._t1 if self._t1 is not None else time.perf_counter()) - self._t0
-
-    @property
-    def seconds(self) -> float:
-        return self.earlier + self.this_run
-
-    @property
-    def invocations(self) -> int:
-        return self.before + 1
-
-    def _save(self) -> None:
-        atomic_write_text(self.path, json.dumps(dict(seconds=self.seconds, invocations=self.invocations)))
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat):
-            self._save()
-
-    def __enter__(self):
-        self._t0, self._t1 = time.perf_counter(), None
-        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"clock {self.path.name}")
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self._t1 = time.perf_counter()
-        self._stop.set()
-        self._thread.join()
-        if exc_type is not None:
-            self._save()
-        return False
-
-    def finish(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:

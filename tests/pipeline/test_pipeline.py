@@ -14,7 +14,7 @@ from flax import nnx
 from bec_jax.cli import build_parser
 from bec_jax.models import count_params, init_model
 from bec_jax.pipeline import PRESETS, STAGES, PipelineConfig, RunConflict, run_pipeline
-from bec_jax.pipeline.run import StageClock
+from bec_jax.pipeline.clock import StageClock
 from bec_jax.pipeline.config import add_config_flags, config_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
