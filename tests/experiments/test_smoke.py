@@ -1,0 +1,62 @@
+"""Every experiment script without a test of its own, end to end at tiny sizes: each must still write its
+report with the current library (scripts no test ran have broken silently before)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(script, *args, timeout=900):
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def strict_json(path):
+    """The file's JSON, which must be strict (no NaN or Infinity)."""
+    return json.loads(Path(path).read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {path}"))
+
+
+@pytest.mark.slow  # ~20 s
+def test_hamiltonian_learning(small_dataset, tmp_path):
+    run("hamiltonian_learning.py", "--data", small_dataset, "--out", tmp_path, "--max-cases", 4, "--chunk", 2,
+        "--steps", 2, "--relax-iter", 10, "--cg-iters", 10, "--surrogate-steps", 20, "--surrogate-width", 16)
+    assert strict_json(tmp_path / "hamiltonian_learning.json")
+    assert list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.slow  # ~3 min: trains a camera-image model, which parameter_estimation then reads
+def test_imaging_robustness_then_parameter_estimation(small_dataset, tmp_path):
+    run("imaging_robustness.py", "--data", small_dataset, "--out", tmp_path / "robust", "--epochs", 1, "--width", 4)
+    assert strict_json(tmp_path / "robust" / "imaging_robustness.json")
+    run("parameter_estimation.py", "--run", tmp_path / "robust" / "runs" / "lab", "--count", 2, "--out",
+        tmp_path / "estimate")
+    assert strict_json(tmp_path / "estimate" / "parameter_estimation.json")
+
+
+@pytest.mark.slow  # ~20 s
+def test_inverse_design(tmp_path):
+    run("inverse_design.py", "--n", 32, "--steps", 2, "--out", tmp_path)
+    result = strict_json(tmp_path / "inverse_design.json")
+    assert result["steps"] >= 1 and result["history"]
+
+
+@pytest.mark.slow  # ~1 min (its grids are fixed at 128² and 200²)
+def test_pcg_rotation_mode(tmp_path):
+    run("pcg_rotation_mode.py", "--out", tmp_path)
+    assert list(tmp_path.glob("*.json")) and list(tmp_path.glob("*.md"))
+
+
+@pytest.mark.slow  # ~20 s
+def test_sensitivity_map_agrees_with_finite_differences(tmp_path):
+    run("sensitivity_map.py", "--n", 48, "--out", tmp_path)
+    r = strict_json(tmp_path / "sensitivity_map.json")
+    # orientation-blind radial profiles agree closely whatever the grid does to the lattice's orientation
+    assert r["converged"] and r["rel_l2_vs_fd_radial_profile"] < 1e-3
+    assert r["d_r2_domega"] == pytest.approx(r["d_r2_domega_fd"], rel=1e-4)
