@@ -227,7 +227,10 @@ def cpu_sharding(d) -> str:
                    ("`shard_map`", f"{d['shard_map_s']:.2f}", _x(d["speedup_shard_map"]),
                     f"{d['shard_map_max_abs_diff']:.1e}"),
                    (f"`jit` of sharded inputs ({d['spmd_jit_all_gathers']} all-gathers in its HLO)",
-                    f"{d['spmd_jit_s']:.2f}", _x(d["speedup_spmd_jit"]), f"{d['spmd_jit_max_abs_diff']:.1e}")])
+                    *((f"{d['spmd_jit_s']:.2f}", _x(d["speedup_spmd_jit"]), f"{d['spmd_jit_max_abs_diff']:.1e}")
+                      if "spmd_jit_error" not in d else ("fails", "–", "–")))])
+    if "spmd_jit_error" in d:
+        out += ["", f"The `jit` of sharded inputs fails to run: `{d['spmd_jit_error']}`."]
     return "\n".join(out)
 
 
