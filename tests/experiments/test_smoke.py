@@ -2,6 +2,7 @@
 report with the current library (scripts no test ran have broken silently before)."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,19 @@ def test_sensitivity_map_agrees_with_finite_differences(tmp_path):
     # orientation-blind radial profiles agree closely whatever the grid does to the lattice's orientation
     assert r["converged"] and r["rel_l2_vs_fd_radial_profile"] < 1e-3
     assert r["d_r2_domega"] == pytest.approx(r["d_r2_domega_fd"], rel=1e-4)
+
+
+@pytest.mark.slow  # ~30 s
+def test_physics_informed(small_dataset, tmp_path):
+    run("physics_informed.py", "--data", small_dataset, "--quick", "--out", tmp_path / "runs", "--report-dir", tmp_path,
+        "--no-progress")
+    assert strict_json(tmp_path / "physics_informed.json")["summary"]
+
+
+def test_vortex_count_estimate_refits_its_stored_runs(tmp_path):
+    """--from-json (no solving) remakes the committed tables from the committed runs."""
+    committed = ROOT / "experiments" / "results" / "vortex_count_estimate"
+    shutil.copytree(committed, tmp_path / "vce")
+    run("vortex_count_estimate.py", "--from-json", "--out", tmp_path / "vce")
+    assert (tmp_path / "vce" / "vortex_count_estimate.md").read_text() == \
+        (committed / "vortex_count_estimate.md").read_text()

@@ -1,0 +1,19 @@
+"""Every experiment and benchmark script is run by some test (a script no test runs breaks silently when the
+library changes under it)."""
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("*.py"))
+HELPERS = {"benchmarks/common.py"}  # imported by the scripts, not run
+
+
+@pytest.mark.parametrize("script", sorted(str(p.relative_to(ROOT)) for folder in ("experiments", "benchmarks")
+                                          for p in (ROOT / folder).glob("*.py")))
+def test_script_is_run_by_a_test(script):
+    if script in HELPERS:
+        return
+    name = Path(script).stem
+    assert f"{name}.py" in TESTS or f'"{name}"' in TESTS, f"no test runs {script}"
