@@ -34,13 +34,21 @@ def measure(n: int, states: int) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="benchmarks/results/ground_state_memory.json")
+    p.add_argument("--cases", default=",".join(f"{n}:{s}" for n, s in CASES),
+                   help="n:states,... (each n needs its one-state baseline, n:1)")
     p.add_argument("--one", nargs=2, type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         print(measure(*args.one))
         return 0
+    try:
+        cases = [tuple(int(v) for v in c.split(":")) for c in args.cases.split(",")]
+        if any(len(c) != 2 or min(c) < 1 for c in cases) or any((n, 1) not in cases for n, _ in cases):
+            raise ValueError
+    except ValueError:
+        p.error(f"--cases must be n:states pairs >= 1, with n:1 for every n, got {args.cases!r}")
     rows = []
-    for n, states in CASES:
+    for n, states in cases:
         r = subprocess.run([sys.executable, __file__, "--one", str(n), str(states)], capture_output=True, text=True,
                            check=True)
         rows.append(dict(n=n, states=states, starts=states * 4 if states > 1 else 1,

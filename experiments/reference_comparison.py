@@ -153,7 +153,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         found = [(m, h, e) for m, e in zip(runs, run_evals) if (h := _epoch(m, 50)) is not None]
         if not found:
             row(f"validation loss at epoch 50, {opt}", ref, None,
-                note="not run yet (benchmarks/gpu_check.sh step 4, experiments/reference_campaign.sh)")
+                note="not run yet (benchmarks/gpu_check.sh's optimizers step, experiments/reference_campaign.sh)")
             continue
         vals = [h["val_mse_ref"] for _, h, _ in found]
         seeds = [m["train_config"]["seed"] for m, _, _ in found]

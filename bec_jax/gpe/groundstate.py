@@ -476,14 +476,14 @@ def _solve(grid: Grid, g, omega, keys, method, psi0=None, start_mesh=None, chunk
         guesses = normalize(grid, psi0)  # (B, S, n, n), ground_state made it so
     b, s = guesses.shape[:2]
 
-    def relax_start(p, gi, oi):  # each start's vortex count is taken where it was relaxed
+    def relax_start(p, gi, oi):  # each start's vortex count and slopes are taken where it was relaxed
         out = method.relax(grid, p, gi, oi)
-        return (*out, vortex_count(grid, out[0]))
+        return (*out, vortex_count(grid, out[0]), energy_slopes(grid, out[0]))
 
     relax = shard_batch(map_batch(relax_start, chunk), start_mesh)
     out = relax(guesses.reshape((b * s,) + guesses.shape[2:]), jnp.repeat(g, s), jnp.repeat(omega, s))
-    psi, e, r, steps, conv, start_vortices = (a.reshape((b, s) + a.shape[1:]) for a in out)
-    start_energies, start_steps, start_slopes = e, steps, energy_slopes(grid, psi)
+    psi, e, r, steps, conv, start_vortices, start_slopes = (a.reshape((b, s) + a.shape[1:]) for a in out)
+    start_energies, start_steps = e, steps
     # The lowest finite energy wins, converged or not: a start still descending
     # below a converged one has found a deeper basin (metastable lattices
     # converge too). A winner that hit max_iter is polished alone below.

@@ -27,7 +27,8 @@ on the tangent space (the state is a saddle, or sits at the end of a
 metastable branch), detected as non-positive curvature in the adjoint CG;
 (2) the state is at a level crossing: another start of ``ground_state`` ended
 on a distinct stationary state (another vortex number, or a clearly different
-energy) within ``TRANSITION_GAP`` of the winner's energy (``branch_gap``),
+energy with other energy slopes) within ``TRANSITION_GAP`` of the winner's
+energy (``branch_gap``),
 e.g. at a vortex-number transition, where the ground state jumps from one
 branch to the other and E(Ω) has a kink.
 
@@ -77,8 +78,10 @@ SAME_STATE = {"float32": 1e-5, "float64": 1e-7}
 #: (whose energies differ by discretisation error: 1.7e-6, 4e-7 relative, on 32² in float64) have the same slopes to
 #: 1.3e-5 (⟨L_z⟩) and 1.4e-6 (½∫|ψ|⁴), and where slopes agree the minimum over the starts has a derivative (the
 #: one of either). At the vortex-free/one-vortex crossing they differ by 0.99 and 7 %. Measured on the case of
-#: tests/gpe/test_gradients.py::test_vortex_number_transition_gives_nan_gradient.
-SAME_SLOPE = 1e-3
+#: tests/gpe/test_gradients.py::test_vortex_number_transition_gives_nan_gradient; the bound is kept tight because
+#: two distinct states of one vortex number whose slopes agree to it would count as one branch although ψ jumps
+#: between them.
+SAME_SLOPE = 1e-4
 
 _PRECONDITIONERS = {"kinetic": kinetic_preconditioner, "rotating": rotating_preconditioner}
 

@@ -68,7 +68,10 @@ class StageClock:
         self._stop.set()
         self._thread.join()
         if exc_type is not None:
-            self._save()
+            try:
+                self._save()
+            except OSError:  # the stop's own exception matters more than the clock
+                pass
         return False
 
     def finish(self) -> None:

@@ -344,7 +344,8 @@ def _forget_from(ctx: _Context, name: str) -> None:
 
 def _write_stage_manifest(stages: Path) -> None:
     """The checksums of the stage records (not of the clocks of unfinished stages, which change)."""
-    write_manifest(stages, "pipeline-stages", files=sorted(p.name for p in stages.glob("*.json")))
+    records = sorted(p.name for p in stages.glob("*.json") if p.name != MANIFEST)
+    write_manifest(stages, "pipeline-stages", files=records)
 
 
 def _finished(ctx: _Context, name: str) -> str | None:
@@ -395,6 +396,7 @@ def run_pipeline(config: PipelineConfig, out, *, progress: bool = True,
         # the report is always rewritten; after a stage ran, every later one runs too
         reason = None if rerun or name == "report" else _finished(ctx, name)
         if not rerun and name != "report" and reason is None:
+            (out / "stages" / f"{name}.elapsed").unlink(missing_ok=True)  # left by a kill just after the record
             ctx.results[name] = json.loads(done.read_text())
             log(f"[{i}/{len(STAGES)}] {name}: done earlier (stages/{name}.json)")
             continue

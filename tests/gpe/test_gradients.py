@@ -138,6 +138,24 @@ def test_adjoint_cg_reports_indefinite_operator():
         np.testing.assert_allclose(x, b / (d + 2), rtol=1e-10)
 
 
+def test_branch_gap_counts_other_branches_not_pinned_copies():
+    """branch_gap on hand-made starts (batch of 3, 4 starts): a pinned copy (same vortices and slopes, energy
+    above SAME_STATE) is the winner's branch; other slopes or another vortex number are another branch; a NaN
+    start is ignored."""
+    from types import SimpleNamespace
+
+    e = np.array([[1.0, 1.0 + 4e-5, 2.0, np.nan], [1.0, 1.0 + 4e-5, 2.0, 3.0], [5.0, 1.0, 1.0 + 3e-5, 9.0]])
+    slopes = np.tile(np.array([0.02, -3.0]), (3, 4, 1))
+    slopes[0, 2] = slopes[1, 1] = [0.02, -3.01]  # other ⟨L_z⟩: another branch
+    vort = np.array([[3, 3, 3, 3], [3, 3, 3, 3], [3, 3, 4, 3]])  # row 2: the start 3e-5 above has another count
+    res = SimpleNamespace(energy=jnp.asarray(np.nanmin(e, axis=1)), start_energies=jnp.asarray(e),
+                          start_slopes=jnp.asarray(slopes), start_vortices=jnp.asarray(vort),
+                          vortices=jnp.asarray([3, 3, 3]))
+    gap = np.asarray(implicit.branch_gap(res))
+    np.testing.assert_allclose(gap, [1.0, 4e-5, 3e-5], rtol=1e-2)  # row 0: the copy is skipped, next is 2.0
+    assert (gap[1:] < implicit.TRANSITION_GAP).all() and gap[0] > implicit.TRANSITION_GAP
+
+
 @pytest.mark.slow  # ~2 min on 2 cores (several float64 multi-start solves)
 def test_vortex_number_transition_gives_nan_gradient():
     """g = 100 on 32²: at the crossing of the vortex-free and the one-vortex branch, two starts end on

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from flax import nnx
 
+from bec_jax.artifacts import verify_manifest
 from bec_jax.cli import build_parser
 from bec_jax.models import count_params, init_model
 from bec_jax.pipeline import PRESETS, STAGES, PipelineConfig, RunConflict, run_pipeline
@@ -99,6 +100,7 @@ def test_tiny_run_writes_report_models_and_figures(tiny_run):
     assert r["dataset"]["n_samples"] >= 5 and r["dataset"]["grid_n"] == 16
     assert r["training"]["epochs"] == 2 and set(r["stage_seconds"]) == set(STAGES) - {"report"}
     assert set(r["stage_invocations"].values()) == {1} and not list((out / "stages").glob("*.elapsed"))
+    verify_manifest(out / "stages")  # the stage records' checksums hold (the manifest does not list itself)
     assert set(r["models"]) == {"dense", "pruned", "int8_per_channel", "pruned_int8_per_channel"}
     m = r["models"]
     # every model was reloaded from disk and evaluated; int8 of the same weights barely moves the MSE
