@@ -100,7 +100,7 @@ def paper_methods(n_states: int, subset_seed: int) -> dict:
             res = jax.device_get(solve(int(i)))
             wall = time.perf_counter() - t0
             st = np.asarray(res.start_steps)[0]
-            polish = int(res.steps[0]) - int(st[int(np.argmin(res.start_energies[0]))])
+            polish = int(res.steps[0]) - int(st[int(res.start_winner[0])])
             rows.append(dict(sample=int(i), g=float(g[i]), omega=float(om[i]), wall_s=wall, steps=int(res.steps[0]),
                              start_steps=st.tolist(), polish_steps=polish, passes=executed_passes(kw, st, polish),
                              energy=float(res.energy[0]), residual=float(res.residual[0]),

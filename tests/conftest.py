@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import pytest
 
@@ -22,6 +26,18 @@ def exact_matmul():
 def tol(precision, f32, f64):
     """dtype-aware tolerance."""
     return f32 if precision == "float32" else f64
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(path, *args, timeout=900):
+    """Run the repository's script ``path`` (e.g. "experiments/x.py") with ``args`` from the repository root in
+    this Python; fail the test with its stderr's tail unless it exits 0. Returns the CompletedProcess."""
+    done = subprocess.run([sys.executable, str(ROOT / path), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 # 6 groups x 2 states on a 32² grid (~5-15 s on 2 cores): split 4/1/1 groups.

@@ -257,7 +257,8 @@ class GroundStateResult:
     (with start_energies: which branches the starts found, ``implicit.branch_gap``).
     start_slopes: real (..., n_starts, 2) (∂E/∂g, ∂E/∂Ω) = (½∫|ψ|⁴, −⟨L_z⟩) of
     every start's final state (``implicit.energy_slopes``; starts tied in
-    energy with equal slopes are one branch).
+    energy with equal slopes are one branch). start_winner: int32 (...) index
+    of the winning start (lowest finite energy and residual; psi is it, polished).
     touches_edge: bool
     (...) boundary density above 1e-4 of the peak. length_needed: real (...)
     box side that would hold the cloud (from its rms radius).
@@ -274,6 +275,7 @@ class GroundStateResult:
     start_steps: jax.Array
     start_vortices: jax.Array
     start_slopes: jax.Array
+    start_winner: jax.Array
     touches_edge: jax.Array
     length_needed: jax.Array
 
@@ -510,6 +512,7 @@ def _solve(grid: Grid, g, omega, keys, method, psi0=None, start_mesh=None, chunk
         start_steps=start_steps,
         start_vortices=start_vortices,
         start_slopes=start_slopes,
+        start_winner=best.astype(jnp.int32),
         touches_edge=~(edge <= EDGE_THRESHOLD),
         length_needed=2 * (math.sqrt(3) * rms_radius(grid, psi) + 3.5),
     )

@@ -296,8 +296,7 @@ def branch_gap(res):
     e = jax.lax.stop_gradient(res.energy)[..., None]
     s = res.start_energies
     above = s - e > SAME_STATE[jnp.dtype(s.dtype).name] * jnp.maximum(1.0, jnp.abs(e))
-    best = jnp.argmin(jnp.where(jnp.isfinite(s), s, jnp.inf), -1)[..., None, None]
-    win = jnp.take_along_axis(res.start_slopes, best, axis=-2)  # (..., 1, 2)
+    win = jnp.take_along_axis(res.start_slopes, res.start_winner[..., None, None], axis=-2)  # (..., 1, 2)
     # ½∫|ψ|⁴ > 0 relative to itself, ⟨L_z⟩ relative to max(1, |⟨L_z⟩|) (it is ~0 without vortices)
     scale = jnp.maximum(jnp.abs(win), jnp.asarray([0.0, 1.0], win.dtype))
     other_slopes = jnp.any(jnp.abs(res.start_slopes - win) > SAME_SLOPE * scale, axis=-1)

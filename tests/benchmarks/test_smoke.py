@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT, run_script
 
 # script: its tiny flags (an --out is appended)
 TINY = {
@@ -36,9 +36,7 @@ TINY = {
 
 
 def run(script, args, out, timeout=900):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), *map(str, args), "--out", str(out)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_script(f"benchmarks/{script}.py", *args, "--out", out, timeout=timeout)
     return json.loads(Path(out).read_text())
 
 
@@ -50,10 +48,7 @@ def test_benchmark_runs_at_tiny_size(script, tmp_path):
 
 @pytest.mark.slow  # ~20 s
 def test_real_time_norm_drift_prints_its_result():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "real_time_norm_drift.py")], capture_output=True,
-                          text=True, timeout=600, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout)
+    assert json.loads(run_script("benchmarks/real_time_norm_drift.py", timeout=600).stdout)
 
 
 @pytest.fixture(scope="module")

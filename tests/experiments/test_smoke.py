@@ -3,20 +3,15 @@ report with the current library (scripts no test ran have broken silently before
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT, run_script
 
 
 def run(script, *args, timeout=900):
-    done = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+    return run_script(f"experiments/{script}", *args, timeout=timeout)
 
 
 def strict_json(path):

@@ -150,7 +150,7 @@ def test_branch_gap_counts_other_branches_not_pinned_copies():
     vort = np.array([[3, 3, 3, 3], [3, 3, 3, 3], [3, 3, 4, 3]])  # row 2: the start 3e-5 above has another count
     res = SimpleNamespace(energy=jnp.asarray(np.nanmin(e, axis=1)), start_energies=jnp.asarray(e),
                           start_slopes=jnp.asarray(slopes), start_vortices=jnp.asarray(vort),
-                          vortices=jnp.asarray([3, 3, 3]))
+                          start_winner=jnp.asarray([0, 0, 1]), vortices=jnp.asarray([3, 3, 3]))
     gap = np.asarray(implicit.branch_gap(res))
     np.testing.assert_allclose(gap, [1.0, 4e-5, 3e-5], rtol=1e-2)  # row 0: the copy is skipped, next is 2.0
     assert (gap[1:] < implicit.TRANSITION_GAP).all() and gap[0] > implicit.TRANSITION_GAP

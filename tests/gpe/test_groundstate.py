@@ -67,6 +67,7 @@ def test_default_pcg_finds_g100_vortex_counts():
     assert res.vortices.tolist() == [1, 3, 4, 7]
     assert res.start_steps.shape == (4, 3)
     winner = jnp.argmin(res.start_energies, axis=1)
+    assert res.start_winner.tolist() == winner.tolist()  # every start finite here: the lowest wins
     assert bool(jnp.all(res.steps >= jnp.take_along_axis(res.start_steps, winner[:, None], axis=1)[:, 0]))
 
 
