@@ -99,7 +99,7 @@ step_schedules() {
   [ -f "$P/stages/train.json" ] || { echo "no trained paper model: run the pipeline step first" >> "$L"; return 1; }
   [ -f "$STATE/prune_iterative/prune.json" ] || timeout "$(cap 100000 30)" $BJ prune --run "$P/train" \
     --out "$STATE/prune_iterative" --no-progress --sparsity 0.999 --method iterative \
-    --schedule 0.8,0.9,0.97,0.99,0.995 --ft-epochs 5 --ft-lr 5e-4 --keep last $PRUNE_ARGS \
+    --schedule 0.8,0.9,0.97,0.99,0.995 --ft-epochs 5 --ft-lr 5e-4 --keep last --keep-stages $PRUNE_ARGS \
     >> "$R/prune_iterative.log" 2>&1 || return 1
   mkdir -p "$R/prune_iterative" && cp "$STATE/prune_iterative/prune.json" "$R/prune_iterative/"
   # the 99.9 % model with its BatchNorm statistics recomputed (same weights)

@@ -9,8 +9,8 @@
 #    int8, every model saved, reloaded and evaluated;
 # 2. the reference's int8 scheme (one asymmetric scale and zero point over all convs), saved, reloaded, evaluated;
 # 3. the reference's iterative pruning schedule (80, 90, 97, 99, 99.5, 99.9 %; 5 fine-tuning epochs at
-#    lr 5e-4 per stage) from the dense model, with every stage's test MSE, and its 99.9 % model with its
-#    BatchNorm statistics recomputed (experiments/bn_recalibration.py; weights unchanged);
+#    lr 5e-4 per stage) from the dense model, every stage's model kept and evaluated (`--keep-stages`), and its
+#    99.9 % model with its BatchNorm statistics recomputed (experiments/bn_recalibration.py; weights unchanged);
 # 4. its other two schedules at 99, 99.5 and 99.9 %: one shot without training, one shot + 5 fine-tuning epochs;
 # 5. AdamW and SGD at seed 0 (the optimizer study's first row);
 # 6. the dense baseline of the pruning study: the dense model trained 30 more epochs at lr 5e-4 (the iterative
@@ -19,6 +19,7 @@
 #    stage at the training rate and 75 in the last, BatchNorm scales of pruned channels reclaimed, precise
 #    BatchNorm statistics, the best epoch of each stage kept;
 # 8. seeds 1 and 2 of Adam, AdamW and SGD;
+# 9. step 3 again where its record predates kept stages (its earlier run moves to RUNS/superseded);
 # after each step, experiments/reference_comparison.py over whatever has finished (into
 # RUNS/reference_comparison; copy it to experiments/results/reference_comparison when it is worth committing).
 # `reference_campaign.sh --collect DEST TABLE` copies the finished steps' records (no data, no models) into DEST
@@ -116,16 +117,20 @@ if [ ! -f "$RUNS/int8_reference/quantize.json" ]; then
 fi
 compare
 
-step "3. the reference's iterative pruning schedule"
-prune prune_iterative --sparsity 0.999 --method iterative --schedule 0.8,0.9,0.97,0.99,0.995 --ft-epochs 5 \
-  --ft-lr 5e-4 --keep last
+# the reference's iterative schedule, every stage's model kept and evaluated, then the 99.9 % weights with their
+# BatchNorm statistics recomputed (is the eval-mode failure in the statistics?)
+iterative_schedule() {
+  prune prune_iterative --sparsity 0.999 --method iterative --schedule 0.8,0.9,0.97,0.99,0.995 --ft-epochs 5 \
+    --ft-lr 5e-4 --keep last --keep-stages
+  if [ ! -f "$RUNS/prune_iterative/bn_recalibration.json" ]; then
+    "$PY" experiments/bn_recalibration.py --run "$RUNS/paper/train" --model "$RUNS/prune_iterative/model" \
+      --out "$RUNS/prune_iterative" --no-progress > /dev/null || exit $?
+  fi
+  compare
+}
 
-# the same 99.9 % weights with their BatchNorm statistics recomputed: is the eval-mode failure in the statistics?
-if [ ! -f "$RUNS/prune_iterative/bn_recalibration.json" ]; then
-  "$PY" experiments/bn_recalibration.py --run "$RUNS/paper/train" --model "$RUNS/prune_iterative/model" \
-    --out "$RUNS/prune_iterative" --no-progress > /dev/null || exit $?
-fi
-compare
+step "3. the reference's iterative pruning schedule"
+iterative_schedule
 
 step "4. one shot, without and with fine-tuning"
 for s in 0.99 0.995 0.999; do
@@ -144,7 +149,7 @@ prune prune_dense_baseline --sparsity 0 --method finetune --ft-epochs 30 --ft-lr
 
 step "7. bec_jax's pruning recipe"
 prune prune_recipe --sparsity 0.999 --method iterative --schedule 0.8,0.9,0.95,0.97,0.98,0.99,0.993,0.995,0.997,0.998 \
-  --ft-epochs 5 --last-ft-epochs 75 --ft-lr 1e-3 --reclaim-dead-scales --precise-bn --keep best
+  --ft-epochs 5 --last-ft-epochs 75 --ft-lr 1e-3 --reclaim-dead-scales --precise-bn --keep best --keep-stages
 
 step "8. optimizer study, seeds 1 and 2"
 for seed in 1 2; do
@@ -152,4 +157,11 @@ for seed in 1 2; do
     train "$opt" "$seed"
   done
 done
+# a step-3 run from before its stages were kept has only its last model evaluated: run it again, keeping them
+# (the earlier run moves to RUNS/superseded, outside the table)
+if [ -f "$RUNS/prune_iterative/prune.json" ] && [ ! -d "$RUNS/prune_iterative/stages" ]; then
+  step "9. the reference's iterative schedule again, every stage kept and evaluated"
+  mkdir -p "$RUNS/superseded" && mv "$RUNS/prune_iterative" "$RUNS/superseded/prune_iterative.$(date +%s)" || exit 1
+  iterative_schedule
+fi
 step "done"

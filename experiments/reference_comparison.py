@@ -309,8 +309,10 @@ def _payload_note(record: dict) -> str:
 
 
 def _final(summary: dict, stage: dict) -> dict | None:
-    """The full evaluation of a ``bec-jax prune`` run's saved model (its prune.json "evaluation") when
-    ``stage`` is its last stage, the model it saved; None for earlier stages or runs without one."""
+    """The full evaluation of ``stage``'s model in a ``bec-jax prune`` run: its own (``--keep-stages``), or
+    the run's saved model's (prune.json "evaluation") when it is the last stage; else None."""
+    if "evaluation" in stage:
+        return stage["evaluation"]
     return summary.get("evaluation") if stage is summary["stages"][-1] else None
 
 

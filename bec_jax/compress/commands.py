@@ -49,16 +49,22 @@ def cmd_prune(args) -> int:
                            extra=dict(kind="pruned", sparsity=c.sparsity, method=c.method))
     reloaded = load_quantized(out / "model", setup.model_config)[0]
     final = test_mse(reloaded, setup.test)
+    evaluation = _evaluation(args, reloaded)
+    if args.keep_stages:  # every stage's model, reloaded from OUT/stages and evaluated like the final one
+        for i, row in enumerate(log):
+            stage = out / "stages" / f"stage_{i}"
+            ev = evaluation if i == len(log) - 1 else _evaluation(args, load_quantized(stage, setup.model_config)[0])
+            row.update(model=str(stage), evaluation=ev)
     summary = dict(run=str(args.run), method=c.method, sparsity=c.sparsity, stages=log,
                    ft_epochs=c.ft_epochs, last_ft_epochs=c.last_ft_epochs, keep=c.keep, ft_lr=lr,
                    precise_bn=c.precise_bn, schedule=c.schedule,
                    prune_config=dataclasses.asdict(pcfg),
                    test_mse_dense=dense["mse"], test_mse_dense_ref=dense["mse_ref"], test_mse=final["mse"],
                    test_mse_ref=final["mse_ref"], ratio_to_dense=final["mse"] / dense["mse"],
-                   evaluation=_evaluation(args, reloaded), sparsity_table=report,
-                   files=dict(model=str(out / "model"), **sizes))
+                   evaluation=evaluation, sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
     (out / "prune.json").write_text(json.dumps(summary, indent=2))
-    clear_stages(out / "stages")
+    if not args.keep_stages:
+        clear_stages(out / "stages")
     print(json.dumps({k: summary[k] for k in ("method", "sparsity", "test_mse_dense", "test_mse", "ratio_to_dense")}
                      | dict(achieved_sparsity=report["total"]["sparsity"], json=str(out / "prune.json"))))
     return 0
@@ -206,6 +212,9 @@ def register(sub) -> None:
                        description="Prune a trained run, fine-tune, save, reload and evaluate. Every CompressConfig "
                                    "pruning field is a flag.")
     _io_flags(p, "runs/prune", "an existing OUT/model")
+    p.add_argument("--keep-stages", action="store_true",
+                   help="keep every stage's model in OUT/stages/stage_<i>, reloaded and evaluated on the test split "
+                        "(each stage's 'evaluation' in prune.json; default: deleted once the run has finished)")
     add_dataclass_flags(p, CompressConfig, _prune_base(), exclude=_NOT_PRUNE, title="pruning (CompressConfig)")
     p.set_defaults(func=cmd_prune)
 

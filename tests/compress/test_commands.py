@@ -79,6 +79,7 @@ def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     # the summary's test MSE is the reloaded model's, the last stage's in memory to round-off
     assert rep["test_mse"] == pytest.approx(rep["stages"][-1]["test_mse_finetuned"], rel=1e-5)
     assert rep["test_mse_ref"] == pytest.approx(rep["stages"][-1]["test_mse_finetuned_ref"], rel=1e-5)
+    assert not (tmp_path / "p" / "stages").exists() and "evaluation" not in rep["stages"][0]  # kept only if asked
     # and the full evaluation of the reloaded model, as the pipeline gives its models
     ev = rep["evaluation"]
     assert ev["mse"] == pytest.approx(rep["test_mse"], rel=1e-4) and 0 <= ev["fidelity_mean"] <= 1
@@ -98,6 +99,24 @@ def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     assert main(["quantize", "--run", str(run), "--from-pruned", str(tmp_path / "other"),
                  "--out", str(tmp_path / "q2")]) == 2
     assert "another architecture" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_prune_keeps_and_evaluates_every_stage_when_asked(small_run, tmp_path):
+    from bec_jax.compress.quantization import load_quantized
+
+    run, _ = small_run
+    out = tmp_path / "p"
+    assert main(["prune", "--run", str(run), "--sparsity", "0.8", "--method", "iterative", "--schedule", "0.5",
+                 "--ft-epochs", "1", "--keep-stages", "--no-progress", "--out", str(out)]) == 0
+    rep = json.loads((out / "prune.json").read_text())
+    first, last = rep["stages"]
+    # each stage's saved model, reloaded, scores the stage's test MSE; the last one is the run's model
+    assert first["model"] == str(out / "stages" / "stage_0")
+    assert first["evaluation"]["mse"] == pytest.approx(first["test_mse_finetuned"], rel=1e-4)
+    assert 0 <= first["evaluation"]["fidelity_mean"] <= 1 and last["evaluation"] == rep["evaluation"]
+    back, meta = load_quantized(out / "stages" / "stage_0")
+    assert meta["extra"]["row"]["sparsity"] == 0.5
 
 
 @pytest.mark.slow  # ~50 s on 2 cores

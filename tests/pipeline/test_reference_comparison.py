@@ -104,6 +104,11 @@ def test_pruning_runs_fill_the_rows_of_their_method_and_stages(tmp_path, capsys)
     # the saved model (the last stage) was evaluated in full; the stages before it were not
     assert rows["iterative pruning 99.5%, test MSE"]["vortex_count_accuracy"] == 0.75
     assert r99["fidelity_mean"] is None
+    stages[1]["evaluation"] = dict(fidelity_mean=0.9, vortex_count_accuracy=0.85)  # kept (bec-jax prune --keep-stages)
+    (iterative / "prune.json").write_text(json.dumps(dict(json.loads((iterative / "prune.json").read_text()),
+                                                          stages=stages)))
+    rows = {r["quantity"]: r for r in rc.compare(RUN, {}, [iterative])["rows"]}
+    assert rows["iterative pruning 99.0%, test MSE"]["fidelity_mean"] == 0.9
     assert rows["iterative pruning 99.9%, test MSE"]["bec_jax"] is None  # a stage the run did not reach
     # one shot without and with fine-tuning, and the dense baseline trained as long
     oneshot = _prune_run(tmp_path / "oneshot", "prune", 0.999,
