@@ -16,5 +16,7 @@ def test_script_is_run_by_a_test(script):
     if script in HELPERS:
         return
     name = Path(script).stem
-    # as a quoted file name (run("x.py", ...), ROOT / "benchmarks" / "x.py"), or named in test_smoke.py's tables
-    assert any(p in TESTS for p in (f'"{name}.py"', f'"{name}": [', f'("{name}", [')), f"no test runs {script}"
+    # as a quoted file name (run("x.py", ...), ROOT / "benchmarks" / "x.py", run_script("benchmarks/x.py")), or
+    # named in test_smoke.py's tables
+    quoted = (f'"{name}.py"', f'"{script}"', f'"{name}": [', f'("{name}", [')
+    assert any(p in TESTS for p in quoted), f"no test runs {script}"
