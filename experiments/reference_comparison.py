@@ -29,6 +29,11 @@ from bec_jax.models import UNetConfig, count_params
 MIB = 2**20
 #: the evaluation metrics each row gives beside its MSEs, where bec_jax evaluated that model
 METRICS = ("fidelity_mean", "vortex_count_accuracy")
+#: fidelities of a zero-phase guess and of the true target integrated: the floor and ceiling of fidelity_mean
+BOUNDS = ("fidelity_zero_phase_mean", "fidelity_ceiling_mean")
+#: a model whose mean fidelity gains less than this fraction of the way from the zero-phase guess to the ceiling
+#: has not learnt the phase, whatever its MSE
+LEARNT_PHASE = 0.1
 
 # DESIGN.md §5: the reference's public notebooks. MSEs in its convention (all-pixel mean).
 REFERENCE = dict(
@@ -107,10 +112,24 @@ def _evaluation(folder: Path, split: str, epoch: int) -> dict | None:
 
 
 def _mean_metrics(summaries: list) -> dict | None:
-    """Mean fidelity and vortex count accuracy over ``summaries``; None unless every one is there."""
+    """Mean fidelity and vortex count accuracy (and fidelity bounds where all have them) over ``summaries``;
+    None unless every one is there."""
     if not summaries or any(e is None for e in summaries):
         return None
-    return {k: sum(e[k] for e in summaries) / len(summaries) for k in METRICS}
+    keys = METRICS + tuple(k for k in BOUNDS if all(k in e for e in summaries))
+    return {k: sum(e[k] for e in summaries) / len(summaries) for k in keys}
+
+
+def _unlearnt(metrics: dict | None) -> str:
+    """A note when ``metrics`` (an evaluation summary) show a mean fidelity hardly above a zero-phase guess's
+    (less than LEARNT_PHASE of the way to the ceiling): a low MSE then does not mean a working model."""
+    if metrics is None or any(metrics.get(k) is None for k in BOUNDS):
+        return ""
+    zero, ceiling, f = metrics["fidelity_zero_phase_mean"], metrics["fidelity_ceiling_mean"], metrics["fidelity_mean"]
+    if f - zero >= LEARNT_PHASE * (ceiling - zero):
+        return ""
+    return (f"mean fidelity {f:.3f} against a zero-phase guess's {zero:.3f} (ceiling {ceiling:.3f}): this model has "
+            "not learnt the phase, whatever its loss")
 
 
 def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list[Path] = (),
@@ -134,6 +153,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     rows = []
 
     def row(quantity, reference, bec_jax, *, bec_jax_masked=None, note="", better="lower", metrics=None):
+        note = "; ".join(n for n in (note, _unlearnt(metrics)) if n)
         rows.append(dict(quantity=quantity, reference=reference, bec_jax=bec_jax, bec_jax_masked_mse=bec_jax_masked,
                          better=better, note=note, **{k: None if metrics is None else metrics[k] for k in METRICS},
                          verdict=None if bec_jax is None or reference is None else
@@ -156,13 +176,17 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
                 note="not run yet (benchmarks/gpu_check.sh's optimizers step, experiments/reference_campaign.sh)")
             continue
         vals = [h["val_mse_ref"] for _, h, _ in found]
+        masked = sum(h["val_mse"] for _, h, _ in found) / len(found)
         seeds = [m["train_config"]["seed"] for m, _, _ in found]
+        note = "" if len(vals) == 1 else ("seeds " + ", ".join(f"{s}: {v:.2e}" for s, v in zip(seeds, vals))
+                                          + f"; range {min(vals):.2e}–{max(vals):.2e}")
+        if opt == "sgd" and any(m["train_config"]["loss"] != "reference" for m, _, _ in found):
+            # Adam's steps do not depend on the loss's scale; SGD's do
+            note = "; ".join(n for n in (note, f"trained on the masked MSE, {masked * len(vals) / sum(vals):.1f}× "
+                                         "the reference's loss: for SGD, whose step scales with the loss, that is "
+                                         "the reference's loss at that multiple of the learning rate") if n)
         row(f"validation loss at epoch 50, {opt}" + (f" (mean of {len(vals)} seeds)" if len(vals) > 1 else ""), ref,
-            sum(vals) / len(vals), bec_jax_masked=sum(h["val_mse"] for _, h, _ in found) / len(found),
-            metrics=_mean_metrics([e for _, _, e in found]),
-            note="" if len(vals) == 1 else
-            "seeds " + ", ".join(f"{s}: {v:.2e}" for s, v in zip(seeds, vals))
-            + f"; range {min(vals):.2e}–{max(vals):.2e}")
+            sum(vals) / len(vals), bec_jax_masked=masked, metrics=_mean_metrics([e for _, _, e in found]), note=note)
     pr = report["pruning"]
     kinds = {"iterative": {}, "prune": {}, "finetune": {}}
     recipes = []  # iterative runs of other settings than the reference's

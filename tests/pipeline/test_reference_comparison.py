@@ -37,6 +37,11 @@ def test_rows_come_from_the_run_and_missing_ones_say_so(tmp_path):
     rows = {r["quantity"]: r for r in rc.compare(RUN, {"sgd": [opt]})["rows"]}
     assert rows["validation loss at epoch 50, sgd"]["bec_jax"] == rows["validation loss at epoch 50, adam"]["bec_jax"]
     assert rows["validation loss at epoch 50, sgd"]["fidelity_mean"] is None  # not evaluated
+    # trained on the masked MSE (the run's loss): SGD's row says at what multiple of the reference's loss
+    h50 = next(h for h in json.loads((opt / "metrics.json").read_text())["history"] if h["epoch"] == 50)
+    assert f"trained on the masked MSE, {h50['val_mse'] / h50['val_mse_ref']:.1f}×" in \
+        rows["validation loss at epoch 50, sgd"]["note"]
+    assert "trained on" not in rows["validation loss at epoch 50, adam"]["note"]  # Adam: scale-free steps
     # `bec-jax evaluate --checkpoint latest --split val` of that run: the epoch-50 model on the validation split
     for split, epoch, fid in (("test", 50, 0.5), ("val", 49, 0.6), ("val", 50, 0.7)):
         (opt / f"eval_{split}{epoch}").mkdir()
@@ -222,3 +227,11 @@ def test_a_stage_whose_eval_mode_model_fails_says_so():
     broken = dict(test_mse_finetuned=0.7, train_losses=[1e-2, 2.2e-3], kept_epoch=2)
     assert "test MSE is 318× its training loss in train mode (2.20e-03, masked)" in rc._eval_mode_gap(broken)
     assert rc._eval_mode_gap(dict(test_mse_pruned=0.1)) == ""  # prune only: no training
+
+
+def test_a_model_no_better_than_a_zero_phase_guess_is_called_out():
+    bounds = dict(fidelity_zero_phase_mean=0.05, fidelity_ceiling_mean=1.0, vortex_count_accuracy=0.0)
+    assert "not learnt the phase" in rc._unlearnt(dict(bounds, fidelity_mean=0.051))
+    assert "not learnt the phase" in rc._unlearnt(dict(bounds, fidelity_mean=0.001))  # worse than the guess
+    assert rc._unlearnt(dict(bounds, fidelity_mean=0.2)) == ""  # 16 % of the way to the ceiling
+    assert rc._unlearnt(dict(fidelity_mean=0.01)) == "" and rc._unlearnt(None) == ""  # no bounds: no verdict
