@@ -180,7 +180,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         seeds = [m["train_config"]["seed"] for m, _, _ in found]
         note = "" if len(vals) == 1 else ("seeds " + ", ".join(f"{s}: {v:.2e}" for s, v in zip(seeds, vals))
                                           + f"; range {min(vals):.2e}–{max(vals):.2e}")
-        if opt == "sgd" and any(m["train_config"]["loss"] != "reference" for m, _, _ in found):
+        if opt == "sgd" and all(m["train_config"]["loss"] == "masked_mse" for m, _, _ in found):
             # Adam's steps do not depend on the loss's scale; SGD's do
             note = "; ".join(n for n in (note, f"trained on the masked MSE, {masked * len(vals) / sum(vals):.1f}× "
                                          "the reference's loss: for SGD, whose step scales with the loss, that is "
