@@ -388,6 +388,26 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_optimizers(run: Path, optimizer_runs: dict[str, list[Path]], path: Path) -> Path | None:
+    """Validation loss (the reference's convention) vs epoch of every optimizer's runs (``run``'s training is
+    Adam's first), mean and range over seeds, the reference's epoch-50 values as stars; None without other
+    optimizers' runs."""
+    from bec_jax.train.plots import plot_optimizer_comparison
+
+    if not optimizer_runs:
+        return None
+    runs = {"adam": [run]} | {o: ([run] if o == "adam" else []) + f for o, f in optimizer_runs.items()}
+    curves = {}
+    for opt, folders in runs.items():
+        histories = [[h["val_mse_ref"] for h in _metrics(f)["history"]] for f in folders]
+        n = min(len(h) for h in histories)  # a run still training has fewer epochs: the common ones
+        curves[opt] = [h[:n] for h in histories]
+    params = count_params(UNetConfig.from_dict(_metrics(run)["model_config"]))
+    return plot_optimizer_comparison(curves, path, "validation loss (reference's convention)",
+                                     title=f"paper preset: {params:,} parameters, 200² data",
+                                     reference=REFERENCE["val_loss_epoch50"], reference_epoch=50)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="paper-preset pipeline run folder (report.json)")
@@ -426,6 +446,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "reference_comparison.json").write_text(json.dumps(result, indent=2))
     table = markdown(result)
+    if plot_optimizers(run, opt_runs, out / "optimizers.png") is not None:
+        table += "\n![validation loss vs epoch of each optimizer](optimizers.png)\n"
     (out / "reference_comparison.md").write_text(table)
     print(table)
     return 0

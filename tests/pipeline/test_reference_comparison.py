@@ -42,6 +42,8 @@ def test_rows_come_from_the_run_and_missing_ones_say_so(tmp_path):
     assert f"trained on the masked MSE, {h50['val_mse'] / h50['val_mse_ref']:.1f}×" in \
         rows["validation loss at epoch 50, sgd"]["note"]
     assert "trained on" not in rows["validation loss at epoch 50, adam"]["note"]  # Adam: scale-free steps
+    assert rc.plot_optimizers(RUN, {}, tmp_path / "none.png") is None  # no other optimizer: no figure
+    assert rc.plot_optimizers(RUN, {"sgd": [opt]}, tmp_path / "opt.png").stat().st_size > 10_000
     # `bec-jax evaluate --checkpoint latest --split val` of that run: the epoch-50 model on the validation split
     for split, epoch, fid in (("test", 50, 0.5), ("val", 49, 0.6), ("val", 50, 0.7)):
         (opt / f"eval_{split}{epoch}").mkdir()
