@@ -42,7 +42,7 @@ def cmd_prune(args) -> int:
         setup, c.sparsity, c.method, ft_epochs=c.ft_epochs, last_ft_epochs=c.last_ft_epochs, learning_rate=lr,
         prune=pcfg, schedule=c.schedule, keep=c.keep, precise_bn=c.precise_bn,
         on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True),
-        resume_dir=out / "stages",  # a rerun after a kill continues after the last finished stage
+        resume_dir=out / "stages",  # a rerun after a kill continues after the last finished epoch
         progress=not args.no_progress)
     report = sparsity_report(nnx_params(model), include_bn_scale=c.include_bn_scale)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=replace,

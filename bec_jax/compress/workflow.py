@@ -10,6 +10,7 @@ every sparsity level of a sweep reuses the same compiled step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -23,13 +24,14 @@ import numpy as np
 import optax
 from flax import nnx
 
+from bec_jax.artifacts import remove_tree
 from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks, keep_pruned,
                                       magnitude_masks, masks_of, schedule_to, set_masks)
 from bec_jax.compress.quantization import SCHEMES, load_quantized, save_quantized
 from bec_jax.data.loader import BatchLoader
 from bec_jax.models.unet import UNet, UNetConfig
-from bec_jax.train.core import (TrainConfig, evaluate_loader, init_state, make_loss, make_optimizer, make_predict,
-                                make_train_step, run_epochs)
+from bec_jax.train.core import (TrainConfig, TrainState, evaluate_loader, init_state, make_loss, make_optimizer,
+                                make_predict, make_train_step, run_epochs)
 from bec_jax.train.trainer import load_dataset, load_trained, run_data_path, run_imaging
 
 __all__ = ["CompressConfig", "ShrinkConfig", "QuantizeConfig", "Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "precise_batch_stats",
@@ -278,10 +280,12 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
     "train_losses", "val_mse", "kept_epoch"]} (MSEs masked; "…_ref" beside each: the
     reference's all-pixel convention).
     resume_dir: a folder where every finished stage is saved (``save_quantized``, its row
-    and these settings with it); a rerun with the same settings and model continues after
-    the last saved stage, exactly as an uninterrupted run (masks from the stage's zeros,
-    ``pruning.masks_of``; the fine-tuning batch order of the stages it skips). Other
-    settings raise ValueError. None: nothing is saved.
+    and these settings with it), and the stage in progress checkpoints each fine-tuning
+    epoch (``stage_<i>.epochs``, ``FineTuner.run(checkpoint_dir=...)``); a rerun with the
+    same settings and model continues after the last saved epoch, exactly as an
+    uninterrupted run (masks from the stage's zeros, ``pruning.masks_of``; the fine-tuning
+    batch order of the epochs it skips). Other settings raise ValueError. None: nothing
+    is saved.
     """
     from tqdm.auto import tqdm
 
@@ -309,6 +313,8 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
         settings["last_ft_epochs"] = last
     if resume_dir is not None:
         model, rows = _resume_stages(Path(resume_dir), settings, setup)
+        for i in range(len(rows)):  # a kill between a stage's save and the removal of its epochs
+            remove_tree(_epochs_dir(resume_dir, i))
         if rows:
             masks = masks_of(nnx.state(model, nnx.Param), prune.include_bn_scale or prune.reclaim_dead_scales)
             if tuner is not None:
@@ -319,8 +325,11 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
         m = test_mse(model, setup.test)
         row = dict(sparsity=s, test_mse_pruned=m["mse"], test_mse_pruned_ref=m["mse_ref"])
         if tuner is not None:
-            r = tuner.run(model, masks, epochs[i], on_epoch=lambda k, m: bar.update(),
-                          select=setup.val if keep == "best" else None)
+            # the stage's epochs are checkpointed beside the stages: a kill inside a stage loses one epoch
+            before = sum(epochs[:i])
+            r = tuner.run(model, masks, epochs[i], on_epoch=lambda k, m: bar.update(before + k - bar.n),
+                          select=setup.val if keep == "best" else None, resume_key=dict(settings, stage=i),
+                          checkpoint_dir=None if resume_dir is None else _epochs_dir(resume_dir, i))
             model = r.model
             m = test_mse(model, setup.test)
             row.update(test_mse_finetuned=m["mse"], test_mse_finetuned_ref=m["mse_ref"],
@@ -331,18 +340,29 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
         if resume_dir is not None:
             save_quantized(Path(resume_dir) / f"stage_{i}", model, None, sparse=True, overwrite=True,
                            extra=dict(kind="pruning_stage", stage=i, row=row, settings=settings))
+            remove_tree(_epochs_dir(resume_dir, i))  # the stage is saved: its epochs are not needed
         if on_stage is not None:
             on_stage(row)
     bar.close()
     return model, masks, rows
 
 
+def _epochs_dir(resume_dir, stage: int) -> Path:
+    """Where ``prune_and_finetune`` checkpoints the epochs of a stage in progress (``clear_stages`` removes it)."""
+    return Path(resume_dir) / f"stage_{stage}.epochs"
+
+
 def _fingerprint(model) -> str:
     """sha256 of a model's parameters and statistics: which model a saved pruning stage started from."""
+    return _digest(nnx.state(model))
+
+
+def _digest(tree) -> str:
+    """sha256 of a pytree's array leaves (their bytes, in leaf order)."""
     import hashlib
 
     h = hashlib.sha256()
-    for a in jax.tree_util.tree_leaves(nnx.state(model)):
+    for a in jax.tree_util.tree_leaves(tree):
         h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
     return h.hexdigest()
 
@@ -373,10 +393,8 @@ def _resume_stages(folder: Path, settings: dict, setup: Setup):
 
 
 def clear_stages(folder) -> None:
-    """Delete the stages ``prune_and_finetune`` saved in ``folder`` (its resume_dir), then the folder if
-    that leaves it empty; anything else in it stays."""
-    from bec_jax.artifacts import remove_tree
-
+    """Delete the stages ``prune_and_finetune`` saved in ``folder`` (its resume_dir) and the epoch checkpoints
+    of a stage in progress, then the folder if that leaves it empty; anything else in it stays."""
     folder = Path(folder)
     for stage in sorted(folder.glob("stage_*")):
         remove_tree(stage)
@@ -509,6 +527,9 @@ class FineTuner:
         self.predict = make_predict(self.gd_eval)
         self.epoch_counter = 0
         self.precise_bn = precise_bn
+        # what a resumed run must share with the one that saved (``run(checkpoint_dir=...)``)
+        self._settings = dict(learning_rate=learning_rate, cycle_epochs=cycle_epochs, precise_bn=precise_bn,
+                              train=config.resume_key())
 
     def _model(self, state) -> UNet:
         return nnx.merge(self.gd_eval, state.params, state.batch_stats)
@@ -524,13 +545,20 @@ class FineTuner:
         self.epoch_counter += 1  # every run and epoch of this tuner sees a fresh batch order
         return self.loader.sources(self.epoch_counter)
 
-    def run(self, model: UNet, masks=None, epochs: int = 1, on_epoch=None,
-            select: BatchLoader | None = None) -> FineTuneResult:
+    def run(self, model: UNet, masks=None, epochs: int = 1, on_epoch=None, select: BatchLoader | None = None,
+            checkpoint_dir=None, resume_key: dict | None = None) -> FineTuneResult:
         """Fine-tune a copy of ``model`` for ``epochs`` epochs keeping masked weights at 0.
 
-        on_epoch(k, model) is called after each epoch k = 1..epochs (model in
-        eval mode). select: a validation loader; the epoch of lowest masked MSE
-        on it is kept (the earliest on ties), else the last epoch.
+        on_epoch(k, model) is called after each epoch k = 1..epochs that this call
+        trains (model in eval mode). select: a validation loader; the epoch of lowest
+        masked MSE on it is kept (the earliest on ties), else the last epoch.
+        checkpoint_dir: save the fine-tuning state there after every epoch
+        (``bec_jax.train.checkpoint.Checkpoints``: params, BatchNorm statistics, optimizer
+        state, history; the latest epoch and the kept one). A rerun with the same model,
+        masks, epochs, tuner settings, batch-order counter and ``resume_key`` (JSON-able:
+        whatever else the caller's run must agree on) continues after the last saved epoch
+        and ends exactly as an uninterrupted run; checkpoints of another run there raise
+        ``CheckpointMismatch``. The caller deletes the folder once it is done with it.
         """
         masks = self._ones if masks is None else masks
         if nnx.graphdef(model) != nnx.graphdef(self._model_like):
@@ -541,14 +569,86 @@ class FineTuner:
         # the step donates its state: copy, so the caller's model keeps its buffers
         state = jax.tree.map(lambda a: a.copy(), state)
         state = state.replace(opt_state=set_masks(state.opt_state, masks))
+        keep = "best" if select is not None else "last"
         validate = None
         if select is not None:
             validate = lambda s: dict(val_loss=evaluate_loader(self.predict, s.params, s.batch_stats, select)["mse"])
-        r = run_epochs(self.step, state, self._batches, range(1, epochs + 1), validate=validate,
-                       keep="best" if select is not None else "last", view=self._view, what="fine-tuning",
-                       on_epoch=None if on_epoch is None else lambda row, s: on_epoch(row["epoch"], self._model(s)))
-        return FineTuneResult(self._model(r.kept), [row["train_loss"] for row in r.history],
-                              [row["val_loss"] for row in r.history] if select is not None else [], r.kept_epoch)
+        done, prior, save = [], None, None
+        with contextlib.ExitStack() as stack:
+            if checkpoint_dir is not None:
+                key = dict(resume_key or {}, tuner=self._settings, epochs=epochs, keep=keep,
+                           epoch_counter=self.epoch_counter, model=_fingerprint(model), masks=_digest(masks))
+                state, done, prior, save = self._checkpointing(stack, Path(checkpoint_dir), key, state, keep)
+            first = done[-1]["epoch"] + 1 if done else 1
+            self.epoch_counter += first - 1  # the batch orders of the epochs restored
+            raw = {}
+
+            def view(s):
+                raw["batch_stats"] = s.batch_stats  # what training continues from, saved beside the viewed state
+                return self._view(s)
+
+            def after_epoch(row, s):
+                if save is not None:
+                    save(row, s, raw["batch_stats"])
+                if on_epoch is not None:
+                    on_epoch(row["epoch"], self._model(s))
+
+            r = run_epochs(self.step, state, self._batches, range(first, epochs + 1), validate=validate, keep=keep,
+                           view=view, what="fine-tuning", on_epoch=after_epoch)
+        history = done + r.history
+        kept, kept_epoch = r.kept, r.kept_epoch
+        if prior is not None:  # the kept epoch may be one restored: the rule over the whole history decides
+            scores = [row["val_loss"] for row in history] if keep == "best" else [0.0] * len(history)
+            best = history[int(np.argmin(np.where(np.isfinite(scores), scores, np.inf)))]["epoch"]
+            chosen = best if keep == "best" else history[-1]["epoch"]
+            if chosen < first:
+                kept, kept_epoch = prior
+        return FineTuneResult(self._model(kept), [row["train_loss"] for row in history],
+                              [row["val_loss"] for row in history] if select is not None else [], kept_epoch)
+
+    def _checkpointing(self, stack: contextlib.ExitStack, folder: Path, key: dict, state, keep: str):
+        """(state, restored history rows, (kept state, epoch) of the restored epochs or None, save(row, viewed,
+        batch_stats)) of ``run``'s per-epoch checkpoints in ``folder`` (open until ``stack`` closes), restored
+        from its latest epoch."""
+        from bec_jax.artifacts import claim_folder, has_manifest
+        from bec_jax.train.checkpoint import Checkpoints
+
+        if not has_manifest(folder):
+            claim_folder(folder, "fine-tuning-checkpoints")  # bec_jax's: ``remove_tree`` may delete it
+        ckpt = stack.enter_context(Checkpoints(folder, self._model_like.config, key))
+        like = dict(state.as_dict(), kept_batch_stats=state.batch_stats)
+
+        def restore(step):
+            saved, meta = ckpt.restore(step, like)
+            kept = TrainState(saved["params"], saved.pop("kept_batch_stats"), saved["opt_state"])
+            return TrainState(**saved), kept, meta
+
+        done, prior = [], None
+        latest = ckpt.latest_step()
+        if latest is not None:
+            state, kept, meta = restore(latest)
+            done = list(meta["history"])
+            prior = (kept, latest)
+            if keep == "best":  # the restored epoch of lowest validation loss that is on disk (the policy's best)
+                on_disk = [row for row in done if row["epoch"] in set(ckpt.all_steps())]
+                best = on_disk[int(np.argmin([_finite(row["val_loss"]) for row in on_disk]))]["epoch"]
+                if best != latest:
+                    prior = (restore(best)[1], best)
+
+        def save(row, viewed, batch_stats):
+            done.append(row)
+            # without validation, minus the epoch: the policy's "best" is then the latest, one step on disk
+            score = _finite(row["val_loss"]) if keep == "best" else -float(row["epoch"])
+            ckpt.save(row["epoch"], dict(params=viewed.params, batch_stats=batch_stats, opt_state=viewed.opt_state,
+                                         kept_batch_stats=viewed.batch_stats), dict(epoch=row["epoch"], history=done),
+                      score)
+
+        return state, list(done), prior, save
+
+
+def _finite(x: float) -> float:
+    """A validation score as a checkpoint metric: non-finite ones rank last."""
+    return float(x) if np.isfinite(x) else 3e38
 
 
 @functools.lru_cache(maxsize=32)

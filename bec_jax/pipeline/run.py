@@ -7,8 +7,9 @@ Every stage is a call into the library (``generate``, ``fit``,
 rerun skips finished stages. Generation and training also resume inside their
 stage (finished batches, the latest checkpoint), so an interrupted run loses at
 most one dataset batch or the epochs since the last checkpoint; pruning keeps
-each finished stage of its schedule, so it loses at most one stage; the other
-stages take seconds to minutes and are redone when interrupted.
+each finished stage of its schedule and checkpoints every fine-tuning epoch of
+the stage in progress, so it loses at most one epoch; the other stages take
+seconds to minutes and are redone when interrupted.
 
 Run folder::
 
@@ -16,7 +17,8 @@ Run folder::
     data.h5            the dataset (HDF5)
     train/             orbax checkpoints, metrics.csv/json
     models/<variant>/  every evaluated model, saved with orbax (save_quantized)
-    pruning_stages/    the finished stages of an interrupted pruning schedule (gone once it is done)
+    pruning_stages/    an interrupted pruning schedule's finished stages and the epochs of the one in progress
+                       (gone once it is done)
     deploy/            the exported dense and int8 files (ONNX, or jax.export without ONNX Runtime)
     stages/*.json      per-stage results
     stages/*.elapsed   seconds spent so far on a stage that has not finished (``StageClock``)

@@ -174,3 +174,66 @@ def test_an_interrupted_iterative_schedule_resumes_after_its_last_stage(small_ru
         prune_and_finetune(setup, 0.8, "iterative", resume_dir=folder, **dict(kw, last_ft_epochs=None))
     clear_stages(folder)
     assert not folder.exists()
+
+
+@pytest.mark.slow  # four short fine-tuning runs per case: ~17 s each
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_fine_tuning_killed_inside_a_stage_resumes_at_its_last_epoch(small_dataset, tmp_path, keep):
+    """Per-epoch checkpoints: a run killed after epoch 2 (or after its last epoch, before its result was used)
+    ends with the losses, kept epoch and model of an uninterrupted run (precise BatchNorm statistics too);
+    another run's checkpoints are refused."""
+    import jax
+    from flax import nnx
+
+    from bec_jax.compress.workflow import FineTuner, magnitude_masks
+    from bec_jax.compress.pruning import PruneConfig, apply_masks
+    from bec_jax.data.loader import BatchLoader
+    from bec_jax.models import UNetConfig, init_model
+    from bec_jax.train import TrainConfig
+    from bec_jax.train.checkpoint import CheckpointMismatch
+    from bec_jax.train.trainer import load_dataset
+
+    tc = TrainConfig()
+    grid, arrays, _, splits = load_dataset(small_dataset, tc)
+    train, val = (BatchLoader(grid, arrays["psi"][splits[k]], 4, tc.target_config, shuffle=k == "train")
+                  for k in ("train", "val"))
+    model = init_model(UNetConfig(base_width=4, depth=2, input_size=grid.n), 0)
+    model.eval()
+    masks = magnitude_masks(nnx.state(model, nnx.Param), PruneConfig(0.5))
+    nnx.update(model, apply_masks(nnx.state(model, nnx.Param), masks))
+    select = val if keep == "best" else None
+
+    def tuner():
+        t = FineTuner(model, train, learning_rate=3e-2, precise_bn=True)
+        t.epoch_counter = 7  # a later stage's batch order
+        return t
+
+    whole = tuner().run(model, masks, 4, select=select)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after(n):
+        def on_epoch(k, m):
+            if k == n:
+                raise Killed
+        return on_epoch
+
+    for killed_at in (2, 4):
+        folder = tmp_path / f"epochs_{killed_at}"
+        with pytest.raises(Killed):
+            tuner().run(model, masks, 4, select=select, checkpoint_dir=folder, on_epoch=kill_after(killed_at))
+        trained = []
+        t = tuner()
+        r = t.run(model, masks, 4, select=select, checkpoint_dir=folder, on_epoch=lambda k, m: trained.append(k))
+        assert trained == list(range(killed_at + 1, 5))  # only the epochs that were left
+        assert t.epoch_counter == 7 + 4
+        np.testing.assert_allclose(r.train_losses, whole.train_losses, rtol=1e-5)
+        np.testing.assert_allclose(r.val_mse, whole.val_mse, rtol=1e-5)
+        assert r.epoch == whole.epoch
+        for a, b in zip(jax.tree.leaves(nnx.state(r.model)), jax.tree.leaves(nnx.state(whole.model))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    other = FineTuner(model, train, learning_rate=1e-2, precise_bn=True)
+    other.epoch_counter = 7
+    with pytest.raises(CheckpointMismatch, match="learning_rate"):
+        other.run(model, masks, 4, select=select, checkpoint_dir=tmp_path / "epochs_2")
