@@ -2,7 +2,7 @@
 # The reference's work at its own scale where no GPU is lent: a long run on this machine (hours on two CPU
 # cores), in the background, over as many sittings as it takes. Rerun the same command after a kill or in a
 # later sitting: every step continues where it stopped (pipeline stages, generation batches, training epochs,
-# pruning stages), and a finished step is skipped. benchmarks/gpu_check.sh does the same work on a GPU.
+# pruning epochs), and a finished step is skipped. benchmarks/gpu_check.sh does the same work on a GPU.
 #   RUNS=runs/reference nohup nice bash experiments/reference_campaign.sh >> runs/reference.log 2>&1 &
 # Steps, most valuable first:
 # 1. `bec-jax pipeline --preset paper`: 1,680 states on 200², the 17.3M U-Net (Adam, 50 epochs), pruning,
@@ -24,22 +24,28 @@
 # RUNS/reference_comparison; copy it to experiments/results/reference_comparison when it is worth committing).
 # `reference_campaign.sh --collect DEST TABLE` copies the finished steps' records (no data, no models) into DEST
 # and writes the table from them (the committed experiments/results/paper_cpu and reference_comparison).
-# GEN_BATCH: states per generation batch (default 24). PIPELINE_ARGS / PRUNE_ARGS / TRAIN_ARGS: extra flags of
-# each command, and EPOCHS (default 50): a dry run at toy
-# sizes, e.g. PIPELINE_ARGS="--data-n 32 --data-n-groups 8 --model-depth 2 --train-epochs 1 --compress-ft-epochs 1"
+# STEPS: the steps to run (default "1 2 3 4 5 6 7 8 9"); steps 5 and 8 need only the dataset, which is generated
+# alone when step 1 is not among them (a machine that keeps nothing between sittings can run one optimizer seed a
+# sitting: STEPS=8 OPT_RUNS=adamw:1, below). GEN_BATCH: states per generation batch (default 24).
+# PIPELINE_ARGS / DATA_ARGS / PRUNE_ARGS / TRAIN_ARGS: extra flags of each command (DATA_ARGS: `bec-jax generate`
+# where it runs alone), and EPOCHS (default 50): a dry run at toy sizes, e.g. PIPELINE_ARGS="--data-n 32
+# --data-n-groups 8 --model-depth 2 --train-epochs 1 --compress-ft-epochs 1" DATA_ARGS="--n 32 --n-groups 8"
 # PRUNE_ARGS="--ft-epochs 1 --last-ft-epochs 1" TRAIN_ARGS="--model-depth 2" EPOCHS=1.
 set -u
 RUNS=${RUNS:-runs/reference}
 BJ=${BEC_JAX:-.venv/bin/bec-jax}
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$RUNS"
+STEPS=" ${STEPS:-1 2 3 4 5 6 7 8 9} "
 step() { echo "== $(date -u +%FT%TZ) $*"; }
+want() { [[ $STEPS == *" $1 "* ]]; }
 
 # the table of whatever has finished under ROOT (default RUNS; the paper run in PAPER, default ROOT/paper) into
 # OUT (default ROOT/reference_comparison), after every step
 compare() {
   local root=${1:-$RUNS} paper=${2:-${1:-$RUNS}/paper} out=${3:-${1:-$RUNS}/reference_comparison} d
   local args=(--run "$paper" --out "$out")
+  [ -f "$paper/report.json" ] || return 0  # the table starts from the paper run
   for d in "$root"/optimizers/*_seed*; do
     [ -f "$d/metrics.json" ] && [ "$(basename "$d")" != adam_seed0 ] && args+=(--optimizer-run "$(basename "$d" | cut -d_ -f1)=$d")
   done
@@ -57,11 +63,14 @@ if [ "${1:-}" = --collect ]; then
   dest=${2:?--collect DEST TABLE} table=${3:?--collect DEST TABLE}
   mkdir -p "$dest/stages" || exit 1
   src=$RUNS/paper
-  cp "$src"/{config.json,report.json,report.md} "$src"/*.png "$dest"/ && cp "$src"/stages/*.json "$dest/stages/" || exit 1
-  cp "$src/train/metrics.json" "$dest/" || exit 1
   copy_eval() { [ -f "$1/eval_val_latest/evaluation.json" ] && mkdir -p "$2/eval_val_latest" &&
     cp "$1/eval_val_latest/evaluation.json" "$2/eval_val_latest/"; }
-  copy_eval "$src/train" "$dest"
+  if [ -f "$src/report.json" ]; then  # absent where only later steps ran (STEPS): DEST keeps its paper run
+    cp "$src"/{config.json,report.json,report.md} "$src"/*.png "$dest"/ && cp "$src"/stages/*.json "$dest/stages/" \
+      || exit 1
+    cp "$src/train/metrics.json" "$dest/" || exit 1
+    copy_eval "$src/train" "$dest"
+  fi
   for d in "$RUNS"/optimizers/*_seed*; do
     [ -f "$d/eval_val_latest/evaluation.json" ] || continue  # finished and evaluated (not one still training)
     mkdir -p "$dest/optimizers/$(basename "$d")" && cp "$d/metrics.json" "$dest/optimizers/$(basename "$d")/"
@@ -102,20 +111,28 @@ train() {
   compare
 }
 
-step "1. paper pipeline"
 # The preset solves 240 states a batch, sized for a GPU; on a 24 GiB CPU machine that batch needs more memory
 # than there is (the kernel kills it). The states do not depend on the batch (one key per state).
-"$BJ" pipeline --preset paper --out "$RUNS/paper" --no-progress --data-batch-size "${GEN_BATCH:-24}" \
-  ${PIPELINE_ARGS:-} || exit $?
-evaluate_val "$RUNS/paper/train"
-compare
-
-step "2. the reference's int8 scheme (one asymmetric scale over all convs)"
-if [ ! -f "$RUNS/int8_reference/quantize.json" ]; then
-  "$BJ" quantize --run "$RUNS/paper/train" --scheme reference_per_tensor --out "$RUNS/int8_reference" --overwrite \
-    || exit $?
+if want 1; then
+  step "1. paper pipeline"
+  "$BJ" pipeline --preset paper --out "$RUNS/paper" --no-progress --data-batch-size "${GEN_BATCH:-24}" \
+    ${PIPELINE_ARGS:-} || exit $?
+  evaluate_val "$RUNS/paper/train"
+  compare
+elif { want 5 || want 8; } && [ ! -f "$RUNS/paper/data.h5" ]; then
+  step "the paper preset's dataset (the pipeline's first stage, alone)"
+  mkdir -p "$RUNS/paper" && "$BJ" generate --preset paper --out "$RUNS/paper/data.h5" --no-progress \
+    --batch-size "${GEN_BATCH:-24}" ${DATA_ARGS:-} || exit $?
 fi
-compare
+
+if want 2; then
+  step "2. the reference's int8 scheme (one asymmetric scale over all convs)"
+  if [ ! -f "$RUNS/int8_reference/quantize.json" ]; then
+    "$BJ" quantize --run "$RUNS/paper/train" --scheme reference_per_tensor --out "$RUNS/int8_reference" \
+      --overwrite || exit $?
+  fi
+  compare
+fi
 
 # the reference's iterative schedule, every stage's model kept and evaluated, then the 99.9 % weights with their
 # BatchNorm statistics recomputed (is the eval-mode failure in the statistics?)
@@ -129,37 +146,49 @@ iterative_schedule() {
   compare
 }
 
-step "3. the reference's iterative pruning schedule"
-iterative_schedule
+if want 3; then
+  step "3. the reference's iterative pruning schedule"
+  iterative_schedule
+fi
 
-step "4. one shot, without and with fine-tuning"
-for s in 0.99 0.995 0.999; do
-  prune "prune_oneshot_$s" --sparsity "$s" --method prune --ft-epochs 0
-done
-for s in 0.99 0.995 0.999; do
-  prune "prune_finetune_$s" --sparsity "$s" --method finetune --ft-epochs 5 --ft-lr 5e-4 --keep last
-done
-
-step "5. optimizer study, seed 0"
-train adamw 0
-train sgd 0
-
-step "6. the dense baseline of the pruning study"
-prune prune_dense_baseline --sparsity 0 --method finetune --ft-epochs 30 --ft-lr 5e-4 --keep last
-
-step "7. bec_jax's pruning recipe"
-prune prune_recipe --sparsity 0.999 --method iterative --schedule 0.8,0.9,0.95,0.97,0.98,0.99,0.993,0.995,0.997,0.998 \
-  --ft-epochs 5 --last-ft-epochs 75 --ft-lr 1e-3 --reclaim-dead-scales --precise-bn --keep best --keep-stages
-
-step "8. optimizer study, seeds 1 and 2"
-for seed in 1 2; do
-  for opt in adam adamw sgd; do
-    train "$opt" "$seed"
+if want 4; then
+  step "4. one shot, without and with fine-tuning"
+  for s in 0.99 0.995 0.999; do
+    prune "prune_oneshot_$s" --sparsity "$s" --method prune --ft-epochs 0
   done
-done
+  for s in 0.99 0.995 0.999; do
+    prune "prune_finetune_$s" --sparsity "$s" --method finetune --ft-epochs 5 --ft-lr 5e-4 --keep last
+  done
+fi
+
+if want 5; then
+  step "5. optimizer study, seed 0"
+  train adamw 0
+  train sgd 0
+fi
+
+if want 6; then
+  step "6. the dense baseline of the pruning study"
+  prune prune_dense_baseline --sparsity 0 --method finetune --ft-epochs 30 --ft-lr 5e-4 --keep last
+fi
+
+if want 7; then
+  step "7. bec_jax's pruning recipe"
+  prune prune_recipe --sparsity 0.999 --method iterative \
+    --schedule 0.8,0.9,0.95,0.97,0.98,0.99,0.993,0.995,0.997,0.998 --ft-epochs 5 --last-ft-epochs 75 --ft-lr 1e-3 \
+    --reclaim-dead-scales --precise-bn --keep best --keep-stages
+fi
+
+# OPT_RUNS: step 8's runs as optimizer:seed (default all six, in this order)
+if want 8; then
+  step "8. optimizer study, seeds 1 and 2"
+  for run in ${OPT_RUNS:-adam:1 adamw:1 sgd:1 adam:2 adamw:2 sgd:2}; do
+    train "${run%%:*}" "${run##*:}"
+  done
+fi
 # a step-3 run from before its stages were kept has only its last model evaluated: run it again, keeping them
 # (the earlier run moves to RUNS/superseded, outside the table)
-if [ -f "$RUNS/prune_iterative/prune.json" ] && [ ! -d "$RUNS/prune_iterative/stages" ]; then
+if want 9 && [ -f "$RUNS/prune_iterative/prune.json" ] && [ ! -d "$RUNS/prune_iterative/stages" ]; then
   step "9. the reference's iterative schedule again, every stage kept and evaluated"
   mkdir -p "$RUNS/superseded" && mv "$RUNS/prune_iterative" "$RUNS/superseded/prune_iterative.$(date +%s)" || exit 1
   iterative_schedule
