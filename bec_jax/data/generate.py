@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import shutil
 import time
@@ -48,7 +49,7 @@ from bec_jax.gpe.grid import Grid
 from bec_jax.gpe.splitstep import check_parameters
 
 __all__ = ["GenerateConfig", "PRESETS", "sample_parameters", "sample_keys", "generate", "generate_sharded",
-           "write_shard_manifest", "DatasetConflict"]
+           "write_shard_manifest", "content_sha256", "DatasetConflict"]
 
 
 class DatasetConflict(ValueError):
@@ -396,6 +397,18 @@ def _intact(batch: Path) -> bool:
         return False
 
 
+def content_sha256(arrays: dict) -> str:
+    """sha256 of a dataset's arrays (names, dtypes, shapes and values, in name order; not its attributes, which
+    hold times): equal for two generations of the same states, so a regenerated dataset can be compared with the
+    one a run was trained on (the file's own digest changes with every write)."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _merge(config: GenerateConfig, part: Path, out: Path, seconds: float, computed: int, extra: dict) -> dict:
     batches = sorted(part.glob("batch_*.h5"))
     chunks = [read_h5(p)[0] for p in batches]
@@ -406,6 +419,7 @@ def _merge(config: GenerateConfig, part: Path, out: Path, seconds: float, comput
     summary = dict(n_samples=int(keep.sum()), n_failed=n_failed, n_not_converged=int((~arrays["converged"]).sum()),
                    n_touch_edge=int(arrays["touches_edge"].sum()), seconds_this_run=seconds, batches_this_run=computed)
     arrays = {k: v[keep] for k, v in arrays.items()}
+    summary["content_sha256"] = content_sha256(arrays)
     attrs = dict(grid_n=config.n, grid_length=config.resolved_length, config=config.to_json(),
                  solver=_solver_attrs(config), bec_jax_version=bec_jax.__version__, backend=jax.default_backend(),
                  created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

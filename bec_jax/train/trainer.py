@@ -194,6 +194,8 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
         run["imaging"] = dataclasses.asdict(imaging)
     info = dict(model_config=model_config.to_dict(), train_config=dataclasses.asdict(config),
                 data=os.path.relpath(Path(data_path).resolve(), out.resolve()), dataset=run["data"],
+                # the states' own digest (datasets generated since it exists): which generation trained this run
+                data_content_sha256=json.loads(attrs.get("summary", "{}")).get("content_sha256"),
                 split_sizes={k: int(len(v)) for k, v in splits.items()})
     history, start = [], 0
 

@@ -48,9 +48,16 @@ def test_dataset_contents_and_attributes(tiny):
 def test_same_config_same_data_and_conflict_is_refused(tiny, tmp_path):
     path, _ = tiny
     again = tmp_path / "again.h5"
-    bd.generate(TINY, again, progress=False)
+    summary = bd.generate(TINY, again, progress=False)
     a, b = bd.read_h5(path)[0], bd.read_h5(again)[0]
     np.testing.assert_array_equal(a["psi"], b["psi"])
+    # the content digest names the states, not the write: equal for both generations, the arrays' own, and
+    # changed by one flipped value
+    from bec_jax.data.generate import content_sha256
+
+    assert summary["content_sha256"] == tiny[1]["content_sha256"] == content_sha256(b)
+    b["psi"][0, 0, 0] += 1e-6
+    assert content_sha256(b) != summary["content_sha256"]
     # Rerun on a finished file with the same config: a no-op; another config: refused.
     assert bd.generate(TINY, path, progress=False)["status"] == "complete"
     with pytest.raises(bd.DatasetConflict, match="different config"):
