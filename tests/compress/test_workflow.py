@@ -6,19 +6,26 @@ import numpy as np
 import pytest
 
 
-def test_finetune_keeps_the_epoch_of_lowest_validation_mse(small_dataset):
-    from bec_jax.compress.workflow import FineTuner, test_mse
+def _loaders_and_model(data):
+    """(train loader, validation loader, a width-4 depth-2 U-Net in eval mode) on the small dataset."""
     from bec_jax.data.loader import BatchLoader
     from bec_jax.models import UNetConfig, init_model
     from bec_jax.train import TrainConfig
     from bec_jax.train.trainer import load_dataset
 
     tc = TrainConfig()
-    grid, arrays, _, splits = load_dataset(small_dataset, tc)
+    grid, arrays, _, splits = load_dataset(data, tc)
     train, val = (BatchLoader(grid, arrays["psi"][splits[k]], 4, tc.target_config, shuffle=k == "train")
                   for k in ("train", "val"))
     model = init_model(UNetConfig(base_width=4, depth=2, input_size=grid.n), 0)
     model.eval()
+    return train, val, model
+
+
+def test_finetune_keeps_the_epoch_of_lowest_validation_mse(small_dataset):
+    from bec_jax.compress.workflow import FineTuner, test_mse
+
+    train, val, model = _loaders_and_model(small_dataset)
     tuner = FineTuner(model, train, learning_rate=3e-2)
     r = tuner.run(model, None, 5, select=val)
     assert len(r.train_losses) == len(r.val_mse) == 5
@@ -185,20 +192,11 @@ def test_fine_tuning_killed_inside_a_stage_resumes_at_its_last_epoch(small_datas
     import jax
     from flax import nnx
 
-    from bec_jax.compress.workflow import FineTuner, magnitude_masks
     from bec_jax.compress.pruning import PruneConfig, apply_masks
-    from bec_jax.data.loader import BatchLoader
-    from bec_jax.models import UNetConfig, init_model
-    from bec_jax.train import TrainConfig
+    from bec_jax.compress.workflow import FineTuner, magnitude_masks
     from bec_jax.train.checkpoint import CheckpointMismatch
-    from bec_jax.train.trainer import load_dataset
 
-    tc = TrainConfig()
-    grid, arrays, _, splits = load_dataset(small_dataset, tc)
-    train, val = (BatchLoader(grid, arrays["psi"][splits[k]], 4, tc.target_config, shuffle=k == "train")
-                  for k in ("train", "val"))
-    model = init_model(UNetConfig(base_width=4, depth=2, input_size=grid.n), 0)
-    model.eval()
+    train, val, model = _loaders_and_model(small_dataset)
     masks = magnitude_masks(nnx.state(model, nnx.Param), PruneConfig(0.5))
     nnx.update(model, apply_masks(nnx.state(model, nnx.Param), masks))
     select = val if keep == "best" else None
