@@ -37,6 +37,13 @@ BJ=${BEC_JAX:-.venv/bin/bec-jax}
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$RUNS"
 STEPS=" ${STEPS:-1 2 3 4 5 6 7 8 9} "
+for s in $STEPS; do
+  [[ $s =~ ^[1-9]$ ]] || { echo "reference_campaign.sh: STEPS takes steps 1 to 9, got '$s'" >&2; exit 2; }
+done
+for run in ${OPT_RUNS:-}; do
+  [[ $run =~ ^(adam|adamw|sgd):[0-9]+$ ]] ||
+    { echo "reference_campaign.sh: OPT_RUNS takes optimizer:seed (adam, adamw, sgd), got '$run'" >&2; exit 2; }
+done
 step() { echo "== $(date -u +%FT%TZ) $*"; }
 want() { [[ $STEPS == *" $1 "* ]]; }
 
