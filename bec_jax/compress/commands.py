@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 from bec_jax.artifacts import check_replaceable
@@ -43,7 +44,7 @@ def cmd_prune(args) -> int:
         prune=pcfg, schedule=c.schedule, keep=c.keep, precise_bn=c.precise_bn,
         on_stage=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "train_losses"}), flush=True),
         resume_dir=out / "stages",  # a rerun after a kill continues after the last finished epoch
-        progress=not args.no_progress)
+        progress=not args.no_progress, log=lambda m: print(f"bec-jax prune: {m}", file=sys.stderr, flush=True))
     report = sparsity_report(nnx_params(model), include_bn_scale=c.include_bn_scale)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=replace,
                            extra=dict(kind="pruned", sparsity=c.sparsity, method=c.method))

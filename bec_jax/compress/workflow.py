@@ -262,7 +262,8 @@ def _check_last_ft_epochs(method: str, ft_epochs: int, last_ft_epochs: int | Non
 def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", *, ft_epochs: int = 1,
                        last_ft_epochs: int | None = None, learning_rate: float | None = None,
                        prune: PruneConfig = PruneConfig(), schedule=DEFAULT_SCHEDULE, keep: str = "best",
-                       precise_bn: bool = False, on_stage=None, progress: bool = False, resume_dir=None):
+                       precise_bn: bool = False, on_stage=None, progress: bool = False, resume_dir=None,
+                       log=None):
     """Prune ``setup.model`` to ``sparsity`` by ``method`` (one of METHODS).
 
     "prune": one shot; "finetune": one shot + ``ft_epochs`` of masked
@@ -285,7 +286,7 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
     same settings and model continues after the last saved epoch, exactly as an
     uninterrupted run (masks from the stage's zeros, ``pruning.masks_of``; the fine-tuning
     batch order of the epochs it skips). Other settings raise ValueError. None: nothing
-    is saved.
+    is saved. log(message): told where a rerun resumes (None: silent).
     """
     from tqdm.auto import tqdm
 
@@ -320,6 +321,8 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
             if tuner is not None:
                 tuner.epoch_counter = sum(epochs[:len(rows)])  # the batch order the finished stages used
             bar.update(sum(epochs[:len(rows)]))
+            if log is not None:
+                log(f"resuming after stage {len(rows)} of {len(stages)} in {str(resume_dir)!r}")
     for i, s in enumerate(stages[len(rows):], start=len(rows)):
         model, masks = prune_once(model, dataclasses.replace(prune, sparsity=s), masks)
         m = test_mse(model, setup.test)
@@ -329,7 +332,7 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
             before = sum(epochs[:i])
             r = tuner.run(model, masks, epochs[i], on_epoch=lambda k, m: bar.update(before + k - bar.n),
                           select=setup.val if keep == "best" else None, resume_key=dict(settings, stage=i),
-                          checkpoint_dir=None if resume_dir is None else _epochs_dir(resume_dir, i))
+                          checkpoint_dir=None if resume_dir is None else _epochs_dir(resume_dir, i), log=log)
             model = r.model
             m = test_mse(model, setup.test)
             row.update(test_mse_finetuned=m["mse"], test_mse_finetuned_ref=m["mse_ref"],
@@ -546,7 +549,7 @@ class FineTuner:
         return self.loader.sources(self.epoch_counter)
 
     def run(self, model: UNet, masks=None, epochs: int = 1, on_epoch=None, select: BatchLoader | None = None,
-            checkpoint_dir=None, resume_key: dict | None = None) -> FineTuneResult:
+            checkpoint_dir=None, resume_key: dict | None = None, log=None) -> FineTuneResult:
         """Fine-tune a copy of ``model`` for ``epochs`` epochs keeping masked weights at 0.
 
         on_epoch(k, model) is called after each epoch k = 1..epochs that this call
@@ -559,6 +562,7 @@ class FineTuner:
         whatever else the caller's run must agree on) continues after the last saved epoch
         and ends exactly as an uninterrupted run; checkpoints of another run there raise
         ``CheckpointMismatch``. The caller deletes the folder once it is done with it.
+        log(message): told where a rerun resumes (None: silent).
         """
         masks = self._ones if masks is None else masks
         if nnx.graphdef(model) != nnx.graphdef(self._model_like):
@@ -580,6 +584,8 @@ class FineTuner:
                            epoch_counter=self.epoch_counter, model=_fingerprint(model), masks=_digest(masks))
                 state, done, prior, save = self._checkpointing(stack, Path(checkpoint_dir), key, state, keep)
             first = done[-1]["epoch"] + 1 if done else 1
+            if done and log is not None:
+                log(f"resuming fine-tuning after epoch {first - 1} of {epochs} in {str(checkpoint_dir)!r}")
             self.epoch_counter += first - 1  # the batch orders of the epochs restored
             raw = {}
 

@@ -150,7 +150,7 @@ def nnx_params(model):
 
 
 @pytest.mark.slow
-def test_a_prune_stopped_after_saving_its_model_reruns(small_run, tmp_path, monkeypatch):
+def test_a_prune_stopped_after_saving_its_model_reruns(small_run, tmp_path, monkeypatch, capsys):
     """A kill between the model's save and prune.json (while the reloaded model is evaluated) leaves the
     saved stages and the model: the same command then finishes instead of refusing the model folder."""
     import bec_jax.compress.quantization as quantization
@@ -165,7 +165,10 @@ def test_a_prune_stopped_after_saving_its_model_reruns(small_run, tmp_path, monk
         m.setattr(quantization, "load_quantized", killed)
         assert main(argv) == 130
     assert (tmp_path / "p" / "model").is_dir() and not (tmp_path / "p" / "prune.json").exists()
+    capsys.readouterr()
     assert main(argv) == 0
+    said = capsys.readouterr().err
+    assert f"bec-jax prune: resuming after stage 1 of 1 in {str(tmp_path / 'p' / 'stages')!r}" in said
     rep = json.loads((tmp_path / "p" / "prune.json").read_text())
     assert rep["test_mse"] > 0 and not (tmp_path / "p" / "stages").exists()
     assert main(argv) == 2  # a finished run is not replaced without --overwrite

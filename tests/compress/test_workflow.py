@@ -161,9 +161,11 @@ def test_an_interrupted_iterative_schedule_resumes_after_its_last_stage(small_ru
 
     claim_folder(folder / "stage_1", "model")  # a save of stage 1 killed halfway: it runs again
     (folder / "stage_1" / "quantized.json").write_text("{}")
-    seen = []
-    model, masks, rows = prune_and_finetune(setup, 0.8, "iterative", on_stage=seen.append, resume_dir=folder, **kw)
+    seen, said = [], []
+    model, masks, rows = prune_and_finetune(setup, 0.8, "iterative", on_stage=seen.append, resume_dir=folder,
+                                            log=said.append, **kw)
     assert [r["sparsity"] for r in seen] == [0.8]  # only the stage that was left
+    assert said == [f"resuming after stage 1 of 2 in {str(folder)!r}"]
     strip = lambda rs: [{k: v for k, v in r.items() if k != "train_losses"} for r in rs]  # noqa: E731
     assert [r["sparsity"] for r in rows] == [0.5, 0.8]
     for a, b in zip(strip(rows), strip(whole)):
@@ -221,10 +223,12 @@ def test_fine_tuning_killed_inside_a_stage_resumes_at_its_last_epoch(small_datas
         folder = tmp_path / f"epochs_{killed_at}"
         with pytest.raises(Killed):
             tuner().run(model, masks, 4, select=select, checkpoint_dir=folder, on_epoch=kill_after(killed_at))
-        trained = []
+        trained, said = [], []
         t = tuner()
-        r = t.run(model, masks, 4, select=select, checkpoint_dir=folder, on_epoch=lambda k, m: trained.append(k))
+        r = t.run(model, masks, 4, select=select, checkpoint_dir=folder, on_epoch=lambda k, m: trained.append(k),
+                  log=said.append)
         assert trained == list(range(killed_at + 1, 5))  # only the epochs that were left
+        assert said == [f"resuming fine-tuning after epoch {killed_at} of 4 in {str(folder)!r}"]
         assert t.epoch_counter == 7 + 4
         np.testing.assert_allclose(r.train_losses, whole.train_losses, rtol=1e-5)
         np.testing.assert_allclose(r.val_mse, whole.val_mse, rtol=1e-5)
