@@ -28,42 +28,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _seed_study import add_flags, check, prepare, train_runs
 
 PAPER_EPOCH50 = {"adam": 9.2e-4, "adamw": 7.7e-4, "sgd": 1.24e-2}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="data/quick.h5", help="dataset .h5 (bec-jax generate)")
-    p.add_argument("--out", default="runs/optimizer_comparison", help="folder of the training runs (checkpoints)")
-    p.add_argument("--report-dir", default=None, help="folder for the JSON/markdown/PNG report (default: --out)")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (init and batch order)")
+    add_flags(p, out="runs/optimizer_comparison", report_dir=None, epochs=50, seeds="0,1,2")
     p.add_argument("--optimizers", default="sgd,adam,adamw")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--loss", choices=["reference", "masked_mse"], default="reference")
-    p.add_argument("--width", type=int, default=8, help="U-Net base width (reference 8)")
-    p.add_argument("--depth", type=int, default=None, help="U-Net depth (default min(7, log2 n))")
-    p.add_argument("--checkpoint-every", type=int, default=5)
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 3 epochs, seeds 0,1, width 4, depth 2 (overrides those flags)")
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.seeds, args.width, args.depth = 3, "0,1", 4, 2
-    try:
-        args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    args.optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
-    bad = [o for o in args.optimizers if o not in ("sgd", "adam", "adamw")]
-    if bad or not args.optimizers:
-        p.error(f"--optimizers must be a subset of sgd,adam,adamw, got {bad or args.optimizers}")
-    if not args.seeds:
-        p.error("--seeds is empty")
-    if args.epochs < 1:
-        p.error(f"--epochs must be >= 1, got {args.epochs}")
+    check(p, args, "optimizers", ("sgd", "adam", "adamw"))
     return args
 
 
@@ -79,42 +59,26 @@ def _fmt(s: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from bec_jax.data.storage import read_h5
-    from bec_jax.models.unet import count_params
-    from bec_jax.train.plots import plot_optimizer_comparison
     from bec_jax.train import TrainConfig
-    from bec_jax.train.trainer import fit, model_config_for
+    from bec_jax.train.plots import plot_optimizer_comparison
 
-    try:
-        model_config = model_config_for(args.data, args.width, args.depth)
-    except ValueError as e:
-        print(e, file=sys.stderr)
-        return 2
-    data, n, depth = Path(args.data), model_config.input_size, model_config.depth
-    _, attrs = read_h5(data, fields=[], psi=False)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rep = Path(args.report_dir or args.out)
-    rep.mkdir(parents=True, exist_ok=True)
-    n_params = count_params(model_config)
-    print(f"optimizer study: {args.optimizers} x seeds {args.seeds}, {args.epochs} epochs, loss {args.loss}, "
-          f"U-Net width {args.width} depth {depth} ({n_params:,} parameters) on {n}² data {data}", flush=True)
-
+    study = prepare(args, f"optimizer study: {args.optimizers} x seeds {args.seeds}, {args.epochs} epochs, "
+                          f"loss {args.loss}")
+    data, attrs, n, depth, n_params, rep = (study.data, study.attrs, study.n, study.depth, study.n_params,
+                                            study.report_dir)
     runs, t0 = [], time.perf_counter()
-    for opt in args.optimizers:
-        for seed in args.seeds:
-            cfg = TrainConfig(optimizer=opt, learning_rate=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                              seed=seed, loss=args.loss)
-            run_dir = out / opt / f"seed{seed}"
-            print(f"--- {opt} seed {seed} -> {run_dir}", flush=True)
-            res = fit(data, run_dir, model_config, cfg, checkpoint_every=args.checkpoint_every,
-                      progress=not args.no_progress)
-            h = res.history
-            runs.append(dict(optimizer=opt, seed=seed, run_dir=str(run_dir),
-                             val_ref=[r["val_mse_ref"] for r in h], val_masked=[r["val_mse"] for r in h],
-                             train_loss=[r["train_loss"] for r in h], seconds=float(sum(r["seconds"] for r in h)),
-                             samples_per_s_median=float(np.median([r["samples_per_s"] for r in h[1:] or h]))))
-            print(f"    final val: reference {h[-1]['val_mse_ref']:.3e}, masked {h[-1]['val_mse']:.3e}", flush=True)
+
+    def config(opt, seed):
+        return TrainConfig(optimizer=opt, learning_rate=args.lr, batch_size=args.batch_size, epochs=args.epochs,
+                           seed=seed, loss=args.loss)
+
+    for opt, seed, run_dir, res in train_runs(study, args, args.optimizers, config):
+        h = res.history
+        runs.append(dict(optimizer=opt, seed=seed, run_dir=str(run_dir),
+                         val_ref=[r["val_mse_ref"] for r in h], val_masked=[r["val_mse"] for r in h],
+                         train_loss=[r["train_loss"] for r in h], seconds=float(sum(r["seconds"] for r in h)),
+                         samples_per_s_median=float(np.median([r["samples_per_s"] for r in h[1:] or h]))))
+        print(f"    final val: reference {h[-1]['val_mse_ref']:.3e}, masked {h[-1]['val_mse']:.3e}", flush=True)
 
     summary = {}
     for opt in args.optimizers:
@@ -131,7 +95,7 @@ def main(argv=None) -> int:
         settings=dict(epochs=args.epochs, seeds=args.seeds, optimizers=args.optimizers, lr=args.lr,
                       batch_size=args.batch_size, loss=args.loss, checkpoint_every=args.checkpoint_every,
                       quick=args.quick),
-        model_config=model_config.to_dict(), n_params=n_params,
+        model_config=study.model_config.to_dict(), n_params=n_params,
         dataset=dict(path=str(data), grid_n=n, grid_length=float(attrs["grid_length"]),
                      generate_config=json.loads(attrs["config"]), split_sizes=info["split_sizes"]),
         summary=summary, runs=runs, wall_seconds_this_invocation=time.perf_counter() - t0,

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _seed_study import add_flags, check, prepare, train_runs
 
 VARIANTS = ("mse", "fid_standard", "fid_modified")
 METRICS = (("mse", "test masked MSE", "{:.3e}"), ("fidelity_mean", "fidelity mean", "{:.4f}"),
@@ -47,38 +48,17 @@ METRICS = (("mse", "test masked MSE", "{:.3e}"), ("fidelity_mean", "fidelity mea
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="data/quick.h5", help="dataset .h5 (bec-jax generate)")
-    p.add_argument("--out", default="runs/physics_informed", help="folder of the training runs (checkpoints)")
-    p.add_argument("--report-dir", default="experiments/results/physics_informed")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    add_flags(p, out="runs/physics_informed", report_dir="experiments/results/physics_informed", epochs=30, seeds="0")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--lam", type=float, default=0.1, help="fidelity weight λ >= 0 (default 0.1; 1 is too strong, see docs/training.md)")
     p.add_argument("--vortices", action="store_true",
                    help="vortex-aware integration (detected vortices subtracted, held fixed); default plain least "
                         "squares, which trains better (see the module doc)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--width", type=int, default=8, help="U-Net base width")
-    p.add_argument("--depth", type=int, default=None, help="U-Net depth (default min(7, log2 n))")
-    p.add_argument("--checkpoint-every", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="smoke test: 2 epochs, width 4, depth 2")
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.width, args.depth = 2, 4, 2
-    try:
-        args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    bad = [v for v in args.variants if v not in VARIANTS]
-    if bad or not args.variants:
-        p.error(f"--variants must be a subset of {','.join(VARIANTS)}, got {bad or args.variants}")
-    if not args.seeds:
-        p.error("--seeds is empty")
-    if args.epochs < 1:
-        p.error(f"--epochs must be >= 1, got {args.epochs}")
+    check(p, args, "variants", VARIANTS)
     if not (args.lam >= 0 and math.isfinite(args.lam)):
         p.error(f"--lam must be a finite number >= 0, got {args.lam}")
     return args
@@ -145,39 +125,22 @@ def plot(runs: list, variants: list, path: Path, title: str):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from bec_jax.data.storage import read_h5
-    from bec_jax.models.unet import count_params
     from bec_jax.train.evaluate import evaluate_run
-    from bec_jax.train.trainer import fit, model_config_for
 
-    try:
-        model_config = model_config_for(args.data, args.width, args.depth)
-    except ValueError as e:
-        print(e, file=sys.stderr)
-        return 2
-    data, n, depth = Path(args.data), model_config.input_size, model_config.depth
-    _, attrs = read_h5(data, fields=[], psi=False)
-    out, rep = Path(args.out), Path(args.report_dir)
-    rep.mkdir(parents=True, exist_ok=True)
-    n_params = count_params(model_config)
-    print(f"physics-informed study: {args.variants} x seeds {args.seeds}, {args.epochs} epochs, λ = {args.lam}, "
-          f"U-Net width {args.width} depth {depth} ({n_params:,} parameters) on {n}² data {data}", flush=True)
-
+    study = prepare(args, f"physics-informed study: {args.variants} x seeds {args.seeds}, {args.epochs} epochs, "
+                          f"λ = {args.lam}")
+    data, attrs, n, depth, n_params, rep = (study.data, study.attrs, study.n, study.depth, study.n_params,
+                                            study.report_dir)
     runs, t0 = [], time.perf_counter()
-    for variant in args.variants:
-        for seed in args.seeds:
-            cfg = _train_config(variant, seed, args)
-            run_dir = out / variant / f"seed{seed}"
-            print(f"--- {variant} seed {seed} -> {run_dir}", flush=True)
-            res = fit(data, run_dir, model_config, cfg, checkpoint_every=args.checkpoint_every,
-                      progress=not args.no_progress)
-            ev = evaluate_run(run_dir, data=data, which="latest", split="test", progress=False)
-            h = res.history
-            test = dict(ev["summary"], train_seconds=float(sum(r["seconds"] for r in h)))
-            runs.append(dict(variant=variant, seed=seed, run_dir=str(run_dir), val_mse=[r["val_mse"] for r in h],
-                             train_loss=[r["train_loss"] for r in h], test=test))
-            print("    test: " + ", ".join(f"{label} {fmt.format(test[k]) if test[k] is not None else '–'}"
-                                           for k, label, fmt in METRICS), flush=True)
+    for variant, seed, run_dir, res in train_runs(study, args, args.variants,
+                                                  lambda v, seed: _train_config(v, seed, args)):
+        ev = evaluate_run(run_dir, data=data, which="latest", split="test", progress=False)
+        h = res.history
+        test = dict(ev["summary"], train_seconds=float(sum(r["seconds"] for r in h)))
+        runs.append(dict(variant=variant, seed=seed, run_dir=str(run_dir), val_mse=[r["val_mse"] for r in h],
+                         train_loss=[r["train_loss"] for r in h], test=test))
+        print("    test: " + ", ".join(f"{label} {fmt.format(test[k]) if test[k] is not None else '–'}"
+                                       for k, label, fmt in METRICS), flush=True)
 
     summary = {v: {k: _stats([r["test"][k] for r in runs if r["variant"] == v]) for k, _, _ in METRICS}
                for v in args.variants}
@@ -188,7 +151,7 @@ def main(argv=None) -> int:
         settings=dict(epochs=args.epochs, seeds=args.seeds, variants=args.variants, lam=args.lam,
                       vortex_aware=args.vortices, lr=args.lr, batch_size=args.batch_size,
                       checkpoint="latest", quick=args.quick),
-        model_config=model_config.to_dict(), n_params=n_params,
+        model_config=study.model_config.to_dict(), n_params=n_params,
         dataset=dict(path=str(data), grid_n=n, grid_length=float(attrs["grid_length"]),
                      split_sizes=info["split_sizes"]),
         fidelity_ceiling_mean=ceiling, fidelity_zero_phase_mean=zero,
