@@ -22,6 +22,7 @@
 # 9. step 3 again where its record predates kept stages (its earlier run moves to RUNS/superseded);
 # after each step, experiments/reference_comparison.py over whatever has finished (into
 # RUNS/reference_comparison; copy it to experiments/results/reference_comparison when it is worth committing).
+# `reference_campaign.sh --status` lists what RUNS holds and lacks, step by step.
 # `reference_campaign.sh --collect DEST TABLE` copies the finished steps' records (no data, no models) into DEST
 # and writes the table from them (the committed experiments/results/paper_cpu and reference_comparison).
 # STEPS: the steps to run (default "1 2 3 4 5 6 7 8 9"); steps 5 and 8 need only the dataset, which is generated
@@ -35,7 +36,6 @@ set -u
 RUNS=${RUNS:-runs/reference}
 BJ=${BEC_JAX:-.venv/bin/bec-jax}
 PY=${PYTHON:-.venv/bin/python}
-mkdir -p "$RUNS"
 STEPS=" ${STEPS:-1 2 3 4 5 6 7 8 9} "
 for s in $STEPS; do
   [[ $s =~ ^[1-9]$ ]] || { echo "reference_campaign.sh: STEPS takes steps 1 to 9, got '$s'" >&2; exit 2; }
@@ -62,6 +62,33 @@ compare() {
   [ -f "$root/int8_reference/quantize.json" ] && args+=(--reference-int8 "$root/int8_reference")
   "$PY" experiments/reference_comparison.py "${args[@]}" > /dev/null && echo "table: $out"
 }
+
+# --status: the record files each step writes, which of them RUNS holds and which it lacks, and the paper
+# pipeline's finished stages: what a later sitting still has to run (its STEPS and OPT_RUNS)
+if [ "${1:-}" = --status ]; then
+  [ -d "$RUNS" ] || { echo "reference_campaign.sh: no campaign in RUNS=$RUNS" >&2; exit 2; }
+  records() {  # STEP RECORD...: how many of the step's record files are in RUNS, naming the missing ones
+    local s=$1 n=0 f missing=()
+    shift
+    for f in "$@"; do if [ -f "$RUNS/$f" ]; then n=$((n + 1)); else missing+=("$f"); fi; done
+    echo "step $s: $n of $# records${missing[0]:+; missing ${missing[*]}}"
+  }
+  evaluated() { local r; for r in "$@"; do echo "optimizers/${r%%:*}_seed${r##*:}/eval_val_latest/evaluation.json"; done; }
+  records 1 paper/report.json paper/train/eval_val_latest/evaluation.json
+  [ -f "$RUNS/paper/report.json" ] || [ ! -d "$RUNS/paper/stages" ] ||
+    echo "  pipeline stages finished: $(cd "$RUNS/paper/stages" && ls ./*.json 2>/dev/null | sed 's|^./||; s|.json$||' | xargs)"
+  records 2 int8_reference/quantize.json
+  records 3 prune_iterative/prune.json prune_iterative/bn_recalibration.json
+  records 4 prune_oneshot_{0.99,0.995,0.999}/prune.json prune_finetune_{0.99,0.995,0.999}/prune.json
+  records 5 $(evaluated adamw:0 sgd:0)
+  records 6 prune_dense_baseline/prune.json
+  records 7 prune_recipe/prune.json
+  records 8 $(evaluated adam:1 adamw:1 sgd:1 adam:2 adamw:2 sgd:2)
+  if [ -f "$RUNS/prune_iterative/prune.json" ] && [ ! -d "$RUNS/prune_iterative/stages" ]; then
+    echo "step 9: to run (step 3's record predates kept stages)"
+  fi
+  exit 0
+fi
 
 # --collect DEST TABLE: copy the records of every finished step (JSON, markdown and figures; not the data or the
 # models) from RUNS to DEST, the paper run's at its top, and write the comparison table from DEST into TABLE,
@@ -92,6 +119,7 @@ if [ "${1:-}" = --collect ]; then
   compare "$dest" "$dest" "$table"
   exit $?
 fi
+mkdir -p "$RUNS"
 
 # bec-jax prune from the dense model into RUNS/NAME unless it has finished; FLAGS: its settings
 prune() {
