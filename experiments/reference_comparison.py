@@ -5,7 +5,8 @@ that benchmarks/gpu_check.sh brings back) and, optionally, ``bec-jax train`` run
 seed on the same data (their metrics.json), ``bec-jax prune`` runs from its dense model (the reference's
 three schedules, a dense baseline and bec_jax's recipes; their prune.json) and a ``bec-jax quantize`` run
 of the reference's int8 scheme, and writes one table (markdown + JSON). A run made from another model, data, split or
-training setting is refused. Every row gives the
+training setting is refused, and so are training runs whose recorded states differ (``data_content_sha256``: another
+generation of the dataset). Every row gives the
 reference's value and bec_jax's, in the reference's loss convention (mean of (out − target)² · valid
 over all pixels, ``mse_ref``) and, beside it, bec_jax's masked MSE (mean over valid pixels). A row whose
 measurement has not run yet says so; it is never filled in from elsewhere.
@@ -97,6 +98,17 @@ def _check_same_setting(folder: Path, m: dict, run: Path, metrics: dict) -> None
                          ", ".join(f"{k} {a!r} instead of {b!r}" for k, (a, b) in differ.items()))
 
 
+def _same_content(runs: list) -> str | None:
+    """The digest of the states every training run of ``runs`` ((folder, metrics.json) pairs) trained on, where
+    any recorded it (``data_content_sha256``; runs from before it exists have none), else None. ValueError when two
+    runs recorded different ones: another generation of the dataset, whose states differ."""
+    known = {str(folder): m["data_content_sha256"] for folder, m in runs if m.get("data_content_sha256")}
+    if len(set(known.values())) > 1:
+        raise ValueError("the runs trained on different states of the dataset (data_content_sha256): " +
+                         ", ".join(f"{f!r} {d[:12]}…" for f, d in known.items()))
+    return next(iter(known.values()), None)
+
+
 def _epoch(metrics: dict, epoch: int) -> dict | None:
     return next((h for h in metrics["history"] if h["epoch"] == epoch), None)
 
@@ -167,6 +179,8 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     for opt, folders in optimizer_runs.items():
         for folder, m in zip(folders, others[opt]):
             _check_same_setting(folder, m, run, metrics)
+    content = _same_content([(run, metrics)] + [(f, m) for opt, folders in optimizer_runs.items()
+                                                 for f, m in zip(folders, others[opt])])
     for opt, ref in REFERENCE["val_loss_epoch50"].items():
         runs = ([metrics] if opt == "adam" else []) + others.get(opt, [])
         run_evals = ([_evaluation(run, "val", 50)] if opt == "adam" else []) + evals.get(opt, [])
@@ -294,7 +308,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         test_mse_ref=ev["mse_ref"], test_masked_mse=ev["mse"], fidelity_mean=ev["fidelity_mean"],
         vortex_count_accuracy=ev["vortex_count_accuracy"],
         stage_seconds=report["stage_seconds"], total_seconds=sum(report["stage_seconds"].values()),
-        stage_invocations=report.get("stage_invocations"),
+        stage_invocations=report.get("stage_invocations"), data_content_sha256=content,
         reference=REFERENCE, rows=rows)
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import shutil
 import time
@@ -42,7 +41,8 @@ import numpy as np
 
 import bec_jax
 from bec_jax.artifacts import CorruptArtifact, atomic_write_text, first_line, write_manifest
-from bec_jax.data.storage import FIELDS, SHARDS_KIND, atomic_write_h5, read_h5, shard_name, shards_dir
+from bec_jax.data.storage import (FIELDS, SHARDS_KIND, atomic_write_h5, content_sha256, read_h5, shard_name,
+                                  shards_dir)
 from bec_jax.distributed import process_slice
 from bec_jax.gpe.groundstate import box_length, coarse_resolves, ground_state, solver_method
 from bec_jax.gpe.grid import Grid
@@ -395,18 +395,6 @@ def _intact(batch: Path) -> bool:
     except CorruptArtifact:
         batch.replace(batch.with_name(batch.name + ".damaged"))
         return False
-
-
-def content_sha256(arrays: dict) -> str:
-    """sha256 of a dataset's arrays (names, dtypes, shapes and values, in name order; not its attributes, which
-    hold times): equal for two generations of the same states, so a regenerated dataset can be compared with the
-    one a run was trained on (the file's own digest changes with every write)."""
-    h = hashlib.sha256()
-    for k in sorted(arrays):
-        a = np.ascontiguousarray(arrays[k])
-        h.update(f"{k}:{a.dtype.str}:{a.shape};".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def _merge(config: GenerateConfig, part: Path, out: Path, seconds: float, computed: int, extra: dict) -> dict:

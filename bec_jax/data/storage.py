@@ -27,6 +27,7 @@ one ``CorruptArtifact`` (a ValueError) naming the file and the problem.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -82,6 +83,18 @@ def is_sharded(path) -> bool:
     """Whether ``path`` names a sharded dataset: its folder, or the manifest in it."""
     path = Path(path)
     return path.is_dir() or (path.name == MANIFEST and path.parent.is_dir())
+
+
+def content_sha256(arrays: dict) -> str:
+    """sha256 of a dataset's arrays (names, dtypes, shapes and values, in name order; not its attributes, which
+    hold times): equal for two generations of the same states, so a regenerated dataset can be compared with the
+    one a run was trained on (the file's own digest changes with every write)."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def read_h5(path, fields=None, psi: bool = True, rows=None) -> tuple[dict, dict]:

@@ -37,7 +37,7 @@ from bec_jax import distributed as dist
 from bec_jax.artifacts import CorruptArtifact, atomic_write_text
 from bec_jax.data.loader import BatchLoader
 from bec_jax.data.splits import split_by_group
-from bec_jax.data.storage import load_grid, read_h5
+from bec_jax.data.storage import content_sha256, load_grid, read_h5
 from bec_jax.models.unet import UNet, UNetConfig, default_depth, init_model
 from bec_jax.train.checkpoint import Checkpoints
 from bec_jax.train.core import (TrainConfig, TrainingDiverged, TrainState, evaluate_loader, init_state, make_loss,
@@ -194,8 +194,9 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
         run["imaging"] = dataclasses.asdict(imaging)
     info = dict(model_config=model_config.to_dict(), train_config=dataclasses.asdict(config),
                 data=os.path.relpath(Path(data_path).resolve(), out.resolve()), dataset=run["data"],
-                # the states' own digest (datasets generated since it exists): which generation trained this run
-                data_content_sha256=json.loads(attrs.get("summary", "{}")).get("content_sha256"),
+                # the states' own digest (the generation summary's content_sha256; computed, so that datasets
+                # generated before the summary had it get one too): which generation trained this run
+                data_content_sha256=content_sha256(arrays),
                 split_sizes={k: int(len(v)) for k, v in splits.items()})
     history, start = [], 0
 

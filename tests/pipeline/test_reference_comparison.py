@@ -68,6 +68,13 @@ def test_several_seeds_of_an_optimizer_give_their_mean_and_range(tmp_path):
     adam = rows["validation loss at epoch 50, adam (mean of 3 seeds)"]
     assert adam["bec_jax"] == pytest.approx(v0 * 7 / 3)
     assert "seeds 0: " in adam["note"] and f"range {v0:.2e}–{4 * v0:.2e}" in adam["note"]
+    # the states each run trained on, where recorded: equal, the table names them; different, refused
+    for run_dir, digest in zip(runs, ("ab" * 32, None)):
+        (run_dir / "metrics.json").write_text(json.dumps(dict(m, data_content_sha256=digest)))
+    assert rc.compare(RUN, {"adam": runs})["data_content_sha256"] == "ab" * 32
+    (runs[1] / "metrics.json").write_text(json.dumps(dict(m, data_content_sha256="cd" * 32)))
+    with pytest.raises(ValueError, match="different states of the dataset.*abababababab….*cdcdcdcdcdcd…"):
+        rc.compare(RUN, {"adam": runs})
     m["train_config"]["split_seed"] += 1  # another split: not comparable
     (runs[1] / "metrics.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="split_seed 1 instead of 0"):

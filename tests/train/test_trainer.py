@@ -115,6 +115,10 @@ def test_fit_writes_metrics_and_loads_back(small_dataset, tmp_path):
         assert r["val_mse_ref"] < r["val_mse"]  # the reference loss is diluted by the empty pixels
     info = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert info["best_epoch"] == res.best_epoch and info["model_config"] == TINY.to_dict()
+    # the states' digest, the generation summary's: which generation of a dataset trained the run
+    from bec_jax.data.storage import read_h5
+
+    assert info["data_content_sha256"] == json.loads(read_h5(small_dataset)[1]["summary"])["content_sha256"]
     csv_lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert csv_lines[0].startswith("epoch,train_loss,val_loss") and len(csv_lines) == 3
     latest, meta = load_trained(tmp_path / "run", "latest")
