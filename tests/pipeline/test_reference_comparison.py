@@ -152,11 +152,17 @@ def test_pruning_runs_fill_the_rows_of_their_method_and_stages(tmp_path, capsys)
 def test_the_reference_int8_scheme_gets_its_own_rows(tmp_path):
     q = tmp_path / "q"
     q.mkdir()
-    (q / "quantize.json").write_text(json.dumps(dict(mse_change=0.25, bytes_on_disk=16 * 2**20)))
+    dense = json.loads((RUN / "report.json").read_text())["models"]["dense"]["mse"]
+    (q / "quantize.json").write_text(json.dumps(dict(mse_change=0.25, bytes_on_disk=16 * 2**20, test_mse_fp32=dense)))
     rows = {r["quantity"]: r for r in rc.compare(RUN, {}, [], q)["rows"]}
     change = rows["int8 per-tensor, the reference's scheme: test MSE change"]
     assert (change["reference"], change["bec_jax"], change["verdict"]) == (0.335, 0.25, "matches or beats")
     assert rows["int8 per-tensor, the reference's scheme: size on disk (MiB)"]["bec_jax"] == 16.0
+    # quantized from another dense model (another run's, or one retrained on another machine): refused
+    (q / "quantize.json").write_text(json.dumps(dict(mse_change=0.25, bytes_on_disk=16 * 2**20,
+                                                     test_mse_fp32=dense * 1.01)))
+    with pytest.raises(ValueError, match="did not quantize"):
+        rc.compare(RUN, {}, [], q)
 
 
 def test_an_int8_row_worse_in_relative_terms_says_what_int8_adds():
