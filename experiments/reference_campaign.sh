@@ -32,6 +32,7 @@
 # where it runs alone), and EPOCHS (default 50): a dry run at toy sizes, e.g. PIPELINE_ARGS="--data-n 32
 # --data-n-groups 8 --model-depth 2 --train-epochs 1 --compress-ft-epochs 1" DATA_ARGS="--n 32 --n-groups 8"
 # PRUNE_ARGS="--ft-epochs 1 --last-ft-epochs 1" TRAIN_ARGS="--model-depth 2" EPOCHS=1.
+# tests/experiments/test_reference_campaign.py runs steps 1–4 and 6–8 so, resumes them and collects them.
 set -u
 RUNS=${RUNS:-runs/reference}
 BJ=${BEC_JAX:-.venv/bin/bec-jax}

@@ -1,16 +1,21 @@
 """experiments/reference_campaign.sh without its hours of work: its argument checks and `--status`, which a later
 sitting reads to choose what to run."""
 
+import json
 import os
 import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
 
-def campaign(tmp_path, *args, **env):
-    return subprocess.run(["bash", str(ROOT / "experiments" / "reference_campaign.sh"), *args], cwd=ROOT,
+def campaign(tmp_path, *args, timeout=60, **env):
+    return subprocess.run(["bash", str(ROOT / "experiments" / "reference_campaign.sh"), *map(str, args)], cwd=ROOT,
                           env=dict(os.environ, RUNS=str(tmp_path / "runs"), **env), capture_output=True, text=True,
-                          timeout=60)
+                          timeout=timeout)
 
 
 def test_bad_steps_and_runs_are_one_line_errors(tmp_path):
@@ -44,3 +49,42 @@ def test_status_counts_each_steps_records(tmp_path):
     assert lines[9] == "step 9: to run (step 3's record predates kept stages)"
     (runs / "prune_iterative" / "stages").mkdir()
     assert "step 9" not in campaign(tmp_path, "--status").stdout
+
+
+@pytest.mark.slow  # the campaign at toy sizes, ~35 short processes: ~8 min on 2 cores
+def test_a_toy_campaign_runs_its_steps_resumes_and_collects(tmp_path):
+    """Steps 1–4 and 6–8 at toy sizes (data, model and training epochs; step 5 trains as step 8 does, which runs
+    one seed): every step's records exist, a rerun trains and prunes nothing again, and --collect copies the records
+    (no data, no models) and writes the table from them."""
+    env = dict(BEC_JAX=str(Path(sys.executable).parent / "bec-jax"), PYTHON=sys.executable, STEPS="1 2 3 4 6 7 8",
+               OPT_RUNS="adam:1", PIPELINE_ARGS="--data-n 32 --data-n-groups 8 --data-states-per-group 2 "
+                                             "--model-depth 2 --train-epochs 1 --compress-ft-epochs 1",
+               TRAIN_ARGS="--model-depth 2", EPOCHS="1")  # pruning with the steps' own epochs: toy epochs are short
+    done = campaign(tmp_path, timeout=1800, **env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    status = campaign(tmp_path, "--status").stdout.splitlines()
+    finished = [line.split(":")[0] for line in status if line.startswith("step") and "missing" not in line]
+    assert finished == [f"step {s}" for s in (1, 2, 3, 4, 6, 7)], status
+    assert [line for line in status if line.startswith("step 8")][0].startswith("step 8: 1 of 6 records")
+    runs = tmp_path / "runs"
+    records = sorted(runs.glob("*/*.json")) + sorted(runs.glob("*/*/eval_val_latest/evaluation.json"))
+    # the pipeline's report and the table are remade; nothing else is written again
+    before = {p: p.stat().st_mtime_ns for p in records if p.parent.name not in ("paper", "reference_comparison")}
+    history = json.loads((runs / "optimizers" / "adam_seed1" / "metrics.json").read_text())["history"]
+    again = campaign(tmp_path, timeout=900, **env)  # every step has finished: nothing runs again
+    assert again.returncode == 0 and "resuming" not in again.stdout + again.stderr, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert json.loads((runs / "optimizers" / "adam_seed1" / "metrics.json").read_text())["history"] == history
+    dest, table = tmp_path / "dest", tmp_path / "table"
+    done = campaign(tmp_path, "--collect", dest, table, **env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for record in ("report.json", "metrics.json", "eval_val_latest/evaluation.json", "int8_reference/quantize.json",
+                   "prune_iterative/prune.json", "prune_iterative/bn_recalibration.json", "prune_recipe/prune.json",
+                   "prune_dense_baseline/prune.json", "optimizers/adam_seed1/metrics.json"):
+        assert (dest / record).is_file(), record
+    assert not [p for p in dest.rglob("*") if p.suffix == ".h5" or p.name in ("checkpoints", "model")]
+    rows = {r["quantity"]: r for r in json.loads((table / "reference_comparison.json").read_text())["rows"]}
+    for quantity in ("iterative pruning 99.9%, test MSE", "bec_jax's recipe 99.9%, test MSE",
+                     "int8 per-tensor, the reference's scheme: test MSE change"):
+        assert rows[quantity]["bec_jax"] is not None, quantity
+    assert "the dense baseline" in rows["iterative pruning 99.0%, test MSE"]["note"]  # step 6's run
