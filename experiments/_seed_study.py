@@ -44,15 +44,27 @@ def check(p: argparse.ArgumentParser, args, variants: str, allowed) -> None:
 
 
 class Study(NamedTuple):
-    """The model and dataset of a study. data: the .h5; attrs: its attributes; n: grid points a side."""
+    """The model and dataset of a study. data: the .h5; attrs: its attributes."""
 
     model_config: object
     data: Path
     attrs: dict
-    n: int
-    depth: int
-    n_params: int
     report_dir: Path
+
+    @property
+    def n(self) -> int:
+        """Grid points a side."""
+        return self.model_config.input_size
+
+    @property
+    def depth(self) -> int:
+        return self.model_config.depth
+
+    @property
+    def n_params(self) -> int:
+        from bec_jax.models.unet import count_params
+
+        return count_params(self.model_config)
 
 
 def prepare(args, header: str) -> Study:
@@ -61,7 +73,6 @@ def prepare(args, header: str) -> Study:
     import sys
 
     from bec_jax.data.storage import read_h5
-    from bec_jax.models.unet import count_params
     from bec_jax.train.trainer import model_config_for
 
     try:
@@ -69,14 +80,12 @@ def prepare(args, header: str) -> Study:
     except ValueError as e:
         print(e, file=sys.stderr)
         raise SystemExit(2) from None
-    data, n, depth = Path(args.data), model_config.input_size, model_config.depth
-    _, attrs = read_h5(data, fields=[], psi=False)
-    rep = Path(args.report_dir or args.out)
-    rep.mkdir(parents=True, exist_ok=True)
-    n_params = count_params(model_config)
-    print(f"{header}, U-Net width {args.width} depth {depth} ({n_params:,} parameters) on {n}² data {data}",
-          flush=True)
-    return Study(model_config, data, attrs, n, depth, n_params, rep)
+    data = Path(args.data)
+    study = Study(model_config, data, read_h5(data, fields=[], psi=False)[1], Path(args.report_dir or args.out))
+    study.report_dir.mkdir(parents=True, exist_ok=True)
+    print(f"{header}, U-Net width {args.width} depth {study.depth} ({study.n_params:,} parameters) on {study.n}² "
+          f"data {data}", flush=True)
+    return study
 
 
 def train_runs(study: Study, args, names, make_config: Callable) -> Iterator[tuple]:

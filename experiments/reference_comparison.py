@@ -164,8 +164,9 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     as many more epochs at the fine-tuning rate: the baseline pruned models are compared with).
     reference_int8: a ``bec-jax quantize --scheme reference_per_tensor`` output of the run's dense model
     (quantize.json).
-    ValueError for an optimizer run of another model, data, split or setting (``_check_same_setting``), or a
-    pruning run whose dense test MSE is not the run's.
+    ValueError for an optimizer run of another model, data, split or setting (``_check_same_setting``), training
+    runs that recorded different states (``_same_content``), or a pruning or reference-int8 run whose dense test
+    MSE is not the run's (``_check_dense``).
     """
     report = json.loads((run / "report.json").read_text())
     metrics = _metrics(run)
@@ -185,11 +186,10 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         metrics=ev)
     others = {opt: [_metrics(f) for f in folders] for opt, folders in optimizer_runs.items()}
     evals = {opt: [_evaluation(f, "val", 50) for f in folders] for opt, folders in optimizer_runs.items()}
-    for opt, folders in optimizer_runs.items():
-        for folder, m in zip(folders, others[opt]):
-            _check_same_setting(folder, m, run, metrics)
-    content = _same_content([(run, metrics)] + [(f, m) for opt, folders in optimizer_runs.items()
-                                                 for f, m in zip(folders, others[opt])])
+    trained = [(f, m) for opt, folders in optimizer_runs.items() for f, m in zip(folders, others[opt])]
+    for folder, m in trained:
+        _check_same_setting(folder, m, run, metrics)
+    content = _same_content([(run, metrics)] + trained)
     for opt, ref in REFERENCE["val_loss_epoch50"].items():
         runs = ([metrics] if opt == "adam" else []) + others.get(opt, [])
         run_evals = ([_evaluation(run, "val", 50)] if opt == "adam" else []) + evals.get(opt, [])
