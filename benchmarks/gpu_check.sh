@@ -19,10 +19,19 @@
 # step, which a later call skips (the pipeline, training and pruning also resume inside themselves), and every
 # call copies all results so far to OUT. Results come back as few files (the device tool returns a limited
 # number): the pipeline's records as one archive. PIPELINE_ARGS, BENCH_ARGS, TRAIN_ARGS, PRUNE_ARGS,
-# ONLINE_ARGS: extra flags (a CPU dry run: tiny sizes and --smoke).
+# ONLINE_ARGS: extra flags. A CPU dry run at tiny sizes (tests/benchmarks/test_gpu_check.py runs it, ~4 min):
+#   PIPELINE_ARGS="--data-n 32 --data-n-groups 8 --data-states-per-group 2 --model-depth 2 --train-epochs 1
+#   --compress-ft-epochs 1" BENCH_ARGS=--smoke TRAIN_ARGS="--model-depth 2 --epochs 1"
+#   PRUNE_ARGS="--ft-epochs 1 --last-ft-epochs 1" ONLINE_ARGS="--quick --batch-size 8 --n 32" BUDGET_S=3000
+STEPS=${STEPS:-tests pipeline latency throughput optimizers schedules online}
+for s in $STEPS; do
+  case " tests pipeline latency throughput optimizers schedules online " in *" $s "*) ;;
+    *) echo "gpu_check.sh: unknown step '$s' in STEPS (tests pipeline latency throughput optimizers schedules online)" >&2
+       exit 2 ;;
+  esac
+done
 OUT=${OUT:-benchmarks/results/gpu_check}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 STATE=${STATE:-/tmp/gpu_check}; R=$STATE/results; P=$STATE/paper; mkdir -p "$R"
-STEPS=${STEPS:-tests pipeline latency throughput optimizers schedules online}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-575} ))
 left() { echo $(( DEADLINE - $(date +%s) )); }
@@ -30,12 +39,6 @@ left() { echo $(( DEADLINE - $(date +%s) )); }
 cap() { local t=$(( $(left) - $2 )); t=$(( t < $1 ? t : $1 )); echo $(( t < 1 ? 1 : t )); }
 L=$R/gpu.log
 BJ="python3 -m bec_jax.cli"
-for s in $STEPS; do
-  case " tests pipeline latency throughput optimizers schedules online " in *" $s "*) ;;
-    *) echo "gpu_check.sh: unknown step '$s' in STEPS (tests pipeline latency throughput optimizers schedules online)" >&2
-       exit 2 ;;
-  esac
-done
 { echo "== call $(date -u +%FT%TZ), steps: $STEPS"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
   python3 -c "import jax, flax, optax; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__)"
