@@ -25,6 +25,7 @@
 # `reference_campaign.sh --status` lists what RUNS holds and lacks, step by step.
 # `reference_campaign.sh --collect DEST TABLE` copies the finished steps' records (no data, no models) into DEST
 # and writes the table from them (the committed experiments/results/paper_cpu and reference_comparison).
+# `reference_campaign.sh --table DIR TABLE` writes the table from records collected in DIR alone.
 # STEPS: the steps to run (default "1 2 3 4 5 6 7 8 9"); steps 5 and 8 need only the dataset, which is generated
 # alone when step 1 is not among them (a machine that keeps nothing between sittings can run one optimizer seed a
 # sitting: STEPS=8 OPT_RUNS=adamw:1, below). GEN_BATCH: states per generation batch (default 24).
@@ -89,6 +90,15 @@ if [ "${1:-}" = --status ]; then
     echo "step 9: to run (step 3's record predates kept stages)"
   fi
   exit 0
+fi
+
+# --table DIR TABLE: the table from the records collected in DIR alone (what --collect ends with): the committed
+# table remade from the committed records
+if [ "${1:-}" = --table ]; then
+  dir=${2:?--table DIR TABLE} table=${3:?--table DIR TABLE}
+  [ -f "$dir/report.json" ] || { echo "reference_campaign.sh: no paper run's report.json in '$dir'" >&2; exit 2; }
+  compare "$dir" "$dir" "$table"
+  exit $?
 fi
 
 # --collect DEST TABLE: copy the records of every finished step (JSON, markdown and figures; not the data or the

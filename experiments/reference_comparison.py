@@ -252,7 +252,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
             folder, summary, st = kinds["finetune"][key]
             row(f"one shot + {summary['ft_epochs']} fine-tuning epochs {float(s):.1%}, test MSE", None,
                 st["test_mse_finetuned_ref"], bec_jax_masked=st["test_mse_finetuned"], metrics=_final(summary, st),
-                note=f"{folder}; no published value" + vs_base(st["test_mse_finetuned_ref"]))
+                note=f"{folder}; no published value" + vs_base(st["test_mse_finetuned_ref"]) + _eval_mode_gap(st))
     for s, ref in REFERENCE["pruning_test_mse"].items():
         key = f"{float(s):g}"
         hit = kinds["iterative"].get(key)
@@ -321,18 +321,17 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
 
 
 def _eval_mode_gap(stage: dict, recomputed: bool = False) -> str:
-    """A note when a fine-tuned stage's eval-mode test MSE (masked) is over 10× the training loss of the epoch
-    it kept (masked, train mode, on training batches; the two agree within tens of percent on a healthy
-    model): the same weights fail only with BatchNorm's running statistics. recomputed: the table has a row
-    of the same model with recomputed statistics."""
-    losses, kept = stage.get("train_losses"), stage.get("kept_epoch")
-    if not losses or not kept or "test_mse_finetuned" not in stage:
+    """A note when a fine-tuned stage's eval-mode test MSE (masked) is over ``STALE_BN_RATIO`` times the training
+    loss of the epoch it kept (``compress.workflow.eval_mode_gap``): the same weights fail only with BatchNorm's
+    running statistics. recomputed: the table has a row of the same model with recomputed statistics."""
+    from bec_jax.compress.workflow import STALE_BN_RATIO, eval_mode_gap
+
+    ratio = eval_mode_gap(stage)
+    if ratio is None or ratio <= STALE_BN_RATIO:
         return ""
-    ratio = stage["test_mse_finetuned"] / losses[kept - 1]
-    if ratio <= 10:
-        return ""
+    loss = stage["train_losses"][stage["kept_epoch"] - 1]
     return (f"; the eval-mode model's test MSE is {ratio:.0f}× its training loss in train mode "
-            f"({losses[kept - 1]:.2e}, masked), a gap that points at its BatchNorm running statistics, not its "
+            f"({loss:.2e}, masked), a gap that points at its BatchNorm running statistics, not its "
             "weights" + ("; the next row recomputes them" if recomputed else
                          " (docs/compression.md, precise BatchNorm statistics, which bec_jax's recipe recomputes)"))
 

@@ -34,8 +34,10 @@ from bec_jax.train.core import (TrainConfig, TrainState, evaluate_loader, init_s
                                 make_predict, make_train_step, run_epochs)
 from bec_jax.train.trainer import load_dataset, load_trained, run_data_path, run_imaging
 
-__all__ = ["CompressConfig", "ShrinkConfig", "QuantizeConfig", "Setup", "load_setup", "test_mse", "FineTuner", "FineTuneResult", "cosine_cycles", "precise_batch_stats",
-           "prune_once", "prune_and_finetune", "clear_stages", "dense_control", "best_so_far", "latency_table", "forward_latency", "METHODS", "KEEP"]
+__all__ = ["CompressConfig", "ShrinkConfig", "QuantizeConfig", "Setup", "load_setup", "test_mse", "FineTuner",
+           "FineTuneResult", "cosine_cycles", "precise_batch_stats", "prune_once", "prune_and_finetune",
+           "eval_mode_gap", "stale_statistics_warning", "STALE_BN_RATIO", "clear_stages", "dense_control",
+           "best_so_far", "latency_table", "forward_latency", "METHODS", "KEEP"]
 
 METHODS = ("prune", "finetune", "iterative")
 #: Which fine-tuning epoch a stage keeps: the one of lowest validation MSE, or the last.
@@ -245,6 +247,36 @@ def prune_once(model: UNet, config: PruneConfig, previous=None):
     masks = magnitude_masks(params, config, previous)
     nnx.update(model, apply_masks(params, masks))
     return model, masks
+
+
+#: A fine-tuned stage whose eval-mode test MSE is over this multiple of its training loss: BatchNorm statistics
+#: that do not fit the weights (``eval_mode_gap``); healthy models stay within tens of percent of 1.
+STALE_BN_RATIO = 10.0
+
+
+def eval_mode_gap(row: dict) -> float | None:
+    """A fine-tuned stage's eval-mode test MSE over the training loss of the epoch it kept (a row of
+    ``prune_and_finetune``; both masked, the loss in train mode on training batches). Within tens of
+    percent of 1 on a healthy model; over ``STALE_BN_RATIO`` the same weights fail only with BatchNorm's
+    running statistics (training's running average follows the last few batches, and in a model pruned
+    far a channel resting on a few weights swings between them). None for a stage without fine-tuning."""
+    losses, kept = row.get("train_losses"), row.get("kept_epoch")
+    if not losses or not kept or "test_mse_finetuned" not in row:
+        return None
+    return row["test_mse_finetuned"] / losses[kept - 1]
+
+
+def stale_statistics_warning(row: dict, precise_bn: bool, flag: str = "--precise-bn") -> str | None:
+    """One line for the user when a stage's ``eval_mode_gap`` (``row``: the last stage, the saved model) is
+    over ``STALE_BN_RATIO`` and its statistics are training's running averages (``precise_bn`` False; with
+    precise statistics the gap has another cause); else None. flag: the setting's name in the caller's
+    command line."""
+    gap = eval_mode_gap(row)
+    if precise_bn or gap is None or gap <= STALE_BN_RATIO:
+        return None
+    return (f"the pruned model's test MSE in eval mode is {gap:.0f}x its training loss in train mode, a gap that "
+            f"points at its BatchNorm running statistics, not its weights: {flag} recomputes them after "
+            "every fine-tuning epoch (experiments/bn_recalibration.py does it for a saved model)")
 
 
 def _check_last_ft_epochs(method: str, ft_epochs: int, last_ft_epochs: int | None, prefix: str = "") -> None:

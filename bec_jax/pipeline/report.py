@@ -54,7 +54,7 @@ def build_report(config, results: dict) -> dict:
                         fidelity_ceiling_mean=ev["summary"]["fidelity_ceiling_mean"],
                         fidelity_zero_phase_mean=ev["summary"]["fidelity_zero_phase_mean"]),
         pruning={k: results["prune"].get(k) for k in ("method", "target_sparsity", "achieved_sparsity", "ft_epochs",
-                                                      "last_ft_epochs", "ft_lr")},
+                                                      "last_ft_epochs", "ft_lr", "eval_mode_gap", "warning")},
         models=table,
         latency=dict(batch=dense["latency_ms"]["batch"], repeats=config.report.latency_repeats,
                      statistic="median"),
@@ -137,7 +137,7 @@ def _markdown(r: dict, figures: dict) -> str:
           f"Pruning: {p['method']} to {p['target_sparsity']:.0%} global magnitude sparsity (achieved "
           f"{p['achieved_sparsity']:.1%}), {p['ft_epochs']} fine-tuning epochs" +
           (f" ({p['last_ft_epochs']} in the last stage)" if p.get("last_ft_epochs") not in (None, p["ft_epochs"])
-           else "") + f" at lr {p['ft_lr']:g}. "
+           else "") + f" at lr {p['ft_lr']:g}. " + (f"**Warning**: {p['warning']}. " if p.get("warning") else "") +
           f"Latency: median of {r['latency']['repeats']} jitted forward calls, batch {r['latency']['batch']}, "
           f"on {r['backend']}; 'int8 path' runs int8 × int8 → int32 convolutions.", "",
           "| model | size on disk | ×smaller | masked MSE | MSE / dense | mean fidelity | vortex count acc. "

@@ -51,6 +51,20 @@ def test_status_counts_each_steps_records(tmp_path):
     assert "step 9" not in campaign(tmp_path, "--status").stdout
 
 
+def test_the_committed_table_is_remade_from_the_committed_records(tmp_path):
+    """--table: experiments/results/reference_comparison is what the current code writes from the records
+    collected in experiments/results/paper_cpu (a change that moves a committed figure or note fails here)."""
+    done = campaign(tmp_path, "--table", tmp_path / "nowhere", tmp_path / "t")
+    assert done.returncode == 2 and "no paper run's report.json" in done.stderr and not (tmp_path / "t").exists()
+    committed = ROOT / "experiments" / "results" / "reference_comparison"
+    # relative to the repository, as the committed table names its records
+    done = campaign(tmp_path, "--table", "experiments/results/paper_cpu", tmp_path / "t", PYTHON=sys.executable)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("reference_comparison.md", "reference_comparison.json"):
+        assert (tmp_path / "t" / name).read_text() == (committed / name).read_text(), name
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow  # the campaign at toy sizes, ~35 short processes: ~8 min on 2 cores
 def test_a_toy_campaign_runs_its_steps_resumes_and_collects(tmp_path):
     """Steps 1–4 and 6–8 at toy sizes (data, model and training epochs; step 5 trains as step 8 does, which runs

@@ -13,6 +13,7 @@ from flax import nnx
 
 from bec_jax.artifacts import verify_manifest
 from bec_jax.cli import build_parser
+from bec_jax.compress.workflow import STALE_BN_RATIO
 from bec_jax.models import count_params, init_model
 from bec_jax.pipeline import PRESETS, STAGES, PipelineConfig, RunConflict, run_pipeline
 from bec_jax.pipeline.clock import StageClock
@@ -110,9 +111,13 @@ def test_tiny_run_writes_report_models_and_figures(tiny_run):
     assert m["int8_per_channel"]["payload_bytes"] < 0.4 * m["dense"]["payload_bytes"]
     assert m["int8_per_channel"]["latency_int8_ms"] > 0 and m["dense"]["latency_int8_ms"] is None
     assert 0.79 < r["pruning"]["achieved_sparsity"] < 0.81
+    # the pruned model's eval-mode test MSE over its training loss, and the warning exactly when it is far off
+    gap, warning = r["pruning"]["eval_mode_gap"], r["pruning"]["warning"]
+    assert 0 < gap < float("inf") and (warning is None) == (gap <= STALE_BN_RATIO)
     for k in ("mse", "fidelity_mean", "vortex_count_accuracy"):
         assert 0 <= r["evaluation"][k] < float("inf")
     md = (out / "report.md").read_text()
+    assert ("**Warning**" in md) == (warning is not None)
     for png in r["figures"]:
         assert (out / png).stat().st_size > 5000 and f"]({png})" in md
     assert (out / "models" / "pruned" / "quantized.json").exists() and (out / "train" / "checkpoints").is_dir()
