@@ -23,11 +23,12 @@
 #   PIPELINE_ARGS="--data-n 32 --data-n-groups 8 --data-states-per-group 2 --model-depth 2 --train-epochs 1
 #   --compress-ft-epochs 1" BENCH_ARGS=--smoke TRAIN_ARGS="--model-depth 2 --epochs 1"
 #   PRUNE_ARGS="--ft-epochs 1 --last-ft-epochs 1" ONLINE_ARGS="--quick --batch-size 8 --n 32" BUDGET_S=3000
+#   CAP_SCALE=5
 STEPS=${STEPS:-tests pipeline latency throughput optimizers schedules online}
 for s in $STEPS; do
   case " tests pipeline latency throughput optimizers schedules online " in *" $s "*) ;;
-    *) echo "gpu_check.sh: unknown step '$s' in STEPS (tests pipeline latency throughput optimizers schedules online)" >&2
-       exit 2 ;;
+    *) echo "gpu_check.sh: unknown step '$s' in STEPS (tests pipeline latency throughput optimizers schedules" \
+         "online)" >&2; exit 2 ;;
   esac
 done
 OUT=${OUT:-benchmarks/results/gpu_check}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
@@ -35,8 +36,9 @@ STATE=${STATE:-/tmp/gpu_check}; R=$STATE/results; P=$STATE/paper; mkdir -p "$R"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-575} ))
 left() { echo $(( DEADLINE - $(date +%s) )); }
-# cap MAX RESERVE: a timeout of min(MAX, time left - RESERVE) s, at least 1 (timeout 0 would mean none)
-cap() { local t=$(( $(left) - $2 )); t=$(( t < $1 ? t : $1 )); echo $(( t < 1 ? 1 : t )); }
+# cap MAX RESERVE: a timeout of min(MAX, time left - RESERVE) s, at least 1 (timeout 0 would mean none); the
+# MAXes are sized for a GPU, CAP_SCALE (default 1) multiplies them for a CPU dry run
+cap() { local t=$(( $(left) - $2 )) m=$(( $1 * ${CAP_SCALE:-1} )); t=$(( t < m ? t : m )); echo $(( t < 1 ? 1 : t )); }
 L=$R/gpu.log
 BJ="python3 -m bec_jax.cli"
 { echo "== call $(date -u +%FT%TZ), steps: $STEPS"

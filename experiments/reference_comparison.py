@@ -322,11 +322,11 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
 
 def _eval_mode_gap(stage: dict, recomputed: bool = False) -> str:
     """A note when a fine-tuned stage's eval-mode test MSE (masked) is over ``STALE_BN_RATIO`` times the training
-    loss of the epoch it kept (``compress.workflow.eval_mode_gap``): the same weights fail only with BatchNorm's
+    loss of the epoch it kept (``compress.workflow.eval_to_train_ratio``): the same weights fail only with BatchNorm's
     running statistics. recomputed: the table has a row of the same model with recomputed statistics."""
-    from bec_jax.compress.workflow import STALE_BN_RATIO, eval_mode_gap
+    from bec_jax.compress.workflow import STALE_BN_RATIO, eval_to_train_ratio
 
-    ratio = eval_mode_gap(stage)
+    ratio = eval_to_train_ratio(stage)  # the paper preset trains on the masked MSE
     if ratio is None or ratio <= STALE_BN_RATIO:
         return ""
     loss = stage["train_losses"][stage["kept_epoch"] - 1]

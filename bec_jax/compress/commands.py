@@ -25,7 +25,7 @@ def _prune_base():
 def cmd_prune(args) -> int:
     from bec_jax.compress.pruning import sparsity_report
     from bec_jax.compress.quantization import load_quantized, save_quantized
-    from bec_jax.compress.workflow import (clear_stages, eval_mode_gap, load_setup, prune_and_finetune,
+    from bec_jax.compress.workflow import (clear_stages, eval_to_train_ratio, load_setup, prune_and_finetune,
                                            stale_statistics_warning, test_mse)
 
     c = config_from_flags(_prune_base(), args, exclude=_NOT_PRUNE)
@@ -47,7 +47,7 @@ def cmd_prune(args) -> int:
         resume_dir=out / "stages",  # a rerun after a kill continues after the last finished epoch
         progress=not args.no_progress, log=lambda m: print(f"bec-jax prune: {m}", file=sys.stderr, flush=True))
     report = sparsity_report(nnx_params(model), include_bn_scale=c.include_bn_scale)
-    warning = stale_statistics_warning(log[-1], c.precise_bn)
+    warning = stale_statistics_warning(log[-1], c.precise_bn, setup.train_config.loss)
     if warning:
         print(f"bec-jax prune: warning: {warning}", file=sys.stderr, flush=True)
     sizes = save_quantized(out / "model", model, None, sparse=True, overwrite=replace,
@@ -62,7 +62,8 @@ def cmd_prune(args) -> int:
             row.update(model=str(stage), evaluation=ev)
     summary = dict(run=str(args.run), method=c.method, sparsity=c.sparsity, stages=log,
                    ft_epochs=c.ft_epochs, last_ft_epochs=c.last_ft_epochs, keep=c.keep, ft_lr=lr,
-                   precise_bn=c.precise_bn, schedule=c.schedule, eval_mode_gap=eval_mode_gap(log[-1]),
+                   precise_bn=c.precise_bn, schedule=c.schedule,
+                   eval_to_train_ratio=eval_to_train_ratio(log[-1], setup.train_config.loss),
                    prune_config=dataclasses.asdict(pcfg),
                    test_mse_dense=dense["mse"], test_mse_dense_ref=dense["mse_ref"], test_mse=final["mse"],
                    test_mse_ref=final["mse_ref"], ratio_to_dense=final["mse"] / dense["mse"],

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -36,7 +37,7 @@ from bec_jax.train.trainer import load_dataset, load_trained, run_data_path, run
 
 __all__ = ["CompressConfig", "ShrinkConfig", "QuantizeConfig", "Setup", "load_setup", "test_mse", "FineTuner",
            "FineTuneResult", "cosine_cycles", "precise_batch_stats", "prune_once", "prune_and_finetune",
-           "eval_mode_gap", "stale_statistics_warning", "STALE_BN_RATIO", "clear_stages", "dense_control",
+           "eval_to_train_ratio", "stale_statistics_warning", "STALE_BN_RATIO", "clear_stages", "dense_control",
            "best_so_far", "latency_table", "forward_latency", "METHODS", "KEEP"]
 
 METHODS = ("prune", "finetune", "iterative")
@@ -250,31 +251,38 @@ def prune_once(model: UNet, config: PruneConfig, previous=None):
 
 
 #: A fine-tuned stage whose eval-mode test MSE is over this multiple of its training loss: BatchNorm statistics
-#: that do not fit the weights (``eval_mode_gap``); healthy models stay within tens of percent of 1.
+#: that do not fit the weights (``eval_to_train_ratio``); healthy models stay within tens of percent of 1.
 STALE_BN_RATIO = 10.0
 
+#: training loss -> the row's test MSE measured the same way (the reference's loss: the all-pixel mean)
+_SAME_MEASURE = {"masked_mse": "test_mse_finetuned", "reference": "test_mse_finetuned_ref"}
 
-def eval_mode_gap(row: dict) -> float | None:
+
+def eval_to_train_ratio(row: dict, loss: str = "masked_mse") -> float | None:
     """A fine-tuned stage's eval-mode test MSE over the training loss of the epoch it kept (a row of
-    ``prune_and_finetune``; both masked, the loss in train mode on training batches). Within tens of
-    percent of 1 on a healthy model; over ``STALE_BN_RATIO`` the same weights fail only with BatchNorm's
-    running statistics (training's running average follows the last few batches, and in a model pruned
-    far a channel resting on a few weights swings between them). None for a stage without fine-tuning."""
-    losses, kept = row.get("train_losses"), row.get("kept_epoch")
-    if not losses or not kept or "test_mse_finetuned" not in row:
+    ``prune_and_finetune``; the loss in train mode, on training batches; ``loss``: the run's loss, and the
+    MSE is taken in its convention). Within tens of percent of 1 on a healthy model; over ``STALE_BN_RATIO``
+    the same weights fail only with BatchNorm's running statistics (training's running average follows the
+    last few batches, and in a model pruned far a channel resting on a few weights swings between them), or
+    the model overfits badly. None for a stage without fine-tuning, a loss that is not an MSE (a fidelity
+    term has another scale) or a training loss that is not finite and positive."""
+    losses, kept, key = row.get("train_losses"), row.get("kept_epoch"), _SAME_MEASURE.get(loss)
+    if not losses or not kept or key not in row:
         return None
-    return row["test_mse_finetuned"] / losses[kept - 1]
+    train = losses[kept - 1]
+    return row[key] / train if math.isfinite(train) and train > 0 else None
 
 
-def stale_statistics_warning(row: dict, precise_bn: bool, flag: str = "--precise-bn") -> str | None:
-    """One line for the user when a stage's ``eval_mode_gap`` (``row``: the last stage, the saved model) is
-    over ``STALE_BN_RATIO`` and its statistics are training's running averages (``precise_bn`` False; with
-    precise statistics the gap has another cause); else None. flag: the setting's name in the caller's
-    command line."""
-    gap = eval_mode_gap(row)
-    if precise_bn or gap is None or gap <= STALE_BN_RATIO:
+def stale_statistics_warning(row: dict, precise_bn: bool, loss: str = "masked_mse",
+                             flag: str = "--precise-bn") -> str | None:
+    """One line for the user when a stage's ``eval_to_train_ratio`` (``row``: the last stage, the saved model;
+    ``loss``: the run's) is over ``STALE_BN_RATIO`` and its statistics are training's running averages
+    (``precise_bn`` False; with precise statistics the gap has another cause); else None. flag: the
+    setting's name in the caller's command line."""
+    ratio = eval_to_train_ratio(row, loss)
+    if precise_bn or ratio is None or not ratio > STALE_BN_RATIO:
         return None
-    return (f"the pruned model's test MSE in eval mode is {gap:.0f}x its training loss in train mode, a gap that "
+    return (f"the pruned model's test MSE in eval mode is {ratio:.3g}x its training loss in train mode, a gap that "
             f"points at its BatchNorm running statistics, not its weights: {flag} recomputes them after "
             "every fine-tuning epoch (experiments/bn_recalibration.py does it for a saved model)")
 

@@ -54,7 +54,7 @@ def build_report(config, results: dict) -> dict:
                         fidelity_ceiling_mean=ev["summary"]["fidelity_ceiling_mean"],
                         fidelity_zero_phase_mean=ev["summary"]["fidelity_zero_phase_mean"]),
         pruning={k: results["prune"].get(k) for k in ("method", "target_sparsity", "achieved_sparsity", "ft_epochs",
-                                                      "last_ft_epochs", "ft_lr", "eval_mode_gap", "warning")},
+                                                      "last_ft_epochs", "ft_lr", "eval_to_train_ratio", "warning")},
         models=table,
         latency=dict(batch=dense["latency_ms"]["batch"], repeats=config.report.latency_repeats,
                      statistic="median"),

@@ -203,7 +203,8 @@ def _stage_prune(ctx: _Context) -> dict:
 
     from bec_jax.compress.pruning import sparsity_report
     from bec_jax.compress.quantization import save_quantized
-    from bec_jax.compress.workflow import clear_stages, eval_mode_gap, prune_and_finetune, stale_statistics_warning
+    from bec_jax.compress.workflow import (clear_stages, eval_to_train_ratio, prune_and_finetune,
+                                           stale_statistics_warning)
 
     c = ctx.config.compress
     # every finished stage of an iterative schedule is kept until the stage is done: a kill loses one stage
@@ -217,13 +218,14 @@ def _stage_prune(ctx: _Context) -> dict:
                            extra=dict(kind="pruned", source="pruned", scheme=None, sparsity=c.sparsity,
                                       method=c.method))
     clear_stages(progress_dir)
-    warning = stale_statistics_warning(rows[-1], c.precise_bn, "--compress-precise-bn")
+    loss = ctx.setup().train_config.loss
+    warning = stale_statistics_warning(rows[-1], c.precise_bn, loss, "--compress-precise-bn")
     if warning:
         ctx.log(f"warning: {warning}")
     achieved = sparsity_report(nnx.state(model, nnx.Param), c.include_bn_scale)["total"]["sparsity"]
     return dict(method=c.method, target_sparsity=c.sparsity, achieved_sparsity=achieved, sizes=sizes,
                 ft_epochs=c.ft_epochs, last_ft_epochs=c.last_ft_epochs, ft_lr=ctx.config.ft_lr, keep=c.keep,
-                eval_mode_gap=eval_mode_gap(rows[-1]), warning=warning,
+                eval_to_train_ratio=eval_to_train_ratio(rows[-1], loss), warning=warning,
                 stages=[{k: v for k, v in r.items() if k != "train_losses"} for r in rows])
 
 

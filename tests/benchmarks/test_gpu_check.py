@@ -17,7 +17,8 @@ STEPS = ("tests", "pipeline", "latency", "throughput", "optimizers", "schedules"
 TINY = dict(PIPELINE_ARGS="--data-n 32 --data-n-groups 8 --data-states-per-group 2 --model-depth 2 "
                           "--train-epochs 1 --compress-ft-epochs 1",
             BENCH_ARGS="--smoke", TRAIN_ARGS="--model-depth 2 --epochs 1",
-            PRUNE_ARGS="--ft-epochs 1 --last-ft-epochs 1", ONLINE_ARGS="--quick --batch-size 8 --n 32", BUDGET_S="3000")
+            PRUNE_ARGS="--ft-epochs 1 --last-ft-epochs 1", ONLINE_ARGS="--quick --batch-size 8 --n 32", BUDGET_S="3000",
+            CAP_SCALE="5", STEPS=" ".join(STEPS))  # per-step caps sized for a GPU, times 5
 
 
 def gpu_check(tmp_path, timeout=60, **env):

@@ -93,22 +93,29 @@ def test_stale_batchnorm_statistics_are_flagged_from_the_paper_runs_records():
     healthy. The warning names the setting that recomputes them, and stays silent where it ran."""
     import json
 
-    from bec_jax.compress.workflow import STALE_BN_RATIO, eval_mode_gap, stale_statistics_warning
+    from bec_jax.compress.workflow import STALE_BN_RATIO, eval_to_train_ratio, stale_statistics_warning
     from tests.conftest import ROOT
 
     paper = ROOT / "experiments" / "results" / "paper_cpu"
     stale = json.loads((paper / "prune_iterative" / "prune.json").read_text())["stages"][-1]
     healthy = json.loads((paper / "prune_finetune_0.99" / "prune.json").read_text())["stages"][-1]
     recomputed = json.loads((paper / "prune_iterative" / "bn_recalibration.json").read_text())
-    assert stale["sparsity"] == 0.999 and eval_mode_gap(stale) > 10 * STALE_BN_RATIO
+    assert stale["sparsity"] == 0.999 and eval_to_train_ratio(stale) > 10 * STALE_BN_RATIO
     assert recomputed["recomputed_statistics"]["mse"] < stale["test_mse_finetuned"] / 100
-    assert 0.2 < eval_mode_gap(healthy) < 5
+    assert 0.2 < eval_to_train_ratio(healthy) < 5
     line = stale_statistics_warning(stale, precise_bn=False, flag="--compress-precise-bn")
-    assert f"{eval_mode_gap(stale):.0f}x its training loss" in line and "--compress-precise-bn" in line
+    assert f"{eval_to_train_ratio(stale):.3g}x its training loss" in line and "--compress-precise-bn" in line
     assert stale_statistics_warning(stale, precise_bn=True) is None  # recomputed already: another cause
     assert stale_statistics_warning(healthy, precise_bn=False) is None
+    # a run trained on the reference's all-pixel loss is compared with its all-pixel test MSE; a fidelity term
+    # has another scale, and a loss that is not finite and positive gives no ratio
+    assert eval_to_train_ratio(stale, "reference") == stale["test_mse_finetuned_ref"] / stale["train_losses"][-1]
+    assert eval_to_train_ratio(stale, "mse+fidelity") is None
+    for bad in (0.0, float("nan")):
+        row = dict(stale, train_losses=[bad] * len(stale["train_losses"]))
+        assert eval_to_train_ratio(row) is None and stale_statistics_warning(row, False) is None
     one_shot = dict(sparsity=0.99, test_mse_pruned=0.1, test_mse_pruned_ref=0.02)  # no fine-tuning, no loss
-    assert eval_mode_gap(one_shot) is None and stale_statistics_warning(one_shot, False) is None
+    assert eval_to_train_ratio(one_shot) is None and stale_statistics_warning(one_shot, False) is None
 
 
 def test_precise_batch_stats_are_epoch_means_of_each_batch_s_statistics(small_dataset):

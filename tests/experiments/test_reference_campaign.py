@@ -58,7 +58,8 @@ def test_the_committed_table_is_remade_from_the_committed_records(tmp_path):
     assert done.returncode == 2 and "no paper run's report.json" in done.stderr and not (tmp_path / "t").exists()
     committed = ROOT / "experiments" / "results" / "reference_comparison"
     # relative to the repository, as the committed table names its records
-    done = campaign(tmp_path, "--table", "experiments/results/paper_cpu", tmp_path / "t", PYTHON=sys.executable)
+    done = campaign(tmp_path, "--table", "experiments/results/paper_cpu", tmp_path / "t", timeout=300,
+                    PYTHON=sys.executable)
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("reference_comparison.md", "reference_comparison.json"):
         assert (tmp_path / "t" / name).read_text() == (committed / name).read_text(), name

@@ -112,7 +112,7 @@ def test_tiny_run_writes_report_models_and_figures(tiny_run):
     assert m["int8_per_channel"]["latency_int8_ms"] > 0 and m["dense"]["latency_int8_ms"] is None
     assert 0.79 < r["pruning"]["achieved_sparsity"] < 0.81
     # the pruned model's eval-mode test MSE over its training loss, and the warning exactly when it is far off
-    gap, warning = r["pruning"]["eval_mode_gap"], r["pruning"]["warning"]
+    gap, warning = r["pruning"]["eval_to_train_ratio"], r["pruning"]["warning"]
     assert 0 < gap < float("inf") and (warning is None) == (gap <= STALE_BN_RATIO)
     for k in ("mse", "fidelity_mean", "vortex_count_accuracy"):
         assert 0 <= r["evaluation"][k] < float("inf")
