@@ -86,22 +86,23 @@ def test_finetuner_rejects_bad_cycle():
         FineTuner(None, None, learning_rate=1e-3, cycle_epochs=0)
 
 
-def test_stale_batchnorm_statistics_are_flagged_from_the_paper_runs_records():
-    """The reference's iterative schedule at 99.9 % (paper scale, committed record): its eval-mode test MSE is
-    hundreds of times its training loss, and the recomputed statistics of the same weights
-    (bn_recalibration.json) bring it back below the reference's; its 99 % one-shot + fine-tune model is
-    healthy. The warning names the setting that recomputes them, and stays silent where it ran."""
+@pytest.mark.parametrize("machine", ["", "first_machine"])
+def test_stale_batchnorm_statistics_are_flagged_from_the_paper_runs_records(machine):
+    """The reference's iterative schedule at 99.9 % (paper scale, the committed records of both machines): its
+    eval-mode test MSE is tens to hundreds of times its training loss, and the recomputed statistics of the
+    same weights (bn_recalibration.json) bring it down more than tenfold; its 99 % one-shot + fine-tune model
+    is healthy. The warning names the setting that recomputes them, and stays silent where it ran."""
     import json
 
     from bec_jax.compress.workflow import STALE_BN_RATIO, eval_to_train_ratio, stale_statistics_warning
     from tests.conftest import ROOT
 
-    paper = ROOT / "experiments" / "results" / "paper_cpu"
+    paper = ROOT / "experiments" / "results" / "paper_cpu" / machine
     stale = json.loads((paper / "prune_iterative" / "prune.json").read_text())["stages"][-1]
     healthy = json.loads((paper / "prune_finetune_0.99" / "prune.json").read_text())["stages"][-1]
     recomputed = json.loads((paper / "prune_iterative" / "bn_recalibration.json").read_text())
-    assert stale["sparsity"] == 0.999 and eval_to_train_ratio(stale) > 10 * STALE_BN_RATIO
-    assert recomputed["recomputed_statistics"]["mse"] < stale["test_mse_finetuned"] / 100
+    assert stale["sparsity"] == 0.999 and eval_to_train_ratio(stale) > 2 * STALE_BN_RATIO
+    assert recomputed["recomputed_statistics"]["mse"] < stale["test_mse_finetuned"] / 10
     assert 0.2 < eval_to_train_ratio(healthy) < 5
     line = stale_statistics_warning(stale, precise_bn=False, flag="--compress-precise-bn")
     assert f"{eval_to_train_ratio(stale):.3g}x its training loss" in line and "--compress-precise-bn" in line

@@ -51,18 +51,20 @@ def test_status_counts_each_steps_records(tmp_path):
     assert "step 9" not in campaign(tmp_path, "--status").stdout
 
 
-def test_the_committed_table_is_remade_from_the_committed_records(tmp_path):
+def test_the_committed_tables_are_remade_from_the_committed_records(tmp_path):
     """--table: experiments/results/reference_comparison is what the current code writes from the records
-    collected in experiments/results/paper_cpu (a change that moves a committed figure or note fails here)."""
+    collected in experiments/results/paper_cpu, and paper_cpu/first_machine/reference_comparison from that
+    machine's records (a change that moves a committed figure or note fails here)."""
     done = campaign(tmp_path, "--table", tmp_path / "nowhere", tmp_path / "t")
     assert done.returncode == 2 and "no paper run's report.json" in done.stderr and not (tmp_path / "t").exists()
-    committed = ROOT / "experiments" / "results" / "reference_comparison"
-    # relative to the repository, as the committed table names its records
-    done = campaign(tmp_path, "--table", "experiments/results/paper_cpu", tmp_path / "t", timeout=300,
-                    PYTHON=sys.executable)
-    assert done.returncode == 0, done.stderr[-3000:]
-    for name in ("reference_comparison.md", "reference_comparison.json"):
-        assert (tmp_path / "t" / name).read_text() == (committed / name).read_text(), name
+    paper = "experiments/results/paper_cpu"  # relative to the repository, as the tables name their records
+    for records, committed in ((paper, "experiments/results/reference_comparison"),
+                               (f"{paper}/first_machine", f"{paper}/first_machine/reference_comparison")):
+        out = tmp_path / committed.replace("/", "_")
+        done = campaign(tmp_path, "--table", records, out, timeout=300, PYTHON=sys.executable)
+        assert done.returncode == 0, done.stderr[-3000:]
+        for name in ("reference_comparison.md", "reference_comparison.json"):
+            assert (out / name).read_text() == (ROOT / committed / name).read_text(), (committed, name)
     assert not (tmp_path / "runs").exists()
 
 
