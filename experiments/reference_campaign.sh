@@ -94,8 +94,11 @@ fi
 
 # --table DIR TABLE: the table from the records collected in DIR alone (what --collect ends with): the committed
 # table remade from the committed records
+# a mode's missing arguments: one line, exit 2
+usage() { echo "reference_campaign.sh: $1 takes two folders: $1 $2 TABLE" >&2; exit 2; }
 if [ "${1:-}" = --table ]; then
-  dir=${2:?--table DIR TABLE} table=${3:?--table DIR TABLE}
+  [ $# -eq 3 ] || usage --table DIR
+  dir=$2 table=$3
   [ -f "$dir/report.json" ] || { echo "reference_campaign.sh: no paper run's report.json in '$dir'" >&2; exit 2; }
   compare "$dir" "$dir" "$table"
   exit $?
@@ -105,7 +108,8 @@ fi
 # models) from RUNS to DEST, the paper run's at its top, and write the comparison table from DEST into TABLE,
 # so that the committed table can be remade from committed files.
 if [ "${1:-}" = --collect ]; then
-  dest=${2:?--collect DEST TABLE} table=${3:?--collect DEST TABLE}
+  [ $# -eq 3 ] || usage --collect DEST
+  dest=$2 table=$3
   mkdir -p "$dest/stages" || exit 1
   src=$RUNS/paper
   copy_eval() { [ -f "$1/eval_val_latest/evaluation.json" ] && mkdir -p "$2/eval_val_latest" &&

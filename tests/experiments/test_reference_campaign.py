@@ -57,6 +57,9 @@ def test_the_committed_tables_are_remade_from_the_committed_records(tmp_path):
     machine's records (a change that moves a committed figure or note fails here)."""
     done = campaign(tmp_path, "--table", tmp_path / "nowhere", tmp_path / "t")
     assert done.returncode == 2 and "no paper run's report.json" in done.stderr and not (tmp_path / "t").exists()
+    for mode, what in (("--table", "--table DIR TABLE"), ("--collect", "--collect DEST TABLE")):
+        done = campaign(tmp_path, mode, tmp_path / "t")
+        assert done.returncode == 2 and done.stderr == f"reference_campaign.sh: {mode} takes two folders: {what}\n"
     paper = "experiments/results/paper_cpu"  # relative to the repository, as the tables name their records
     for records, committed in ((paper, "experiments/results/reference_comparison"),
                                (f"{paper}/first_machine", f"{paper}/first_machine/reference_comparison")):
