@@ -92,10 +92,11 @@ if [ "${1:-}" = --status ]; then
   exit 0
 fi
 
-# --table DIR TABLE: the table from the records collected in DIR alone (what --collect ends with): the committed
-# table remade from the committed records
 # a mode's missing arguments: one line, exit 2
 usage() { echo "reference_campaign.sh: $1 takes two folders: $1 $2 TABLE" >&2; exit 2; }
+
+# --table DIR TABLE: the table from the records collected in DIR alone (what --collect ends with): the committed
+# table remade from the committed records
 if [ "${1:-}" = --table ]; then
   [ $# -eq 3 ] || usage --table DIR
   dir=$2 table=$3
