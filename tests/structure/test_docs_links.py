@@ -12,8 +12,10 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def markdown_files() -> list[Path]:
-    skip = {".venv", "site", "runs", ".git", "node_modules"}
-    return sorted(p for p in ROOT.rglob("*.md") if not skip & set(p.relative_to(ROOT).parts))
+    """The project's own pages: hidden folders (.venv, .pytest_cache: tools' pages) and build output are not."""
+    skip = {"site", "runs", "node_modules"}
+    return sorted(p for p in ROOT.rglob("*.md")
+                  if not any(part in skip or part.startswith(".") for part in p.relative_to(ROOT).parts))
 
 
 def broken_links(path: Path) -> list[str]:
