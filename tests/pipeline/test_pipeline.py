@@ -121,8 +121,12 @@ def test_tiny_run_writes_report_models_and_figures(tiny_run):
     for png in r["figures"]:
         assert (out / png).stat().st_size > 5000 and f"]({png})" in md
     assert (out / "models" / "pruned" / "quantized.json").exists() and (out / "train" / "checkpoints").is_dir()
-    # the deployed files: listed with size, latency and accuracy when a runtime is installed, else one line
-    dep = r["deployment"]
+    check_deployment(out, r)
+
+
+def check_deployment(out: Path, r: dict):
+    """The deployed files: listed with size, latency and accuracy when a runtime is installed, else one line."""
+    dep, md = r["deployment"], (out / "report.md").read_text()
     if dep["format"] is None:
         assert dep["artifacts"] == {} and "pip install 'bec_jax[deploy]'" in dep["note"]
         assert f"None: {dep['note']}." in md
@@ -130,8 +134,33 @@ def test_tiny_run_writes_report_models_and_figures(tiny_run):
         assert set(dep["artifacts"]) == {"dense", "int8_per_channel"}
         for name, a in dep["artifacts"].items():
             assert (out / a["file"]).stat().st_size == a["bytes"] and a["latency_ms"] > 0 and a["file"] in md
-            assert a["mse"] == pytest.approx(m[name]["mse"], rel=1e-4 if name == "dense" else 0.2)
+            assert a["format"] == dep["format"]
+            assert a["mse"] == pytest.approx(r["models"][name]["mse"], rel=1e-4 if name == "dense" else 0.2)
         assert [a["precision"] for a in dep["artifacts"].values()] == ["fp32", "int8"]
+
+
+@pytest.mark.slow  # the tiny run's deploy stage again, ~10 s
+@pytest.mark.parametrize("fmt", [None, "jax", "onnx"])
+def test_the_deploy_stage_with_each_runtime(tiny_run, tmp_path, monkeypatch, fmt):
+    """Whichever runtime this machine has, each branch runs: as if only flatbuffers (jax.export) or nothing
+    were installed."""
+    import shutil
+
+    from bec_jax.deploy import export
+
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    why = "no runtime: pip install 'bec_jax[deploy]' to export" if fmt is None else f"{fmt} runtime"
+    monkeypatch.setattr(export, "available_format", lambda: (fmt, why))
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run[0], out)
+    (out / "stages" / "deploy.json").unlink()
+    log = []
+    run_pipeline(TINY, out, progress=False, log=log.append)
+    assert [line.split("]")[1].strip() for line in log[:-1] if "done earlier" not in line] == ["deploy", "report"]
+    r = json.loads((out / "report.json").read_text())
+    assert r["deployment"]["format"] == fmt
+    check_deployment(out, r)
 
 
 @pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
