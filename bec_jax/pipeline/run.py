@@ -319,8 +319,8 @@ def _stage_report(ctx: _Context) -> dict:
     return write_report(ctx.out, ctx.config, ctx.results)
 
 
-def _stage_artifacts(ctx: _Context, name: str) -> list[str]:
-    """Files (relative to the run folder) a finished stage leaves for the later ones. A folder
+def _stage_artifacts(ctx: _Context, name: str, result: dict) -> list[str]:
+    """Files (relative to the run folder) a finished stage (its ``result``) leaves for the later ones. A folder
     stands in through its manifest, whose own check covers its content when it is loaded."""
     if name == "generate":
         return ["data.h5"]
@@ -331,9 +331,8 @@ def _stage_artifacts(ctx: _Context, name: str) -> list[str]:
         return [f"models/pruned/{MANIFEST}"]
     if name == "quantize":
         return [f"models/{v}/{MANIFEST}" for v in _variants(ctx.config) if v != "pruned"]
-    if name == "deploy":
-        return sorted(str(p.relative_to(ctx.out)) for p in (ctx.out / "deploy").glob("*")) \
-            if (ctx.out / "deploy").is_dir() else []
+    if name == "deploy":  # the files this run wrote: not those of an earlier run with another runtime
+        return sorted(f["file"] for f in result["files"].values())
     return []
 
 
@@ -417,7 +416,7 @@ def run_pipeline(config: PipelineConfig, out, *, progress: bool = True,
             result = STAGE_FUNCTIONS[name](ctx)
         result.update(stage_seconds=clock.seconds, stage_seconds_this_run=clock.this_run,
                       invocations=clock.invocations)
-        result["artifacts"] = {rel: sha256_file(out / rel) for rel in _stage_artifacts(ctx, name)}
+        result["artifacts"] = {rel: sha256_file(out / rel) for rel in _stage_artifacts(ctx, name, result)}
         ctx.results[name] = result
         _write_json(done, result)
         _write_stage_manifest(out / "stages")

@@ -139,17 +139,18 @@ def check_deployment(out: Path, r: dict):
         assert [a["precision"] for a in dep["artifacts"].values()] == ["fp32", "int8"]
 
 
-@pytest.mark.slow  # the tiny run's deploy stage again, ~10 s
+@pytest.mark.slow  # the tiny run's deploy stage again, ~10 s a runtime
 @pytest.mark.parametrize("fmt", [None, "jax", "onnx"])
 def test_the_deploy_stage_with_each_runtime(tiny_run, tmp_path, monkeypatch, fmt):
-    """Whichever runtime this machine has, each branch runs: as if only flatbuffers (jax.export) or nothing
-    were installed."""
+    """Each branch runs whichever runtimes this machine has beyond the one a branch needs: as if only
+    flatbuffers (jax.export) or nothing were installed. The files of the first run's runtime stay in deploy/
+    and are not this run's."""
     import shutil
 
     from bec_jax.deploy import export
 
-    if fmt == "onnx":
-        pytest.importorskip("onnxruntime")
+    for module in {"jax": ["flatbuffers"], "onnx": ["onnx", "onnxruntime"]}.get(fmt, []):
+        pytest.importorskip(module)
     why = "no runtime: pip install 'bec_jax[deploy]' to export" if fmt is None else f"{fmt} runtime"
     monkeypatch.setattr(export, "available_format", lambda: (fmt, why))
     out = tmp_path / "run"
@@ -161,6 +162,8 @@ def test_the_deploy_stage_with_each_runtime(tiny_run, tmp_path, monkeypatch, fmt
     r = json.loads((out / "report.json").read_text())
     assert r["deployment"]["format"] == fmt
     check_deployment(out, r)
+    recorded = json.loads((out / "stages" / "deploy.json").read_text())["artifacts"]
+    assert set(recorded) == {a["file"] for a in r["deployment"]["artifacts"].values()}
 
 
 @pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
