@@ -4,11 +4,12 @@ Reads a ``bec-jax pipeline --preset paper`` run (its report.json and train/metri
 that benchmarks/gpu_check.sh brings back) and, optionally, ``bec-jax train`` runs of each optimizer and
 seed on the same data (their metrics.json), ``bec-jax prune`` runs from its dense model (the reference's
 three schedules, a dense baseline and bec_jax's recipes; their prune.json) and a ``bec-jax quantize`` run
-of the reference's int8 scheme, and writes one table (markdown + JSON). A run made from another model, data, split or
-training setting is refused, and so are training runs whose recorded states differ (``data_content_sha256``: another
-generation of the dataset). Every row gives the
-reference's value and bec_jax's, in the reference's loss convention (mean of (out − target)² · valid
-over all pixels, ``mse_ref``) and, beside it, bec_jax's masked MSE (mean over valid pixels). A row whose
+of the reference's int8 scheme, and writes one table (markdown + JSON) and its figures (optimizers.png:
+validation loss against epoch; pruning.png: test MSE and vortex count accuracy against sparsity). A run made
+from another model, data, split or training setting is refused, and so are training runs whose recorded states
+differ (``data_content_sha256``: another generation of the dataset). Every row gives the reference's value and
+bec_jax's, in the reference's loss convention (mean of (out − target)² · valid over all pixels, ``mse_ref``) and,
+beside it, bec_jax's masked MSE (mean over valid pixels). A row whose
 measurement has not run yet says so; it is never filled in from elsewhere.
 
     python experiments/reference_comparison.py --run benchmarks/results/gpu_h200/paper_pipeline \\
@@ -280,6 +281,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
                 row(f"bec_jax's recipe {float(s):.1%}, test MSE", ref, st["test_mse_finetuned_ref"],
                     bec_jax_masked=st["test_mse_finetuned"], metrics=_final(summary, st),
                     note=f"{folder}: {_recipe(summary)}" + vs_base(st["test_mse_finetuned_ref"]) + _eval_mode_gap(st))
+    curves = _pruning_curves(kinds, recipes, control)
     row("fp32 model on disk (MiB)", REFERENCE["fp32_mib"], dense["bytes_on_disk"] / MIB,
         note="orbax checkpoint of the parameters and BatchNorm statistics")
     for scheme, ref in REFERENCE["int8_mse_change"].items():
@@ -317,7 +319,31 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         vortex_count_accuracy=ev["vortex_count_accuracy"],
         stage_seconds=report["stage_seconds"], total_seconds=sum(report["stage_seconds"].values()),
         stage_invocations=report.get("stage_invocations"), data_content_sha256=content,
-        reference=REFERENCE, rows=rows)
+        reference=REFERENCE, rows=rows, pruning_curves=curves)
+
+
+def _pruning_curves(kinds: dict, recipes: list, control: tuple | None) -> dict:
+    """The pruning rows' models as curves for ``plot_pruning``: {"curves": {label: [{"sparsity", "mse" (the
+    reference's convention), "vortex_count_accuracy"}]}, "baseline": the dense baseline's point or None}."""
+    def point(st, mse, metrics):
+        return dict(sparsity=st["sparsity"], mse=mse,
+                    vortex_count_accuracy=(metrics or {}).get("vortex_count_accuracy"))
+
+    curves = {}
+    for method, label, key in (("iterative", "the paper's iterative schedule, run by bec_jax",
+                                "test_mse_finetuned_ref"), ("prune", "one shot", "test_mse_pruned_ref"),
+                               ("finetune", "one shot + fine-tuning", "test_mse_finetuned_ref")):
+        if kinds[method]:
+            curves[label] = [point(st, st[key], _final(summary, st)) for _, summary, st in kinds[method].values()]
+    for folder, summary, st in kinds["iterative"].values():
+        if (r := _recalibrated(folder, summary, st)) is not None:
+            curves["the same, last stage's BatchNorm statistics recomputed"] = [point(st, r["mse_ref"], r)]
+    for i, (folder, summary) in enumerate(recipes):
+        curves["bec_jax's recipe" + (f" {i + 1}" if len(recipes) > 1 else "")] = \
+            [point(st, st["test_mse_finetuned_ref"], _final(summary, st)) for st in summary["stages"]]
+    st = None if control is None else control[1]["stages"][-1]
+    baseline = None if st is None else point(st, st["test_mse_finetuned_ref"], _final(control[1], st))
+    return dict(curves=curves, baseline=baseline)
 
 
 def _eval_mode_gap(stage: dict, recomputed: bool = False) -> str:
@@ -429,6 +455,22 @@ def plot_optimizers(run: Path, optimizer_runs: dict[str, list[Path]], path: Path
                                      reference=REFERENCE["val_loss_epoch50"], reference_epoch=50)
 
 
+def plot_pruning(result: dict, path: Path) -> Path | None:
+    """Test MSE and vortex count accuracy vs sparsity of every pruning run in ``result`` (``compare``'s), the
+    reference's iterative MSEs as stars and both dense baselines as lines; None without pruning runs."""
+    from bec_jax.compress.plots import plot_pruning_comparison
+
+    pruning = result["pruning_curves"]
+    if not pruning["curves"]:
+        return None
+    baselines = {"bec_jax's dense baseline": pruning["baseline"] or {},  # drawn where it ran; its line style kept
+                 "the paper's dense baseline": dict(mse=REFERENCE["pruning_baseline_test_mse"])}
+    return plot_pruning_comparison(pruning["curves"], path, reference=REFERENCE["pruning_test_mse"],
+                                   baselines=baselines,
+                                   title=f"paper preset: {result['params']:,} parameters, {result['grid_n']}² data; "
+                                         "test MSE in the reference's convention")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="paper-preset pipeline run folder (report.json)")
@@ -469,6 +511,8 @@ def main(argv=None) -> int:
     table = markdown(result)
     if plot_optimizers(run, opt_runs, out / "optimizers.png") is not None:
         table += "\n![validation loss vs epoch of each optimizer](optimizers.png)\n"
+    if plot_pruning(result, out / "pruning.png") is not None:
+        table += "\n![test MSE and vortex count accuracy vs sparsity of each pruning run](pruning.png)\n"
     (out / "reference_comparison.md").write_text(table)
     print(table)
     return 0

@@ -8,8 +8,8 @@ import numpy as np
 
 from bec_jax.plotting import subplots
 
-__all__ = ["plot_error_vs_sparsity", "plot_weight_histograms", "plot_residual_percentiles",
-           "plot_quantized_predictions"]
+__all__ = ["plot_error_vs_sparsity", "plot_pruning_comparison", "plot_weight_histograms",
+           "plot_residual_percentiles", "plot_quantized_predictions"]
 
 _LABELS = {"prune": "prune only", "finetune": "prune + fine-tune", "iterative": "iterative prune + fine-tune"}
 _COLORS = {"prune": "tab:green", "finetune": "tab:blue", "iterative": "tab:red"}
@@ -39,6 +39,51 @@ def plot_error_vs_sparsity(rows: list[dict], out) -> Path:
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    return out
+
+
+def plot_pruning_comparison(curves: dict, out, reference: dict | None = None, baselines: dict | None = None,
+                            title: str | None = None) -> Path:
+    """Test MSE (left, log) and vortex count accuracy (right) vs sparsity of pruning runs at one scale, with a
+    published schedule's MSEs as stars. The sparsity axis is −log10(1 − s), so 99, 99.5 and 99.9 % stand apart.
+
+    curves: {label: [{"sparsity", "mse", "vortex_count_accuracy" (or None)}, ...]}, drawn as lines (points where
+    a label has one). reference: {sparsity: MSE} (the paper's). baselines: {label: {"mse", "vortex_count_accuracy"}}
+    as horizontal lines (dense models).
+    """
+    def x(s):
+        return -np.log10(1 - np.asarray(s, float))
+
+    fig, axes = subplots(1, 2, figsize=(11.5, 4.2), constrained_layout=True)
+    for i, (label, points) in enumerate(curves.items()):
+        pts = sorted(points, key=lambda p: p["sparsity"])
+        style = dict(marker="o", color=f"C{i}", label=label, ls="-" if len(pts) > 1 else "none")
+        axes[0].plot(x([p["sparsity"] for p in pts]), [p["mse"] for p in pts], **style)
+        kept = [p for p in pts if p.get("vortex_count_accuracy") is not None]
+        axes[1].plot(x([p["sparsity"] for p in kept]), [p["vortex_count_accuracy"] for p in kept], **style)
+    if reference:
+        axes[0].plot(x([float(s) for s in reference]), list(reference.values()), marker="*", ms=13, ls="none",
+                     color="k", label="the paper's iterative schedule")
+    for (label, b), ls in zip((baselines or {}).items(), ("--", ":", "-.")):
+        for ax, key in zip(axes, ("mse", "vortex_count_accuracy")):
+            if b.get(key) is not None:
+                ax.axhline(b[key], color="gray", ls=ls, lw=1, label=label)
+    ticks = [s for s in (0.8, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999)]
+    for ax, ylabel in zip(axes, ("test MSE", "vortex count accuracy")):
+        ax.set_xticks(x(ticks), [f"{100 * s:g}" for s in ticks])
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_yscale("log")
+    axes[1].set_ylim(-0.02, 1.02)
+    legend = {}  # both panels' entries once, outside: a legend never hides a point
+    for ax in axes:
+        legend.update({label: h for h, label in zip(*ax.get_legend_handles_labels()) if label not in legend})
+    axes[1].legend(legend.values(), legend.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if title:
+        fig.suptitle(title, fontsize=9)
     out = Path(out)
     fig.savefig(out, dpi=120)
     return out

@@ -68,6 +68,20 @@ def test_the_committed_tables_are_remade_from_the_committed_records(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         for name in ("reference_comparison.md", "reference_comparison.json"):
             assert (out / name).read_text() == (ROOT / committed / name).read_text(), (committed, name)
+        assert (out / "pruning.png").is_file() and (ROOT / committed / "pruning.png").is_file()
+    # the figure's points are the table's: each pruning row's model at its sparsity
+    result = json.loads((ROOT / "experiments/results/reference_comparison/reference_comparison.json").read_text())
+    rows = {r["quantity"]: r for r in result["rows"]}
+    curves = result["pruning_curves"]["curves"]
+    for label, quantity in (("bec_jax's recipe", "bec_jax's recipe {:.1%}, test MSE"),
+                            ("the paper's iterative schedule, run by bec_jax", "iterative pruning {:.1%}, test MSE")):
+        points = {p["sparsity"]: p for p in curves[label]}
+        for s in (0.99, 0.995, 0.999):
+            row = rows[quantity.format(s)]
+            assert (points[s]["mse"], points[s]["vortex_count_accuracy"]) == (row["bec_jax"],
+                                                                             row["vortex_count_accuracy"])
+    assert result["pruning_curves"]["baseline"]["mse"] == rows["dense baseline of the pruning study: test MSE"][
+        "bec_jax"]
     assert not (tmp_path / "runs").exists()
 
 
@@ -104,6 +118,7 @@ def test_a_toy_campaign_runs_its_steps_resumes_and_collects(tmp_path):
         assert (dest / record).is_file(), record
     assert not [p for p in dest.rglob("*") if p.suffix == ".h5" or p.name in ("checkpoints", "model")]
     rows = {r["quantity"]: r for r in json.loads((table / "reference_comparison.json").read_text())["rows"]}
+    assert (table / "pruning.png").is_file()
     for quantity in ("iterative pruning 99.9%, test MSE", "bec_jax's recipe 99.9%, test MSE",
                      "int8 per-tensor, the reference's scheme: test MSE change"):
         assert rows[quantity]["bec_jax"] is not None, quantity
