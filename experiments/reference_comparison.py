@@ -323,8 +323,10 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
 
 
 def _pruning_curves(kinds: dict, recipes: list, control: tuple | None) -> dict:
-    """The pruning rows' models as curves for ``plot_pruning``: {"curves": {label: [{"sparsity", "mse" (the
-    reference's convention), "vortex_count_accuracy"}]}, "baseline": the dense baseline's point or None}."""
+    """Every model of the pruning runs (each stage of a schedule; the table's rows are those at the reference's
+    sparsities) as curves for ``plot_pruning``: {"curves": {label: [{"sparsity", "mse" (the reference's
+    convention), "vortex_count_accuracy" (None where not evaluated)}]}, "baseline": the dense baseline's point or
+    None}. Several recipes are labelled by their folders."""
     def point(st, mse, metrics):
         return dict(sparsity=st["sparsity"], mse=mse,
                     vortex_count_accuracy=(metrics or {}).get("vortex_count_accuracy"))
@@ -338,8 +340,8 @@ def _pruning_curves(kinds: dict, recipes: list, control: tuple | None) -> dict:
     for folder, summary, st in kinds["iterative"].values():
         if (r := _recalibrated(folder, summary, st)) is not None:
             curves["the same, last stage's BatchNorm statistics recomputed"] = [point(st, r["mse_ref"], r)]
-    for i, (folder, summary) in enumerate(recipes):
-        curves["bec_jax's recipe" + (f" {i + 1}" if len(recipes) > 1 else "")] = \
+    for folder, summary in recipes:
+        curves["bec_jax's recipe" + (f" ({Path(folder).name})" if len(recipes) > 1 else "")] = \
             [point(st, st["test_mse_finetuned_ref"], _final(summary, st)) for st in summary["stages"]]
     st = None if control is None else control[1]["stages"][-1]
     baseline = None if st is None else point(st, st["test_mse_finetuned_ref"], _final(control[1], st))
@@ -457,16 +459,19 @@ def plot_optimizers(run: Path, optimizer_runs: dict[str, list[Path]], path: Path
 
 def plot_pruning(result: dict, path: Path) -> Path | None:
     """Test MSE and vortex count accuracy vs sparsity of every pruning run in ``result`` (``compare``'s), the
-    reference's iterative MSEs as stars and both dense baselines as lines; None without pruning runs."""
+    reference's iterative MSEs as stars, and as lines the dense model they were pruned from and both dense
+    baselines; None without pruning runs."""
     from bec_jax.compress.plots import plot_pruning_comparison
 
     pruning = result["pruning_curves"]
     if not pruning["curves"]:
         return None
-    baselines = {"bec_jax's dense baseline": pruning["baseline"] or {},  # drawn where it ran; its line style kept
+    baselines = {"the dense model pruned": dict(mse=result["test_mse_ref"],
+                                                vortex_count_accuracy=result["vortex_count_accuracy"]),
+                 "bec_jax's dense baseline": pruning["baseline"] or {},  # drawn where it ran; its line style kept
                  "the paper's dense baseline": dict(mse=REFERENCE["pruning_baseline_test_mse"])}
     return plot_pruning_comparison(pruning["curves"], path, reference=REFERENCE["pruning_test_mse"],
-                                   baselines=baselines,
+                                   baselines=baselines, reference_label="the paper's iterative schedule (its data)",
                                    title=f"paper preset: {result['params']:,} parameters, {result['grid_n']}² data; "
                                          "test MSE in the reference's convention")
 
@@ -509,10 +514,13 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "reference_comparison.json").write_text(json.dumps(result, indent=2))
     table = markdown(result)
-    if plot_optimizers(run, opt_runs, out / "optimizers.png") is not None:
-        table += "\n![validation loss vs epoch of each optimizer](optimizers.png)\n"
-    if plot_pruning(result, out / "pruning.png") is not None:
-        table += "\n![test MSE and vortex count accuracy vs sparsity of each pruning run](pruning.png)\n"
+    for name, plot, alt in (("optimizers.png", lambda path: plot_optimizers(run, opt_runs, path),
+                             "validation loss vs epoch of each optimizer"),
+                            ("pruning.png", lambda path: plot_pruning(result, path),
+                             "test MSE and vortex count accuracy vs sparsity of each pruning run")):
+        (out / name).unlink(missing_ok=True)  # an earlier table's figure is not this one's
+        if plot(out / name) is not None:
+            table += f"\n![{alt}]({name})\n"
     (out / "reference_comparison.md").write_text(table)
     print(table)
     return 0

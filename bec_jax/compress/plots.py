@@ -45,32 +45,38 @@ def plot_error_vs_sparsity(rows: list[dict], out) -> Path:
 
 
 def plot_pruning_comparison(curves: dict, out, reference: dict | None = None, baselines: dict | None = None,
-                            title: str | None = None) -> Path:
-    """Test MSE (left, log) and vortex count accuracy (right) vs sparsity of pruning runs at one scale, with a
-    published schedule's MSEs as stars. The sparsity axis is −log10(1 − s), so 99, 99.5 and 99.9 % stand apart.
+                            reference_label: str = "published", title: str | None = None) -> Path:
+    """Test MSE (left, log) and vortex count accuracy (right) vs sparsity of pruning runs at one scale, with
+    published MSEs as stars. The sparsity axis is −log10(1 − s), so 99, 99.5 and 99.9 % stand apart.
 
-    curves: {label: [{"sparsity", "mse", "vortex_count_accuracy" (or None)}, ...]}, drawn as lines (points where
-    a label has one). reference: {sparsity: MSE} (the paper's). baselines: {label: {"mse", "vortex_count_accuracy"}}
-    as horizontal lines (dense models).
+    curves: {label: [{"sparsity" (< 1), "mse", "vortex_count_accuracy" (or None)}, ...]}, each drawn as a line
+    with its own marker (a point where it has one). reference: {sparsity: MSE}, labelled ``reference_label``.
+    baselines: {label: {"mse", "vortex_count_accuracy"} (either may be missing)}: horizontal lines, up to four
+    (dense models).
     """
     def x(s):
         return -np.log10(1 - np.asarray(s, float))
 
+    baselines = baselines or {}
+    if len(baselines) > 4:
+        raise ValueError(f"plot_pruning_comparison draws up to 4 baselines, got {len(baselines)}")
     fig, axes = subplots(1, 2, figsize=(11.5, 4.2), constrained_layout=True)
     for i, (label, points) in enumerate(curves.items()):
         pts = sorted(points, key=lambda p: p["sparsity"])
-        style = dict(marker="o", color=f"C{i}", label=label, ls="-" if len(pts) > 1 else "none")
+        style = dict(marker="osD^vP"[i % 6], color=f"C{i}", label=label, ls="-" if len(pts) > 1 else "none")
         axes[0].plot(x([p["sparsity"] for p in pts]), [p["mse"] for p in pts], **style)
         kept = [p for p in pts if p.get("vortex_count_accuracy") is not None]
         axes[1].plot(x([p["sparsity"] for p in kept]), [p["vortex_count_accuracy"] for p in kept], **style)
     if reference:
         axes[0].plot(x([float(s) for s in reference]), list(reference.values()), marker="*", ms=13, ls="none",
-                     color="k", label="the paper's iterative schedule")
-    for (label, b), ls in zip((baselines or {}).items(), ("--", ":", "-.")):
+                     color="k", label=reference_label)
+    for (label, b), ls in zip(baselines.items(), ("--", ":", "-.", (0, (1, 4)))):
         for ax, key in zip(axes, ("mse", "vortex_count_accuracy")):
             if b.get(key) is not None:
                 ax.axhline(b[key], color="gray", ls=ls, lw=1, label=label)
-    ticks = [s for s in (0.8, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999)]
+    sparsities = [p["sparsity"] for pts in curves.values() for p in pts] + [float(s) for s in reference or ()]
+    ticks = [s for s in (0.5, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999, 0.9995, 0.9999)
+             if min(sparsities, default=0.8) <= s <= max(sparsities, default=0.999)]
     for ax, ylabel in zip(axes, ("test MSE", "vortex count accuracy")):
         ax.set_xticks(x(ticks), [f"{100 * s:g}" for s in ticks])
         ax.set_xlabel("sparsity (%)")

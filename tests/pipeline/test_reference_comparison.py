@@ -93,6 +93,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         rc.main(["--run", str(RUN), "--optimizer-run", "rmsprop=x", "--out", str(tmp_path)])
     assert e.value.code == 2 and "NAME=DIR" in capsys.readouterr().err
+    (tmp_path / "pruning.png").write_bytes(b"an earlier table's")
+    assert rc.main(["--run", str(RUN), "--out", str(tmp_path)]) == 0
+    assert not (tmp_path / "pruning.png").exists()
+    assert "pruning.png" not in (tmp_path / "reference_comparison.md").read_text()
 
 
 DENSE_MSE = json.loads((RUN / "report.json").read_text())["models"]["dense"]["mse"]
@@ -141,6 +145,19 @@ def test_pruning_runs_fill_the_rows_of_their_method_and_stages(tmp_path, capsys)
     assert rows["one shot + 5 fine-tuning epochs 99.0%, test MSE"]["bec_jax"] == 1e-3
     assert "1.00× the dense baseline" in rows["iterative pruning 99.0%, test MSE"]["note"]
     assert "prune only (one shot) 99.0%, test MSE" not in rows
+    # the figure's points: every stage of each run, at each method's MSE, and the dense baseline's
+    result = rc.compare(RUN, {}, [iterative, oneshot, ft, base])
+    curves = result["pruning_curves"]["curves"]
+    assert curves["the paper's iterative schedule, run by bec_jax"] == [
+        dict(sparsity=0.97, mse=2.5e-4, vortex_count_accuracy=None),
+        dict(sparsity=0.99, mse=5e-4, vortex_count_accuracy=0.85),
+        dict(sparsity=0.995, mse=7.5e-4, vortex_count_accuracy=0.75)]
+    assert curves["one shot"] == [dict(sparsity=0.999, mse=0.1, vortex_count_accuracy=None)]  # not fine-tuned
+    assert curves["one shot + fine-tuning"] == [dict(sparsity=0.99, mse=1e-3, vortex_count_accuracy=None)]
+    assert result["pruning_curves"]["baseline"]["mse"] == 5e-4
+    assert rc.compare(RUN, {}, [iterative])["pruning_curves"]["baseline"] is None
+    assert rc.plot_pruning(result, tmp_path / "pruning.png").stat().st_size > 10_000
+    assert rc.plot_pruning(rc.compare(RUN, {}), tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
     other = _prune_run(tmp_path / "other", "prune", 0.99, [], dense=DENSE_MSE * 1.01)
     with pytest.raises(ValueError, match="did not prune"):
         rc.compare(RUN, {}, [other])
@@ -190,6 +207,11 @@ def test_an_iterative_run_of_other_settings_is_a_recipe_of_its_own(tmp_path):
     assert "6 stages, 5 fine-tuning epochs each and 75 in the last (100 in all), lr 0.001" in r["note"]
     assert "reclaimed BatchNorm scales, precise BatchNorm statistics, best epoch kept" in r["note"]
     assert rows["iterative pruning 99.9%, test MSE"]["bec_jax"] is None  # not the reference's schedule
+    # a second recipe: each curve named by its folder
+    shutil.copytree(recipe, tmp_path / "recipe_b")
+    curves = rc.compare(RUN, {}, [recipe, tmp_path / "recipe_b"])["pruning_curves"]["curves"]
+    assert sorted(curves) == ["bec_jax's recipe (recipe)", "bec_jax's recipe (recipe_b)"]
+    assert [p["sparsity"] for p in curves["bec_jax's recipe (recipe)"]] == [0.8, 0.9, 0.95, 0.99, 0.995, 0.999]
 
 
 def test_a_saved_model_with_recomputed_batchnorm_statistics_gets_a_row(tmp_path):
@@ -206,6 +228,9 @@ def test_a_saved_model_with_recomputed_batchnorm_statistics_gets_a_row(tmp_path)
     assert r["verdict"] == "matches or beats" and "no weight changed" in r["note"]
     # only the saved model (the last stage) was recalibrated
     assert not any("recomputed" in q and "99.0%" in q for q in rows)
+    curves = rc.compare(RUN, {}, [it])["pruning_curves"]["curves"]
+    assert curves["the same, last stage's BatchNorm statistics recomputed"] == [
+        dict(sparsity=0.999, mse=5e-4, vortex_count_accuracy=0.82)]
 
 
 @pytest.mark.slow  # ~1 min on 2 cores
