@@ -9,8 +9,8 @@ validation loss against epoch; pruning.png: test MSE and vortex count accuracy a
 from another model, data, split or training setting is refused, and so are training runs whose recorded states
 differ (``data_content_sha256``: another generation of the dataset). Every row gives the reference's value and
 bec_jax's, in the reference's loss convention (mean of (out − target)² · valid over all pixels, ``mse_ref``) and,
-beside it, bec_jax's masked MSE (mean over valid pixels). A row whose
-measurement has not run yet says so; it is never filled in from elsewhere.
+beside it, bec_jax's masked MSE (mean over valid pixels). A row whose measurement has not run yet says so; it is
+never filled in from elsewhere.
 
     python experiments/reference_comparison.py --run benchmarks/results/gpu_h200/paper_pipeline \\
         --out experiments/results/reference_comparison

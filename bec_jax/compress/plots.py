@@ -60,6 +60,10 @@ def plot_pruning_comparison(curves: dict, out, reference: dict | None = None, ba
     baselines = baselines or {}
     if len(baselines) > 4:
         raise ValueError(f"plot_pruning_comparison draws up to 4 baselines, got {len(baselines)}")
+    sparsities = [p["sparsity"] for pts in curves.values() for p in pts] + [float(s) for s in reference or ()]
+    bad = [s for s in sparsities if not 0 <= s < 1]
+    if bad:
+        raise ValueError(f"plot_pruning_comparison: sparsity must be in [0, 1), got {bad[0]}")
     fig, axes = subplots(1, 2, figsize=(11.5, 4.2), constrained_layout=True)
     for i, (label, points) in enumerate(curves.items()):
         pts = sorted(points, key=lambda p: p["sparsity"])
@@ -74,7 +78,6 @@ def plot_pruning_comparison(curves: dict, out, reference: dict | None = None, ba
         for ax, key in zip(axes, ("mse", "vortex_count_accuracy")):
             if b.get(key) is not None:
                 ax.axhline(b[key], color="gray", ls=ls, lw=1, label=label)
-    sparsities = [p["sparsity"] for pts in curves.values() for p in pts] + [float(s) for s in reference or ()]
     ticks = [s for s in (0.5, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999, 0.9995, 0.9999)
              if min(sparsities, default=0.8) <= s <= max(sparsities, default=0.999)]
     for ax, ylabel in zip(axes, ("test MSE", "vortex count accuracy")):

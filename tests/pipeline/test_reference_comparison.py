@@ -158,6 +158,10 @@ def test_pruning_runs_fill_the_rows_of_their_method_and_stages(tmp_path, capsys)
     assert rc.compare(RUN, {}, [iterative])["pruning_curves"]["baseline"] is None
     assert rc.plot_pruning(result, tmp_path / "pruning.png").stat().st_size > 10_000
     assert rc.plot_pruning(rc.compare(RUN, {}), tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+    from bec_jax.compress.plots import plot_pruning_comparison
+
+    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\), got 1.0"):
+        plot_pruning_comparison({"all pruned": [dict(sparsity=1.0, mse=1.0)]}, tmp_path / "bad.png")
     other = _prune_run(tmp_path / "other", "prune", 0.99, [], dense=DENSE_MSE * 1.01)
     with pytest.raises(ValueError, match="did not prune"):
         rc.compare(RUN, {}, [other])
