@@ -22,7 +22,8 @@ def cmd_predict(args) -> int:
     print(f"bec-jax predict: {len(specs)} image(s), model {args.model} ({model.grid.n}² grid, box "
           f"{model.grid.length:g} a⊥, target {model.target}) -> {out}", flush=True)
     summary = predict_files(model, specs, out, pixel_size=s.pixel_size, tof=s.tof, atom_number=s.atom_number,
-                            psf_width=s.psf_width, estimate=args.estimate_parameters, progress=not args.no_progress)
+                            psf_width=s.psf_width, estimate=args.estimate_parameters,
+                            zero_momentum=not args.keep_momentum, progress=not args.no_progress)
     print(json.dumps(dict(n_images=summary["n_images"], n_ok=summary["n_ok"], n_error=summary["n_error"],
                           summary=str(out / "summary.json"))))
     return 0
@@ -46,6 +47,9 @@ def register(sub) -> None:
                    help="also estimate (g, Ω) of each image: gradient descent through the ground-state solver, "
                         "the imaging model inside the loss, seeded with the predicted vortices (seconds per "
                         "image; summary.json 'parameters')")
+    p.add_argument("--keep-momentum", action="store_true",
+                   help="keep the predicted uniform flow, for a cloud that moves (sloshes); by default it is taken "
+                        "off, as a cloud at rest in its trap carries no momentum (summary.json 'flow_removed')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dataclass_flags(p, ImageSettings, title="imaging (ImageSettings)")
     p.set_defaults(func=cmd_predict)

@@ -17,7 +17,10 @@ One image (a 2-D array of counts, rows = y, columns = x) goes through:
    are area-resampled exactly onto the model's grid and normalised to one atom:
    input log(n + eps) (``imaging.frame``, the same functions that make the
    inputs of training under the imaging model, ``imaging.training``).
-3. Prediction, then the phase by the evaluation's reconstruction
+3. Prediction, less the uniform flow that would give the cloud a momentum
+   (``bec_jax.gpe.phase_field.uniform_flow``, weighted by the density inside the
+   fitted disc: a cloud at rest has none, and a model's error in it costs
+   fidelity, not MSE; off with ``zero_momentum=False``), then the phase by the evaluation's reconstruction
    (``bec_jax.gpe.phase_field.reconstruct_phase``: vortex detection, singular
    phase, weighted least squares), on the model grid.
 4. Back to the image: the phase gradient ∂θ/∂x, ∂θ/∂y (inverse a⊥ of the
@@ -51,8 +54,8 @@ import numpy as np
 from bec_jax.artifacts import CorruptArtifact, atomic_write, atomic_write_text, first_line
 from bec_jax.imaging.frame import CLOUD_MARGIN  # noqa: F401  (the disc kept around the fitted cloud)
 
-__all__ = ["ImageSettings", "estimate_parameters", "Vortex", "Prediction", "LoadedModel", "ImageError", "load_model", "load_image", "find_cloud",
-           "predict", "expand_inputs", "predict_files", "IMAGE_SUFFIXES"]
+__all__ = ["ImageSettings", "estimate_parameters", "Vortex", "Prediction", "LoadedModel", "ImageError", "load_model",
+           "load_image", "find_cloud", "predict", "expand_inputs", "predict_files", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".npy", ".tif", ".tiff", ".png")
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -86,6 +89,8 @@ class Prediction:
     counts_per_atom: total cloud counts / atom_number (None without atom_number).
     model_grid: (n, length) of the model's input grid (length in a⊥, in trap).
     parameters: the (g, Ω) estimate (``estimate_parameters``), or None when not asked for.
+    flow_removed: (v_x, v_y), the uniform flow taken off the prediction (a⊥ω⊥ of the in-trap
+      state; ``zero_momentum``), or None when it was kept.
     """
 
     phase_gradient: np.ndarray
@@ -103,6 +108,7 @@ class Prediction:
     counts_per_atom: float | None
     model_grid: tuple
     parameters: dict | None = None
+    flow_removed: tuple | None = None
 
     @property
     def n_vortices(self) -> int:
@@ -114,7 +120,8 @@ class Prediction:
                     center=dict(row=self.center[0], col=self.center[1]), tf_radius_pixels=self.tf_radius,
                     background=self.background, noise=self.noise, expansion_factor=self.expansion_factor,
                     pixel_size=self.pixel_size, tof=self.tof, atom_number=self.atom_number,
-                    counts_per_atom=self.counts_per_atom, parameters=self.parameters)
+                    counts_per_atom=self.counts_per_atom, parameters=self.parameters,
+                    flow_removed=None if self.flow_removed is None else list(self.flow_removed))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -403,26 +410,35 @@ def _check_settings(pixel_size, tof, atom_number, psf_width=0.0):
 
 # ------------------------------------------------------------------ predict
 
-def _predict_fields(model: LoadedModel, n):
-    """(difference field (n, n, 2), velocity (n, n, 2), valid, θ, winding) on the model grid, as numpy."""
+def _predict_fields(model: LoadedModel, n, disc_radius: float | None):
+    """(difference field (n, n, 2), velocity (n, n, 2), valid, θ, winding, removed flow (2,), a⊥ω⊥) on the
+    model grid, as numpy. disc_radius: the fitted cloud's radius (a⊥, in trap, centred on the grid): the flow
+    is weighted by the density inside it (beyond it the image is clipped camera noise, where the model was
+    never trained); None: the flow is kept."""
     from bec_jax.imaging.frame import model_input
 
     n = jnp.asarray(n, jnp.float32)
     pred = model(model_input(n, model.eps)[None, ..., None])[0]
-    out = _fields(model.grid, model.target, model.mask_threshold, pred, n)
+    X, Y = model.grid.mesh()
+    inside = X**2 + Y**2 <= (np.inf if disc_radius is None else disc_radius) ** 2
+    out = _fields(model.grid, model.target, model.mask_threshold, pred, n, jnp.where(inside, n, 0.0),
+                  disc_radius is not None)
     return tuple(np.asarray(a) for a in out)
 
 
-@functools.partial(jax.jit, static_argnames=("grid", "target", "mask_threshold"))
-def _fields(grid, target: str, mask_threshold: float, pred, n):
-    """The post-processing of one prediction pred (n, n, 2) of input density n (n, n) (``_predict_fields``)."""
+@functools.partial(jax.jit, static_argnames=("grid", "target", "mask_threshold", "zero_momentum"))
+def _fields(grid, target: str, mask_threshold: float, pred, n, weight, zero_momentum: bool):
+    """The post-processing of one prediction pred (n, n, 2) of input density n (n, n) (``_predict_fields``);
+    weight (n, n): the density that weighs the uniform flow taken off when ``zero_momentum``."""
+    from bec_jax.gpe import phase_field as pf
     from bec_jax.gpe.observables import vortex_mask
-    from bec_jax.gpe.phase_field import reconstruct_phase, to_differences, to_velocity
 
-    d, v = to_differences(pred, target, grid.dx), to_velocity(pred, target, grid.dx)
+    flow = pf.uniform_flow(pred, weight, target) if zero_momentum else jnp.zeros(2, pred.dtype)
+    kept = pred - flow
+    d, v = pf.to_differences(kept, target, grid.dx), pf.to_velocity(kept, target, grid.dx)
     valid = n >= mask_threshold * jnp.max(n)
-    theta, w = reconstruct_phase(d, valid, vortex_mask(grid, jnp.sqrt(n)))
-    return d, v, valid, theta, w
+    theta, w = pf.reconstruct_phase(d, valid, vortex_mask(grid, jnp.sqrt(n)))
+    return d, v, valid, theta, w, flow / grid.dx if target == "phase_diff" else flow
 
 
 def _confidence(d, winding) -> np.ndarray:
@@ -477,7 +493,7 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
 
 
 def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.0,
-            estimate=False) -> Prediction:
+            estimate=False, zero_momentum=True) -> Prediction:
     """Phase gradient, phase and vortices of ONE image (module doc).
 
     model: a ``LoadedModel`` or a model folder (``load_model``). image: a 2-D array
@@ -485,7 +501,8 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
     object-plane pixel size P at imaging (a⊥, > 0). tof: flight time t ≥ 0 (1/ω⊥).
     atom_number: N > 0 (optional; only reported as counts per atom). psf_width: object-plane
     Gaussian PSF σ (a⊥, ≥ 0; only for the estimate). estimate: also estimate (g, Ω)
-    (``estimate_parameters``; Prediction.parameters).
+    (``estimate_parameters``; Prediction.parameters). zero_momentum: take off the uniform flow that would
+    give the cloud a momentum (module doc; Prediction.flow_removed); False for a cloud that moves.
     ImageError (a ValueError) with a one-line reason for an unusable image.
     """
     from scipy.ndimage import map_coordinates
@@ -517,7 +534,7 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
     if not float(total) > 0:
         raise ImageError(f"{name}: no counts above the background inside the cloud")
     signal = np.asarray(signal, np.float64)
-    d, v, valid, theta, wind = _predict_fields(model, n)
+    d, v, valid, theta, wind, flow = _predict_fields(model, n, cloud["radius"] * scale if zero_momentum else None)
     # image pixel centres in model-grid index coordinates
     iy = ((rr - cloud["row"]) * scale - grid.x[0]) / grid.dx
     ix = ((cc - cloud["col"]) * scale - grid.x[0]) / grid.dx
@@ -540,7 +557,8 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
     params = estimate_parameters(model, n, wind, scale, lam, float(psf_width)) if estimate else None
     return Prediction(grad, phase, on, tuple(vort), (cloud["row"], cloud["col"]), cloud["radius"],
                       cloud["background"], cloud["noise"], lam, float(pixel_size), float(tof),
-                      None if atom_number is None else float(atom_number), cpa, (grid.n, grid.length), params)
+                      None if atom_number is None else float(atom_number), cpa, (grid.n, grid.length), params,
+                      tuple(float(f) for f in flow) if zero_momentum else None)
 
 
 # ------------------------------------------------------------------ files
@@ -614,14 +632,15 @@ def _read_summary(path: Path) -> list[dict]:
 
 
 def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=None, psf_width=0.0,
-                  estimate: bool = False, progress: bool = True) -> dict:
+                  estimate: bool = False, zero_momentum: bool = True, progress: bool = True) -> dict:
     """``predict`` every image spec (``expand_inputs``) into folder ``out``; returns the summary dict.
 
     Writes per image NAME.h5 and NAME.png, and out/summary.json after every image
     (atomically). A rerun skips images whose record (same settings, and for "ok"
     its files present) is already in summary.json; records of other images are kept.
     Sidecar IMAGE.json values override the keyword settings per image. estimate: also
-    estimate (g, Ω) per image (``estimate_parameters``; the record's "parameters").
+    estimate (g, Ω) per image (``estimate_parameters``; the record's "parameters"). zero_momentum: as
+    ``predict``'s (the record's "flow_removed").
     """
     from tqdm.auto import tqdm
 
@@ -641,6 +660,7 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
                             psf_width=side.get("psf_width", psf_width), model=model.source)
             if estimate:  # a rerun that asks for the estimate redoes images done without it
                 settings["estimate_parameters"] = True
+            settings["zero_momentum"] = bool(zero_momentum)  # always: records made before it existed are redone
             old = records.get(spec)
             done = old is not None and old.get("settings") == settings and (
                 old.get("status") == "error"
@@ -654,7 +674,7 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
             image = _check_image(load_image(spec), spec)
             res = predict(model, image, pixel_size=float(settings["pixel_size"]), tof=float(settings["tof"]),
                           atom_number=settings["atom_number"], psf_width=float(settings["psf_width"]),
-                          estimate=estimate)
+                          estimate=estimate, zero_momentum=zero_momentum)
             files = write_outputs(out, name, image, res, spec)
             rec.update(res.summary(), status="ok", files=files)
         except ImageError as e:

@@ -4,7 +4,9 @@ Per sample: the masked MSE, the vortices of the prediction matched to the true
 ones (counts, precision/recall, position errors in healing lengths), and the
 fidelity of the state √n·e^{iθ_pred} whose phase θ_pred is reconstructed from
 the prediction, beside two references: the same reconstruction applied to the
-*true* target (the ceiling of the method) and the zero-phase guess √n. The
+*true* target (the ceiling of the method) and the zero-phase guess √n; and the
+fidelity of the prediction less the uniform flow that carries its momentum
+(``phase_field.zero_momentum``: a ground state has none), with that flow's speed. The
 phase and vortex physics itself is ``bec_jax.gpe.phase_field``.
 """
 
@@ -21,7 +23,8 @@ from bec_jax.data.targets import TargetConfig, make_example
 from bec_jax.gpe.grid import Grid
 from bec_jax.gpe.observables import RegionConfig
 from bec_jax.gpe.phase_field import (fidelity, match_vortices, plaquette_winding, positions_from_winding,
-                                     reconstruct_phase, to_differences, vortex_mask)
+                                     reconstruct_phase, to_differences, uniform_flow, vortex_mask,
+                                     zero_momentum)
 from bec_jax.train.losses import masked_sq_error_sums
 
 __all__ = ["EvalConfig", "evaluate_predictions", "summarize", "evaluate_model", "evaluate_run"]
@@ -63,15 +66,20 @@ def _batch_fields(grid: Grid, psi, pred, tcfg: TargetConfig, ecfg: EvalConfig):
     recon = jax.vmap(partial(reconstruct_phase, max_vortices=ecfg.max_vortices))
     th_pred, w_pred = recon(d_pred, valid, region)
     th_true, _ = recon(d_true, valid, region)
+    # weighted by the true density (predict weights by the image's): the same vortices, a uniform flow has no curl
+    n = amp**2
+    th_still, _ = recon(to_differences(zero_momentum(pred, n, tcfg.target), tcfg.target, grid.dx), valid, region)
     w_true = plaquette_winding(psi) * region
     psi_pred = amp * jnp.exp(1j * th_pred)
     psi_ceiling = amp * jnp.exp(1j * th_true)
+    flow = jnp.linalg.norm(uniform_flow(pred, n, tcfg.target, grid.dx), axis=-1)
     sq = jax.vmap(masked_sq_error_sums)(pred, y, valid)
     return dict(
         target=y, valid=valid, region=region, d_true=d_true, d_pred=d_pred, theta_pred=th_pred, winding_pred=w_pred,
         winding_true=w_true,
         fidelity=fidelity(psi_pred, psi), fidelity_ceiling=fidelity(psi_ceiling, psi),
         fidelity_zero_phase=fidelity(amp.astype(psi.dtype), psi),
+        fidelity_zero_momentum=fidelity(amp * jnp.exp(1j * th_still), psi), flow_speed=flow,
         sq=sq[0], n_valid=sq[1], n_pixels=sq[2],
         n_over=jnp.maximum(jnp.count_nonzero(w_pred, axis=(-2, -1)), jnp.count_nonzero(w_true, axis=(-2, -1))),
     )
@@ -90,6 +98,8 @@ def evaluate_predictions(grid: Grid, psi, pred, mu, tcfg: TargetConfig = TargetC
     sub-plaquette positions (``refine_vortices``; of the exact difference field
     for the true ones): lists vortices_true, vortices_pred of (k, 3) arrays
     (x, y, w) in trap units, and pos_err_xi of the matched distances in ξ.
+    fidelity_zero_momentum: the fidelity of the prediction less its uniform flow
+    (``zero_momentum``, weighted by the true |ψ|²), whose speed is flow_speed (a⊥ω⊥).
     """
     psi = jnp.asarray(psi)
     pred = jnp.asarray(pred)
@@ -100,7 +110,8 @@ def evaluate_predictions(grid: Grid, psi, pred, mu, tcfg: TargetConfig = TargetC
     xi = 1.0 / np.sqrt(2.0 * np.asarray(mu, float))
     rows = dict(mse=f["sq"] / (C * np.maximum(f["n_valid"], 1)), mse_ref=f["sq"] / (C * f["n_pixels"]),
                 fidelity=f["fidelity"], fidelity_ceiling=f["fidelity_ceiling"],
-                fidelity_zero_phase=f["fidelity_zero_phase"], sq=f["sq"], n_valid=f["n_valid"],
+                fidelity_zero_phase=f["fidelity_zero_phase"], fidelity_zero_momentum=f["fidelity_zero_momentum"],
+                flow_speed=f["flow_speed"], sq=f["sq"], n_valid=f["n_valid"],
                 n_pixels=f["n_pixels"], n_true=[], n_pred=[], matched=[], false_pos=[], false_neg=[], pos_err_xi=[],
                 vortices_true=[], vortices_pred=[])
     for b in range(psi.shape[0]):
@@ -139,6 +150,9 @@ def summarize(per_sample: dict) -> dict:
         fidelity_min=float(np.min(per_sample["fidelity"])),
         fidelity_ceiling_mean=float(np.mean(per_sample["fidelity_ceiling"])),
         fidelity_zero_phase_mean=float(np.mean(per_sample["fidelity_zero_phase"])),
+        fidelity_zero_momentum_mean=float(np.mean(per_sample["fidelity_zero_momentum"])),
+        fidelity_zero_momentum_median=float(np.median(per_sample["fidelity_zero_momentum"])),
+        flow_speed_median=float(np.median(per_sample["flow_speed"])),
         vortex_count_accuracy=float(np.mean(n_true == n_pred)),
         vortex_count_mae=float(np.mean(np.abs(n_true - n_pred))),
         vortices_true=int(n_true.sum()), vortices_pred=int(n_pred.sum()),
@@ -193,8 +207,9 @@ def evaluate_model(model, grid: Grid, arrays: dict, idx, tcfg: TargetConfig, *, 
         pred = run_predict(params, batch_stats, x.astype(jnp.float32))
         r = evaluate_predictions(grid, psi, pred, arrays["mu"][sel], tcfg, ecfg)
         parts.append({k: r[k] for k in ("mse", "mse_ref", "fidelity", "fidelity_ceiling", "fidelity_zero_phase",
-                                         "sq", "n_valid", "n_pixels", "n_true", "n_pred", "matched",
-                                         "false_pos", "false_neg")} | dict(pos_err_xi=r["pos_err_xi"]))
+                                         "fidelity_zero_momentum", "flow_speed", "sq", "n_valid", "n_pixels",
+                                         "n_true", "n_pred", "matched", "false_pos", "false_neg")}
+                     | dict(pos_err_xi=r["pos_err_xi"]))
         rows = [b for b in range(len(sel)) if lo + b in show]
         if rows:
             new = dict(psi=np.asarray(psi), x=np.asarray(x), pred=np.asarray(pred), target=r["target"],

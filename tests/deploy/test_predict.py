@@ -79,6 +79,39 @@ def test_vortices_land_on_the_image_pixels_with_their_signs(shape, pixel, tof, o
     assert abs(np.mean(tangential[ring]) * 2 * np.pi * 0.6 / (2 * np.pi) - 1) < 0.25
 
 
+@pytest.mark.parametrize("target", ["phase_diff", "velocity"])
+def test_a_uniform_flow_is_taken_off_unless_kept(target):
+    """A cloud at rest carries no momentum, so a model's uniform flow error is taken off (and reported), weighted
+    by the density inside the fitted disc: what the model predicts on the clipped noise beyond it does not count."""
+    img = lab_image((48, 48), 0.25)
+    exact = (bj.data.targets.velocity(GRID, jnp.asarray(state())) if target == "velocity"
+             else phase_differences(jnp.asarray(state())))[None]
+    base = predict(LoadedModel(lambda p, s, x: exact, None, None, GRID, target, 1e-3, 1e-9, "exact"), img,
+                   pixel_size=0.25)
+    flow = np.array([0.16, -0.08], np.float32)  # a⊥ω⊥
+    X, Y = GRID.mesh()
+    ring = (X**2 + Y**2 > 4.4**2)[..., None]  # beyond the fitted disc (R = 3.8) and its edges: any values
+    y = exact + flow * (GRID.dx if target == "phase_diff" else 1) + np.where(ring, 5.0, 0.0).astype(np.float32)
+    moving = LoadedModel(lambda p, s, x: y, None, None, GRID, target, 1e-3, 1e-9, "moving")
+    still = predict(moving, img, pixel_size=0.25)
+    rr, cc = np.mgrid[0:48, 0:48]
+    on = still.valid & base.valid & (np.hypot(rr - still.center[0], cc - still.center[1]) * 0.25 < 3.9)
+    np.testing.assert_allclose(np.subtract(still.flow_removed, base.flow_removed), flow, rtol=1e-3)
+    np.testing.assert_allclose(still.phase_gradient[:, on], base.phase_gradient[:, on], atol=1e-3)
+    def cores(res):  # the ring's jump makes vortices of its own
+        return [(v.row, v.col) for v in res.vortices if np.hypot(v.row - res.center[0], v.col - res.center[1]) < 15]
+
+    assert len(cores(base)) == 3
+    np.testing.assert_allclose(cores(still), cores(base), atol=1e-3)
+    kept = predict(moving, img, pixel_size=0.25, zero_momentum=False)
+    assert kept.flow_removed is None and kept.summary()["flow_removed"] is None
+    assert still.summary()["flow_removed"] == list(still.flow_removed)
+    inner = on & kept.valid
+    np.testing.assert_allclose(kept.phase_gradient[:, inner] - still.phase_gradient[:, inner],
+                               np.broadcast_to(np.asarray(still.flow_removed)[:, None], (2, int(inner.sum()))),
+                               atol=1e-3)
+
+
 def _write_formats(folder, imgs):
     from PIL import Image
     import matplotlib.image
@@ -115,6 +148,12 @@ def test_cli_predicts_several_sizes_and_formats(small_run, tmp_path):
         assert (out / rec["files"][1]).stat().st_size > 10_000
         assert abs(rec["center"]["row"] - (shape[0] - 1) / 2) < 1 and abs(rec["center"]["col"] - (shape[1] - 1) / 2) < 1
     assert summary["images"][1]["settings"]["pixel_size"] == 0.3  # from the sidecar
+    assert all(len(r["flow_removed"]) == 2 for r in summary["images"])
+    rc = main(["predict", "--model", str(run), "--pixel-size", "0.35", "--out", str(out), "--no-progress",
+               "--keep-momentum", str(tmp_path / "in" / "a.npy")])
+    assert rc == 0
+    record = json.loads((out / "summary.json").read_text())["images"][0]
+    assert record["flow_removed"] is None and record["settings"]["zero_momentum"] is False
 
 
 def test_bad_images_get_a_one_line_reason_and_the_others_still_run(tmp_path):
@@ -168,6 +207,18 @@ def test_rerun_skips_finished_images_and_keeps_what_was_written(tmp_path):
     summary = predict_files(oracle(), specs[:1], out, pixel_size=0.26, progress=False)
     assert next(r for r in summary["images"] if r["file"] == specs[0])["settings"]["pixel_size"] == 0.26
     assert (out / "i0.npy.h5").stat().st_mtime_ns != first["i0.npy.h5"]
+    # so does keeping the flow
+    summary = predict_files(oracle(), specs[1:2], out, pixel_size=0.25, zero_momentum=False, progress=False)
+    record = next(r for r in summary["images"] if r["file"] == specs[1])
+    assert record["settings"]["zero_momentum"] is False and record["flow_removed"] is None
+    # a record written before the flow was taken off (no such setting) is redone
+    saved = json.loads((out / "summary.json").read_text())
+    del next(r for r in saved["images"] if r["file"] == specs[2])["settings"]["zero_momentum"]
+    (out / "summary.json").write_text(json.dumps(saved))
+    before = (out / "i2.npy.h5").stat().st_mtime_ns
+    summary = predict_files(oracle(), specs[2:], out, pixel_size=0.25, progress=False)
+    assert next(r for r in summary["images"] if r["file"] == specs[2])["settings"]["zero_momentum"] is True
+    assert (out / "i2.npy.h5").stat().st_mtime_ns != before
 
 
 def test_python_api_on_a_training_run_and_a_quantized_model_folder(small_run, tmp_path):

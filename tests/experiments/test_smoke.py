@@ -72,3 +72,27 @@ def test_vortex_count_estimate_refits_its_stored_runs(tmp_path):
     run("vortex_count_estimate.py", "--from-json", "--out", tmp_path / "vce")
     assert (tmp_path / "vce" / "vortex_count_estimate.md").read_text() == \
         (committed / "vortex_count_estimate.md").read_text()
+
+
+def test_zero_momentum_scores_runs_with_and_without_their_uniform_flow(small_run, tmp_path):
+    run_dir, _ = small_run
+    run("zero_momentum.py", "--runs", run_dir, "--split", "test", "--which", "best", "--out", tmp_path)
+    result = strict_json(tmp_path / "zero_momentum.json")
+    (row,) = result["runs"]
+    s = row["summary"]
+    assert 0 <= s["fidelity_mean"] <= 1 and 0 <= s["fidelity_zero_momentum_mean"] <= 1
+    assert s["flow_speed_median"] > 0
+    assert f"| {s['flow_speed_median']:.3f} |" in (tmp_path / "zero_momentum.md").read_text()
+    # the dataset's ground states carry no momentum: an absolute bound, as these small states have hardly any
+    # vortices and speeds of ~1e-4 (tests/gpe/test_phase_field.py checks a lattice against its speed)
+    assert result["true_targets"]["flow_max"] < 1e-3
+    assert (tmp_path / "zero_momentum.png").stat().st_size > 5_000
+    import subprocess
+    import sys
+
+    bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "zero_momentum.py"), "--runs",
+                          str(tmp_path / "nothing"), "--out", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no training run" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    twice = subprocess.run([sys.executable, str(ROOT / "experiments" / "zero_momentum.py"), "--runs", str(run_dir),
+                            str(run_dir), "--out", str(tmp_path)], capture_output=True, text=True)
+    assert twice.returncode == 2 and "same name" in twice.stderr

@@ -114,10 +114,11 @@ def test_tiny_run_writes_report_models_and_figures(tiny_run):
     # the pruned model's eval-mode test MSE over its training loss, and the warning exactly when it is far off
     gap, warning = r["pruning"]["eval_to_train_ratio"], r["pruning"]["warning"]
     assert 0 < gap < float("inf") and (warning is None) == (gap <= STALE_BN_RATIO)
-    for k in ("mse", "fidelity_mean", "vortex_count_accuracy"):
+    for k in ("mse", "fidelity_mean", "fidelity_zero_momentum_mean", "vortex_count_accuracy"):
         assert 0 <= r["evaluation"][k] < float("inf")
     md = (out / "report.md").read_text()
     assert ("**Warning**" in md) == (warning is not None)
+    assert f"| {r['evaluation']['fidelity_zero_momentum_mean']:.4f} |" in md
     for png in r["figures"]:
         assert (out / png).stat().st_size > 5000 and f"]({png})" in md
     assert (out / "models" / "pruned" / "quantized.json").exists() and (out / "train" / "checkpoints").is_dir()

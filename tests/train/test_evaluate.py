@@ -142,6 +142,24 @@ def test_perfect_prediction_scores_perfectly():
     assert s["position_error_xi_max"] == 0.0 and s["mse"] == 0.0
 
 
+def test_a_uniform_flow_error_costs_fidelity_that_zero_momentum_gives_back():
+    """A vortex near the cloud's centre carries almost no momentum; a uniform error of (0.05, −0.03) rad/pixel
+    adds some, a phase ramp of ~1 rad across the cloud, at an MSE of only 0.0017."""
+    psi = vortex_state([(0.125, 0.125, 1)])[None]  # a plaquette centre: the core is between pixels
+    d = phase_differences(psi)
+    mu = np.array([8.0])
+    exact = evaluate_predictions(GRID, psi, d, mu)
+    off = evaluate_predictions(GRID, psi, d + jnp.asarray([0.05, -0.03], jnp.float32), mu)
+    assert exact["fidelity_zero_momentum"][0] > 0.99 and exact["flow_speed"][0] < 0.03
+    assert off["fidelity"][0] < 0.8
+    np.testing.assert_allclose(off["fidelity_zero_momentum"], exact["fidelity_zero_momentum"], atol=1e-5)
+    assert abs(off["flow_speed"][0] - np.hypot(0.05, 0.03) / GRID.dx) <= exact["flow_speed"][0] + 1e-5
+    assert off["n_pred"][0] == 1 and off["matched"][0] == 1  # a uniform flow has no curl
+    s = summarize(off)
+    assert s["fidelity_zero_momentum_mean"] == pytest.approx(float(off["fidelity_zero_momentum"][0]))
+    assert s["flow_speed_median"] == pytest.approx(float(off["flow_speed"][0]))
+
+
 def test_missing_and_shifted_vortices_are_counted():
     psi = vortex_state([(1.1, 0.6, 1), (-1.4, -0.9, 1)])
     # Predict the field of a state whose first vortex moved by 1 trap unit and whose second is gone.
