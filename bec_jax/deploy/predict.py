@@ -433,12 +433,12 @@ def _fields(grid, target: str, mask_threshold: float, pred, n, weight, zero_mome
     from bec_jax.gpe import phase_field as pf
     from bec_jax.gpe.observables import vortex_mask
 
-    flow = pf.uniform_flow(pred, weight, target) if zero_momentum else jnp.zeros(2, pred.dtype)
-    kept = pred - flow
+    none = jnp.zeros(2, pred.dtype)
+    kept = pred - (pf.uniform_flow(pred, weight, target) if zero_momentum else none)
     d, v = pf.to_differences(kept, target, grid.dx), pf.to_velocity(kept, target, grid.dx)
     valid = n >= mask_threshold * jnp.max(n)
     theta, w = pf.reconstruct_phase(d, valid, vortex_mask(grid, jnp.sqrt(n)))
-    return d, v, valid, theta, w, flow / grid.dx if target == "phase_diff" else flow
+    return d, v, valid, theta, w, pf.uniform_flow(pred, weight, target, grid.dx) if zero_momentum else none
 
 
 def _confidence(d, winding) -> np.ndarray:

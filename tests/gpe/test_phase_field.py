@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 import bec_jax as bj
-from bec_jax.data.targets import phase_differences
+from bec_jax.data.targets import phase_differences, velocity
 from bec_jax.gpe.observables import vortex_cores
-from bec_jax.data.targets import velocity
 from bec_jax.gpe.phase_field import (plaquette_winding, positions_from_winding, refine_vortices, uniform_flow,
                                      zero_momentum)
 

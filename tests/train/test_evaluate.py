@@ -155,6 +155,15 @@ def test_a_uniform_flow_error_costs_fidelity_that_zero_momentum_gives_back():
     np.testing.assert_allclose(off["fidelity_zero_momentum"], exact["fidelity_zero_momentum"], atol=1e-5)
     assert abs(off["flow_speed"][0] - np.hypot(0.05, 0.03) / GRID.dx) <= exact["flow_speed"][0] + 1e-5
     assert off["n_pred"][0] == 1 and off["matched"][0] == 1  # a uniform flow has no curl
+    # weighted by the true density: a flow only in the core counts by the atoms there, not by its area
+    X, Y = GRID.mesh()
+    core = jnp.asarray((X**2 + Y**2 < 2.0**2)[..., None] * np.array([0.05, -0.03]), jnp.float32)
+    part = evaluate_predictions(GRID, psi, d + core, mu)
+    n = np.abs(np.asarray(psi[0])) ** 2
+    w = np.stack([(n + np.roll(n, -1, 1)) / 2, (n + np.roll(n, -1, 0)) / 2], -1)  # each difference's edge
+    want = (w * np.asarray(d[0] + core)).sum((0, 1)) / w.sum((0, 1)) / GRID.dx
+    np.testing.assert_allclose(part["flow_speed"][0], np.hypot(*want), rtol=1e-4)
+    assert part["flow_speed"][0] > 1.5 * np.hypot(0.05, 0.03) / GRID.dx * float(np.mean(X**2 + Y**2 < 4.0))
     s = summarize(off)
     assert s["fidelity_zero_momentum_mean"] == pytest.approx(float(off["fidelity_zero_momentum"][0]))
     assert s["flow_speed_median"] == pytest.approx(float(off["flow_speed"][0]))
