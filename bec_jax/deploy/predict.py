@@ -419,26 +419,28 @@ def _predict_fields(model: LoadedModel, n, disc_radius: float | None):
 
     n = jnp.asarray(n, jnp.float32)
     pred = model(model_input(n, model.eps)[None, ..., None])[0]
-    X, Y = model.grid.mesh()
-    inside = X**2 + Y**2 <= (np.inf if disc_radius is None else disc_radius) ** 2
-    out = _fields(model.grid, model.target, model.mask_threshold, pred, n, jnp.where(inside, n, 0.0),
-                  disc_radius is not None)
+    weight = None
+    if disc_radius is not None:
+        X, Y = model.grid.mesh()
+        weight = jnp.where(X**2 + Y**2 <= disc_radius**2, n, 0.0)
+    out = _fields(model.grid, model.target, model.mask_threshold, pred, n, weight)
     return tuple(np.asarray(a) for a in out)
 
 
-@functools.partial(jax.jit, static_argnames=("grid", "target", "mask_threshold", "zero_momentum"))
-def _fields(grid, target: str, mask_threshold: float, pred, n, weight, zero_momentum: bool):
+@functools.partial(jax.jit, static_argnames=("grid", "target", "mask_threshold"))
+def _fields(grid, target: str, mask_threshold: float, pred, n, weight):
     """The post-processing of one prediction pred (n, n, 2) of input density n (n, n) (``_predict_fields``);
-    weight (n, n): the density that weighs the uniform flow taken off when ``zero_momentum``."""
+    weight (n, n): the density that weighs the uniform flow taken off, or None to keep it."""
     from bec_jax.gpe import phase_field as pf
     from bec_jax.gpe.observables import vortex_mask
 
-    none = jnp.zeros(2, pred.dtype)
-    kept = pred - (pf.uniform_flow(pred, weight, target) if zero_momentum else none)
+    flow = jnp.zeros(2, pred.dtype) if weight is None else pf.uniform_flow(pred, weight, target, grid.dx)
+    # the flow as a velocity; a uniform difference c is the velocity c/dx
+    kept = pred - (flow * grid.dx if target == "phase_diff" else flow)
     d, v = pf.to_differences(kept, target, grid.dx), pf.to_velocity(kept, target, grid.dx)
     valid = n >= mask_threshold * jnp.max(n)
     theta, w = pf.reconstruct_phase(d, valid, vortex_mask(grid, jnp.sqrt(n)))
-    return d, v, valid, theta, w, pf.uniform_flow(pred, weight, target, grid.dx) if zero_momentum else none
+    return d, v, valid, theta, w, flow
 
 
 def _confidence(d, winding) -> np.ndarray:
