@@ -24,6 +24,8 @@
 #   --compress-ft-epochs 1" BENCH_ARGS=--smoke TRAIN_ARGS="--model-depth 2 --epochs 1"
 #   PRUNE_ARGS="--ft-epochs 1 --last-ft-epochs 1" ONLINE_ARGS="--quick --batch-size 8 --n 32" BUDGET_S=3000
 #   CAP_SCALE=5
+[ $# -eq 0 ] || { echo "gpu_check.sh: takes no arguments (its settings are environment variables: STEPS, OUT, ...)," \
+  "got '$1'" >&2; exit 2; }
 STEPS=${STEPS:-tests pipeline latency throughput optimizers schedules online}
 for s in $STEPS; do
   case " tests pipeline latency throughput optimizers schedules online " in *" $s "*) ;;

@@ -231,6 +231,10 @@ def cpu_sharding(d) -> str:
                       if "spmd_jit_error" not in d else ("fails", "–", "–")))])
     if "spmd_jit_error" in d:
         out += ["", f"The `jit` of sharded inputs fails to run: `{d['spmd_jit_error']}`."]
+    if "one_device_slice_s" in d:  # the split's bound: each device's slice alone
+        out += ["", f"One device's slice alone ({d['batch'] // d['devices']} states on one device) takes "
+                    f"{d['one_device_slice_s']:.2f} s: the split runs its {d['devices']} slices side by side in "
+                    f"{d['shard_map_s'] / d['one_device_slice_s']:.2f}× that time."]
     return "\n".join(out)
 
 

@@ -39,6 +39,12 @@ RUNS=${RUNS:-runs/reference}
 BJ=${BEC_JAX:-.venv/bin/bec-jax}
 PY=${PYTHON:-.venv/bin/python}
 STEPS=" ${STEPS:-1 2 3 4 5 6 7 8 9} "
+# an unknown argument (a typo of a mode, or a mode this checkout predates) must not start hours of work
+[ $# -eq 0 ] || case "$1" in
+  --status|--collect|--table) ;;
+  *) echo "reference_campaign.sh: unknown argument '$1' (the modes: --status, --collect DEST TABLE, --table DIR" \
+       "TABLE; the campaign runs without arguments)" >&2; exit 2 ;;
+esac
 for s in $STEPS; do
   [[ $s =~ ^[1-9]$ ]] || { echo "reference_campaign.sh: STEPS takes steps 1 to 9, got '$s'" >&2; exit 2; }
 done

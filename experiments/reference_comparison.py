@@ -99,15 +99,16 @@ def _check_same_setting(folder: Path, m: dict, run: Path, metrics: dict) -> None
                          ", ".join(f"{k} {a!r} instead of {b!r}" for k, (a, b) in differ.items()))
 
 
-def _same_content(runs: list) -> str | None:
+def _same_content(runs: list) -> tuple[str | None, list[str]]:
     """The digest of the states every training run of ``runs`` ((folder, metrics.json) pairs) trained on, where
-    any recorded it (``data_content_sha256``; runs from before it exists have none), else None. ValueError when two
-    runs recorded different ones: another generation of the dataset, whose states differ."""
+    any recorded it (``data_content_sha256``; runs from before it exists have none), else None, and the folders
+    of the runs that recorded it (the others' data are unchecked). ValueError when two runs recorded different
+    ones: another generation of the dataset, whose states differ."""
     known = {str(folder): m["data_content_sha256"] for folder, m in runs if m.get("data_content_sha256")}
     if len(set(known.values())) > 1:
         raise ValueError("the runs trained on different states of the dataset (data_content_sha256): " +
                          ", ".join(f"{f!r} {d[:12]}…" for f, d in known.items()))
-    return next(iter(known.values()), None)
+    return next(iter(known.values()), None), sorted(known)
 
 
 def _check_dense(folder: Path, verb: str, its_dense_mse: float, run: Path, dense_mse: float) -> None:
@@ -141,16 +142,37 @@ def _mean_metrics(summaries: list) -> dict | None:
     return {k: sum(e[k] for e in summaries) / len(summaries) for k in keys}
 
 
-def _unlearnt(metrics: dict | None) -> str:
+def _unlearnt(metrics: dict | None, seeds: list | None = None) -> str:
     """A note when ``metrics`` (an evaluation summary) show a mean fidelity hardly above a zero-phase guess's
-    (less than LEARNT_PHASE of the way to the ceiling): a low MSE then does not mean a working model."""
-    if metrics is None or any(metrics.get(k) is None for k in BOUNDS):
+    (less than LEARNT_PHASE of the way to the ceiling): a low MSE then does not mean a working model.
+    seeds: (seed, summary or None) of the models whose mean ``metrics`` is; each is judged alone, and the note
+    names the seeds that have not learnt the phase (a mean can hide one that has). Models without a summary with
+    the bounds are not judged, and the note says so."""
+    def judgeable(m):
+        return m is not None and all(m.get(k) is not None for k in BOUNDS)
+
+    def fails(m):
+        zero, ceiling = m["fidelity_zero_phase_mean"], m["fidelity_ceiling_mean"]
+        return m["fidelity_mean"] - zero < LEARNT_PHASE * (ceiling - zero)
+
+    judged = [(None, metrics)] if seeds is None else seeds
+    failed = [(s, m) for s, m in judged if judgeable(m) and fails(m)]
+    if not failed:
         return ""
-    zero, ceiling, f = metrics["fidelity_zero_phase_mean"], metrics["fidelity_ceiling_mean"], metrics["fidelity_mean"]
-    if f - zero >= LEARNT_PHASE * (ceiling - zero):
-        return ""
-    return (f"mean fidelity {f:.3f} against a zero-phase guess's {zero:.3f} (ceiling {ceiling:.3f}): this model has "
-            "not learnt the phase, whatever its loss")
+    m = failed[0][1]
+    against = (f"against a zero-phase guess's {m['fidelity_zero_phase_mean']:.3f} "
+               f"(ceiling {m['fidelity_ceiling_mean']:.3f})")
+    if seeds is None:
+        return (f"mean fidelity {m['fidelity_mean']:.3f} {against}: this model has not learnt the phase, "
+                "whatever its loss")
+    unjudged = [str(s) for s, m in seeds if not judgeable(m)]
+    n = len(seeds) - len(unjudged)
+    which = "none of the seeds has" if len(failed) == n else \
+        f"seed{'s' if len(failed) > 1 else ''} {', '.join(str(s) for s, _ in failed)} of {n} " + \
+        ("have not" if len(failed) > 1 else "has not")
+    return (f"{which} learnt the phase, whatever the loss: mean fidelity by seed " +
+            ", ".join(f"{s}: {m['fidelity_mean']:.3f}" for s, m in failed) + f" {against}" +
+            (f" (seed{'s' if len(unjudged) > 1 else ''} {', '.join(unjudged)} not evaluated)" if unjudged else ""))
 
 
 def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list[Path] = (),
@@ -175,8 +197,8 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     dense = models["dense"]
     rows = []
 
-    def row(quantity, reference, bec_jax, *, bec_jax_masked=None, note="", better="lower", metrics=None):
-        note = "; ".join(n for n in (note, _unlearnt(metrics)) if n)
+    def row(quantity, reference, bec_jax, *, bec_jax_masked=None, note="", better="lower", metrics=None, seeds=None):
+        note = "; ".join(n for n in (note, _unlearnt(metrics, seeds)) if n)
         rows.append(dict(quantity=quantity, reference=reference, bec_jax=bec_jax, bec_jax_masked_mse=bec_jax_masked,
                          better=better, note=note, **{k: None if metrics is None else metrics[k] for k in METRICS},
                          verdict=None if bec_jax is None or reference is None else
@@ -190,7 +212,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
     trained = [(f, m) for opt, folders in optimizer_runs.items() for f, m in zip(folders, others[opt])]
     for folder, m in trained:
         _check_same_setting(folder, m, run, metrics)
-    content = _same_content([(run, metrics)] + trained)
+    content, recorded_by = _same_content([(run, metrics)] + trained)
     for opt, ref in REFERENCE["val_loss_epoch50"].items():
         runs = ([metrics] if opt == "adam" else []) + others.get(opt, [])
         run_evals = ([_evaluation(run, "val", 50)] if opt == "adam" else []) + evals.get(opt, [])
@@ -210,7 +232,8 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
                                          "the reference's loss: for SGD, whose step scales with the loss, that is "
                                          "the reference's loss at that multiple of the learning rate") if n)
         row(f"validation loss at epoch 50, {opt}" + (f" (mean of {len(vals)} seeds)" if len(vals) > 1 else ""), ref,
-            sum(vals) / len(vals), bec_jax_masked=masked, metrics=_mean_metrics([e for _, _, e in found]), note=note)
+            sum(vals) / len(vals), bec_jax_masked=masked, metrics=_mean_metrics([e for _, _, e in found]), note=note,
+            seeds=None if len(found) == 1 else list(zip(seeds, (e for _, _, e in found))))
     pr = report["pruning"]
     kinds = {"iterative": {}, "prune": {}, "finetune": {}}
     recipes = []  # iterative runs of other settings than the reference's
@@ -319,6 +342,7 @@ def compare(run: Path, optimizer_runs: dict[str, list[Path]], pruning_runs: list
         vortex_count_accuracy=ev["vortex_count_accuracy"],
         stage_seconds=report["stage_seconds"], total_seconds=sum(report["stage_seconds"].values()),
         stage_invocations=report.get("stage_invocations"), data_content_sha256=content,
+        data_content_sha256_runs=recorded_by,
         reference=REFERENCE, rows=rows, pruning_curves=curves)
 
 

@@ -5,9 +5,9 @@ copies of the single-device program, one slice of the batch each
 (``jax.shard_map``): no cross-device traffic at all. Placing sharded inputs
 into a plain ``jit`` does not give that: XLA's SPMD partitioner does not
 partition FFTs along batch dimensions, and all-gathers the whole batch onto
-every device before each one (XLA:CPU, jax 0.10, 2 devices, n = 200, batch
-16: 0.64x the speed of one device, against 1.53x with shard_map;
-``benchmarks/cpu_sharding.py``).
+every device before each one, a program XLA:CPU (jax 0.10) refuses to run;
+split by shard_map, 2 devices run it (n = 200, batch 16) 2.41x faster than
+one (``benchmarks/cpu_sharding.py``).
 
 XLA:CPU runs each FFT on one thread, so on a CPU host the split-step solver
 only uses all cores when the host is split into several XLA devices
@@ -171,9 +171,9 @@ def use_cpu_cores(n: int | None = None) -> int:
     """Split the host CPU into ``n`` XLA devices.
 
     Batched solvers shard over local devices, so on a CPU host this lets n
-    FFTs run at once (XLA:CPU runs each on one thread): 1.4-1.5x the
-    split-step throughput on 2 cores (``benchmarks/solver_throughput.py``,
-    ``cpu_sharding.py``). Programs that are not sharded (network training)
+    FFTs run at once (XLA:CPU runs each on one thread): 2.41x the
+    split-step throughput on 2 cores at n = 200, batch 16
+    (``benchmarks/cpu_sharding.py``). Programs that are not sharded (network training)
     still get the whole intra-op thread pool. Affects only the CPU backend: a GPU stays the default device. Must
     run before JAX's first computation; the ``bec-jax`` CLI calls it first.
 

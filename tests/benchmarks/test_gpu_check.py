@@ -21,10 +21,10 @@ TINY = dict(PIPELINE_ARGS="--data-n 32 --data-n-groups 8 --data-states-per-group
             CAP_SCALE="5", STEPS=" ".join(STEPS))  # per-step caps sized for a GPU, times 5
 
 
-def gpu_check(tmp_path, timeout=60, **env):
+def gpu_check(tmp_path, *args, timeout=60, **env):
     # python3 in the script is this interpreter (the device machine's python3 has the packages installed)
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=ROOT, capture_output=True,
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout,
                           env=dict(os.environ, PATH=path, STATE=str(tmp_path / "state"), OUT=str(tmp_path / "out"),
                                    **env))
@@ -34,6 +34,13 @@ def test_an_unknown_step_is_a_one_line_error_before_any_work(tmp_path):
     done = gpu_check(tmp_path, STEPS="pipeline bench")
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
     assert "unknown step 'bench'" in done.stderr
+    assert not (tmp_path / "state").exists() and not (tmp_path / "out").exists()
+
+
+def test_an_argument_is_a_one_line_error_before_any_work(tmp_path):
+    done = gpu_check(tmp_path, "--status", STEPS="nosuchstep")  # with the check gone: fails at once, not a GPU run
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+    assert "takes no arguments" in done.stderr and "'--status'" in done.stderr
     assert not (tmp_path / "state").exists() and not (tmp_path / "out").exists()
 
 

@@ -26,6 +26,15 @@ def test_bad_steps_and_runs_are_one_line_errors(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_unknown_argument_is_a_one_line_error_not_the_campaign(tmp_path):
+    # BEC_JAX, PYTHON: a campaign started by mistake fails at once instead of running for hours
+    for arg in ("--stauts", "status", "--help", ""):
+        done = campaign(tmp_path, arg, BEC_JAX="false", PYTHON="false")
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and not done.stdout
+        assert f"unknown argument '{arg}'" in done.stderr and "--status" in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_status_counts_each_steps_records(tmp_path):
     done = campaign(tmp_path, "--status")
     assert done.returncode == 2 and "no campaign in RUNS=" in done.stderr

@@ -71,7 +71,8 @@ def test_several_seeds_of_an_optimizer_give_their_mean_and_range(tmp_path):
     # the states each run trained on, where recorded: equal, the table names them; different, refused
     for run_dir, digest in zip(runs, ("ab" * 32, None)):
         (run_dir / "metrics.json").write_text(json.dumps(dict(m, data_content_sha256=digest)))
-    assert rc.compare(RUN, {"adam": runs})["data_content_sha256"] == "ab" * 32
+    table = rc.compare(RUN, {"adam": runs})
+    assert table["data_content_sha256"] == "ab" * 32 and table["data_content_sha256_runs"] == [str(runs[0])]
     (runs[1] / "metrics.json").write_text(json.dumps(dict(m, data_content_sha256="cd" * 32)))
     with pytest.raises(ValueError, match="different states of the dataset.*abababababab….*cdcdcdcdcdcd…"):
         rc.compare(RUN, {"adam": runs})
@@ -279,3 +280,16 @@ def test_a_model_no_better_than_a_zero_phase_guess_is_called_out():
     assert "not learnt the phase" in rc._unlearnt(dict(bounds, fidelity_mean=0.001))  # worse than the guess
     assert rc._unlearnt(dict(bounds, fidelity_mean=0.2)) == ""  # 16 % of the way to the ceiling
     assert rc._unlearnt(dict(fidelity_mean=0.01)) == "" and rc._unlearnt(None) == ""  # no bounds: no verdict
+    # a mean of seeds: each judged alone, the ones that failed named, the ones not evaluated said so
+    s0, s1, s2 = (dict(bounds, fidelity_mean=f) for f in (0.06, 0.5, 0.07))
+    mean = dict(bounds, fidelity_mean=0.21)  # 17 % of the way: the mean alone would hide seeds 0 and 2
+    assert rc._unlearnt(mean) == ""
+    note = rc._unlearnt(mean, [(0, s0), (1, s1), (2, s2)])
+    assert note.startswith("seeds 0, 2 of 3 have not learnt the phase") and "not evaluated" not in note
+    assert "mean fidelity by seed 0: 0.060, 2: 0.070 against a zero-phase guess's 0.050" in note
+    assert rc._unlearnt(mean, [(1, s1), (2, s2)]).startswith("seed 2 of 2 has not learnt")
+    assert rc._unlearnt(mean, [(0, s0), (2, s2)]).startswith("none of the seeds has learnt the phase")
+    assert rc._unlearnt(mean, [(1, s1)]) == ""
+    note = rc._unlearnt(mean, [(0, s0), (1, None), (2, dict(fidelity_mean=0.9))])
+    assert note.startswith("none of the seeds has learnt") and note.endswith("(seeds 1, 2 not evaluated)")
+    assert rc._unlearnt(mean, [(0, s0), (1, s1), (2, None)]).startswith("seed 0 of 2 has not learnt")
