@@ -35,6 +35,9 @@
 # PRUNE_ARGS="--ft-epochs 1 --last-ft-epochs 1" TRAIN_ARGS="--model-depth 2" EPOCHS=1.
 # tests/experiments/test_reference_campaign.py runs steps 1–4 and 6–8 so, resumes them and collects them.
 set -u
+# bash reads a script as it runs it: the braces make it read all of this one first, so that a checkout updated
+# during the hours of a campaign (git pull) does not change the running one under its feet
+{
 RUNS=${RUNS:-runs/reference}
 BJ=${BEC_JAX:-.venv/bin/bec-jax}
 PY=${PYTHON:-.venv/bin/python}
@@ -251,3 +254,5 @@ if want 9 && [ -f "$RUNS/prune_iterative/prune.json" ] && [ ! -d "$RUNS/prune_it
   iterative_schedule
 fi
 step "done"
+exit 0
+}

@@ -132,3 +132,18 @@ def test_a_toy_campaign_runs_its_steps_resumes_and_collects(tmp_path):
                      "int8 per-tensor, the reference's scheme: test MSE change"):
         assert rows[quantity]["bec_jax"] is not None, quantity
     assert "the dense baseline" in rows["iterative pruning 99.0%, test MSE"]["note"]  # step 6's run
+
+
+def test_a_script_changed_while_it_runs_does_not_change_the_run(tmp_path):
+    """bash reads a script as it runs it: a checkout updated during a campaign must not change the running one.
+    The campaign's bec-jax here overwrites the script (a copy) with lines that exit 7, then succeeds."""
+    script = tmp_path / "campaign.sh"
+    script.write_text((ROOT / "experiments" / "reference_campaign.sh").read_text())
+    fake = tmp_path / "bec-jax"
+    fake.write_text(f"#!/bin/bash\nyes 'echo MODIFIED; exit 7' | head -c 200000 > '{script}'\n")
+    fake.chmod(0o755)
+    done = subprocess.run(["bash", str(script)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, RUNS=str(tmp_path / "runs"), STEPS="2", BEC_JAX=str(fake)))
+    assert "MODIFIED" in script.read_text()  # the step ran and changed the script
+    assert done.returncode == 0 and "MODIFIED" not in done.stdout, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1].endswith(" done")
