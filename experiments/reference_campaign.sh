@@ -35,8 +35,9 @@
 # PRUNE_ARGS="--ft-epochs 1 --last-ft-epochs 1" TRAIN_ARGS="--model-depth 2" EPOCHS=1.
 # tests/experiments/test_reference_campaign.py runs steps 1–4 and 6–8 so, resumes them and collects them.
 set -u
-# bash reads a script as it runs it: the braces make it read all of this one first, so that a checkout updated
-# during the hours of a campaign (git pull) does not change the running one under its feet
+# bash reads a script as it runs it: the braces make it read all of this one first, so that the file rewritten in
+# place during the hours of a campaign (cp, an editor; git writes a new file, which is harmless) does not change
+# the running one
 {
 RUNS=${RUNS:-runs/reference}
 BJ=${BEC_JAX:-.venv/bin/bec-jax}

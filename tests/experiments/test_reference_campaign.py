@@ -135,7 +135,7 @@ def test_a_toy_campaign_runs_its_steps_resumes_and_collects(tmp_path):
 
 
 def test_a_script_changed_while_it_runs_does_not_change_the_run(tmp_path):
-    """bash reads a script as it runs it: a checkout updated during a campaign must not change the running one.
+    """bash reads a script as it runs it: the script rewritten in place during a campaign must not change the run.
     The campaign's bec-jax here overwrites the script (a copy) with lines that exit 7, then succeeds."""
     script = tmp_path / "campaign.sh"
     script.write_text((ROOT / "experiments" / "reference_campaign.sh").read_text())
