@@ -12,12 +12,14 @@ from bec_jax.quantum import fidelity_loss
 
 
 
-def predict(model, image, *, pixel_size, tof=0.0, atom_number=None):
-    """Phase gradient, phase and vortices of a camera image (``bec_jax.deploy.predict.predict``;
-    imported on first use, so ``import bec_jax`` stays free of the model stack)."""
+def predict(model, image, *, pixel_size, **settings):
+    """Phase gradient, phase and vortices of ONE camera image: ``bec_jax.deploy.predict.predict``, whose
+    docstring gives every setting (pixel_size in a⊥ per pixel; tof, atom_number, psf_width, estimate,
+    zero_momentum) and the returned ``Prediction``. Imported on first use, so ``import bec_jax`` stays free of
+    the model stack."""
     from bec_jax.deploy.predict import predict as _predict
 
-    return _predict(model, image, pixel_size=pixel_size, tof=tof, atom_number=atom_number)
+    return _predict(model, image, pixel_size=pixel_size, **settings)
 
 
 __all__ = ["__version__", *_gpe_all, "fidelity_loss", "predict"]

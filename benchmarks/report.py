@@ -238,6 +238,25 @@ def cpu_sharding(d) -> str:
     return "\n".join(out)
 
 
+def phase_reconstruction(d) -> str:
+    counts = d["vortices_per_state"]
+    out = [_intro(d, f"the phase reconstruction of {d['batch']} states at n = {d['n']} ({min(counts)}–{max(counts)} "
+                     f"vortices each, cap {d['max_vortices']}), its vortex phase looped over the vortices found "
+                     f"against over every slot of the cap (the former loop); medians of {d['repeats']} interleaved "
+                     "calls", _span([d["load_average_end"]])), ""]
+    out += _table(["work per batch", "vortices found (s)", "every slot (s)", "speed-up"],
+                  [("`reconstruct_phase`, vmapped", f"{d['reconstruct_s']['found']:.3f}",
+                    f"{d['reconstruct_s']['slots']:.3f}", _x(d["speedup_reconstruct"])),
+                   ("the evaluation's device work (`_batch_fields`: 3 reconstructions)",
+                    f"{d['evaluate_s']['found']:.3f}", f"{d['evaluate_s']['slots']:.3f}", _x(d["speedup_evaluate"]))])
+    same = "bit for bit" if d["max_abs_diff_theta"] == 0 and d["windings_equal"] else \
+        f"to {d['max_abs_diff_theta']:.1e} in θ"
+    out += ["", f"The two agree {same} (largest fidelity difference {d['max_abs_diff_fidelity']:.1e}): "
+                f"{d['evaluate_ms_per_state']['found']:.0f} ms of device work per evaluated state against "
+                f"{d['evaluate_ms_per_state']['slots']:.0f}."]
+    return "\n".join(out)
+
+
 # ----------------------------------------------------------------------------- ground states
 
 def pcg_profile(d) -> str:
@@ -653,7 +672,8 @@ def accelerator(d) -> str:
 #: (result file relative to RESULTS, without .json; renderer), in the README's order
 SECTIONS = (
     ("solver_throughput", solver), ("solver_throughput_floor", solver), ("step_variants", step_variants),
-    ("fft_contention", fft_contention), ("cpu_sharding", cpu_sharding), ("pcg_profile", pcg_profile),
+    ("fft_contention", fft_contention), ("cpu_sharding", cpu_sharding), ("phase_reconstruction", phase_reconstruction),
+    ("pcg_profile", pcg_profile),
     ("ground_state_methods", methods), ("ground_state_methods_long", methods), ("ground_state_ablations", ablations), ("ground_state_ablations_tol1e-8", ablations),
     ("seeding", seeding), ("ground_state_gradient", ground_state_gradient), ("ground_state_memory", ground_state_memory),
     ("real_time_norm_drift_cpu", norm_drift), ("generation_throughput", generation), ("dataset_time", dataset_time),

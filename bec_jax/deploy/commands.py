@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, out_dir
@@ -17,8 +18,11 @@ def cmd_predict(args) -> int:
         raise UsageError(f"no images found in {' '.join(args.images)!r}")
     if not Path(args.model).is_dir():
         raise UsageError(f"no model folder at {args.model!r}")
+    if s.pixel_size is None and not any(_sidecar_has_pixel_size(spec) for spec in specs):
+        raise UsageError("no pixel size: give --pixel-size (a⊥ per camera pixel in the atoms' plane) or a sidecar "
+                         "IMAGE.json with pixel_size")
+    model = load_model(args.model)  # before the output folder: a wrong --model leaves nothing behind
     out = out_dir(args.out)
-    model = load_model(args.model)
     print(f"bec-jax predict: {len(specs)} image(s), model {args.model} ({model.grid.n}² grid, box "
           f"{model.grid.length:g} a⊥, target {model.target}) -> {out}", flush=True)
     summary = predict_files(model, specs, out, pixel_size=s.pixel_size, tof=s.tof, atom_number=s.atom_number,
@@ -26,7 +30,22 @@ def cmd_predict(args) -> int:
                             zero_momentum=not args.keep_momentum, progress=not args.no_progress)
     print(json.dumps(dict(n_images=summary["n_images"], n_ok=summary["n_ok"], n_error=summary["n_error"],
                           summary=str(out / "summary.json"))))
-    return 0
+    # the images of this call that failed: one line each, and exit 2 (the others are written all the same)
+    asked = set(specs)
+    failed = [r for r in summary["images"] if r["file"] in asked and r["status"] == "error"]
+    for r in failed:
+        print(f"bec-jax predict: {r['file']}: {r['error']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _sidecar_has_pixel_size(spec: str) -> bool:
+    """Whether an image's sidecar gives its pixel size (a sidecar that cannot be read is the image's error)."""
+    from bec_jax.deploy.predict import ImageError, _sidecar
+
+    try:
+        return _sidecar(spec).get("pixel_size") is not None
+    except (ImageError, OSError):
+        return True
 
 
 def register(sub) -> None:
@@ -36,7 +55,9 @@ def register(sub) -> None:
                                        "rerun to resume",
                        description="Predict the phase gradient, the phase and the vortices of camera images. Every "
                                    "ImageSettings field is a flag; a sidecar IMAGE.json (img.npy.json or img.json) "
-                                   "may hold pixel_size, tof, atom_number per image.")
+                                   "may hold pixel_size, tof, atom_number, psf_width per image. An image that "
+                                   "cannot be used is named on stderr with its reason (exit status 2); the others "
+                                   "are still written.")
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help=".npy, .tif/.tiff, .png, file.h5:/dataset, a folder or a glob")
     p.add_argument("--model", required=True,

@@ -221,13 +221,15 @@ def load_model(path) -> LoadedModel:
 def load_image(spec: str) -> np.ndarray:
     """The 2-D float64 array of an image spec: FILE.npy, FILE.tif/.tiff, FILE.png or FILE.h5:/dataset.
 
-    PNG colour images are averaged over their colour channels (alpha dropped).
-    ImageError (one line) for a missing or unreadable file or a missing reader.
+    Colour images (PNG, RGB TIFF) are averaged over their colour channels (alpha dropped).
+    ImageError (one line) for a missing, empty, damaged or multi-frame file.
     """
     file, dataset = split_spec(spec)
     p = Path(file)
     if not p.is_file():
         raise ImageError(f"no such file {file!r}")
+    if p.stat().st_size == 0:
+        raise ImageError(f"{file!r} is empty (0 bytes)")
     suffix = p.suffix.lower()
     try:
         if suffix in H5_SUFFIXES:
@@ -240,45 +242,51 @@ def load_image(spec: str) -> np.ndarray:
                     raise ImageError(f"{file!r} has no dataset {dataset!r}")
                 a = f[dataset][()]
         elif suffix == ".npy":
+            with open(p, "rb") as f:
+                if f.read(6) != b"\x93NUMPY":
+                    raise ImageError(f"{file!r} is not a .npy file (no NumPy header)")
             a = np.load(p, allow_pickle=False)
         elif suffix in (".tif", ".tiff"):
             a = _read_tiff(p)
         elif suffix == ".png":
             import matplotlib.image
 
-            a = matplotlib.image.imread(p)
-            if a.ndim == 3 and a.shape[-1] in (3, 4):
-                a = a[..., :3].mean(axis=-1)
+            a = _grey(matplotlib.image.imread(p))
         else:
             raise ImageError(f"{file!r}: unsupported format {suffix!r} (use {', '.join(IMAGE_SUFFIXES)} or "
                              "file.h5:/dataset)")
     except ImageError:
         raise
     except Exception as e:  # damaged files of any format: one line naming the file
-        raise ImageError(f"{file!r} cannot be read ({type(e).__name__}: {first_line(e, 200)})") from None
+        raise ImageError(f"{file!r} cannot be read, damaged or truncated? ({type(e).__name__}: "
+                         f"{first_line(e, 200)})") from None
     a = np.asarray(a)
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
         raise ImageError(f"{spec!r} holds {a.dtype} values, not real numbers")
     return a.astype(np.float64)
 
 
+def _grey(a):
+    """A colour image (H, W, 3 or 4) averaged over its colour channels, grey + alpha (H, W, 2) its grey (alpha
+    dropped); others as they are."""
+    if a.ndim == 3 and a.shape[-1] in (2, 3, 4):
+        return a[..., 0] if a.shape[-1] == 2 else a[..., :3].mean(axis=-1)
+    return a
+
+
 def _read_tiff(p: Path):
-    try:
-        import tifffile
-    except ImportError:
-        tifffile = None
-    if tifffile is not None:
-        return tifffile.imread(p)
-    try:  # PIL reads the common single-channel TIFFs (8/16-bit, float32)
-        from PIL import Image
-    except ImportError:
-        raise ImageError(f"{str(p)!r}: reading TIFF needs tifffile (pip install tifffile)") from None
-    try:
-        with Image.open(p) as im:
-            return np.asarray(im)
-    except Exception as e:
-        raise ImageError(f"{str(p)!r}: PIL cannot read this TIFF ({first_line(e, 120)}); "
-                         "install tifffile (pip install tifffile)") from None
+    """The one image of a TIFF file (tifffile): a file of several frames (a stack, pages, series) is refused,
+    since which frame holds the atoms is the lab's to say; colour samples are averaged to grey, as a PNG's are."""
+    import tifffile
+
+    with tifffile.TiffFile(p) as tif:
+        series = tif.series[0]
+        frames = len(tif.series) * math.prod(k for k, ax in zip(series.shape, series.axes) if ax not in "YXS")
+        if frames > 1:
+            raise ImageError(f"{str(p)!r} holds {frames} frames: save the absorption image (or each frame) "
+                             "as its own file")
+        a = series.asarray()
+    return _grey(np.moveaxis(a, series.axes.index("S"), -1)) if "S" in series.axes else a
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -638,8 +646,9 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
     """``predict`` every image spec (``expand_inputs``) into folder ``out``; returns the summary dict.
 
     Writes per image NAME.h5 and NAME.png, and out/summary.json after every image
-    (atomically). A rerun skips images whose record (same settings, and for "ok"
-    its files present) is already in summary.json; records of other images are kept.
+    (atomically). A rerun skips images whose "ok" record (same settings, its files
+    present) is already in summary.json, and tries those that failed again (a file
+    since mended or written); records of other images are kept.
     Sidecar IMAGE.json values override the keyword settings per image. estimate: also
     estimate (g, Ω) per image (``estimate_parameters``; the record's "parameters"). zero_momentum: as
     ``predict``'s (the record's "flow_removed").
@@ -664,9 +673,8 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
                 settings["estimate_parameters"] = True
             settings["zero_momentum"] = bool(zero_momentum)  # always: records made before it existed are redone
             old = records.get(spec)
-            done = old is not None and old.get("settings") == settings and (
-                old.get("status") == "error"
-                or (old.get("files") and all((out / f).is_file() for f in old["files"])))
+            done = (old is not None and old.get("settings") == settings and old.get("status") == "ok"
+                    and old.get("files") and all((out / f).is_file() for f in old["files"]))
             if done:
                 continue
             rec["settings"] = settings

@@ -114,13 +114,14 @@ class _Context:
         return self._setup
 
     def test_split(self):
-        """(grid, arrays of the test split, TargetConfig), read once."""
+        """(grid, arrays of the test split, TargetConfig, the split's indices in the file), read once."""
         if self._test is None:
             from bec_jax.train.trainer import load_dataset
 
             tc = self.setup().train_config
             grid, arrays, _, splits = load_dataset(self.data, tc)
-            self._test = grid, {k: v[splits["test"]] for k, v in arrays.items()}, tc.target_config
+            test = splits["test"]
+            self._test = grid, {k: v[test] for k, v in arrays.items()}, tc.target_config, test
         return self._test
 
 
@@ -157,10 +158,10 @@ def _evaluate(ctx: _Context, model, desc: str, keep: int = 0):
     """(summary, samples) of ``model`` on the run's test split."""
     from bec_jax.train.evaluate import evaluate_model
 
-    grid, arrays, tcfg = ctx.test_split()
-    return evaluate_model(model, grid, arrays, np.arange(len(arrays["psi"])), tcfg,
+    grid, arrays, tcfg, ids = ctx.test_split()
+    return evaluate_model(model, grid, arrays, np.arange(len(ids)), tcfg,
                           batch_size=ctx.config.report.eval_batch_size, progress=ctx.progress, keep=keep, desc=desc,
-                          imaging=ctx.config.imaging, seed=ctx.config.train.seed)
+                          imaging=ctx.config.imaging, seed=ctx.config.train.seed, ids=ids)
 
 
 def _latency_inputs(ctx: _Context):
@@ -169,7 +170,7 @@ def _latency_inputs(ctx: _Context):
 
     from bec_jax.data.targets import make_example
 
-    grid, arrays, tcfg = ctx.test_split()
+    grid, arrays, tcfg, _ = ctx.test_split()
     sel = np.resize(np.arange(len(arrays["psi"])), ctx.config.report.latency_batch)
     return make_example(grid, jnp.asarray(arrays["psi"][sel]), tcfg)[0].astype(jnp.float32)
 

@@ -166,16 +166,19 @@ def summarize(per_sample: dict) -> dict:
 
 def evaluate_model(model, grid: Grid, arrays: dict, idx, tcfg: TargetConfig, *, batch_size: int = 16,
                    ecfg: EvalConfig = EvalConfig(), progress: bool = True, keep: int = 0,
-                   desc: str = "evaluate", imaging=None, seed: int = 0) -> tuple[dict, dict]:
+                   desc: str = "evaluate", imaging=None, seed: int = 0, ids=None) -> tuple[dict, dict]:
     """(summary, samples) of ``model`` (any U-Net-like nnx module, put in eval
     mode) on the samples ``idx`` of a dataset's ``arrays`` (from ``read_h5``).
 
     The shared core of ``evaluate_run`` and the pipeline's evaluation of
     compressed models. summary: ``summarize`` of the per-sample metrics;
     samples: the fields of ``keep`` samples spread evenly over ``idx``.
+    ids: int (len(idx),), the samples' indices in the dataset file, where
+      ``arrays`` holds only some of its rows (default idx); samples["index"].
     imaging: an enabled ``ImagingTrainConfig`` (the run trained under the imaging
-    model): inputs are camera images of the states, rendered with a key of (seed,
-    sample index), so that every model is scored on the same images, and each is
+    model): inputs are camera images of the states, rendered with a key of (seed (the
+    run's training seed), sample's index in the file), so that every model is scored on the same images,
+    in the pipeline as in ``evaluate_run``, and each is
     compared with its state as the image shows it (rotated by the image's cloud angle;
     ``imaging.training.imaged_states``). None: clean log-density inputs.
     """
@@ -193,14 +196,18 @@ def evaluate_model(model, grid: Grid, arrays: dict, idx, tcfg: TargetConfig, *, 
     # everything that is not a Param (BatchNorm statistics, int8 kernels and scales) rides along
     gd, params, batch_stats = nnx.split(model, nnx.Param, ...)
     run_predict = make_predict(gd)
+    idx = np.asarray(idx)
+    ids = idx if ids is None else np.asarray(ids)
+    if ids.shape != idx.shape:
+        raise ValueError(f"ids must match idx, got shapes {ids.shape} and {idx.shape}")
     parts, samples = [], {}
     # samples to return for plots: spread evenly over the split (groups are contiguous)
     show = set(np.unique(np.linspace(0, len(idx) - 1, keep).round().astype(int)).tolist()) if keep else set()
     for lo in tqdm(range(0, len(idx), batch_size), desc=desc, unit="batch", disable=not progress):
-        sel = idx[lo : lo + batch_size]
+        sel, sel_ids = idx[lo : lo + batch_size], ids[lo : lo + batch_size]
         psi = jnp.asarray(arrays["psi"][sel])
         if imaged:
-            keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(sel))
+            keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(sel_ids))
             x, psi = imaged_states(grid, psi, keys, imaging, tcfg.eps)
         else:
             x, _, _ = make_example(grid, psi, tcfg)
@@ -214,7 +221,7 @@ def evaluate_model(model, grid: Grid, arrays: dict, idx, tcfg: TargetConfig, *, 
         if rows:
             new = dict(psi=np.asarray(psi), x=np.asarray(x), pred=np.asarray(pred), target=r["target"],
                        valid=r["valid"], theta_pred=r["theta_pred"], winding_pred=r["winding_pred"],
-                       winding_true=r["winding_true"], fidelity=r["fidelity"], index=sel,
+                       winding_true=r["winding_true"], fidelity=r["fidelity"], index=sel_ids,
                        g=arrays["g"][sel], omega=arrays["omega"][sel])
             new = {k: np.asarray(v)[rows] for k, v in new.items()}
             samples = {k: (np.concatenate([samples[k], v]) if k in samples else v) for k, v in new.items()}
@@ -262,18 +269,22 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
         data = run_data_path(run_dir)
     if not Path(data).exists():
         raise ValueError(f"no dataset at {str(data)!r}")
-    arrays, attrs = read_h5(data)
+    groups, attrs = read_h5(data, fields=["group"], psi=False)
     grid = load_grid(attrs)
     if grid.n != model_config.input_size:
         raise ValueError(f"dataset grid n={grid.n} differs from the model's input_size {model_config.input_size}")
-    idx = (np.arange(len(arrays["group"])) if split == "all"
-           else split_by_group(arrays["group"], tc.split, tc.split_seed)[split])
+    idx = (np.arange(len(groups["group"])) if split == "all"
+           else split_by_group(groups["group"], tc.split, tc.split_seed)[split])
     if len(idx) == 0:
         raise ValueError(f"the {split!r} split of {str(data)!r} is empty")
+    # only the split's samples are read into memory (split_by_group's indices are sorted): the states are most of
+    # the file (a sharded dataset's manifest check still reads every shard)
+    arrays, _ = read_h5(data, rows=None if split == "all" else idx)
     tcfg = tc.target_config
     imaging = run_imaging(run)  # a model trained on camera images is scored on camera images
-    summary, samples = evaluate_model(model, grid, arrays, idx, tcfg, batch_size=batch_size, ecfg=ecfg,
-                                      progress=progress, keep=keep, imaging=imaging)
+    summary, samples = evaluate_model(model, grid, arrays, np.arange(len(idx)), tcfg, batch_size=batch_size,
+                                      ecfg=ecfg, progress=progress, keep=keep, imaging=imaging, seed=tc.seed,
+                                      ids=idx)
     config = dict(run=str(run_dir), data=str(data), split=split, checkpoint="given" if given else which,
                   epoch=epoch,
                   target=tcfg.target, mask_threshold=tcfg.mask_threshold, eval=dataclasses.asdict(ecfg),

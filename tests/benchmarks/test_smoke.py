@@ -18,6 +18,7 @@ TINY = {
     "distributed": ["--n", "16", "--groups", "6", "--gen-batch", "4", "--width", "2", "--train-batch", "2",
                     "--repeats", "1", "--timeout", "300"],
     "cpu_sharding": ["--devices", "2", "--n", "16", "--batch", "2", "--steps", "2", "--repeats", "1"],
+    "phase_reconstruction": ["--n", "32", "--batch", "2", "--repeats", "1"],
     "pcg_profile": ["--n", "16", "--batch", "1", "--iters", "1", "--repeats", "1"],
     "ground_state_memory": ["--cases", "32:1,32:4"],
     "seeding": ["--batches", "1", "--batch", "1"],

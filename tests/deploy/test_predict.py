@@ -180,14 +180,28 @@ def test_bad_images_get_a_one_line_reason_and_the_others_still_run(tmp_path):
     }
     for name, a in cases.items():
         np.save(tmp_path / name, a)
-    specs = [str(tmp_path / n) for n in cases] + [str(tmp_path / "missing.npy"), str(tmp_path / "x.h5")]
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "ok.tif", good.astype(np.uint16))
+    tifffile.imwrite(tmp_path / "rgb.tif", np.repeat(good.astype(np.uint8)[..., None], 3, axis=-1),
+                     photometric="rgb")  # averaged to grey, as a PNG is
+    tifffile.imwrite(tmp_path / "grey_alpha.tif", np.stack([good, np.full_like(good, 255)], -1).astype(np.uint16),
+                     photometric="minisblack", extrasamples=["unassalpha"])
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([good, good, good]).astype(np.uint16), photometric="minisblack")
+    whole = (tmp_path / "ok.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(whole[: len(whole) // 3])
+    (tmp_path / "empty.tif").write_bytes(b"")
+    (tmp_path / "text.npy").write_text("0 1 2\n3 4 5\n")
+    extra = ["ok.tif", "rgb.tif", "grey_alpha.tif", "stack.tif", "cut.tif", "empty.tif", "text.npy", "missing.npy", "x.h5"]
+    specs = [str(tmp_path / n) for n in [*cases, *extra]]
     (tmp_path / "x.h5").write_bytes(b"not hdf5")
     summary = predict_files(oracle(), specs, tmp_path / "out", pixel_size=0.2, progress=False)
     status = {os.path.basename(r["file"]): (r["status"], r["error"]) for r in summary["images"]}
-    assert status["ok.npy"] == ("ok", None)
+    assert status["ok.npy"] == status["ok.tif"] == status["rgb.tif"] == status["grey_alpha.tif"] == ("ok", None)
     expect = {"cube.npy": "2-D", "zeros.npy": "all zeros", "nan.npy": "NaN", "noise.npy": "no cloud",
               "cut.npy": "cut by the frame", "tiny.npy": "too small", "missing.npy": "no such file",
-              "x.h5": "HDF5"}
+              "x.h5": "HDF5", "stack.tif": "holds 3 frames", "cut.tif": "damaged or truncated",
+              "empty.tif": "is empty", "text.npy": "not a .npy file"}
     for name, words in expect.items():
         st, err = status[name]
         assert st == "error" and words in err and "\n" not in err, (name, err)
@@ -210,6 +224,16 @@ def test_rerun_skips_finished_images_and_keeps_what_was_written(tmp_path):
     now = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix in (".h5", ".png")}
     assert now["i0.npy.h5"] == first["i0.npy.h5"] and now["i0.npy.png"] == first["i0.npy.png"]
     assert "i1.npy.h5" in now and "i2.npy.h5" in now
+    # an image that failed is tried again: here it did not exist yet
+    late = str(tmp_path / "late.npy")
+    assert predict_files(oracle(), [late], out, pixel_size=0.25, progress=False)["n_error"] == 1
+    np.save(late, lab_image((48, 48), 0.25, key=5))
+    summary = predict_files(oracle(), [late], out, pixel_size=0.25, progress=False)
+    assert next(r for r in summary["images"] if r["file"] == late)["status"] == "ok"
+    (out / "late.npy.h5").unlink(), (out / "late.npy.png").unlink()
+    saved = json.loads((out / "summary.json").read_text())
+    saved["images"] = [r for r in saved["images"] if r["file"] != late]
+    (out / "summary.json").write_text(json.dumps(saved))
     # an image run alone later does not drop the others' records
     summary = predict_files(oracle(), specs[2:], out, pixel_size=0.25, progress=False)
     assert summary["n_images"] == 3
@@ -241,6 +265,9 @@ def test_python_api_on_a_training_run_and_a_quantized_model_folder(small_run, tm
     dense = bj.predict(run, str(tmp_path / "a.npy"), pixel_size=0.35, atom_number=2e5)
     assert dense.phase.shape == (40, 52) and dense.phase_gradient.shape == (2, 40, 52)
     assert 0.9 < dense.counts_per_atom < 1.1  # background removed: one count per atom
+    # bj.predict takes every setting of deploy.predict.predict
+    assert bj.predict(run, img, pixel_size=0.35, zero_momentum=False).flow_removed is None
+    assert dense.flow_removed is not None
     model = load_model(run)
     assert dense.model_grid == (model.grid.n, model.grid.length)
     with pytest.raises(ValueError, match="pixel_size"):
@@ -269,6 +296,32 @@ def test_cli_usage_errors_exit_2_with_one_line(small_run, tmp_path, capsys):
     assert "no model folder" in capsys.readouterr().err
     assert main(["predict", "--model", str(run), "--pixel-size", "1", "--out", str(tmp_path / "o"),
                  str(tmp_path / "*.tif")]) == 2
+    capsys.readouterr()
+    # no pixel size, neither given nor in a sidecar: before any work
+    assert main(["predict", "--model", str(run), "--out", str(tmp_path / "o"), str(tmp_path / "a.npy")]) == 2
+    assert "no pixel size" in capsys.readouterr().err
+    # a folder that is not a model: refused before the output folder is made
+    (tmp_path / "notamodel").mkdir()
+    assert main(["predict", "--model", str(tmp_path / "notamodel"), "--pixel-size", "1", "--out",
+                 str(tmp_path / "o2"), str(tmp_path / "a.npy")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not (tmp_path / "o2").exists()
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_names_each_image_that_failed_on_stderr_and_exits_2(small_run, tmp_path, capsys):
+    run, _ = small_run
+    np.save(tmp_path / "a.npy", lab_image((40, 40), 0.35))
+    np.save(tmp_path / "zeros.npy", np.zeros((40, 40)))
+    argv = ["predict", "--model", str(run), "--pixel-size", "0.35", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main([*argv, str(tmp_path / "a.npy"), str(tmp_path / "zeros.npy"), str(tmp_path / "gone.npy")]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["n_ok"] == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "zeros.npy: " in lines[0] and "all zeros" in lines[0] and "no such file" in lines[1]
+    assert (tmp_path / "o" / "a.npy.h5").is_file()
+    # the good image alone: exit 0, although the folder's summary keeps the others' error records
+    assert main([*argv, str(tmp_path / "a.npy")]) == 0
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.slow  # a ground state and one inversion at 48²: ~40 s on 2 cores

@@ -172,3 +172,21 @@ def test_zero_momentum_of_an_empty_image_is_the_field_and_negative_density_count
 def test_zero_momentum_rejects_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         zero_momentum(*args)
+
+
+def test_vortex_phase_sums_the_first_max_vortices_windings_of_each_map_in_a_batch():
+    from bec_jax.gpe.phase_field import vortex_phase
+
+    n, rng = 24, np.random.default_rng(3)
+    maps = np.zeros((4, n - 1, n - 1), np.int32)
+    for m, k in zip(maps, (0, 1, 5, 9)):  # vmapped, each map loops over its own count
+        m.flat[rng.choice((n - 1) ** 2, k, replace=False)] = rng.choice([-2, -1, 1, 2], k)
+    y, x = np.mgrid[:n, :n].astype(np.float64)
+    for cap in (4, 64):
+        got = np.asarray(jax.jit(jax.vmap(lambda w: vortex_phase(w, n, cap)))(jnp.asarray(maps)))
+        for m, theta in zip(maps, got):
+            want = np.zeros((n, n))
+            for i in np.flatnonzero(m)[:cap]:  # row-major order, as documented
+                yv, xv = divmod(i, n - 1)
+                want += m.flat[i] * np.arctan2(y - yv - 0.5, x - xv - 0.5)
+            np.testing.assert_allclose(theta, want, atol=2e-5 * max(1, np.count_nonzero(m)))

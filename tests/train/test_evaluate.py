@@ -14,7 +14,10 @@ from bec_jax.gpe.phase_field import (
     to_differences,
     winding_from_differences,
 )
-from bec_jax.train.evaluate import EvalConfig, evaluate_predictions, summarize
+from bec_jax.data.splits import split_by_group
+from bec_jax.data.storage import load_grid, read_h5
+from bec_jax.train.evaluate import EvalConfig, evaluate_model, evaluate_predictions, evaluate_run, summarize
+from bec_jax.train.trainer import load_trained
 
 GRID = bj.Grid(64, 16.0)
 
@@ -217,3 +220,59 @@ def test_block_loops_find_a_vortex_on_a_pixel_with_an_undetermined_core():
     exact = phase_differences(psi)
     np.testing.assert_array_equal(np.asarray(detect_vortices(exact, region)),
                                   np.asarray(winding_from_differences(exact) * region))
+
+
+# evaluate_run reads only its split's samples and scores them as the split taken from the whole file
+
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_a_split_read_alone_scores_as_the_split_of_the_whole_file(small_run, split, monkeypatch):
+    import bec_jax.data.storage as storage
+
+    run, data = small_run
+    model, info = load_trained(run, "best")
+    tc = info["train_config"]
+    arrays, attrs = read_h5(data)
+    idx = split_by_group(arrays["group"], tc.split, tc.split_seed)[split]
+    assert 0 < len(idx) < len(arrays["group"])
+    whole, kept = evaluate_model(model, load_grid(attrs), arrays, idx, tc.target_config, progress=False, keep=2)
+    reads, read = [], storage.read_h5
+
+    def spy(path, fields=None, psi=True, rows=None):
+        reads.append((psi, None if rows is None else list(rows)))
+        return read(path, fields, psi, rows)
+
+    monkeypatch.setattr(storage, "read_h5", spy)
+    alone = evaluate_run(run, split=split, progress=False, keep=2)
+    assert [r for r in reads if r[0]] == [(True, idx.tolist())]  # the states of the split alone
+    assert alone["summary"]["n_samples"] == len(idx)
+    assert alone["summary"].keys() == whole.keys()
+    for k, v in whole.items():  # some entries are None (a metric with nothing to score)
+        assert alone["summary"][k] == (v if v is None or isinstance(v, str) else pytest.approx(v, rel=1e-6)), k
+    for k in kept:
+        assert alone["samples"][k] == pytest.approx(kept[k], rel=1e-6, abs=1e-7)
+
+
+def test_camera_images_are_keyed_by_the_samples_index_in_the_file(small_run):
+    """A subset of rows with their file indices renders and scores the images the whole file's rows give
+    (evaluate_run reads a split alone; the pipeline keeps the test split in memory)."""
+    from bec_jax.imaging.training import ImagingTrainConfig
+
+    run, data = small_run
+    model, info = load_trained(run, "best")
+    tcfg = info["train_config"].target_config
+    arrays, attrs = read_h5(data)
+    grid = load_grid(attrs)
+    imaging = ImagingTrainConfig(enabled=True, rows=48, cols=48)
+    idx = np.arange(3, len(arrays["group"]), 2)
+    whole, kept = evaluate_model(model, grid, arrays, idx, tcfg, progress=False, keep=2, imaging=imaging)
+    rows = {k: v[idx] for k, v in arrays.items()}
+    local = np.arange(len(idx))
+    sub, sub_kept = evaluate_model(model, grid, rows, local, tcfg, progress=False, keep=2, imaging=imaging, ids=idx)
+    assert sub["mse"] == pytest.approx(whole["mse"], rel=1e-6)
+    np.testing.assert_array_equal(sub_kept["index"], kept["index"])
+    np.testing.assert_allclose(sub_kept["x"], kept["x"], rtol=1e-6, atol=1e-7)
+    # keyed by position instead, the same states are other images
+    other, _ = evaluate_model(model, grid, rows, local, tcfg, progress=False, imaging=imaging)
+    assert other["mse"] != pytest.approx(whole["mse"], rel=1e-6)
+    with pytest.raises(ValueError, match="ids must match idx"):
+        evaluate_model(model, grid, rows, local, tcfg, progress=False, imaging=imaging, ids=idx[:-1])

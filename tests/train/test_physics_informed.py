@@ -55,6 +55,29 @@ def test_integration_recovers_a_smooth_phase():
         np.testing.assert_allclose(got - got.mean(), theta, atol=2e-4)
 
 
+def test_gradient_through_a_reconstruction_with_vortices_is_the_linear_solve_s():
+    """With vortices, θ = L(wrap(d − D θ_v)) + θ_v, the windings held fixed: dθ/dd is the least-squares solve L
+    alone, as without vortices; reverse mode must pass the vortex phase's loop (over the vortices found)."""
+    j, i = np.meshgrid(np.arange(N), np.arange(N), indexing="ij")
+    theta = _smooth_phase(N) + jnp.arctan2(j - 7.5, i - 7.5) - jnp.arctan2(j - 5.5, i - 10.5)  # a ± pair
+    d = jax.vmap(lambda t: forward_differences(t))(jnp.stack([theta, theta + 0.01 * _smooth_phase(N)]))
+    d = jnp.angle(jnp.exp(1j * d))
+    valid = jnp.ones((2, N, N), bool)
+    region = jnp.ones((2, N - 1, N - 1), bool)
+    c = jax.random.normal(jax.random.key(2), (2, N, N))
+
+    def f(d_, vortices):
+        th = jax.vmap(lambda a, b, r: reconstruct_phase(a, b, r, vortices=vortices, max_vortices=64,
+                                                        maxiter=50)[0])(d_, valid, region)
+        return jnp.sum(c * th)
+
+    w = jax.vmap(lambda a, r: reconstruct_phase(a, valid[0], r, max_vortices=64)[1])(d, region)
+    assert np.count_nonzero(np.asarray(w)) == 4  # two per state: the loop runs
+    with_vortices = jax.jit(jax.grad(f), static_argnums=1)(d, True)
+    np.testing.assert_allclose(with_vortices, jax.jit(jax.grad(f), static_argnums=1)(d, False), atol=1e-4)
+    assert float(jnp.max(jnp.abs(with_vortices))) > 1e-2
+
+
 def test_integration_gradient_matches_finite_differences():
     # θ(d) is linear (weighted least squares): a central difference with a
     # large step is exact up to CG tolerance, so the implicit gradient must match.
