@@ -176,9 +176,9 @@ def evaluate_model(model, grid: Grid, arrays: dict, idx, tcfg: TargetConfig, *, 
     ids: int (len(idx),), the samples' indices in the dataset file, where
       ``arrays`` holds only some of its rows (default idx); samples["index"].
     imaging: an enabled ``ImagingTrainConfig`` (the run trained under the imaging
-    model): inputs are camera images of the states, rendered with a key of (seed (the
-    run's training seed), sample's index in the file), so that every model is scored on the same images,
-    in the pipeline as in ``evaluate_run``, and each is
+    model): inputs are camera images of the states, each rendered with the key
+    fold_in(key(seed), its index in the file), so that every model is scored on the same
+    images (the pipeline and ``evaluate_run`` pass the run's training seed), and each is
     compared with its state as the image shows it (rotated by the image's cloud angle;
     ``imaging.training.imaged_states``). None: clean log-density inputs.
     """
