@@ -98,12 +98,17 @@ def main() -> int:
     args = p.parse_args()
     if args.batch < 1 or args.repeats < 1 or args.max_vortices < 1 or args.noise < 0:
         p.error("--batch, --repeats and --max-vortices must be >= 1 and --noise >= 0")
+    if args.data is not None and not args.data.exists():
+        p.error(f"no dataset at {args.data}")
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:  # the paper preset's ranges, 4 states per (g, Ω) as it has
             data = Path(tmp) / "states.h5"
             cfg = dataclasses.replace(PRESETS["paper"], n=args.n, n_groups=-(-args.batch // 4), batch_size=args.batch)
             generate(cfg, data, progress=False)
+        available = len(read_h5(data, fields=["g"], psi=False)[0]["g"])  # unconverged states are dropped
+        if available < args.batch:
+            p.error(f"{data} holds {available} states, fewer than --batch {args.batch}")
         arrays, attrs = read_h5(data, rows=np.arange(args.batch))
     grid = load_grid(attrs)
     tcfg, ecfg = TargetConfig(), dataclasses.replace(EvalConfig(), max_vortices=args.max_vortices)
