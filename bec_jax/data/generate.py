@@ -33,6 +33,7 @@ import datetime as _dt
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -44,7 +45,7 @@ from bec_jax.artifacts import CorruptArtifact, atomic_write_text, first_line, wr
 from bec_jax.data.storage import (FIELDS, SHARDS_KIND, atomic_write_h5, content_sha256, read_h5, shard_name,
                                   shards_dir)
 from bec_jax.distributed import process_slice
-from bec_jax.gpe.groundstate import box_length, coarse_resolves, ground_state, solver_method
+from bec_jax.gpe.groundstate import BoxTooSmallWarning, box_length, coarse_resolves, ground_state, solver_method
 from bec_jax.gpe.grid import Grid
 from bec_jax.gpe.splitstep import check_parameters
 
@@ -230,8 +231,10 @@ def sample_keys(seed: int, index):
 
 def _solve_batch(config: GenerateConfig, g, omega, index):
     try:  # the fetch too: an asynchronous run reports its failure there
-        return jax.device_get(ground_state(config.grid, g, omega, key=sample_keys(config.seed, index),
-                                           n_starts=config.n_starts, method=config.solver))
+        with warnings.catch_warnings():  # such states are dropped, and counted in the summary (n_touch_edge)
+            warnings.simplefilter("ignore", BoxTooSmallWarning)
+            return jax.device_get(ground_state(config.grid, g, omega, key=sample_keys(config.seed, index),
+                                               n_starts=config.n_starts, method=config.solver))
     except (jax.errors.JaxRuntimeError, ValueError) as e:  # an accelerator's out-of-memory (a CPU's: checked before)
         if "RESOURCE_EXHAUSTED" not in str(e):  # a ValueError where jit's dispatch raised it
             raise

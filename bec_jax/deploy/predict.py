@@ -276,12 +276,14 @@ def _grey(a):
 
 def _read_tiff(p: Path):
     """The one image of a TIFF file (tifffile): a file of several frames (a stack, pages, series) is refused,
-    since which frame holds the atoms is the lab's to say; colour samples are averaged to grey, as a PNG's are."""
+    since which frame holds the atoms is the lab's to say; reduced-resolution images (TIFF NewSubfileType bit 0:
+    a camera's thumbnail or preview) are skipped; colour samples are averaged to grey, as a PNG's are."""
     import tifffile
 
     with tifffile.TiffFile(p) as tif:
-        series = tif.series[0]
-        frames = len(tif.series) * math.prod(k for k, ax in zip(series.shape, series.axes) if ax not in "YXS")
+        full = [s for s in tif.series if not all(getattr(q, "is_reduced", False) for q in s.pages)] or tif.series
+        series = full[0]
+        frames = sum(math.prod(k for k, ax in zip(s.shape, s.axes) if ax not in "YXS") for s in full)
         if frames > 1:
             raise ImageError(f"{str(p)!r} holds {frames} frames: save the absorption image (or each frame) "
                              "as its own file")

@@ -70,9 +70,15 @@ __all__ = [
     "start_vortex_numbers",
     "compact_centre",
     "coarse_resolves",
+    "BoxTooSmallWarning",
 ]
 
 EDGE_THRESHOLD = 1e-4  # boundary density / peak density above which the box is too small
+
+
+class BoxTooSmallWarning(RuntimeWarning):
+    """``ground_state`` found clouds whose density reaches the box's edge (``touches_edge``):
+    the periodic box clips them, and their energy, μ and vortices are those of another problem."""
 
 
 def box_length(g, omega, margin: float = 3.5):
@@ -607,6 +613,11 @@ def ground_state(
 
     Raises:
       ValueError: |Ω| ≥ 1, g < 0, non-finite values, or bad settings.
+
+    Warns:
+      RuntimeWarning: states that are not finite (the grid cannot hold or resolve them).
+      BoxTooSmallWarning: clouds reaching the box's edge (``touches_edge``), with the box side
+        they need; not under jit, where the values are traced.
     """
     check_parameters(g, omega)
     rdt = real_dtype()
@@ -666,6 +677,14 @@ def ground_state(
                       f"{np.unique(g_arr[bad])[:4].tolist()}, omega = {np.unique(om_arr[bad])[:4].tolist()}): the grid "
                       f"({grid}) cannot hold or resolve them; use length >= box_length(g, omega) and more points",
                       RuntimeWarning, stacklevel=2)
+    touching = _concrete(res.touches_edge)
+    if touching is not None and (touching := touching & ~bad).any():
+        warnings.warn(f"{int(touching.sum())} of {batch} ground states reach the edge of the box (side "
+                      f"{grid.length:g}; boundary density above {EDGE_THRESHOLD:g} of the peak; g = "
+                      f"{np.unique(np.asarray(g_arr)[touching])[:4].tolist()}, omega = "
+                      f"{np.unique(np.asarray(om_arr)[touching])[:4].tolist()}): use length >= "
+                      f"{float(np.max(np.asarray(res.length_needed)[touching])):.1f} (res.length_needed)",
+                      BoxTooSmallWarning, stacklevel=2)
     if scalar:
         res = jax.tree_util.tree_map(lambda a: a[0], res)
     return res

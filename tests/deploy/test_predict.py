@@ -188,19 +188,27 @@ def test_bad_images_get_a_one_line_reason_and_the_others_still_run(tmp_path):
     tifffile.imwrite(tmp_path / "grey_alpha.tif", np.stack([good, np.full_like(good, 255)], -1).astype(np.uint16),
                      photometric="minisblack", extrasamples=["unassalpha"])
     tifffile.imwrite(tmp_path / "stack.tif", np.stack([good, good, good]).astype(np.uint16), photometric="minisblack")
+    with tifffile.TiffWriter(tmp_path / "thumb_first.tif") as w:  # a camera's preview, marked reduced: skipped
+        w.write(good[::4, ::4].astype(np.uint16), photometric="minisblack", subfiletype=1)
+        w.write(good.astype(np.uint16), photometric="minisblack")
+    with tifffile.TiffWriter(tmp_path / "two_images.tif") as w:  # two full images: which is the lab's to say
+        w.write(good.astype(np.uint16), photometric="minisblack")
+        w.write(good[:32].astype(np.uint16), photometric="minisblack")
     whole = (tmp_path / "ok.tif").read_bytes()
     (tmp_path / "cut.tif").write_bytes(whole[: len(whole) // 3])
     (tmp_path / "empty.tif").write_bytes(b"")
     (tmp_path / "text.npy").write_text("0 1 2\n3 4 5\n")
-    extra = ["ok.tif", "rgb.tif", "grey_alpha.tif", "stack.tif", "cut.tif", "empty.tif", "text.npy", "missing.npy", "x.h5"]
+    extra = ["ok.tif", "rgb.tif", "grey_alpha.tif", "stack.tif", "thumb_first.tif", "two_images.tif", "cut.tif",
+             "empty.tif", "text.npy", "missing.npy", "x.h5"]
     specs = [str(tmp_path / n) for n in [*cases, *extra]]
     (tmp_path / "x.h5").write_bytes(b"not hdf5")
     summary = predict_files(oracle(), specs, tmp_path / "out", pixel_size=0.2, progress=False)
     status = {os.path.basename(r["file"]): (r["status"], r["error"]) for r in summary["images"]}
-    assert status["ok.npy"] == status["ok.tif"] == status["rgb.tif"] == status["grey_alpha.tif"] == ("ok", None)
+    for name in ("ok.tif", "rgb.tif", "grey_alpha.tif", "thumb_first.tif"):
+        assert status[name] == status["ok.npy"] == ("ok", None), name
     expect = {"cube.npy": "2-D", "zeros.npy": "all zeros", "nan.npy": "NaN", "noise.npy": "no cloud",
               "cut.npy": "cut by the frame", "tiny.npy": "too small", "missing.npy": "no such file",
-              "x.h5": "HDF5", "stack.tif": "holds 3 frames", "cut.tif": "damaged or truncated",
+              "x.h5": "HDF5", "stack.tif": "holds 3 frames", "two_images.tif": "holds 2 frames", "cut.tif": "damaged or truncated",
               "empty.tif": "is empty", "text.npy": "not a .npy file"}
     for name, words in expect.items():
         st, err = status[name]

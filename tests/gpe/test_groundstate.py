@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -118,6 +119,17 @@ def test_nan_or_zero_start_is_refused_and_unresolvable_states_warn():
     with pytest.warns(RuntimeWarning, match="not finite"):
         res = bj.ground_state(grid, 1e9, 0.2, key=jax.random.key(0), n_starts=1, max_iter=20)
     assert not bool(res.converged)
+
+
+def test_a_cloud_reaching_the_box_edge_warns_with_the_length_it_needs():
+    grid = bj.Grid(16, 8.0)  # holds the g = 0 Gaussian; g = 400's Thomas-Fermi radius 4.75 exceeds the half-side 4
+    with pytest.warns(bj.BoxTooSmallWarning, match=r"1 of 2 .*side 8.*g = \[400.0\].*length >= 1\d\.\d") as w:
+        res = bj.ground_state(grid, jnp.array([0.0, 400.0]), 0.0, key=jax.random.key(0), n_starts=1)
+    assert len(w) == 1 and res.touches_edge.tolist() == [False, True]
+    assert float(res.length_needed[1]) > 8.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bj.BoxTooSmallWarning)
+        bj.ground_state(grid, 0.0, 0.0, key=jax.random.key(0), n_starts=1)  # a box that holds it: no warning
 
 
 @pytest.mark.parametrize(
