@@ -116,8 +116,9 @@ def read_manifest(folder) -> dict:
     return manifest
 
 
-def verify_manifest(folder, kind: str | None = None) -> dict:
-    """Check every file of ``folder`` against its manifest; returns the manifest.
+def verify_manifest(folder, kind: str | None = None, only=None) -> dict:
+    """Check every file of ``folder`` (or those of the collection ``only``, paths relative to it) against
+    its manifest; returns the manifest.
 
     Raises CorruptArtifact naming the first missing, extra-truncated or altered file (or a
     manifest of another ``kind``).
@@ -129,6 +130,8 @@ def verify_manifest(folder, kind: str | None = None) -> dict:
     if kind is not None and manifest.get("kind") != kind:
         raise CorruptArtifact(f"{str(folder)!r} holds a bec_jax {manifest.get('kind')!r}, expected a {kind!r}")
     for rel, digest in manifest["files"].items():
+        if only is not None and rel not in only:
+            continue
         path = folder / rel
         if not path.is_file():
             raise CorruptArtifact(f"{str(path)!r} is missing (listed in {MANIFEST})")

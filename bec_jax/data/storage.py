@@ -17,7 +17,8 @@ holding ``shard-IIIII-of-NNNNN.h5`` files (each a dataset file as above, with a 
 attribute) and a manifest ``.bec_jax.json`` (``artifacts.write_manifest``, kind
 "dataset-shards": the SHA-256 of every shard, its sample count and size in bytes, the
 config). ``read_h5`` reads the folder (or its manifest file) as one dataset: the shards'
-samples in shard order, the attributes of the first with ``n_failed`` and ``summary`` of all.
+samples in shard order, the attributes of the first with ``n_failed`` and ``summary`` of all;
+``rows`` reads (and hashes) only the shards holding them.
 
 Integrity: every dataset carries HDF5's Fletcher-32 checksum per chunk, so a
 flipped byte fails the read; ``read_h5`` turns that, a truncated, foreign or
@@ -139,9 +140,10 @@ def _rows(rows, n: int):
 
 
 def _read_shards(folder: Path, fields, psi: bool, rows) -> tuple[dict, dict]:
-    """``read_h5`` of a shard folder: the manifest checked (every shard's SHA-256 when ψ is read, its
-    size otherwise), each shard read and checked against it, the samples concatenated in shard order."""
-    manifest = verify_manifest(folder, SHARDS_KIND) if psi else read_manifest(folder)
+    """``read_h5`` of a shard folder: every shard's size checked against the manifest, the shards
+    holding ``rows`` (the first one when none do) read, checked against it (their SHA-256 too when ψ is
+    read) and their samples concatenated in shard order."""
+    manifest = read_manifest(folder)
     if manifest.get("kind") != SHARDS_KIND:
         raise CorruptArtifact(f"{str(folder)!r} holds a bec_jax {manifest.get('kind')!r}, not a sharded dataset")
     shards = manifest.get("shards") or []
@@ -149,14 +151,18 @@ def _read_shards(folder: Path, fields, psi: bool, rows) -> tuple[dict, dict]:
         f = folder / s["file"]
         if not f.is_file() or f.stat().st_size != s["bytes"]:
             raise CorruptArtifact(f"{str(f)!r} is missing or has another size than its manifest records")
-    total = sum(s["n_samples"] for s in shards)
+    ends = np.cumsum([s["n_samples"] for s in shards], dtype=np.int64)
     rows = None if rows is None else np.asarray(rows, np.int64).reshape(-1)
     if rows is not None:
-        _rows(rows, total)
-    parts, attrs, lo = [], None, 0
-    for s in shards:
-        hi = lo + s["n_samples"]
-        local = None if rows is None else rows[(rows >= lo) & (rows < hi)] - lo
+        _rows(rows, int(ends[-1]) if len(ends) else 0)
+    held = range(len(shards)) if rows is None else np.unique(np.searchsorted(ends, rows, side="right")).tolist()
+    read = held or list(range(min(1, len(shards))))
+    if psi:  # the content hashes of the shards read alone: a few rows of a big dataset do not hash it all
+        verify_manifest(folder, SHARDS_KIND, only=None if rows is None else {shards[i]["file"] for i in read})
+    parts, attrs = [], None
+    for i in read:
+        s, lo = shards[i], int(ends[i]) - shards[i]["n_samples"]
+        local = None if rows is None else rows[(rows >= lo) & (rows < ends[i])] - lo
         arrays, a = read_h5(folder / s["file"], fields, psi, rows=local)
         if a.get("config") != manifest.get("config"):
             raise CorruptArtifact(f"{str(folder / s['file'])!r} was generated with another config than its manifest")
@@ -165,12 +171,11 @@ def _read_shards(folder: Path, fields, psi: bool, rows) -> tuple[dict, dict]:
             raise CorruptArtifact(f"{str(folder / s['file'])!r} holds {got} samples, its manifest {s['n_samples']}")
         parts.append(arrays)
         attrs = attrs or {k: v for k, v in a.items() if k != "shard"}
-        lo = hi
     if attrs is None:
         raise CorruptArtifact(f"{str(folder)!r}: its manifest lists no shards")
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    summary = dict(json.loads(attrs.get("summary", "{}")), n_samples=total, n_failed=int(manifest.get("n_failed", 0)),
-                   shards=len(shards))
+    summary = dict(json.loads(attrs.get("summary", "{}")), n_samples=int(ends[-1]),
+                   n_failed=int(manifest.get("n_failed", 0)), shards=len(shards))
     attrs.update(n_failed=int(manifest.get("n_failed", 0)), summary=json.dumps(summary), shards=len(shards))
     return arrays, attrs
 

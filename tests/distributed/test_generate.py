@@ -58,6 +58,12 @@ def test_shards_resume_separately_and_read_as_one(tmp_path, reference):
     shard.write_bytes(bytes(data))
     with pytest.raises(CorruptArtifact, match="shard-00001-of-00002.h5"):
         read_h5(folder)
+    with pytest.raises(CorruptArtifact, match="shard-00001-of-00002.h5"):
+        read_h5(folder, rows=[0, 5])  # a row in the damaged shard
+    # rows of the intact shard alone read and hash that shard alone
+    np.testing.assert_array_equal(read_h5(folder, rows=[0, 3])[0]["psi"], arrays["psi"][[0, 3]])
+    none, attrs = read_h5(folder, rows=[])
+    assert none["psi"].shape == (0, 16, 16) and attrs["shards"] == 2
 
 
 @pytest.mark.parametrize("n", [2, pytest.param(4, marks=pytest.mark.slow)])
