@@ -10,7 +10,7 @@ groups never seen by the surrogate. Reports median / 90th-percentile relative
 errors of g and Ω (Ω also restricted to snapshots with ≥ 2 vortices, where it
 is identifiable), and time per inversion.
 
-    python experiments/hamiltonian_learning.py                  # data/quick.h5 (made if missing), CPU ~10 min
+    python experiments/hamiltonian_learning.py                  # data/quick.h5 (made if missing, ~10 min), CPU ~5 min
     python experiments/hamiltonian_learning.py --data big.h5 --steps 40 --surrogate-steps 8000   # GPU
 
 Writes experiments/results/hamiltonian_learning/{hamiltonian_learning.json,.md,.png}.
@@ -156,8 +156,10 @@ def main(argv=None):
           row("(a) implicit-gradient solver inversion", res["solver"], f"{t_a:.2f} s"),
           row("(b) surrogate inversion", res["surrogate"], f"{1e3 * t_b:.1f} ms (+ {t_train:.0f} s training)"), "",
           f"(a): {args.steps} Adam steps × ({args.relax_iter} PCG + ≤ {args.cg_iters} adjoint CG), batched {args.chunk} per "
-          f"program; time per inversion excludes the first chunk (compile: {times[0]:.0f} s for {args.chunk}). "
-          f"(b): {sur.inv_starts**2} starts × {sur.inv_steps} Adam steps, all cases in one program (compiled once before timing)."]
+          f"program; time per inversion "
+          + (f"excludes the first chunk (compile: {times[0]:.0f} s for {args.chunk}). " if len(times) > 1 else
+             "includes compiling (one chunk only). ")
+          + f"(b): {sur.inv_starts**2} starts × {sur.inv_steps} Adam steps, all cases in one program (compiled once before timing)."]
     (out / "hamiltonian_learning.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     plot(out / "hamiltonian_learning.png", grid, dens[te], psi_a, model, info, box, fc, T, pa, pb, ident)

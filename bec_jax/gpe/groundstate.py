@@ -527,6 +527,14 @@ def _solve(grid: Grid, g, omega, keys, method, psi0=None, start_mesh=None, chunk
     return attach_gradients(grid, res, g_in, omega_in, preconditioner=preconditioner, adjoint=adjoint)
 
 
+def _named(g, omega, mask) -> str:
+    """"g = [..], omega = [..]": the first distinct values of (B,) g, Ω where ``mask``, to 6 digits ("traced")."""
+    def first(a):
+        v = _concrete(a)
+        return "traced" if v is None else [float(f"{x:.6g}") for x in np.unique(v[mask])[:4]]
+    return f"g = {first(g)}, omega = {first(omega)}"
+
+
 def _check_key(key, batch: int):
     """ValueError unless ``key`` is a jax.random key (typed, or a raw uint32 (2,)) or B typed keys."""
     ok = isinstance(key, jax.Array) and (
@@ -669,20 +677,18 @@ def ground_state(
     check_memory(per_start * batch * n_starts * grid.n**2 * jnp.dtype(complex_dtype()).itemsize / devices,
                  f"ground_state ({batch} states x {n_starts} starts on {grid.n}²)", backend_of(args[0]))
     res = _solve_jit(grid, *args, method, psi0, mesh, start_mesh, chunk, adjoint)
+    # Under jax.grad the flags are concrete and g, Ω traced: the warnings name the parameters they know.
     energies = _concrete(res.energy)
     bad = np.zeros(batch, bool) if energies is None else ~np.isfinite(energies)
     if bad.any():
-        g_arr, om_arr = np.asarray(g_arr), np.asarray(om_arr)
-        warnings.warn(f"{int(bad.sum())} of {batch} ground states are not finite (g = "
-                      f"{np.unique(g_arr[bad])[:4].tolist()}, omega = {np.unique(om_arr[bad])[:4].tolist()}): the grid "
-                      f"({grid}) cannot hold or resolve them; use length >= box_length(g, omega) and more points",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{int(bad.sum())} of {batch} ground states are not finite ({_named(g_arr, om_arr, bad)}): "
+                      f"the grid ({grid}) cannot hold or resolve them; use length >= box_length(g, omega) and more "
+                      "points", RuntimeWarning, stacklevel=2)
     touching = _concrete(res.touches_edge)
     if touching is not None and (touching := touching & ~bad).any():
         warnings.warn(f"{int(touching.sum())} of {batch} ground states reach the edge of the box (side "
-                      f"{grid.length:g}; boundary density above {EDGE_THRESHOLD:g} of the peak; g = "
-                      f"{np.unique(np.asarray(g_arr)[touching])[:4].tolist()}, omega = "
-                      f"{np.unique(np.asarray(om_arr)[touching])[:4].tolist()}): use length >= "
+                      f"{grid.length:g}; boundary density above {EDGE_THRESHOLD:g} of the peak; "
+                      f"{_named(g_arr, om_arr, touching)}): use length >= "
                       f"{float(np.max(np.asarray(res.length_needed)[touching])):.1f} (res.length_needed)",
                       BoxTooSmallWarning, stacklevel=2)
     if scalar:

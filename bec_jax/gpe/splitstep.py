@@ -50,8 +50,13 @@ def check_parameters(g, omega):
     condensate collapses and has no ground state.
     """
     g_np, om_np = _concrete(g), _concrete(omega)
+    for name, v, given in (("g", g_np, g), ("omega", om_np, omega)):
+        if v is not None and v.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must be a real number or array of them, got {given!r}")
+        if v is not None and not np.all(np.isfinite(v)):
+            raise ValueError(f"{name} must be finite, got {np.ravel(v[~np.isfinite(v)])[:4].tolist()}")
     if om_np is not None:
-        if not np.all(np.isfinite(om_np)) or np.any(np.abs(om_np) >= 1):
+        if np.any(np.abs(om_np) >= 1):
             bad = om_np[~(np.abs(om_np) < 1)] if om_np.ndim else om_np
             raise ValueError(
                 f"omega must satisfy |omega| < 1 (trap units), got {np.ravel(bad)[:4].tolist()}: "
@@ -59,7 +64,7 @@ def check_parameters(g, omega):
                 "which can no longer confine the condensate"
             )
     if g_np is not None:
-        if not np.all(np.isfinite(g_np)) or np.any(g_np < 0):
+        if np.any(g_np < 0):
             bad = g_np[~(g_np >= 0)] if g_np.ndim else g_np
             raise ValueError(
                 f"g must be finite and >= 0 (repulsive interaction), got {np.ravel(bad)[:4].tolist()}"

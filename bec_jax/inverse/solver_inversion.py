@@ -116,6 +116,9 @@ class SolverInversionConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.b1 < 1:
             raise ValueError(f"b1 must be in [0, 1), got {self.b1}")
+        for name in ("cg_tol", "tol_residual"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
 
 
 @jax.tree_util.register_dataclass
@@ -198,7 +201,7 @@ def invert_with_solver(grid: Grid, densities, cfg: SolverInversionConfig = Solve
       grid: the grid of the images.
       densities: (B, n, n) or (n, n) observed |ψ|² (normalised to ∫n = 1 here).
       cfg: settings (``SolverInversionConfig``).
-      init: optional (B, 2) first guesses; default ``closed_form_guess``
+      init: optional (B, 2) (or (2,), for every image) first guesses; default ``closed_form_guess``
         (clipped into the box).
       vortices: optional, per image, the (K, 2) (x, y) positions of its vortex cores
         (e.g. the U-Net's, ``bec-jax predict``), which seed the state; default: the
@@ -212,8 +215,8 @@ def invert_with_solver(grid: Grid, densities, cfg: SolverInversionConfig = Solve
       ``InversionResult`` (batch axis first).
 
     Raises:
-      ValueError: wrong image shape, negative/non-finite densities, or an
-        ``init`` outside ``cfg.box`` (the message names value and range).
+      ValueError: wrong image shape, negative/non-finite or all-zero densities, or an
+        ``init`` of another shape or outside ``cfg.box`` (the message names value and range).
     """
     n = np.asarray(densities, np.float64)
     if n.ndim == 2:
@@ -222,6 +225,8 @@ def invert_with_solver(grid: Grid, densities, cfg: SolverInversionConfig = Solve
         raise ValueError(f"densities must have shape (B, {grid.n}, {grid.n}) or ({grid.n}, {grid.n}), got {n.shape}")
     if not np.all(np.isfinite(n)) or np.any(n < 0):
         raise ValueError("densities must be finite and >= 0")
+    if np.any(empty := ~(n.sum(axis=(1, 2)) > 0)):
+        raise ValueError(f"densities must hold atoms: image(s) {np.flatnonzero(empty)[:8].tolist()} are all zeros")
     n = n / (n.sum(axis=(1, 2), keepdims=True) * grid.cell_area)
     if vortices is None:
         seeds = [seed_state_from_density(grid, ni) for ni in n]
@@ -242,7 +247,10 @@ def invert_with_solver(grid: Grid, densities, cfg: SolverInversionConfig = Solve
         guess = np.array([closed_form_guess(grid, ni, k) for ni, k in zip(n, nv)])
         guess = np.clip(guess, box.lo + 0.02 * (box.hi - box.lo), box.hi - 0.02 * (box.hi - box.lo))
     else:
-        guess = np.asarray(init, float).reshape(len(n), 2)
+        guess = np.asarray(init, float)
+        if guess.shape not in ((2,), (len(n), 2)):
+            raise ValueError(f"init must hold (g, omega) per image, shape (2,) or ({len(n)}, 2), got {guess.shape}")
+        guess = np.broadcast_to(guess, (len(n), 2))
     u0 = box.to_unconstrained(guess)
     key = (grid, cfg)
     if key not in _RUNS:

@@ -130,6 +130,9 @@ def test_a_cloud_reaching_the_box_edge_warns_with_the_length_it_needs():
     with warnings.catch_warnings():
         warnings.simplefilter("error", bj.BoxTooSmallWarning)
         bj.ground_state(grid, 0.0, 0.0, key=jax.random.key(0), n_starts=1)  # a box that holds it: no warning
+    # under jax.grad the flags are known but g and omega traced: still the warning, without their values
+    with pytest.warns(bj.BoxTooSmallWarning, match=r"g = traced, omega = \[0.0\]"):
+        jax.grad(lambda g: bj.ground_state(grid, g, 0.0, key=jax.random.key(0), n_starts=1).energy)(400.0)
 
 
 @pytest.mark.parametrize(
@@ -138,6 +141,8 @@ def test_a_cloud_reaching_the_box_edge_warns_with_the_length_it_needs():
         (10.0, 1.0, {}, "trap"),
         (10.0, jnp.array([0.2, 0.99, 1.01]), {}, r"\|omega\| < 1"),
         (-5.0, 0.2, {}, ">= 0"),
+        (10.0, jnp.array([0.2, jnp.nan]), {}, r"omega must be finite, got \[nan\]"),
+        ("100", 0.2, {}, "g must be a real number or array of them, got '100'"),
         (10.0, 0.2, dict(n_starts=0), "n_starts"),
         (10.0, 0.2, dict(method="newton"), "method"),
         (10.0, 0.2, dict(preconditioner="jacobi"), r"preconditioner must be one of \['kinetic', 'rotating'\], got 'jacobi'"),
