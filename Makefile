@@ -20,11 +20,15 @@ pipeline: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/bec-jax demo --out runs/demo
 
+# Two pytest workers (pytest-xdist): JAX compiles on one core, so two workers on two cores take about
+# half the time of one. WORKERS=0 runs in this process (a debugger, -x, -s).
+WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(WORKERS)
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow -n $(WORKERS)
 
 # The API reference (mkdocstrings) and guides, strict: a broken reference fails the build.
 $(VENV)/.docs-installed: $(STAMP)

@@ -103,7 +103,8 @@ def test_imaginary_time_method_agrees_with_pcg():
 @pytest.mark.slow  # 18–55 s on 2 cores: runs in `make test-slow`
 def test_small_box_is_flagged_with_needed_length():
     grid = bj.Grid(32, 7.0)
-    res = bj.ground_state(grid, 200.0, 0.0, key=jax.random.key(0), n_starts=1)
+    with pytest.warns(bj.BoxTooSmallWarning, match=r"length >= 15\.\d"):
+        res = bj.ground_state(grid, 200.0, 0.0, key=jax.random.key(0), n_starts=1)
     assert bool(res.touches_edge)
     assert float(res.length_needed) > 7.0
     ok = bj.ground_state(bj.Grid(48, float(bj.box_length(200.0, 0.0))), 200.0, 0.0, key=jax.random.key(0), n_starts=1)
