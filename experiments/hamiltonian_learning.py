@@ -159,7 +159,8 @@ def main(argv=None):
           f"program; time per inversion "
           + (f"excludes the first chunk (compile: {times[0]:.0f} s for {args.chunk}). " if len(times) > 1 else
              "includes compiling (one chunk only). ")
-          + f"(b): {sur.inv_starts**2} starts × {sur.inv_steps} Adam steps, all cases in one program (compiled once before timing)."]
+          + f"(b): {sur.inv_starts**2} starts × {sur.inv_steps} Adam steps, all cases in one program "
+            "(compiled once before timing)."]
     (out / "hamiltonian_learning.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     plot(out / "hamiltonian_learning.png", grid, dens[te], psi_a, model, info, box, fc, T, pa, pb, ident)

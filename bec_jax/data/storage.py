@@ -18,7 +18,7 @@ attribute) and a manifest ``.bec_jax.json`` (``artifacts.write_manifest``, kind
 "dataset-shards": the SHA-256 of every shard, its sample count and size in bytes, the
 config). ``read_h5`` reads the folder (or its manifest file) as one dataset: the shards'
 samples in shard order, the attributes of the first with ``n_failed`` and ``summary`` of all;
-``rows`` reads (and hashes) only the shards holding them.
+``rows`` reads (and hashes) only the first shard and those holding them.
 
 Integrity: every dataset carries HDF5's Fletcher-32 checksum per chunk, so a
 flipped byte fails the read; ``read_h5`` turns that, a truncated, foreign or
@@ -140,9 +140,9 @@ def _rows(rows, n: int):
 
 
 def _read_shards(folder: Path, fields, psi: bool, rows) -> tuple[dict, dict]:
-    """``read_h5`` of a shard folder: every shard's size checked against the manifest, the shards
-    holding ``rows`` (the first one when none do) read, checked against it (their SHA-256 too when ψ is
-    read) and their samples concatenated in shard order."""
+    """``read_h5`` of a shard folder: every shard's size checked against the manifest, the first shard and
+    those holding ``rows`` read, checked against it (their SHA-256 too when ψ is read) and their samples
+    concatenated in shard order."""
     manifest = read_manifest(folder)
     if manifest.get("kind") != SHARDS_KIND:
         raise CorruptArtifact(f"{str(folder)!r} holds a bec_jax {manifest.get('kind')!r}, not a sharded dataset")
@@ -156,7 +156,7 @@ def _read_shards(folder: Path, fields, psi: bool, rows) -> tuple[dict, dict]:
     if rows is not None:
         _rows(rows, int(ends[-1]) if len(ends) else 0)
     held = range(len(shards)) if rows is None else np.unique(np.searchsorted(ends, rows, side="right")).tolist()
-    read = held or list(range(min(1, len(shards))))
+    read = sorted({*held, 0}) if shards else []  # the first shard too: the attributes are its
     if psi:  # the content hashes of the shards read alone: a few rows of a big dataset do not hash it all
         verify_manifest(folder, SHARDS_KIND, only=None if rows is None else {shards[i]["file"] for i in read})
     parts, attrs = [], None

@@ -281,7 +281,7 @@ def _read_tiff(p: Path):
     import tifffile
 
     with tifffile.TiffFile(p) as tif:
-        full = [s for s in tif.series if not all(getattr(q, "is_reduced", False) for q in s.pages)] or tif.series
+        full = [s for s in tif.series if not s.keyframe.is_reduced] or tif.series
         series = full[0]
         frames = sum(math.prod(k for k, ax in zip(s.shape, s.axes) if ax not in "YXS") for s in full)
         if frames > 1:

@@ -677,9 +677,10 @@ def ground_state(
     check_memory(per_start * batch * n_starts * grid.n**2 * jnp.dtype(complex_dtype()).itemsize / devices,
                  f"ground_state ({batch} states x {n_starts} starts on {grid.n}²)", backend_of(args[0]))
     res = _solve_jit(grid, *args, method, psi0, mesh, start_mesh, chunk, adjoint)
-    # Under jax.grad the flags are concrete and g, Ω traced: the warnings name the parameters they know.
-    energies = _concrete(res.energy)
-    bad = np.zeros(batch, bool) if energies is None else ~np.isfinite(energies)
+    # Under jax.grad the flags and the residual are concrete, the energy and g, Ω traced: the warnings use
+    # what is known.
+    known = [v for v in (_concrete(res.energy), _concrete(res.residual)) if v is not None]
+    bad = ~np.logical_and.reduce([np.isfinite(v) for v in known]) if known else np.zeros(batch, bool)
     if bad.any():
         warnings.warn(f"{int(bad.sum())} of {batch} ground states are not finite ({_named(g_arr, om_arr, bad)}): "
                       f"the grid ({grid}) cannot hold or resolve them; use length >= box_length(g, omega) and more "

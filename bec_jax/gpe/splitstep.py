@@ -51,7 +51,7 @@ def check_parameters(g, omega):
     """
     g_np, om_np = _concrete(g), _concrete(omega)
     for name, v, given in (("g", g_np, g), ("omega", om_np, omega)):
-        if v is not None and v.dtype.kind not in "biuf":
+        if v is not None and v.dtype.kind in "USOcmM":  # text, objects, complex, times (bfloat16 is "V")
             raise ValueError(f"{name} must be a real number or array of them, got {given!r}")
         if v is not None and not np.all(np.isfinite(v)):
             raise ValueError(f"{name} must be finite, got {np.ravel(v[~np.isfinite(v)])[:4].tolist()}")

@@ -208,8 +208,8 @@ def test_bad_images_get_a_one_line_reason_and_the_others_still_run(tmp_path):
         assert status[name] == status["ok.npy"] == ("ok", None), name
     expect = {"cube.npy": "2-D", "zeros.npy": "all zeros", "nan.npy": "NaN", "noise.npy": "no cloud",
               "cut.npy": "cut by the frame", "tiny.npy": "too small", "missing.npy": "no such file",
-              "x.h5": "HDF5", "stack.tif": "holds 3 frames", "two_images.tif": "holds 2 frames", "cut.tif": "damaged or truncated",
-              "empty.tif": "is empty", "text.npy": "not a .npy file"}
+              "x.h5": "HDF5", "stack.tif": "holds 3 frames", "two_images.tif": "holds 2 frames",
+              "cut.tif": "damaged or truncated", "empty.tif": "is empty", "text.npy": "not a .npy file"}
     for name, words in expect.items():
         st, err = status[name]
         assert st == "error" and words in err and "\n" not in err, (name, err)

@@ -120,6 +120,8 @@ def test_nan_or_zero_start_is_refused_and_unresolvable_states_warn():
     with pytest.warns(RuntimeWarning, match="not finite"):
         res = bj.ground_state(grid, 1e9, 0.2, key=jax.random.key(0), n_starts=1, max_iter=20)
     assert not bool(res.converged)
+    with pytest.warns(RuntimeWarning, match=r"not finite \(g = traced, omega = \[0.2\]\)"):  # under jax.grad too
+        jax.grad(lambda g: bj.ground_state(grid, g, 0.2, key=jax.random.key(0), n_starts=1, max_iter=20).energy)(1e9)
 
 
 def test_a_cloud_reaching_the_box_edge_warns_with_the_length_it_needs():
