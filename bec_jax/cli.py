@@ -2,16 +2,17 @@
 
 One error path for every subcommand: bad input, a damaged or foreign file, a busy or
 unwritable output are one line naming the file or value, exit code 2; anything
-unexpected prints a one-line summary before its traceback (exit 1). SIGINT and SIGTERM
-exit 130 and 143 with one line, within a few seconds even inside a long XLA call: every
-file bec_jax writes is replaced atomically, so stopping anywhere leaves nothing
-half-written and the same command resumes. Each output folder (or file) is locked for
-the command's lifetime, so a second process on it refuses at once.
+unexpected prints a one-line summary before its traceback (exit 1); a warning is one
+line too. SIGINT and SIGTERM exit 130 and 143 with one line, within a few seconds even
+inside a long XLA call: every file bec_jax writes is replaced atomically, so stopping
+anywhere leaves nothing half-written and the same command resumes. Each output folder
+(or file) is locked for the command's lifetime, so a second process on it refuses at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 
 from bec_jax.artifacts import first_line
 from bec_jax.distributed import DistributedConfig, is_collective_failure
@@ -154,9 +156,23 @@ def _exit_multi_process(command: str, code: int):
     os._exit(code)
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(command: str):
+    """Show Python warnings as the commands' own (``bec-jax CMD: warning: ...``), not as
+    ``path:line: Category: ...`` followed by a line of bec_jax's source."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"bec-jax {command}: warning: {first_line(message, 1000)}", file=file or sys.stderr, flush=True)
+
+    previous, warnings.showwarning = warnings.showwarning, show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def _run_command(args) -> int:
     try:
-        with holding_locks():
+        with holding_locks(), _warnings_as_lines(args.command):
             return args.func(args)
     except _Signalled as e:
         _exit_signalled(args.command, e.signum)

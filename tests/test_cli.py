@@ -22,6 +22,16 @@ def test_demo_writes_png_and_json(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_warning_is_one_line_naming_the_command(tmp_path, capsys):
+    # a cloud wider than the box: ground_state's BoxTooSmallWarning, shown as the commands' own lines
+    rc = main(["demo", "--out", str(tmp_path), "--n", "16", "--length", "6", "--g", "400", "--omega", "0",
+               "--starts", "1"])
+    assert rc == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bec-jax demo: warning: 1 of 1 ground states reach the edge"), err
+    assert json.loads((tmp_path / "ground_states.json").read_text())["states"][0]["touches_edge"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

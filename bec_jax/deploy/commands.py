@@ -8,6 +8,10 @@ from pathlib import Path
 
 from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, out_dir
 
+#: exit status when the run went through but some of its images could not be used (2 stays a usage error,
+#: which writes nothing), so that a script can tell the two apart
+IMAGES_FAILED = 3
+
 
 def cmd_predict(args) -> int:
     from bec_jax.deploy.predict import ImageSettings, expand_inputs, load_model, predict_files
@@ -30,12 +34,12 @@ def cmd_predict(args) -> int:
                             zero_momentum=not args.keep_momentum, progress=not args.no_progress)
     print(json.dumps(dict(n_images=summary["n_images"], n_ok=summary["n_ok"], n_error=summary["n_error"],
                           summary=str(out / "summary.json"))))
-    # the images of this call that failed: one line each, and exit 2 (the others are written all the same)
+    # the images of this call that failed: one line each (the others are written all the same)
     asked = set(specs)
     failed = [r for r in summary["images"] if r["file"] in asked and r["status"] == "error"]
     for r in failed:
         print(f"bec-jax predict: {r['file']}: {r['error']}", file=sys.stderr)
-    return 2 if failed else 0
+    return IMAGES_FAILED if failed else 0
 
 
 def _sidecar_has_pixel_size(spec: str) -> bool:
@@ -56,8 +60,8 @@ def register(sub) -> None:
                        description="Predict the phase gradient, the phase and the vortices of camera images. Every "
                                    "ImageSettings field is a flag; a sidecar IMAGE.json (img.npy.json or img.json) "
                                    "may hold pixel_size, tof, atom_number, psf_width per image. An image that "
-                                   "cannot be used is named on stderr with its reason (exit status 2); the others "
-                                   "are still written.")
+                                   "cannot be used is named on stderr with its reason and the others are still "
+                                   "written (exit status 3; 2 is a usage error, which writes nothing).")
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help=".npy, .tif/.tiff, .png, file.h5:/dataset, a folder or a glob")
     p.add_argument("--model", required=True,

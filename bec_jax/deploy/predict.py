@@ -45,6 +45,7 @@ import json
 import math
 import numbers
 import re
+import warnings
 from pathlib import Path
 
 import jax
@@ -476,8 +477,11 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
     ``imaging.observation_transfer``. A clockwise rotation (most predicted windings negative) is
     estimated on the mirror image and reported with Ω < 0. config: a ``SolverInversionConfig``
     (default: its defaults in the box of the model's training data). Returns {"g", "omega",
-    "loss", "n_vortices", "initial_guess", "box", "at_box_edge"}.
+    "loss", "n_vortices", "initial_guess", "box", "at_box_edge", "touches_edge"} (at_box_edge: the estimate
+    is within 1 % of the parameter box's edge; touches_edge: the state fitted to the image reaches the model
+    grid's edge, so the estimate is biased).
     """
+    from bec_jax.gpe.groundstate import BoxTooSmallWarning
     from bec_jax.gpe.phase_field import positions_from_winding
     from bec_jax.imaging.psf import observation_transfer
     from bec_jax.inverse import ParamBox, SolverInversionConfig, invert_with_solver
@@ -493,7 +497,9 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
         n = n[:, ::-1]
         cores[:, 0] = grid.x[0] + grid.x[-1] - cores[:, 0]
     tf = observation_transfer(grid, "gaussian" if psf_width > 0 else "none", psf_width, pixel, lam)
-    r = invert_with_solver(grid, n, config, vortices=[cores], transfer=tf)
+    with warnings.catch_warnings():  # the record says so (touches_edge), naming the image
+        warnings.simplefilter("ignore", BoxTooSmallWarning)
+        r = invert_with_solver(grid, n, config, vortices=[cores], transfer=tf)
     g, om = (float(v) for v in np.asarray(r.params)[0])
     box = config.box
     edge = bool(np.any(np.abs(np.asarray([g, om]) - box.lo) < 0.01 * (box.hi - box.lo))
@@ -501,7 +507,8 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
     g0, om0 = (float(v) for v in np.asarray(r.init)[0])
     return dict(g=g, omega=sign * om, loss=float(np.asarray(r.loss)[0]), n_vortices=int(len(cores)),
                 initial_guess=dict(g=g0, omega=sign * om0),
-                box=dict(g=list(box.g_range), omega=list(box.omega_range)), at_box_edge=edge)
+                box=dict(g=list(box.g_range), omega=list(box.omega_range)), at_box_edge=edge,
+                touches_edge=bool(np.asarray(r.touches_edge)[0]))
 
 
 def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.0,

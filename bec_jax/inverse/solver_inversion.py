@@ -49,6 +49,7 @@ Everything acts on ONE state and is vmapped over cases.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -56,8 +57,9 @@ import numpy as np
 import optax
 
 from bec_jax.gpe.grid import Grid, complex_dtype
-from bec_jax.gpe.groundstate import ground_state
+from bec_jax.gpe.groundstate import EDGE_THRESHOLD, BoxTooSmallWarning, ground_state
 from bec_jax.gpe.hamiltonian import density
+from bec_jax.gpe.observables import edge_density
 from bec_jax.gpe.implicit import AdjointSettings, hessian_apply, make_stationary, minus_lz
 from bec_jax.inverse.features import (
     FeatureConfig,
@@ -126,7 +128,9 @@ class SolverInversionConfig:
 class InversionResult:
     """params (B, 2) recovered (g, Ω); init (B, 2) the first guess; loss (B,)
     final feature loss; history (B, steps+1, 2) iterates; psi (B, n, n) the
-    relaxed state at the recovered parameters; n_vortices (B,) cores seen."""
+    relaxed state at the recovered parameters; n_vortices (B,) cores seen;
+    touches_edge (B,) bool: the image's cloud or the fitted state reaches the box's
+    edge (``invert_with_solver``), so the recovered parameters are biased."""
 
     params: jax.Array
     init: jax.Array
@@ -134,6 +138,12 @@ class InversionResult:
     history: jax.Array
     psi: jax.Array
     n_vortices: jax.Array
+    touches_edge: jax.Array
+
+
+#: median of an image's boundary density over its peak above which its cloud is cut by the box: a median,
+#: not ground_state's maximum, as camera noise (clipped at 0) puts single boundary pixels far above 1e-4
+IMAGE_EDGE_THRESHOLD = 1e-2
 
 
 _KEY = jax.random.key(0)  # ground_state wants a key; unused, every relaxation starts from a given state
@@ -214,6 +224,11 @@ def invert_with_solver(grid: Grid, densities, cfg: SolverInversionConfig = Solve
     Returns:
       ``InversionResult`` (batch axis first).
 
+    Warns:
+      BoxTooSmallWarning: an image's cloud (median boundary density above ``IMAGE_EDGE_THRESHOLD``
+        of its peak) or the state fitted to it (``ground_state``'s edge test) reaches the box's edge
+        (``touches_edge``).
+
     Raises:
       ValueError: wrong image shape, negative/non-finite or all-zero densities, or an
         ``init`` of another shape or outside ``cfg.box`` (the message names value and range).
@@ -257,5 +272,18 @@ def invert_with_solver(grid: Grid, densities, cfg: SolverInversionConfig = Solve
         _RUNS[key] = _make_run(grid, cfg)
     p, loss, hist, psi = _RUNS[key](jnp.asarray(psi0, complex_dtype()), jnp.asarray(u0, rdt), jnp.asarray(n, rdt),
                                     jnp.asarray(tf, rdt))
+    cut = _image_edge(n) > IMAGE_EDGE_THRESHOLD
+    edge = cut | ~(np.asarray(edge_density(psi)) <= EDGE_THRESHOLD)
+    if edge.any():
+        warnings.warn(f"image(s) {np.flatnonzero(edge)[:8].tolist()} of {len(n)} reach the edge of the box (side "
+                      f"{grid.length:g}): the image's cloud ({int(cut.sum())} of them) or the state fitted to it is "
+                      "cut by the box, so the recovered (g, omega) are biased; use a larger box (result.touches_edge)",
+                      BoxTooSmallWarning, stacklevel=2)
     return InversionResult(params=p, init=jnp.asarray(guess), loss=loss, history=hist, psi=psi,
-                           n_vortices=jnp.asarray(nv))
+                           n_vortices=jnp.asarray(nv), touches_edge=jnp.asarray(edge))
+
+
+def _image_edge(n: np.ndarray) -> np.ndarray:
+    """(B,) median density on each image's boundary over its peak."""
+    ring = np.concatenate([n[:, 0, :], n[:, -1, :], n[:, 1:-1, 0], n[:, 1:-1, -1]], axis=1)
+    return np.median(ring, axis=1) / n.max(axis=(1, 2))

@@ -316,12 +316,12 @@ def test_cli_usage_errors_exit_2_with_one_line(small_run, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_names_each_image_that_failed_on_stderr_and_exits_2(small_run, tmp_path, capsys):
+def test_cli_names_each_image_that_failed_on_stderr_and_exits_3(small_run, tmp_path, capsys):
     run, _ = small_run
     np.save(tmp_path / "a.npy", lab_image((40, 40), 0.35))
     np.save(tmp_path / "zeros.npy", np.zeros((40, 40)))
     argv = ["predict", "--model", str(run), "--pixel-size", "0.35", "--out", str(tmp_path / "o"), "--no-progress"]
-    assert main([*argv, str(tmp_path / "a.npy"), str(tmp_path / "zeros.npy"), str(tmp_path / "gone.npy")]) == 2
+    assert main([*argv, str(tmp_path / "a.npy"), str(tmp_path / "zeros.npy"), str(tmp_path / "gone.npy")]) == 3
     out, err = capsys.readouterr()
     assert json.loads(out.strip().splitlines()[-1])["n_ok"] == 1
     lines = err.strip().splitlines()
@@ -349,6 +349,6 @@ def test_estimate_parameters_recovers_g_and_omega_of_a_noisy_blurred_image(tmp_p
                                key=jax.random.key(0)))
     out = predict(model, img, pixel_size=0.2, psf_width=0.3, estimate=True)
     p = out.parameters
-    assert p["n_vortices"] == 3 and not p["at_box_edge"], p
+    assert p["n_vortices"] == 3 and not p["at_box_edge"] and not p["touches_edge"], p
     assert abs(p["g"] / g - 1) < 0.05 and abs(p["omega"] / omega - 1) < 0.05, p
     assert out.summary()["parameters"] == p

@@ -1,3 +1,5 @@
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,12 +66,27 @@ def test_inversion_recovers_g_and_omega_of_synthetic_case(state64):
     n = np.asarray(bj.density(psi), np.float32)
     cfg = SolverInversionConfig(steps=25, init_iter=200, relax_iter=60, cg_iters=100,
                                 box=ParamBox((30.0, 270.0), (0.4, 0.8)), features=FC)
-    r = invert_with_solver(grid, n, cfg, init=np.array([[85.0, 0.6]]))  # 15 % / 8 % off
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bj.BoxTooSmallWarning)  # the cloud fits its box
+        r = invert_with_solver(grid, n, cfg, init=np.array([[85.0, 0.6]]))  # 15 % / 8 % off
+    assert not bool(r.touches_edge[0])
     g, om = np.asarray(r.params)[0]
     assert abs(g / 100.0 - 1) < 0.03, (g, om)
     assert abs(om / 0.65 - 1) < 0.03, (g, om)
     assert int(r.n_vortices[0]) == 3
     assert r.history.shape == (1, 26, 2)
+
+
+def test_inversion_warns_when_the_cloud_is_cut_by_the_box():
+    # a cloud twice as wide as the box, beside one that fits: only the first is flagged
+    grid = bj.Grid(16, 10.0)
+    x, y = np.meshgrid(grid.x, grid.x)
+    wide, fits = np.exp(-(x**2 + y**2) / 18.0), np.exp(-(x**2 + y**2) / 2.0)
+    cfg = SolverInversionConfig(steps=2, init_iter=20, relax_iter=10, cg_iters=10,
+                                box=ParamBox((1.0, 10.0), (0.0, 0.3)))
+    with pytest.warns(bj.BoxTooSmallWarning, match=r"image\(s\) \[0\] of 2 reach the edge of the box \(side 10\)"):
+        r = invert_with_solver(grid, np.stack([wide, fits]), cfg, vortices=[np.zeros((0, 2))] * 2)
+    assert np.asarray(r.touches_edge).tolist() == [True, False]
 
 
 def test_inversion_rejects_bad_input():
