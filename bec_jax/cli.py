@@ -2,8 +2,8 @@
 
 One error path for every subcommand: bad input, a damaged or foreign file, a busy or
 unwritable output are one line naming the file or value, exit code 2; anything
-unexpected prints a one-line summary before its traceback (exit 1); a warning is one
-line too. SIGINT and SIGTERM exit 130 and 143 with one line, within a few seconds even
+unexpected prints a one-line summary before its traceback (exit 1); bec_jax's warnings
+are one line too. SIGINT and SIGTERM exit 130 and 143 with one line, within a few seconds even
 inside a long XLA call: every file bec_jax writes is replaced atomically, so stopping
 anywhere leaves nothing half-written and the same command resumes. Each output folder
 (or file) is locked for the command's lifetime, so a second process on it refuses at once.
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     console = argv is None and threading.current_thread() is threading.main_thread()
     if console:
         _install_signal_handlers(args.command)
-    code = _run_command(args)
+    code = _run_command(args, console)
     if code and joined:
         _exit_multi_process(args.command, code)
     return code
@@ -157,22 +157,33 @@ def _exit_multi_process(command: str, code: int):
 
 
 @contextlib.contextmanager
-def _warnings_as_lines(command: str):
-    """Show Python warnings as the commands' own (``bec-jax CMD: warning: ...``), not as
-    ``path:line: Category: ...`` followed by a line of bec_jax's source."""
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"bec-jax {command}: warning: {first_line(message, 1000)}", file=file or sys.stderr, flush=True)
+def _warnings_as_lines(command: str, enabled: bool):
+    """Show bec_jax's warnings as the commands' own lines (``bec-jax CMD: warning: ...``), not as
+    ``path:line: Category: ...`` followed by a line of bec_jax's source; other libraries' keep their
+    format. Only at the console: a Python caller (pytest, a notebook) keeps its own warning handling."""
+    if not enabled:
+        yield
+        return
+    previous = warnings.showwarning
 
-    previous, warnings.showwarning = warnings.showwarning, show
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not category.__module__.startswith("bec_jax"):
+            return previous(message, category, filename, lineno, file, line)
+        try:
+            print(f"bec-jax {command}: warning: {first_line(message, 1000)}", file=file or sys.stderr, flush=True)
+        except OSError:  # stderr closed: as Python's own printer, do not fail the command for a warning
+            pass
+
+    warnings.showwarning = show
     try:
         yield
     finally:
         warnings.showwarning = previous
 
 
-def _run_command(args) -> int:
+def _run_command(args, console: bool = False) -> int:
     try:
-        with holding_locks(), _warnings_as_lines(args.command):
+        with holding_locks(), _warnings_as_lines(args.command, console):
             return args.func(args)
     except _Signalled as e:
         _exit_signalled(args.command, e.signum)
@@ -192,6 +203,9 @@ def _report_error(command: str, e: Exception) -> int:
     if str(e).lstrip().startswith("RESOURCE_EXHAUSTED:"):  # XLA out of (device) memory: the settings ask too much
         print(f"bec-jax {command}: error: out of memory; use a smaller batch size or grid "
               f"({first_line(e, 300)})", file=sys.stderr)
+        return 2
+    if isinstance(e, Warning):  # a warning the user made an error (-W error, PYTHONWARNINGS)
+        print(f"bec-jax {command}: error: {type(e).__name__}: {first_line(e, 1000)}", file=sys.stderr)
         return 2
     if isinstance(e, ValueError):  # UsageError, CorruptArtifact, OutputLocked, config and data errors
         print(f"bec-jax {command}: error: {first_line(e, 1000)}", file=sys.stderr)

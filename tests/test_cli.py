@@ -22,14 +22,31 @@ def test_demo_writes_png_and_json(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def test_warning_is_one_line_naming_the_command(tmp_path, capsys):
-    # a cloud wider than the box: ground_state's BoxTooSmallWarning, shown as the commands' own lines
-    rc = main(["demo", "--out", str(tmp_path), "--n", "16", "--length", "6", "--g", "400", "--omega", "0",
-               "--starts", "1"])
-    assert rc == 0
-    err = capsys.readouterr().err.strip().splitlines()
+def test_warning_is_one_line_naming_the_command(tmp_path):
+    # a cloud wider than the box: ground_state's BoxTooSmallWarning, at the console one line like the commands' own
+    small_box = ["demo", "--out", str(tmp_path), "--n", "16", "--length", "6", "--g", "400", "--omega", "0",
+                 "--starts", "1"]
+    out = subprocess.run(BEC + small_box, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    err = out.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bec-jax demo: warning: 1 of 1 ground states reach the edge"), err
     assert json.loads((tmp_path / "ground_states.json").read_text())["states"][0]["touches_edge"]
+    # called from Python, the caller's warning handling is left alone
+    with pytest.warns(RuntimeWarning, match="reach the edge"):
+        assert main(small_box) == 0
+
+
+def test_warning_made_an_error_is_one_line_exit_2(tmp_path, capsys):
+    import warnings
+
+    import bec_jax as bj
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bj.BoxTooSmallWarning)
+        rc = main(["demo", "--out", str(tmp_path), "--n", "16", "--length", "6", "--g", "400", "--omega", "0",
+                   "--starts", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("bec-jax demo: error: BoxTooSmallWarning: 1 of 1"), err
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,10 @@ def cmd_predict(args) -> int:
     failed = [r for r in summary["images"] if r["file"] in asked and r["status"] == "error"]
     for r in failed:
         print(f"bec-jax predict: {r['file']}: {r['error']}", file=sys.stderr)
+    for r in summary["images"]:
+        if r["file"] in asked and (r.get("parameters") or {}).get("touches_edge"):
+            print(f"bec-jax predict: warning: {r['file']}: the (g, omega) estimate is biased: the cloud or the state "
+                  "fitted to it reaches the model grid's edge (parameters.touches_edge)", file=sys.stderr)
     return IMAGES_FAILED if failed else 0
 
 

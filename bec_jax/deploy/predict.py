@@ -45,7 +45,6 @@ import json
 import math
 import numbers
 import re
-import warnings
 from pathlib import Path
 
 import jax
@@ -478,10 +477,9 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
     estimated on the mirror image and reported with Ω < 0. config: a ``SolverInversionConfig``
     (default: its defaults in the box of the model's training data). Returns {"g", "omega",
     "loss", "n_vortices", "initial_guess", "box", "at_box_edge", "touches_edge"} (at_box_edge: the estimate
-    is within 1 % of the parameter box's edge; touches_edge: the state fitted to the image reaches the model
-    grid's edge, so the estimate is biased).
+    is within 1 % of the parameter box's edge; touches_edge: the image's cloud or the state fitted to it reaches
+    the model grid's edge, so the estimate is biased).
     """
-    from bec_jax.gpe.groundstate import BoxTooSmallWarning
     from bec_jax.gpe.phase_field import positions_from_winding
     from bec_jax.imaging.psf import observation_transfer
     from bec_jax.inverse import ParamBox, SolverInversionConfig, invert_with_solver
@@ -497,9 +495,8 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
         n = n[:, ::-1]
         cores[:, 0] = grid.x[0] + grid.x[-1] - cores[:, 0]
     tf = observation_transfer(grid, "gaussian" if psf_width > 0 else "none", psf_width, pixel, lam)
-    with warnings.catch_warnings():  # the record says so (touches_edge), naming the image
-        warnings.simplefilter("ignore", BoxTooSmallWarning)
-        r = invert_with_solver(grid, n, config, vortices=[cores], transfer=tf)
+    # no warning: the record says so (touches_edge) and `bec-jax predict` names the image
+    r = invert_with_solver(grid, n, config, vortices=[cores], transfer=tf, warn=False)
     g, om = (float(v) for v in np.asarray(r.params)[0])
     box = config.box
     edge = bool(np.any(np.abs(np.asarray([g, om]) - box.lo) < 0.01 * (box.hi - box.lo))
@@ -683,7 +680,9 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
             settings["zero_momentum"] = bool(zero_momentum)  # always: records made before it existed are redone
             old = records.get(spec)
             done = (old is not None and old.get("settings") == settings and old.get("status") == "ok"
-                    and old.get("files") and all((out / f).is_file() for f in old["files"]))
+                    and old.get("files") and all((out / f).is_file() for f in old["files"])
+                    # an estimate recorded before its box-edge flag existed is redone
+                    and (not estimate or "touches_edge" in (old.get("parameters") or {})))
             if done:
                 continue
             rec["settings"] = settings

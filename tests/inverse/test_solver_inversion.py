@@ -1,3 +1,4 @@
+import dataclasses
 import warnings
 
 import jax
@@ -84,9 +85,32 @@ def test_inversion_warns_when_the_cloud_is_cut_by_the_box():
     wide, fits = np.exp(-(x**2 + y**2) / 18.0), np.exp(-(x**2 + y**2) / 2.0)
     cfg = SolverInversionConfig(steps=2, init_iter=20, relax_iter=10, cg_iters=10,
                                 box=ParamBox((1.0, 10.0), (0.0, 0.3)))
-    with pytest.warns(bj.BoxTooSmallWarning, match=r"image\(s\) \[0\] of 2 reach the edge of the box \(side 10\)"):
-        r = invert_with_solver(grid, np.stack([wide, fits]), cfg, vortices=[np.zeros((0, 2))] * 2)
+    none = [np.zeros((0, 2))] * 2
+    with pytest.warns(bj.BoxTooSmallWarning, match=r"the cloud of image\(s\) \[0\] \(of 2\) reach the edge of the box "
+                      r"\(side 10\)"):
+        r = invert_with_solver(grid, np.stack([wide, fits]), cfg, vortices=none)
     assert np.asarray(r.touches_edge).tolist() == [True, False]
+    # an image that fits, but a parameter box whose states do not (Thomas-Fermi radius >= 4.2 in a box of side 6)
+    grid = bj.Grid(16, 6.0)
+    x, y = np.meshgrid(grid.x, grid.x)
+    cfg = dataclasses.replace(cfg, box=ParamBox((250.0, 400.0), (0.0, 0.3)))
+    with pytest.warns(bj.BoxTooSmallWarning, match=r"^the state fitted to image\(s\) \[0\] \(of 1\)"):
+        r = invert_with_solver(grid, np.exp(-(x**2 + y**2) / 1.28), cfg, vortices=none[:1])
+    assert bool(r.touches_edge[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bj.BoxTooSmallWarning)
+        assert bool(invert_with_solver(grid, np.exp(-(x**2 + y**2) / 1.28), cfg, vortices=none[:1],
+                                       warn=False).touches_edge[0])
+
+
+def test_image_edge_sees_a_disc_overfilling_the_box_not_clipped_noise():
+    from bec_jax.inverse.solver_inversion import IMAGE_EDGE_THRESHOLD, _image_edge
+
+    x, y = np.meshgrid(np.linspace(-1, 1, 64), np.linspace(-1, 1, 64))
+    disc = lambda r: np.maximum(1 - (x**2 + y**2) / r**2, 0)  # Thomas-Fermi, radius r in half-box units
+    noise = np.maximum(0.05 * np.random.default_rng(0).standard_normal(x.shape), 0)  # clipped at 0
+    edge = _image_edge(np.stack([disc(1.05), disc(0.9) + noise, disc(0.9)]))
+    assert edge.tolist()[0] > IMAGE_EDGE_THRESHOLD > max(edge[1:]), edge
 
 
 def test_inversion_rejects_bad_input():
