@@ -463,6 +463,11 @@ def _confidence(d, winding) -> np.ndarray:
     return np.clip(np.sign(winding) * block / (2 * np.pi), 0.0, 1.0)
 
 
+#: the keys of an estimate's record (``estimate_parameters``); a record missing one is redone on a rerun
+PARAMETER_KEYS = ("g", "omega", "loss", "n_vortices", "omega_identifiable", "initial_guess", "box", "at_box_edge",
+                  "touches_edge")
+
+
 def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float, psf_width: float = 0.0,
                         config=None) -> dict:
     """(g, Ω) of the state behind one image, by ``inverse.invert_with_solver`` with the imaging model
@@ -475,10 +480,10 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
     features of the image with those of the model's ground state seen through
     ``imaging.observation_transfer``. A clockwise rotation (most predicted windings negative) is
     estimated on the mirror image and reported with Ω < 0. config: a ``SolverInversionConfig``
-    (default: its defaults in the box of the model's training data). Returns {"g", "omega",
-    "loss", "n_vortices", "initial_guess", "box", "at_box_edge", "touches_edge"} (at_box_edge: the estimate
-    is within 1 % of the parameter box's edge; touches_edge: the image's cloud or the state fitted to it reaches
-    the model grid's edge, so the estimate is biased).
+    (default: its defaults in the box of the model's training data). Returns a dict of ``PARAMETER_KEYS``:
+    omega_identifiable: ≥ 2 vortices (with 0 or 1 the density does not depend on Ω, which stays near its
+    first guess); at_box_edge: the estimate is within 1 % of the parameter box's edge; touches_edge: the
+    image's cloud or the state fitted to it reaches the model grid's edge, so the estimate is biased.
     """
     from bec_jax.gpe.phase_field import positions_from_winding
     from bec_jax.imaging.psf import observation_transfer
@@ -503,7 +508,7 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
                 or np.any(np.abs(np.asarray([g, om]) - box.hi) < 0.01 * (box.hi - box.lo)))
     g0, om0 = (float(v) for v in np.asarray(r.init)[0])
     return dict(g=g, omega=sign * om, loss=float(np.asarray(r.loss)[0]), n_vortices=int(len(cores)),
-                initial_guess=dict(g=g0, omega=sign * om0),
+                omega_identifiable=len(cores) >= 2, initial_guess=dict(g=g0, omega=sign * om0),
                 box=dict(g=list(box.g_range), omega=list(box.omega_range)), at_box_edge=edge,
                 touches_edge=bool(np.asarray(r.touches_edge)[0]))
 
@@ -681,8 +686,8 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
             old = records.get(spec)
             done = (old is not None and old.get("settings") == settings and old.get("status") == "ok"
                     and old.get("files") and all((out / f).is_file() for f in old["files"])
-                    # an estimate recorded before its box-edge flag existed is redone
-                    and (not estimate or "touches_edge" in (old.get("parameters") or {})))
+                    # an estimate recorded before some of its fields existed is redone
+                    and (not estimate or set(PARAMETER_KEYS) <= set(old.get("parameters") or {})))
             if done:
                 continue
             rec["settings"] = settings
