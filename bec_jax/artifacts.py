@@ -152,7 +152,8 @@ def check_replaceable(folder, overwrite: bool) -> None:
     if not _occupied(folder):
         return
     if not overwrite:
-        raise ValueError(f"{str(folder)!r} exists and is not empty (use another folder or overwrite)")
+        raise ValueError(f"{str(folder)!r} exists and is not empty (use another folder, or --overwrite: "
+                         "overwrite=True from Python)")
     if folder.is_symlink():
         raise ValueError(f"{str(folder)!r} is a symbolic link; bec_jax replaces only folders it wrote, "
                          "remove it yourself or choose another output")
@@ -179,25 +180,37 @@ def remove_tree(folder) -> None:
 
 @contextlib.contextmanager
 def locked(output):
-    """Hold an exclusive lock on ``output`` (a folder: ``output/.lock``; a file: ``output.lock``).
+    """Hold an exclusive lock on ``output`` (a folder: ``output/.lock``; a file: ``output.lock``),
+    removed again when released (a killed process leaves it, unlocked, for the next to take).
 
     Raises OutputLocked at once when another process holds it.
     """
     output = Path(output)
     lock = output / _LOCK if output.is_dir() else output.with_name(output.name + _LOCK)
-    fh = open(lock, "a+")
-    try:
+    while True:
+        fh = open(lock, "a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
             owner = fh.read().strip() or "?"
+            fh.close()
             raise OutputLocked(f"{str(output)!r} is in use by another bec-jax process (pid {owner}); wait for it "
                                "or choose another output") from None
+        try:  # the lock taken must be the file at the path: a holder may have removed it as we opened it
+            if os.stat(lock).st_ino == os.fstat(fh.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        fh.close()
+    try:
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
         yield
     finally:
-        fh.close()
+        try:
+            lock.unlink(missing_ok=True)  # while held: one that opened it meanwhile sees the path changed
+        finally:
+            fh.close()

@@ -32,8 +32,15 @@ COMMAND_MODULES = ["bec_jax.gpe.commands", "bec_jax.data.commands", "bec_jax.tra
                    "bec_jax.bench.commands"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors as one line naming the command, not the whole usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bec-jax", description="Rotating BEC ground states, data and models in JAX.")
+    p = _Parser(prog="bec-jax", description="Rotating BEC ground states, data and models in JAX.")
     p.add_argument("--cpu-devices", type=positive_int, default=None,
                    help="split the host CPU into this many XLA devices, over which batched solvers shard "
                         "(default: one per core, or the count JAX_NUM_CPU_DEVICES / XLA_FLAGS set; 1: no split)")
@@ -44,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Each concern registers its own subcommands: module.register(subparsers).
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
+    p.subcommands = sub.choices  # name -> its parser
     return p
 
 
@@ -110,7 +118,9 @@ def main(argv=None) -> int:
     """Run ``bec-jax`` with ``argv`` (default: the command line). As the console script
     (argv None) it also handles SIGINT/SIGTERM (module doc)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the subcommand they were given to
+        parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         from bec_jax.gpe.sharding import use_cpu_cores
 

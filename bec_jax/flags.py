@@ -25,6 +25,7 @@ import contextlib
 import contextvars
 import dataclasses
 import inspect
+import os
 import re
 import types
 import typing
@@ -105,8 +106,14 @@ def lock_output(path) -> None:
 
 
 def out_dir(path: str, lock: bool = True) -> Path:
-    """Create (if needed), check writable and (``lock``) lock an output folder."""
+    """Create (if needed), check writable and (``lock``) lock an output folder. Folders it
+    creates are removed again if the command fails while they are still empty: a refused
+    command leaves nothing behind."""
     out = Path(path)
+    created = [p for p in (out, *out.parents) if not os.path.lexists(p)]
+    stack = _held.get()
+    if created and stack is not None:
+        stack.push(lambda exc_type, exc, tb: _remove_if_failed_and_empty(created, exc_type))
     try:
         out.mkdir(parents=True, exist_ok=True)
         if lock:  # opening the lock file also proves the folder writable
@@ -121,6 +128,17 @@ def out_dir(path: str, lock: bool = True) -> Path:
 
 
 # ------------------------------------------------------------- config dataclasses -> flags
+
+def _remove_if_failed_and_empty(folders: list[Path], exc_type) -> None:
+    """``folders`` (innermost first), created by a command that failed: removed while empty."""
+    if exc_type is None:
+        return
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the command wrote something worth keeping), or already gone
+            return
+
 
 def field_docs(cls) -> dict[str, str]:
     """{field: its description} read from a config dataclass's docstring, whose entries look like

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bec_jax.artifacts import check_replaceable
-from bec_jax.flags import add_dataclass_flags, config_from_flags, out_dir
+from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, out_dir
 
 
 #: CompressConfig fields `bec-jax prune` does not use (the pipeline's quantization settings)
@@ -103,7 +103,10 @@ def cmd_quantize(args) -> int:
     setup = load_setup(args.run, args.data)
     model = setup.model
     if args.from_pruned:
-        model, _ = load_quantized(Path(args.from_pruned) / "model", setup.model_config)
+        model, meta = load_quantized(Path(args.from_pruned) / "model", setup.model_config)
+        if (meta.get("extra") or {}).get("kind") == "quantized":  # int8 twice compounds the rounding
+            raise UsageError(f"--from-pruned {args.from_pruned!r} holds an int8 model already: give a `bec-jax "
+                             "prune` or `shrink` output")
     qcfg = QuantConfig.preset(c.scheme)
     fp32 = test_mse(model, setup.test)
     if c.qat_epochs:

@@ -572,6 +572,8 @@ def load_quantized(directory, model_config: UNetConfig | None = None, mode: str 
 
     directory = Path(directory)
     mfile = directory / "quantized.json"
+    if not directory.is_dir():
+        raise ValueError(f"no model folder at {str(directory)!r}")
     if not mfile.is_file():
         raise ValueError(f"{str(directory)!r} is not a quantized model folder (no quantized.json)")
     if has_manifest(directory):  # folders saved before manifests existed load unchecked
@@ -590,7 +592,7 @@ def load_quantized(directory, model_config: UNetConfig | None = None, mode: str 
     if model_config is not None and stored != model_config:
         diff = {k: (v, getattr(model_config, k)) for k, v in stored.to_dict().items()
                 if getattr(model_config, k) != v}
-        raise ValueError(f"checkpoint of another architecture: stored vs expected {diff}")
+        raise ValueError(f"{str(directory)!r} holds a model of another architecture: stored vs expected {diff}")
     ckptr = ocp.StandardCheckpointer()
     try:
         tree = ckptr.restore(directory.resolve() / "arrays")

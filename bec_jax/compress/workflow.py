@@ -33,7 +33,7 @@ from bec_jax.data.loader import BatchLoader
 from bec_jax.models.unet import UNet, UNetConfig
 from bec_jax.train.core import (TrainConfig, TrainState, evaluate_loader, init_state, make_loss, make_optimizer,
                                 make_predict, make_train_step, run_epochs)
-from bec_jax.train.trainer import load_dataset, load_trained, run_data_path, run_imaging
+from bec_jax.train.trainer import check_dataset_grid, load_dataset, load_trained, run_data_path, run_imaging
 
 __all__ = ["CompressConfig", "ShrinkConfig", "QuantizeConfig", "Setup", "load_setup", "test_mse", "FineTuner",
            "FineTuneResult", "cosine_cycles", "precise_batch_stats", "prune_once", "prune_and_finetune",
@@ -217,9 +217,7 @@ def load_setup(run_dir, data=None, which: str = "best", eval_batch_size: int | N
     tc = info["train_config"]
     data = data or run_data_path(run_dir)
     grid, arrays, _, splits = load_dataset(data, tc)
-    if grid.n != info["model_config"].input_size:
-        raise ValueError(f"dataset grid n={grid.n} differs from the model's input_size "
-                         f"{info['model_config'].input_size}")
+    check_dataset_grid(data, info["model_config"].input_size, grid.n)
     if len(splits["test"]) == 0:
         raise ValueError(f"the test split of {str(data)!r} is empty")
     bs = eval_batch_size or tc.batch_size

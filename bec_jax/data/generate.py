@@ -248,6 +248,16 @@ def _solver_attrs(config: GenerateConfig) -> str:
     return json.dumps(dict(method=config.method, n_starts=config.n_starts, **dataclasses.asdict(config.solver)))
 
 
+def _differences(stored: str | None, given: str) -> str:
+    """The config fields in which two configs' JSON differ, as "field: stored X, given Y" (or the shard)."""
+    try:
+        a, b = json.loads(stored or "{}"), json.loads(given)
+    except json.JSONDecodeError:
+        return "the stored config cannot be read"
+    diff = [f"{k}: stored {a.get(k)!r}, given {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "") if diff else "another shard"
+
+
 def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches: int | None = None,
              shard: tuple[int, int] | None = None) -> dict:
     """Generate (or resume) the dataset ``out`` (.h5). Returns a summary dict.
@@ -278,13 +288,17 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
     if out.exists():
         _, attrs = read_h5(out, fields=[], psi=False)
         if attrs.get("config") != cfg_json or attrs.get("shard") != shard_json:
-            raise DatasetConflict(f"{out} exists with a different config; choose another --out or delete it")
-        return dict(status="complete", path=str(out), **json.loads(attrs.get("summary", "{}")))
+            raise DatasetConflict(f"{out} exists with a different config ({_differences(attrs.get('config'), cfg_json)}"
+                                  "); choose another --out or delete it")
+        # nothing computed by this call: not the summary's figures of the run that made it
+        return (dict(status="complete", path=str(out), **json.loads(attrs.get("summary", "{}")))
+                | dict(seconds_this_run=0.0, batches_this_run=0))
     part = out.with_name(out.name + ".partial")
     cfg_file = part / "config.json"
     stored = cfg_json if shard_json is None else cfg_json + "\n" + shard_json
     if cfg_file.exists() and cfg_file.read_text() != stored:
-        raise DatasetConflict(f"{part} holds an unfinished run with a different config; "
+        raise DatasetConflict(f"{part} holds an unfinished run with a different config "
+                              f"({_differences(cfg_file.read_text().split(chr(10))[0], cfg_json)}); "
                               "rerun with the same settings to resume, or delete it")
     N, B = len(samples), config.batch_size
     n_batches = -(-N // B)

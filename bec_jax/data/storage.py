@@ -35,7 +35,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from bec_jax.artifacts import MANIFEST, CorruptArtifact, atomic_write, first_line, read_manifest, verify_manifest
+from bec_jax.artifacts import (MANIFEST, CorruptArtifact, atomic_write, first_line, has_manifest, read_manifest,
+                               verify_manifest)
 from bec_jax.gpe.grid import Grid
 
 __all__ = ["FIELDS", "SHARDS_KIND", "write_h5", "read_h5", "load_grid", "atomic_write_h5", "is_sharded", "shards_dir",
@@ -143,6 +144,9 @@ def _read_shards(folder: Path, fields, psi: bool, rows) -> tuple[dict, dict]:
     """``read_h5`` of a shard folder: every shard's size checked against the manifest, the first shard and
     those holding ``rows`` read, checked against it (their SHA-256 too when ψ is read) and their samples
     concatenated in shard order."""
+    if not has_manifest(folder) and not any(folder.glob("shard-*-of-*.h5")):
+        raise ValueError(f"{str(folder)!r} is a folder, not a dataset: give a dataset .h5 file (or the "
+                         "<name>.shards folder of a sharded one) from `bec-jax generate`")
     manifest = read_manifest(folder)
     if manifest.get("kind") != SHARDS_KIND:
         raise CorruptArtifact(f"{str(folder)!r} holds a bec_jax {manifest.get('kind')!r}, not a sharded dataset")

@@ -38,7 +38,7 @@ def cmd_predict(args) -> int:
     asked = set(specs)
     failed = [r for r in summary["images"] if r["file"] in asked and r["status"] == "error"]
     for r in failed:
-        print(f"bec-jax predict: {r['file']}: {r['error']}", file=sys.stderr)
+        print(f"bec-jax predict: {r['file']}: {r['error'].removeprefix(r['file'] + ': ')}", file=sys.stderr)
     for r in summary["images"]:
         if r["file"] in asked and (r.get("parameters") or {}).get("touches_edge"):
             print(f"bec-jax predict: warning: {r['file']}: the (g, omega) estimate is biased: the cloud or the state "

@@ -421,12 +421,16 @@ def export_artifact(model_dir, fmt: str, out, *, data=None, quantizer: str = "be
 
     fmt: "jax" or "onnx". data: dataset .h5 for int8 ONNX calibration (its training split).
     quantizer: "bec_jax" or "ort" (ONNX only). Returns {"format", "kind", "quantizer", "bytes", "out"}.
-    Unsupported combinations raise ValueError before any work.
+    Unsupported combinations, and a ``data`` on another grid than the model's input, raise ValueError
+    before any work.
     """
     from bec_jax.artifacts import atomic_write
+    from bec_jax.train.trainer import check_dataset_grid
 
     ExportConfig(fmt, quantizer, calibration_count)  # bad settings fail before any work
     model, _ = load_model(model_dir)
+    if data is not None:  # calibration runs the model on the dataset's images: they must be its size
+        check_dataset_grid(data, model.config.input_size)
     kind = model_kind(model)
     needs_data = fmt == "onnx" and (kind == "int8" or quantizer == "ort")
     if needs_data and data is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, lock_output
+from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, lock_output, out_dir
 
 from bec_jax.deploy.export import ExportConfig, check_model_folder  # numpy only: parsing does not start JAX
 
@@ -29,7 +29,7 @@ def cmd_export(args) -> int:
         __import__(needed)
     except ImportError:
         raise UsageError(f"--format {c.format} needs {needed}: pip install 'bec_jax[deploy]'") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out_dir(str(out.parent), lock=False)  # a folder made here goes again if the export is refused
     lock_output(out)
     from bec_jax.deploy.export import export_artifact
 

@@ -41,9 +41,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import glob
+import hashlib
 import json
 import math
 import numbers
+import os
 import re
 from pathlib import Path
 
@@ -199,18 +201,18 @@ def load_model(path) -> LoadedModel:
     else:
         raise ValueError(f"{str(path)!r} is not a model folder (expected checkpoints/ of a training run or "
                          "quantized.json of a saved model)")
-    train = read_run_metadata(run / "checkpoints")["run"]["train"]
-    _, attrs = read_h5(run_data_path(run), psi=False)
-    grid = load_grid(attrs)
+    meta = read_run_metadata(run / "checkpoints")["run"]
+    train = meta["train"]
+    grid = load_grid(meta["data"])  # the training data's grid, recorded in the run: predicting needs no dataset
     if grid.n != model.config.input_size:
         raise ValueError(f"the model's input size {model.config.input_size} differs from its dataset's grid "
                          f"n={grid.n} ({str(run)!r})")
     model.eval()
     gd, params, stats = nnx.split(model, nnx.Param, ...)
-    try:
-        data = config_of(attrs)
+    try:  # the (g, Ω) box of the estimate, when the dataset is at hand
+        data = config_of(read_h5(run_data_path(run), psi=False)[1])
         ranges = (tuple(map(float, data["g_range"])), tuple(map(float, data["omega_range"])))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OSError):
         ranges = None
     return LoadedModel(make_predict(gd), params, stats, grid, train.get("target", "phase_diff"),
                        float(train.get("mask_threshold", 1e-3)), 1e-9, str(path), ranges)
@@ -276,8 +278,9 @@ def _grey(a):
 
 def _read_tiff(p: Path):
     """The one image of a TIFF file (tifffile): a file of several frames (a stack, pages, series) is refused,
-    since which frame holds the atoms is the lab's to say; reduced-resolution images (TIFF NewSubfileType bit 0:
-    a camera's thumbnail or preview) are skipped; colour samples are averaged to grey, as a PNG's are."""
+    since which frame holds the atoms is the lab's to say, and so are colour samples stored as planes (3 or 4
+    frames written as one image); reduced-resolution images (TIFF NewSubfileType bit 0: a camera's thumbnail or
+    preview) are skipped; interleaved colour samples are averaged to grey, as a PNG's are."""
     import tifffile
 
     with tifffile.TiffFile(p) as tif:
@@ -287,6 +290,12 @@ def _read_tiff(p: Path):
         if frames > 1:
             raise ImageError(f"{str(p)!r} holds {frames} frames: save the absorption image (or each frame) "
                              "as its own file")
+        if "S" in series.axes and series.axes.index("S") < series.axes.index("Y"):
+            # samples stored as planes: what tifffile writes for a (3 or 4, rows, cols) array by default, a stack of
+            # frames (atoms, probe, dark) far more often than a colour picture
+            raise ImageError(f"{str(p)!r} holds {series.shape[series.axes.index('S')]} planes stored as colour "
+                             "samples, likely a stack of frames: save the absorption image (or each frame) as its "
+                             "own file")
         a = series.asarray()
     return _grey(np.moveaxis(a, series.axes.index("S"), -1)) if "S" in series.axes else a
 
@@ -377,7 +386,8 @@ def _check_image(a: np.ndarray, name: str) -> np.ndarray:
     if min(a.shape) < 8:
         raise ImageError(f"{name}: image {a.shape[0]}x{a.shape[1]} is too small (at least 8x8 pixels)")
     if not np.all(np.isfinite(a)):
-        raise ImageError(f"{name}: {int(np.sum(~np.isfinite(a)))} pixels are NaN or infinite")
+        bad = int(np.sum(~np.isfinite(a)))
+        raise ImageError(f"{name}: {bad} {'pixel is' if bad == 1 else 'pixels are'} NaN or infinite")
     if not np.any(a != 0):
         raise ImageError(f"{name}: the image is all zeros")
     return a
@@ -652,12 +662,30 @@ def _read_summary(path: Path) -> list[dict]:
     return [r for r in images if isinstance(r, dict) and "file" in r]
 
 
+def weights_digest(model: LoadedModel) -> str:
+    """A short SHA-256 of a model's weights and statistics: the identity of what predicts."""
+    h = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves((model.params, model.batch_stats)):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _file_stamp(spec: str) -> list[int] | None:
+    """[size, modification time in ns] of an image spec's file (None: no such file)."""
+    try:
+        st = os.stat(split_spec(spec)[0])
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=None, psf_width=0.0,
                   estimate: bool = False, zero_momentum: bool = True, progress: bool = True) -> dict:
     """``predict`` every image spec (``expand_inputs``) into folder ``out``; returns the summary dict.
 
     Writes per image NAME.h5 and NAME.png, and out/summary.json after every image
-    (atomically). A rerun skips images whose "ok" record (same settings, its files
+    (atomically). A rerun skips images whose "ok" record (same settings, same model
+    weights, the image file unchanged since: size and modification time; its files
     present) is already in summary.json, and tries those that failed again (a file
     since mended or written); records of other images are kept.
     Sidecar IMAGE.json values override the keyword settings per image. estimate: also
@@ -672,6 +700,7 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
     records = {r["file"]: r for r in _read_summary(summary_path)}
     if not isinstance(model, LoadedModel):
         model = load_model(model)
+    weights = weights_digest(model)
     taken = {r["output"] for r in records.values() if r.get("output")}
     for spec in tqdm(specs, desc="predict", unit="image", disable=not progress, dynamic_ncols=True):
         rec = dict(file=spec, status="error", error=None, n_vortices=0, vortices=[])
@@ -679,7 +708,8 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
             side = _sidecar(spec)
             settings = dict(pixel_size=side.get("pixel_size", pixel_size), tof=side.get("tof", tof),
                             atom_number=side.get("atom_number", atom_number),
-                            psf_width=side.get("psf_width", psf_width), model=model.source)
+                            psf_width=side.get("psf_width", psf_width), model=model.source,
+                            weights=weights, image=_file_stamp(spec))  # a retrained model, a file written anew
             if estimate:  # a rerun that asks for the estimate redoes images done without it
                 settings["estimate_parameters"] = True
             settings["zero_momentum"] = bool(zero_momentum)  # always: records made before it existed are redone

@@ -50,8 +50,8 @@ def register(sub) -> None:
         description="Run (or resume) the whole pipeline into one folder: dataset, trained U-Net, pruned and int8 "
                     "models (orbax), report.md / report.json / PNGs. Rerun the same command to resume. Every "
                     "config field is a flag --<section>-<field>; defaults come from the preset.")
-    p.add_argument("--preset", default="quick", help="quick (2-core CPU, ~10 min), lab (quick trained on camera "
-                   "images, for `bec-jax predict`) or paper (reference sizes, GPU)")
+    p.add_argument("--preset", default="quick", help="quick (2-core CPU, a few minutes), lab (quick trained on "
+                   "camera images, for `bec-jax predict`) or paper (reference sizes, GPU)")
     p.add_argument("--config", default=None, help="config.json of an earlier run (replaces --preset)")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

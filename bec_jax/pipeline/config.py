@@ -114,7 +114,8 @@ class PipelineConfig:
 
 
 PRESETS = {
-    # 2-core CPU, ~10 minutes: 240 states on 64², a 4.3M-parameter U-Net, 20 epochs.
+    # 2-core CPU, a few minutes (the README has the measured time): 240 states on 64², a 4.3M-parameter U-Net,
+    # 20 epochs.
     "quick": PipelineConfig(
         data=DATA_PRESETS["quick"],
         model=UNetConfig(base_width=8, depth=6, input_size=64),

@@ -15,6 +15,10 @@ complete. Saving to a step that already exists is an error here (orbax would
 return False silently). Each step folder gets a manifest (``bec_jax.artifacts``:
 SHA-256 of its files) once orbax has finished it; a restore checks it first, so a
 damaged checkpoint is refused with the file named instead of restored as NaNs.
+A step without one (saved before manifests existed, or a run stopped between orbax's
+commit and the manifest) is read unchecked: every array is read once, synchronously,
+before orbax restores it, and any failure is a CorruptArtifact naming the step folder
+(orbax's concurrent reads, failing, print hundreds of lines from their threads).
 In a multi-process run every process saves and restores (orbax writes each array
 once, from the process holding it), and process 0 writes the manifest.
 """
@@ -30,7 +34,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
-from bec_jax.artifacts import CorruptArtifact, first_line, has_manifest, verify_manifest, write_manifest
+from bec_jax.artifacts import MANIFEST, CorruptArtifact, first_line, has_manifest, verify_manifest, write_manifest
 from bec_jax.distributed import barrier
 from bec_jax.models.unet import UNetConfig
 
@@ -78,6 +82,23 @@ def _normalise(d: dict) -> dict:
 def _options(read_only: bool = False) -> ocp.CheckpointManagerOptions:
     policy = cm.AnyPreservationPolicy([cm.LatestN(n=1), cm.BestN(get_metric_fn=lambda m: -m["val_loss"], n=1)])
     return ocp.CheckpointManagerOptions(preservation_policy=policy, read_only=read_only, create=not read_only)
+
+
+def _read_every_array(state: Path) -> None:
+    """Read every array of the orbax item folder ``state`` (OCDBT, zarr) one at a time: a damaged unchecked
+    step fails here, in this thread, and not inside orbax's concurrent reads."""
+    import tensorstore as ts
+
+    if not (state / "manifest.ocdbt").is_file():
+        if any(state.glob("ocdbt.process_*")):  # written as OCDBT: its root is gone
+            raise FileNotFoundError(2, "the OCDBT root of the arrays is missing", str(state / "manifest.ocdbt"))
+        return  # another layout: orbax reads it, its errors still one CorruptArtifact
+    spec = {"driver": "ocdbt", "base": {"driver": "file", "path": f"{state}/"}}
+    for key in ts.KvStore.open(spec).result().list().result():
+        name, _, leaf = key.decode().rpartition("/")
+        driver = {".zarray": "zarr", "zarr.json": "zarr3"}.get(leaf)  # one metadata key per array
+        if driver:
+            ts.open({"driver": driver, "kvstore": dict(spec, path=f"{name}/"), "open": True}).result().read().result()
 
 
 def read_run_metadata(directory) -> dict:
@@ -183,11 +204,14 @@ class Checkpoints:
                 write_manifest(root_meta, "checkpoint-metadata")
         barrier(f"checkpoint-manifest:{self.directory}:{step}")
 
-    def verify(self, step: int) -> None:
-        """Check step ``step`` against its manifest (CorruptArtifact naming the damaged file)."""
+    def verify(self, step: int) -> bool:
+        """Check step ``step`` against its manifest (CorruptArtifact naming the damaged file); False if it
+        has none (module doc: read unchecked)."""
         folder = self.directory / str(step)
-        if has_manifest(folder):  # steps saved before manifests existed are read unchecked
-            verify_manifest(folder, "checkpoint")
+        if not has_manifest(folder):
+            return False
+        verify_manifest(folder, "checkpoint")
+        return True
 
     def restore(self, step: int, like) -> tuple[object, dict]:
         """(state, meta) of ``step``; ``like`` is a pytree of arrays or
@@ -195,31 +219,36 @@ class Checkpoints:
         if step not in self._mngr.all_steps():
             raise ValueError(f"no checkpoint step {step} in {str(self.directory)!r}; "
                              f"available: {self._mngr.all_steps()}")
-        self.verify(step)
+        checked = self.verify(step)
         # leaves without a sharding land on this process's first device: a checkpoint saved by several
         # processes restores in one (evaluation, compression), and the other way round
         local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)
                                                                or local), like)
-        with self._readable(step):
+        with self._readable(step, checked):
+            if not checked:
+                _read_every_array(self.directory / str(step) / "state")
             out = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                    meta=ocp.args.JsonRestore()))
         return out["state"], dict(out["meta"])
 
     def read_meta(self, step: int) -> dict:
         """The JSON ``meta`` item of ``step`` (no arrays are read)."""
-        self.verify(step)
-        with self._readable(step):
+        checked = self.verify(step)
+        with self._readable(step, checked):
             return dict(self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
     @contextlib.contextmanager
-    def _readable(self, step: int):
-        """orbax/tensorstore errors of an unchecked damaged step as one CorruptArtifact naming it."""
+    def _readable(self, step: int, checked: bool):
+        """orbax/tensorstore errors of a damaged step as one CorruptArtifact naming it: of an unchecked step
+        any error (orbax raises a bare Exception for a failed array read)."""
+        errors = (ValueError, OSError, KeyError, TypeError, RuntimeError) if checked else Exception
         try:
             yield
-        except (ValueError, OSError, KeyError, TypeError, RuntimeError) as e:
+        except errors as e:
+            unchecked = "" if checked else f"; it has no {MANIFEST} to be checked against"
             raise CorruptArtifact(f"checkpoint {str(self.directory / str(step))!r} cannot be read "
-                                  f"({type(e).__name__}: {first_line(e, 200)})") from None
+                                  f"({type(e).__name__}: {first_line(e, 200)}){unchecked}") from None
 
     def close(self) -> None:
         self._mngr.close()

@@ -85,8 +85,11 @@ def register(sub) -> None:
     t = sub.add_parser("train", help="train the U-Net (density -> phase gradient); rerun to resume",
                        description="Train (or resume) a U-Net on a dataset's train split. Every TrainConfig field is "
                                    "a flag --<field>, every UNetConfig field a flag --model-<field>.")
-    t.add_argument("--data", default="data/quick.h5", help="dataset .h5 (or shard folder) from `bec-jax generate`")
-    t.add_argument("--out", default="runs/train", help="run folder: checkpoints, metrics.csv/json, loss.png")
+    t.add_argument("--data", default="data/quick.h5",
+                   help="dataset .h5 (or shard folder) from `bec-jax generate` (default data/quick.h5)")
+    t.add_argument("--out", default="runs/train",
+                   help="run folder: checkpoints, metrics.csv/json, loss.png (default runs/train); a rerun with the "
+                        "same settings resumes it")
     t.add_argument("--checkpoint-every", type=int, default=1,
                    help="save a checkpoint every N epochs and at the end (default 1)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -98,10 +101,13 @@ def register(sub) -> None:
 
     e = sub.add_parser("evaluate", help="test MSE, phase reconstruction, vortices and fidelity of a trained run",
                        description="Evaluate a trained run on a dataset split. Every EvalConfig field is a flag.")
-    e.add_argument("--run", default="runs/train", help="run folder written by `bec-jax train`")
+    e.add_argument("--run", default="runs/train", help="run folder written by `bec-jax train` (default runs/train)")
     e.add_argument("--data", default=None, help="dataset .h5 (default: the run's)")
-    e.add_argument("--checkpoint", choices=["best", "latest"], default="best")
-    e.add_argument("--split", choices=["test", "val", "train", "all"], default="test")
+    e.add_argument("--checkpoint", choices=["best", "latest"], default="best",
+                   help="the saved epoch with the lowest validation loss, or the last saved one (default best)")
+    e.add_argument("--split", choices=["test", "val", "train", "all"], default="test",
+                   help="samples scored: the run's group-wise test, val or train split, or all samples (for a "
+                        "dataset other than the run's) (default test)")
     e.add_argument("--out", default=None, help="output folder (default RUN/eval)")
     e.add_argument("--samples", type=int, default=4, help="test samples in predictions.png (0: no figure)")
     e.add_argument("--batch-size", type=int, default=16, help="samples per evaluation batch (default 16)")

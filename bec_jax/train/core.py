@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from typing import Any, Callable, Iterable, NamedTuple
 
@@ -43,8 +44,8 @@ from bec_jax.train.losses import masked_mse, masked_sq_error_sums, reference_mas
 
 __all__ = [
     "Batch", "TrainState", "TrainConfig", "TrainingDiverged", "OPTIMIZERS", "LOSSES", "register_loss", "make_loss",
-    "make_optimizer", "init_state", "make_gradient_step", "make_update", "make_train_step", "make_predict", "evaluate_loader",
-    "EpochsResult", "run_epochs",
+    "make_optimizer", "init_state", "make_gradient_step", "make_update", "make_train_step", "make_predict",
+    "evaluate_loader", "EpochsResult", "run_epochs",
 ]
 
 
@@ -108,11 +109,11 @@ class TrainConfig:
     """Training hyper-parameters (reference defaults: Adam, lr 1e-3, batch 8, 50 epochs).
 
     optimizer: "sgd", "adam" or "adamw", with PyTorch semantics.
-    learning_rate: step size, > 0.
+    learning_rate: step size, finite and > 0.
     batch_size: samples per step, >= 1.
     epochs: passes over the training split, >= 1 (may be raised on resume).
     seed: model initialisation and batch order.
-    weight_decay: AdamW's decoupled weight decay, >= 0 (PyTorch's default 1e-2).
+    weight_decay: AdamW's decoupled weight decay, finite and >= 0 (PyTorch's default 1e-2).
     momentum: SGD momentum in [0, 1) (reference: 0).
     loss: a name of ``LOSSES``: "masked_mse" (mean over valid pixels), "reference"
       (mean over all pixels of the masked squared error, the paper's), or
@@ -154,14 +155,14 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
-        if not (self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not (0 < self.learning_rate < math.inf):  # nan fails both; inf would diverge in the first step
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not (0 <= self.weight_decay < math.inf):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if not (0 <= self.momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         fr = self.split

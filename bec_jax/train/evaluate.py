@@ -251,7 +251,7 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
 
     from bec_jax.data.splits import split_by_group
     from bec_jax.data.storage import load_grid, read_h5
-    from bec_jax.train.trainer import load_trained, run_data_path, run_imaging, run_settings
+    from bec_jax.train.trainer import check_dataset_grid, load_trained, run_data_path, run_imaging, run_settings
 
     if split not in ("test", "val", "train", "all"):
         raise ValueError(f"split must be one of test, val, train, all; got {split!r}")
@@ -271,8 +271,7 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
         raise ValueError(f"no dataset at {str(data)!r}")
     groups, attrs = read_h5(data, fields=["group"], psi=False)
     grid = load_grid(attrs)
-    if grid.n != model_config.input_size:
-        raise ValueError(f"dataset grid n={grid.n} differs from the model's input_size {model_config.input_size}")
+    check_dataset_grid(data, model_config.input_size, grid.n)
     idx = (np.arange(len(groups["group"])) if split == "all"
            else split_by_group(groups["group"], tc.split, tc.split_seed)[split])
     if len(idx) == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from bec_jax.plotting import colormap, subplots
 
@@ -17,6 +18,7 @@ def plot_history(history: list, path, title: str | None = None):
     fig, ax = subplots(figsize=(5, 3.4), constrained_layout=True)
     ax.semilogy(ep, [r["train_loss"] for r in history], label="train (batch mean)")
     ax.semilogy(ep, [r["val_loss"] for r in history], label="validation")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, also for short runs
     ax.set_xlabel("epoch")
     ax.set_ylabel("masked MSE")
     ax.legend()
@@ -45,6 +47,7 @@ def plot_optimizer_comparison(curves: dict, path, ylabel: str, title: str | None
         if reference and name in reference and reference_epoch and c.shape[1] >= reference_epoch:
             ax.plot([reference_epoch], [reference[name]], marker="*", ms=11, color=color, ls="none",
                     markeredgecolor="k", label=f"{name}: paper, epoch {reference_epoch} (other data)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, which="both")

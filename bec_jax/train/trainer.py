@@ -39,12 +39,12 @@ from bec_jax.data.loader import BatchLoader
 from bec_jax.data.splits import split_by_group
 from bec_jax.data.storage import content_sha256, load_grid, read_h5
 from bec_jax.models.unet import UNet, UNetConfig, default_depth, init_model
-from bec_jax.train.checkpoint import Checkpoints
+from bec_jax.train.checkpoint import CheckpointMismatch, Checkpoints
 from bec_jax.train.core import (TrainConfig, TrainingDiverged, TrainState, evaluate_loader, init_state, make_loss,
                                 make_optimizer, make_predict, make_train_step, run_epochs)
 
 __all__ = ["load_dataset", "fit", "FitResult", "load_trained", "run_settings", "run_data_path", "model_config_for",
-           "run_imaging"]
+           "run_imaging", "check_dataset_grid"]
 
 
 def _dataset_id(path: Path, attrs: dict) -> dict:
@@ -74,6 +74,16 @@ def run_data_path(run_dir) -> Path:
     if ident is not None and _dataset_id(path, read_h5(path, psi=False)[1]) != ident:
         raise ValueError(f"{str(path)!r} is not the dataset {str(run_dir)!r} was trained on; pass the right one")
     return path
+
+
+def check_dataset_grid(data, input_size: int, n: int | None = None) -> None:
+    """ValueError unless the dataset ``data`` is on the grid a model of ``input_size`` takes (a U-Net runs on its
+    own image size only). n: the dataset's grid size, where already read (else read from ``data``)."""
+    if n is None:
+        n = load_grid(read_h5(data, psi=False)[1]).n
+    if n != input_size:
+        raise ValueError(f"dataset grid n={n} of {str(data)!r} differs from the model's input_size {input_size}: "
+                         f"give a dataset generated with n={input_size}")
 
 
 def model_config_for(data_path, base_width: int = 8, depth: int | None = None) -> UNetConfig:
@@ -158,8 +168,7 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     grid, arrays, attrs, splits = load_dataset(data_path, config)
-    if model_config.input_size != grid.n:
-        raise ValueError(f"model input_size {model_config.input_size} differs from the dataset grid n={grid.n}")
+    check_dataset_grid(data_path, model_config.input_size, grid.n)
     tcfg = config.target_config
     imaging = imaging if imaging is not None and imaging.enabled else None
     # several processes (jax.distributed): data-parallel over every process's devices; one process: unchanged
@@ -209,6 +218,9 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
 
     with Checkpoints(out / "checkpoints", model_config, run) as ckpt:
         latest = ckpt.latest_step()
+        if latest is not None and latest > config.epochs:  # a rerun trains on: it cannot take epochs back
+            raise CheckpointMismatch(f"{str(out)!r} holds {latest} trained epochs, more than epochs={config.epochs}: "
+                                     f"use another output folder, or epochs >= {latest} to resume it")
         if latest is not None:
             restored, meta = ckpt.restore(latest, state.as_dict())
             state = TrainState(**restored)

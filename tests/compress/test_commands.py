@@ -98,7 +98,14 @@ def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     save_quantized(tmp_path / "other" / "model", init_model(UNetConfig(base_width=6, depth=2, input_size=32)), None)
     assert main(["quantize", "--run", str(run), "--from-pruned", str(tmp_path / "other"),
                  "--out", str(tmp_path / "q2")]) == 2
-    assert "another architecture" in capsys.readouterr().err
+    assert "other/model' holds a model of another architecture" in capsys.readouterr().err
+    # an int8 model given as the pruned one, and no folder at all: one line each, nothing left behind
+    for given, words in (("q", "holds an int8 model already"), ("nope", "no model folder at")):
+        assert main(["quantize", "--run", str(run), "--from-pruned", str(tmp_path / given),
+                     "--out", str(tmp_path / "q3")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "q3").exists()
 
 
 @pytest.mark.slow

@@ -59,8 +59,9 @@ def test_same_config_same_data_and_conflict_is_refused(tiny, tmp_path):
     b["psi"][0, 0, 0] += 1e-6
     assert content_sha256(b) != summary["content_sha256"]
     # Rerun on a finished file with the same config: a no-op; another config: refused.
-    assert bd.generate(TINY, path, progress=False)["status"] == "complete"
-    with pytest.raises(bd.DatasetConflict, match="different config"):
+    again = bd.generate(TINY, path, progress=False)
+    assert again["status"] == "complete" and again["seconds_this_run"] == 0 and again["batches_this_run"] == 0
+    with pytest.raises(bd.DatasetConflict, match=r"different config \(seed: stored 0, given 1\)"):
         bd.generate(dataclasses.replace(TINY, seed=1), path, progress=False)
 
 
@@ -117,7 +118,8 @@ def test_sigkill_mid_generation_then_resume_gives_identical_data(tiny, tmp_path)
     assert not out.exists()
     # A conflicting config does not touch the partial run.
     bad = subprocess.run(CLI + ["--out", str(out), "--seed", "5"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "different config" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.returncode == 2 and "different config (seed: stored" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
     ok = subprocess.run(CLI + ["--out", str(out)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert not part.exists()

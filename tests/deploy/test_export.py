@@ -240,6 +240,17 @@ def test_export_cli_int8_onnx_needs_and_uses_data(folders, tmp_path, capsys, sma
     assert load_artifact(out)(x[:2]).shape == (2, 32, 32, 2)
 
 
+def test_export_refuses_a_dataset_on_another_grid_before_any_work(folders, tmp_path, capsys, small_dataset):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "new" / "q.onnx"   # the 18² models and the 32² dataset: calibration cannot run
+    for model, extra in (("int8", []), ("dense", ["--quantizer", "ort"])):
+        assert main(["export", "--model", str(folders / model), "--format", "onnx", "--out", str(out),
+                     "--data", str(small_dataset), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "dataset grid n=32 of" in err[0] and "model's input_size 18" in err[0], err
+        assert not (tmp_path / "new").exists()   # nothing written, the folder made for it gone again
+
+
 # ----------------------------------------------------------------------------- BatchNorm folding, file sizes
 
 def test_fold_batchnorm_keeps_outputs_and_int8_rows(folders):

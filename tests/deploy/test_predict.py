@@ -1,7 +1,9 @@
 """`bec_jax.predict` / `bec-jax predict`: formats, sizes, vortex coordinates, bad inputs, resume."""
 
+import dataclasses
 import json
 import os
+import shutil
 
 import h5py
 import jax
@@ -188,6 +190,9 @@ def test_bad_images_get_a_one_line_reason_and_the_others_still_run(tmp_path):
     tifffile.imwrite(tmp_path / "grey_alpha.tif", np.stack([good, np.full_like(good, 255)], -1).astype(np.uint16),
                      photometric="minisblack", extrasamples=["unassalpha"])
     tifffile.imwrite(tmp_path / "stack.tif", np.stack([good, good, good]).astype(np.uint16), photometric="minisblack")
+    # tifffile's default for 3 or 4 frames: planes of colour samples, not a colour picture to average
+    tifffile.imwrite(tmp_path / "planes.tif", np.stack([good, good, good, good]).astype(np.uint16), photometric="rgb",
+                     planarconfig="separate")
     with tifffile.TiffWriter(tmp_path / "thumb_first.tif") as w:  # a camera's preview, marked reduced: skipped
         w.write(good[::4, ::4].astype(np.uint16), photometric="minisblack", subfiletype=1)
         w.write(good.astype(np.uint16), photometric="minisblack")
@@ -198,8 +203,8 @@ def test_bad_images_get_a_one_line_reason_and_the_others_still_run(tmp_path):
     (tmp_path / "cut.tif").write_bytes(whole[: len(whole) // 3])
     (tmp_path / "empty.tif").write_bytes(b"")
     (tmp_path / "text.npy").write_text("0 1 2\n3 4 5\n")
-    extra = ["ok.tif", "rgb.tif", "grey_alpha.tif", "stack.tif", "thumb_first.tif", "two_images.tif", "cut.tif",
-             "empty.tif", "text.npy", "missing.npy", "x.h5"]
+    extra = ["ok.tif", "rgb.tif", "grey_alpha.tif", "stack.tif", "planes.tif", "thumb_first.tif", "two_images.tif",
+             "cut.tif", "empty.tif", "text.npy", "missing.npy", "x.h5"]
     specs = [str(tmp_path / n) for n in [*cases, *extra]]
     (tmp_path / "x.h5").write_bytes(b"not hdf5")
     summary = predict_files(oracle(), specs, tmp_path / "out", pixel_size=0.2, progress=False)
@@ -208,7 +213,8 @@ def test_bad_images_get_a_one_line_reason_and_the_others_still_run(tmp_path):
         assert status[name] == status["ok.npy"] == ("ok", None), name
     expect = {"cube.npy": "2-D", "zeros.npy": "all zeros", "nan.npy": "NaN", "noise.npy": "no cloud",
               "cut.npy": "cut by the frame", "tiny.npy": "too small", "missing.npy": "no such file",
-              "x.h5": "HDF5", "stack.tif": "holds 3 frames", "two_images.tif": "holds 2 frames",
+              "x.h5": "HDF5", "stack.tif": "holds 3 frames", "planes.tif": "holds 4 planes",
+              "two_images.tif": "holds 2 frames",
               "cut.tif": "damaged or truncated", "empty.tif": "is empty", "text.npy": "not a .npy file"}
     for name, words in expect.items():
         st, err = status[name]
@@ -261,6 +267,19 @@ def test_rerun_skips_finished_images_and_keeps_what_was_written(tmp_path):
     summary = predict_files(oracle(), specs[2:], out, pixel_size=0.25, progress=False)
     assert next(r for r in summary["images"] if r["file"] == specs[2])["settings"]["zero_momentum"] is True
     assert (out / "i2.npy.h5").stat().st_mtime_ns != before
+    # an image file written anew under the same name (a lab reusing its file names) is redone
+    np.save(specs[2], np.roll(np.load(specs[2]), (5, -4), axis=(0, 1)))
+    old_center = next(r for r in summary["images"] if r["file"] == specs[2])["center"]
+    summary = predict_files(oracle(), specs[2:], out, pixel_size=0.25, progress=False)
+    assert next(r for r in summary["images"] if r["file"] == specs[2])["center"] != old_center
+    # so is one predicted by other weights from the same model folder (a model trained further)
+    before = (out / "i2.npy.h5").stat().st_mtime_ns
+    retrained = dataclasses.replace(oracle(), params={"w": np.ones(3, np.float32)})
+    predict_files(retrained, specs[2:], out, pixel_size=0.25, progress=False)
+    assert (out / "i2.npy.h5").stat().st_mtime_ns != before
+    before = (out / "i2.npy.h5").stat().st_mtime_ns
+    predict_files(retrained, specs[2:], out, pixel_size=0.25, progress=False)  # and only once
+    assert (out / "i2.npy.h5").stat().st_mtime_ns == before
 
 
 def test_python_api_on_a_training_run_and_a_quantized_model_folder(small_run, tmp_path):
@@ -277,7 +296,13 @@ def test_python_api_on_a_training_run_and_a_quantized_model_folder(small_run, tm
     assert bj.predict(run, img, pixel_size=0.35, zero_momentum=False).flow_removed is None
     assert dense.flow_removed is not None
     model = load_model(run)
-    assert dense.model_grid == (model.grid.n, model.grid.length)
+    assert dense.model_grid == (model.grid.n, model.grid.length) and model.ranges == ((50.0, 120.0), (0.3, 0.6))
+    # a run folder copied without its dataset (to the lab's computer) predicts the same; only the estimate's
+    # (g, Ω) box falls back to ParamBox's default
+    shutil.copytree(run, tmp_path / "lab" / "pc" / "copied")  # deeper: metrics.json's relative data path misses
+    copied = load_model(tmp_path / "lab" / "pc" / "copied")
+    assert copied.grid == model.grid and copied.ranges is None
+    np.testing.assert_array_equal(predict(copied, img, pixel_size=0.35, atom_number=2e5).phase, dense.phase)
     with pytest.raises(ValueError, match="pixel_size"):
         predict(model, img, pixel_size=-1.0)
     # an int8 model folder as `bec-jax quantize` writes it: its grid comes from the run named in quantize.json
@@ -326,6 +351,7 @@ def test_cli_names_each_image_that_failed_on_stderr_and_exits_3(small_run, tmp_p
     assert json.loads(out.strip().splitlines()[-1])["n_ok"] == 1
     lines = err.strip().splitlines()
     assert len(lines) == 2 and "zeros.npy: " in lines[0] and "all zeros" in lines[0] and "no such file" in lines[1]
+    assert lines[0].count("zeros.npy") == 1, lines  # named once
     assert (tmp_path / "o" / "a.npy.h5").is_file()
     # the good image alone: exit 0, although the folder's summary keeps the others' error records
     assert main([*argv, str(tmp_path / "a.npy")]) == 0

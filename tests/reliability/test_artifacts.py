@@ -87,3 +87,4 @@ def test_a_second_process_on_the_same_output_is_refused(tmp_path):
     data = tmp_path / "d.h5"               # a file output locks a sibling file
     with locked(data):
         assert (tmp_path / "d.h5.lock").exists()
+    assert not (tmp_path / "d.h5.lock").exists() and not (out / ".lock").exists()  # removed when released

@@ -85,15 +85,46 @@ def test_damaged_checkpoint_and_model_are_refused_naming_the_file(small_run, tmp
     _one_line(capsys, "corrupt")
 
 
+def test_a_damaged_checkpoint_without_its_manifest_is_one_line_naming_the_step(small_run, tmp_path, capsys):
+    import gc
+    import time
+
+    from bec_jax.artifacts import CorruptArtifact
+    from bec_jax.train.trainer import load_trained
+
+    run, data = small_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    steps = [p for p in (copy / "checkpoints").iterdir() if p.name.isdigit()]
+    for step in steps:                                    # read unchecked, as a run saved before manifests
+        (step / MANIFEST).unlink()
+    best = copy / "checkpoints" / str(json.loads((copy / "metrics.json").read_text())["best_epoch"])
+    data_files = [p for p in (best / "state").rglob("*") if p.is_file() and p.parent.name == "d"]  # OCDBT data
+    target = max(data_files, key=lambda p: p.stat().st_size)
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])   # truncated array data
+    assert main(["evaluate", "--run", str(copy), "--data", str(data), "--out", str(tmp_path / "ev"),
+                 "--samples", "0", "--no-progress"]) == 2
+    gc.collect()
+    time.sleep(0.5)                                       # orbax's read threads would print after the error
+    _one_line(capsys, f"checkpoint {str(best)!r} cannot be read", "no .bec_jax.json")
+    with pytest.raises(CorruptArtifact, match=f"checkpoint {str(best)!r} cannot be read"):
+        load_trained(copy, "best")
+    (best / "state" / "manifest.ocdbt").unlink()          # the root of its arrays gone
+    with pytest.raises(CorruptArtifact, match="manifest.ocdbt"):
+        load_trained(copy, "best")
+
+
 def test_foreign_empty_and_missing_datasets_are_one_line(tmp_path, capsys):
     (tmp_path / "text.h5").write_text("not hdf5")
     (tmp_path / "empty.h5").write_bytes(b"")
     import h5py
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
         f["images"] = np.zeros((2, 4, 4))
-    for name in ("text.h5", "empty.h5", "foreign.h5"):
+    (tmp_path / "a_run").mkdir()  # a folder (a training run, say) given as the dataset
+    for name in ("text.h5", "empty.h5", "foreign.h5", "a_run"):
         assert main(["train", "--data", str(tmp_path / name), "--out", str(tmp_path / "t"), "--epochs", "1"]) == 2
-        _one_line(capsys, name)
+        _one_line(capsys, name, *(["is a folder, not a dataset"] if name == "a_run" else []))
+    assert not (tmp_path / "t").exists()  # refused: nothing left behind
 
 
 def test_bad_settings_fail_before_any_work(tmp_path, capsys, monkeypatch):
@@ -117,6 +148,19 @@ def test_bad_settings_fail_before_any_work(tmp_path, capsys, monkeypatch):
     line = _one_line(capsys, "data.keep_unconverged", "data.n_groups", "train.bogus")
     assert "expected true or false" in line and "expected an integer" in line
     assert not (tmp_path / "p2").exists()
+
+
+def test_a_command_refused_after_making_its_output_folder_leaves_nothing(small_run, tmp_path, capsys):
+    run, data = small_run
+    # a dataset where a training run is expected: the folder made for the output goes again, with its parents
+    assert main(["prune", "--run", str(data), "--out", str(tmp_path / "new" / "px")]) == 2
+    _one_line(capsys)
+    assert not (tmp_path / "new").exists()
+    # an output folder that existed stays, without a lock file
+    (tmp_path / "mine").mkdir()
+    assert main(["evaluate", "--run", str(run), "--batch-size", "0", "--out", str(tmp_path / "mine")]) == 2
+    _one_line(capsys, "batch")
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
 
 
 def test_a_second_process_on_the_same_out_refuses(tmp_path):

@@ -40,6 +40,10 @@ def leaves(tree):
     (dict(optimizer="rmsprop"), "optimizer must be one of"),
     (dict(loss="l1"), "loss must be one of"),
     (dict(learning_rate=0.0), "learning_rate"),
+    (dict(learning_rate=float("inf")), "learning_rate must be a finite number > 0, got inf"),
+    (dict(learning_rate=float("nan")), "learning_rate must be a finite number > 0, got nan"),
+    (dict(weight_decay=float("inf")), "weight_decay must be a finite number >= 0, got inf"),
+    (dict(weight_decay=float("nan")), "weight_decay must be a finite number >= 0, got nan"),
     (dict(batch_size=0), "batch_size"),
     (dict(epochs=0), "epochs"),
     (dict(momentum=1.0), "momentum"),
@@ -157,7 +161,7 @@ def test_fit_writes_metrics_and_loads_back(small_dataset, tmp_path):
 
 
 def test_fit_rejects_mismatched_input_size(small_dataset, tmp_path):
-    with pytest.raises(ValueError, match="input_size 64 differs from the dataset grid n=32"):
+    with pytest.raises(ValueError, match="dataset grid n=32 of .* differs from the model's input_size 64"):
         fit(small_dataset, tmp_path, UNetConfig(base_width=4, depth=2, input_size=64), TrainConfig(epochs=1),
             progress=False, log=None)
 
@@ -216,6 +220,41 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert "no dataset" in capsys.readouterr().err
     assert main(["evaluate", "--run", str(tmp_path / "nothing")]) == 2
     assert "no training run" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_non_finite_learning_rate_before_training(small_dataset, tmp_path, capsys):
+    for lr in ("inf", "nan"):
+        assert main(["train", "--data", str(small_dataset), "--out", str(tmp_path / "r"), "--lr", lr]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"learning_rate must be a finite number > 0, got {lr}" in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_rerun_with_fewer_epochs_than_the_run_holds_is_refused(small_run, tmp_path, capsys):
+    import shutil
+
+    run, data = small_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = (copy / "metrics.json").read_text()
+    assert main(["train", "--data", str(data), "--out", str(copy), "--epochs", "1", *CLI_FLAGS]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds 2 trained epochs, more than epochs=1" in err[0], err
+    assert "epochs >= 2" in err[0]
+    assert (copy / "metrics.json").read_text() == before   # nothing rewritten
+    with pytest.raises(CheckpointMismatch, match="holds 2 trained epochs"):
+        fit(data, copy, TINY, TrainConfig(epochs=1, batch_size=4), progress=False, log=None)
+
+
+def test_help_names_the_defaults_and_every_evaluate_option():
+    from bec_jax.cli import build_parser
+
+    sub = build_parser().subcommands
+    train = " ".join(sub["train"].format_help().split())
+    assert "(default runs/train)" in train and "(default data/quick.h5)" in train
+    evaluate = {a.dest: a.help for a in sub["evaluate"]._actions}
+    assert all(evaluate[k] for k in ("run", "data", "checkpoint", "split", "out", "samples", "batch_size"))
+    assert "(default best)" in evaluate["checkpoint"] and "(default test)" in evaluate["split"]
 
 
 def test_cli_depth_too_large(small_dataset, tmp_path, capsys):
