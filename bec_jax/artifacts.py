@@ -198,7 +198,8 @@ def locked(output):
             raise OutputLocked(f"{str(output)!r} is in use by another bec-jax process (pid {owner}); wait for it "
                                "or choose another output") from None
         try:  # the lock taken must be the file at the path: a holder may have removed it as we opened it
-            if os.stat(lock).st_ino == os.fstat(fh.fileno()).st_ino:
+            st, own = os.stat(lock), os.fstat(fh.fileno())
+            if (st.st_ino, st.st_dev) == (own.st_ino, own.st_dev):
                 break
         except FileNotFoundError:
             pass
@@ -210,7 +211,12 @@ def locked(output):
         fh.flush()
         yield
     finally:
-        try:
-            lock.unlink(missing_ok=True)  # while held: one that opened it meanwhile sees the path changed
+        try:  # while held: one that opened it meanwhile sees the path changed. Only our own file: the output
+            # may have been removed and made again meanwhile, its new lock another process's
+            st, own = os.stat(lock), os.fstat(fh.fileno())
+            if (st.st_ino, st.st_dev) == (own.st_ino, own.st_dev):
+                lock.unlink()
+        except FileNotFoundError:
+            pass
         finally:
             fh.close()

@@ -110,7 +110,9 @@ def out_dir(path: str, lock: bool = True) -> Path:
     creates are removed again if the command fails while they are still empty: a refused
     command leaves nothing behind."""
     out = Path(path)
-    created = [p for p in (out, *out.parents) if not os.path.lexists(p)]
+    # the folders this call makes, by the path's real location ("new/../old" makes new/, not old/)
+    real = Path(os.path.realpath(out))
+    created = [p for p in (real, *real.parents) if not os.path.lexists(p)]
     stack = _held.get()
     if created and stack is not None:
         stack.push(lambda exc_type, exc, tb: _remove_if_failed_and_empty(created, exc_type))

@@ -371,8 +371,9 @@ def generate_sharded(config: GenerateConfig, out, *, progress: bool = True, max_
         done = writer = done and all((folder / shard_name(i, count)).is_file() for i in range(count))
     if not done:
         return dict(summary, status="partial", shard=index)
-    if writer:
-        summary = dict(write_shard_manifest(config, out, count)["summary"], status="complete")
+    if writer:  # the dataset's figures, but this call's time (0 on a rerun of a complete one)
+        summary = dict(write_shard_manifest(config, out, count)["summary"], status="complete",
+                       seconds_this_run=summary.get("seconds_this_run", 0.0))
     if joint:
         dist.barrier(f"generate-manifest:{folder}")
     return dict(summary, path=str(folder), shard=index)

@@ -29,6 +29,10 @@ def cmd_predict(args) -> int:
     out = out_dir(args.out)
     print(f"bec-jax predict: {len(specs)} image(s), model {args.model} ({model.grid.n}² grid, box "
           f"{model.grid.length:g} a⊥, target {model.target}) -> {out}", flush=True)
+    if args.estimate_parameters and model.ranges is None:
+        print("bec-jax predict: warning: the (g, omega) range of the model's training data is unknown (a run from "
+              "before it was recorded, its dataset not found): the estimates search ParamBox's default box, "
+              "g 30-270, omega 0.4-0.8", file=sys.stderr, flush=True)
     summary = predict_files(model, specs, out, pixel_size=s.pixel_size, tof=s.tof, atom_number=s.atom_number,
                             psf_width=s.psf_width, estimate=args.estimate_parameters,
                             zero_momentum=not args.keep_momentum, progress=not args.no_progress)

@@ -180,10 +180,10 @@ def load_model(path) -> LoadedModel:
     loaded dequantized). ValueError naming the folder when it is none of these."""
     from flax import nnx
 
-    from bec_jax.data.storage import config_of, load_grid, read_h5
+    from bec_jax.data.storage import load_grid
     from bec_jax.train.checkpoint import read_run_metadata
     from bec_jax.train.core import make_predict
-    from bec_jax.train.trainer import load_trained, run_data_path
+    from bec_jax.train.trainer import load_trained
 
     path = Path(path)
     if not path.is_dir():
@@ -209,13 +209,23 @@ def load_model(path) -> LoadedModel:
                          f"n={grid.n} ({str(run)!r})")
     model.eval()
     gd, params, stats = nnx.split(model, nnx.Param, ...)
-    try:  # the (g, Ω) box of the estimate, when the dataset is at hand
-        data = config_of(read_h5(run_data_path(run), psi=False)[1])
-        ranges = (tuple(map(float, data["g_range"])), tuple(map(float, data["omega_range"])))
-    except (KeyError, TypeError, ValueError, OSError):
-        ranges = None
     return LoadedModel(make_predict(gd), params, stats, grid, train.get("target", "phase_diff"),
-                       float(train.get("mask_threshold", 1e-3)), 1e-9, str(path), ranges)
+                       float(train.get("mask_threshold", 1e-3)), 1e-9, str(path), _training_ranges(run))
+
+
+def _training_ranges(run: Path) -> tuple | None:
+    """((g_lo, g_hi), (Ω_lo, Ω_hi)) of a run's training data, the estimate's box: from its metrics.json, or
+    (runs that predate it there) from the dataset when it is at hand; None otherwise."""
+    from bec_jax.data.storage import config_of, read_h5
+    from bec_jax.train.trainer import run_data_path
+
+    try:
+        data = json.loads((run / "metrics.json").read_text()).get("data_ranges")
+        if data is None:
+            data = config_of(read_h5(run_data_path(run), psi=False)[1])
+        return tuple(map(float, data["g_range"])), tuple(map(float, data["omega_range"]))
+    except (KeyError, TypeError, ValueError, OSError, AttributeError):
+        return None
 
 
 # ------------------------------------------------------------------ images
@@ -671,12 +681,13 @@ def weights_digest(model: LoadedModel) -> str:
 
 
 def _file_stamp(spec: str) -> list[int] | None:
-    """[size, modification time in ns] of an image spec's file (None: no such file)."""
+    """[size, modification time in ns, inode] of an image spec's file (None: no such file); the inode catches
+    a file replaced by another that kept its time (``rsync -t``)."""
     try:
         st = os.stat(split_spec(spec)[0])
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=None, psf_width=0.0,
@@ -685,7 +696,7 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
 
     Writes per image NAME.h5 and NAME.png, and out/summary.json after every image
     (atomically). A rerun skips images whose "ok" record (same settings, same model
-    weights, the image file unchanged since: size and modification time; its files
+    weights, the image file unchanged since: size, modification time and inode; its files
     present) is already in summary.json, and tries those that failed again (a file
     since mended or written); records of other images are kept.
     Sidecar IMAGE.json values override the keyword settings per image. estimate: also
@@ -710,8 +721,9 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
                             atom_number=side.get("atom_number", atom_number),
                             psf_width=side.get("psf_width", psf_width), model=model.source,
                             weights=weights, image=_file_stamp(spec))  # a retrained model, a file written anew
-            if estimate:  # a rerun that asks for the estimate redoes images done without it
+            if estimate:  # a rerun that asks for the estimate redoes images done without it, or in another box
                 settings["estimate_parameters"] = True
+                settings["box"] = model.ranges
             settings["zero_momentum"] = bool(zero_momentum)  # always: records made before it existed are redone
             old = records.get(spec)
             done = (old is not None and old.get("settings") == settings and old.get("status") == "ok"

@@ -37,7 +37,7 @@ from bec_jax import distributed as dist
 from bec_jax.artifacts import CorruptArtifact, atomic_write_text
 from bec_jax.data.loader import BatchLoader
 from bec_jax.data.splits import split_by_group
-from bec_jax.data.storage import content_sha256, load_grid, read_h5
+from bec_jax.data.storage import config_of, content_sha256, load_grid, read_h5
 from bec_jax.models.unet import UNet, UNetConfig, default_depth, init_model
 from bec_jax.train.checkpoint import CheckpointMismatch, Checkpoints
 from bec_jax.train.core import (TrainConfig, TrainingDiverged, TrainState, evaluate_loader, init_state, make_loss,
@@ -76,11 +76,21 @@ def run_data_path(run_dir) -> Path:
     return path
 
 
+def _data_ranges(attrs: dict) -> dict | None:
+    """{"g_range", "omega_range"} of a dataset's generation config (None where it has none): kept in the run,
+    so that a run copied without its data still knows the (g, Ω) its model saw."""
+    try:
+        cfg = config_of(attrs)
+        return dict(g_range=[float(v) for v in cfg["g_range"]], omega_range=[float(v) for v in cfg["omega_range"]])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def check_dataset_grid(data, input_size: int, n: int | None = None) -> None:
     """ValueError unless the dataset ``data`` is on the grid a model of ``input_size`` takes (a U-Net runs on its
     own image size only). n: the dataset's grid size, where already read (else read from ``data``)."""
     if n is None:
-        n = load_grid(read_h5(data, psi=False)[1]).n
+        n = load_grid(read_h5(data, fields=[], psi=False)[1]).n
     if n != input_size:
         raise ValueError(f"dataset grid n={n} of {str(data)!r} differs from the model's input_size {input_size}: "
                          f"give a dataset generated with n={input_size}")
@@ -206,7 +216,7 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
                 # the states' own digest (the generation summary's content_sha256; computed, so that datasets
                 # generated before the summary had it get one too): which generation trained this run
                 data_content_sha256=content_sha256(arrays),
-                split_sizes={k: int(len(v)) for k, v in splits.items()})
+                split_sizes={k: int(len(v)) for k, v in splits.items()}, data_ranges=_data_ranges(attrs))
     history, start = [], 0
 
     def validate(s: TrainState) -> dict:

@@ -297,12 +297,15 @@ def test_python_api_on_a_training_run_and_a_quantized_model_folder(small_run, tm
     assert dense.flow_removed is not None
     model = load_model(run)
     assert dense.model_grid == (model.grid.n, model.grid.length) and model.ranges == ((50.0, 120.0), (0.3, 0.6))
-    # a run folder copied without its dataset (to the lab's computer) predicts the same; only the estimate's
-    # (g, Ω) box falls back to ParamBox's default
+    # a run folder copied without its dataset (to the lab's computer) predicts the same
     shutil.copytree(run, tmp_path / "lab" / "pc" / "copied")  # deeper: metrics.json's relative data path misses
     copied = load_model(tmp_path / "lab" / "pc" / "copied")
-    assert copied.grid == model.grid and copied.ranges is None
+    assert copied.grid == model.grid and copied.ranges == model.ranges  # the ranges are recorded in the run
     np.testing.assert_array_equal(predict(copied, img, pixel_size=0.35, atom_number=2e5).phase, dense.phase)
+    # a run from before the ranges were recorded, without its dataset: the default box
+    metrics = tmp_path / "lab" / "pc" / "copied" / "metrics.json"
+    metrics.write_text(json.dumps({k: v for k, v in json.loads(metrics.read_text()).items() if k != "data_ranges"}))
+    assert load_model(tmp_path / "lab" / "pc" / "copied").ranges is None
     with pytest.raises(ValueError, match="pixel_size"):
         predict(model, img, pixel_size=-1.0)
     # an int8 model folder as `bec-jax quantize` writes it: its grid comes from the run named in quantize.json

@@ -1,6 +1,7 @@
 """bec_jax.artifacts: manifests catch damage, deletion never reaches what bec_jax did not write, locks."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -88,3 +89,11 @@ def test_a_second_process_on_the_same_output_is_refused(tmp_path):
     with locked(data):
         assert (tmp_path / "d.h5.lock").exists()
     assert not (tmp_path / "d.h5.lock").exists() and not (out / ".lock").exists()  # removed when released
+    # an output removed and made again while locked: the first holder leaves the second's lock file alone
+    first = locked(out)
+    first.__enter__()
+    shutil.rmtree(out)
+    out.mkdir()
+    with locked(out):
+        first.__exit__(None, None, None)
+        assert (out / ".lock").exists()
