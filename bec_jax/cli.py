@@ -36,6 +36,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse's usage errors as one line naming the command, not the whole usage block."""
 
     def error(self, message):
+        if message.endswith("expected one argument"):  # argparse takes "-0.5,-0.3" or "-1e-3" for an option
+            message += " (a value starting with '-' goes as --flag=VALUE)"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

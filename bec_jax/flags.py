@@ -116,17 +116,21 @@ def out_dir(path: str, lock: bool = True) -> Path:
     stack = _held.get()
     if created and stack is not None:
         stack.push(lambda exc_type, exc, tb: _remove_if_failed_and_empty(created, exc_type))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if lock:  # opening the lock file also proves the folder writable
-            lock_output(out)
-        else:
-            probe = out / ".write_test"
-            probe.write_text("")
-            probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write to output folder {str(out)!r}: {e.strerror or e}") from None
-    return out
+    for attempt in range(2):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            if lock:  # opening the lock file also proves the folder writable
+                lock_output(out)
+            else:
+                probe = out / ".write_test"
+                probe.write_text("")
+                probe.unlink()
+            return out
+        except FileNotFoundError as e:  # once: a refused command beside this one removed the folder it made
+            if attempt:
+                raise UsageError(f"cannot write to output folder {str(out)!r}: {e.strerror or e}") from None
+        except OSError as e:
+            raise UsageError(f"cannot write to output folder {str(out)!r}: {e.strerror or e}") from None
 
 
 # ------------------------------------------------------------- config dataclasses -> flags

@@ -74,7 +74,9 @@ def test_entry_point_exit_code_and_argparse_errors(tmp_path):
     assert out.returncode == 2 and "expected float, got 'abc'" in out.stderr
     # argparse's own errors: one line naming the subcommand, not the usage block
     for args, words in ((["train", "--epochs", "1.5"], "bec-jax train: error: argument --epochs: expected int"),
-                        (["train", "--epochz", "2"], "bec-jax train: error: unrecognized arguments: --epochz 2")):
+                        (["train", "--epochz", "2"], "bec-jax train: error: unrecognized arguments: --epochz 2"),
+                        (["demo", "--omega", "-0.5,-0.3"], "bec-jax demo: error: argument --omega: expected one "
+                                                           "argument (a value starting with '-' goes as --flag=VALUE)")):
         out = subprocess.run(BEC + args, capture_output=True, text=True, cwd=tmp_path)
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and out.stderr.startswith(words), out.stderr
     out = subprocess.run(BEC + ["demo", "--omega", "1.5"], capture_output=True, text=True, cwd=tmp_path)
