@@ -89,6 +89,8 @@ def test_a_damaged_checkpoint_without_its_manifest_is_one_line_naming_the_step(s
     import gc
     import time
 
+    from flax import nnx
+
     from bec_jax.artifacts import CorruptArtifact
     from bec_jax.train.trainer import load_trained
 
@@ -98,6 +100,10 @@ def test_a_damaged_checkpoint_without_its_manifest_is_one_line_naming_the_step(s
     steps = [p for p in (copy / "checkpoints").iterdir() if p.name.isdigit()]
     for step in steps:                                    # read unchecked, as a run saved before manifests
         (step / MANIFEST).unlink()
+    # undamaged, it restores as it was saved (every array read once before orbax restores them)
+    saved, unchecked = load_trained(run, "best")[0], load_trained(copy, "best")[0]
+    for a, b in zip(jax.tree.leaves(nnx.state(saved)), jax.tree.leaves(nnx.state(unchecked))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     best = copy / "checkpoints" / str(json.loads((copy / "metrics.json").read_text())["best_epoch"])
     data_files = [p for p in (best / "state").rglob("*") if p.is_file() and p.parent.name == "d"]  # OCDBT data
     target = max(data_files, key=lambda p: p.stat().st_size)
