@@ -161,10 +161,11 @@ def _exit_multi_process(command: str, code: int):
     import jax
 
     sys.stdout.flush()
+    then = ("fix the settings the error names and rerun every process" if code == 2 else  # a usage error
+            "if the error names another process or a closed connection, look for the first failure in every "
+            "process's log; rerun every process with the same command to resume")
     os.write(2, f"bec-jax {command}: process {jax.process_index()} of {jax.process_count()} stopped (exit {code}); "
-                "the other processes of the run stop too. If the error names another process or a closed "
-                "connection, look for the first failure in every process's log; rerun every process with the "
-                "same command to resume\n".encode())
+                f"the other processes of the run stop too. {then[0].upper() + then[1:]}\n".encode())
     os._exit(code)
 
 

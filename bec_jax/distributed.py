@@ -24,6 +24,7 @@ another task died. Nothing waits forever.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import signal
 import socket
@@ -67,10 +68,11 @@ class DistributedConfig:
                                  f"got {self.coordinator!r}")
         if self.num_processes is not None and self.num_processes < 1:
             raise ValueError(f"num_processes must be >= 1, got {self.num_processes}")
-        if self.process_id is not None:
-            top = (self.num_processes or 1) - 1
-            if not 0 <= self.process_id <= top or self.num_processes is None:
-                raise ValueError(f"process_id must be in [0, {top}] (with num_processes given), got {self.process_id}")
+        if self.process_id is not None and self.num_processes is not None:
+            if not 0 <= self.process_id < self.num_processes:
+                raise ValueError(f"process_id must be in [0, {self.num_processes - 1}], got {self.process_id}")
+        elif self.process_id is not None and self.process_id < 0:
+            raise ValueError(f"process_id must be >= 0, got {self.process_id}")
         for name in ("heartbeat_timeout_s", "init_timeout_s"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -78,7 +80,9 @@ class DistributedConfig:
     @property
     def explicit(self) -> bool:
         """Whether the settings name a multi-process run (rather than leaving it to auto-detection)."""
-        return self.coordinator not in (None, "auto") or (self.num_processes or 1) > 1
+        # a process id alone (JAX_PROCESS_ID set, the count forgotten) asks for one too: refused as incomplete
+        return (self.coordinator not in (None, "auto") or (self.num_processes or 1) > 1
+                or (self.process_id is not None and self.num_processes is None))
 
 
 def _env_int(name: str) -> int | None:
@@ -137,6 +141,8 @@ def initialize(config: DistributedConfig = DistributedConfig()) -> bool:
         raise ValueError(f"a multi-process run needs a coordinator, a process count and a process id; "
                          f"missing: {', '.join(missing)} (flags --coordinator, --num-processes, --process-id or "
                          f"{ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, {ENV_PROCESS_ID})")
+    if not auto and config.process_id == 0:
+        _check_port_free(config.coordinator)
     import jax
 
     # CPU devices of different processes exchange data through gloo (no MPI needed).
@@ -148,6 +154,23 @@ def initialize(config: DistributedConfig = DistributedConfig()) -> bool:
     jax.distributed.initialize(**kwargs)
     _initialized = True
     return jax.process_count() > 1
+
+
+def _check_port_free(coordinator: str) -> None:
+    """ValueError when the coordinator's port is taken on this machine: process 0 serves it (on every
+    interface), and XLA, failing to, ends the process from C++ without a word bec_jax could catch."""
+    port = int(coordinator.rpartition(":")[2])
+    for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server: TIME_WAIT is no conflict
+                s.bind((host, port))
+            return
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ValueError(f"the coordinator's port {port} is in use on this machine: choose another "
+                                 f"(--coordinator HOST:PORT)") from None
+    # neither family could be tried (no IPv6, say): leave it to XLA
 
 
 def process_index() -> int:

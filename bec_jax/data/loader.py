@@ -104,9 +104,11 @@ class BatchLoader:
         if mesh is not None:
             sizes = {batch_size, *([] if drop_last or not len(self.psi) % batch_size else [len(self.psi) % batch_size])}
             if any(b % mesh.size for b in sizes):
-                raise ValueError(f"batches of {sorted(sizes)} samples do not split evenly over {mesh.size} devices; "
-                                 f"choose a batch size that is a multiple of {mesh.size} (with drop_last, or one that "
-                                 f"divides the {len(self.psi)} samples)")
+                fits = [b for b in range(mesh.size, len(self.psi) + 1, mesh.size) if not len(self.psi) % b]
+                raise ValueError(f"batches of {sorted(sizes)} samples do not split evenly over {mesh.size} devices: "
+                                 f"use a batch size that is a multiple of {mesh.size} with drop_last (--drop-last)"
+                                 + (f", or one of {fits[:6]}, which divide the {len(self.psi)} samples" if fits else
+                                    f" (no such size divides the {len(self.psi)} samples)"))
 
     def __len__(self) -> int:
         n = len(self.psi)

@@ -51,6 +51,21 @@ def test_single_process_needs_no_coordinator(monkeypatch):
     monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
     with pytest.raises(ValueError, match="missing: coordinator, process_id"):
         initialize()
+    monkeypatch.delenv("JAX_NUM_PROCESSES")
+    monkeypatch.setenv("JAX_PROCESS_ID", "0")  # an id alone: not silently one process
+    with pytest.raises(ValueError, match="missing: coordinator, num_processes"):
+        initialize()
+
+
+def test_a_coordinator_port_in_use_is_one_line_before_jax_starts():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ValueError, match=f"coordinator's port {port} is in use"):
+            initialize(DistributedConfig(coordinator=f"127.0.0.1:{port}", num_processes=2, process_id=0))
 
 
 def test_a_broken_exchange_is_named_whatever_exception_carries_it(monkeypatch, capsys):

@@ -40,8 +40,11 @@ def test_loader_refuses_batches_that_do_not_split_over_the_devices():
 
     psi = np.ones((7, 16, 16), np.complex64)
     mesh = types.SimpleNamespace(size=2)  # the constructor reads only the device count
-    with pytest.raises(ValueError, match=r"batches of \[1, 2\] samples do not split evenly over 2 devices"):
+    with pytest.raises(ValueError, match=r"batches of \[1, 2\] samples do not split evenly over 2 devices: use a "
+                       r"batch size that is a multiple of 2 with drop_last \(--drop-last\) \(no such size divides"):
         BatchLoader(Grid(16, 8.0), psi, 2, mesh=mesh)  # 7 = 3 x 2 + a last batch of 1
+    with pytest.raises(ValueError, match=r"or one of \[2, 4, 8\], which divide the 8 samples"):
+        BatchLoader(Grid(16, 8.0), np.ones((8, 16, 16), np.complex64), 3, mesh=mesh)
     assert len(BatchLoader(Grid(16, 8.0), psi, 2, mesh=mesh, drop_last=True)) == 3
     with pytest.raises(ValueError, match=r"\[3\]"):
         BatchLoader(Grid(16, 8.0), psi[:6], 3, mesh=mesh)
