@@ -36,15 +36,17 @@ def cmd_predict(args) -> int:
     summary = predict_files(model, specs, out, pixel_size=s.pixel_size, tof=s.tof, atom_number=s.atom_number,
                             psf_width=s.psf_width, estimate=args.estimate_parameters,
                             zero_momentum=not args.keep_momentum, progress=not args.no_progress)
-    print(json.dumps(dict(n_images=summary["n_images"], n_ok=summary["n_ok"], n_error=summary["n_error"],
-                          summary=str(out / "summary.json"))))
-    # the images of this call that failed: one line each (the others are written all the same)
+    # this call's images (summary.json also keeps the records of images given to earlier calls)
     asked = set(specs)
-    failed = [r for r in summary["images"] if r["file"] in asked and r["status"] == "error"]
+    mine = [r for r in summary["images"] if r["file"] in asked]
+    failed = [r for r in mine if r["status"] == "error"]
+    print(json.dumps(dict(n_images=len(mine), n_ok=len(mine) - len(failed), n_error=len(failed),
+                          n_records=summary["n_images"], summary=str(out / "summary.json"))))
+    # the images that failed: one line each (the others are written all the same)
     for r in failed:
         print(f"bec-jax predict: {r['file']}: {r['error'].removeprefix(r['file'] + ': ')}", file=sys.stderr)
-    for r in summary["images"]:
-        if r["file"] in asked and (r.get("parameters") or {}).get("touches_edge"):
+    for r in mine:
+        if (r.get("parameters") or {}).get("touches_edge"):
             print(f"bec-jax predict: warning: {r['file']}: the (g, omega) estimate is biased: the cloud or the state "
                   "fitted to it reaches the model grid's edge (parameters.touches_edge)", file=sys.stderr)
     return IMAGES_FAILED if failed else 0

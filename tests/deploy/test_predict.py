@@ -358,7 +358,9 @@ def test_cli_names_each_image_that_failed_on_stderr_and_exits_3(small_run, tmp_p
     assert (tmp_path / "o" / "a.npy.h5").is_file()
     # the good image alone: exit 0, although the folder's summary keeps the others' error records
     assert main([*argv, str(tmp_path / "a.npy")]) == 0
-    assert capsys.readouterr().err == ""
+    out, err = capsys.readouterr()
+    counts = json.loads(out.strip().splitlines()[-1])
+    assert err == "" and (counts["n_images"], counts["n_ok"], counts["n_error"], counts["n_records"]) == (1, 1, 0, 3)
 
 
 @pytest.mark.slow  # a ground state and one inversion at 48²: ~40 s on 2 cores
