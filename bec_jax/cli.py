@@ -179,8 +179,11 @@ def _warnings_as_lines(command: str, enabled: bool):
         return
     previous = warnings.showwarning
 
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
     def show(message, category, filename, lineno, file=None, line=None):
-        if not category.__module__.startswith("bec_jax"):
+        # bec_jax's own categories, or any warning bec_jax's code raised (ground_state's RuntimeWarning)
+        if not (category.__module__.startswith("bec_jax") or os.path.abspath(filename).startswith(package)):
             return previous(message, category, filename, lineno, file, line)
         try:
             print(f"bec-jax {command}: warning: {first_line(message, 1000)}", file=file or sys.stderr, flush=True)
