@@ -723,7 +723,7 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
                             weights=weights, image=_file_stamp(spec))  # a retrained model, a file written anew
             if estimate:  # a rerun that asks for the estimate redoes images done without it, or in another box
                 settings["estimate_parameters"] = True
-                settings["box"] = model.ranges
+                settings["box"] = [list(r) for r in model.ranges] if model.ranges else None  # as JSON reads back
             settings["zero_momentum"] = bool(zero_momentum)  # always: records made before it existed are redone
             old = records.get(spec)
             done = (old is not None and old.get("settings") == settings and old.get("status") == "ok"
