@@ -216,13 +216,13 @@ def load_model(path) -> LoadedModel:
 def _training_ranges(run: Path) -> tuple | None:
     """((g_lo, g_hi), (Ω_lo, Ω_hi)) of a run's training data, the estimate's box: from its metrics.json, or
     (runs that predate it there) from the dataset when it is at hand; None otherwise."""
-    from bec_jax.data.storage import config_of, read_h5
-    from bec_jax.train.trainer import run_data_path
+    from bec_jax.data.storage import read_h5
+    from bec_jax.train.trainer import data_ranges, run_data_path
 
     try:
         data = json.loads((run / "metrics.json").read_text()).get("data_ranges")
         if data is None:
-            data = config_of(read_h5(run_data_path(run), psi=False)[1])
+            data = data_ranges(read_h5(run_data_path(run), psi=False)[1])
         return tuple(map(float, data["g_range"])), tuple(map(float, data["omega_range"]))
     except (KeyError, TypeError, ValueError, OSError, AttributeError):
         return None
@@ -723,8 +723,9 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
                             weights=weights, image=_file_stamp(spec))  # a retrained model, a file written anew
             if estimate:  # a rerun that asks for the estimate redoes images done without it, or in another box
                 settings["estimate_parameters"] = True
-                settings["box"] = [list(r) for r in model.ranges] if model.ranges else None  # as JSON reads back
+                settings["box"] = model.ranges
             settings["zero_momentum"] = bool(zero_momentum)  # always: records made before it existed are redone
+            settings = json.loads(json.dumps(settings))  # as summary.json reads back (tuples become lists)
             old = records.get(spec)
             done = (old is not None and old.get("settings") == settings and old.get("status") == "ok"
                     and old.get("files") and all((out / f).is_file() for f in old["files"])

@@ -44,7 +44,7 @@ from bec_jax.train.core import (TrainConfig, TrainingDiverged, TrainState, evalu
                                 make_optimizer, make_predict, make_train_step, run_epochs)
 
 __all__ = ["load_dataset", "fit", "FitResult", "load_trained", "run_settings", "run_data_path", "model_config_for",
-           "run_imaging", "check_dataset_grid"]
+           "run_imaging", "check_dataset_grid", "data_ranges"]
 
 
 def _dataset_id(path: Path, attrs: dict) -> dict:
@@ -76,7 +76,7 @@ def run_data_path(run_dir) -> Path:
     return path
 
 
-def _data_ranges(attrs: dict) -> dict | None:
+def data_ranges(attrs: dict) -> dict | None:
     """{"g_range", "omega_range"} of a dataset's generation config (None where it has none): kept in the run,
     so that a run copied without its data still knows the (g, Ω) its model saw."""
     try:
@@ -216,7 +216,7 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
                 # the states' own digest (the generation summary's content_sha256; computed, so that datasets
                 # generated before the summary had it get one too): which generation trained this run
                 data_content_sha256=content_sha256(arrays),
-                split_sizes={k: int(len(v)) for k, v in splits.items()}, data_ranges=_data_ranges(attrs))
+                split_sizes={k: int(len(v)) for k, v in splits.items()}, data_ranges=data_ranges(attrs))
     history, start = [], 0
 
     def validate(s: TrainState) -> dict:
