@@ -34,7 +34,7 @@ def cmd_predict(args) -> int:
               "before it was recorded, its dataset not found): the estimates search ParamBox's default box, "
               "g 30-270, omega 0.4-0.8", file=sys.stderr, flush=True)
     summary = predict_files(model, specs, out, pixel_size=s.pixel_size, tof=s.tof, atom_number=s.atom_number,
-                            psf_width=s.psf_width, estimate=args.estimate_parameters,
+                            psf_width=s.psf_width, rotation=s.rotation, estimate=args.estimate_parameters,
                             zero_momentum=not args.keep_momentum, progress=not args.no_progress)
     # this call's images (summary.json also keeps the records of images given to earlier calls)
     asked = set(specs)
@@ -69,9 +69,8 @@ def register(sub) -> None:
                                        "rerun to resume",
                        description="Predict the phase gradient, the phase and the vortices of camera images. Every "
                                    "ImageSettings field is a flag; a sidecar IMAGE.json (img.npy.json or img.json) "
-                                   "may hold pixel_size, tof, atom_number, psf_width per image. An image that "
-                                   "cannot be used is named on stderr with its reason and the others are still "
-                                   "written (exit status 3; 2 is a usage error, which writes nothing).")
+                                   "may hold any of them per image. An image that cannot be used is named on stderr "
+                                   "with its reason and the others are still written (exit status 3; 2 is a usage error, which writes nothing).")
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help=".npy, .tif/.tiff, .png, file.h5:/dataset, a folder or a glob")
     p.add_argument("--model", required=True,

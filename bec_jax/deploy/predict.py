@@ -60,6 +60,8 @@ __all__ = ["ImageSettings", "estimate_parameters", "Vortex", "Prediction", "Load
            "load_image", "find_cloud", "predict", "expand_inputs", "predict_files", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".npy", ".tif", ".tiff", ".png")
+#: ``ImageSettings.rotation``: counter-clockwise (Ω > 0) or clockwise in the image's (x = col, y = row)
+ROTATIONS = ("ccw", "cw")
 H5_SUFFIXES = (".h5", ".hdf5")
 
 
@@ -93,6 +95,7 @@ class Prediction:
     parameters: the (g, Ω) estimate (``estimate_parameters``), or None when not asked for.
     flow_removed: (v_x, v_y), the uniform flow taken off the prediction (a⊥ω⊥ of the in-trap
       state; ``zero_momentum``), or None when it was kept.
+    rotation: the trap's sense of rotation the phase was given ("ccw" or "cw", ``ImageSettings``).
     """
 
     phase_gradient: np.ndarray
@@ -111,6 +114,7 @@ class Prediction:
     model_grid: tuple
     parameters: dict | None = None
     flow_removed: tuple | None = None
+    rotation: str = "ccw"
 
     @property
     def n_vortices(self) -> int:
@@ -123,7 +127,8 @@ class Prediction:
                     background=self.background, noise=self.noise, expansion_factor=self.expansion_factor,
                     pixel_size=self.pixel_size, tof=self.tof, atom_number=self.atom_number,
                     counts_per_atom=self.counts_per_atom, parameters=self.parameters,
-                    flow_removed=None if self.flow_removed is None else list(self.flow_removed))
+                    flow_removed=None if self.flow_removed is None else list(self.flow_removed),
+                    rotation=self.rotation)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -415,14 +420,22 @@ class ImageSettings:
     psf_width: σ of the imaging system's Gaussian point-spread function in the object plane, a⊥
       (>= 0; 0: below a pixel). Only used by the (g, Ω) estimate, whose loss images the model's
       state with it.
+    rotation: the sense of the trap's rotation in the image's frame (x = col, y = row): "ccw"
+      (counter-clockwise, Ω > 0: the training data's) or "cw". A density cannot tell them apart (the
+      state of −Ω is the complex conjugate of that of Ω), so the model predicts the "ccw" phase and "cw"
+      negates it: phase, gradient and vortex signs. A viewer that puts row 0 at the top shows this
+      frame mirrored: there "ccw" turns clockwise.
     """
 
     pixel_size: float | None = None
     tof: float = 0.0
     atom_number: float | None = None
     psf_width: float = 0.0
+    rotation: str = "ccw"
 
     def __post_init__(self):
+        if self.rotation not in ROTATIONS:
+            raise ImageError(f"rotation must be one of {', '.join(ROTATIONS)}, got {self.rotation!r}")
         for name, lo in (("pixel_size", 0.0), ("tof", None), ("atom_number", 0.0), ("psf_width", None)):
             v = getattr(self, name)
             if v is None and name not in ("tof", "psf_width"):
@@ -432,23 +445,25 @@ class ImageSettings:
                 raise ImageError(f"{name} must be a finite number {'> 0' if lo is not None else '>= 0'}, got {v!r}")
 
 
-def _check_settings(pixel_size, tof, atom_number, psf_width=0.0):
+def _check_settings(pixel_size, tof, atom_number, psf_width=0.0, rotation="ccw"):
     if pixel_size is None:
         raise ImageError("no pixel size: give --pixel-size or a sidecar IMAGE.json with pixel_size")
-    ImageSettings(pixel_size, tof, atom_number, psf_width)
+    ImageSettings(pixel_size, tof, atom_number, psf_width, rotation)
 
 
 # ------------------------------------------------------------------ predict
 
-def _predict_fields(model: LoadedModel, n, disc_radius: float | None):
+def _predict_fields(model: LoadedModel, n, disc_radius: float | None, rotation: str = "ccw"):
     """(difference field (n, n, 2), velocity (n, n, 2), valid, θ, winding, removed flow (2,), a⊥ω⊥) on the
     model grid, as numpy. disc_radius: the fitted cloud's radius (a⊥, in trap, centred on the grid): the flow
     is weighted by the density inside it (beyond it the image is clipped camera noise, where the model was
-    never trained); None: the flow is kept."""
+    never trained); None: the flow is kept. rotation: "cw" conjugates the state (``ImageSettings``)."""
     from bec_jax.imaging.frame import model_input
 
     n = jnp.asarray(n, jnp.float32)
     pred = model(model_input(n, model.eps)[None, ..., None])[0]
+    if rotation == "cw":  # ψ(−Ω) = ψ(Ω)*, the same density: θ -> −θ, and every field after it follows
+        pred = -pred
     weight = None
     if disc_radius is not None:
         X, Y = model.grid.mesh()
@@ -489,7 +504,7 @@ PARAMETER_KEYS = ("g", "omega", "loss", "n_vortices", "omega_identifiable", "ini
 
 
 def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float, psf_width: float = 0.0,
-                        config=None) -> dict:
+                        config=None, rotation: str = "ccw") -> dict:
     """(g, Ω) of the state behind one image, by ``inverse.invert_with_solver`` with the imaging model
     inside its loss.
 
@@ -498,7 +513,7 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
     or blurred density hides); pixel: in-trap side of one image pixel (P/λ, a⊥); lam: the flight's
     dilation; psf_width: the object-plane Gaussian PSF σ (a⊥). The loss compares rotation-invariant
     features of the image with those of the model's ground state seen through
-    ``imaging.observation_transfer``. A clockwise rotation (most predicted windings negative) is
+    ``imaging.observation_transfer``. rotation: the trap's sense of rotation (``ImageSettings``); "cw" is
     estimated on the mirror image and reported with Ω < 0. config: a ``SolverInversionConfig``
     (default: its defaults in the box of the model's training data). Returns a dict of ``PARAMETER_KEYS``:
     omega_identifiable: ≥ 2 vortices (with 0 or 1 the density does not depend on Ω, which stays near its
@@ -513,7 +528,7 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
     if config is None:
         config = SolverInversionConfig(box=ParamBox(*model.ranges) if model.ranges else ParamBox())
     rows = positions_from_winding(grid, winding)
-    sign = -1.0 if rows[:, 2].sum() < 0 else 1.0
+    sign = -1.0 if rotation == "cw" else 1.0  # given: a density does not tell the sense of rotation
     n = np.maximum(np.asarray(density, np.float64), 0.0)
     cores = np.repeat(rows[:, :2], np.abs(rows[:, 2]).astype(int), axis=0)
     if sign < 0:  # the mirror image x -> x_0 + x_(n-1) - x rotates the other way; the features do not change
@@ -533,7 +548,7 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
                 touches_edge=bool(np.asarray(r.touches_edge)[0]))
 
 
-def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.0,
+def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.0, rotation="ccw",
             estimate=False, zero_momentum=True) -> Prediction:
     """Phase gradient, phase and vortices of ONE image (module doc).
 
@@ -541,7 +556,8 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
     (counts, rows = y) or an image spec (path, ``file.h5:/path``). pixel_size: the
     object-plane pixel size P at imaging (a⊥, > 0). tof: flight time t ≥ 0 (1/ω⊥).
     atom_number: N > 0 (optional; only reported as counts per atom). psf_width: object-plane
-    Gaussian PSF σ (a⊥, ≥ 0; only for the estimate). estimate: also estimate (g, Ω)
+    Gaussian PSF σ (a⊥, ≥ 0; only for the estimate). rotation: "ccw" or "cw", the trap's sense of
+    rotation in (x = col, y = row) (``ImageSettings``). estimate: also estimate (g, Ω)
     (``estimate_parameters``; Prediction.parameters). zero_momentum: take off the uniform flow that would
     give the cloud a momentum (module doc; Prediction.flow_removed); False for a cloud that moves.
     ImageError (a ValueError) with a one-line reason for an unusable image.
@@ -556,7 +572,7 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
         model = load_model(model)
     name = image if isinstance(image, (str, Path)) else "image"
     a = load_image(str(image)) if isinstance(image, (str, Path)) else np.asarray(image, np.float64)
-    _check_settings(pixel_size, tof, atom_number, psf_width)
+    _check_settings(pixel_size, tof, atom_number, psf_width, rotation)
     a = _check_image(a, str(name))
     cloud = find_cloud(a)
     lam = float(expansion_factor(float(tof)))
@@ -575,7 +591,8 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
     if not float(total) > 0:
         raise ImageError(f"{name}: no counts above the background inside the cloud")
     signal = np.asarray(signal, np.float64)
-    d, v, valid, theta, wind, flow = _predict_fields(model, n, cloud["radius"] * scale if zero_momentum else None)
+    d, v, valid, theta, wind, flow = _predict_fields(model, n, cloud["radius"] * scale if zero_momentum else None,
+                                                rotation)
     # image pixel centres in model-grid index coordinates
     iy = ((rr - cloud["row"]) * scale - grid.x[0]) / grid.dx
     ix = ((cc - cloud["col"]) * scale - grid.x[0]) / grid.dx
@@ -595,11 +612,11 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
             vort.append(Vortex(row=float(cloud["row"] + y / scale), col=float(cloud["col"] + x / scale),
                                sign=int(np.sign(s)), confidence=float(conf[j, i])))
     cpa = float(signal.sum()) / atom_number if atom_number is not None else None
-    params = estimate_parameters(model, n, wind, scale, lam, float(psf_width)) if estimate else None
+    params = estimate_parameters(model, n, wind, scale, lam, float(psf_width), rotation=rotation) if estimate else None
     return Prediction(grad, phase, on, tuple(vort), (cloud["row"], cloud["col"]), cloud["radius"],
                       cloud["background"], cloud["noise"], lam, float(pixel_size), float(tof),
                       None if atom_number is None else float(atom_number), cpa, (grid.n, grid.length), params,
-                      tuple(float(f) for f in flow) if zero_momentum else None)
+                      tuple(float(f) for f in flow) if zero_momentum else None, rotation)
 
 
 # ------------------------------------------------------------------ files
@@ -616,10 +633,11 @@ def _sidecar(spec: str) -> dict:
                 raise ImageError(f"sidecar {str(c)!r} is not JSON ({first_line(e, 120)})") from None
             if not isinstance(data, dict):
                 raise ImageError(f"sidecar {str(c)!r} must hold a JSON object")
-            unknown = set(data) - {"pixel_size", "tof", "atom_number", "psf_width"}
+            allowed = [f.name for f in dataclasses.fields(ImageSettings)]
+            unknown = set(data) - set(allowed)
             if unknown:
                 raise ImageError(f"sidecar {str(c)!r} has unknown keys {sorted(unknown)} "
-                                 "(allowed: pixel_size, tof, atom_number, psf_width)")
+                                 f"(allowed: {', '.join(allowed)})")
             return data
     return {}
 
@@ -691,7 +709,8 @@ def _file_stamp(spec: str) -> list[int] | None:
 
 
 def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=None, psf_width=0.0,
-                  estimate: bool = False, zero_momentum: bool = True, progress: bool = True) -> dict:
+                  rotation: str = "ccw", estimate: bool = False, zero_momentum: bool = True,
+                  progress: bool = True) -> dict:
     """``predict`` every image spec (``expand_inputs``) into folder ``out``; returns the summary dict.
 
     Writes per image NAME.h5 and NAME.png, and out/summary.json after every image
@@ -699,7 +718,7 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
     weights, the image file unchanged since: size, modification time and inode; its files
     present) is already in summary.json, and tries those that failed again (a file
     since mended or written); records of other images are kept.
-    Sidecar IMAGE.json values override the keyword settings per image. estimate: also
+    Sidecar IMAGE.json values (``ImageSettings`` fields) override the keyword settings per image. estimate: also
     estimate (g, Ω) per image (``estimate_parameters``; the record's "parameters"). zero_momentum: as
     ``predict``'s (the record's "flow_removed").
     """
@@ -719,7 +738,8 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
             side = _sidecar(spec)
             settings = dict(pixel_size=side.get("pixel_size", pixel_size), tof=side.get("tof", tof),
                             atom_number=side.get("atom_number", atom_number),
-                            psf_width=side.get("psf_width", psf_width), model=model.source,
+                            psf_width=side.get("psf_width", psf_width), rotation=side.get("rotation", rotation),
+                            model=model.source,
                             weights=weights, image=_file_stamp(spec))  # a retrained model, a file written anew
             if estimate:  # a rerun that asks for the estimate redoes images done without it, or in another box
                 settings["estimate_parameters"] = True
@@ -736,11 +756,12 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
             rec["settings"] = settings
             name = old["output"] if old is not None and old.get("output") else output_name(spec, taken)
             rec["output"] = name
-            _check_settings(settings["pixel_size"], settings["tof"], settings["atom_number"], settings["psf_width"])
+            _check_settings(settings["pixel_size"], settings["tof"], settings["atom_number"], settings["psf_width"],
+                            settings["rotation"])
             image = _check_image(load_image(spec), spec)
             res = predict(model, image, pixel_size=float(settings["pixel_size"]), tof=float(settings["tof"]),
                           atom_number=settings["atom_number"], psf_width=float(settings["psf_width"]),
-                          estimate=estimate, zero_momentum=zero_momentum)
+                          rotation=settings["rotation"], estimate=estimate, zero_momentum=zero_momentum)
             files = write_outputs(out, name, image, res, spec)
             rec.update(res.summary(), status="ok", files=files)
         except ImageError as e:

@@ -124,6 +124,33 @@ def test_a_uniform_flow_is_taken_off_unless_kept(target):
     np.testing.assert_allclose(np.subtract(part.flow_removed, base.flow_removed), share * flow, rtol=0.05)
 
 
+def test_a_clockwise_trap_gets_the_conjugate_state():
+    """A density does not tell the sense of rotation: the state of −Ω is ψ(Ω)*, the same image. With
+    rotation="cw" the model's counter-clockwise prediction gives what a model of the conjugate state gives:
+    the gradient and phase negated, every vortex's sign flipped at the same place."""
+    img = lab_image((56, 60), 0.25)
+    ccw = predict(oracle(), img, pixel_size=0.25)
+    cw = predict(oracle(), img, pixel_size=0.25, rotation="cw")
+    conj = phase_differences(jnp.asarray(state()).conj())[None]
+    truth = predict(LoadedModel(lambda p, s, x: conj, None, None, GRID, "phase_diff", 1e-3, 1e-9, "conj"), img,
+                    pixel_size=0.25)
+    assert len(cw.vortices) == len(ccw.vortices) == len(VORTICES)
+    assert [(v.row, v.col, v.sign) for v in cw.vortices] == [(v.row, v.col, -v.sign) for v in ccw.vortices]
+    for got, want in zip(cw.vortices, truth.vortices):
+        assert got.sign == want.sign and np.hypot(got.row - want.row, got.col - want.col) < 1e-3
+    on = cw.valid
+    np.testing.assert_array_equal(on, truth.valid)
+    np.testing.assert_allclose(cw.phase_gradient[:, on], truth.phase_gradient[:, on], atol=1e-4)
+    np.testing.assert_allclose(cw.phase_gradient[:, on], -ccw.phase_gradient[:, on], atol=1e-4)
+    # the phase up to its constant: e^{i(θ_cw + θ_ccw)} is uniform
+    z = np.exp(1j * (cw.phase[on] + ccw.phase[on]))
+    assert np.abs(z.mean()) > 0.999
+    np.testing.assert_allclose(cw.flow_removed, -np.asarray(ccw.flow_removed), atol=1e-5)
+    assert cw.summary()["rotation"] == "cw" and ccw.summary()["rotation"] == "ccw"
+    with pytest.raises(ImageError, match="rotation must be one of ccw, cw, got 'clockwise'"):
+        predict(oracle(), img, pixel_size=0.25, rotation="clockwise")
+
+
 def _write_formats(folder, imgs):
     from PIL import Image
     import matplotlib.image
@@ -259,6 +286,12 @@ def test_rerun_skips_finished_images_and_keeps_what_was_written(tmp_path):
     summary = predict_files(oracle(), specs[1:2], out, pixel_size=0.25, zero_momentum=False, progress=False)
     record = next(r for r in summary["images"] if r["file"] == specs[1])
     assert record["settings"]["zero_momentum"] is False and record["flow_removed"] is None
+    # so does the sense of rotation, here from the image's sidecar
+    (tmp_path / "i1.npy.json").write_text(json.dumps(dict(rotation="cw")))
+    summary = predict_files(oracle(), specs[1:2], out, pixel_size=0.25, progress=False)
+    record = next(r for r in summary["images"] if r["file"] == specs[1])
+    assert record["settings"]["rotation"] == record["rotation"] == "cw"
+    assert sorted(v["sign"] for v in record["vortices"]) == sorted(-w for *_, w in VORTICES)
     # a record written before the flow was taken off (no such setting) is redone
     saved = json.loads((out / "summary.json").read_text())
     del next(r for r in saved["images"] if r["file"] == specs[2])["settings"]["zero_momentum"]
@@ -323,7 +356,8 @@ def test_cli_usage_errors_exit_2_with_one_line(small_run, tmp_path, capsys):
     run, _ = small_run
     np.save(tmp_path / "a.npy", lab_image((40, 40), 0.35))
     for argv, words in ((["--pixel-size", "-1"], "pixel_size must be"), (["--tof", "nan"], "tof must be"),
-                        (["--pixel-size", "1", "--psf-width", "-0.5"], "psf_width must be")):
+                        (["--pixel-size", "1", "--psf-width", "-0.5"], "psf_width must be"),
+                        (["--pixel-size", "1", "--rotation", "clockwise"], "rotation must be one of ccw, cw")):
         assert main(["predict", "--model", str(run), "--out", str(tmp_path / "o"), str(tmp_path / "a.npy"), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1
@@ -391,3 +425,9 @@ def test_estimate_parameters_recovers_g_and_omega_of_a_noisy_blurred_image(tmp_p
     assert "touches_edge" in run()["images"][0]["parameters"]
     mtime = (out / "img.npy.h5").stat().st_mtime_ns
     assert "touches_edge" in run()["images"][0]["parameters"] and (out / "img.npy.h5").stat().st_mtime_ns == mtime
+    # the same image of a trap turning the other way (the conjugate state, the same density): Ω < 0
+    r = predict_files(model, [spec], tmp_path / "cw", pixel_size=0.2, psf_width=0.3, rotation="cw", estimate=True,
+                      progress=False)["images"][0]
+    assert r["rotation"] == "cw" and all(v["sign"] == -1 for v in r["vortices"])
+    q = r["parameters"]
+    assert q["n_vortices"] == 3 and abs(q["g"] / g - 1) < 0.05 and abs(q["omega"] / -omega - 1) < 0.05, q
