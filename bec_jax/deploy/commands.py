@@ -14,7 +14,7 @@ IMAGES_FAILED = 3
 
 
 def cmd_predict(args) -> int:
-    from bec_jax.deploy.predict import ImageSettings, expand_inputs, load_model, predict_files
+    from bec_jax.deploy.predict import ImageError, ImageSettings, expand_inputs, load_model, predict_files
 
     s = config_from_flags(ImageSettings(), args)
     specs = expand_inputs(args.images)
@@ -22,19 +22,27 @@ def cmd_predict(args) -> int:
         raise UsageError(f"no images found in {' '.join(args.images)!r}")
     if not Path(args.model).is_dir():
         raise UsageError(f"no model folder at {args.model!r}")
-    if s.pixel_size is None and not any(_sidecar_has_pixel_size(spec) for spec in specs):
-        raise UsageError("no pixel size: give --pixel-size (a⊥ per camera pixel in the atoms' plane) or a sidecar "
-                         "IMAGE.json with pixel_size")
+    sidecars = set().union(*map(_sidecar_keys, specs))
+    if s.pixel_size is None and s.pixel_size_um is None and not {"pixel_size", "pixel_size_um"} & sidecars:
+        raise UsageError("no pixel size: give --pixel-size (a⊥ per camera pixel in the atoms' plane), "
+                         "--pixel-size-um or a sidecar IMAGE.json with pixel_size")
+    try:
+        s.in_trap_units()
+    except ImageError as e:
+        if not {"trap_frequency_hz", "species"} & sidecars:  # else each image's sidecar may give them
+            raise UsageError(str(e)) from None
     model = load_model(args.model)  # before the output folder: a wrong --model leaves nothing behind
     out = out_dir(args.out)
+    u = s.units
+    units = "" if u is None else f"; a⊥ = {u.length_um:.4g} µm, 1/ω⊥ = {u.time_ms:.4g} ms, a⊥ω⊥ = " \
+                                 f"{u.velocity_mm_per_s:.4g} mm/s"
     print(f"bec-jax predict: {len(specs)} image(s), model {args.model} ({model.grid.n}² grid, box "
-          f"{model.grid.length:g} a⊥, target {model.target}) -> {out}", flush=True)
+          f"{model.grid.length:g} a⊥, target {model.target}){units} -> {out}", flush=True)
     if args.estimate_parameters and model.ranges is None:
         print("bec-jax predict: warning: the (g, omega) range of the model's training data is unknown (a run from "
               "before it was recorded, its dataset not found): the estimates search ParamBox's default box, "
               "g 30-270, omega 0.4-0.8", file=sys.stderr, flush=True)
-    summary = predict_files(model, specs, out, pixel_size=s.pixel_size, tof=s.tof, atom_number=s.atom_number,
-                            psf_width=s.psf_width, rotation=s.rotation, estimate=args.estimate_parameters,
+    summary = predict_files(model, specs, out, s, estimate=args.estimate_parameters,
                             zero_momentum=not args.keep_momentum, progress=not args.no_progress)
     # this call's images (summary.json also keeps the records of images given to earlier calls)
     asked = set(specs)
@@ -52,14 +60,16 @@ def cmd_predict(args) -> int:
     return IMAGES_FAILED if failed else 0
 
 
-def _sidecar_has_pixel_size(spec: str) -> bool:
-    """Whether an image's sidecar gives its pixel size (a sidecar that cannot be read is the image's error)."""
-    from bec_jax.deploy.predict import ImageError, _sidecar
+def _sidecar_keys(spec: str) -> set:
+    """The settings an image's sidecar gives (one that cannot be read is the image's error: all of them)."""
+    import dataclasses
+
+    from bec_jax.deploy.predict import ImageError, ImageSettings, _sidecar
 
     try:
-        return _sidecar(spec).get("pixel_size") is not None
+        return {k for k, v in _sidecar(spec).items() if v is not None}
     except (ImageError, OSError):
-        return True
+        return {f.name for f in dataclasses.fields(ImageSettings)}
 
 
 def register(sub) -> None:
@@ -70,7 +80,8 @@ def register(sub) -> None:
                        description="Predict the phase gradient, the phase and the vortices of camera images. Every "
                                    "ImageSettings field is a flag; a sidecar IMAGE.json (img.npy.json or img.json) "
                                    "may hold any of them per image. An image that cannot be used is named on stderr "
-                                   "with its reason and the others are still written (exit status 3; 2 is a usage error, which writes nothing).")
+                                   "with its reason and the others are still written (exit status 3; 2 is a usage "
+                                   "error, which writes nothing).")
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help=".npy, .tif/.tiff, .png, file.h5:/dataset, a folder or a glob")
     p.add_argument("--model", required=True,

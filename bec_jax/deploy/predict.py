@@ -408,6 +408,11 @@ def _check_image(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
+#: the settings in lab units: (the trap-unit field each gives, its kind)
+LAB_FIELDS = {"pixel_size_um": ("pixel_size", "length"), "tof_ms": ("tof", "time"),
+              "psf_width_um": ("psf_width", "length")}
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageSettings:
     """How the images were taken (``bec-jax predict``; a sidecar IMAGE.json overrides them per image).
@@ -425,6 +430,12 @@ class ImageSettings:
       state of −Ω is the complex conjugate of that of Ω), so the model predicts the "ccw" phase and "cw"
       negates it: phase, gradient and vortex signs. A viewer that puts row 0 at the top shows this
       frame mirrored: there "ccw" turns clockwise.
+    pixel_size_um, tof_ms, psf_width_um: pixel_size, tof and psf_width in lab units (µm, ms), in their
+      place; they need trap_frequency_hz and species.
+    trap_frequency_hz: the radial trap frequency ω⊥/2π (Hz, > 0).
+    species: the atom, "87Rb" (``imaging.units.ATOMIC_MASS_U``) or its mass in u. With trap_frequency_hz
+      it sets the units (``imaging.units.TrapUnits``), which each record also gives: a⊥ in µm, and a⊥ω⊥ in
+      mm/s, the superfluid velocity of a phase gradient of 1/a⊥.
     """
 
     pixel_size: float | None = None
@@ -432,22 +443,73 @@ class ImageSettings:
     atom_number: float | None = None
     psf_width: float = 0.0
     rotation: str = "ccw"
+    pixel_size_um: float | None = None
+    tof_ms: float | None = None
+    psf_width_um: float | None = None
+    trap_frequency_hz: float | None = None
+    species: str | None = None
 
     def __post_init__(self):
         if self.rotation not in ROTATIONS:
             raise ImageError(f"rotation must be one of {', '.join(ROTATIONS)}, got {self.rotation!r}")
-        for name, lo in (("pixel_size", 0.0), ("tof", None), ("atom_number", 0.0), ("psf_width", None)):
+        for name, lo in (("pixel_size", 0.0), ("tof", None), ("atom_number", 0.0), ("psf_width", None),
+                         ("pixel_size_um", 0.0), ("tof_ms", None), ("psf_width_um", None),
+                         ("trap_frequency_hz", 0.0)):
             v = getattr(self, name)
             if v is None and name not in ("tof", "psf_width"):
                 continue
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
                     or (lo is not None and v <= lo) or (lo is None and v < 0):
                 raise ImageError(f"{name} must be a finite number {'> 0' if lo is not None else '>= 0'}, got {v!r}")
+        if self.species is not None:
+            from bec_jax.imaging.units import atomic_mass
+
+            try:
+                atomic_mass(self.species)
+            except ValueError as e:
+                raise ImageError(str(e)) from None
+        for lab, (trap, _) in LAB_FIELDS.items():
+            if getattr(self, lab) is not None and getattr(self, trap) != _DEFAULTS[trap]:
+                raise ImageError(f"{trap} and {lab} both given: give one of them")
+
+    @property
+    def units(self):
+        """The trap's ``imaging.units.TrapUnits``, or None without trap_frequency_hz and species."""
+        from bec_jax.imaging.units import TrapUnits
+
+        if self.trap_frequency_hz is None or self.species is None:
+            return None
+        return TrapUnits(self.trap_frequency_hz, self.species)
+
+    def updated(self, values: dict) -> ImageSettings:
+        """These settings with ``values`` (a sidecar's) in place; a value in either unit replaces both of its
+        quantity's fields."""
+        both = {f: _DEFAULTS[f] for lab, (trap, _) in LAB_FIELDS.items() if {lab, trap} & set(values)
+                for f in (lab, trap)}
+        return dataclasses.replace(self, **both | dict(values))
+
+    def in_trap_units(self) -> ImageSettings:
+        """These settings with the lab-unit fields converted into pixel_size, tof and psf_width (ImageError
+        when they are given without the trap's units)."""
+        given = {lab: getattr(self, lab) for lab in LAB_FIELDS if getattr(self, lab) is not None}
+        if not given:
+            return self
+        units = self.units
+        if units is None:
+            raise ImageError(f"{', '.join(given)} (lab units) need the trap's units: give trap_frequency_hz and "
+                             "species (--trap-frequency-hz, --species)")
+        scale = dict(length=units.length_um, time=units.time_ms)
+        return dataclasses.replace(self, **{lab: None for lab in given},
+                                   **{LAB_FIELDS[lab][0]: v / scale[LAB_FIELDS[lab][1]] for lab, v in given.items()})
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ImageSettings)}
 
 
 def _check_settings(pixel_size, tof, atom_number, psf_width=0.0, rotation="ccw"):
     if pixel_size is None:
-        raise ImageError("no pixel size: give --pixel-size or a sidecar IMAGE.json with pixel_size")
+        raise ImageError("no pixel size: give --pixel-size (or --pixel-size-um) or a sidecar IMAGE.json with "
+                         "pixel_size")
     ImageSettings(pixel_size, tof, atom_number, psf_width, rotation)
 
 
@@ -654,8 +716,10 @@ def output_name(spec: str, taken: set) -> str:
     return name
 
 
-def write_outputs(out: Path, name: str, image: np.ndarray, res: Prediction, spec: str) -> list[str]:
-    """DIR/NAME.h5 (phase_gradient, phase, valid, image) and DIR/NAME.png, each written atomically."""
+def write_outputs(out: Path, name: str, image: np.ndarray, res: Prediction, spec: str,
+                  units: dict | None = None) -> list[str]:
+    """DIR/NAME.h5 (phase_gradient, phase, valid, image) and DIR/NAME.png, each written atomically.
+    units: the trap's units (``TrapUnits.as_dict``), kept as the attribute "trap_units"."""
     import h5py
 
     from bec_jax.deploy.plots import plot_prediction
@@ -671,6 +735,8 @@ def write_outputs(out: Path, name: str, image: np.ndarray, res: Prediction, spec
             f.attrs["summary"] = json.dumps(res.summary())
             f.attrs["units"] = ("phase_gradient: (d/dx, d/dy) of the in-trap phase, inverse oscillator lengths, "
                                 "channel 0 along columns; phase: radians; NaN outside the cloud")
+            if units is not None:  # a gradient of 1/a⊥ is a velocity of velocity_mm_per_s
+                f.attrs["trap_units"] = json.dumps(units)
 
     atomic_write(out / f"{name}.h5", write_h5)
     plot_prediction(image, res, out / f"{name}.png", title=spec)
@@ -708,9 +774,8 @@ def _file_stamp(spec: str) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
-def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=None, psf_width=0.0,
-                  rotation: str = "ccw", estimate: bool = False, zero_momentum: bool = True,
-                  progress: bool = True) -> dict:
+def predict_files(model, specs, out, settings: ImageSettings | None = None, *, estimate: bool = False,
+                  zero_momentum: bool = True, progress: bool = True, **fields) -> dict:
     """``predict`` every image spec (``expand_inputs``) into folder ``out``; returns the summary dict.
 
     Writes per image NAME.h5 and NAME.png, and out/summary.json after every image
@@ -718,7 +783,8 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
     weights, the image file unchanged since: size, modification time and inode; its files
     present) is already in summary.json, and tries those that failed again (a file
     since mended or written); records of other images are kept.
-    Sidecar IMAGE.json values (``ImageSettings`` fields) override the keyword settings per image. estimate: also
+    settings: the ``ImageSettings`` of every image (default: its defaults), with ``fields`` (ImageSettings
+    fields: ``pixel_size=0.25``) in place; an image's sidecar IMAGE.json overrides them. estimate: also
     estimate (g, Ω) per image (``estimate_parameters``; the record's "parameters"). zero_momentum: as
     ``predict``'s (the record's "flow_removed").
     """
@@ -731,16 +797,14 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
     if not isinstance(model, LoadedModel):
         model = load_model(model)
     weights = weights_digest(model)
+    base = dataclasses.replace(settings or ImageSettings(), **fields)
     taken = {r["output"] for r in records.values() if r.get("output")}
     for spec in tqdm(specs, desc="predict", unit="image", disable=not progress, dynamic_ncols=True):
         rec = dict(file=spec, status="error", error=None, n_vortices=0, vortices=[])
         try:
-            side = _sidecar(spec)
-            settings = dict(pixel_size=side.get("pixel_size", pixel_size), tof=side.get("tof", tof),
-                            atom_number=side.get("atom_number", atom_number),
-                            psf_width=side.get("psf_width", psf_width), rotation=side.get("rotation", rotation),
-                            model=model.source,
-                            weights=weights, image=_file_stamp(spec))  # a retrained model, a file written anew
+            s = base.updated(_sidecar(spec)).in_trap_units()
+            # a retrained model, a file written anew
+            settings = dataclasses.asdict(s) | dict(model=model.source, weights=weights, image=_file_stamp(spec))
             if estimate:  # a rerun that asks for the estimate redoes images done without it, or in another box
                 settings["estimate_parameters"] = True
                 settings["box"] = model.ranges
@@ -756,14 +820,13 @@ def predict_files(model, specs, out, *, pixel_size=None, tof=0.0, atom_number=No
             rec["settings"] = settings
             name = old["output"] if old is not None and old.get("output") else output_name(spec, taken)
             rec["output"] = name
-            _check_settings(settings["pixel_size"], settings["tof"], settings["atom_number"], settings["psf_width"],
-                            settings["rotation"])
+            _check_settings(s.pixel_size, s.tof, s.atom_number, s.psf_width, s.rotation)
             image = _check_image(load_image(spec), spec)
-            res = predict(model, image, pixel_size=float(settings["pixel_size"]), tof=float(settings["tof"]),
-                          atom_number=settings["atom_number"], psf_width=float(settings["psf_width"]),
-                          rotation=settings["rotation"], estimate=estimate, zero_momentum=zero_momentum)
-            files = write_outputs(out, name, image, res, spec)
-            rec.update(res.summary(), status="ok", files=files)
+            res = predict(model, image, pixel_size=s.pixel_size, tof=s.tof, atom_number=s.atom_number,
+                          psf_width=s.psf_width, rotation=s.rotation, estimate=estimate, zero_momentum=zero_momentum)
+            units = None if s.units is None else s.units.as_dict()
+            files = write_outputs(out, name, image, res, spec, units)
+            rec.update(res.summary(), units=units, status="ok", files=files)
         except ImageError as e:
             rec["error"] = first_line(e, 500)
             rec.setdefault("settings", None)

@@ -8,7 +8,8 @@ resampling), ``noise`` (shot noise, fringes, read noise), composed in ``model``
 ``render``). ``frame`` maps an image back onto a model's grid (``bec-jax predict``
 and training share it); ``imaging.training`` renders training examples on the
 fly (``ImagingTrainConfig``, ``imaged_examples``). Lengths in trap oscillator
-lengths a⊥, times in 1/ω⊥. See docs/imaging.md.
+lengths a⊥, times in 1/ω⊥; ``units`` converts a lab's µm, ms and Hz (``TrapUnits``).
+See docs/imaging.md.
 """
 
 from bec_jax.imaging.camera import cell_edges, integrate_pixels, overlap_matrix, pixel_edges, resample_density
@@ -17,6 +18,7 @@ from bec_jax.imaging.expansion import expand_density, expansion_angle, expansion
 from bec_jax.imaging.model import (ImagingConfig, ImagingParams, ImagingRanges, cloud_angle, expected_image, render,
                                    sample_params)
 from bec_jax.imaging.noise import fringes, read_noise, shot_noise
+from bec_jax.imaging.units import ATOMIC_MASS_U, TrapUnits, atomic_mass
 from bec_jax.imaging.psf import (PSF_KINDS, airy_otf, airy_radius, blur, box_transfer, gaussian_otf,
                                 observation_transfer, otf)
 
@@ -26,5 +28,6 @@ __all__ = [
     "CLOUD_MARGIN", "cloud_signal", "model_input", "signal_to_grid",
     "ImagingConfig", "ImagingParams", "ImagingRanges", "cloud_angle", "expected_image", "render", "sample_params",
     "fringes", "read_noise", "shot_noise",
+    "ATOMIC_MASS_U", "TrapUnits", "atomic_mass",
     "PSF_KINDS", "airy_otf", "airy_radius", "blur", "box_transfer", "gaussian_otf", "observation_transfer", "otf",
 ]

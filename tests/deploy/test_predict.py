@@ -151,6 +151,35 @@ def test_a_clockwise_trap_gets_the_conjugate_state():
         predict(oracle(), img, pixel_size=0.25, rotation="clockwise")
 
 
+def test_lab_units_give_the_same_prediction_and_the_velocity_scale(tmp_path):
+    """µm, ms and the trap (Hz, species) in place of a⊥ and 1/ω⊥: the same prediction as the converted values,
+    per image from a sidecar too; the record and the HDF5 file give the units."""
+    u = bj.imaging.TrapUnits(20.0, "87Rb")  # a⊥ = 2.41 µm, 1/ω⊥ = 7.96 ms
+    for k in range(2):
+        np.save(tmp_path / f"i{k}.npy", lab_image((48, 48), 0.25, tof=0.5, key=k))
+    specs = [str(tmp_path / f"i{k}.npy") for k in range(2)]
+    trap = predict_files(oracle(), specs, tmp_path / "trap", pixel_size=0.25, tof=0.5, progress=False)
+    lab = dict(pixel_size_um=0.25 * u.length_um, tof_ms=0.5 * u.time_ms, trap_frequency_hz=20.0, species="87Rb")
+    got = predict_files(oracle(), specs, tmp_path / "lab", progress=False, **lab)
+    for a, b in zip(trap["images"], got["images"]):
+        assert b["status"] == "ok" and b["units"] == u.as_dict() and a["units"] is None
+        assert b["settings"]["pixel_size"] == pytest.approx(0.25, rel=1e-12)
+        assert b["settings"]["tof"] == pytest.approx(0.5, rel=1e-12) and b["settings"]["pixel_size_um"] is None
+        assert [v["sign"] for v in a["vortices"]] == [v["sign"] for v in b["vortices"]]
+        np.testing.assert_allclose([v["row"] for v in b["vortices"]], [v["row"] for v in a["vortices"]], atol=1e-4)
+        with h5py.File(tmp_path / "lab" / f"{b['output']}.h5") as f:
+            assert json.loads(f.attrs["trap_units"]) == u.as_dict()
+    # a sidecar's value in one unit replaces the command line's in the other
+    (tmp_path / "i1.npy.json").write_text(json.dumps(dict(pixel_size=0.3)))
+    r = predict_files(oracle(), specs[1:], tmp_path / "lab", progress=False, **lab)["images"][1]
+    assert r["settings"]["pixel_size"] == 0.3 and r["settings"]["tof"] == pytest.approx(0.5, rel=1e-12)
+    (tmp_path / "i1.npy.json").write_text(json.dumps(dict(pixel_size_um=0.3 * u.length_um)))
+    r = predict_files(oracle(), specs[1:], tmp_path / "trap", pixel_size=0.25, progress=False)["images"][1]
+    assert r["status"] == "error" and "need the trap's units" in r["error"]
+    with pytest.raises(ImageError, match="pixel_size and pixel_size_um both given"):
+        predict_files(oracle(), specs, tmp_path / "x", pixel_size=0.25, pixel_size_um=1.0, progress=False)
+
+
 def _write_formats(folder, imgs):
     from PIL import Image
     import matplotlib.image
@@ -357,7 +386,12 @@ def test_cli_usage_errors_exit_2_with_one_line(small_run, tmp_path, capsys):
     np.save(tmp_path / "a.npy", lab_image((40, 40), 0.35))
     for argv, words in ((["--pixel-size", "-1"], "pixel_size must be"), (["--tof", "nan"], "tof must be"),
                         (["--pixel-size", "1", "--psf-width", "-0.5"], "psf_width must be"),
-                        (["--pixel-size", "1", "--rotation", "clockwise"], "rotation must be one of ccw, cw")):
+                        (["--pixel-size", "1", "--rotation", "clockwise"], "rotation must be one of ccw, cw"),
+                        (["--pixel-size-um", "2.5", "--tof-ms", "10"], "pixel_size_um, tof_ms (lab units) need the "
+                                                                       "trap's units"),
+                        (["--pixel-size-um", "2.5", "--trap-frequency-hz", "20", "--species", "Rb"],
+                         "species must be one of"),
+                        (["--pixel-size", "0.3", "--pixel-size-um", "2.5"], "both given")):
         assert main(["predict", "--model", str(run), "--out", str(tmp_path / "o"), str(tmp_path / "a.npy"), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1

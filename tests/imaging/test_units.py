@@ -1,0 +1,38 @@
+"""``imaging.units``: a lab's µm, ms and Hz against the trap units a⊥, 1/ω⊥."""
+
+import math
+
+import pytest
+
+from bec_jax.imaging.units import ATOMIC_MASS_U, TrapUnits, atomic_mass
+
+
+def test_oscillator_units_of_rubidium():
+    """87Rb at ω⊥ = 2π·100 Hz: a⊥ = √(ħ/mω⊥) = 1.0784 µm (the textbook 1.08 µm), 1/ω⊥ = 1.5915 ms."""
+    u = TrapUnits(100.0, "87Rb")
+    assert u.length_um == pytest.approx(1.07843, rel=1e-4)
+    assert u.time_ms == pytest.approx(1.59155, rel=1e-5)
+    assert u.velocity_mm_per_s == pytest.approx(u.length_um / u.time_ms, rel=1e-12)
+    # a⊥ ∝ (m ω⊥)^(-1/2): a quarter of the frequency doubles it; so does a quarter of the mass
+    assert TrapUnits(25.0, "87Rb").length_um == pytest.approx(2 * u.length_um, rel=1e-12)
+    assert TrapUnits(100.0, ATOMIC_MASS_U["87Rb"] / 4).length_um == pytest.approx(2 * u.length_um, rel=1e-12)
+    assert TrapUnits(100.0, "23Na").length_um == pytest.approx(
+        u.length_um * math.sqrt(ATOMIC_MASS_U["87Rb"] / ATOMIC_MASS_U["23Na"]), rel=1e-12)
+    d = u.as_dict()
+    assert d["mass_u"] == ATOMIC_MASS_U["87Rb"] and d["length_um"] == u.length_um
+
+
+@pytest.mark.parametrize("species,mass", [("87rb", ATOMIC_MASS_U["87Rb"]), (" 23Na ", ATOMIC_MASS_U["23Na"]),
+                                          ("170.5", 170.5), (40, 40.0)])
+def test_species_by_name_or_mass(species, mass):
+    assert atomic_mass(species) == mass
+
+
+@pytest.mark.parametrize("species,words", [("Rb", "must be one of 6Li"), ("-3", "finite number > 0"),
+                                           ("nan", "finite number > 0"), (True, "must be one of")])
+def test_bad_species_and_frequencies_are_named(species, words):
+    with pytest.raises(ValueError, match=words):
+        atomic_mass(species)
+    for f in (0.0, -5.0, float("inf"), "10"):
+        with pytest.raises(ValueError, match="trap_frequency_hz must be a finite number > 0"):
+            TrapUnits(f, "87Rb")
