@@ -39,10 +39,11 @@ def plot_prediction(image, res, path, title: str | None = None):
         else:
             n_neg += 1
             axes[2].plot(v.col, v.row, "x", color="deepskyblue", ms=7, mew=1.5, alpha=a)
-    axes[2].set_title(f"vortices: {n_pos} (+1, red o), {n_neg} (−1, blue x)")
+    # +1 turns counter-clockwise as drawn: row 0 at the bottom, unlike most camera viewers
+    axes[2].set_title(f"vortices: {n_pos} of +1 ↺ (o), {n_neg} of −1 ↻ (x)")
     for ax in axes:
         ax.set_xlabel("column (px)")
-        ax.set_ylabel("row (px)")
+        ax.set_ylabel("row (px, 0 at the bottom)")
     if title:
         fig.suptitle(title, fontsize=9)
 
