@@ -419,12 +419,12 @@ class ImageSettings:
 
     pixel_size: object-plane pixel size at the moment of imaging, in trap oscillator lengths a⊥ (> 0;
       None: every image's sidecar gives it).
-    tof: time of flight between trap release and imaging, in units of 1/ω⊥ (>= 0); predict undoes the
-      expansion.
+    tof: time of flight between trap release and imaging, in units of 1/ω⊥ (>= 0; None: 0, or tof_ms);
+      predict undoes the expansion.
     atom_number: atoms in the cloud (> 0; None: unknown). Only reported, as counts per atom.
     psf_width: σ of the imaging system's Gaussian point-spread function in the object plane, a⊥
-      (>= 0; 0: below a pixel). Only used by the (g, Ω) estimate, whose loss images the model's
-      state with it.
+      (>= 0; 0: below a pixel; None: 0, or psf_width_um). Only used by the (g, Ω) estimate, whose loss
+      images the model's state with it.
     rotation: the sense of the trap's rotation in the image's frame (x = col, y = row): "ccw"
       (counter-clockwise, Ω > 0: the training data's) or "cw". A density cannot tell them apart (the
       state of −Ω is the complex conjugate of that of Ω), so the model predicts the "ccw" phase and "cw"
@@ -439,9 +439,9 @@ class ImageSettings:
     """
 
     pixel_size: float | None = None
-    tof: float = 0.0
+    tof: float | None = None
     atom_number: float | None = None
-    psf_width: float = 0.0
+    psf_width: float | None = None
     rotation: str = "ccw"
     pixel_size_um: float | None = None
     tof_ms: float | None = None
@@ -456,20 +456,22 @@ class ImageSettings:
                          ("pixel_size_um", 0.0), ("tof_ms", None), ("psf_width_um", None),
                          ("trap_frequency_hz", 0.0)):
             v = getattr(self, name)
-            if v is None and name not in ("tof", "psf_width"):
+            if v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
                     or (lo is not None and v <= lo) or (lo is None and v < 0):
                 raise ImageError(f"{name} must be a finite number {'> 0' if lo is not None else '>= 0'}, got {v!r}")
         if self.species is not None:
-            from bec_jax.imaging.units import atomic_mass
+            from bec_jax.imaging.units import TrapUnits, atomic_mass
 
             try:
                 atomic_mass(self.species)
+                if self.trap_frequency_hz is not None:
+                    TrapUnits(self.trap_frequency_hz, self.species)
             except ValueError as e:
                 raise ImageError(str(e)) from None
         for lab, (trap, _) in LAB_FIELDS.items():
-            if getattr(self, lab) is not None and getattr(self, trap) != _DEFAULTS[trap]:
+            if getattr(self, lab) is not None and getattr(self, trap) is not None:
                 raise ImageError(f"{trap} and {lab} both given: give one of them")
 
     @property
@@ -482,28 +484,29 @@ class ImageSettings:
         return TrapUnits(self.trap_frequency_hz, self.species)
 
     def updated(self, values: dict) -> ImageSettings:
-        """These settings with ``values`` (a sidecar's) in place; a value in either unit replaces both of its
-        quantity's fields."""
-        both = {f: _DEFAULTS[f] for lab, (trap, _) in LAB_FIELDS.items() if {lab, trap} & set(values)
-                for f in (lab, trap)}
-        return dataclasses.replace(self, **both | dict(values))
+        """These settings with ``values`` (a sidecar's, ImageSettings fields; None: not given) in place; a
+        value in either unit replaces both fields of its quantity."""
+        values = {k: v for k, v in values.items() if v is not None}
+        both = {f: None for lab, (trap, _) in LAB_FIELDS.items() if {lab, trap} & set(values) for f in (lab, trap)}
+        return dataclasses.replace(self, **both | values)
 
     def in_trap_units(self) -> ImageSettings:
-        """These settings with the lab-unit fields converted into pixel_size, tof and psf_width (ImageError
-        when they are given without the trap's units)."""
+        """These settings with the lab-unit fields converted into pixel_size, tof and psf_width, and tof and
+        psf_width 0 where neither unit gives them. ImageError for lab units without the trap's, or half a trap
+        (a frequency without a species, or the reverse)."""
+        if (self.trap_frequency_hz is None) != (self.species is None):
+            given, missing = ("species", "trap_frequency_hz") if self.species is not None \
+                else ("trap_frequency_hz", "species")
+            raise ImageError(f"{given} without {missing}: the trap's units need both (--trap-frequency-hz, "
+                             "--species)")
         given = {lab: getattr(self, lab) for lab in LAB_FIELDS if getattr(self, lab) is not None}
-        if not given:
-            return self
-        units = self.units
-        if units is None:
+        if given and self.units is None:
             raise ImageError(f"{', '.join(given)} (lab units) need the trap's units: give trap_frequency_hz and "
                              "species (--trap-frequency-hz, --species)")
-        scale = dict(length=units.length_um, time=units.time_ms)
-        return dataclasses.replace(self, **{lab: None for lab in given},
-                                   **{LAB_FIELDS[lab][0]: v / scale[LAB_FIELDS[lab][1]] for lab, v in given.items()})
-
-
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ImageSettings)}
+        scale = dict(length=self.units.length_um, time=self.units.time_ms) if given else {}
+        return dataclasses.replace(self, **dict(tof=self.tof or 0.0, psf_width=self.psf_width or 0.0)
+                                   | {lab: None for lab in given}
+                                   | {LAB_FIELDS[lab][0]: v / scale[LAB_FIELDS[lab][1]] for lab, v in given.items()})
 
 
 def _check_settings(pixel_size, tof, atom_number, psf_width=0.0, rotation="ccw"):
@@ -576,7 +579,7 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
     dilation; psf_width: the object-plane Gaussian PSF σ (a⊥). The loss compares rotation-invariant
     features of the image with those of the model's ground state seen through
     ``imaging.observation_transfer``. rotation: the trap's sense of rotation (``ImageSettings``); "cw" is
-    estimated on the mirror image and reported with Ω < 0. config: a ``SolverInversionConfig``
+    reported with Ω < 0. config: a ``SolverInversionConfig``
     (default: its defaults in the box of the model's training data). Returns a dict of ``PARAMETER_KEYS``:
     omega_identifiable: ≥ 2 vortices (with 0 or 1 the density does not depend on Ω, which stays near its
     first guess); at_box_edge: the estimate is within 1 % of the parameter box's edge; touches_edge: the
@@ -590,12 +593,13 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
     if config is None:
         config = SolverInversionConfig(box=ParamBox(*model.ranges) if model.ranges else ParamBox())
     rows = positions_from_winding(grid, winding)
-    sign = -1.0 if rotation == "cw" else 1.0  # given: a density does not tell the sense of rotation
+    if rotation not in ROTATIONS:
+        raise ImageError(f"rotation must be one of {', '.join(ROTATIONS)}, got {rotation!r}")
+    # given, as a density does not tell it: the state of −Ω is the conjugate of that of Ω, with the same density
+    # and cores, so the state of |Ω| is fitted and Ω takes the sign
+    sign = -1.0 if rotation == "cw" else 1.0
     n = np.maximum(np.asarray(density, np.float64), 0.0)
     cores = np.repeat(rows[:, :2], np.abs(rows[:, 2]).astype(int), axis=0)
-    if sign < 0:  # the mirror image x -> x_0 + x_(n-1) - x rotates the other way; the features do not change
-        n = n[:, ::-1]
-        cores[:, 0] = grid.x[0] + grid.x[-1] - cores[:, 0]
     tf = observation_transfer(grid, "gaussian" if psf_width > 0 else "none", psf_width, pixel, lam)
     # no warning: the record says so (touches_edge) and `bec-jax predict` names the image
     r = invert_with_solver(grid, n, config, vortices=[cores], transfer=tf, warn=False)
@@ -797,7 +801,7 @@ def predict_files(model, specs, out, settings: ImageSettings | None = None, *, e
     if not isinstance(model, LoadedModel):
         model = load_model(model)
     weights = weights_digest(model)
-    base = dataclasses.replace(settings or ImageSettings(), **fields)
+    base = (settings or ImageSettings()).updated(fields)
     taken = {r["output"] for r in records.values() if r.get("output")}
     for spec in tqdm(specs, desc="predict", unit="image", disable=not progress, dynamic_ncols=True):
         rec = dict(file=spec, status="error", error=None, n_vortices=0, vortices=[])

@@ -18,9 +18,9 @@ from bec_jax.imaging.expansion import expand_density, expansion_angle, expansion
 from bec_jax.imaging.model import (ImagingConfig, ImagingParams, ImagingRanges, cloud_angle, expected_image, render,
                                    sample_params)
 from bec_jax.imaging.noise import fringes, read_noise, shot_noise
-from bec_jax.imaging.units import ATOMIC_MASS_U, TrapUnits, atomic_mass
 from bec_jax.imaging.psf import (PSF_KINDS, airy_otf, airy_radius, blur, box_transfer, gaussian_otf,
                                 observation_transfer, otf)
+from bec_jax.imaging.units import ATOMIC_MASS_U, TrapUnits, atomic_mass
 
 __all__ = [
     "cell_edges", "integrate_pixels", "overlap_matrix", "pixel_edges", "resample_density",

@@ -45,6 +45,12 @@ def atomic_mass(species) -> float:
     return mass
 
 
+def canonical_species(species):
+    """An isotope's name as ``ATOMIC_MASS_U`` spells it ("87rb" -> "87Rb"), or a mass in u as a float."""
+    text = str(species).strip().lower()
+    return next((k for k in ATOMIC_MASS_U if k.lower() == text), None) or atomic_mass(species)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrapUnits:
     """The oscillator units of a trap.
@@ -61,6 +67,13 @@ class TrapUnits:
         if isinstance(f, bool) or not isinstance(f, numbers.Real) or not (math.isfinite(f) and f > 0):
             raise ValueError(f"trap_frequency_hz must be a finite number > 0, got {f!r}")
         atomic_mass(self.species)
+        try:
+            ok = all(math.isfinite(v) and v > 0 for v in (self.length_um, self.time_ms, self.velocity_mm_per_s))
+        except (ZeroDivisionError, OverflowError):
+            ok = False
+        if not ok:
+            raise ValueError(f"trap_frequency_hz {f!r} with species {self.species!r} gives no finite, nonzero "
+                             "oscillator units")
 
     @property
     def omega(self) -> float:
@@ -84,6 +97,6 @@ class TrapUnits:
 
     def as_dict(self) -> dict:
         """JSON-able: the trap's settings and its units (a⊥ in µm, 1/ω⊥ in ms, a⊥ω⊥ in mm/s)."""
-        return dict(trap_frequency_hz=float(self.trap_frequency_hz), species=self.species,
+        return dict(trap_frequency_hz=float(self.trap_frequency_hz), species=canonical_species(self.species),
                     mass_u=atomic_mass(self.species), length_um=self.length_um, time_ms=self.time_ms,
                     velocity_mm_per_s=self.velocity_mm_per_s)

@@ -16,6 +16,7 @@ from bec_jax import imaging as im
 from bec_jax.cli import main
 from bec_jax.data.targets import phase_differences
 from bec_jax.deploy import ImageError, LoadedModel, load_model, predict, predict_files
+from bec_jax.deploy.predict import ImageSettings
 
 GRID = bj.Grid(48, 12.0)
 #: (x, y, sign) of the test state's vortices, trap units
@@ -180,6 +181,30 @@ def test_lab_units_give_the_same_prediction_and_the_velocity_scale(tmp_path):
         predict_files(oracle(), specs, tmp_path / "x", pixel_size=0.25, pixel_size_um=1.0, progress=False)
 
 
+def test_image_settings_merge_and_convert():
+    """Sidecar values replace a quantity in either unit, a null replaces nothing; every lab field converts; an
+    explicit 0 counts as given; half a trap and inconvertible traps are named."""
+    u = bj.imaging.TrapUnits(50.0, 40.0)  # a mass in u, as a sidecar's JSON number gives it
+    cli = ImageSettings(pixel_size=0.25, tof=1.0, psf_width=0.2, trap_frequency_hz=50.0)
+    s = cli.updated(dict(tof_ms=2 * u.time_ms, psf_width_um=0.5 * u.length_um, species=40.0, pixel_size=None,
+                         atom_number=None)).in_trap_units()
+    assert (s.pixel_size, s.tof_ms, s.psf_width_um, s.species) == (0.25, None, None, 40.0)
+    assert s.tof == pytest.approx(2.0, rel=1e-12) and s.psf_width == pytest.approx(0.5, rel=1e-12)
+    assert s.units.as_dict() == u.as_dict()
+    assert ImageSettings(pixel_size=0.3).in_trap_units() == ImageSettings(pixel_size=0.3, tof=0.0, psf_width=0.0)
+    assert cli.updated(dict(tof=None)).tof == 1.0  # null: not given
+    for kw, words in ((dict(tof=0.0, tof_ms=5.0), "tof and tof_ms both given"),
+                      (dict(trap_frequency_hz=1e308, species="87Rb"), "no finite, nonzero oscillator units"),
+                      (dict(species=1e-300, trap_frequency_hz=10.0), "no finite, nonzero oscillator units")):
+        with pytest.raises(ImageError, match=words):
+            ImageSettings(**kw)
+    for kw, words in ((dict(trap_frequency_hz=20.0), "trap_frequency_hz without species"),
+                      (dict(species="23Na", pixel_size=0.2), "species without trap_frequency_hz"),
+                      (dict(psf_width_um=1.0), "psf_width_um \\(lab units\\) need the trap's units")):
+        with pytest.raises(ImageError, match=words):
+            ImageSettings(**kw).in_trap_units()
+
+
 def _write_formats(folder, imgs):
     from PIL import Image
     import matplotlib.image
@@ -193,7 +218,7 @@ def _write_formats(folder, imgs):
     (folder / "b.tif.json").write_text(json.dumps(dict(pixel_size=0.3)))
 
 
-def test_cli_predicts_several_sizes_and_formats(small_run, tmp_path):
+def test_cli_predicts_several_sizes_and_formats(small_run, tmp_path, capsys):
     run, _ = small_run
     shapes = [(40, 52), (56, 48), (64, 64), (48, 72)]
     imgs = [lab_image(s, 0.35 if k != 1 else 0.3, key=k) for k, s in enumerate(shapes)]
@@ -222,6 +247,14 @@ def test_cli_predicts_several_sizes_and_formats(small_run, tmp_path):
     assert rc == 0
     record = json.loads((out / "summary.json").read_text())["images"][0]
     assert record["flow_removed"] is None and record["settings"]["zero_momentum"] is False
+    # in the lab's units (23Na at 30 Hz): the header gives them, the record converts the pixel size
+    u = bj.imaging.TrapUnits(30.0, "23Na")
+    rc = main(["predict", "--model", str(run), "--pixel-size-um", str(0.35 * u.length_um), "--trap-frequency-hz",
+               "30", "--species", "23na", "--out", str(tmp_path / "lab"), "--no-progress",
+               str(tmp_path / "in" / "a.npy")])
+    assert rc == 0 and f"a⊥ = {u.length_um:.4g} µm" in capsys.readouterr().out
+    record = json.loads((tmp_path / "lab" / "summary.json").read_text())["images"][0]
+    assert record["settings"]["pixel_size"] == pytest.approx(0.35, rel=1e-12) and record["units"]["species"] == "23Na"
 
 
 def test_bad_images_get_a_one_line_reason_and_the_others_still_run(tmp_path):
