@@ -45,7 +45,8 @@ from bec_jax.artifacts import CorruptArtifact, atomic_write_text, first_line, wr
 from bec_jax.data.storage import (FIELDS, SHARDS_KIND, atomic_write_h5, content_sha256, read_h5, shard_name,
                                   shards_dir)
 from bec_jax.distributed import process_slice
-from bec_jax.gpe.groundstate import BoxTooSmallWarning, box_length, coarse_resolves, ground_state, solver_method
+from bec_jax.gpe.groundstate import (BoxTooSmallWarning, GridTooCoarseWarning, box_length, coarse_resolves,
+                                     ground_state, solver_method, warn_if_unresolved)
 from bec_jax.gpe.grid import Grid
 from bec_jax.gpe.splitstep import check_parameters
 
@@ -231,8 +232,9 @@ def sample_keys(seed: int, index):
 
 def _solve_batch(config: GenerateConfig, g, omega, index):
     try:  # the fetch too: an asynchronous run reports its failure there
-        with warnings.catch_warnings():  # such states are dropped, and counted in the summary (n_touch_edge)
-            warnings.simplefilter("ignore", BoxTooSmallWarning)
+        with warnings.catch_warnings():  # such states are dropped, and counted in the summary (n_touch_edge);
+            warnings.simplefilter("ignore", BoxTooSmallWarning)  # the resolution is warned of once, by generate
+            warnings.simplefilter("ignore", GridTooCoarseWarning)
             return jax.device_get(ground_state(config.grid, g, omega, key=sample_keys(config.seed, index),
                                                n_starts=config.n_starts, method=config.solver))
     except (jax.errors.JaxRuntimeError, ValueError) as e:  # an accelerator's out-of-memory (a CPU's: checked before)
@@ -290,9 +292,10 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
         if attrs.get("config") != cfg_json or attrs.get("shard") != shard_json:
             raise DatasetConflict(f"{out} exists with a different config ({_differences(attrs.get('config'), cfg_json)}"
                                   "); choose another --out or delete it")
+        stored = json.loads(attrs.get("summary", "{}"))
+        _check_complete(out, stored)
         # nothing computed by this call: not the summary's figures of the run that made it
-        return (dict(status="complete", path=str(out), **json.loads(attrs.get("summary", "{}")))
-                | dict(seconds_this_run=0.0, batches_this_run=0))
+        return dict(status="complete", path=str(out), **stored) | dict(seconds_this_run=0.0, batches_this_run=0)
     part = out.with_name(out.name + ".partial")
     cfg_file = part / "config.json"
     stored = cfg_json if shard_json is None else cfg_json + "\n" + shard_json
@@ -305,6 +308,7 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
     done = {b for b in range(n_batches) if _intact(part / f"batch_{b:06d}.h5")}
     if len(done) < n_batches:
         check_batch_memory(config)  # before anything is written: a smaller batch is another config
+        warn_if_unresolved(config.grid, g[samples], omega[samples], stacklevel=2)  # once, not per batch
 
     bar = tqdm(total=N, initial=sum(min(B, N - b * B) for b in done), unit="state", desc="generate",
                disable=not progress, dynamic_ncols=True)
@@ -402,6 +406,15 @@ def write_shard_manifest(config: GenerateConfig, out, count: int) -> dict:
                           shards=shards, n_samples=total, n_failed=n_failed, summary=summary)
 
 
+def _check_complete(out: Path, summary: dict) -> None:
+    """Read a finished dataset whole (its checksums) and match its content digest: "complete" is said of a
+    file that reads back as it was written. CorruptArtifact naming it otherwise."""
+    arrays, _ = read_h5(out)
+    if summary.get("content_sha256") not in (None, content_sha256(arrays)):
+        raise CorruptArtifact(f"{str(out)!r} is corrupt: its content does not match the digest saved with it "
+                              "(delete it and rerun to generate it again)")
+
+
 def _intact(batch: Path) -> bool:
     """Whether a finished batch file reads back whole; a damaged one is set aside (``.damaged``) and
     computed again."""
@@ -410,8 +423,9 @@ def _intact(batch: Path) -> bool:
     try:
         read_h5(batch)
         return True
-    except CorruptArtifact:
+    except CorruptArtifact as e:
         batch.replace(batch.with_name(batch.name + ".damaged"))
+        warnings.warn(f"{e}: the batch is computed again", stacklevel=2)
         return False
 
 

@@ -29,8 +29,8 @@ __all__ = [
     "real_time",
 ]
 
-from bec_jax.gpe.groundstate import (PCG, BoxTooSmallWarning, GroundStateResult, ImaginaryTime, box_length,
-                                     ground_state, initial_guess, solver_method)
+from bec_jax.gpe.groundstate import (PCG, BoxTooSmallWarning, GridTooCoarseWarning, GroundStateResult, ImaginaryTime,
+                                     box_length, ground_state, healing_length, initial_guess, solver_method)
 from bec_jax.gpe.observables import (
     RegionConfig,
     edge_density,
@@ -50,7 +50,9 @@ __all__ += [
     "ImaginaryTime",
     "solver_method",
     "box_length",
+    "healing_length",
     "BoxTooSmallWarning",
+    "GridTooCoarseWarning",
     "ground_state",
     "initial_guess",
     "edge_density",

@@ -70,7 +70,9 @@ __all__ = [
     "start_vortex_numbers",
     "compact_centre",
     "coarse_resolves",
+    "healing_length",
     "BoxTooSmallWarning",
+    "GridTooCoarseWarning",
 ]
 
 EDGE_THRESHOLD = 1e-4  # boundary density / peak density above which the box is too small
@@ -79,6 +81,16 @@ EDGE_THRESHOLD = 1e-4  # boundary density / peak density above which the box is 
 class BoxTooSmallWarning(RuntimeWarning):
     """``ground_state`` found clouds whose density reaches the box's edge (``touches_edge``):
     the periodic box clips them, and their energy, μ and vortices are those of another problem."""
+
+
+#: grid spacing over the healing length above which ``ground_state`` warns (``GridTooCoarseWarning``)
+COARSE_DX_OVER_XI = 2.0
+
+
+class GridTooCoarseWarning(RuntimeWarning):
+    """``ground_state`` was asked for states whose vortex cores are too fine for the grid: spacing dx
+    above ``COARSE_DX_OVER_XI`` healing lengths (``healing_length``). The grid pins and deforms the
+    cores, so the vortex number and positions depend on the grid."""
 
 
 def box_length(g, omega, margin: float = 3.5):
@@ -93,12 +105,17 @@ def box_length(g, omega, margin: float = 3.5):
     return 2.0 * (np.maximum(R, 1.5) + margin)
 
 
-def coarse_resolves(grid: Grid, coarsen: int, g, omega):
-    """Whether ``PCG(coarsen=c)``'s coarse grid resolves the vortex cores of (g, Ω):
-    c·dx ≤ ξ = 1/√(2μ), the healing length at the Thomas–Fermi μ (``thomas_fermi``).
-    numpy bool, the broadcast shape of g and omega."""
+def healing_length(g, omega):
+    """ξ = 1/√(2μ) at the Thomas–Fermi μ (``thomas_fermi``; at least the trap's own μ = 1), trap units:
+    the vortex core size. numpy, the broadcast shape of g and omega."""
     mu, _ = thomas_fermi(np.asarray(g, float), np.asarray(omega, float))
-    return coarsen * grid.dx <= 1.0 / np.sqrt(2.0 * np.maximum(mu, 1.0))  # μ ≥ 1: the trap's own ground state
+    return 1.0 / np.sqrt(2.0 * np.maximum(mu, 1.0))
+
+
+def coarse_resolves(grid: Grid, coarsen: int, g, omega):
+    """Whether ``PCG(coarsen=c)``'s coarse grid resolves the vortex cores of (g, Ω): c·dx ≤ ξ
+    (``healing_length``). numpy bool, the broadcast shape of g and omega."""
+    return coarsen * grid.dx <= healing_length(g, omega)
 
 
 def _check_tolerances(tol_residual, tol_energy):
@@ -535,6 +552,22 @@ def _named(g, omega, mask) -> str:
     return f"g = {first(g)}, omega = {first(omega)}"
 
 
+def warn_if_unresolved(grid: Grid, g, omega, stacklevel: int = 3) -> None:
+    """GridTooCoarseWarning for states (concrete (B,) g, Ω) whose cores the grid cannot resolve."""
+    g_c, om_c = _concrete(g), _concrete(omega)
+    if g_c is None or om_c is None:
+        return
+    xi = healing_length(g_c, om_c)
+    coarse = grid.dx > COARSE_DX_OVER_XI * xi
+    if coarse.any():
+        n_min = 2 * math.ceil(grid.length / float(xi.min()) / 2)  # dx <= ξ
+        warnings.warn(f"{int(coarse.sum())} of {len(coarse)} ground states have vortex cores (healing length "
+                      f"{float(xi.min()):.3g}) the grid cannot resolve (spacing {grid.dx:.3g} > "
+                      f"{COARSE_DX_OVER_XI:g}ξ; {_named(g, omega, coarse)}): their vortices depend on the grid; use "
+                      f"n >= {n_min} for this box",
+                      GridTooCoarseWarning, stacklevel=stacklevel)
+
+
 def _check_key(key, batch: int):
     """ValueError unless ``key`` is a jax.random key (typed, or a raw uint32 (2,)) or B typed keys."""
     ok = isinstance(key, jax.Array) and (
@@ -626,6 +659,8 @@ def ground_state(
       RuntimeWarning: states that are not finite (the grid cannot hold or resolve them).
       BoxTooSmallWarning: clouds reaching the box's edge (``touches_edge``), with the box side
         they need; not under jit, where the values are traced.
+      GridTooCoarseWarning: before the solve, states whose vortex cores the grid spacing cannot
+        resolve (dx > 2ξ, ``healing_length``), with the n that does; only for concrete g, Ω.
     """
     check_parameters(g, omega)
     rdt = real_dtype()
@@ -676,6 +711,7 @@ def ground_state(
     devices = 1 if split is None else split.devices.size  # each holds its share
     check_memory(per_start * batch * n_starts * grid.n**2 * jnp.dtype(complex_dtype()).itemsize / devices,
                  f"ground_state ({batch} states x {n_starts} starts on {grid.n}²)", backend_of(args[0]))
+    warn_if_unresolved(grid, g_arr, om_arr)
     res = _solve_jit(grid, *args, method, psi0, mesh, start_mesh, chunk, adjoint)
     # Under jax.grad the flags and the residual are concrete, the energy and g, Ω traced: the warnings use
     # what is known.
@@ -687,11 +723,14 @@ def ground_state(
                       "points", RuntimeWarning, stacklevel=2)
     touching = _concrete(res.touches_edge)
     if touching is not None and (touching := touching & ~bad).any():
+        needed = float(np.max(np.asarray(res.length_needed)[touching]))
+        # a state the grid cannot resolve may spread over the box however large: more points, not a larger box
+        advice = (f"use length >= {needed:.1f} (res.length_needed)" if needed > grid.length else
+                  f"the box is large enough for their clouds (length >= {needed:.1f}): the grid (dx = {grid.dx:.3g}) "
+                  "cannot resolve them, use more points")
         warnings.warn(f"{int(touching.sum())} of {batch} ground states reach the edge of the box (side "
                       f"{grid.length:g}; boundary density above {EDGE_THRESHOLD:g} of the peak; "
-                      f"{_named(g_arr, om_arr, touching)}): use length >= "
-                      f"{float(np.max(np.asarray(res.length_needed)[touching])):.1f} (res.length_needed)",
-                      BoxTooSmallWarning, stacklevel=2)
+                      f"{_named(g_arr, om_arr, touching)}): {advice}", BoxTooSmallWarning, stacklevel=2)
     if scalar:
         res = jax.tree_util.tree_map(lambda a: a[0], res)
     return res

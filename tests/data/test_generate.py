@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+import bec_jax as bj
 import bec_jax.data as bd
 
 TINY = bd.GenerateConfig(n=16, n_groups=4, states_per_group=2, g_range=(20.0, 60.0), omega_range=(0.2, 0.5),
@@ -22,9 +23,21 @@ CLI = [sys.executable, "-m", "bec_jax.cli", "generate", "--no-progress", "--n", 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    import warnings
+
     path = tmp_path_factory.mktemp("gen") / "tiny.h5"
-    summary = bd.generate(TINY, path, progress=False)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        summary = bd.generate(TINY, path, progress=False)
+    summary["warnings"] = [x for x in w if x.category is bj.GridTooCoarseWarning]
     return path, summary
+
+
+def test_a_grid_too_coarse_for_the_ranges_is_warned_of_once(tiny):
+    """16² at L = 13.4 (dx = 0.83) does not resolve g = 60's cores (ξ = 0.34): one warning for the dataset, not
+    one per batch (4 here)."""
+    (w,) = tiny[1]["warnings"]
+    assert "have vortex cores" in str(w.message) and "use n >= " in str(w.message)
 
 
 def test_dataset_contents_and_attributes(tiny):

@@ -128,7 +128,7 @@ def test_a_cloud_reaching_the_box_edge_warns_with_the_length_it_needs():
     grid = bj.Grid(16, 8.0)  # holds the g = 0 Gaussian; g = 400's Thomas-Fermi radius 4.75 exceeds the half-side 4
     with pytest.warns(bj.BoxTooSmallWarning, match=r"1 of 2 .*side 8.*g = \[400.0\].*length >= 1\d\.\d") as w:
         res = bj.ground_state(grid, jnp.array([0.0, 400.0]), 0.0, key=jax.random.key(0), n_starts=1)
-    assert len(w) == 1 and res.touches_edge.tolist() == [False, True]
+    assert [x.category for x in w].count(bj.BoxTooSmallWarning) == 1 and res.touches_edge.tolist() == [False, True]
     assert float(res.length_needed[1]) > 8.0
     with warnings.catch_warnings():
         warnings.simplefilter("error", bj.BoxTooSmallWarning)
@@ -136,6 +136,24 @@ def test_a_cloud_reaching_the_box_edge_warns_with_the_length_it_needs():
     # under jax.grad the flags are known but g and omega traced: still the warning, without their values
     with pytest.warns(bj.BoxTooSmallWarning, match=r"g = traced, omega = \[0.0\]"):
         jax.grad(lambda g: bj.ground_state(grid, g, 0.0, key=jax.random.key(0), n_starts=1).energy)(400.0)
+
+
+def test_a_grid_too_coarse_for_the_cores_warns_with_the_points_it_needs():
+    """dx above twice the healing length ξ = 1/√(2μ): the cores are not resolved; the warning names the states
+    and the n that gives dx ≤ ξ. A state the grid cannot resolve may reach the edge of a box that holds its
+    cloud: then the advice is more points, not a larger box."""
+    grid = bj.Grid(16, 8.0)  # dx = 0.5: within 2ξ of g = 0 (ξ = 0.71), not of g = 400 (ξ = 0.21)
+    xi = float(bj.healing_length(400.0, 0.0))
+    assert xi == pytest.approx(1 / np.sqrt(2 * np.sqrt(400 / np.pi)), rel=1e-12)  # μ_TF = √(g/π) at Ω = 0
+    with pytest.warns(bj.GridTooCoarseWarning, match=rf"1 of 2 .*healing length {xi:.3g}.*g = \[400.0\].*"
+                                                     rf"n >= {2 * int(np.ceil(8 / xi / 2))} "):
+        bj.ground_state(grid, jnp.array([0.0, 400.0]), 0.0, key=jax.random.key(0), n_starts=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bj.GridTooCoarseWarning)
+        bj.ground_state(bj.Grid(64, 8.0), 400.0, 0.0, key=jax.random.key(0), n_starts=1)  # dx = 0.125 < 2ξ
+    with pytest.warns(bj.BoxTooSmallWarning, match=r"the box is large enough .*use more points"), \
+            pytest.warns(bj.GridTooCoarseWarning):
+        bj.ground_state(bj.Grid(16, 79.2), 1e6, 0.5, key=jax.random.key(0), n_starts=1)
 
 
 @pytest.mark.parametrize(

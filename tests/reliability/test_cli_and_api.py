@@ -316,9 +316,16 @@ def test_dataset_contents_are_checked_and_a_damaged_batch_is_recomputed(tmp_path
     generate(cfg, out, progress=False, max_batches=2)
     batch = tmp_path / "d.h5.partial" / "batch_000001.h5"
     batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])   # truncated
-    summary = generate(cfg, out, progress=False)           # the damaged batch is computed again, not merged
+    with pytest.warns(UserWarning, match="batch_000001.h5.*: the batch is computed again"):
+        summary = generate(cfg, out, progress=False)       # the damaged batch is computed again, not merged
     assert summary["status"] == "complete" and summary["batches_this_run"] == 2
     assert len(read_h5(out, psi=False)[0]["g"]) == summary["n_samples"]
+    # a finished file changed since (its checksums rewritten with it): a rerun does not call it complete
+    import h5py
+    with h5py.File(out, "r+") as f:
+        f["psi"][0, 3, 3] = f["psi"][0, 3, 3] * 1.001
+    with pytest.raises(CorruptArtifact, match="d.h5' is corrupt: its content does not match the digest"):
+        generate(cfg, out, progress=False)
 
 
 def test_runs_and_models_saved_before_these_checks_still_load_and_a_stopped_save_is_replaceable(small_run, tmp_path):
