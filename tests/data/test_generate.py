@@ -33,6 +33,13 @@ def tiny(tmp_path_factory):
     return path, summary
 
 
+@pytest.mark.parametrize("preset", sorted(bd.PRESETS))
+def test_the_presets_resolve_their_vortex_cores(preset):
+    c = bd.PRESETS[preset]
+    (_, g1), (o0, o1) = c.g_range, c.omega_range
+    assert c.grid.dx <= 2 * bj.healing_length(g1, min(abs(o0), abs(o1)))  # the densest corner: no warning
+
+
 def test_a_grid_too_coarse_for_the_ranges_is_warned_of_once(tiny):
     """16² at L = 13.4 (dx = 0.83) does not resolve g = 60's cores (ξ = 0.34): one warning for the dataset, not
     one per batch (4 here)."""
