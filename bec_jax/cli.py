@@ -5,7 +5,7 @@ unwritable output are one line naming the file or value, exit code 2; anything
 unexpected prints a one-line summary before its traceback (exit 1); bec_jax's warnings
 are one line too. SIGINT and SIGTERM exit 130 and 143 with one line, within a few seconds even
 inside a long XLA call: every file bec_jax writes is replaced atomically, so stopping
-anywhere leaves nothing half-written and the same command resumes. Each output folder
+anywhere leaves nothing half-written, and the long commands (``RESUMABLE``) resume. Each output folder
 (or file) is locked for the command's lifetime, so a second process on it refuses at once.
 """
 
@@ -105,13 +105,17 @@ def _install_signal_handlers(command: str) -> None:
 
 _exiting = threading.Lock()
 
+#: the commands a rerun continues where a stop left them (the others start again)
+RESUMABLE = frozenset({"generate", "train", "prune", "pipeline", "predict"})
+
 
 def _exit_signalled(command: str, signum: int):
     if not _exiting.acquire(blocking=False):  # the main thread and the watchdog met here: one message
         time.sleep(60)
     name = signal.Signals(signum).name
+    then = "rerun the same command to resume" if command in RESUMABLE else "nothing was left half-written"
     # os.write, not print: the main thread may hold the stdio locks when the watchdog gets here.
-    os.write(2, f"bec-jax {command}: stopped by {name}; rerun the same command to resume\n".encode())
+    os.write(2, f"bec-jax {command}: stopped by {name}; {then}\n".encode())
     # Skip interpreter teardown: XLA and orbax threads still running then are what crashed it.
     os._exit(128 + signum)
 

@@ -30,36 +30,40 @@ def colormap(name: str):
 
 def plot_ground_states(grid: Grid, psi, g, omega, energies, path, title: str | None = None):
     """Density (top row) and phase (bottom row, grey where |ψ|² < 1e-3 max) per
-    state, vortices marked.
+    state, vortices marked, axes in oscillator lengths a⊥.
 
-    psi: (B, n, n) complex; g, omega, energies: (B,). Vortices (+1 white
-    circles, -1 black crosses) are those inside the cloud (``vortex_mask``).
+    psi: (B, n, n) complex; g, omega, energies: (B,). Vortices (+1 cyan circles,
+    −1 lime crosses) are those inside the cloud (``vortex_mask``).
     Writes a PNG to ``path`` and returns it.
     """
     psi = np.asarray(psi)
     B = psi.shape[0]
     ext = [grid.x[0], grid.x[-1] + grid.dx, grid.x[0], grid.x[-1] + grid.dx]
-    fig, axes = subplots(2, B, figsize=(2.6 * B, 5.4), squeeze=False, constrained_layout=True)
+    fig, axes = subplots(2, B, figsize=(2.9 * B + 1.0, 5.9), squeeze=False, constrained_layout=True)
+    cmap = colormap("twilight").with_extremes(bad="0.85")
     for b in range(B):
         rho = np.abs(psi[b]) ** 2
         v = vortex_positions(grid, psi[b])
+        pos, neg = v[v[:, 2] > 0], v[v[:, 2] < 0]
         ax = axes[0, b]
-        ax.imshow(rho, origin="lower", extent=ext, cmap="magma")
-        nv = f"{len(v)} vortex" if len(v) == 1 else f"{len(v)} vortices"
-        ax.set_title(f"g={float(g[b]):.0f}, Ω={float(omega[b]):.2f}\nE={float(energies[b]):.4f}, {nv}", fontsize=8)
-        ax2 = axes[1, b]
+        im = ax.imshow(rho, origin="lower", extent=ext, cmap="magma")
+        fig.colorbar(im, ax=ax, shrink=0.75, format="%.2g").ax.tick_params(labelsize=7)
+        count = f"{len(pos)} vortex" if len(pos) == 1 else f"{len(pos)} vortices"
+        if len(neg):
+            count += f", {len(neg)} anti"
+        ax.set_title(f"g={float(g[b]):.0f}, Ω={float(omega[b]):.2f}\nE={float(energies[b]):.4f}, {count}", fontsize=8)
         # The phase of the near-empty region is numerical noise: grey it out.
         ph = np.ma.masked_where(rho < 1e-3 * rho.max(), np.angle(psi[b]))
-        cmap = colormap("twilight").with_extremes(bad="0.85")
-        ax2.imshow(ph, origin="lower", extent=ext, cmap=cmap, vmin=-np.pi, vmax=np.pi)
-        for a in (ax, ax2):
-            pos, neg = v[v[:, 2] > 0], v[v[:, 2] < 0]
+        phase = axes[1, b].imshow(ph, origin="lower", extent=ext, cmap=cmap, vmin=-np.pi, vmax=np.pi)
+        for a in (ax, axes[1, b]):
             a.scatter(pos[:, 0], pos[:, 1], s=14, facecolors="none", edgecolors="cyan", linewidths=0.8)
-            a.scatter(neg[:, 0], neg[:, 1], s=14, c="k", marker="x", linewidths=0.8)
-            a.set_xticks([])
-            a.set_yticks([])
-    axes[0, 0].set_ylabel("density |ψ|²")
-    axes[1, 0].set_ylabel("phase arg ψ")
+            a.scatter(neg[:, 0], neg[:, 1], s=16, c="lime", marker="x", linewidths=0.9)
+            a.tick_params(labelsize=7)
+        axes[1, b].set_xlabel("x (a⊥)", fontsize=8)
+    bar = fig.colorbar(phase, ax=axes[1, -1], shrink=0.75, ticks=[-np.pi, 0, np.pi])
+    bar.ax.set_yticklabels(["−π", "0", "π"], fontsize=7)
+    axes[0, 0].set_ylabel("density |ψ|² (1/a⊥²)\ny (a⊥)", fontsize=8)
+    axes[1, 0].set_ylabel("phase arg ψ\ny (a⊥)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)

@@ -60,6 +60,10 @@ def test_warning_made_an_error_is_one_line_exit_2(tmp_path, capsys):
         (["generate", "--preset", "huge"], "unknown preset"),
         (["generate", "--out", "x.txt"], ".h5"),
         (["show-data", "--data", "/nonexistent.h5"], "no dataset"),
+        (["show-data", "--out", "figure"], "--out must be a .png file, got 'figure'"),
+        (["show-data", "--seed=-3"], "seed must be in [0, 2**31), got -3"),
+        (["show-data", "--samples", "1000"], "samples must be in [1, 16], got 1000"),
+        (["demo", "--seed", str(2**63)], "seed must be in [0, 2**31)"),
     ],
 )
 def test_bad_input_one_line_exit_2(args, message, tmp_path, monkeypatch, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, lock_output, out_dir, positive_int
@@ -24,6 +25,10 @@ def cmd_generate(args) -> int:
     # one process: ``out``; several (jax.distributed): one shard each, read as one dataset from <stem>.shards
     summary = generate_sharded(config, out, progress=not args.no_progress, max_batches=args.max_batches)
     print(json.dumps(summary))
+    if summary.get("status") == "complete" and summary.get("n_samples") == 0:
+        print(f"bec-jax generate: warning: the dataset holds no states: all {summary.get('n_failed')} failed "
+              f"({summary.get('n_not_converged')} not converged, {summary.get('n_touch_edge')} reaching the box's "
+              "edge); check the box (--length), the grid and --max-iter", file=sys.stderr)
     return 0
 
 
@@ -31,6 +36,8 @@ def cmd_show_data(args) -> int:
     from bec_jax.data.plots import SampleFigure, plot_samples
 
     c = config_from_flags(SampleFigure(), args)
+    if Path(args.out).suffix.lower() != ".png" or Path(args.out).is_dir():
+        raise UsageError(f"--out must be a .png file, got {args.out!r}")
     path = Path(args.data)
     if not path.exists():
         raise UsageError(f"no dataset at {args.data!r}")
@@ -55,7 +62,7 @@ def register(sub) -> None:
 
     s = sub.add_parser("show-data", help="PNG of density and phase-gradient targets for a few samples",
                        description="Draw a few samples of a dataset. Every SampleFigure field is a flag.")
-    s.add_argument("--data", default="data/quick.h5", help="dataset .h5 (or shard folder)")
-    s.add_argument("--out", default="runs/show_data.png", help="output PNG")
+    s.add_argument("--data", default="data/quick.h5", help="dataset .h5 (or shard folder; default data/quick.h5)")
+    s.add_argument("--out", default="runs/show_data.png", help="output PNG (default runs/show_data.png)")
     add_dataclass_flags(s, SampleFigure, title="figure (SampleFigure)")
     s.set_defaults(func=cmd_show_data)

@@ -16,8 +16,8 @@ from bec_jax.plotting import colormap, subplots
 class SampleFigure:
     """Which samples ``bec-jax show-data`` draws.
 
-    samples: samples shown, one row each (>= 1).
-    seed: seed of the random choice of samples.
+    samples: samples shown, one row each (1 to 16; a dataset with fewer shows all of its own).
+    seed: seed of the random choice of samples, in [0, 2**31).
     target: the gradient drawn: "phase_diff" (radians per pixel) or "velocity" (inverse oscillator lengths).
     """
 
@@ -26,8 +26,10 @@ class SampleFigure:
     target: str = "phase_diff"
 
     def __post_init__(self):
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if not 1 <= self.samples <= 16:  # one figure row each
+            raise ValueError(f"samples must be in [1, 16], got {self.samples}")
+        if not 0 <= self.seed < 2**31:
+            raise ValueError(f"seed must be in [0, 2**31), got {self.seed}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
 
@@ -54,8 +56,10 @@ def plot_samples(path, out, n_samples: int = 3, seed: int = 0, target: str = "ph
     cmap = colormap("RdBu_r").with_extremes(bad="0.8")
     for r in range(len(idx)):
         rho = np.exp(x[r, ..., 0])
-        axes[r, 0].imshow(rho, origin="lower", extent=ext, cmap="magma")
-        axes[r, 0].set_title(f"density  g={g[r]:.0f} Ω={om[r]:.2f} ({nv[r]} vortices)", fontsize=9)
+        dens = axes[r, 0].imshow(rho, origin="lower", extent=ext, cmap="magma")
+        fig.colorbar(dens, ax=axes[r, 0], shrink=0.8, format="%.2g", label="density |ψ|² (1/a⊥²)")
+        vort = "1 vortex" if nv[r] == 1 else f"{nv[r]} vortices"
+        axes[r, 0].set_title(f"g={g[r]:.0f}, Ω={om[r]:.2f}, {vort}", fontsize=9)
         for c, name in ((0, "x"), (1, "y")):
             im = axes[r, 1 + c].imshow(np.ma.masked_where(~m[r], y[r, ..., c]), origin="lower", extent=ext,
                                       cmap=cmap, vmin=-lim, vmax=lim)
@@ -63,6 +67,9 @@ def plot_samples(path, out, n_samples: int = 3, seed: int = 0, target: str = "ph
             fig.colorbar(im, ax=axes[r, 1 + c], shrink=0.8)
         axes[r, 3].imshow(m[r], origin="lower", extent=ext, cmap="gray")
         axes[r, 3].set_title("mask (white = valid)", fontsize=9)
+        axes[r, 0].set_ylabel("y (a⊥)")
+    for ax in axes[-1]:
+        ax.set_xlabel("x (a⊥)")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     return out

@@ -42,6 +42,8 @@ class DemoConfig:
             raise ValueError(f"length must be > 0, got {self.length}")
         if self.starts < 1:
             raise ValueError(f"starts must be >= 1, got {self.starts}")
+        if not 0 <= self.seed < 2**31:  # as GenerateConfig's
+            raise ValueError(f"seed must be in [0, 2**31), got {self.seed}")
 
     @property
     def interactions(self) -> tuple[float, ...]:
@@ -83,7 +85,8 @@ def cmd_demo(args) -> int:
                    bec_jax_version=bj.__version__, states=rows)
     (out / "ground_states.json").write_text(json.dumps(summary, indent=2))
     png = plot_ground_states(grid, res.psi, gs, omegas, res.energy, out / "ground_states.png",
-                             title=f"bec_jax ground states ({grid.n}², L={grid.length:.1f})")
+                             title=f"bec_jax ground states, {grid.n}² grid, box L = {grid.length:.1f} a⊥\n"
+                                   "o: vortex, x: antivortex")
     print(f"wrote {out / 'ground_states.json'} and {png} in {wall:.1f} s")
     return 0
 

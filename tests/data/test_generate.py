@@ -208,3 +208,14 @@ def test_an_accelerator_out_of_memory_names_the_batch_and_leaves_nothing(tmp_pat
             bd.generate(dataclasses.replace(TINY, batch_size=4), tmp_path / "d.h5", progress=False)
     assert not any(tmp_path.iterdir())
     assert bd.generate(TINY, tmp_path / "d.h5", progress=False)["status"] == "complete"
+
+
+def test_a_dataset_that_kept_no_state_is_warned_of(tmp_path, capsys):
+    """Every state reaching the edge of a box too small for it: the file is written (complete, empty), and the
+    command says so on stderr instead of leaving it to the next command."""
+    from bec_jax.cli import main
+
+    rc = main(["generate", "--out", str(tmp_path / "z.h5"), "--n", "32", "--n-groups", "2", "--states-per-group",
+               "1", "--batch-size", "2", "--n-starts", "1", "--length", "4", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning: the dataset holds no states: all 2 failed (0 not converged, 2 reaching" in err

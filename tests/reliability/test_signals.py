@@ -64,3 +64,13 @@ def test_signal_inside_a_finalizer_stops_at_once():
     r = subprocess.run([sys.executable, "-c", SWALLOWED], capture_output=True, text=True, timeout=60)
     assert r.returncode == 143, r.stderr
     assert r.stderr.strip().splitlines() == ["bec-jax generate: stopped by SIGTERM; rerun the same command to resume"]
+
+
+@pytest.mark.parametrize("command, then", [("predict", "rerun the same command to resume"),
+                                           ("demo", "nothing was left half-written")])
+def test_the_stop_message_says_whether_a_rerun_resumes(command, then):
+    code = (f"import os, signal, time; from bec_jax import cli; cli._install_signal_handlers({command!r})\n"
+            "try:\n    os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
+            "except BaseException:\n    time.sleep(30)  # the watchdog's exit\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 143 and r.stderr.strip().splitlines() == [f"bec-jax {command}: stopped by SIGTERM; {then}"]
