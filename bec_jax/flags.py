@@ -110,6 +110,8 @@ def out_dir(path: str, lock: bool = True) -> Path:
     creates are removed again if the command fails while they are still empty: a refused
     command leaves nothing behind."""
     out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output folder {str(out)!r} is a file")
     # the folders this call makes, by the path's real location ("new/../old" makes new/, not old/)
     real = Path(os.path.realpath(out))
     created = [p for p in (real, *real.parents) if not os.path.lexists(p)]

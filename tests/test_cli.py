@@ -64,6 +64,7 @@ def test_warning_made_an_error_is_one_line_exit_2(tmp_path, capsys):
         (["show-data", "--seed=-3"], "seed must be in [0, 2**31), got -3"),
         (["show-data", "--samples", "1000"], "samples must be in [1, 16], got 1000"),
         (["demo", "--seed", str(2**63)], "seed must be in [0, 2**31)"),
+        (["demo", "--out", "/etc/passwd"], "output folder '/etc/passwd' is a file"),
     ],
 )
 def test_bad_input_one_line_exit_2(args, message, tmp_path, monkeypatch, capsys):

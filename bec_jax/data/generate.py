@@ -70,7 +70,8 @@ class GenerateConfig:
     length: box side in oscillator lengths (None: the box_length rule of the module doc).
     batch_size: states per compiled batch (the unit of resumption).
     n_starts: seeded initial guesses per state; the lowest energy wins.
-    max_iter: conjugate-gradient iteration cap per start.
+    max_iter: conjugate-gradient iteration cap per start ("pcg"; "imaginary_time" stops at its own
+      ``ImaginaryTime.max_steps``).
     method: ground-state method, "pcg" or "imaginary_time".
     coarsen: pcg only: relax each start on a grid with n/coarsen points first, then finish it on
       the grid itself (``PCG.coarsen``); the coarse spacing must resolve the healing length at

@@ -552,12 +552,18 @@ def _named(g, omega, mask) -> str:
     return f"g = {first(g)}, omega = {first(omega)}"
 
 
-def warn_if_unresolved(grid: Grid, g, omega, stacklevel: int = 3) -> None:
-    """GridTooCoarseWarning for states (concrete (B,) g, Ω) whose cores the grid cannot resolve."""
+def warn_if_unresolved(grid: Grid, g, omega, stacklevel: int = 3, coarsen: int = 1) -> None:
+    """GridTooCoarseWarning for states (concrete (B,) g, Ω) whose cores the grid cannot resolve, or (coarsen
+    > 1) the coarse grid of ``PCG.coarsen`` (``coarse_resolves``)."""
     g_c, om_c = _concrete(g), _concrete(omega)
     if g_c is None or om_c is None:
         return
     xi = healing_length(g_c, om_c)
+    if coarsen > 1 and not np.all(coarse_resolves(grid, coarsen, g_c, om_c)):
+        warnings.warn(f"coarsen={coarsen} gives a coarse spacing {coarsen * grid.dx:.3g} wider than the healing "
+                      f"length {float(xi.min()):.3g} ({_named(g, omega, ~coarse_resolves(grid, coarsen, g_c, om_c))}):"
+                      " the coarse relaxation may settle another lattice; use a smaller coarsen",
+                      GridTooCoarseWarning, stacklevel=stacklevel)
     coarse = grid.dx > COARSE_DX_OVER_XI * xi
     if coarse.any():
         n_min = 2 * math.ceil(grid.length / float(xi.min()) / 2)  # dx <= ξ
@@ -711,7 +717,7 @@ def ground_state(
     devices = 1 if split is None else split.devices.size  # each holds its share
     check_memory(per_start * batch * n_starts * grid.n**2 * jnp.dtype(complex_dtype()).itemsize / devices,
                  f"ground_state ({batch} states x {n_starts} starts on {grid.n}²)", backend_of(args[0]))
-    warn_if_unresolved(grid, g_arr, om_arr)
+    warn_if_unresolved(grid, g_arr, om_arr, coarsen=getattr(method, "coarsen", 1))
     res = _solve_jit(grid, *args, method, psi0, mesh, start_mesh, chunk, adjoint)
     # Under jax.grad the flags and the residual are concrete, the energy and g, Ω traced: the warnings use
     # what is known.

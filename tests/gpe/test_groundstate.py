@@ -151,6 +151,10 @@ def test_a_grid_too_coarse_for_the_cores_warns_with_the_points_it_needs():
     with warnings.catch_warnings():
         warnings.simplefilter("error", bj.GridTooCoarseWarning)
         bj.ground_state(bj.Grid(64, 8.0), 400.0, 0.0, key=jax.random.key(0), n_starts=1)  # dx = 0.125 < 2ξ
+    # PCG's coarse grid: c·dx must resolve ξ itself (dx = 0.27 holds g = 500's ξ = 0.20 within 2ξ, 2dx does not)
+    with pytest.warns(bj.GridTooCoarseWarning, match=r"coarsen=2 gives a coarse spacing 0.544 wider than the healing "
+                                                     r"length 0.204 \(g = \[500.0\]"):
+        bj.ground_state(bj.Grid(64, 17.4), 500.0, 0.3, key=jax.random.key(0), n_starts=1, coarsen=2, max_iter=50)
     with pytest.warns(bj.BoxTooSmallWarning, match=r"the box is large enough .*use more points"), \
             pytest.warns(bj.GridTooCoarseWarning):
         bj.ground_state(bj.Grid(16, 79.2), 1e6, 0.5, key=jax.random.key(0), n_starts=1)
