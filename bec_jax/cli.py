@@ -105,7 +105,8 @@ def _install_signal_handlers(command: str) -> None:
 
 _exiting = threading.Lock()
 
-#: the commands a rerun continues where a stop left them (the others start again)
+#: the commands a rerun continues where a stop left them (the others start again; a stopped shrink or quantize
+#: replaces the model it saved)
 RESUMABLE = frozenset({"generate", "train", "prune", "pipeline", "predict"})
 
 
@@ -113,7 +114,7 @@ def _exit_signalled(command: str, signum: int):
     if not _exiting.acquire(blocking=False):  # the main thread and the watchdog met here: one message
         time.sleep(60)
     name = signal.Signals(signum).name
-    then = "rerun the same command to resume" if command in RESUMABLE else "nothing was left half-written"
+    then = "rerun the same command to " + ("resume" if command in RESUMABLE else "start again")
     # os.write, not print: the main thread may hold the stdio locks when the watchdog gets here.
     os.write(2, f"bec-jax {command}: stopped by {name}; {then}\n".encode())
     # Skip interpreter teardown: XLA and orbax threads still running then are what crashed it.

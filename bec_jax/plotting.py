@@ -1,4 +1,5 @@
-"""Figures: ``subplots`` and ``colormap`` for every plot in bec_jax, and the ground-state figure.
+"""Figures: ``subplots``, ``colormap`` and ``save_figure`` for every plot in bec_jax, and the ground-state
+figure.
 
 Figures are ``matplotlib.figure.Figure`` objects that pyplot never sees: they render
 headless on any machine, and importing bec_jax changes nothing in a notebook's
@@ -7,14 +8,18 @@ matplotlib (no backend is forced, no figure is left open).
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from bec_jax.artifacts import atomic_write
 from bec_jax.gpe.grid import Grid
 from bec_jax.gpe.observables import vortex_positions
 
-__all__ = ["subplots", "colormap", "plot_ground_states"]
+__all__ = ["subplots", "colormap", "save_figure", "plot_ground_states"]
 
 
 def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, constrained_layout=None, **kwargs):
@@ -26,6 +31,15 @@ def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, constrained_layout
 def colormap(name: str):
     """The registered matplotlib colormap ``name``."""
     return matplotlib.colormaps[name]
+
+
+def save_figure(fig, path, **savefig_kwargs):
+    """Write ``fig`` to ``path`` (the format its suffix names) atomically (``artifacts.atomic_write``): a
+    stop while it is written leaves the old file or none, never a truncated image. Returns ``path``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **savefig_kwargs)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    return path
 
 
 def plot_ground_states(grid: Grid, psi, g, omega, energies, path, title: str | None = None):
@@ -66,5 +80,4 @@ def plot_ground_states(grid: Grid, psi, g, omega, energies, path, title: str | N
     axes[1, 0].set_ylabel("phase arg ψ\ny (a⊥)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from bec_jax.artifacts import check_replaceable
+from bec_jax.artifacts import CorruptArtifact, atomic_write_text, check_replaceable, read_manifest
 from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, out_dir
 
 
@@ -68,12 +68,27 @@ def cmd_prune(args) -> int:
                    test_mse_dense=dense["mse"], test_mse_dense_ref=dense["mse_ref"], test_mse=final["mse"],
                    test_mse_ref=final["mse_ref"], ratio_to_dense=final["mse"] / dense["mse"],
                    evaluation=evaluation, sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
-    (out / "prune.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "prune.json", json.dumps(summary, indent=2))
     if not args.keep_stages:
         clear_stages(out / "stages")
     print(json.dumps({k: summary[k] for k in ("method", "sparsity", "test_mse_dense", "test_mse", "ratio_to_dense")}
                      | dict(achieved_sparsity=report["total"]["sparsity"], json=str(out / "prune.json"))))
     return 0
+
+
+def _interrupted(out: Path, summary: str, kind: str) -> bool:
+    """Whether ``out`` holds the model/ of this command (``kind``, as its save records it) without its
+    ``summary``: a run stopped after saving, during its evaluation. A rerun replaces it (as ``--overwrite``),
+    and a model of another command stays protected. A save stopped halfway (it never loads) is replaced too."""
+    if (out / summary).is_file():
+        return False
+    try:
+        if read_manifest(out / "model").get("complete") is False:
+            return True
+        meta = json.loads((out / "model" / "quantized.json").read_text())
+    except (CorruptArtifact, OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and (meta.get("extra") or {}).get("kind") == kind
 
 
 def _evaluation(args, model) -> dict:
@@ -98,8 +113,9 @@ def cmd_quantize(args) -> int:
 
     c = config_from_flags(QuantizeConfig(), args)
     out = out_dir(args.out)
+    replace = args.overwrite or _interrupted(out, "quantize.json", "quantized")
     for name in ("model", "fp32"):
-        check_replaceable(out / name, args.overwrite)
+        check_replaceable(out / name, replace)
     setup = load_setup(args.run, args.data)
     model = setup.model
     if args.from_pruned:
@@ -123,10 +139,10 @@ def cmd_quantize(args) -> int:
             tuned = FineTuner(fq, setup.train, learning_rate=lr, config=setup.train_config).run(
                 fq, masks, c.qat_epochs, on_epoch=lambda k, m: bar.update()).model
         model = _unwrap(tuned, model)
-    sizes = save_quantized(out / "model", model, qcfg, sparse=c.sparse, overwrite=args.overwrite,
+    sizes = save_quantized(out / "model", model, qcfg, sparse=c.sparse, overwrite=replace,
                            extra=dict(kind="quantized", scheme=c.scheme, qat_epochs=c.qat_epochs))
     fp_sizes = save_quantized(out / "fp32", model if not c.qat_epochs else setup.model, None,
-                              sparse=c.sparse, overwrite=args.overwrite)
+                              sparse=c.sparse, overwrite=replace)
     reloaded, _ = load_quantized(out / "model", setup.model_config)
     q = test_mse(reloaded, setup.test)
     summary = dict(run=str(args.run), scheme=c.scheme, quant=qcfg.to_dict(), qat_epochs=c.qat_epochs,
@@ -135,7 +151,7 @@ def cmd_quantize(args) -> int:
                    bytes_on_disk=sizes["bytes_on_disk"],
                    payload_bytes=sizes["payload_bytes"], fp32_bytes_on_disk=fp_sizes["bytes_on_disk"],
                    fp32_payload_bytes=fp_sizes["payload_bytes"], model=str(out / "model"))
-    (out / "quantize.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "quantize.json", json.dumps(summary, indent=2))
     print(json.dumps(summary))
     return 0
 
@@ -150,7 +166,8 @@ def cmd_shrink(args) -> int:
 
     c = config_from_flags(ShrinkConfig(), args)
     out = out_dir(args.out)
-    check_replaceable(out / "model", args.overwrite)
+    replace = args.overwrite or _interrupted(out, "shrink.json", "structured")
+    check_replaceable(out / "model", replace)
     setup = load_setup(args.run, args.data)
     lr = c.ft_lr if c.ft_lr is not None else setup.train_config.learning_rate
     epoch, before = 0, test_mse(shrink_model(setup.model, c.keep, outer=c.outer), setup.test)["mse"]
@@ -170,7 +187,7 @@ def cmd_shrink(args) -> int:
 
     small = gradual_shrink(setup.model, c.keep, c.steps, finetune, outer=c.outer)
     bar.close()
-    sizes = save_quantized(out / "model", small, None, overwrite=args.overwrite,
+    sizes = save_quantized(out / "model", small, None, overwrite=replace,
                            extra=dict(kind="structured", keep=c.keep, outer=c.outer))
     reloaded, _ = load_quantized(out / "model", setup.model_config)
     dense, mse = test_mse(setup.model, setup.test)["mse"], test_mse(reloaded, setup.test)["mse"]
@@ -185,7 +202,7 @@ def cmd_shrink(args) -> int:
                    latency_batch=int(x.shape[0]),
                    latency_ms_dense=lat["dense"]["median_ms"], latency_ms=lat["shrunk"]["median_ms"],
                    speedup=lat["dense"]["median_ms"] / lat["shrunk"]["median_ms"], model=str(out / "model"), **sizes)
-    (out / "shrink.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "shrink.json", json.dumps(summary, indent=2))
     print(json.dumps({k: summary[k] for k in ("keep", "outer", "params", "test_mse_dense", "test_mse_reloaded",
                                               "ratio_to_dense", "speedup")} | dict(json=str(out / "shrink.json"))))
     return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bec_jax.plotting import subplots
+from bec_jax.plotting import save_figure, subplots
 
 __all__ = ["plot_error_vs_sparsity", "plot_pruning_comparison", "plot_weight_histograms",
            "plot_residual_percentiles", "plot_quantized_predictions"]
@@ -40,7 +40,7 @@ def plot_error_vs_sparsity(rows: list[dict], out) -> Path:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, dpi=120)
     return out
 
 
@@ -94,7 +94,7 @@ def plot_pruning_comparison(curves: dict, out, reference: dict | None = None, ba
     if title:
         fig.suptitle(title, fontsize=9)
     out = Path(out)
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, dpi=120)
     return out
 
 
@@ -118,7 +118,7 @@ def plot_weight_histograms(stages: dict, out, sparsity: float) -> Path:
     axes[0].set_ylabel("count")
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, dpi=120)
     return out
 
 
@@ -135,7 +135,7 @@ def plot_residual_percentiles(stats: dict, out) -> Path:
         ax.set_title(f"{scheme}: |W − Ŵ|", fontsize=10)
     fig.colorbar(im, ax=axes.tolist(), shrink=0.8)
     out = Path(out)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
+    save_figure(fig, out, dpi=120, bbox_inches="tight")
     return out
 
 
@@ -167,5 +167,5 @@ def plot_quantized_predictions(x, y, mask, preds: dict, out) -> Path:
         ax.set_yticks([])
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, dpi=100)
     return out

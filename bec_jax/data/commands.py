@@ -25,7 +25,8 @@ def cmd_generate(args) -> int:
     # one process: ``out``; several (jax.distributed): one shard each, read as one dataset from <stem>.shards
     summary = generate_sharded(config, out, progress=not args.no_progress, max_batches=args.max_batches)
     print(json.dumps(summary))
-    if summary.get("status") == "complete" and summary.get("n_samples") == 0:
+    # the dataset's totals: one process, or the shard that wrote the manifest (the others' are their shard's)
+    if summary.get("status") == "complete" and summary.get("n_samples") == 0 and summary.get("shard") in (None, 0):
         print(f"bec-jax generate: warning: the dataset holds no states: all {summary.get('n_failed')} failed "
               f"({summary.get('n_not_converged')} not converged, {summary.get('n_touch_edge')} reaching the box's "
               "edge); check the box (--length), the grid and --max-iter", file=sys.stderr)

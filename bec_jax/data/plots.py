@@ -9,7 +9,7 @@ import numpy as np
 
 from bec_jax.data.storage import load_grid, read_h5
 from bec_jax.data.targets import TARGETS, TargetConfig, make_example
-from bec_jax.plotting import colormap, subplots
+from bec_jax.plotting import colormap, save_figure, subplots
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,5 +71,5 @@ def plot_samples(path, out, n_samples: int = 3, seed: int = 0, target: str = "ph
     for ax in axes[-1]:
         ax.set_xlabel("x (a⊥)")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, dpi=100)
     return out

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from matplotlib.patches import Circle
 
-from bec_jax.artifacts import atomic_write
-from bec_jax.plotting import colormap, subplots
+from bec_jax.plotting import colormap, save_figure, subplots
 
 __all__ = ["plot_prediction"]
 
@@ -47,11 +44,4 @@ def plot_prediction(image, res, path, title: str | None = None):
     if title:
         fig.suptitle(title, fontsize=9)
 
-    def write(tmp):
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getvalue())
-
-    atomic_write(path, write)
-    return path
+    return save_figure(fig, path, dpi=110)

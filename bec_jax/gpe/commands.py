@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 
+from bec_jax.artifacts import atomic_write_text
 from bec_jax.flags import add_dataclass_flags, config_from_flags, out_dir
 
 
@@ -83,7 +84,7 @@ def cmd_demo(args) -> int:
               f"converged={r['converged']}", flush=True)
     summary = dict(grid=dict(n=grid.n, length=grid.length), wall_seconds=wall, backend=jax.default_backend(),
                    bec_jax_version=bj.__version__, states=rows)
-    (out / "ground_states.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "ground_states.json", json.dumps(summary, indent=2))
     png = plot_ground_states(grid, res.psi, gs, omegas, res.energy, out / "ground_states.png",
                              title=f"bec_jax ground states, {grid.n}² grid, box L = {grid.length:.1f} a⊥\n"
                                    "o: vortex, x: antivortex")

@@ -569,8 +569,8 @@ def warn_if_unresolved(grid: Grid, g, omega, stacklevel: int = 3, coarsen: int =
         n_min = 2 * math.ceil(grid.length / float(xi.min()) / 2)  # dx <= ξ
         warnings.warn(f"{int(coarse.sum())} of {len(coarse)} ground states have vortex cores (healing length "
                       f"{float(xi.min()):.3g}) the grid cannot resolve (spacing {grid.dx:.3g} > "
-                      f"{COARSE_DX_OVER_XI:g}ξ; {_named(g, omega, coarse)}): their vortices depend on the grid; use "
-                      f"n >= {n_min} for this box",
+                      f"{COARSE_DX_OVER_XI:g}ξ; {_named(g, omega, coarse)}): their vortices depend on the grid; "
+                      f"n >= {n_min} resolves them in this box (dx <= ξ)",
                       GridTooCoarseWarning, stacklevel=stacklevel)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bec_jax.artifacts import atomic_write_text
 from bec_jax.pipeline.clock import CLOCK_HEARTBEAT
 
 __all__ = ["SCHEMA", "build_report", "write_report", "plot_compression"]
@@ -78,7 +79,7 @@ def plot_compression(models: dict, path) -> Path:
     """Size on disk, test MSE and mean fidelity of every model variant (bars)."""
     from matplotlib.ticker import MaxNLocator
 
-    from bec_jax.plotting import subplots
+    from bec_jax.plotting import save_figure, subplots
 
     names = list(models)
     y = np.arange(len(names))
@@ -103,7 +104,7 @@ def plot_compression(models: dict, path) -> Path:
     axes[0].set_yticks(y, names)
     axes[0].invert_yaxis()
     fig.suptitle("Reloaded models on the test split (orange: int8)", fontsize=10)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return Path(path)
 
 
@@ -188,6 +189,6 @@ def write_report(out, config, results: dict) -> dict:
     if "figure" in results["evaluate"]:
         figures["predictions"] = results["evaluate"]["figure"]
     r["figures"] = sorted(figures.values())
-    (out / "report.json").write_text(json.dumps(r, indent=2))
-    (out / "report.md").write_text(_markdown(r, figures))
+    atomic_write_text(out / "report.json", json.dumps(r, indent=2))
+    atomic_write_text(out / "report.md", _markdown(r, figures))
     return dict(report_json=str(out / "report.json"), report_md=str(out / "report.md"), figures=r["figures"])

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from bec_jax.artifacts import atomic_write_text
 from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, out_dir
 
 
@@ -65,7 +66,7 @@ def cmd_evaluate(args) -> int:
                        ecfg=config_from_flags(EvalConfig(), args), progress=not args.no_progress,
                        keep=args.samples)
     report = dict(config=res["config"], summary=res["summary"])
-    (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    atomic_write_text(out / "evaluation.json", json.dumps(report, indent=2))
     files = [str(out / "evaluation.json")]
     if args.samples:
         s = res["summary"]

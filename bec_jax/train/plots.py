@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from bec_jax.plotting import colormap, subplots
+from bec_jax.plotting import colormap, save_figure, subplots
 
 __all__ = ["plot_history", "plot_optimizer_comparison", "plot_predictions"]
 
@@ -25,7 +25,7 @@ def plot_history(history: list, path, title: str | None = None):
     ax.grid(alpha=0.3, which="both")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     return path
 
 
@@ -54,7 +54,7 @@ def plot_optimizer_comparison(curves: dict, path, ylabel: str, title: str | None
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a curve
     if title:
         ax.set_title(title, fontsize=9)
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
     return path
 
 
@@ -123,5 +123,5 @@ def plot_predictions(samples: dict, path, title: str | None = None):
         axes[b, 2].set_xlabel(f"F = {float(samples['fidelity'][b]):.4f}", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return path

@@ -91,6 +91,14 @@ def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     assert q["payload_bytes"] < q["fp32_payload_bytes"] / 4
     assert q["test_mse_reloaded"] > 0
     assert q["evaluation"]["mse"] == pytest.approx(q["test_mse_reloaded"], rel=1e-4)
+    # stopped after saving its models, during the evaluation: the same command replaces them, no --overwrite;
+    # a folder holding another command's model (prune's) stays protected
+    (tmp_path / "q" / "quantize.json").unlink()
+    again = ["quantize", "--run", str(run), "--scheme", "per_channel", "--no-progress"]
+    assert main([*again, "--out", str(tmp_path / "q")]) == 0 and (tmp_path / "q" / "quantize.json").is_file()
+    capsys.readouterr()
+    assert main([*again, "--out", str(tmp_path / "p")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err and (tmp_path / "p" / "prune.json").is_file()
     # a pruned model of another architecture is refused
     from bec_jax.compress.quantization import save_quantized
     from bec_jax.models import UNetConfig, init_model

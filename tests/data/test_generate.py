@@ -44,7 +44,7 @@ def test_a_grid_too_coarse_for_the_ranges_is_warned_of_once(tiny):
     """16² at L = 13.4 (dx = 0.83) does not resolve g = 60's cores (ξ = 0.34): one warning for the dataset, not
     one per batch (4 here)."""
     (w,) = tiny[1]["warnings"]
-    assert "have vortex cores" in str(w.message) and "use n >= " in str(w.message)
+    assert "have vortex cores" in str(w.message) and "resolves them in this box" in str(w.message)
 
 
 def test_dataset_contents_and_attributes(tiny):

@@ -67,7 +67,7 @@ def test_signal_inside_a_finalizer_stops_at_once():
 
 
 @pytest.mark.parametrize("command, then", [("predict", "rerun the same command to resume"),
-                                           ("demo", "nothing was left half-written")])
+                                           ("demo", "rerun the same command to start again")])
 def test_the_stop_message_says_whether_a_rerun_resumes(command, then):
     code = (f"import os, signal, time; from bec_jax import cli; cli._install_signal_handlers({command!r})\n"
             "try:\n    os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
