@@ -20,8 +20,11 @@ def cmd_generate(args) -> int:
         raise UsageError(f"--out must end in .h5 or .hdf5, got {args.out!r}")
     out_dir(str(out.parent) if str(out.parent) else ".", lock=False)
     lock_output(out)
+    part = out.with_name(out.name + ".partial")  # one process's unfinished run (a sharded one keeps one per shard)
+    saved = len(list(part.glob("batch_*.h5"))) if part.is_dir() else 0
+    state = "; already complete" if out.is_file() else f"; resuming, {saved} batch(es) saved" if saved else ""
     print(f"bec-jax generate: {config.n_samples} states ({config.n_groups} groups x {config.states_per_group}), "
-          f"grid {config.n}² L={config.resolved_length}, batches of {config.batch_size} -> {out}", flush=True)
+          f"grid {config.n}² L={config.resolved_length}, batches of {config.batch_size} -> {out}{state}", flush=True)
     # one process: ``out``; several (jax.distributed): one shard each, read as one dataset from <stem>.shards
     summary = generate_sharded(config, out, progress=not args.no_progress, max_batches=args.max_batches)
     print(json.dumps(summary))
