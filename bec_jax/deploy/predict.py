@@ -408,6 +408,20 @@ def _check_image(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
+def _finite(v) -> bool:
+    """math.isfinite, False for an int too large for a float (a sidecar's JSON may hold one)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _short(v) -> str:
+    """repr of a value for a message, cut to 40 characters."""
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 #: the settings in lab units: (the trap-unit field each gives, its kind)
 LAB_FIELDS = {"pixel_size_um": ("pixel_size", "length"), "tof_ms": ("tof", "time"),
               "psf_width_um": ("psf_width", "length")}
@@ -418,24 +432,26 @@ class ImageSettings:
     """How the images were taken (``bec-jax predict``; a sidecar IMAGE.json overrides them per image).
 
     pixel_size: object-plane pixel size at the moment of imaging, in trap oscillator lengths a⊥ (> 0;
-      None: every image's sidecar gives it).
+      None: pixel_size_um or every image's sidecar gives it).
     tof: time of flight between trap release and imaging, in units of 1/ω⊥ (>= 0; None: 0, or tof_ms);
       predict undoes the expansion.
     atom_number: atoms in the cloud (> 0; None: unknown). Only reported, as counts per atom.
     psf_width: σ of the imaging system's Gaussian point-spread function in the object plane, a⊥
       (>= 0; 0: below a pixel; None: 0, or psf_width_um). Only used by the (g, Ω) estimate, whose loss
       images the model's state with it.
-    rotation: the sense of the trap's rotation in the image's frame (x = col, y = row): "ccw"
-      (counter-clockwise, Ω > 0: the training data's) or "cw". A density cannot tell them apart (the
+    rotation: "ccw" or "cw", the sense of the trap's rotation in the image's frame (x = col, y = row):
+      counter-clockwise (Ω > 0, the training data's) or clockwise. A density cannot tell them apart (the
       state of −Ω is the complex conjugate of that of Ω), so the model predicts the "ccw" phase and "cw"
       negates it: phase, gradient and vortex signs. A viewer that puts row 0 at the top shows this
       frame mirrored: there "ccw" turns clockwise.
-    pixel_size_um, tof_ms, psf_width_um: pixel_size, tof and psf_width in lab units (µm, ms), in their
-      place; they need trap_frequency_hz and species.
+    pixel_size_um: pixel_size in µm, in its place (needs trap_frequency_hz and species).
+    tof_ms: tof in ms, in its place (needs trap_frequency_hz and species).
+    psf_width_um: psf_width in µm, in its place (needs trap_frequency_hz and species).
     trap_frequency_hz: the radial trap frequency ω⊥/2π (Hz, > 0).
-    species: the atom, "87Rb" (``imaging.units.ATOMIC_MASS_U``) or its mass in u. With trap_frequency_hz
-      it sets the units (``imaging.units.TrapUnits``), which each record also gives: a⊥ in µm, and a⊥ω⊥ in
-      mm/s, the superfluid velocity of a phase gradient of 1/a⊥.
+    species: the atom: 6Li, 7Li, 23Na, 39K, 40K, 41K, 52Cr, 85Rb, 87Rb, 133Cs, 164Dy, 168Er, 174Yb, or its
+      mass in u (1 to 1000). With trap_frequency_hz it sets the units (imaging.units.TrapUnits) that each
+      record also gives: a⊥ in µm, 1/ω⊥ in ms, and a⊥ω⊥ in mm/s, the superfluid velocity of a phase gradient
+      of 1/a⊥. A sidecar's trap applies to the lab-unit values of the command line too.
     """
 
     pixel_size: float | None = None
@@ -451,16 +467,17 @@ class ImageSettings:
 
     def __post_init__(self):
         if self.rotation not in ROTATIONS:
-            raise ImageError(f"rotation must be one of {', '.join(ROTATIONS)}, got {self.rotation!r}")
+            raise ImageError(f"rotation must be one of {', '.join(ROTATIONS)}, got {_short(self.rotation)}")
         for name, lo in (("pixel_size", 0.0), ("tof", None), ("atom_number", 0.0), ("psf_width", None),
                          ("pixel_size_um", 0.0), ("tof_ms", None), ("psf_width_um", None),
                          ("trap_frequency_hz", 0.0)):
             v = getattr(self, name)
             if v is None:
                 continue
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not _finite(v) \
                     or (lo is not None and v <= lo) or (lo is None and v < 0):
-                raise ImageError(f"{name} must be a finite number {'> 0' if lo is not None else '>= 0'}, got {v!r}")
+                raise ImageError(f"{name} must be a finite number {'> 0' if lo is not None else '>= 0'}, got "
+                                 f"{_short(v)}")
         if self.species is not None:
             from bec_jax.imaging.units import TrapUnits, atomic_mass
 
@@ -615,7 +632,7 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
 
 
 def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.0, rotation="ccw",
-            estimate=False, zero_momentum=True) -> Prediction:
+            estimate=False, zero_momentum=True, name: str | None = None) -> Prediction:
     """Phase gradient, phase and vortices of ONE image (module doc).
 
     model: a ``LoadedModel`` or a model folder (``load_model``). image: a 2-D array
@@ -626,7 +643,8 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
     rotation in (x = col, y = row) (``ImageSettings``). estimate: also estimate (g, Ω)
     (``estimate_parameters``; Prediction.parameters). zero_momentum: take off the uniform flow that would
     give the cloud a momentum (module doc; Prediction.flow_removed); False for a cloud that moves.
-    ImageError (a ValueError) with a one-line reason for an unusable image.
+    name: how errors name the image (default: its path, or "image"). ImageError (a ValueError) with a
+    one-line reason for an unusable image.
     """
     from scipy.ndimage import map_coordinates
 
@@ -636,7 +654,7 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
 
     if not isinstance(model, LoadedModel):
         model = load_model(model)
-    name = image if isinstance(image, (str, Path)) else "image"
+    name = name or (image if isinstance(image, (str, Path)) else "image")
     a = load_image(str(image)) if isinstance(image, (str, Path)) else np.asarray(image, np.float64)
     _check_settings(pixel_size, tof, atom_number, psf_width, rotation)
     a = _check_image(a, str(name))
@@ -647,7 +665,7 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
     half = 0.5 * grid.length
     if cloud["radius"] * scale >= half:
         raise ImageError(f"{name}: the cloud (Thomas-Fermi radius {cloud['radius'] * scale:.3g} a⊥ in trap) does "
-                         f"not fit the model's box of half-width {half:.3g} a⊥: check --pixel-size and --tof")
+                         f"not fit the model's box of half-width {half:.3g} a⊥: check the pixel size and the flight time")
     h, w = a.shape
     rr, cc = np.mgrid[0:h, 0:w]
     # the mapping training applies to its rendered images (bec_jax.imaging.frame)
@@ -695,7 +713,7 @@ def _sidecar(spec: str) -> dict:
         if c.is_file() and c != p:
             try:
                 data = json.loads(c.read_text())
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
                 raise ImageError(f"sidecar {str(c)!r} is not JSON ({first_line(e, 120)})") from None
             if not isinstance(data, dict):
                 raise ImageError(f"sidecar {str(c)!r} must hold a JSON object")
@@ -806,7 +824,11 @@ def predict_files(model, specs, out, settings: ImageSettings | None = None, *, e
     for spec in tqdm(specs, desc="predict", unit="image", disable=not progress, dynamic_ncols=True):
         rec = dict(file=spec, status="error", error=None, n_vortices=0, vortices=[])
         try:
-            s = base.updated(_sidecar(spec)).in_trap_units()
+            side = _sidecar(spec)
+            try:
+                s = base.updated(side).in_trap_units()
+            except ImageError as e:  # name where the value came from
+                raise ImageError(f"{e} (with its sidecar's {', '.join(sorted(side))})" if side else str(e)) from None
             # a retrained model, a file written anew
             settings = dataclasses.asdict(s) | dict(model=model.source, weights=weights, image=_file_stamp(spec))
             if estimate:  # a rerun that asks for the estimate redoes images done without it, or in another box
@@ -827,14 +849,15 @@ def predict_files(model, specs, out, settings: ImageSettings | None = None, *, e
             _check_settings(s.pixel_size, s.tof, s.atom_number, s.psf_width, s.rotation)
             image = _check_image(load_image(spec), spec)
             res = predict(model, image, pixel_size=s.pixel_size, tof=s.tof, atom_number=s.atom_number,
-                          psf_width=s.psf_width, rotation=s.rotation, estimate=estimate, zero_momentum=zero_momentum)
+                          psf_width=s.psf_width, rotation=s.rotation, estimate=estimate, zero_momentum=zero_momentum,
+                          name=spec)
             units = None if s.units is None else s.units.as_dict()
             files = write_outputs(out, name, image, res, spec, units)
             rec.update(res.summary(), units=units, status="ok", files=files)
         except ImageError as e:
             rec["error"] = first_line(e, 500)
             rec.setdefault("settings", None)
-        except (ValueError, OSError, FloatingPointError) as e:  # anything else about this image: the rest still run
+        except (ValueError, OSError, FloatingPointError, OverflowError) as e:  # anything else about this image
             rec["error"] = f"{type(e).__name__}: {first_line(e, 500)}"
             rec.setdefault("settings", None)
         records[spec] = rec

@@ -25,11 +25,15 @@ ATOMIC_MASS_U = {
 }
 
 
+#: the masses (u) accepted when given as numbers: an atom or a small molecule
+MASS_RANGE_U = (1.0, 1000.0)
+
+
 def atomic_mass(species) -> float:
     """The mass in u of ``species``: an isotope of ``ATOMIC_MASS_U`` ("87Rb", any case) or a mass in u (a
-    number, or its text). ValueError naming the value and the isotopes known otherwise."""
+    number, or its text) in ``MASS_RANGE_U``. ValueError naming the value and the isotopes known otherwise."""
     if isinstance(species, numbers.Real) and not isinstance(species, bool):
-        mass = float(species)
+        mass = float(species) if abs(species) < 1e300 else math.inf  # an int too large for a float
     else:
         text = str(species).strip()
         key = {k.lower(): k for k in ATOMIC_MASS_U}.get(text.lower())
@@ -40,8 +44,11 @@ def atomic_mass(species) -> float:
         except (TypeError, ValueError):
             raise ValueError(f"species must be one of {', '.join(ATOMIC_MASS_U)} or a mass in u, "
                              f"got {species!r}") from None
-    if not (math.isfinite(mass) and mass > 0):
-        raise ValueError(f"species: a mass in u must be a finite number > 0, got {species!r}")
+    lo, hi = MASS_RANGE_U
+    if not lo <= mass <= hi:  # NaN too
+        text = repr(species)
+        raise ValueError(f"species: a mass in u must be in [{lo:g}, {hi:g}], got "
+                         f"{text if len(text) <= 40 else text[:37] + '...'}")
     return mass
 
 
@@ -64,16 +71,11 @@ class TrapUnits:
 
     def __post_init__(self):
         f = self.trap_frequency_hz
-        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not (math.isfinite(f) and f > 0):
-            raise ValueError(f"trap_frequency_hz must be a finite number > 0, got {f!r}")
-        atomic_mass(self.species)
-        try:
-            ok = all(math.isfinite(v) and v > 0 for v in (self.length_um, self.time_ms, self.velocity_mm_per_s))
-        except (ZeroDivisionError, OverflowError):
-            ok = False
-        if not ok:
-            raise ValueError(f"trap_frequency_hz {f!r} with species {self.species!r} gives no finite, nonzero "
-                             "oscillator units")
+        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not (0 < f < 1e300):  # also NaN, inf
+            text = repr(f)
+            raise ValueError(f"trap_frequency_hz must be a number in (0, 1e300) Hz, got "
+                             f"{text if len(text) <= 40 else text[:37] + '...'}")
+        atomic_mass(self.species)  # within these bounds the units are finite and > 0
 
     @property
     def omega(self) -> float:

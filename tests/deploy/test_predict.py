@@ -176,7 +176,10 @@ def test_lab_units_give_the_same_prediction_and_the_velocity_scale(tmp_path):
     assert r["settings"]["pixel_size"] == 0.3 and r["settings"]["tof"] == pytest.approx(0.5, rel=1e-12)
     (tmp_path / "i1.npy.json").write_text(json.dumps(dict(pixel_size_um=0.3 * u.length_um)))
     r = predict_files(oracle(), specs[1:], tmp_path / "trap", pixel_size=0.25, progress=False)["images"][1]
-    assert r["status"] == "error" and "need the trap's units" in r["error"]
+    assert r["status"] == "error" and "need the trap's units" in r["error"] and "sidecar's pixel_size_um" in r["error"]
+    # an image's own error names its file, not "image"
+    r = predict_files(oracle(), specs[:1], tmp_path / "trap", pixel_size=5.0, progress=False)["images"][0]
+    assert r["error"].startswith(f"{specs[0]}: the cloud") and "does not fit" in r["error"]
     with pytest.raises(ImageError, match="pixel_size and pixel_size_um both given"):
         predict_files(oracle(), specs, tmp_path / "x", pixel_size=0.25, pixel_size_um=1.0, progress=False)
 
@@ -194,8 +197,9 @@ def test_image_settings_merge_and_convert():
     assert ImageSettings(pixel_size=0.3).in_trap_units() == ImageSettings(pixel_size=0.3, tof=0.0, psf_width=0.0)
     assert cli.updated(dict(tof=None)).tof == 1.0  # null: not given
     for kw, words in ((dict(tof=0.0, tof_ms=5.0), "tof and tof_ms both given"),
-                      (dict(trap_frequency_hz=1e308, species="87Rb"), "no finite, nonzero oscillator units"),
-                      (dict(species=1e-300, trap_frequency_hz=10.0), "no finite, nonzero oscillator units")):
+                      (dict(trap_frequency_hz=1e308, species="87Rb"), r"must be a number in \(0, 1e300\) Hz"),
+                      (dict(species=1e-300, trap_frequency_hz=10.0), r"a mass in u must be in \[1, 1000\]"),
+                      (dict(pixel_size=10**400), r"pixel_size must be a finite number > 0, got 1000.*\.\.\.$")):
         with pytest.raises(ImageError, match=words):
             ImageSettings(**kw)
     for kw, words in ((dict(trap_frequency_hz=20.0), "trap_frequency_hz without species"),

@@ -28,11 +28,20 @@ def test_species_by_name_or_mass(species, mass):
     assert atomic_mass(species) == mass
 
 
-@pytest.mark.parametrize("species,words", [("Rb", "must be one of 6Li"), ("-3", "finite number > 0"),
-                                           ("nan", "finite number > 0"), (True, "must be one of")])
+@pytest.mark.parametrize("species,words", [("Rb", "must be one of 6Li"), ("-3", r"must be in \[1, 1000\]"),
+                                           ("nan", r"must be in \[1, 1000\], got .nan."), (True, "must be one of"),
+                                           (10**400, r"must be in \[1, 1000\], got 1000")])
 def test_bad_species_and_frequencies_are_named(species, words):
     with pytest.raises(ValueError, match=words):
         atomic_mass(species)
-    for f in (0.0, -5.0, float("inf"), "10"):
-        with pytest.raises(ValueError, match="trap_frequency_hz must be a finite number > 0"):
+    for f in (0.0, -5.0, float("inf"), "10", 10**400):
+        with pytest.raises(ValueError, match=r"trap_frequency_hz must be a number in \(0, 1e300\) Hz"):
             TrapUnits(f, "87Rb")
+
+
+def test_predict_help_lists_every_known_isotope():
+    from bec_jax.deploy.predict import ImageSettings
+    from bec_jax.flags import field_docs
+
+    doc = field_docs(ImageSettings)["species"]
+    assert all(f" {k}," in doc for k in ATOMIC_MASS_U), doc
