@@ -665,7 +665,8 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
     half = 0.5 * grid.length
     if cloud["radius"] * scale >= half:
         raise ImageError(f"{name}: the cloud (Thomas-Fermi radius {cloud['radius'] * scale:.3g} a⊥ in trap) does "
-                         f"not fit the model's box of half-width {half:.3g} a⊥: check the pixel size and the flight time")
+                         f"not fit the model's box of half-width {half:.3g} a⊥: check the pixel size and the "
+                         "flight time")
     h, w = a.shape
     rr, cc = np.mgrid[0:h, 0:w]
     # the mapping training applies to its rendered images (bec_jax.imaging.frame)
