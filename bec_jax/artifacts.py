@@ -44,6 +44,12 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     return text.splitlines()[0][:limit] if text else type(e).__name__
 
 
+def short_repr(value, limit: int = 40) -> str:
+    """``repr(value)`` for a one-line message, cut to ``limit`` characters (a sidecar may hold a huge value)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def atomic_write(path, write) -> None:
     """``write(tmp)`` to a temporary name beside ``path``, fsync it, then rename it over ``path``: a kill
     (even SIGKILL) leaves the old file or the new one, never half of one."""

@@ -62,14 +62,12 @@ def cmd_predict(args) -> int:
 
 def _sidecar_keys(spec: str) -> set:
     """The settings an image's sidecar gives (one that cannot be read is the image's error: all of them)."""
-    import dataclasses
-
-    from bec_jax.deploy.predict import ImageError, ImageSettings, _sidecar
+    from bec_jax.deploy.predict import SETTING_FIELDS, ImageError, _sidecar
 
     try:
         return {k for k, v in _sidecar(spec).items() if v is not None}
     except (ImageError, OSError):
-        return {f.name for f in dataclasses.fields(ImageSettings)}
+        return set(SETTING_FIELDS)
 
 
 def register(sub) -> None:

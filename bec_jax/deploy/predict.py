@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bec_jax.artifacts import CorruptArtifact, atomic_write, atomic_write_text, first_line
+from bec_jax.artifacts import CorruptArtifact, atomic_write, atomic_write_text, first_line, short_repr
 from bec_jax.imaging.frame import CLOUD_MARGIN  # noqa: F401  (the disc kept around the fitted cloud)
 
 __all__ = ["ImageSettings", "estimate_parameters", "Vortex", "Prediction", "LoadedModel", "ImageError", "load_model",
@@ -416,12 +416,6 @@ def _finite(v) -> bool:
         return False
 
 
-def _short(v) -> str:
-    """repr of a value for a message, cut to 40 characters."""
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 #: the settings in lab units: (the trap-unit field each gives, its kind)
 LAB_FIELDS = {"pixel_size_um": ("pixel_size", "length"), "tof_ms": ("tof", "time"),
               "psf_width_um": ("psf_width", "length")}
@@ -466,8 +460,7 @@ class ImageSettings:
     species: str | None = None
 
     def __post_init__(self):
-        if self.rotation not in ROTATIONS:
-            raise ImageError(f"rotation must be one of {', '.join(ROTATIONS)}, got {_short(self.rotation)}")
+        _check_rotation(self.rotation)
         for name, lo in (("pixel_size", 0.0), ("tof", None), ("atom_number", 0.0), ("psf_width", None),
                          ("pixel_size_um", 0.0), ("tof_ms", None), ("psf_width_um", None),
                          ("trap_frequency_hz", 0.0)):
@@ -477,14 +470,15 @@ class ImageSettings:
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not _finite(v) \
                     or (lo is not None and v <= lo) or (lo is None and v < 0):
                 raise ImageError(f"{name} must be a finite number {'> 0' if lo is not None else '>= 0'}, got "
-                                 f"{_short(v)}")
+                                 f"{short_repr(v)}")
         if self.species is not None:
-            from bec_jax.imaging.units import TrapUnits, atomic_mass
+            from bec_jax.imaging.units import atomic_mass
 
             try:
-                atomic_mass(self.species)
-                if self.trap_frequency_hz is not None:
-                    TrapUnits(self.trap_frequency_hz, self.species)
+                if self.trap_frequency_hz is None:
+                    atomic_mass(self.species)
+                else:
+                    self.units  # noqa: B018  (TrapUnits checks the frequency, the species and their units)
             except ValueError as e:
                 raise ImageError(str(e)) from None
         for lab, (trap, _) in LAB_FIELDS.items():
@@ -524,6 +518,15 @@ class ImageSettings:
         return dataclasses.replace(self, **dict(tof=self.tof or 0.0, psf_width=self.psf_width or 0.0)
                                    | {lab: None for lab in given}
                                    | {LAB_FIELDS[lab][0]: v / scale[LAB_FIELDS[lab][1]] for lab, v in given.items()})
+
+
+#: the fields of ``ImageSettings``: what a sidecar may hold
+SETTING_FIELDS = tuple(f.name for f in dataclasses.fields(ImageSettings))
+
+
+def _check_rotation(rotation) -> None:
+    if rotation not in ROTATIONS:
+        raise ImageError(f"rotation must be one of {', '.join(ROTATIONS)}, got {short_repr(rotation)}")
 
 
 def _check_settings(pixel_size, tof, atom_number, psf_width=0.0, rotation="ccw"):
@@ -610,8 +613,7 @@ def estimate_parameters(model: LoadedModel, density, winding, pixel, lam: float,
     if config is None:
         config = SolverInversionConfig(box=ParamBox(*model.ranges) if model.ranges else ParamBox())
     rows = positions_from_winding(grid, winding)
-    if rotation not in ROTATIONS:
-        raise ImageError(f"rotation must be one of {', '.join(ROTATIONS)}, got {rotation!r}")
+    _check_rotation(rotation)
     # given, as a density does not tell it: the state of −Ω is the conjugate of that of Ω, with the same density
     # and cores, so the state of |Ω| is fitted and Ω takes the sign
     sign = -1.0 if rotation == "cw" else 1.0
@@ -718,11 +720,10 @@ def _sidecar(spec: str) -> dict:
                 raise ImageError(f"sidecar {str(c)!r} is not JSON ({first_line(e, 120)})") from None
             if not isinstance(data, dict):
                 raise ImageError(f"sidecar {str(c)!r} must hold a JSON object")
-            allowed = [f.name for f in dataclasses.fields(ImageSettings)]
-            unknown = set(data) - set(allowed)
+            unknown = set(data) - set(SETTING_FIELDS)
             if unknown:
                 raise ImageError(f"sidecar {str(c)!r} has unknown keys {sorted(unknown)} "
-                                 f"(allowed: {', '.join(allowed)})")
+                                 f"(allowed: {', '.join(SETTING_FIELDS)})")
             return data
     return {}
 

@@ -559,10 +559,10 @@ def warn_if_unresolved(grid: Grid, g, omega, stacklevel: int = 3, coarsen: int =
     if g_c is None or om_c is None:
         return
     xi = healing_length(g_c, om_c)
-    if coarsen > 1 and not np.all(coarse_resolves(grid, coarsen, g_c, om_c)):
+    if coarsen > 1 and (unresolved := coarsen * grid.dx > xi).any():  # ``coarse_resolves``
         warnings.warn(f"coarsen={coarsen} gives a coarse spacing {coarsen * grid.dx:.3g} wider than the healing "
-                      f"length {float(xi.min()):.3g} ({_named(g, omega, ~coarse_resolves(grid, coarsen, g_c, om_c))}):"
-                      " the coarse relaxation may settle another lattice; use a smaller coarsen",
+                      f"length {float(xi.min()):.3g} ({_named(g, omega, unresolved)}): the coarse relaxation may "
+                      "settle another lattice; use a smaller coarsen",
                       GridTooCoarseWarning, stacklevel=stacklevel)
     coarse = grid.dx > COARSE_DX_OVER_XI * xi
     if coarse.any():

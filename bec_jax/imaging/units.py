@@ -11,6 +11,8 @@ import dataclasses
 import math
 import numbers
 
+from bec_jax.artifacts import short_repr
+
 __all__ = ["ATOMIC_MASS_U", "TrapUnits", "atomic_mass"]
 
 HBAR = 1.054571817e-34  # J s (exact, SI 2019)
@@ -29,33 +31,34 @@ ATOMIC_MASS_U = {
 MASS_RANGE_U = (1.0, 1000.0)
 
 
+def _isotope(species) -> str | None:
+    """The ``ATOMIC_MASS_U`` name ``species`` spells in any case ("87rb" -> "87Rb"), or None."""
+    text = str(species).strip().lower()
+    return next((k for k in ATOMIC_MASS_U if k.lower() == text), None)
+
+
 def atomic_mass(species) -> float:
     """The mass in u of ``species``: an isotope of ``ATOMIC_MASS_U`` ("87Rb", any case) or a mass in u (a
     number, or its text) in ``MASS_RANGE_U``. ValueError naming the value and the isotopes known otherwise."""
     if isinstance(species, numbers.Real) and not isinstance(species, bool):
         mass = float(species) if abs(species) < 1e300 else math.inf  # an int too large for a float
     else:
-        text = str(species).strip()
-        key = {k.lower(): k for k in ATOMIC_MASS_U}.get(text.lower())
-        if key is not None:
-            return ATOMIC_MASS_U[key]
+        if (name := _isotope(species)) is not None:
+            return ATOMIC_MASS_U[name]
         try:
-            mass = float(text)
+            mass = float(str(species))
         except (TypeError, ValueError):
             raise ValueError(f"species must be one of {', '.join(ATOMIC_MASS_U)} or a mass in u, "
                              f"got {species!r}") from None
     lo, hi = MASS_RANGE_U
     if not lo <= mass <= hi:  # NaN too
-        text = repr(species)
-        raise ValueError(f"species: a mass in u must be in [{lo:g}, {hi:g}], got "
-                         f"{text if len(text) <= 40 else text[:37] + '...'}")
+        raise ValueError(f"species: a mass in u must be in [{lo:g}, {hi:g}], got {short_repr(species)}")
     return mass
 
 
 def canonical_species(species):
     """An isotope's name as ``ATOMIC_MASS_U`` spells it ("87rb" -> "87Rb"), or a mass in u as a float."""
-    text = str(species).strip().lower()
-    return next((k for k in ATOMIC_MASS_U if k.lower() == text), None) or atomic_mass(species)
+    return _isotope(species) or atomic_mass(species)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +75,7 @@ class TrapUnits:
     def __post_init__(self):
         f = self.trap_frequency_hz
         if isinstance(f, bool) or not isinstance(f, numbers.Real) or not (0 < f < 1e300):  # also NaN, inf
-            text = repr(f)
-            raise ValueError(f"trap_frequency_hz must be a number in (0, 1e300) Hz, got "
-                             f"{text if len(text) <= 40 else text[:37] + '...'}")
+            raise ValueError(f"trap_frequency_hz must be a number in (0, 1e300) Hz, got {short_repr(f)}")
         atomic_mass(self.species)  # within these bounds the units are finite and > 0
 
     @property
