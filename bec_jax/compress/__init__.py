@@ -28,6 +28,7 @@ from bec_jax.compress.quantization import (
     load_quantized,
     quantize_array,
     quantize_model,
+    read_model_meta,
     save_quantized,
 )
 from bec_jax.compress.workflow import CompressConfig
@@ -37,5 +38,5 @@ __all__ = [
     "DEFAULT_SCHEDULE", "DISTRIBUTIONS", "KeepPrunedState", "PruneConfig", "apply_masks", "erk_densities", "magnitude_masks", "keep_pruned",
     "prunable_names", "schedule_to", "set_masks", "sparsity_report",
     "SCHEMES", "FakeQuantConv", "Int8Conv", "QuantConfig", "conv_layer_names", "dequantize", "fake_quant",
-    "load_quantized", "quantize_array", "quantize_model", "save_quantized",
+    "load_quantized", "quantize_array", "quantize_model", "read_model_meta", "save_quantized",
 ]

@@ -82,13 +82,15 @@ def _interrupted(out: Path, summary: str, kind: str) -> bool:
     and a model of another command stays protected. A save stopped halfway (it never loads) is replaced too."""
     if (out / summary).is_file():
         return False
+    from bec_jax.compress.quantization import read_model_meta
+
     try:
         if read_manifest(out / "model").get("complete") is False:
             return True
-        meta = json.loads((out / "model" / "quantized.json").read_text())
+        meta = read_model_meta(out / "model", verify=False)
     except (CorruptArtifact, OSError, ValueError):
         return False
-    return isinstance(meta, dict) and (meta.get("extra") or {}).get("kind") == kind
+    return (meta.get("extra") or {}).get("kind") == kind
 
 
 def _evaluation(args, model) -> dict:

@@ -65,7 +65,7 @@ from bec_jax.models.unet import DoubleConv, UNet, UNetConfig
 __all__ = [
     "GRANULARITIES", "SCHEMES", "QuantConfig", "quantize_array", "dequantize", "global_asymmetric", "fake_quant",
     "conv_layer_names", "conv_layers", "FakeQuantConv", "Int8Conv", "quantize_model", "quantize_state",
-    "dequantize_into", "save_quantized", "load_quantized", "dir_bytes", "weight_error_stats",
+    "dequantize_into", "save_quantized", "load_quantized", "read_model_meta", "dir_bytes", "weight_error_stats",
     "encode_sparse", "decode_sparse",
 ]
 
@@ -561,22 +561,20 @@ def save_quantized(directory, model: UNet, config: QuantConfig | None, *, sparse
     return dict(bytes_on_disk=dir_bytes(directory), payload_bytes=int(sum(a.nbytes for a in store.values())))
 
 
-def load_quantized(directory, model_config: UNetConfig | None = None, mode: str = "dequant"):
-    """(model in eval mode, meta) from a ``save_quantized`` folder (also reads the unpacked format /1).
+def read_model_meta(directory, *, verify: bool = True) -> dict:
+    """The checked ``quantized.json`` of a ``save_quantized`` folder: format, model_config, quant, extra, ...
 
-    model_config: if given, the stored configuration must equal it (ValueError
-    naming the differences otherwise). mode: "dequant" (float convs, weights
-    q·s) or "int8" (``Int8Conv``). Stored int8 kernels come back as int8.
+    verify: check every file against the folder's manifest first (folders saved before manifests
+    existed are read unchecked). ValueError for a folder that is not a model's, CorruptArtifact naming
+    the damaged file.
     """
-    import orbax.checkpoint as ocp
-
     directory = Path(directory)
     mfile = directory / "quantized.json"
     if not directory.is_dir():
         raise ValueError(f"no model folder at {str(directory)!r}")
     if not mfile.is_file():
         raise ValueError(f"{str(directory)!r} is not a quantized model folder (no quantized.json)")
-    if has_manifest(directory):  # folders saved before manifests existed load unchecked
+    if verify and has_manifest(directory):
         verify_manifest(directory, "model")
     try:
         meta = json.loads(mfile.read_text())
@@ -588,6 +586,20 @@ def load_quantized(directory, model_config: UNetConfig | None = None, mode: str 
     needed = {"model_config", "sparse"} | ({"packed"} if meta["format"] == FORMAT else set())
     if not needed <= set(meta) or not isinstance(meta["model_config"], dict):
         raise CorruptArtifact(f"{str(mfile)!r} is incomplete (needs {sorted(needed)})")
+    return meta
+
+
+def load_quantized(directory, model_config: UNetConfig | None = None, mode: str = "dequant"):
+    """(model in eval mode, meta) from a ``save_quantized`` folder (also reads the unpacked format /1).
+
+    model_config: if given, the stored configuration must equal it (ValueError
+    naming the differences otherwise). mode: "dequant" (float convs, weights
+    q·s) or "int8" (``Int8Conv``). Stored int8 kernels come back as int8.
+    """
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory)
+    meta = read_model_meta(directory)
     stored = UNetConfig.from_dict(meta["model_config"])
     if model_config is not None and stored != model_config:
         diff = {k: (v, getattr(model_config, k)) for k, v in stored.to_dict().items()

@@ -28,7 +28,7 @@ from flax import nnx
 from bec_jax.artifacts import remove_tree
 from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks, keep_pruned,
                                       magnitude_masks, masks_of, schedule_to, set_masks)
-from bec_jax.compress.quantization import SCHEMES, load_quantized, save_quantized
+from bec_jax.compress.quantization import SCHEMES, load_quantized, read_model_meta, save_quantized
 from bec_jax.data.loader import BatchLoader
 from bec_jax.models.unet import UNet, UNetConfig
 from bec_jax.train.core import (TrainConfig, TrainState, evaluate_loader, init_state, make_loss, make_optimizer,
@@ -428,8 +428,7 @@ def _resume_stages(folder: Path, settings: dict, setup: Setup):
         diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
         raise ValueError(f"{str(folder)!r} holds the stages of another pruning run (different {', '.join(diff)}); "
                          "use another output folder, or --overwrite to start over")
-    rows = [json.loads((folder / f"stage_{i}" / "quantized.json").read_text())["extra"]["row"]
-            for i in range(last + 1)]
+    rows = [read_model_meta(folder / f"stage_{i}", verify=False)["extra"]["row"] for i in range(last + 1)]
     return model, rows
 
 

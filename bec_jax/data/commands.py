@@ -10,7 +10,8 @@ from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, lo
 
 
 def cmd_generate(args) -> int:
-    from bec_jax.data.generate import PRESETS, generate_sharded
+    from bec_jax import distributed as dist
+    from bec_jax.data.generate import PRESETS, generate_sharded, partial_dir, process_file
 
     if args.preset not in PRESETS:
         raise UsageError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
@@ -20,9 +21,9 @@ def cmd_generate(args) -> int:
         raise UsageError(f"--out must end in .h5 or .hdf5, got {args.out!r}")
     out_dir(str(out.parent) if str(out.parent) else ".", lock=False)
     lock_output(out)
-    part = out.with_name(out.name + ".partial")  # one process's unfinished run (a sharded one keeps one per shard)
-    saved = len(list(part.glob("batch_*.h5"))) if part.is_dir() else 0
-    state = "; already complete" if out.is_file() else f"; resuming, {saved} batch(es) saved" if saved else ""
+    mine = process_file(out, dist.process_index(), dist.process_count())  # this process's file: out or its shard
+    saved = len(list(partial_dir(mine).glob("batch_*.h5")))
+    state = "; already complete" if mine.is_file() else f"; resuming, {saved} batch(es) saved" if saved else ""
     print(f"bec-jax generate: {config.n_samples} states ({config.n_groups} groups x {config.states_per_group}), "
           f"grid {config.n}² L={config.resolved_length}, batches of {config.batch_size} -> {out}{state}", flush=True)
     # one process: ``out``; several (jax.distributed): one shard each, read as one dataset from <stem>.shards

@@ -41,7 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import bec_jax
-from bec_jax.artifacts import CorruptArtifact, atomic_write_text, first_line, write_manifest
+from bec_jax.artifacts import (CorruptArtifact, atomic_write_text, first_line, has_manifest, read_manifest,
+                               sha256_file, write_manifest)
 from bec_jax.data.storage import (FIELDS, SHARDS_KIND, atomic_write_h5, content_sha256, read_h5, shard_name,
                                   shards_dir)
 from bec_jax.distributed import process_slice
@@ -261,6 +262,17 @@ def _differences(stored: str | None, given: str) -> str:
     return "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "") if diff else "another shard"
 
 
+def partial_dir(out) -> Path:
+    """The folder of ``out``'s unfinished run: one file per finished batch (module doc)."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def process_file(out, index: int, count: int) -> Path:
+    """The file process ``index`` of ``count`` writes for the dataset ``out``: ``out`` itself, or its shard."""
+    return Path(out) if count == 1 else shards_dir(out) / shard_name(index, count)
+
+
 def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches: int | None = None,
              shard: tuple[int, int] | None = None) -> dict:
     """Generate (or resume) the dataset ``out`` (.h5). Returns a summary dict.
@@ -297,7 +309,7 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
         _check_complete(out, stored)
         # nothing computed by this call: not the summary's figures of the run that made it
         return dict(status="complete", path=str(out), **stored) | dict(seconds_this_run=0.0, batches_this_run=0)
-    part = out.with_name(out.name + ".partial")
+    part = partial_dir(out)
     cfg_file = part / "config.json"
     stored = cfg_json if shard_json is None else cfg_json + "\n" + shard_json
     if cfg_file.exists() and cfg_file.read_text() != stored:
@@ -366,7 +378,7 @@ def generate_sharded(config: GenerateConfig, out, *, progress: bool = True, max_
                          f"got {config.n_groups}")
     folder = shards_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
-    summary = generate(config, folder / shard_name(index, count), progress=progress and index == 0,
+    summary = generate(config, process_file(out, index, count), progress=progress and index == 0,
                        max_batches=max_batches, shard=(index, count))
     joint = dist.process_count() > 1
     done = summary["status"] == "complete"
@@ -388,6 +400,10 @@ def write_shard_manifest(config: GenerateConfig, out, count: int) -> dict:
     """Check the ``count`` complete shards of ``out`` and write their manifest (module doc of
     ``storage``); returns it. Raises DatasetConflict for a missing shard or one of another config."""
     folder = shards_dir(out)
+    try:  # the previous manifest's checksums, if the dataset was complete before
+        before = read_manifest(folder)["files"] if has_manifest(folder) else {}
+    except CorruptArtifact:
+        before = {}
     shards, n_failed, summaries = [], 0, []
     for i in range(count):
         f = folder / shard_name(i, count)
@@ -399,6 +415,11 @@ def write_shard_manifest(config: GenerateConfig, out, count: int) -> dict:
         shards.append(dict(file=f.name, n_samples=len(arrays["g"]), bytes=f.stat().st_size))
         n_failed += int(attrs.get("n_failed", 0))
         summaries.append(json.loads(attrs.get("summary", "{}")))
+        if f.name in before and sha256_file(f) != before[f.name]:  # changed since: recorded anew only if intact
+            _check_complete(f, summaries[-1])
+            warnings.warn(f"{str(f)!r} changed since the dataset's manifest was written; it reads back whole and "
+                          "its content matches the digest saved with it, so the manifest now records it as it is",
+                          stacklevel=3)
     total = sum(s["n_samples"] for s in shards)
     summary = dict(n_samples=total, n_failed=n_failed,
                    **{k: sum(s.get(k, 0) for s in summaries) for k in ("n_not_converged", "n_touch_edge")},

@@ -98,13 +98,10 @@ def check_model_folder(path) -> Path:
 def load_model(path):
     """(model in eval mode, meta) of a saved model folder (``save_quantized``: pipeline ``models/*``,
     ``bec-jax shrink|quantize|prune`` ``OUT/model``). int8 models come back with ``Int8Conv`` layers."""
-    from bec_jax.compress.quantization import load_quantized
+    from bec_jax.compress.quantization import load_quantized, read_model_meta
 
-    meta_file = check_model_folder(path)
-    try:
-        quant = json.loads(meta_file.read_text()).get("quant")
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        quant = None  # load_quantized names the damage
+    check_model_folder(path)
+    quant = read_model_meta(path, verify=False).get("quant")  # load_quantized verifies the whole folder
     return load_quantized(path, mode="int8" if quant else "dequant")
 
 

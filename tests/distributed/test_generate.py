@@ -51,6 +51,8 @@ def test_shards_resume_separately_and_read_as_one(tmp_path, reference):
 
     from bec_jax.data.plots import plot_samples
     assert plot_samples(folder, tmp_path / "show.png", n_samples=2).exists()
+    again = generate_sharded(TINY_DATA, out, progress=False, index=0, count=2)  # a complete shard, rerun
+    assert again["status"] == "complete" and again["n_samples"] == 10 and again["seconds_this_run"] == 0.0
 
     shard = folder / shard_name(1, 2)
     data = bytearray(shard.read_bytes())
@@ -60,6 +62,18 @@ def test_shards_resume_separately_and_read_as_one(tmp_path, reference):
         read_h5(folder)
     with pytest.raises(CorruptArtifact, match="shard-00001-of-00002.h5"):
         read_h5(folder, rows=[0, 5])  # a row in the damaged shard
+    # a rerun reads the shard whole: bytes changed outside its data (HDF5 free space) are recorded anew, with a
+    # warning; a changed value is named
+    with pytest.warns(UserWarning, match="shard-00001-of-00002.h5' changed since the dataset's manifest"):
+        assert generate_sharded(TINY_DATA, out, progress=False, index=1, count=2)["status"] == "complete"
+    assert_same_dataset(read_h5(folder)[0], reference[0])
+    import h5py
+    with h5py.File(shard, "r+") as f:                     # its checksums rewritten with it
+        f["energy"][0] = f["energy"][0] + 1.0
+    with pytest.raises(CorruptArtifact, match="shard-00001-of-00002.h5' is corrupt: its content does not match"):
+        generate_sharded(TINY_DATA, out, progress=False, index=1, count=2)
+    with pytest.raises(CorruptArtifact, match="shard-00001-of-00002.h5"):
+        generate_sharded(TINY_DATA, out, progress=False, index=0, count=2)  # the shard beside it: not "complete"
     # rows of the intact shard alone read and hash that shard alone
     np.testing.assert_array_equal(read_h5(folder, rows=[0, 3])[0]["psi"], arrays["psi"][[0, 3]])
     none, attrs = read_h5(folder, rows=[])

@@ -158,6 +158,13 @@ def test_a_grid_too_coarse_for_the_cores_warns_with_the_points_it_needs():
     with pytest.warns(bj.BoxTooSmallWarning, match=r"the box is large enough .*use more points"), \
             pytest.warns(bj.GridTooCoarseWarning):
         bj.ground_state(bj.Grid(16, 79.2), 1e6, 0.5, key=jax.random.key(0), n_starts=1)
+    # traced g (jax.grad, jit): ξ is unknown, so no warning, and no error from trying to read it
+    grid, f = bj.Grid(16, 12.0), lambda g: bj.ground_state(grid, g, 0.0, key=jax.random.key(0), n_starts=1).energy
+    with pytest.warns(bj.GridTooCoarseWarning):   # dx = 0.75 > 2ξ = 0.60 at g = 100, well inside the box
+        f(100.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bj.GridTooCoarseWarning)
+        assert np.isfinite(jax.grad(f)(100.0)) and np.isfinite(jax.jit(f)(100.0))
 
 
 @pytest.mark.parametrize(

@@ -283,7 +283,14 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, monkeypatch, ca
     _one_line(capsys, "batch_000001.h5", "No space left on device")
     monkeypatch.undo()
     assert main(args) == 0                                   # resumes: batch 0 kept, 1 and 2 computed
+    assert "; resuming, 1 batch(es) saved" in capsys.readouterr().out
     assert len(read_h5_fields(tmp_path / "d.h5")) == 3
+    assert main(args) == 0 and "; already complete" in capsys.readouterr().out
+    import h5py
+    with h5py.File(tmp_path / "d.h5", "r+") as f:             # changed since, its checksums rewritten with it
+        f["psi"][0, 3, 3] = f["psi"][0, 3, 3] * 1.001
+    assert main(args) == 2
+    _one_line(capsys, "d.h5' is corrupt", "digest")
 
 
 def read_h5_fields(path):
