@@ -48,8 +48,12 @@ def cmd_predict(args) -> int:
     asked = set(specs)
     mine = [r for r in summary["images"] if r["file"] in asked]
     failed = [r for r in mine if r["status"] == "error"]
+    skipped = summary["skipped"]
+    if skipped:
+        print(f"bec-jax predict: {len(skipped)} of the {len(mine)} image(s) were done before with the same model, "
+              "settings and file (summary.json): kept, not predicted again", flush=True)
     print(json.dumps(dict(n_images=len(mine), n_ok=len(mine) - len(failed), n_error=len(failed),
-                          n_records=summary["n_images"], summary=str(out / "summary.json"))))
+                          n_skipped=len(skipped), n_records=summary["n_images"], summary=str(out / "summary.json"))))
     # the images that failed: one line each (the others are written all the same)
     for r in failed:
         print(f"bec-jax predict: {r['file']}: {r['error'].removeprefix(r['file'] + ': ')}", file=sys.stderr)

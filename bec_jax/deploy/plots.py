@@ -10,10 +10,12 @@ from bec_jax.plotting import colormap, save_figure, subplots
 __all__ = ["plot_prediction"]
 
 
-def plot_prediction(image, res, path, title: str | None = None):
+def plot_prediction(image, res, path, title: str | None = None, units: dict | None = None):
     """Three panels: the image with the fitted Thomas–Fermi disc; the reconstructed phase
     (grey outside the cloud); the image with the vortices (+1 red circles, −1 blue crosses,
-    marker opacity = confidence). Written atomically to ``path`` (PNG); returns it."""
+    marker opacity = confidence). Under the title: the settings the phase depends on (sense of
+    rotation, pixel size in a⊥ and, with ``units`` (``TrapUnits.as_dict``), µm; the (g, Ω) estimate).
+    Written atomically to ``path`` (PNG); returns it."""
     fig, axes = subplots(1, 3, figsize=(12.6, 4.4), constrained_layout=True)
     kw = dict(origin="lower", interpolation="nearest")
     im0 = axes[0].imshow(image, cmap="viridis", **kw)
@@ -41,7 +43,19 @@ def plot_prediction(image, res, path, title: str | None = None):
     for ax in axes:
         ax.set_xlabel("column (px)")
         ax.set_ylabel("row (px, 0 at the bottom)")
-    if title:
-        fig.suptitle(title, fontsize=9)
+    fig.suptitle("\n".join(filter(None, (title, _settings_line(res, units)))), fontsize=9)
 
     return save_figure(fig, path, dpi=110)
+
+
+def _settings_line(res, units: dict | None) -> str:
+    """"trap turning counter-clockwise (as given) · pixel 0.25 a⊥ = 0.27 µm · TOF 10 /ω⊥ · g = …, Ω = …"."""
+    parts = [f"trap turning {'clockwise' if res.rotation == 'cw' else 'counter-clockwise'} (as given)",
+             f"pixel {res.pixel_size:.3g} a⊥" + (f" = {res.pixel_size * units['length_um']:.3g} µm" if units else "")]
+    if res.tof:
+        parts.append(f"time of flight {res.tof:.3g}/ω⊥" + (f" = {res.tof * units['time_ms']:.3g} ms" if units else ""))
+    if res.parameters:
+        parts.append(f"estimate g = {res.parameters['g']:.3g}, Ω = {res.parameters['omega']:.3g} ω⊥")
+    if units:
+        parts.append(f"{units['species']}, ω⊥ = 2π·{units['trap_frequency_hz']:.4g} Hz")
+    return " · ".join(parts)

@@ -763,7 +763,7 @@ def write_outputs(out: Path, name: str, image: np.ndarray, res: Prediction, spec
                 f.attrs["trap_units"] = json.dumps(units)
 
     atomic_write(out / f"{name}.h5", write_h5)
-    plot_prediction(image, res, out / f"{name}.png", title=spec)
+    plot_prediction(image, res, out / f"{name}.png", title=spec, units=units)
     return [f"{name}.h5", f"{name}.png"]
 
 
@@ -806,7 +806,8 @@ def predict_files(model, specs, out, settings: ImageSettings | None = None, *, e
     (atomically). A rerun skips images whose "ok" record (same settings, same model
     weights, the image file unchanged since: size, modification time and inode; its files
     present) is already in summary.json, and tries those that failed again (a file
-    since mended or written); records of other images are kept.
+    since mended or written); records of other images are kept. The returned dict is
+    summary.json's content plus "skipped": the specs of this call found done.
     settings: the ``ImageSettings`` of every image (default: its defaults), with ``fields`` (ImageSettings
     fields: ``pixel_size=0.25``) in place; an image's sidecar IMAGE.json overrides them. estimate: also
     estimate (g, Ω) per image (``estimate_parameters``; the record's "parameters"). zero_momentum: as
@@ -823,6 +824,7 @@ def predict_files(model, specs, out, settings: ImageSettings | None = None, *, e
     weights = weights_digest(model)
     base = (settings or ImageSettings()).updated(fields)
     taken = {r["output"] for r in records.values() if r.get("output")}
+    skipped = []
     for spec in tqdm(specs, desc="predict", unit="image", disable=not progress, dynamic_ncols=True):
         rec = dict(file=spec, status="error", error=None, n_vortices=0, vortices=[])
         try:
@@ -844,6 +846,7 @@ def predict_files(model, specs, out, settings: ImageSettings | None = None, *, e
                     # an estimate recorded before some of its fields existed is redone
                     and (not estimate or set(PARAMETER_KEYS) <= set(old.get("parameters") or {})))
             if done:
+                skipped.append(spec)
                 continue
             rec["settings"] = settings
             name = old["output"] if old is not None and old.get("output") else output_name(spec, taken)
@@ -865,7 +868,7 @@ def predict_files(model, specs, out, settings: ImageSettings | None = None, *, e
         records[spec] = rec
         _write_summary(summary_path, records, model)
     _write_summary(summary_path, records, model)
-    return json.loads(summary_path.read_text())
+    return json.loads(summary_path.read_text()) | dict(skipped=skipped)
 
 
 def _write_summary(path: Path, records: dict, model: LoadedModel):

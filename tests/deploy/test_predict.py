@@ -327,7 +327,7 @@ def test_rerun_skips_finished_images_and_keeps_what_was_written(tmp_path):
     assert len(first) == 4
     (out / "i1.npy.h5").unlink()  # a lost output is redone
     summary = predict_files(oracle(), specs, out, pixel_size=0.25, progress=False)
-    assert summary["n_ok"] == 3
+    assert summary["n_ok"] == 3 and summary["skipped"] == specs[:1]
     now = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix in (".h5", ".png")}
     assert now["i0.npy.h5"] == first["i0.npy.h5"] and now["i0.npy.png"] == first["i0.npy.png"]
     assert "i1.npy.h5" in now and "i2.npy.h5" in now
@@ -466,6 +466,7 @@ def test_cli_names_each_image_that_failed_on_stderr_and_exits_3(small_run, tmp_p
     out, err = capsys.readouterr()
     counts = json.loads(out.strip().splitlines()[-1])
     assert err == "" and (counts["n_images"], counts["n_ok"], counts["n_error"], counts["n_records"]) == (1, 1, 0, 3)
+    assert counts["n_skipped"] == 1 and "1 of the 1 image(s) were done before" in out
 
 
 @pytest.mark.slow  # a ground state and one inversion at 48²: ~40 s on 2 cores
