@@ -483,7 +483,8 @@ class ImageSettings:
                 raise ImageError(str(e)) from None
         for lab, (trap, _) in LAB_FIELDS.items():
             if getattr(self, lab) is not None and getattr(self, trap) is not None:
-                raise ImageError(f"{trap} and {lab} both given: give one of them")
+                flags = f"--{trap.replace('_', '-')}, --{lab.replace('_', '-')}"
+                raise ImageError(f"{trap} and {lab} both given ({flags}, or a sidecar's): give one of them")
 
     @property
     def units(self):
@@ -583,6 +584,10 @@ def _confidence(d, winding) -> np.ndarray:
     return np.clip(np.sign(winding) * block / (2 * np.pi), 0.0, 1.0)
 
 
+#: a⊥: no ground state of the trap is smaller (interactions and rotation widen it); the Thomas–Fermi fit
+#: (``find_cloud``) of the non-interacting Gaussian exp(−r²) gives 1.46
+MIN_TF_RADIUS = 1.0
+
 #: the keys of an estimate's record (``estimate_parameters``); a record missing one is redone on a rerun
 PARAMETER_KEYS = ("g", "omega", "loss", "n_vortices", "omega_identifiable", "initial_guess", "box", "at_box_edge",
                   "touches_edge")
@@ -669,6 +674,11 @@ def predict(model, image, *, pixel_size, tof=0.0, atom_number=None, psf_width=0.
         raise ImageError(f"{name}: the cloud (Thomas-Fermi radius {cloud['radius'] * scale:.3g} a⊥ in trap) does "
                          f"not fit the model's box of half-width {half:.3g} a⊥: check the pixel size and the "
                          "flight time")
+    if cloud["radius"] * scale < MIN_TF_RADIUS:
+        raise ImageError(f"{name}: the cloud (Thomas-Fermi radius {cloud['radius'] * scale:.3g} a⊥ in trap, "
+                         f"pixel size {float(pixel_size):.3g} a⊥, flight time {float(tof):.3g}) is smaller than any "
+                         f"ground state of the trap (the non-interacting one fits R = 1.46 a⊥): check the pixel size "
+                         "and the flight time")
     h, w = a.shape
     rr, cc = np.mgrid[0:h, 0:w]
     # the mapping training applies to its rendered images (bec_jax.imaging.frame)

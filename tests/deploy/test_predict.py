@@ -315,6 +315,9 @@ def test_bad_images_get_a_one_line_reason_and_the_others_still_run(tmp_path):
     # a too large cloud for the model's box is named too
     with pytest.raises(ImageError, match="does not fit the model's box"):
         predict(oracle(), good, pixel_size=2.0)
+    # and one smaller than any ground state of the trap (a pixel size off by orders of magnitude)
+    with pytest.raises(ImageError, match=r"radius 0.0\d+ a⊥ in trap, pixel size 0.001 a⊥.*smaller than any ground"):
+        predict(oracle(), good, pixel_size=1e-3)
 
 
 def test_rerun_skips_finished_images_and_keeps_what_was_written(tmp_path):
