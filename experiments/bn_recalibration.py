@@ -11,7 +11,8 @@ Both scores are full evaluations (``train.evaluate.evaluate_run`` with the model
 reference's all-pixel MSE, fidelity, vortex counts. Writes OUT/bn_recalibration.json and .md.
 
     python experiments/bn_recalibration.py --run runs/reference/paper/train \
-        --model runs/reference/prune_iterative/model --out experiments/results/paper_cpu/prune_iterative
+        --model runs/reference/prune_iterative/model --out runs/reference/prune_iterative
+    (reference_campaign.sh runs it so; its --collect copies the result into results/paper_cpu/prune_iterative/)
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ One JSON file per (group, task, method, setting) is written atomically under --o
 skipped when it exists, so an interrupted or extended study reruns only what is missing.
 --report (also run at the end) pools the files into results.json, results.md and PNGs.
 
-  python experiments/gradient_flow_ablation.py                 # ~25 min on 2 busy CPU cores
+  python experiments/gradient_flow_ablation.py                 # ~35 min on 2 CPU cores
   python experiments/gradient_flow_ablation.py --quick --out /tmp/gfa   # seconds: the pipeline
   python experiments/gradient_flow_ablation.py --groups lr_sweep,horizon
 """
@@ -347,7 +347,8 @@ def markdown(table: dict, command: str, sizes: Sizes) -> str:
     L = ["# Gradient-flow ablation: modified gradient M against S and L2", "",
          f"Command: `{command}`  ",
          f"Score: quantum loss L on the training set, mean over the last {int(TAIL * 100)} % of "
-         f"epochs, mean ± std over {sizes.seeds} seeds (diverged runs count as L = 1). "
+         f"epochs, mean ± std over {sizes.seeds} seeds ({sizes.sweep_seeds} per rate in the learning-rate "
+         "sweep; diverged runs count as L = 1). "
          f"Prediction {sizes.pred_epochs} epochs (50 steps each), control "
          f"{sizes.ctrl_epochs} epochs (10 steps each); paper sizes otherwise. "
          "M-batch: M's factor from the batch-mean loss (a global rescale of S's gradient). "
@@ -509,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", type=_groups, default=GROUPS,
                    help=f"comma list from {','.join(GROUPS)} (default: all)")
     p.add_argument("--seeds", type=positive_int, default=None,
-                   help=f"seeds per setting and rate (default: {FULL.seeds})")
+                   help=f"seeds per setting (default: {FULL.seeds}; the learning-rate sweep keeps "
+                        f"{FULL.sweep_seeds} per rate)")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes, 1 seed, 1 rate per optimizer: checks the pipeline in seconds")
     p.add_argument("--report", action="store_true",

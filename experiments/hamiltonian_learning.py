@@ -10,7 +10,8 @@ groups never seen by the surrogate. Reports median / 90th-percentile relative
 errors of g and Ω (Ω also restricted to snapshots with ≥ 2 vortices, where it
 is identifiable), and time per inversion.
 
-    python experiments/hamiltonian_learning.py                  # data/quick.h5 (made if missing, ~10 min), CPU ~5 min
+    bec-jax generate --preset quick --out data/quick.h5           # the data, if not there yet
+    python experiments/hamiltonian_learning.py                  # CPU ~5 min
     python experiments/hamiltonian_learning.py --data big.h5 --steps 40 --surrogate-steps 8000   # GPU
 
 Writes experiments/results/hamiltonian_learning/{hamiltonian_learning.json,.md,.png}.
@@ -27,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bec_jax.data.generate import PRESETS, generate
 from bec_jax.data.splits import split_by_group
 from bec_jax.data.storage import load_grid, read_h5
 from bec_jax.inverse import (
@@ -60,7 +60,7 @@ def summarise(p, truth, ident):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="data/quick.h5", help="HDF5 dataset (generated with the quick preset if missing)")
+    ap.add_argument("--data", default="data/quick.h5", help="dataset (bec-jax generate; default data/quick.h5)")
     ap.add_argument("--out", default="experiments/results/hamiltonian_learning")
     ap.add_argument("--test-frac", type=float, default=0.25, help="fraction of (g, Ω) groups held out")
     ap.add_argument("--max-cases", type=int, default=0, help="cap on held-out cases (0: all)")
@@ -72,12 +72,16 @@ def main(argv=None):
     ap.add_argument("--surrogate-width", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if not Path(args.data).exists():
+        ap.error(f"no dataset at {args.data!r}: make one with `bec-jax generate --preset quick --out {args.data}`")
+    if not 0 < args.test_frac < 1:
+        ap.error(f"--test-frac must lie in (0, 1), got {args.test_frac}")
+    small = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+             if k in ("chunk", "steps", "relax_iter", "cg_iters", "surrogate_steps", "surrogate_width") and v < 1]
+    if small or args.max_cases < 0:
+        ap.error(f"{', '.join(small) or f'--max-cases {args.max_cases}'}: must be >= 1 (--max-cases >= 0)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
-    if not Path(args.data).exists():
-        print(f"{args.data} missing: generating the quick preset (~10 min on 2 CPU cores)")
-        generate(PRESETS["quick"], args.data)
     arrays, attrs = read_h5(args.data)
     grid = load_grid(attrs)
     split = split_by_group(arrays["group"], (1 - args.test_frac, 0.0, args.test_frac), seed=args.seed)

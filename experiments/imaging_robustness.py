@@ -1,7 +1,7 @@
 """Imaging robustness: a model trained on clean inputs vs one trained under the imaging model.
 
 Both are ordinary ``bec_jax.train.fit`` runs on the same dataset, model, seed and
-epochs (``OUT/runs/clean``, ``OUT/runs/lab``; resumable), the second with the
+epochs (``RUNS/clean``, ``RUNS/lab``; resumable), the second with the
 ``lab`` preset's imaging settings (``bec_jax.pipeline.config.PRESETS["lab"].imaging``).
 Both are then shown camera images of the test split's held-out (g, Ω) groups,
 rendered and mapped back exactly as in training (``imaging.training.imaged_examples``,
@@ -25,6 +25,7 @@ every true vortex, pooled over the states (a vortex-free state has no flow), the
 a prediction and of the true target (the floor) taken alike by ``phase_field.to_velocity``. Writes to OUT: imaging_robustness.json, .md, .png.
 
     python experiments/imaging_robustness.py --data runs/lab/data.h5 --epochs 10
+    (checkpoints in --runs, default runs/imaging_robustness; the report in --out)
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ MODELS = ("clean", "lab")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="dataset .h5 (bec-jax generate / pipeline), 64² for the lab camera")
-    p.add_argument("--out", default="experiments/results/imaging_robustness")
+    p.add_argument("--out", default="experiments/results/imaging_robustness", help="folder of the report")
+    p.add_argument("--runs", default="runs/imaging_robustness", help="folder of the two training runs (checkpoints)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=8)
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
     mcfg = UNetConfig(base_width=args.width, depth=default_depth(grid.n), input_size=grid.n)
     predictors, train_info = {}, {}
     for name in MODELS:
-        res = fit(args.data, out / "runs" / name, mcfg, tc, imaging=lab if name == "lab" else None, progress=False,
+        res = fit(args.data, Path(args.runs) / name, mcfg, tc, imaging=lab if name == "lab" else None, progress=False,
                   log=None)
         # the epochs' own times: a rerun resumes the finished run instead of training again
         train_info[name] = dict(seconds=sum(h["seconds"] for h in res.history), best_epoch=res.best_epoch,

@@ -42,9 +42,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     for name in ("omega_star", "omega0"):
         if not abs(getattr(args, name)) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must satisfy |omega| < 1, got {getattr(args, name)}")
-    if args.steps < 1 or not args.tol > 0:
-        raise ValueError(f"need --steps >= 1 and --tol > 0, got {args.steps}, {args.tol}")
+            p.error(f"--{name.replace('_', '-')} must satisfy |omega| < 1, got {getattr(args, name)}")
+    if args.steps < 1 or not args.tol > 0 or not 0 <= args.g < float("inf") or args.n < 8:
+        p.error(f"need --steps >= 1, --tol > 0, 0 <= --g < inf and --n >= 8, got {args.steps}, {args.tol}, "
+                f"{args.g}, {args.n}")
 
     t0 = time.perf_counter()
     grid = bj.Grid(args.n, float(bj.box_length(args.g, max(args.omega_star, args.omega0))))

@@ -73,13 +73,19 @@ def main(argv=None) -> int:
     ap.add_argument("--start", type=int, default=1, help="which of the 4 seeded starts (default 1)")
     ap.add_argument("--out", default="experiments/results/pcg_rotation_mode")
     args = ap.parse_args(argv)
+    if args.iters < 250:
+        ap.error(f"--iters must be >= 250 (the table's first column), got {args.iters}")
+    if not 0 <= args.start < 4:
+        ap.error(f"--start must be 0, 1, 2 or 3, got {args.start}")
+    ks = [k for k in (250, 500, 750, 1000, 1500, 2000) if k <= args.iters]  # the table's columns
     g, omega = 500.0, 0.85
     t0 = time.perf_counter()
     rows = {}
     for n in (128, 200):
         for variant in ("default", "rotation_mode_projected"):
             rows[f"{n}/{variant}"] = r = trace(n, g, omega, variant, args.iters, args.start)
-            print(f"n={n} {variant:24s} residual at 500/1000/2000: {r[9]:.1e} {r[19]:.1e} {r[-1]:.1e}", flush=True)
+            print(f"n={n} {variant:24s} residual at " + "/".join(map(str, ks)) + ": "
+                  + " ".join(f"{r[k // EVERY - 1]:.1e}" for k in ks), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = dict(argv=sys.argv[1:] if argv is None else list(argv), g=g, omega=omega, start=args.start,
@@ -89,11 +95,11 @@ def main(argv=None) -> int:
     lines = ["# PCG and the rotation zero mode", "",
              f"`{' '.join(['python experiments/pcg_rotation_mode.py'] + result['argv'])}` — g = {g:g}, Ω = {omega}, seeded "
              f"start {args.start} of key 0 after 200 warm-up steps, complex128. Residual ‖Hψ − λψ‖ after k PCG iterations:",
-             "", "| n | variant | " + " | ".join(f"k = {k}" for k in (250, 500, 750, 1000, 1500, 2000)) + " | min over the run |",
-             "|---|---|" + "---|" * 7]
+             "", "| n | variant | " + " | ".join(f"k = {k}" for k in ks) + " | min over the run |",
+             "|---|---|" + "---|" * (len(ks) + 1)]
     for key, r in rows.items():
         n, variant = key.split("/")
-        lines.append(f"| {n} | {variant} | " + " | ".join(f"{r[k // EVERY - 1]:.1e}" for k in (250, 500, 750, 1000, 1500, 2000))
+        lines.append(f"| {n} | {variant} | " + " | ".join(f"{r[k // EVERY - 1]:.1e}" for k in ks)
                      + f" | {min(r):.1e} |")
     (out / "pcg_rotation_mode.md").write_text("\n".join(lines) + "\n")
     import matplotlib

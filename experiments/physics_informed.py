@@ -12,7 +12,9 @@ least squares), forms ψ = √n e^{iθ} with the measured density and compares i
 with the same reconstruction of the true target
 (``bec_jax.train.physics_informed``). ``--vortices`` subtracts the detected
 vortices first (as the evaluation does); measured on quick.h5 (λ = 1, 30
-epochs) that variant trains much worse (test MSE 0.105 vs 0.013 for MSE only):
+epochs, standard gradient; results/physics_informed/vortex_aware_lambda1.log, a
+log whose modified-gradient run was stopped unfinished) that variant trains much
+worse (test MSE 0.105 vs 0.013 for MSE only):
 spurious vortices in early predictions add a non-differentiable phase error
 that dominates the loss, so the default is plain least squares. Every variant's final (latest-epoch)
 model is evaluated on the test split with ``evaluate_run`` (masked MSE,

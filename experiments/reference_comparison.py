@@ -13,7 +13,7 @@ beside it, bec_jax's masked MSE (mean over valid pixels). A row whose measuremen
 never filled in from elsewhere.
 
     python experiments/reference_comparison.py --run benchmarks/results/gpu_h200/paper_pipeline \\
-        --out experiments/results/reference_comparison
+        --out runs/reference_comparison_h200
     python experiments/reference_comparison.py --run RUN --optimizer-run adamw=RUN_ADAMW --optimizer-run sgd=RUN_SGD \\
         --pruning-run PRUNE_RUN [--pruning-run PRUNE_RUN_2 ...] --reference-int8 QUANTIZE_RUN
     (experiments/reference_campaign.sh runs all of them and calls it)

@@ -73,8 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--h", type=float, default=1e-4, help="finite-difference step in Ω")
     p.add_argument("--out", default="experiments/results/sensitivity_map")
     args = p.parse_args(argv)
-    if not abs(args.omega) < 1 or args.g < 0:
-        raise ValueError(f"need |omega| < 1 and g >= 0, got omega={args.omega}, g={args.g}")
+    if not abs(args.omega) < 1 or not 0 <= args.g < float("inf") or args.n < 8 or not 0 < args.h < 0.1:
+        p.error(f"need |omega| < 1, 0 <= g < inf, n >= 8 and 0 < h < 0.1, got omega={args.omega}, g={args.g}, "
+                f"n={args.n}, h={args.h}")
 
     t0 = time.perf_counter()
     grid = bj.Grid(args.n, float(bj.box_length(args.g, args.omega)))

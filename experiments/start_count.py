@@ -24,8 +24,8 @@ and k ∈ {1, 2, 4, 8, 16} the study reports over the seeds:
 and recommends per rule the smallest k whose winner reached the lowest state for every seed of every
 (g, Ω) (none when even 16 did not). The lowest state found is only the lowest of all these starts.
 
-    nice python experiments/start_count.py                 # ~10 min on 2 cores -> results/start_count/
-    nice python experiments/start_count.py --n 200 --g 500 --out experiments/results/start_count_n200
+    nice python experiments/start_count.py --seeds 8       # ~10 min on 2 cores -> results/start_count/
+    nice python experiments/start_count.py --n 200 --g 500 --seeds 8 --out experiments/results/start_count_n200
     python experiments/start_count.py --quick              # n = 64, 2 seeds: a smoke run
 """
 

@@ -16,7 +16,7 @@ Feynman lattice spacing):
     (to first order in κa/R); κ fitted by least squares on the g = 100 and g = 500 points and checked on the
     held-out g = 300 points. ``groundstate.vortex_number_estimate`` is this rule.
 
-    nice python experiments/vortex_count_estimate.py            # ~6 min on 2 cores -> results/vortex_count_estimate/
+    nice python experiments/vortex_count_estimate.py            # ~10 min on 2 cores -> results/vortex_count_estimate/
     python experiments/vortex_count_estimate.py --from-json     # refit and rewrite the tables from the stored runs
 """
 
@@ -133,7 +133,8 @@ def success_by_offset(cases: list, rtol: float) -> dict:
 def markdown(result: dict) -> str:
     s = result["settings"]
     out = ["# Vortex count of the ground state against its estimate", "",
-           f"`python experiments/vortex_count_estimate.py {' '.join(result['argv'])}` — {s['n']}², float32, default "
+           f"`{' '.join(['python experiments/vortex_count_estimate.py', *result['argv']])}` "
+           f"— {s['n']}², float32, default "
            f"tolerances, every seeded count of the window × {s['keys']} keys relaxed alone; "
            f"{result['wall_s'] / 60:.1f} min, load average {result['load_average_start'][0]:.1f} → "
            f"{result['load_average_end'][0]:.1f}.", "",
@@ -184,6 +185,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.from_json:
+        if not (out / "vortex_count_estimate.json").is_file():
+            ap.error(f"--from-json: no {out / 'vortex_count_estimate.json'} (a run of this script writes it)")
         finish(json.loads((out / "vortex_count_estimate.json").read_text()), out)
         return 0
     if args.keys < 1:

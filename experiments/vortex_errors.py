@@ -1,6 +1,6 @@
 """Where a model's vortex errors sit: found, missed and false vortices.
 
-Takes a finished ``experiments/imaging_robustness.py`` output (its trained ``runs/lab``
+Takes a finished ``experiments/imaging_robustness.py`` output (its trained ``RUNS/lab``
 model at its last epoch, the one that script scores) and its dataset, renders the test
 split at the realistic setting with the same key, or (``--pipeline``) the saved models of a
 ``bec-jax pipeline`` run on its clean test split, and classifies every true vortex as
@@ -111,6 +111,8 @@ def estimators(grid, psi, mu, pred, tcfg) -> tuple[list, dict]:
             c[3].extend(dist / xi)
     rows = [dict(positions=k, tp=tp, fp=fp, fn=fn, f1=2 * tp / max(2 * tp + fp + fn, 1),
                  position_error_xi=float(np.mean(e)) if e else None) for k, (tp, fp, fn, e) in counts.items()]
+    if not off:  # no true vortex in these states
+        return rows, dict(mean=None, p99=None, max=None)
     return rows, dict(mean=float(np.mean(off)), p99=float(np.percentile(off, 99)), max=float(np.max(off)))
 
 
@@ -160,11 +162,12 @@ def markdown(result) -> str:
     lines += ["How vortices are placed (the same predictions; matching within 1 ξ):", "",
               "| positions | F1 | TP/FP/FN | mean matched distance (ξ) |", "|---|---|---|---|"]
     for e in result["estimators"]:
-        lines.append(f"| {e['positions']} | {e['f1']:.3f} | {e['tp']}/{e['fp']}/{e['fn']} | "
-                     f"{e['position_error_xi']:.3f} |")
+        err = "–" if e["position_error_xi"] is None else f"{e['position_error_xi']:.3f}"
+        lines.append(f"| {e['positions']} | {e['f1']:.3f} | {e['tp']}/{e['fp']}/{e['fn']} | {err} |")
     c = result["true_sub_plaquette_vs_cores_xi"]
-    lines += ["", f"True vortices: sub-plaquette positions against the cores (zeros of ψ): mean {c['mean']:.4f} ξ, "
-              f"99th percentile {c['p99']:.3f} ξ, max {c['max']:.3f} ξ.", ""]
+    if c["mean"] is not None:
+        lines += ["", f"True vortices: sub-plaquette positions against the cores (zeros of ψ): mean {c['mean']:.4f} "
+                  f"ξ, 99th percentile {c['p99']:.3f} ξ, max {c['max']:.3f} ξ.", ""]
     return "\n".join(lines + _table_lines(t))
 
 
@@ -220,7 +223,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None, help="the dataset imaging_robustness.py trained on")
     p.add_argument("--robustness", default="experiments/results/imaging_robustness",
                    help="imaging_robustness.py output folder (its runs/lab is the model; its JSON the seed)")
-    p.add_argument("--runs", default=None, help="folder of its runs/ (default: ROBUSTNESS/runs)")
+    p.add_argument("--runs", default="runs/imaging_robustness",
+                   help="its training runs' folder (its --runs; default runs/imaging_robustness)")
     p.add_argument("--out", default=None, help="output folder (default: ROBUSTNESS)")
     p.add_argument("--pipeline", default=None,
                    help="instead: a `bec-jax pipeline` run folder, whose --models are scored on its clean test split")
@@ -239,10 +243,10 @@ def main(argv=None) -> int:
         return pipeline_main(args)
     if args.data is None:
         p.error("--data is needed (or --pipeline)")
-    runs = Path(args.runs) if args.runs else Path(args.robustness) / "runs"
+    runs = Path(args.runs)
     for path in (Path(args.data), Path(args.robustness) / "imaging_robustness.json", runs / "lab" / "checkpoints"):
         if not path.exists():
-            p.error(f"{path} does not exist (an imaging_robustness.py output, its runs/ and its dataset are needed)")
+            p.error(f"{path} does not exist (an imaging_robustness.py output, its --runs and its dataset are needed)")
     import jax
 
     from imaging_robustness import REALISTIC, settings_for

@@ -27,12 +27,18 @@ def test_hamiltonian_learning(small_dataset, tmp_path):
     assert list(tmp_path.glob("*.png"))
 
 
-@pytest.mark.slow  # ~3 min: trains a camera-image model, which parameter_estimation then reads
+@pytest.mark.slow  # ~3 min: trains a camera-image model, which vortex_errors and parameter_estimation then read
 def test_imaging_robustness_then_parameter_estimation(small_dataset, tmp_path):
-    run("imaging_robustness.py", "--data", small_dataset, "--out", tmp_path / "robust", "--epochs", 1, "--width", 4)
+    runs = tmp_path / "runs"
+    run("imaging_robustness.py", "--data", small_dataset, "--out", tmp_path / "robust", "--runs", runs, "--epochs", 1,
+        "--width", 4)
     assert strict_json(tmp_path / "robust" / "imaging_robustness.json")
-    run("parameter_estimation.py", "--run", tmp_path / "robust" / "runs" / "lab", "--count", 2, "--out",
-        tmp_path / "estimate")
+    report = {p.name for p in (tmp_path / "robust").iterdir()}  # the report alone: checkpoints go to --runs
+    assert report == {f"imaging_robustness.{e}" for e in ("json", "md", "png")}
+    run("vortex_errors.py", "--data", small_dataset, "--robustness", tmp_path / "robust", "--runs", runs, "--out",
+        tmp_path / "errors")
+    assert strict_json(tmp_path / "errors" / "vortex_errors.json")
+    run("parameter_estimation.py", "--run", runs / "lab", "--count", 2, "--out", tmp_path / "estimate")
     assert strict_json(tmp_path / "estimate" / "parameter_estimation.json")
 
 
@@ -43,9 +49,9 @@ def test_inverse_design(tmp_path):
     assert result["steps"] >= 1 and result["history"]
 
 
-@pytest.mark.slow  # ~1 min (its grids are fixed at 128² and 200²)
+@pytest.mark.slow  # ~30 s (its grids are fixed at 128² and 200²)
 def test_pcg_rotation_mode(tmp_path):
-    run("pcg_rotation_mode.py", "--out", tmp_path)
+    run("pcg_rotation_mode.py", "--out", tmp_path, "--iters", 300)
     assert list(tmp_path.glob("*.json")) and list(tmp_path.glob("*.md"))
 
 
