@@ -1,12 +1,14 @@
 """What the seed studies (optimizer_comparison.py, physics_informed.py) share: their common flags, the model
 and dataset they train, and the loop that trains (or resumes) one ``bec_jax.train.fit`` run per (variant, seed)
-in ``OUT/<variant>/seed<k>``."""
+in ``OUT/<variant>/seed<k>``, and the statistics over seeds."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
+
+import numpy as np
 
 
 def add_flags(p: argparse.ArgumentParser, *, out: str, report_dir: str | None, epochs: int, seeds: str) -> None:
@@ -99,3 +101,13 @@ def train_runs(study: Study, args, names, make_config: Callable) -> Iterator[tup
             print(f"--- {name} seed {seed} -> {run_dir}", flush=True)
             yield name, seed, run_dir, fit(study.data, run_dir, study.model_config, make_config(name, seed),
                                            checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+
+
+def seed_stats(values) -> dict:
+    """Mean, sample std (ddof=1; 0 for one seed), min and max over seeds of the values that are not None
+    (all None without any)."""
+    v = np.asarray([x for x in values if x is not None], float)
+    if v.size == 0:
+        return dict(mean=None, std=None, min=None, max=None)
+    return dict(mean=float(v.mean()), std=float(v.std(ddof=1)) if v.size > 1 else 0.0, min=float(v.min()),
+                max=float(v.max()))

@@ -40,6 +40,8 @@ import numpy as np
 
 SWEEPS = dict(atom_number=(1e3, 1e4, 1e5, 1e6), psf_xi=(0.0, 1.0, 2.0, 3.0), tof=(0.0, 0.5, 1.0))
 REALISTIC = dict(atom_number=1e5, psf_xi=1.0, tof=0.5)
+#: the camera of every evaluation point (the lab preset's 112² camera; counts per pixel)
+CAMERA = dict(pixel_size=0.25, camera=112, background=10.0, read_noise=3.0, fringe_amplitude=5.0, n_fringes=3)
 MODELS = ("clean", "lab")
 
 
@@ -58,11 +60,13 @@ def settings_for(base, atom_number, psf_xi, tof, xi):
     """Fixed (lo = hi) imaging settings of one evaluation point (``ImagingTrainConfig``)."""
     lam = float(np.sqrt(1 + tof**2))
     fix = lambda v: (float(v), float(v))
+    c = CAMERA
     return dataclasses.replace(base, enabled=True, psf="gaussian" if psf_xi > 0 else "none", shot_noise=True,
-                               n_fringes=3, tof=fix(tof), omega=fix(0.0), angle=fix(0.0), pixel_size=fix(0.25),
-                               center_x=fix(0.0), center_y=fix(0.0), psf_width=fix(psf_xi * xi * lam),
-                               atom_number=fix(atom_number), background=fix(10.0), read_noise=fix(3.0),
-                               fringe_amplitude=fix(5.0))
+                               n_fringes=c["n_fringes"], rows=c["camera"], cols=c["camera"], tof=fix(tof),
+                               omega=fix(0.0), angle=fix(0.0), pixel_size=fix(c["pixel_size"]), center_x=fix(0.0),
+                               center_y=fix(0.0), psf_width=fix(psf_xi * xi * lam), atom_number=fix(atom_number),
+                               background=fix(c["background"]), read_noise=fix(c["read_noise"]),
+                               fringe_amplitude=fix(c["fringe_amplitude"]))
 
 
 def velocity_error(grid, psi, pred, y, tcfg, mu, vortices_true):

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _seed_study import add_flags, check, prepare, train_runs
+from _seed_study import add_flags, check, prepare, seed_stats, train_runs
 
 PAPER_EPOCH50 = {"adam": 9.2e-4, "adamw": 7.7e-4, "sgd": 1.24e-2}
 
@@ -45,12 +45,6 @@ def parse_args(argv=None):
         args.epochs, args.seeds, args.width, args.depth = 3, "0,1", 4, 2
     check(p, args, "optimizers", ("sgd", "adam", "adamw"))
     return args
-
-
-def _stats(values) -> dict:
-    v = np.asarray(values, float)
-    return dict(mean=float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                min=float(v.min()), max=float(v.max()))
 
 
 def _fmt(s: dict) -> str:
@@ -84,10 +78,10 @@ def main(argv=None) -> int:
     for opt in args.optimizers:
         rs = [r for r in runs if r["optimizer"] == opt]
         summary[opt] = dict(
-            final_val_reference=_stats([r["val_ref"][-1] for r in rs]),
-            final_val_masked=_stats([r["val_masked"][-1] for r in rs]),
-            best_val_reference=_stats([min(r["val_ref"]) for r in rs]),
-            best_val_masked=_stats([min(r["val_masked"]) for r in rs]),
+            final_val_reference=seed_stats([r["val_ref"][-1] for r in rs]),
+            final_val_masked=seed_stats([r["val_masked"][-1] for r in rs]),
+            best_val_reference=seed_stats([min(r["val_ref"]) for r in rs]),
+            best_val_masked=seed_stats([min(r["val_masked"]) for r in rs]),
             paper_epoch50_reference=PAPER_EPOCH50[opt],
         )
     info = json.loads((Path(runs[0]["run_dir"]) / "metrics.json").read_text())

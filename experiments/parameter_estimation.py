@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from imaging_robustness import CAMERA, REALISTIC
 
-#: the realistic imaging setting (experiments/imaging_robustness.py)
-SETTING = dict(atom_number=1e5, psf_xi=1.0, tof=0.5, pixel_size=0.25, camera=112, background=10.0, read_noise=3.0,
-               fringe_amplitude=5.0, n_fringes=3)
+#: the realistic imaging setting of experiments/imaging_robustness.py
+SETTING = REALISTIC | CAMERA
 VARIANTS = ("imaging model", "PSF ignored")
 
 

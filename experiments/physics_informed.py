@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _seed_study import add_flags, check, prepare, train_runs
+from _seed_study import add_flags, check, prepare, seed_stats, train_runs
 
 VARIANTS = ("mse", "fid_standard", "fid_modified")
 METRICS = (("mse", "test masked MSE", "{:.3e}"), ("fidelity_mean", "fidelity mean", "{:.4f}"),
@@ -74,13 +74,6 @@ def _train_config(variant: str, seed: int, args):
         return TrainConfig(loss="masked_mse", **common)
     return TrainConfig(loss="mse+fidelity", fidelity_weight=args.lam, fidelity_modified=variant == "fid_modified",
                        fidelity_vortices=args.vortices, **common)
-
-
-def _stats(values) -> dict:
-    v = np.asarray([x for x in values if x is not None], float)
-    if v.size == 0:
-        return dict(mean=None, std=None)
-    return dict(mean=float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else 0.0)
 
 
 def _cell(s: dict, fmt: str, n_seeds: int) -> str:
@@ -144,7 +137,7 @@ def main(argv=None) -> int:
         print("    test: " + ", ".join(f"{label} {fmt.format(test[k]) if test[k] is not None else '–'}"
                                        for k, label, fmt in METRICS), flush=True)
 
-    summary = {v: {k: _stats([r["test"][k] for r in runs if r["variant"] == v]) for k, _, _ in METRICS}
+    summary = {v: {k: seed_stats([r["test"][k] for r in runs if r["variant"] == v]) for k, _, _ in METRICS}
                for v in args.variants}
     info = json.loads((Path(runs[0]["run_dir"]) / "metrics.json").read_text())
     ceiling = float(np.mean([r["test"]["fidelity_ceiling_mean"] for r in runs]))

@@ -42,7 +42,8 @@ OUT = Path("experiments/results/vortex_count_estimate")
 
 
 def spacing(omega):
-    """Feynman's triangular-lattice spacing a = √(2π/(√3Ω)) (areal density Ω/π)."""
+    """Feynman's triangular-lattice spacing a = √(2π/(√3Ω)) (areal density Ω/π): ``gpe.groundstate.lattice_spacing``
+    in float64, for the fit."""
     return np.sqrt(2 * np.pi / (np.sqrt(3) * omega))
 
 

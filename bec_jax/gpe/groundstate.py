@@ -67,6 +67,7 @@ __all__ = [
     "initial_guess",
     "box_length",
     "vortex_number_estimate",
+    "lattice_spacing",
     "start_vortex_numbers",
     "compact_centre",
     "coarse_resolves",
@@ -351,6 +352,12 @@ def compact_centre(n_vortices):
 RIM_SPACINGS = 0.6
 
 
+def lattice_spacing(omega):
+    """Feynman's triangular-lattice spacing a = √(2π/(√3|Ω|)) (a⊥) of the areal vortex density |Ω|/π,
+    |Ω| floored at 1e-3 (no lattice without rotation). Numpy or jax arrays."""
+    return jnp.sqrt(2 * np.pi / (np.sqrt(3) * jnp.maximum(jnp.abs(omega), 1e-3)))
+
+
 def vortex_number_estimate(g, omega):
     """Expected vortex count of the ground state, N ≈ |Ω|(R² − 2κaR) = |Ω|R² − 2κa|Ω|R.
 
@@ -365,8 +372,7 @@ def vortex_number_estimate(g, omega):
     """
     _, R = thomas_fermi(g, omega)
     om = jnp.abs(omega)
-    a = jnp.sqrt(2 * np.pi / (np.sqrt(3) * jnp.maximum(om, 1e-3)))
-    return jnp.maximum(om * R * (R - 2 * RIM_SPACINGS * a), 0.0)
+    return jnp.maximum(om * R * (R - 2 * RIM_SPACINGS * lattice_spacing(omega)), 0.0)
 
 
 def initial_guess(grid: Grid, g, omega, key, n_vortices, centre=None):
@@ -389,7 +395,7 @@ def initial_guess(grid: Grid, g, omega, key, n_vortices, centre=None):
     X, Y = (jnp.asarray(a) for a in grid.mesh())
     amp = jnp.exp(-(X**2 + Y**2) / (2 * width**2))
     k_rot, k_off, k_jit, k_noise = jax.random.split(key, 4)
-    spacing = jnp.sqrt(2 * np.pi / (np.sqrt(3) * jnp.maximum(jnp.abs(omega), 1e-3)))
+    spacing = lattice_spacing(omega)
     ang = jax.random.uniform(k_rot, (), rdt, 0, 2 * np.pi)
     rot = jnp.array([[jnp.cos(ang), -jnp.sin(ang)], [jnp.sin(ang), jnp.cos(ang)]])
     if centre is None:
