@@ -110,16 +110,16 @@ def main(argv=None) -> int:
 
     ext = [-grid.length / 2, grid.length / 2, -grid.length / 2, grid.length / 2]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), constrained_layout=True)
-    panels = [(n, "density $n = |\\psi|^2$", "viridis", None),
-              (dn_om, "$\\partial n/\\partial\\Omega$", "RdBu_r", "sym"),
-              (dn_g, "$\\partial n/\\partial g$", "RdBu_r", "sym")]
-    for ax, (img, title, cmap, sym) in zip(axes, panels):
+    panels = [(n, "density $n = |\\psi|^2$", "viridis", None, "$n$ ($a_\\perp^{-2}$)"),
+              (dn_om, "$\\partial n/\\partial\\Omega$", "RdBu_r", "sym", "per $\\omega_\\perp$ ($a_\\perp^{-2}$)"),
+              (dn_g, "$\\partial n/\\partial g$", "RdBu_r", "sym", "per unit $g$ ($a_\\perp^{-2}$)")]
+    for ax, (img, title, cmap, sym, label) in zip(axes, panels):
         lim = np.max(np.abs(img)) if sym else None
         im = ax.imshow(img, origin="lower", extent=ext, cmap=cmap, vmin=-lim if sym else None, vmax=lim)
         ax.set_title(title)
-        ax.set_xlabel("x")
-        ax.set_ylabel("y")
-        fig.colorbar(im, ax=ax, shrink=0.85)
+        ax.set_xlabel("x ($a_\\perp$)")
+        ax.set_ylabel("y ($a_\\perp$)")
+        fig.colorbar(im, ax=ax, shrink=0.85, label=label)
     fig.suptitle(f"g = {args.g:g}, Ω = {args.omega:g}: {int(res.vortices)} vortices; implicit derivative of the "
                  f"ground state (finite differences agree to {rel_l2:.1e} in L2, radial profiles to "
                  f"{rel_l2_radial:.1e})")
