@@ -185,18 +185,22 @@ def plot(path, grid, dens, psi_a, model, info, box, fc, T, pa, pb, ident):
         titles = [f"observed  g={T[i, 0]:.1f}, Ω={T[i, 1]:.3f}", f"(a) solver  g={pa[i, 0]:.1f}, Ω={pa[i, 1]:.3f}",
                   f"(b) surrogate (orientation avg.)  g={pb[i, 0]:.1f}, Ω={pb[i, 1]:.3f}"]
         for c in range(3):
-            ax[r, c].imshow(imgs[c], origin="lower", extent=ext, cmap="viridis")
+            im = ax[r, c].imshow(imgs[c], origin="lower", extent=ext, cmap="viridis")
             ax[r, c].set_title(titles[c], fontsize=8)
+            ax[r, c].set_xlabel("x (a⊥)"); ax[r, c].set_ylabel("y (a⊥)")
+            fig.colorbar(im, ax=ax[r, c], shrink=0.8, label="density (a⊥⁻²)")
     for c, (k, name) in enumerate([(0, "g"), (1, "Ω")]):
         a = ax[-1, c]
         a.plot(T[:, k], pa[:, k], "o", ms=4, label="(a) solver")
         a.plot(T[:, k], pb[:, k], "x", ms=4, label="(b) surrogate")
         lim = [T[:, k].min(), T[:, k].max()]
         a.plot(lim, lim, "k--", lw=0.8)
-        a.set_xlabel(f"true {name}"); a.set_ylabel(f"recovered {name}"); a.legend(fontsize=7)
+        unit = " (ω⊥)" if name == "Ω" else ""
+        a.set_xlabel(f"true {name}{unit}"); a.set_ylabel(f"recovered {name}{unit}"); a.legend(fontsize=7)
     a = ax[-1, 2]
-    a.scatter(T[:, 0], T[:, 1], c=np.abs(pa[:, 1] / T[:, 1] - 1), s=12 + 30 * ident, cmap="magma_r")
-    a.set_xlabel("g"); a.set_ylabel("Ω"); a.set_title("(a) Ω rel. error (large: ≥ 2 vortices)", fontsize=8)
+    sc = a.scatter(T[:, 0], T[:, 1], c=np.abs(pa[:, 1] / T[:, 1] - 1), s=12 + 30 * ident, cmap="magma_r")
+    fig.colorbar(sc, ax=a, shrink=0.8, label="|Ω error| / Ω")
+    a.set_xlabel("g"); a.set_ylabel("Ω (ω⊥)"); a.set_title("(a) Ω rel. error (large: ≥ 2 vortices)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

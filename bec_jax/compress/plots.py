@@ -133,7 +133,9 @@ def plot_residual_percentiles(stats: dict, out) -> Path:
         ax.set_yticks(range(len(s["percentiles"])), [f"p{p}" for p in s["percentiles"]])
         ax.set_xticks(range(len(s["layers"])), s["layers"], rotation=90, fontsize=6)
         ax.set_title(f"{scheme}: |W − Ŵ|", fontsize=10)
-    fig.colorbar(im, ax=axes.tolist(), shrink=0.8)
+        ax.set_xlabel("conv layer")
+    axes[0].set_ylabel("percentile over the layer's weights")
+    fig.colorbar(im, ax=axes.tolist(), shrink=0.8, label="|W − Ŵ| (the weights' own units)")
     out = Path(out)
     save_figure(fig, out, dpi=120, bbox_inches="tight")
     return out
