@@ -117,6 +117,9 @@ def _exit_signalled(command: str, signum: int):
     then = "rerun the same command to " + ("resume" if command in RESUMABLE else "start again")
     # os.write, not print: the main thread may hold the stdio locks when the watchdog gets here.
     os.write(2, f"bec-jax {command}: stopped by {name}; {then}\n".encode())
+    from bec_jax.flags import abandon
+
+    abandon(_Signalled(signum))  # what unwinding would have done: locks released, empty output folders removed
     # Skip interpreter teardown: XLA and orbax threads still running then are what crashed it.
     os._exit(128 + signum)
 

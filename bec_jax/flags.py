@@ -83,16 +83,32 @@ def set_lead_process(lead: bool) -> None:
     _lead = bool(lead)
 
 
+_open: list[contextlib.ExitStack] = []  # the scopes of the commands running, for ``abandon``
+
+
 @contextlib.contextmanager
 def holding_locks():
     """Scope of one command: the locks taken by ``lock_output`` / ``out_dir`` are released at its end."""
     stack = contextlib.ExitStack()
     token = _held.set(stack)
+    _open.append(stack)
     try:
         with stack:
             yield
     finally:
+        _open.remove(stack)
         _held.reset(token)
+
+
+def abandon(exc: BaseException) -> None:
+    """Close the scopes of the commands still running as if ``exc`` had stopped them (their locks released,
+    output folders they made and left empty removed), from any thread: for an exit that skips unwinding
+    (``os._exit`` on a signal while the main thread is inside XLA)."""
+    for stack in reversed(list(_open)):
+        try:
+            stack.__exit__(type(exc), exc, None)
+        except BaseException:  # noqa: BLE001  (best effort on the way out; the exit itself must happen)
+            pass
 
 
 def lock_output(path) -> None:
@@ -103,6 +119,20 @@ def lock_output(path) -> None:
         if stack is None:
             raise RuntimeError("lock_output outside holding_locks(): the lock would never be released")
         stack.enter_context(locked(path))
+
+
+def check_apart(out, **inputs) -> None:
+    """UsageError when the output path ``out`` is one of the input folders ``inputs`` (flag name -> path; None:
+    not given) or lies inside one: a command writes beside what it reads, never into it."""
+    o = Path(os.path.realpath(out))
+    for flag, path in inputs.items():
+        if path is None:
+            continue
+        i = Path(os.path.realpath(path))
+        if o == i or i in o.parents:
+            where = "is" if o == i else "lies inside"
+            raise UsageError(f"--out {str(out)!r} {where} --{flag.replace('_', '-')} {str(path)!r}: write the "
+                             "output elsewhere")
 
 
 def out_dir(path: str, lock: bool = True) -> Path:

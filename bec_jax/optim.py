@@ -7,12 +7,21 @@ gradient-flow experiments all step through ``make_gradient_step``.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Callable
 
 import jax
 import optax
 
-__all__ = ["make_gradient_step"]
+__all__ = ["make_gradient_step", "check_learning_rate"]
+
+
+def check_learning_rate(value, name: str = "learning_rate") -> None:
+    """ValueError unless ``value`` is a finite number > 0: nan and inf pass ``> 0`` tests one way or the other,
+    and an infinite rate diverges in the first step, after the compile and the data load."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def make_gradient_step(loss_fn: Callable, tx: optax.GradientTransformation, *, has_aux: bool = False):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bec_jax.artifacts import CorruptArtifact, atomic_write_text, check_replaceable, read_manifest
-from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, out_dir
+from bec_jax.flags import UsageError, add_dataclass_flags, check_apart, config_from_flags, out_dir
 
 
 #: CompressConfig fields `bec-jax prune` does not use (the pipeline's quantization settings)
@@ -30,6 +30,8 @@ def cmd_prune(args) -> int:
 
     c = config_from_flags(_prune_base(), args, exclude=_NOT_PRUNE)
     pcfg = c.prune_config()
+    check_apart(args.out, run=args.run)
+    _check_unfinished(args, "prune.json", "prune")
     out = out_dir(args.out)
     # saved stages and no prune.json: a run stopped after its last stage, perhaps after saving its model
     interrupted = any((out / "stages").glob("stage_*")) and not (out / "prune.json").is_file()
@@ -76,6 +78,13 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def _check_unfinished(args, summary: str, command: str) -> None:
+    """UsageError for a rerun on a finished output (its ``summary`` written) without --overwrite: say it is done."""
+    if not args.overwrite and (Path(args.out) / summary).is_file():
+        raise UsageError(f"{args.out!r} holds a finished `bec-jax {command}` ({summary}): nothing to do; use "
+                         "another --out, or --overwrite to run it again")
+
+
 def _interrupted(out: Path, summary: str, kind: str) -> bool:
     """Whether ``out`` holds the model/ of this command (``kind``, as its save records it) without its
     ``summary``: a run stopped after saving, during its evaluation. A rerun replaces it (as ``--overwrite``),
@@ -114,6 +123,8 @@ def cmd_quantize(args) -> int:
     from bec_jax.compress.workflow import FineTuner, QuantizeConfig, load_setup, test_mse
 
     c = config_from_flags(QuantizeConfig(), args)
+    check_apart(args.out, run=args.run, from_pruned=args.from_pruned)
+    _check_unfinished(args, "quantize.json", "quantize")
     out = out_dir(args.out)
     replace = args.overwrite or _interrupted(out, "quantize.json", "quantized")
     for name in ("model", "fp32"):
@@ -121,7 +132,9 @@ def cmd_quantize(args) -> int:
     setup = load_setup(args.run, args.data)
     model = setup.model
     if args.from_pruned:
-        model, meta = load_quantized(Path(args.from_pruned) / "model", setup.model_config)
+        pruned = Path(args.from_pruned)  # a prune/shrink output, or a saved model folder itself (models/pruned)
+        model, meta = load_quantized(pruned if (pruned / "quantized.json").is_file() else pruned / "model",
+                                     setup.model_config)
         if (meta.get("extra") or {}).get("kind") == "quantized":  # int8 twice compounds the rounding
             raise UsageError(f"--from-pruned {args.from_pruned!r} holds an int8 model already: give a `bec-jax "
                              "prune` or `shrink` output")
@@ -167,6 +180,8 @@ def cmd_shrink(args) -> int:
     from bec_jax.models import count_params
 
     c = config_from_flags(ShrinkConfig(), args)
+    check_apart(args.out, run=args.run)
+    _check_unfinished(args, "shrink.json", "shrink")
     out = out_dir(args.out)
     replace = args.overwrite or _interrupted(out, "shrink.json", "structured")
     check_replaceable(out / "model", replace)
@@ -258,6 +273,8 @@ def register(sub) -> None:
                        description="Quantize a trained (or pruned) run to int8, save, reload and evaluate. Every "
                                    "QuantizeConfig field is a flag.")
     _io_flags(q, "runs/quantize", "existing OUT/model and OUT/fp32")
-    q.add_argument("--from-pruned", default=None, help="start from a `bec-jax prune` output folder")
+    q.add_argument("--from-pruned", default=None,
+                   help="start from a `bec-jax prune` or `shrink` output folder, or a saved model folder of one "
+                        "(a pipeline run's models/pruned)")
     add_dataclass_flags(q, QuantizeConfig, title="int8 (QuantizeConfig)")
     q.set_defaults(func=cmd_quantize)

@@ -239,7 +239,11 @@ def magnitude_masks(params, config: PruneConfig, previous=None):
     if config.distribution in ("global", "lamp"):
         pairs = _scale_kernel_pairs(names, chosen) if config.reclaim_dead_scales else {}
         scores = mags if config.distribution == "global" else [lamp_scores(m) for m in mags]
-        keeps = _global_keeps(chosen, scores, pairs, int(round(config.sparsity * sum(m.size for m in mags))))
+        n_all = sum(m.size for m in mags)
+        if round(config.sparsity * n_all) >= n_all:
+            raise ValueError(f"sparsity {config.sparsity!r} removes all {n_all} prunable weights: use sparsity "
+                             f"<= {1 - 1 / n_all:.12g} (one weight kept)")
+        keeps = _global_keeps(chosen, scores, pairs, int(round(config.sparsity * n_all)))
     else:  # erk
         shapes = [np.shape(names[n]) for n in chosen]
         whole = [len(s) != 4 for s in shapes]

@@ -31,6 +31,7 @@ from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks
 from bec_jax.compress.quantization import SCHEMES, load_quantized, read_model_meta, save_quantized
 from bec_jax.data.loader import BatchLoader
 from bec_jax.models.unet import UNet, UNetConfig
+from bec_jax.optim import check_learning_rate
 from bec_jax.train.core import (TrainConfig, TrainState, evaluate_loader, init_state, make_loss, make_optimizer,
                                 make_predict, make_train_step, run_epochs)
 from bec_jax.train.trainer import check_dataset_grid, load_dataset, load_trained, run_data_path, run_imaging
@@ -106,8 +107,8 @@ class CompressConfig:
             self.prune_config()
         except ValueError as e:
             raise ValueError(f"compress.{e}") from None
-        if self.ft_lr is not None and not self.ft_lr > 0:
-            raise ValueError(f"compress.ft_lr must be > 0, got {self.ft_lr}")
+        if self.ft_lr is not None:
+            check_learning_rate(self.ft_lr, "compress.ft_lr")
         if self.keep not in KEEP:
             raise ValueError(f"compress.keep must be one of {KEEP}, got {self.keep!r}")
         for s in (*self.schemes, self.combined_scheme):
@@ -147,13 +148,13 @@ class ShrinkConfig:
     def __post_init__(self):
         if not (0 < self.keep <= 1):
             raise ValueError(f"keep must be in (0, 1], got {self.keep}")
-        if self.ft_epochs < 0 or self.steps < 1 or self.repeats < 1:
-            raise ValueError(f"ft_epochs must be >= 0, steps and repeats >= 1, got {self.ft_epochs}, {self.steps}, "
-                             f"{self.repeats}")
+        for name, low in (("ft_epochs", 0), ("steps", 1), ("repeats", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if self.steps > 1 and self.ft_epochs < self.steps:
             raise ValueError(f"steps {self.steps} needs ft_epochs >= {self.steps} (split over the steps)")
-        if self.ft_lr is not None and not self.ft_lr > 0:
-            raise ValueError(f"ft_lr must be > 0, got {self.ft_lr}")
+        if self.ft_lr is not None:
+            check_learning_rate(self.ft_lr, "ft_lr")
         if self.keep_epoch not in KEEP:
             raise ValueError(f"keep_epoch must be one of {KEEP}, got {self.keep_epoch!r}")
 
@@ -185,8 +186,8 @@ class QuantizeConfig:
             raise ValueError(f"unknown scheme {self.scheme!r}; allowed: {SCHEMES}")
         if self.qat_epochs < 0:
             raise ValueError(f"qat_epochs must be >= 0, got {self.qat_epochs}")
-        if self.qat_lr is not None and not self.qat_lr > 0:
-            raise ValueError(f"qat_lr must be > 0, got {self.qat_lr}")
+        if self.qat_lr is not None:
+            check_learning_rate(self.qat_lr, "qat_lr")
 
 
 

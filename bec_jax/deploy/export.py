@@ -45,7 +45,7 @@ import numpy as np
 
 __all__ = ["FORMATS", "QUANTIZERS", "ExportConfig", "check_model_folder", "load_model", "model_kind", "export_jax",
            "onnx_graph", "calibration_inputs", "activation_scales", "export_onnx", "export_artifact", "load_artifact",
-           "onnx_threads", "evaluate_artifact", "artifact_latency", "available_format"]
+           "checksum_path", "check_artifact", "onnx_threads", "evaluate_artifact", "artifact_latency", "available_format"]
 
 FORMATS = ("jax", "onnx")
 QUANTIZERS = ("bec_jax", "ort")
@@ -414,14 +414,16 @@ def _ort_quantize(proto, calibration):
 
 def export_artifact(model_dir, fmt: str, out, *, data=None, quantizer: str = "bec_jax",
                     calibration_count: int = 32) -> dict:
-    """Export the saved model folder ``model_dir`` to the file ``out`` (written atomically).
+    """Export the saved model folder ``model_dir`` to the file ``out`` (written atomically), with its SHA-256
+    beside it in ``out.sha256`` (``sha256sum`` format: ``load_artifact`` checks it, so does ``sha256sum -c``).
 
     fmt: "jax" or "onnx". data: dataset .h5 for int8 ONNX calibration (its training split).
-    quantizer: "bec_jax" or "ort" (ONNX only). Returns {"format", "kind", "quantizer", "bytes", "out"}.
+    quantizer: "bec_jax" or "ort" (ONNX only). Returns {"format", "kind", "quantizer", "bytes", "out",
+    "sha256"}.
     Unsupported combinations, and a ``data`` on another grid than the model's input, raise ValueError
     before any work.
     """
-    from bec_jax.artifacts import atomic_write
+    from bec_jax.artifacts import atomic_write, atomic_write_text, sha256_file
     from bec_jax.train.trainer import check_dataset_grid
 
     ExportConfig(fmt, quantizer, calibration_count)  # bad settings fail before any work
@@ -440,9 +442,35 @@ def export_artifact(model_dir, fmt: str, out, *, data=None, quantizer: str = "be
         payload = export_onnx(model, calibration, quantizer).SerializeToString()
     out = Path(out)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(payload))
+    digest = sha256_file(out)
+    atomic_write_text(checksum_path(out), f"{digest}  {out.name}\n")
     quant = "int8" if kind == "int8" or quantizer == "ort" and fmt == "onnx" else "fp32"
     return dict(format=fmt, kind=kind, precision=quant, quantizer=quantizer if needs_data else None,
-                bytes=out.stat().st_size, out=str(out))
+                bytes=out.stat().st_size, out=str(out), sha256=digest)
+
+
+def checksum_path(path) -> Path:
+    """The checksum file of an exported artifact: ``NAME.sha256`` beside ``NAME``."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def check_artifact(path) -> None:
+    """CorruptArtifact (a ValueError) naming ``path`` when its checksum file (``checksum_path``) is there and
+    the file's SHA-256 differs from it, or the checksum file is unreadable; a file without one (copied
+    alone) passes unchecked."""
+    from bec_jax.artifacts import CorruptArtifact, sha256_file
+
+    path, sidecar = Path(path), checksum_path(path)
+    if not sidecar.is_file():
+        return
+    try:
+        expected = sidecar.read_text().split()[0].lower()
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise CorruptArtifact(f"{str(sidecar)!r} is damaged (not a sha256sum line)") from None
+    if sha256_file(path) != expected:
+        raise CorruptArtifact(f"{str(path)!r} is corrupt: its content does not match the checksum in "
+                              f"{sidecar.name} (export it again)")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -457,10 +485,12 @@ def load_artifact(path, *, threads: int | None = None):
     numpy float32 (B, n, n, out_channels). ``.onnx`` files run with ONNX Runtime (``threads``: its
     intra-op threads, None = all), anything else as ``jax.export`` (threads follow XLA's flags).
     ``f.info`` holds {"format", "path", "input_shape"}. Needs only JAX or ONNX Runtime, not bec_jax's
-    training code."""
+    training code. A file with its checksum file beside it (``export_artifact`` writes one) is checked
+    first: CorruptArtifact naming it when it changed."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no exported model at {str(path)!r}")
+    check_artifact(path)
     if path.suffix == ".onnx":
         try:
             sess = _session(path, threads)
@@ -484,7 +514,8 @@ def load_artifact(path, *, threads: int | None = None):
     def run(x):
         return np.asarray(call(np.asarray(x, np.float32)))
 
-    run.info = dict(format="jax", path=str(path), input_shape=[str(d) for d in exported.in_avals[0].shape])
+    shape = [d if isinstance(d, int) else str(d) for d in exported.in_avals[0].shape]  # "b": the symbolic batch
+    run.info = dict(format="jax", path=str(path), input_shape=shape)
     return run
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, lock_output, out_dir
+from bec_jax.flags import UsageError, add_dataclass_flags, check_apart, config_from_flags, lock_output, out_dir
 
 from bec_jax.deploy.export import ExportConfig, check_model_folder  # numpy only: parsing does not start JAX
 
@@ -20,8 +20,10 @@ def cmd_export(args) -> int:
     if out.exists() and not args.overwrite:
         raise UsageError(f"{str(out)!r} exists; pass --overwrite to replace it")
     if not Path(args.model).is_dir():
-        raise UsageError(f"--model {args.model!r} is not a folder")
+        what = "is not a folder" if Path(args.model).exists() else "does not exist"
+        raise UsageError(f"--model {args.model!r} {what}")
     check_model_folder(args.model)
+    check_apart(out, model=args.model)
     if args.data is not None and not Path(args.data).is_file():
         raise UsageError(f"--data {args.data!r} is not a file")
     needed = dict(jax="flatbuffers", onnx="onnxruntime")[c.format]  # jax.export writes flatbuffers

@@ -70,6 +70,7 @@ from bec_jax.inverse.features import (
     seed_state_from_density,
 )
 from bec_jax.inverse.ranges import ParamBox
+from bec_jax.optim import check_learning_rate
 from bec_jax.imaging.psf import blur
 
 __all__ = [
@@ -114,8 +115,7 @@ class SolverInversionConfig:
         for name in ("steps", "init_iter", "relax_iter", "cg_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_learning_rate(self.lr, "lr")
         if not 0 <= self.b1 < 1:
             raise ValueError(f"b1 must be in [0, 1), got {self.b1}")
         for name in ("cg_tol", "tol_residual"):

@@ -39,7 +39,7 @@ from flax import nnx
 
 from bec_jax.data.loader import Batch
 from bec_jax.data.targets import TargetConfig
-from bec_jax.optim import make_gradient_step
+from bec_jax.optim import check_learning_rate, make_gradient_step
 from bec_jax.train.losses import masked_mse, masked_sq_error_sums, reference_masked_mse
 
 __all__ = [
@@ -155,8 +155,7 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
-        if not (0 < self.learning_rate < math.inf):  # nan fails both; inf would diverge in the first step
-            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
+        check_learning_rate(self.learning_rate)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.epochs < 1:

@@ -97,6 +97,12 @@ def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     again = ["quantize", "--run", str(run), "--scheme", "per_channel", "--no-progress"]
     assert main([*again, "--out", str(tmp_path / "q")]) == 0 and (tmp_path / "q" / "quantize.json").is_file()
     capsys.readouterr()
+    assert main([*again, "--out", str(tmp_path / "q")]) == 2  # finished: nothing to do
+    assert "holds a finished `bec-jax quantize`" in capsys.readouterr().err
+    # the saved model folder itself (a pipeline's models/pruned) is a pruned model too
+    assert main([*again, "--from-pruned", str(tmp_path / "p" / "model"), "--out", str(tmp_path / "q3")]) == 0
+    assert json.loads((tmp_path / "q3" / "quantize.json").read_text())["test_mse_reloaded"] > 0
+    capsys.readouterr()
     assert main([*again, "--out", str(tmp_path / "p")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err and (tmp_path / "p" / "prune.json").is_file()
     # a pruned model of another architecture is refused

@@ -115,6 +115,11 @@ def test_bad_input():
     for s in (-0.1, 1.0, 1.5):
         with pytest.raises(ValueError, match=r"\[0, 1\)"):
             PruneConfig(s)
+    # below 1, yet rounding to every weight: refused, naming the largest sparsity that keeps one
+    params = {"conv": {"kernel": jnp.arange(1.0, 1001.0).reshape(10, 10, 10, 1)}}
+    with pytest.raises(ValueError, match=r"removes all 1000 prunable weights: use sparsity <= 0.999 "):
+        magnitude_masks(params, PruneConfig(0.9999999, include_bn_scale=False))
+    assert int(magnitude_masks(params, PruneConfig(0.999, include_bn_scale=False))["conv"]["kernel"].sum()) == 1
     with pytest.raises(ValueError, match="keep_pruned"):
         set_masks(optax.adam(1e-3).init({"a": jnp.ones(3)}), {"a": jnp.ones(3, bool)})
     with pytest.raises(ValueError, match="structure"):

@@ -103,6 +103,26 @@ def test_jax_int8_file_holds_int8_weights(folders, tmp_path):
     assert sizes["dense"] - sizes["int8"] > 0.8 * 3 * kernels  # 4 bytes per weight became 1 (+ scales, ops)
 
 
+def test_an_exported_file_carries_its_checksum_and_a_changed_one_is_refused(folders, tmp_path):
+    pytest.importorskip("flatbuffers")
+    from bec_jax.artifacts import CorruptArtifact
+    from bec_jax.deploy.export import checksum_path, export_artifact
+
+    path = tmp_path / "m.jaxexport"
+    info = export_artifact(folders / "dense", "jax", path)
+    line = checksum_path(path).read_text()
+    assert line == f"{info['sha256']}  m.jaxexport\n"  # sha256sum's format: `sha256sum -c m.jaxexport.sha256`
+    f = load_artifact(path)
+    assert f.info["input_shape"] == ["b", 18, 18, 1]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit, in the weights: it would load and run, wrongly
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptArtifact, match="m.jaxexport' is corrupt: .*m.jaxexport.sha256"):
+        load_artifact(path)
+    checksum_path(path).unlink()  # a file copied alone loads unchecked
+    assert load_artifact(path).info["format"] == "jax"
+
+
 def test_load_artifact_rejects_missing_and_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="no exported model"):
         load_artifact(tmp_path / "none.onnx")
@@ -205,9 +225,11 @@ def test_export_cli_errors_are_one_line(folders, tmp_path, capsys):
         assert message in err and err.count("\n") == 1, err
     assert main(["export", "--model", str(tmp_path / "none"), "--format", "jax",
                  "--out", str(tmp_path / "b.jaxexport")]) == 2
-    assert "is not a folder" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
     assert main(["export", "--model", str(tmp_path), "--format", "jax", "--out", str(tmp_path / "b.jaxexport")]) == 2
     assert "not a saved model folder" in capsys.readouterr().err
+    assert main(args + ["--format", "jax", "--out", str(folders / "int8" / "x.jaxexport")]) == 2  # into the model
+    assert "lies inside --model" in capsys.readouterr().err and not (folders / "int8" / "x.jaxexport").exists()
 
 
 def test_export_cli_writes_and_refuses_to_overwrite(folders, tmp_path, capsys):

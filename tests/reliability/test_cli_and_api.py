@@ -65,7 +65,14 @@ def test_prune_overwrite_replaces_its_own_model(small_run, tmp_path, capsys):
     assert main(args) == 0
     first = json.loads((tmp_path / "model" / MANIFEST).read_text())
     assert first["kind"] == "model" and first["files"]
+    capsys.readouterr()
+    assert main(args) == 2                                   # done: said so, nothing redone
+    _one_line(capsys, "holds a finished `bec-jax prune` (prune.json): nothing to do")
     assert main(args + ["--overwrite"]) == 0
+    capsys.readouterr()
+    for out in (run, run / "checkpoints"):                   # never into the run it reads
+        assert main([*args[:-1], str(out)]) == 2
+        _one_line(capsys, "--out", "--run", "write the output elsewhere")
 
 
 def test_damaged_checkpoint_and_model_are_refused_naming_the_file(small_run, tmp_path, capsys):
@@ -137,6 +144,8 @@ def test_bad_settings_fail_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["pipeline", "--out", "p1", *TINY, "--train-split", "0.9,0.9,0.9"]) == 2
     _one_line(capsys, "split")
+    assert main(["pipeline", "--out", "p1", *TINY, "--compress-ft-lr", "inf"]) == 2  # not after training
+    _one_line(capsys, "compress.ft_lr must be a finite number > 0, got inf")
     assert not (tmp_path / "p1").exists()
     assert main(["generate", "--out", "s.h5", "--seed", "-1"]) == 2
     _one_line(capsys, "seed")

@@ -74,3 +74,16 @@ def test_the_stop_message_says_whether_a_rerun_resumes(command, then):
             "except BaseException:\n    time.sleep(30)  # the watchdog's exit\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 143 and r.stderr.strip().splitlines() == [f"bec-jax {command}: stopped by SIGTERM; {then}"]
+
+
+def test_the_watchdogs_exit_releases_the_lock_and_removes_the_empty_output(tmp_path):
+    """A stop while the main thread is stuck (inside XLA) ends by ``os._exit``, which skips unwinding: the
+    lock file and the output folder the command made, still empty, go all the same."""
+    out = tmp_path / "new" / "out"
+    code = ("import os, signal, sys, time; from bec_jax import cli, flags; cli._install_signal_handlers('quantize')\n"
+            "with flags.holding_locks():\n    flags.out_dir(sys.argv[1])\n"
+            "    try:\n        os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
+            "    except BaseException:\n        time.sleep(30)  # stuck: the watchdog's exit\n")
+    r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 143, r.stderr
+    assert not (tmp_path / "new").exists()
