@@ -45,7 +45,8 @@ import numpy as np
 
 __all__ = ["FORMATS", "QUANTIZERS", "ExportConfig", "check_model_folder", "load_model", "model_kind", "export_jax",
            "onnx_graph", "calibration_inputs", "activation_scales", "export_onnx", "export_artifact", "load_artifact",
-           "checksum_path", "check_artifact", "onnx_threads", "evaluate_artifact", "artifact_latency", "available_format"]
+           "checksum_path", "check_artifact", "onnx_threads", "evaluate_artifact", "artifact_latency",
+           "available_format"]
 
 FORMATS = ("jax", "onnx")
 QUANTIZERS = ("bec_jax", "ort")
