@@ -69,12 +69,13 @@ def cmd_prune(args) -> int:
                    prune_config=dataclasses.asdict(pcfg),
                    test_mse_dense=dense["mse"], test_mse_dense_ref=dense["mse_ref"], test_mse=final["mse"],
                    test_mse_ref=final["mse_ref"], ratio_to_dense=final["mse"] / dense["mse"],
-                   evaluation=evaluation, sparsity_table=report, files=dict(model=str(out / "model"), **sizes))
+                   evaluation=evaluation, achieved_sparsity=report["total"]["sparsity"], sparsity_table=report,
+                   files=dict(model=str(out / "model"), **sizes))
     atomic_write_text(out / "prune.json", json.dumps(summary, indent=2))
     if not args.keep_stages:
         clear_stages(out / "stages")
-    print(json.dumps({k: summary[k] for k in ("method", "sparsity", "test_mse_dense", "test_mse", "ratio_to_dense")}
-                     | dict(achieved_sparsity=report["total"]["sparsity"], json=str(out / "prune.json"))))
+    _print_headline("prune", summary, ("method", "sparsity", "achieved_sparsity", "test_mse_dense", "test_mse",
+                                       "ratio_to_dense"), out / "prune.json")
     return 0
 
 
@@ -100,6 +101,19 @@ def _interrupted(out: Path, summary: str, kind: str) -> bool:
     except (CorruptArtifact, OSError, ValueError):
         return False
     return (meta.get("extra") or {}).get("kind") == kind
+
+
+def _print_headline(command: str, summary: dict, keys, path: Path) -> None:
+    """Print the JSON line of a compress command: ``keys`` of its ``summary``, the evaluation's mean fidelity and
+    vortex count accuracy, and its JSON file ``path``; warn on stderr for a model no better than a zero-phase
+    guess, which its MSE alone would not show."""
+    ev = summary["evaluation"]
+    if ev["fidelity_mean"] <= ev["fidelity_zero_phase_mean"]:
+        print(f"bec-jax {command}: warning: this model has not learnt the phase: mean fidelity "
+              f"{ev['fidelity_mean']:.3f}, no better than a zero-phase guess's {ev['fidelity_zero_phase_mean']:.3f}",
+              file=sys.stderr, flush=True)
+    print(json.dumps({k: summary[k] for k in keys} | dict(fidelity_mean=ev["fidelity_mean"],
+                     vortex_count_accuracy=ev["vortex_count_accuracy"], json=str(path))))
 
 
 def _evaluation(args, model) -> dict:
@@ -167,7 +181,8 @@ def cmd_quantize(args) -> int:
                    payload_bytes=sizes["payload_bytes"], fp32_bytes_on_disk=fp_sizes["bytes_on_disk"],
                    fp32_payload_bytes=fp_sizes["payload_bytes"], model=str(out / "model"))
     atomic_write_text(out / "quantize.json", json.dumps(summary, indent=2))
-    print(json.dumps(summary))
+    _print_headline("quantize", summary, ("scheme", "qat_epochs", "test_mse_fp32", "test_mse_reloaded",
+                                          "mse_change", "bytes_on_disk", "fp32_bytes_on_disk"), out / "quantize.json")
     return 0
 
 
@@ -220,8 +235,8 @@ def cmd_shrink(args) -> int:
                    latency_ms_dense=lat["dense"]["median_ms"], latency_ms=lat["shrunk"]["median_ms"],
                    speedup=lat["dense"]["median_ms"] / lat["shrunk"]["median_ms"], model=str(out / "model"), **sizes)
     atomic_write_text(out / "shrink.json", json.dumps(summary, indent=2))
-    print(json.dumps({k: summary[k] for k in ("keep", "outer", "params", "test_mse_dense", "test_mse_reloaded",
-                                              "ratio_to_dense", "speedup")} | dict(json=str(out / "shrink.json"))))
+    _print_headline("shrink", summary, ("keep", "outer", "params", "test_mse_dense", "test_mse_reloaded",
+                                        "ratio_to_dense", "speedup"), out / "shrink.json")
     return 0
 
 

@@ -157,7 +157,7 @@ def summarize(per_sample: dict) -> dict:
         vortex_count_mae=float(np.mean(np.abs(n_true - n_pred))),
         vortices_true=int(n_true.sum()), vortices_pred=int(n_pred.sum()),
         true_positives=tp, false_positives=fp, false_negatives=fn,
-        precision=tp / max(tp + fp, 1), recall=tp / max(tp + fn, 1),
+        precision=tp / (tp + fp) if tp + fp else None, recall=tp / (tp + fn) if tp + fn else None,  # 0/0: none
         position_error_xi_mean=float(errs.mean()) if errs.size else None,
         position_error_xi_median=float(np.median(errs)) if errs.size else None,
         position_error_xi_max=float(errs.max()) if errs.size else None,

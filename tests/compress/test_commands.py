@@ -223,3 +223,18 @@ def test_prune_warns_when_the_saved_model_s_statistics_look_stale(small_run, tmp
         in capsys.readouterr().err
     assert main(argv + [str(tmp_path / "precise"), "--precise-bn"]) == 0  # precise statistics: another cause
     assert "bec-jax prune: warning:" not in capsys.readouterr().err
+
+
+def test_the_printed_line_gives_fidelity_and_warns_of_a_model_that_has_not_learnt_the_phase(tmp_path, capsys):
+    from bec_jax.compress.commands import _print_headline
+
+    ev = dict(fidelity_mean=0.128, fidelity_zero_phase_mean=0.131, vortex_count_accuracy=0.0)
+    _print_headline("shrink", dict(ratio_to_dense=1.9, evaluation=ev), ("ratio_to_dense",), tmp_path / "shrink.json")
+    out, err = capsys.readouterr()
+    assert json.loads(out) == dict(ratio_to_dense=1.9, fidelity_mean=0.128, vortex_count_accuracy=0.0,
+                                   json=str(tmp_path / "shrink.json"))
+    assert err.strip() == ("bec-jax shrink: warning: this model has not learnt the phase: mean fidelity 0.128, no "
+                           "better than a zero-phase guess's 0.131")
+    _print_headline("shrink", dict(ratio_to_dense=1.0, evaluation=dict(ev, fidelity_mean=0.9)), ("ratio_to_dense",),
+                    tmp_path / "shrink.json")
+    assert capsys.readouterr().err == ""
