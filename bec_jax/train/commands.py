@@ -59,8 +59,8 @@ def cmd_evaluate(args) -> int:
     run = Path(args.run)
     if not (run / "checkpoints").is_dir():
         raise UsageError(f"no training run at {args.run!r} (expected {str(run / 'checkpoints')!r})")
-    if args.samples < 0:
-        raise UsageError(f"--samples must be >= 0, got {args.samples}")
+    if not 0 <= args.samples <= 16:
+        raise UsageError(f"--samples must be in [0, 16] (rows of predictions.png), got {args.samples}")
     out = out_dir(args.out or str(run / "eval"))
     res = evaluate_run(run, data=args.data, which=args.checkpoint, split=args.split, batch_size=args.batch_size,
                        ecfg=config_from_flags(EvalConfig(), args), progress=not args.no_progress,
@@ -110,7 +110,8 @@ def register(sub) -> None:
                    help="samples scored: the run's group-wise test, val or train split, or all samples (for a "
                         "dataset other than the run's) (default test)")
     e.add_argument("--out", default=None, help="output folder (default RUN/eval)")
-    e.add_argument("--samples", type=int, default=4, help="test samples in predictions.png (0: no figure)")
+    e.add_argument("--samples", type=int, default=4,
+                   help="samples of the split in predictions.png, 0 to 16 (0: no figure; default 4)")
     e.add_argument("--batch-size", type=int, default=16, help="samples per evaluation batch (default 16)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dataclass_flags(e, EvalConfig, title="evaluation (EvalConfig)")

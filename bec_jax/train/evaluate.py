@@ -36,8 +36,9 @@ class EvalConfig:
 
     match_radius: a predicted vortex matches a true one of the same sign within
       this distance, in healing lengths ξ = 1/√(2μ) (> 0).
-    vortex_threshold, vortex_sigma: the cloud region where vortices count
-      (``vortex_mask``: blurred density > threshold·max, blur σ in trap units).
+    vortex_threshold: where vortices count: the blurred density above this fraction of its maximum
+      (``vortex_mask``).
+    vortex_sigma: σ (a⊥) of the Gaussian blur of vortex_threshold's density.
     max_vortices: most vortices per image used by the phase reconstruction
       (a static size for jit); more raise an error.
     """
