@@ -121,18 +121,21 @@ def lock_output(path) -> None:
         stack.enter_context(locked(path))
 
 
-def check_apart(out, **inputs) -> None:
-    """UsageError when the output path ``out`` is one of the input folders ``inputs`` (flag name -> path; None:
-    not given) or lies inside one: a command writes beside what it reads, never into it."""
-    o = Path(os.path.realpath(out))
+def check_apart(out, writes=(), **inputs) -> None:
+    """UsageError when the output folder ``out`` is one of the input paths ``inputs`` (flag name -> path; None:
+    not given) or lies inside one, or when a folder the command writes there (``writes``: names in ``out``) is
+    an input or holds one: a command writes beside what it reads, never into or over it."""
+    targets = [Path(os.path.realpath(out))] + [Path(os.path.realpath(Path(out) / w)) for w in writes]
     for flag, path in inputs.items():
         if path is None:
             continue
         i = Path(os.path.realpath(path))
-        if o == i or i in o.parents:
-            where = "is" if o == i else "lies inside"
-            raise UsageError(f"--out {str(out)!r} {where} --{flag.replace('_', '-')} {str(path)!r}: write the "
-                             "output elsewhere")
+        for k, t in enumerate(targets):
+            what = "is" if t == i else "lies inside" if i in t.parents else "holds" if k and t in i.parents else None
+            if what:
+                name = str(out) if not k else str(Path(out) / writes[k - 1])
+                raise UsageError(f"{'--out' if not k else 'the output'} {name!r} {what} --{flag.replace('_', '-')} "
+                                 f"{str(path)!r}: write the output elsewhere")
 
 
 def out_dir(path: str, lock: bool = True) -> Path:

@@ -20,7 +20,13 @@ __all__ = ["make_gradient_step", "check_learning_rate"]
 def check_learning_rate(value, name: str = "learning_rate") -> None:
     """ValueError unless ``value`` is a finite number > 0: nan and inf pass ``> 0`` tests one way or the other,
     and an infinite rate diverges in the first step, after the compile and the data load."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+    try:  # a Python or NumPy real, or a 0-d array of one
+        ok = not isinstance(value, (bool, str, bytes)) and getattr(value, "ndim", 0) == 0 \
+            and isinstance(value.item() if hasattr(value, "item") else value, numbers.Real) \
+            and 0 < float(value) < math.inf
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 

@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="the dataset imaging_robustness.py trained on")
     p.add_argument("--robustness", default="experiments/results/imaging_robustness",
-                   help="imaging_robustness.py output folder (its runs/lab is the model; its JSON the seed)")
+                   help="imaging_robustness.py output folder (its JSON gives the seed; --runs the model)")
     p.add_argument("--runs", default="runs/imaging_robustness",
                    help="its training runs' folder (its --runs; default runs/imaging_robustness)")
     p.add_argument("--out", default=None, help="output folder (default: ROBUSTNESS)")

@@ -30,7 +30,7 @@ def cmd_prune(args) -> int:
 
     c = config_from_flags(_prune_base(), args, exclude=_NOT_PRUNE)
     pcfg = c.prune_config()
-    check_apart(args.out, run=args.run)
+    check_apart(args.out, ("model", "stages"), run=args.run)
     _check_unfinished(args, "prune.json", "prune")
     out = out_dir(args.out)
     # saved stages and no prune.json: a run stopped after its last stage, perhaps after saving its model
@@ -137,7 +137,7 @@ def cmd_quantize(args) -> int:
     from bec_jax.compress.workflow import FineTuner, QuantizeConfig, load_setup, test_mse
 
     c = config_from_flags(QuantizeConfig(), args)
-    check_apart(args.out, run=args.run, from_pruned=args.from_pruned)
+    check_apart(args.out, ("model", "fp32"), run=args.run, from_pruned=args.from_pruned)
     _check_unfinished(args, "quantize.json", "quantize")
     out = out_dir(args.out)
     replace = args.overwrite or _interrupted(out, "quantize.json", "quantized")
@@ -149,7 +149,7 @@ def cmd_quantize(args) -> int:
         pruned = Path(args.from_pruned)  # a prune/shrink output, or a saved model folder itself (models/pruned)
         model, meta = load_quantized(pruned if (pruned / "quantized.json").is_file() else pruned / "model",
                                      setup.model_config)
-        if (meta.get("extra") or {}).get("kind") == "quantized":  # int8 twice compounds the rounding
+        if meta.get("quant"):  # int8 twice compounds the rounding (quantize's, the pipeline's int8 variants)
             raise UsageError(f"--from-pruned {args.from_pruned!r} holds an int8 model already: give a `bec-jax "
                              "prune` or `shrink` output")
     qcfg = QuantConfig.preset(c.scheme)
@@ -195,7 +195,7 @@ def cmd_shrink(args) -> int:
     from bec_jax.models import count_params
 
     c = config_from_flags(ShrinkConfig(), args)
-    check_apart(args.out, run=args.run)
+    check_apart(args.out, ("model",), run=args.run)
     _check_unfinished(args, "shrink.json", "shrink")
     out = out_dir(args.out)
     replace = args.overwrite or _interrupted(out, "shrink.json", "structured")

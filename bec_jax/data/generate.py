@@ -417,9 +417,11 @@ def write_shard_manifest(config: GenerateConfig, out, count: int) -> dict:
         summaries.append(json.loads(attrs.get("summary", "{}")))
         if f.name in before and sha256_file(f) != before[f.name]:  # changed since: recorded anew only if intact
             _check_complete(f, summaries[-1])
-            warnings.warn(f"{str(f)!r} changed since the dataset's manifest was written; it reads back whole and "
-                          "its content matches the digest saved with it, so the manifest now records it as it is",
-                          stacklevel=3)
+            held = "its content matches the digest saved with it" if summaries[-1].get("content_sha256") \
+                else "no content digest was saved with it"
+            warnings.warn(f"{str(f)!r} differs from the dataset's previous manifest (generated again, or bytes "
+                          f"changed outside its data); it reads back whole and {held}, so the manifest now "
+                          "records it as it is", stacklevel=3)
     total = sum(s["n_samples"] for s in shards)
     summary = dict(n_samples=total, n_failed=n_failed,
                    **{k: sum(s.get(k, 0) for s in summaries) for k in ("n_not_converged", "n_touch_edge")},

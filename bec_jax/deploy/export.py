@@ -442,6 +442,7 @@ def export_artifact(model_dir, fmt: str, out, *, data=None, quantizer: str = "be
         calibration = calibration_inputs(data, calibration_count) if needs_data else None
         payload = export_onnx(model, calibration, quantizer).SerializeToString()
     out = Path(out)
+    checksum_path(out).unlink(missing_ok=True)  # a stop between the two writes leaves a file unchecked, not "corrupt"
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(payload))
     digest = sha256_file(out)
     atomic_write_text(checksum_path(out), f"{digest}  {out.name}\n")

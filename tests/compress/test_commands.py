@@ -100,8 +100,12 @@ def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     assert main([*again, "--out", str(tmp_path / "q")]) == 2  # finished: nothing to do
     assert "holds a finished `bec-jax quantize`" in capsys.readouterr().err
     # the saved model folder itself (a pipeline's models/pruned) is a pruned model too
-    assert main([*again, "--from-pruned", str(tmp_path / "p" / "model"), "--out", str(tmp_path / "q3")]) == 0
-    assert json.loads((tmp_path / "q3" / "quantize.json").read_text())["test_mse_reloaded"] > 0
+    assert main([*again, "--from-pruned", str(tmp_path / "p" / "model"), "--out", str(tmp_path / "q4")]) == 0
+    assert json.loads((tmp_path / "q4" / "quantize.json").read_text())["test_mse_reloaded"] > 0
+    capsys.readouterr()  # quantize's model over the one it reads: refused before any work, even with --overwrite
+    assert main([*again, "--from-pruned", str(tmp_path / "p" / "model"), "--out", str(tmp_path / "p"),
+                 "--overwrite"]) == 2
+    assert "the output" in capsys.readouterr().err and (tmp_path / "p" / "prune.json").is_file()
     capsys.readouterr()
     assert main([*again, "--out", str(tmp_path / "p")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err and (tmp_path / "p" / "prune.json").is_file()
@@ -113,8 +117,14 @@ def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     assert main(["quantize", "--run", str(run), "--from-pruned", str(tmp_path / "other"),
                  "--out", str(tmp_path / "q2")]) == 2
     assert "other/model' holds a model of another architecture" in capsys.readouterr().err
-    # an int8 model given as the pruned one, and no folder at all: one line each, nothing left behind
-    for given, words in (("q", "holds an int8 model already"), ("nope", "no model folder at")):
+    # an int8 model given as the pruned one (quantize's, a pipeline's int8 variant), and no folder at all: one line
+    # each, nothing left behind
+    from bec_jax.compress.quantization import QuantConfig, load_quantized
+
+    save_quantized(tmp_path / "variant", load_quantized(tmp_path / "p" / "model")[0],
+                   QuantConfig.preset("per_channel"), extra=dict(kind="int8_per_channel"))
+    for given, words in (("q", "holds an int8 model already"), ("variant", "holds an int8 model already"),
+                         ("nope", "no model folder at")):
         assert main(["quantize", "--run", str(run), "--from-pruned", str(tmp_path / given),
                      "--out", str(tmp_path / "q3")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -207,7 +217,8 @@ def test_prune_warns_when_the_saved_model_s_statistics_look_stale(small_run, tmp
             "--no-progress", "--out"]
     assert main(argv + [str(tmp_path / "healthy")]) == 0
     healthy = json.loads((tmp_path / "healthy" / "prune.json").read_text())["eval_to_train_ratio"]
-    assert 0 < healthy and ("bec-jax prune: warning:" in capsys.readouterr().err) == (healthy > workflow.STALE_BN_RATIO)
+    stale = "bec-jax prune: warning: the pruned model's test MSE in eval mode"
+    assert 0 < healthy and (stale in capsys.readouterr().err) == (healthy > workflow.STALE_BN_RATIO)
     real = workflow.prune_and_finetune
 
     def small_losses(*args, **kwargs):
@@ -222,7 +233,7 @@ def test_prune_warns_when_the_saved_model_s_statistics_look_stale(small_run, tmp
     assert f"bec-jax prune: warning: the pruned model's test MSE in eval mode is {gap:.3g}x its training loss" \
         in capsys.readouterr().err
     assert main(argv + [str(tmp_path / "precise"), "--precise-bn"]) == 0  # precise statistics: another cause
-    assert "bec-jax prune: warning:" not in capsys.readouterr().err
+    assert stale not in capsys.readouterr().err
 
 
 def test_the_printed_line_gives_fidelity_and_warns_of_a_model_that_has_not_learnt_the_phase(tmp_path, capsys):

@@ -64,7 +64,7 @@ def test_shards_resume_separately_and_read_as_one(tmp_path, reference):
         read_h5(folder, rows=[0, 5])  # a row in the damaged shard
     # a rerun reads the shard whole: bytes changed outside its data (HDF5 free space) are recorded anew, with a
     # warning; a changed value is named
-    with pytest.warns(UserWarning, match="shard-00001-of-00002.h5' changed since the dataset's manifest"):
+    with pytest.warns(UserWarning, match="shard-00001-of-00002.h5' differs from the dataset's previous manifest"):
         assert generate_sharded(TINY_DATA, out, progress=False, index=1, count=2)["status"] == "complete"
     assert_same_dataset(read_h5(folder)[0], reference[0])
     import h5py
