@@ -75,11 +75,11 @@ def plot_predictions(samples: dict, path, title: str | None = None):
     psi, x, pred, tgt, valid = (np.asarray(samples[k]) for k in ("psi", "x", "pred", "target", "valid"))
     theta_pred = np.asarray(samples["theta_pred"])
     B = psi.shape[0]
-    cols = ["input log n", "true phase", "reconstructed phase", "true Δθ_x", "predicted Δθ_x",
-            "|error| (masked)", "mask"]
+    cols = ["input log n", "true phase (rad)", "reconstructed phase (rad)", "true Δθ_x", "predicted Δθ_x",
+            "|error|, both channels", "mask (valid pixels)"]
     fig, axes = subplots(B, len(cols), figsize=(2.05 * len(cols), 2.15 * B + 0.5), squeeze=False,
                              constrained_layout=True)
-    tw = colormap("twilight").with_extremes(bad="0.85")
+    tw, rb, hot = (colormap(c).with_extremes(bad="0.85") for c in ("twilight", "RdBu_r", "inferno"))  # grey: masked
     for b in range(B):
         inval = ~valid[b]
         # Align the reconstructed phase's free constant with the truth for display.
@@ -94,9 +94,9 @@ def plot_predictions(samples: dict, path, title: str | None = None):
             (x[b, ..., 0], dict(cmap="magma")),
             (ph_true, dict(cmap=tw, vmin=-np.pi, vmax=np.pi)),
             (ph_pred, dict(cmap=tw, vmin=-np.pi, vmax=np.pi)),
-            (np.ma.masked_where(inval, tgt[b, ..., 0]), dict(cmap="RdBu_r", vmin=-lim, vmax=lim)),
-            (np.ma.masked_where(inval, pred[b, ..., 0]), dict(cmap="RdBu_r", vmin=-lim, vmax=lim)),
-            (np.ma.masked_where(inval, err), dict(cmap="inferno", vmin=0)),
+            (np.ma.masked_where(inval, tgt[b, ..., 0]), dict(cmap=rb, vmin=-lim, vmax=lim)),
+            (np.ma.masked_where(inval, pred[b, ..., 0]), dict(cmap=rb, vmin=-lim, vmax=lim)),
+            (np.ma.masked_where(inval, err), dict(cmap=hot, vmin=0)),
             (valid[b].astype(float), dict(cmap="gray", vmin=0, vmax=1)),
         ]
         for c, (img, kw) in enumerate(panels):
@@ -104,7 +104,7 @@ def plot_predictions(samples: dict, path, title: str | None = None):
             im = ax.imshow(img, origin="lower", interpolation="nearest", **kw)
             ax.set_xticks([])
             ax.set_yticks([])
-            if c in (0, 3, 4, 5):
+            if c in (0, 2, 3, 4, 5):
                 fig.colorbar(im, ax=ax, shrink=0.75, pad=0.02)
             if b == 0:
                 ax.set_title(cols[c], fontsize=8)
@@ -120,8 +120,9 @@ def plot_predictions(samples: dict, path, title: str | None = None):
                 axes[b, c].scatter(vx[~pos], vy[~pos], c="r", marker="x", **kw)
         label = f"#{int(samples['index'][b])}\ng={float(samples['g'][b]):.0f} Ω={float(samples['omega'][b]):.2f}"
         axes[b, 0].set_ylabel(label, fontsize=7)
-        axes[b, 2].set_xlabel(f"F = {float(samples['fidelity'][b]):.4f}", fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
+        axes[b, 2].set_xlabel(f"fidelity {float(samples['fidelity'][b]):.4f}", fontsize=7)
+    key = ("vortices: ○ true, × predicted (white/black +1, red −1); grey: outside the mask; pixels, row 0 at the "
+           "bottom; Δθ_x: the x (column) channel of the target")
+    fig.suptitle(f"{title}\n{key}" if title else key, fontsize=8)
     save_figure(fig, path, dpi=110)
     return path
