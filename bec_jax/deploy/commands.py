@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from bec_jax.flags import UsageError, add_dataclass_flags, check_apart, config_from_flags, out_dir
+from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, out_dir
 
 #: exit status when the run went through but some of its images could not be used (2 stays a usage error,
 #: which writes nothing), so that a script can tell the two apart
@@ -31,7 +31,6 @@ def cmd_predict(args) -> int:
     except ImageError as e:
         if not {"trap_frequency_hz", "species"} & sidecars:  # else each image's sidecar may give them
             raise UsageError(str(e)) from None
-    check_apart(args.out, model=args.model)
     model = load_model(args.model)  # before the output folder: a wrong --model leaves nothing behind
     out = out_dir(args.out)
     u = s.units
