@@ -506,3 +506,18 @@ def test_estimate_parameters_recovers_g_and_omega_of_a_noisy_blurred_image(tmp_p
     assert r["rotation"] == "cw" and all(v["sign"] == -1 for v in r["vortices"])
     q = r["parameters"]
     assert q["n_vortices"] == 3 and abs(q["g"] / g - 1) < 0.05 and abs(q["omega"] / -omega - 1) < 0.05, q
+
+
+def test_no_ground_state_of_the_trap_is_smaller_than_the_smallest_cloud_predict_takes():
+    """The non-interacting ground state, density ∝ exp(−r²) (a⊥), is the narrowest of the trap: interactions and
+    rotation widen it. Its Thomas–Fermi fit (the one predict makes) gives R ≈ 1.46 a⊥ at any pixel size, above the
+    MIN_TF_RADIUS below which predict names the pixel size instead of predicting."""
+    from bec_jax.deploy.predict import MIN_TF_RADIUS, find_cloud
+
+    for pixel in (0.1, 0.2, 0.3):
+        n = int(14 / pixel)  # ±7 a⊥: the whole cloud in the frame
+        c = (n - 1) / 2
+        r2 = ((np.arange(n)[:, None] - c) ** 2 + (np.arange(n)[None, :] - c) ** 2) * pixel**2
+        image = 1000 * np.exp(-r2) + 20 + np.random.default_rng(0).normal(0, 3, r2.shape)
+        assert find_cloud(image)["radius"] * pixel == pytest.approx(1.46, abs=0.1)
+    assert MIN_TF_RADIUS < 1.3
