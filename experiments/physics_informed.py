@@ -108,8 +108,9 @@ def plot(runs: list, variants: list, path: Path, title: str):
     ax[1].legend()
     for k, (key, label) in enumerate((("vortex_count_accuracy", "count accuracy"), ("precision", "precision"),
                                       ("recall", "recall"))):
-        vals = [np.mean([r["test"][key] for r in runs if r["variant"] == v]) for v in variants]
-        ax[2].bar(x + (k - 1) * 0.27, vals, 0.27, label=label)
+        # mean over seeds; precision/recall are None (no bar) where no vortex was predicted or true
+        vals = [seed_stats([r["test"][key] for r in runs if r["variant"] == v])["mean"] for v in variants]
+        ax[2].bar(x + (k - 1) * 0.27, [np.nan if m is None else m for m in vals], 0.27, label=label)
     ax[2].set(xticks=x, xticklabels=variants, ylim=(0, 1.05), title="test vortices")
     ax[2].legend(loc="lower right")
     fig.suptitle(title, fontsize=10)
