@@ -52,9 +52,11 @@ def short_repr(value, limit: int = 40) -> str:
 
 def atomic_write(path, write) -> None:
     """``write(tmp)`` to a temporary name beside ``path``, fsync it, then rename it over ``path``: a kill
-    (even SIGKILL) leaves the old file or the new one, never half of one."""
+    (even SIGKILL) leaves the old file or the new one, never half of one. The name is this process's own, so
+    processes writing the same file (every process of a multi-process run draws loss.png) do not take each
+    other's temporary file away."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     write(tmp)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
