@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -54,13 +55,33 @@ def atomic_write(path, write) -> None:
     """``write(tmp)`` to a temporary name beside ``path``, fsync it, then rename it over ``path``: a kill
     (even SIGKILL) leaves the old file or the new one, never half of one. The name is this process's own, so
     processes writing the same file (every process of a multi-process run draws loss.png) do not take each
-    other's temporary file away."""
+    other's temporary file away. Those a killed process left behind are removed."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # an error or Ctrl-C: no temporary file left
+        tmp.unlink(missing_ok=True)
+        raise
+    for old in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
+        if not _alive(old.name[len(path.name) + 1:-len(".tmp")]):
+            old.unlink(missing_ok=True)
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process ``pid`` (a temporary file's) runs on this machine; True for a name that is no pid."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -88,11 +109,12 @@ def _files(folder: Path) -> list[str]:
 
 
 def write_manifest(folder, kind: str, files=None, **info) -> dict:
-    """Hash every file under ``folder`` (or only ``files``, paths relative to it) and write
-    ``folder/.bec_jax.json`` (last, atomically)."""
+    """Hash every file under ``folder`` (or only ``files``, paths relative to it, or a {path: sha256} of
+    digests already taken) and write ``folder/.bec_jax.json`` (last, atomically)."""
     folder = Path(folder)
-    names = _files(folder) if files is None else list(files)
-    manifest = dict(kind=kind, files={rel: sha256_file(folder / rel) for rel in names}, **info)
+    if not isinstance(files, dict):
+        files = {rel: sha256_file(folder / rel) for rel in (_files(folder) if files is None else files)}
+    manifest = dict(kind=kind, files=dict(files), **info)
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
 

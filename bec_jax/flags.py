@@ -34,7 +34,7 @@ from pathlib import Path
 from bec_jax.artifacts import locked
 
 __all__ = ["UsageError", "floats", "positive_int", "parse_bool", "lock_output", "set_lead_process", "out_dir", "holding_locks",
-           "field_docs", "add_dataclass_flags", "config_from_flags"]
+           "field_docs", "add_dataclass_flags", "config_from_flags", "flag_given"]
 
 
 class UsageError(ValueError):
@@ -270,6 +270,11 @@ def add_dataclass_flags(parser, cls, base=None, *, prefix: str = "", exclude=(),
         group.add_argument(f"--{prefix}{name.replace('_', '-')}", *(aliases or {}).get(name, ()),
                            dest=_dest(prefix, name), type=_converter(hint), default=None, metavar=_metavar(hint),
                            help=help_text, **extra)
+
+
+def flag_given(args: argparse.Namespace, name: str, prefix: str = "") -> bool:
+    """Whether the flag of the config field ``name`` (``add_dataclass_flags``) was given on the command line."""
+    return getattr(args, _dest(prefix, name), None) is not None
 
 
 def config_from_flags(base, args: argparse.Namespace, *, prefix: str = "", exclude=(), **forced):

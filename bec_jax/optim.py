@@ -20,10 +20,9 @@ __all__ = ["make_gradient_step", "check_learning_rate"]
 def check_learning_rate(value, name: str = "learning_rate") -> None:
     """ValueError unless ``value`` is a finite number > 0: nan and inf pass ``> 0`` tests one way or the other,
     and an infinite rate diverges in the first step, after the compile and the data load."""
-    try:  # a Python or NumPy real, or a 0-d array of one
-        ok = not isinstance(value, (bool, str, bytes)) and getattr(value, "ndim", 0) == 0 \
-            and isinstance(value.item() if hasattr(value, "item") else value, numbers.Real) \
-            and 0 < float(value) < math.inf
+    try:  # a Python or NumPy real, or a 0-d array of one; a bool (np.bool_ too) is none
+        scalar = value.item() if getattr(value, "ndim", None) == 0 else value
+        ok = isinstance(scalar, numbers.Real) and not isinstance(scalar, bool) and 0 < float(scalar) < math.inf
     except (TypeError, ValueError):
         ok = False
     if not ok:

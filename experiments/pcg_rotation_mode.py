@@ -51,13 +51,8 @@ def trace(n: int, g: float, omega: float, variant: str, iters: int, start: int) 
     grid = bj.Grid(n, float(bj.box_length(g, omega)))
     psi = seeded_guesses(grid, jnp.asarray([g]), jnp.asarray([omega]), start_keys(jax.random.key(0), 1, 4))[0, start]
     psi = evolve(grid, psi, g, omega, 0.05, 200, True)
-    saved = mz._PRECONDITIONERS["rotating"]
-    if variant == "rotation_mode_projected":
-        mz._PRECONDITIONERS["rotating"] = projected  # make_pcg looks its preconditioner up by name
-    try:
-        init, step = mz.make_pcg(grid, g, omega)
-    finally:
-        mz._PRECONDITIONERS["rotating"] = saved
+    init, step = mz.make_pcg(grid, g, omega,
+                             preconditioner=projected if variant == "rotation_mode_projected" else "rotating")
     run = jax.jit(lambda c: jax.lax.fori_loop(0, EVERY, lambda i, c: step(c), c))
     c = jax.jit(init)(psi)
     out = []

@@ -8,11 +8,17 @@ import sys
 from pathlib import Path
 
 from bec_jax.artifacts import CorruptArtifact, atomic_write_text, check_replaceable, read_manifest
-from bec_jax.flags import UsageError, add_dataclass_flags, check_apart, config_from_flags, out_dir
+from bec_jax.flags import UsageError, add_dataclass_flags, check_apart, config_from_flags, flag_given, out_dir
 
 
 #: CompressConfig fields `bec-jax prune` does not use (the pipeline's quantization settings)
 _NOT_PRUNE = ("schemes", "combined_scheme")
+
+
+#: the pruning settings a method does not use, and why
+_UNUSED = dict(prune=("schedule", "ft_epochs", "last_ft_epochs", "ft_lr", "keep", "precise_bn"),
+               finetune=("schedule",), iterative=())
+_UNUSED_WHY = dict(prune="one shot, no fine-tuning", finetune="one shot, then fine-tuning")
 
 
 def _prune_base():
@@ -30,13 +36,12 @@ def cmd_prune(args) -> int:
 
     c = config_from_flags(_prune_base(), args, exclude=_NOT_PRUNE)
     pcfg = c.prune_config()
+    unused = [f"--{f.replace('_', '-')}" for f in _UNUSED[c.method] if flag_given(args, f)]
+    if unused:
+        print(f"bec-jax prune: warning: {', '.join(unused)} not used by --method {c.method} "
+              f"({_UNUSED_WHY[c.method]})", file=sys.stderr, flush=True)
     check_apart(args.out, ("model", "stages"), run=args.run)
-    _check_unfinished(args, "prune.json", "prune")
-    out = out_dir(args.out)
-    # saved stages and no prune.json: a run stopped after its last stage, perhaps after saving its model
-    interrupted = any((out / "stages").glob("stage_*")) and not (out / "prune.json").is_file()
-    replace = args.overwrite or interrupted
-    check_replaceable(out / "model", replace)  # before the work, not after it
+    out, replace = _output(args, "prune", "pruned", ("model",), c, _UNUSED[c.method])
     if args.overwrite:
         clear_stages(out / "stages")
     setup = load_setup(args.run, args.data)
@@ -64,7 +69,7 @@ def cmd_prune(args) -> int:
             row.update(model=str(stage), evaluation=ev)
     summary = dict(run=str(args.run), method=c.method, sparsity=c.sparsity, stages=log,
                    ft_epochs=c.ft_epochs, last_ft_epochs=c.last_ft_epochs, keep=c.keep, ft_lr=lr,
-                   precise_bn=c.precise_bn, schedule=c.schedule,
+                   precise_bn=c.precise_bn, schedule=c.schedule if c.method == "iterative" else None,
                    eval_to_train_ratio=eval_to_train_ratio(log[-1], setup.train_config.loss),
                    prune_config=dataclasses.asdict(pcfg),
                    test_mse_dense=dense["mse"], test_mse_dense_ref=dense["mse_ref"], test_mse=final["mse"],
@@ -79,25 +84,55 @@ def cmd_prune(args) -> int:
     return 0
 
 
-def _check_unfinished(args, summary: str, command: str) -> None:
-    """UsageError for a rerun on a finished output (its ``summary`` written) without --overwrite: say it is done."""
-    if not args.overwrite and (Path(args.out) / summary).is_file():
-        raise UsageError(f"{args.out!r} holds a finished `bec-jax {command}` ({summary}): nothing to do; use "
+def _output(args, command: str, kind: str, names, config, unused=()) -> tuple[Path, bool]:
+    """(output folder, whether its ``names`` may be replaced) of a compress ``command`` run, checked before any
+    work. A finished run (its COMMAND.json written) is refused without --overwrite, naming the settings of
+    ``config`` (but ``unused``) it ran with other values. A run stopped after saving its model (``kind``, as
+    the save records it), during its evaluation, or halfway through the save, is taken up again: the model is
+    replaced, as with --overwrite. A model of another command stays protected."""
+    summary = Path(args.out) / f"{command}.json"
+    if not args.overwrite and summary.is_file():
+        differ = _differences(summary, config, unused)
+        said = f"with other settings ({differ})" if differ else "with these settings: nothing to do"
+        raise UsageError(f"{args.out!r} holds a finished `bec-jax {command}` ({summary.name}) {said}; use "
                          "another --out, or --overwrite to run it again")
+    out = out_dir(args.out)
+    replace = args.overwrite or _saved_by(out / "model", kind)
+    for name in names:
+        check_replaceable(out / name, replace)
+    return out, replace
 
 
-def _interrupted(out: Path, summary: str, kind: str) -> bool:
-    """Whether ``out`` holds the model/ of this command (``kind``, as its save records it) without its
-    ``summary``: a run stopped after saving, during its evaluation. A rerun replaces it (as ``--overwrite``),
-    and a model of another command stays protected. A save stopped halfway (it never loads) is replaced too."""
-    if (out / summary).is_file():
-        return False
+def _differences(summary: Path, config, unused=()) -> str:
+    """The fields of the dataclass ``config`` (but ``unused``) whose values differ from those ``summary`` (a
+    JSON file) records, as "field X there, Y here; ..."; fields unset (None) on either side are not compared."""
+    try:
+        done = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(done, dict):
+        return ""
+    done = {**(done.get("prune_config") or {}), **done}  # prune.json keeps the pruning rule's own fields apart
+    out = []
+    for f in dataclasses.fields(config):
+        if f.name in unused:
+            continue
+        here = json.loads(json.dumps(getattr(config, f.name)))  # tuples as the JSON's lists
+        there = done.get(f.name)
+        if here is not None and there is not None and here != there:
+            out.append(f"{f.name} {there} there, {here} here")
+    return "; ".join(out)
+
+
+def _saved_by(model: Path, kind: str) -> bool:
+    """Whether the folder ``model`` holds a save of ``kind`` (its quantized.json's extra.kind), or a save
+    stopped halfway (it never loads)."""
     from bec_jax.compress.quantization import read_model_meta
 
     try:
-        if read_manifest(out / "model").get("complete") is False:
+        if read_manifest(model).get("complete") is False:
             return True
-        meta = read_model_meta(out / "model", verify=False)
+        meta = read_model_meta(model, verify=False)
     except (CorruptArtifact, OSError, ValueError):
         return False
     return (meta.get("extra") or {}).get("kind") == kind
@@ -138,11 +173,7 @@ def cmd_quantize(args) -> int:
 
     c = config_from_flags(QuantizeConfig(), args)
     check_apart(args.out, ("model", "fp32"), run=args.run, from_pruned=args.from_pruned)
-    _check_unfinished(args, "quantize.json", "quantize")
-    out = out_dir(args.out)
-    replace = args.overwrite or _interrupted(out, "quantize.json", "quantized")
-    for name in ("model", "fp32"):
-        check_replaceable(out / name, replace)
+    out, replace = _output(args, "quantize", "quantized", ("model", "fp32"), c)
     setup = load_setup(args.run, args.data)
     model = setup.model
     if args.from_pruned:
@@ -196,10 +227,7 @@ def cmd_shrink(args) -> int:
 
     c = config_from_flags(ShrinkConfig(), args)
     check_apart(args.out, ("model",), run=args.run)
-    _check_unfinished(args, "shrink.json", "shrink")
-    out = out_dir(args.out)
-    replace = args.overwrite or _interrupted(out, "shrink.json", "structured")
-    check_replaceable(out / "model", replace)
+    out, replace = _output(args, "shrink", "structured", ("model",), c)
     setup = load_setup(args.run, args.data)
     lr = c.ft_lr if c.ft_lr is not None else setup.train_config.learning_rate
     epoch, before = 0, test_mse(shrink_model(setup.model, c.keep, outer=c.outer), setup.test)["mse"]

@@ -594,12 +594,17 @@ def load_quantized(directory, model_config: UNetConfig | None = None, mode: str 
 
     model_config: if given, the stored configuration must equal it (ValueError
     naming the differences otherwise). mode: "dequant" (float convs, weights
-    q·s) or "int8" (``Int8Conv``). Stored int8 kernels come back as int8.
+    q·s), "int8" (``Int8Conv``) or "auto" (int8 for a quantized model, else
+    dequant). Stored int8 kernels come back as int8.
     """
     import orbax.checkpoint as ocp
 
+    if mode not in ("dequant", "int8", "auto"):
+        raise ValueError(f"mode must be 'dequant', 'int8' or 'auto', got {mode!r}")
     directory = Path(directory)
     meta = read_model_meta(directory)
+    if mode == "auto":
+        mode = "int8" if meta.get("quant") else "dequant"
     stored = UNetConfig.from_dict(meta["model_config"])
     if model_config is not None and stored != model_config:
         diff = {k: (v, getattr(model_config, k)) for k, v in stored.to_dict().items()

@@ -34,7 +34,8 @@ from bec_jax.models.unet import UNet, UNetConfig
 from bec_jax.optim import check_learning_rate
 from bec_jax.train.core import (TrainConfig, TrainState, evaluate_loader, init_state, make_loss, make_optimizer,
                                 make_predict, make_train_step, run_epochs)
-from bec_jax.train.trainer import check_dataset_grid, load_dataset, load_trained, run_data_path, run_imaging
+from bec_jax.train.trainer import (check_dataset_grid, check_run_folder, load_dataset, load_trained, run_data_path,
+                                   run_imaging)
 
 __all__ = ["CompressConfig", "ShrinkConfig", "QuantizeConfig", "Setup", "load_setup", "test_mse", "FineTuner",
            "FineTuneResult", "cosine_cycles", "precise_batch_stats", "prune_once", "prune_and_finetune",
@@ -186,6 +187,9 @@ class QuantizeConfig:
             raise ValueError(f"unknown scheme {self.scheme!r}; allowed: {SCHEMES}")
         if self.qat_epochs < 0:
             raise ValueError(f"qat_epochs must be >= 0, got {self.qat_epochs}")
+        if self.qat_epochs and self.scheme == "reference_per_tensor":
+            raise ValueError(f"scheme reference_per_tensor is post-training only, as the reference ran it: "
+                             f"qat_epochs must be 0, got {self.qat_epochs}")
         if self.qat_lr is not None:
             check_learning_rate(self.qat_lr, "qat_lr")
 
@@ -211,9 +215,7 @@ def load_setup(run_dir, data=None, which: str = "best", eval_batch_size: int | N
     validation and test loaders have ``eval_batch_size`` (default: the same).
     Raises ValueError when the dataset's grid differs from the model's input size.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "checkpoints").is_dir():
-        raise ValueError(f"no training run at {str(run_dir)!r} (expected {str(run_dir / 'checkpoints')!r})")
+    run_dir = check_run_folder(run_dir)
     model, info = load_trained(run_dir, which)
     tc = info["train_config"]
     data = data or run_data_path(run_dir)
@@ -346,9 +348,11 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
     bar = tqdm(total=sum(epochs), desc="prune", unit="epoch" if tuner else "stage", disable=not progress,
                dynamic_ncols=True)
     model, masks, rows = setup.model, None, []
-    settings = dict(stages=list(stages), method=method, ft_epochs=ft_epochs, learning_rate=lr,
-                    prune=dataclasses.asdict(dataclasses.replace(prune, sparsity=sparsity)), keep=keep,
-                    precise_bn=precise_bn, model=_fingerprint(setup.model))
+    settings = dict(stages=list(stages), method=method,
+                    prune=dataclasses.asdict(dataclasses.replace(prune, sparsity=sparsity)),
+                    model=_fingerprint(setup.model))
+    if tuner:  # what shapes a fine-tuned stage; a one-shot stage resumes whatever they are
+        settings.update(ft_epochs=ft_epochs, learning_rate=lr, keep=keep, precise_bn=precise_bn)
     if last != ft_epochs:  # only then: stages saved before the setting existed still resume
         settings["last_ft_epochs"] = last
     if resume_dir is not None:

@@ -7,13 +7,15 @@ vortex lattice). Sample i has seed ``seed * 2**32 + i`` (its key is
 ``fold_in(key(seed), i)``), so its result does not depend on batching or on
 resuming.
 
-Crash safety: each batch is written to ``<out>.partial/batch_XXXXXX.h5`` under
-a temporary name and renamed when complete; a rerun skips the complete batches
-and redoes the rest, so interrupting (Ctrl-C, SIGKILL) loses at most the batch
-in flight and never leaves half-written samples. When all batches exist they
-are merged into ``<out>`` (again via a temporary name) and the partial folder
-is removed. The config is stored with the batches: a rerun with a different
-config is refused rather than mixed in.
+Crash safety: each batch is written to ``<out>.partial/batch_<first>_<end>.h5``
+(its sample positions, [first, end)) under a temporary name and renamed when
+complete; a rerun skips the samples of the complete batches and solves the
+rest, so interrupting (Ctrl-C, SIGKILL) loses at most the batch in flight and
+never leaves half-written samples. When every sample is saved the batches are
+merged into ``<out>`` (again via a temporary name) and the partial folder is
+removed. The config is stored with the batches: a rerun with a different config
+is refused rather than mixed in. The batch size is not part of that check
+(states do not depend on it): a run may resume with another, on another machine.
 
 Several processes (``generate_sharded``): each solves its contiguous part of the
 (g, Ω) groups into its own shard file (resumable as above, on its own); process 0
@@ -252,14 +254,23 @@ def _solver_attrs(config: GenerateConfig) -> str:
     return json.dumps(dict(method=config.method, n_starts=config.n_starts, **dataclasses.asdict(config.solver)))
 
 
+def same_states(stored: str | None, given: str) -> bool:
+    """Whether two configs' JSON (``GenerateConfig.to_json``) make the same states: equal but for the batch
+    size, which only sets how many are solved at once."""
+    return _differences(stored, given) == ""
+
+
 def _differences(stored: str | None, given: str) -> str:
-    """The config fields in which two configs' JSON differ, as "field: stored X, given Y" (or the shard)."""
+    """The fields but batch_size in which two configs' JSON differ, as "field: stored X, given Y"; "" if none."""
     try:
         a, b = json.loads(stored or "{}"), json.loads(given)
     except json.JSONDecodeError:
         return "the stored config cannot be read"
-    diff = [f"{k}: stored {a.get(k)!r}, given {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "") if diff else "another shard"
+    if not isinstance(a, dict):
+        return "the stored config cannot be read"
+    diff = [f"{k}: stored {a.get(k)!r}, given {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k != "batch_size" and a.get(k) != b.get(k)]
+    return "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")
 
 
 def partial_dir(out) -> Path:
@@ -302,9 +313,10 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
         shard_json = json.dumps(dict(index=index, count=count, groups=[int(groups[0]), int(groups[-1]) + 1]))
     if out.exists():
         _, attrs = read_h5(out, fields=[], psi=False)
-        if attrs.get("config") != cfg_json or attrs.get("shard") != shard_json:
-            raise DatasetConflict(f"{out} exists with a different config ({_differences(attrs.get('config'), cfg_json)}"
-                                  "); choose another --out or delete it")
+        if not same_states(attrs.get("config"), cfg_json) or attrs.get("shard") != shard_json:
+            raise DatasetConflict(f"{out} exists with a different config "
+                                  f"({_differences(attrs.get('config'), cfg_json) or 'another shard'}); choose "
+                                  "another --out or delete it")
         stored = json.loads(attrs.get("summary", "{}"))
         _check_complete(out, stored)
         # nothing computed by this call: not the summary's figures of the run that made it
@@ -312,27 +324,29 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
     part = partial_dir(out)
     cfg_file = part / "config.json"
     stored = cfg_json if shard_json is None else cfg_json + "\n" + shard_json
-    if cfg_file.exists() and cfg_file.read_text() != stored:
-        raise DatasetConflict(f"{part} holds an unfinished run with a different config "
-                              f"({_differences(cfg_file.read_text().split(chr(10))[0], cfg_json)}); "
-                              "rerun with the same settings to resume, or delete it")
     N, B = len(samples), config.batch_size
-    n_batches = -(-N // B)
-    done = {b for b in range(n_batches) if _intact(part / f"batch_{b:06d}.h5")}
-    if len(done) < n_batches:
-        check_batch_memory(config)  # before anything is written: a smaller batch is another config
+    if cfg_file.exists():
+        before, _, before_shard = cfg_file.read_text().partition("\n")
+        if not same_states(before, cfg_json) or (before_shard or None) != shard_json:
+            raise DatasetConflict(f"{part} holds an unfinished run with a different config "
+                                  f"({_differences(before, cfg_json) or 'another shard'}); "
+                                  "rerun with the same settings to resume, or delete it")
+        _name_legacy_batches(part, N, json.loads(before).get("batch_size", B))
+        if before != cfg_json:  # another batch size: the batches saved so far keep their samples
+            atomic_write_text(cfg_file, stored)
+    saved = [r for f, r in _batch_files(part) if _intact(f)]
+    todo = _chunks(_unsaved(N, saved), B)
+    if todo:
+        check_batch_memory(config)  # before anything is written (a smaller batch resumes the same run)
         warn_if_unresolved(config.grid, g[samples], omega[samples], stacklevel=2)  # once, not per batch
 
-    bar = tqdm(total=N, initial=sum(min(B, N - b * B) for b in done), unit="state", desc="generate",
+    bar = tqdm(total=N, initial=sum(hi - lo for lo, hi in saved), unit="state", desc="generate",
                disable=not progress, dynamic_ncols=True)
     computed, t0 = 0, time.perf_counter()
-    for b in range(n_batches):
-        if b in done:
-            continue
+    for lo, hi in todo:
         if max_batches is not None and computed >= max_batches:
             break
-        lo, hi = b * B, min(N, (b + 1) * B)
-        pad = B - (hi - lo)  # pad the last batch: one compiled shape for all batches
+        pad = B - (hi - lo)  # pad a short batch: one compiled shape for all batches
         sel = samples[np.concatenate([np.arange(lo, hi), np.full(pad, hi - 1)])]
         res = _solve_batch(config, g[sel], omega[sel], sel)
         arrays = dict(psi=np.asarray(res.psi), g=g[sel], omega=omega[sel], energy=res.energy, mu=res.mu,
@@ -342,13 +356,13 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
         if not cfg_file.exists():  # with the first batch: a batch that never fitted leaves nothing behind
             part.mkdir(parents=True, exist_ok=True)
             atomic_write_text(cfg_file, stored)
-        atomic_write_h5(part / f"batch_{b:06d}.h5", arrays, dict(batch=b))
+        atomic_write_h5(part / _batch_name(lo, hi), arrays, dict(batch=[lo, hi]))  # its positions
         computed += 1
         bar.update(hi - lo)
     bar.close()
-    missing = [b for b in range(n_batches) if not (part / f"batch_{b:06d}.h5").exists()]
-    if missing:
-        return dict(status="partial", path=str(part), batches_done=n_batches - len(missing), batches=n_batches)
+    left = _unsaved(N, [r for _, r in _batch_files(part)])
+    if left:
+        return dict(status="partial", path=str(part), samples_done=N - sum(hi - lo for lo, hi in left), samples=N)
     extra = {} if shard_json is None else dict(shard=shard_json)
     return _merge(config, part, out, time.perf_counter() - t0, computed, extra)
 
@@ -404,18 +418,19 @@ def write_shard_manifest(config: GenerateConfig, out, count: int) -> dict:
         before = read_manifest(folder)["files"] if has_manifest(folder) else {}
     except CorruptArtifact:
         before = {}
-    shards, n_failed, summaries = [], 0, []
+    shards, n_failed, summaries, digests = [], 0, [], {}
     for i in range(count):
         f = folder / shard_name(i, count)
         if not f.is_file():
             raise DatasetConflict(f"{f} is missing: every shard must be complete before the manifest is written")
         arrays, attrs = read_h5(f, fields=["g"], psi=False)
-        if attrs.get("config") != config.to_json():
+        if not same_states(attrs.get("config"), config.to_json()):
             raise DatasetConflict(f"{f} holds another config than this run")
         shards.append(dict(file=f.name, n_samples=len(arrays["g"]), bytes=f.stat().st_size))
         n_failed += int(attrs.get("n_failed", 0))
         summaries.append(json.loads(attrs.get("summary", "{}")))
-        if f.name in before and sha256_file(f) != before[f.name]:  # changed since: recorded anew only if intact
+        digests[f.name] = sha256_file(f)
+        if f.name in before and digests[f.name] != before[f.name]:  # changed since: recorded anew only if intact
             _check_complete(f, summaries[-1])
             held = "its content matches the digest saved with it" if summaries[-1].get("content_sha256") \
                 else "no content digest was saved with it"
@@ -426,7 +441,7 @@ def write_shard_manifest(config: GenerateConfig, out, count: int) -> dict:
     summary = dict(n_samples=total, n_failed=n_failed,
                    **{k: sum(s.get(k, 0) for s in summaries) for k in ("n_not_converged", "n_touch_edge")},
                    seconds_this_run=max((s.get("seconds_this_run", 0.0) for s in summaries), default=0.0))
-    return write_manifest(folder, SHARDS_KIND, files=[s["file"] for s in shards], config=config.to_json(),
+    return write_manifest(folder, SHARDS_KIND, files=digests, config=config.to_json(),
                           shards=shards, n_samples=total, n_failed=n_failed, summary=summary)
 
 
@@ -453,9 +468,51 @@ def _intact(batch: Path) -> bool:
         return False
 
 
+def _batch_name(lo: int, hi: int) -> str:
+    return f"batch_{lo:09d}_{hi:09d}.h5"
+
+
+def _batch_files(part: Path) -> list[tuple[Path, tuple[int, int]]]:
+    """The saved batches of a partial folder, (file, (first, end) sample positions), in order."""
+    found = []
+    for f in part.glob("batch_*_*.h5"):
+        lo, _, hi = f.stem[len("batch_"):].partition("_")
+        if lo.isdigit() and hi.isdigit():
+            found.append((f, (int(lo), int(hi))))
+    return sorted(found, key=lambda x: x[1])
+
+
+def _name_legacy_batches(part: Path, n: int, batch_size: int) -> None:
+    """Rename the batches of a partial folder written when files were named by batch number
+    (``batch_XXXXXX.h5``, batch b = positions [b·batch_size, (b+1)·batch_size)) to their positions."""
+    for f in part.glob("batch_*.h5"):
+        b = f.stem[len("batch_"):]
+        if b.isdigit():
+            lo = int(b) * batch_size
+            f.replace(part / _batch_name(lo, min(n, lo + batch_size)))
+
+
+def _unsaved(n: int, saved) -> list[tuple[int, int]]:
+    """The runs [first, end) of positions in [0, n) that no (first, end) of ``saved`` covers."""
+    covered = np.ones(n + 2, np.int8)  # positions 0..n-1 at 1..n, saved on both sides
+    covered[1:-1] = 0
+    for lo, hi in saved:
+        covered[lo + 1:hi + 1] = 1
+    step = np.diff(covered)
+    return [(int(a), int(b)) for a, b in zip(np.flatnonzero(step == -1), np.flatnonzero(step == 1))]
+
+
+def _chunks(runs, size: int) -> list[tuple[int, int]]:
+    """The runs cut into batches of at most ``size`` positions."""
+    return [(lo, min(b, lo + size)) for a, b in runs for lo in range(a, b, size)]
+
+
 def _merge(config: GenerateConfig, part: Path, out: Path, seconds: float, computed: int, extra: dict) -> dict:
-    batches = sorted(part.glob("batch_*.h5"))
-    chunks = [read_h5(p)[0] for p in batches]
+    files = _batch_files(part)
+    if [lo for _, (lo, _) in files[1:]] != [hi for _, (_, hi) in files[:-1]]:  # overlapping: never written so
+        raise CorruptArtifact(f"{str(part)!r} holds overlapping batches ({[f.name for f, _ in files]}); delete it "
+                              "and rerun")
+    chunks = [read_h5(p)[0] for p, _ in files]
     arrays = {k: np.concatenate([c[k] for c in chunks]) for k in ["psi", *FIELDS]}
     ok = arrays["converged"] & ~arrays["touches_edge"]
     keep = np.ones_like(ok) if config.keep_unconverged else ok

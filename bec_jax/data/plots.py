@@ -64,7 +64,7 @@ def plot_samples(path, out, n_samples: int = 3, seed: int = 0, target: str = "ph
             im = axes[r, 1 + c].imshow(np.ma.masked_where(~m[r], y[r, ..., c]), origin="lower", extent=ext,
                                       cmap=cmap, vmin=-lim, vmax=lim)
             axes[r, 1 + c].set_title(f"{name}-phase gradient [{unit}]", fontsize=9)
-            fig.colorbar(im, ax=axes[r, 1 + c], shrink=0.8)
+            fig.colorbar(im, ax=axes[r, 1 + c], shrink=0.8, extend="both")  # arrows: the clipped core values
         axes[r, 3].imshow(m[r], origin="lower", extent=ext, cmap="gray")
         axes[r, 3].set_title("mask (white = valid)", fontsize=9)
         axes[r, 0].set_ylabel("y (a⊥)")

@@ -99,11 +99,10 @@ def check_model_folder(path) -> Path:
 def load_model(path):
     """(model in eval mode, meta) of a saved model folder (``save_quantized``: pipeline ``models/*``,
     ``bec-jax shrink|quantize|prune`` ``OUT/model``). int8 models come back with ``Int8Conv`` layers."""
-    from bec_jax.compress.quantization import load_quantized, read_model_meta
+    from bec_jax.compress.quantization import load_quantized
 
     check_model_folder(path)
-    quant = read_model_meta(path, verify=False).get("quant")  # load_quantized verifies the whole folder
-    return load_quantized(path, mode="int8" if quant else "dequant")
+    return load_quantized(path, mode="auto")
 
 
 def model_kind(model) -> str:
@@ -419,8 +418,8 @@ def export_artifact(model_dir, fmt: str, out, *, data=None, quantizer: str = "be
     beside it in ``out.sha256`` (``sha256sum`` format: ``load_artifact`` checks it, so does ``sha256sum -c``).
 
     fmt: "jax" or "onnx". data: dataset .h5 for int8 ONNX calibration (its training split).
-    quantizer: "bec_jax" or "ort" (ONNX only). Returns {"format", "kind", "quantizer", "bytes", "out",
-    "sha256"}.
+    quantizer: "bec_jax" or "ort" (ONNX only). Returns {"format", "kind", "precision", "quantizer",
+    "calibration_samples" (those used, None without calibration), "bytes", "out", "sha256"}.
     Unsupported combinations, and a ``data`` on another grid than the model's input, raise ValueError
     before any work.
     """
@@ -436,6 +435,7 @@ def export_artifact(model_dir, fmt: str, out, *, data=None, quantizer: str = "be
     if needs_data and data is None:
         raise ValueError(f"exporting a{'n' if kind == 'int8' else ''} {kind} model to ONNX with quantizer "
                          f"{quantizer!r} needs calibration data: give --data DATASET.h5")
+    calibration = None
     if fmt == "jax":
         payload = export_jax(model)
     else:
@@ -448,6 +448,7 @@ def export_artifact(model_dir, fmt: str, out, *, data=None, quantizer: str = "be
     atomic_write_text(checksum_path(out), f"{digest}  {out.name}\n")
     quant = "int8" if kind == "int8" or quantizer == "ort" and fmt == "onnx" else "fp32"
     return dict(format=fmt, kind=kind, precision=quant, quantizer=quantizer if needs_data else None,
+                calibration_samples=None if calibration is None else len(calibration),  # at most the split's size
                 bytes=out.stat().st_size, out=str(out), sha256=digest)
 
 

@@ -99,7 +99,7 @@ _PRECONDITIONERS = {"kinetic": kinetic_preconditioner, "rotating": rotating_prec
 PRECONDITIONER_PASSES = {"kinetic": 4, "rotating": 6}  # 1-D FFT passes per application
 
 
-def make_pcg(grid: Grid, g, omega, *, max_angle: float = 0.3, preconditioner: str = "rotating"):
+def make_pcg(grid: Grid, g, omega, *, max_angle: float = 0.3, preconditioner="rotating"):
     """Factory: ``(init, step)`` of preconditioned NLCG for ONE state.
 
     ``init(psi)`` takes a normalised (n, n) state and returns the carry (a dict:
@@ -107,11 +107,13 @@ def make_pcg(grid: Grid, g, omega, *, max_angle: float = 0.3, preconditioner: st
     last step, and the CG memory); ``step(carry)`` does one iteration: one
     Hamiltonian application (4 1-D FFT passes), one preconditioner application
     (``PRECONDITIONER_PASSES``) and one quadratic form (2): 12 passes with
-    ``preconditioner="rotating"`` (default), 10 with "kinetic". ``max_angle``
+    ``preconditioner="rotating"`` (default), 10 with "kinetic"; or a factory of one's own, called as the
+    named ones are: ``factory(grid, g, omega) -> precondition(r, lam, psi)``. ``max_angle``
     caps the step (radians on the sphere).
     """
-    if preconditioner not in _PRECONDITIONERS:
-        raise ValueError(f"preconditioner must be one of {sorted(_PRECONDITIONERS)}, got {preconditioner!r}")
+    if not callable(preconditioner) and preconditioner not in _PRECONDITIONERS:
+        raise ValueError(f"preconditioner must be one of {sorted(_PRECONDITIONERS)}, got {preconditioner!r} "
+                         "(or a factory (grid, g, omega) -> precondition)")
 
     def grad(p):
         h = apply_hamiltonian(grid, p, g, omega)
@@ -119,7 +121,7 @@ def make_pcg(grid: Grid, g, omega, *, max_angle: float = 0.3, preconditioner: st
         r = h - lam.astype(p.dtype) * p
         return r, lam, jnp.sqrt(_inner(grid, r, r))
 
-    precondition = _PRECONDITIONERS[preconditioner](grid, g, omega)
+    precondition = (preconditioner if callable(preconditioner) else _PRECONDITIONERS[preconditioner])(grid, g, omega)
 
     def step(c):
         psi, r, lam = c["psi"], c["r"], c["lam"]

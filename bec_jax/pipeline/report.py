@@ -75,8 +75,11 @@ def _deployment(d: dict | None) -> dict:
     return dict(format=d["format"], note=d["note"], latency_batch=d.get("latency_batch"), artifacts=d["files"])
 
 
-def plot_compression(models: dict, path) -> Path:
-    """Size on disk, test MSE and mean fidelity of every model variant (bars)."""
+def plot_compression(models: dict, path, zero_phase: float | None = None) -> Path:
+    """Size on disk, test MSE, mean fidelity and vortex count accuracy of every model variant (bars).
+
+    zero_phase: the zero-phase guess's mean fidelity on the same split (√n alone): the fidelity axis starts
+    there (dashed), so that a bar's length is what the model adds to the guess; None: from 0."""
     from matplotlib.ticker import MaxNLocator
 
     from bec_jax.plotting import save_figure, subplots
@@ -92,15 +95,25 @@ def plot_compression(models: dict, path) -> Path:
     colors = ["C0" if models[n]["scheme"] is None else "C1" for n in names]
     for ax, (title, vals, fmt) in zip(axes, panels):
         ax.barh(y, vals, color=colors)
-        lo = min(vals)
-        if title.startswith("mean fidelity"):  # fidelities sit near 1: zoom in
-            ax.set_xlim(max(0.0, lo - (1 - lo) * 0.5 - 1e-3), 1.0 + (1 - lo) * 0.5 + 1e-3)
+        if title == "mean fidelity" and zero_phase is not None and zero_phase < min(vals):
+            ax.axvline(zero_phase, color="0.3", ls="--", lw=1)
+            ax.set_xlim(zero_phase, 1.0 + 0.35 * (1.0 - zero_phase))
+            ax.set_xticks([t for t in MaxNLocator(4).tick_values(zero_phase, 1.0) if zero_phase <= t <= 1.0])
+            ax.set_xlabel(f"axis from the zero-phase guess ({zero_phase:.3f}, dashed)", fontsize=7)
+        elif title == "mean fidelity":
+            ax.set_xlim(0.0, 1.3)
+            ax.set_xticks([0.0, 0.5, 1.0])
+        elif title == "vortex count accuracy":
+            ax.set_xlim(0.0, 1.3)  # room for the labels, no tick beyond 1
+            ax.set_xticks([0.0, 0.5, 1.0])
         for yi, v in zip(y, vals):
             ax.text(v, yi, " " + fmt.format(v), va="center", fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(4))  # long tick labels (1.0e-02) must not overlap
-        ax.margins(x=0.3)  # room for the value labels
+        if title not in ("vortex count accuracy", "mean fidelity"):
+            ax.xaxis.set_major_locator(MaxNLocator(4))  # long tick labels (1.0e-02) must not overlap
+        if title in ("size on disk (MB)", "test masked MSE"):
+            ax.margins(x=0.3)  # room for the value labels
     axes[0].set_yticks(y, names)
     axes[0].invert_yaxis()
     fig.suptitle("Reloaded models on the test split (orange: int8)", fontsize=10)
@@ -115,7 +128,8 @@ def _markdown(r: dict, figures: dict) -> str:
          f"{r['created']} · bec_jax {r['bec_jax_version']} · backend {r['backend']} ({r['device']}) · "
          f"total {sum(r['stage_seconds'].values()):.0f} s", "",
          "## Dataset", "",
-         f"{d['n_samples']} ground states ({d['n_failed']} not converged or touching the box edge, dropped) on a "
+         f"{d['n_samples']} ground states ({d['n_failed']} not converged or touching the box edge, "
+         f"{'kept, flagged' if c['data'].get('keep_unconverged') else 'dropped'}) on a "
          f"{d['grid_n']}² grid, L = {d['grid_length']:g}; g ∈ {c['data']['g_range']}, "
          f"Ω ∈ {c['data']['omega_range']}; generated in {d['generation_seconds']:.0f} s, "
          f"{d['size_bytes'] / 1e6:.1f} MB.", "",
@@ -185,7 +199,8 @@ def write_report(out, config, results: dict) -> dict:
     out = Path(out)
     r = build_report(config, results)
     figures = dict(data=results["generate"]["figure"], train=results["train"]["figure"],
-                   compression=plot_compression(r["models"], out / "compression.png").name)
+                   compression=plot_compression(r["models"], out / "compression.png",
+                                               r["evaluation"].get("fidelity_zero_phase_mean")).name)
     if "figure" in results["evaluate"]:
         figures["predictions"] = results["evaluate"]["figure"]
     r["figures"] = sorted(figures.values())

@@ -146,7 +146,7 @@ def _stage_train(ctx: _Context) -> dict:
     res = fit(ctx.data, ctx.train_dir, c.model, c.train, imaging=c.imaging,
               checkpoint_every=max(1, c.train.epochs // 10), progress=ctx.progress, log=None)
     png = plot_history(res.history, ctx.out / "training_loss.png",
-                       title=f"U-Net {c.model.base_width}/{c.model.depth}, {c.train.optimizer} "
+                       title=f"U-Net width {c.model.base_width}, depth {c.model.depth}, {c.train.optimizer} "
                              f"lr {c.train.learning_rate:g}")
     best = next(r for r in res.history if r["epoch"] == res.best_epoch)
     return dict(epochs=len(res.history), best_epoch=res.best_epoch, best_val_mse=best["val_mse"],

@@ -44,21 +44,24 @@ def cmd_train(args) -> int:
           f"batch {config.batch_size}, {config.epochs} epochs, loss {config.loss} -> {out}", flush=True)
     result = fit(args.data, out, model_config, config, checkpoint_every=args.checkpoint_every,
                  progress=not args.no_progress)
-    png = plot_history(result.history, out / "loss.png",
-                       title=f"{config.optimizer}, lr {config.learning_rate:g}, seed {config.seed}")
+    from bec_jax.distributed import process_index
+
+    png = None
+    if process_index() == 0:  # one figure of the run: the other processes of a multi-process run hold the same
+        png = str(plot_history(result.history, out / "loss.png",
+                               title=f"{config.optimizer}, lr {config.learning_rate:g}, seed {config.seed}"))
     last = result.history[-1]
     print(json.dumps(dict(epochs=last["epoch"], train_loss=last["train_loss"], val_loss=last["val_loss"],
-                          best_epoch=result.best_epoch, metrics=str(out / "metrics.json"), plot=str(png))))
+                          best_epoch=result.best_epoch, metrics=str(out / "metrics.json"), plot=png)))
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from bec_jax.train.evaluate import EvalConfig, evaluate_run
     from bec_jax.train.plots import plot_predictions
+    from bec_jax.train.trainer import check_run_folder
 
-    run = Path(args.run)
-    if not (run / "checkpoints").is_dir():
-        raise UsageError(f"no training run at {args.run!r} (expected {str(run / 'checkpoints')!r})")
+    run = check_run_folder(args.run)
     if not 0 <= args.samples <= 16:
         raise UsageError(f"--samples must be in [0, 16] (rows of predictions.png), got {args.samples}")
     out = out_dir(args.out or str(run / "eval"))
@@ -68,7 +71,9 @@ def cmd_evaluate(args) -> int:
     report = dict(config=res["config"], summary=res["summary"])
     atomic_write_text(out / "evaluation.json", json.dumps(report, indent=2))
     files = [str(out / "evaluation.json")]
-    if args.samples:
+    if not args.samples:  # a figure of an earlier evaluation would sit beside this one's numbers
+        (out / "predictions.png").unlink(missing_ok=True)
+    else:
         s = res["summary"]
         files.append(str(plot_predictions(
             res["samples"], out / "predictions.png",

@@ -13,7 +13,10 @@ phase and vortex physics itself is ``bec_jax.gpe.phase_field``.
 from __future__ import annotations
 
 import dataclasses
+import json
+import warnings
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -231,6 +234,29 @@ def evaluate_model(model, grid: Grid, arrays: dict, idx, tcfg: TargetConfig, *, 
     return summarize(per), samples
 
 
+def _note_foreign_data(run_dir, run: dict, data, attrs: dict) -> None:
+    """Warn when ``data`` is not like the run's training data: another box (the model sees its densities at
+    another scale) or (g, Ω) beyond the training range (the model extrapolates)."""
+    from bec_jax.train.trainer import data_ranges
+
+    trained, length = run.get("data") or {}, float(attrs["grid_length"])
+    if "grid_length" in trained and not np.isclose(trained["grid_length"], length, rtol=1e-6):
+        warnings.warn(f"{str(data)!r} has a box of length {length:g} a⊥; the model was trained on "
+                      f"{trained['grid_length']:g} a⊥: its densities come at another scale", stacklevel=3)
+    try:
+        seen = json.loads((Path(run_dir) / "metrics.json").read_text()).get("data_ranges")
+    except (OSError, ValueError):
+        return
+    here = data_ranges(attrs)
+    if not seen or not here:
+        return
+    for key, name in (("g_range", "g"), ("omega_range", "Ω")):
+        (lo, hi), (tlo, thi) = here[key], seen[key]
+        if lo < tlo - 1e-9 * abs(tlo) or hi > thi + 1e-9 * abs(thi):
+            warnings.warn(f"{str(data)!r} spans {name} in [{lo:g}, {hi:g}], beyond the training data's "
+                          f"[{tlo:g}, {thi:g}]: the model extrapolates there", stacklevel=3)
+
+
 def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test", batch_size: int = 16,
                  ecfg: EvalConfig = EvalConfig(), progress: bool = True, keep: int = 0, model=None) -> dict:
     """Evaluate a trained run on a dataset split.
@@ -248,8 +274,6 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
     Returns {"summary": dict (JSON-able), "config": dict, "samples": dict of
     numpy arrays for the first ``keep`` samples}.
     """
-    from pathlib import Path
-
     from bec_jax.data.splits import split_by_group
     from bec_jax.data.storage import load_grid, read_h5
     from bec_jax.train.trainer import check_dataset_grid, load_trained, run_data_path, run_imaging, run_settings
@@ -273,6 +297,7 @@ def evaluate_run(run_dir, *, data=None, which: str = "best", split: str = "test"
     groups, attrs = read_h5(data, fields=["group"], psi=False)
     grid = load_grid(attrs)
     check_dataset_grid(data, model_config.input_size, grid.n)
+    _note_foreign_data(run_dir, run, data, attrs)
     idx = (np.arange(len(groups["group"])) if split == "all"
            else split_by_group(groups["group"], tc.split, tc.split_seed)[split])
     if len(idx) == 0:

@@ -43,8 +43,8 @@ from bec_jax.train.checkpoint import CheckpointMismatch, Checkpoints
 from bec_jax.train.core import (TrainConfig, TrainingDiverged, TrainState, evaluate_loader, init_state, make_loss,
                                 make_optimizer, make_predict, make_train_step, run_epochs)
 
-__all__ = ["load_dataset", "fit", "FitResult", "load_trained", "run_settings", "run_data_path", "model_config_for",
-           "run_imaging", "check_dataset_grid", "data_ranges"]
+__all__ = ["load_dataset", "fit", "FitResult", "load_trained", "check_run_folder", "run_settings", "run_data_path",
+           "model_config_for", "run_imaging", "check_dataset_grid", "data_ranges"]
 
 
 def _dataset_id(path: Path, attrs: dict) -> dict:
@@ -268,13 +268,24 @@ def fit(data_path, out_dir, model_config: UNetConfig, config: TrainConfig = Trai
     return FitResult(model=model, history=history, best_epoch=best, out_dir=out)
 
 
+def check_run_folder(run_dir) -> Path:
+    """``run_dir`` as a Path; ValueError unless it is a training run folder (it holds checkpoints/), naming
+    RUN/train for a pipeline run folder."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoints").is_dir():
+        hint = (f"; {str(run_dir)!r} is a pipeline run: its training run is {str(run_dir / 'train')!r}"
+                if (run_dir / "train" / "checkpoints").is_dir() else "")
+        raise ValueError(f"no training run at {str(run_dir)!r} (expected {str(run_dir / 'checkpoints')!r}){hint}")
+    return run_dir
+
+
 def run_settings(run_dir) -> tuple[UNetConfig, TrainConfig, dict]:
     """(model config, training config, stored run settings) of a run folder, read from its checkpoint
     metadata without restoring any checkpoint. The training config's epochs is the default: the stored run
     key does not hold it (``load_trained`` records how far the run went)."""
     from bec_jax.train.checkpoint import read_run_metadata
 
-    meta = read_run_metadata(Path(run_dir) / "checkpoints")
+    meta = read_run_metadata(check_run_folder(run_dir) / "checkpoints")
     tcfg = meta["run"]["train"]
     return (UNetConfig.from_dict(meta["model_config"]), TrainConfig(**{**tcfg, "split": tuple(tcfg["split"])}),
             meta["run"])

@@ -10,6 +10,8 @@ def test_bad_input_is_a_clear_error(capsys, tmp_path):
     assert "[0, 1)" in capsys.readouterr().err
     assert main(["quantize", "--scheme", "int4", "--run", str(tmp_path)]) == 2
     assert "unknown scheme 'int4'" in capsys.readouterr().err
+    assert main(["quantize", "--scheme", "reference_per_tensor", "--qat-epochs", "1", "--run", str(tmp_path)]) == 2
+    assert "reference_per_tensor is post-training only" in capsys.readouterr().err
     assert main(["prune", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert "no training run" in capsys.readouterr().err
     assert main(["prune", "--distribution", "layerwise", "--out", str(tmp_path / "o")]) == 2
@@ -195,15 +197,23 @@ def test_a_prune_stopped_after_saving_its_model_reruns(small_run, tmp_path, monk
 
     with monkeypatch.context() as m:
         m.setattr(quantization, "load_quantized", killed)
-        assert main(argv) == 130
+        assert main([*argv, "--ft-epochs", "3", "--keep", "last"]) == 130
     assert (tmp_path / "p" / "model").is_dir() and not (tmp_path / "p" / "prune.json").exists()
-    capsys.readouterr()
+    assert ("bec-jax prune: warning: --ft-epochs, --keep not used by --method prune (one shot, no fine-tuning)"
+            in capsys.readouterr().err)
     assert main(argv) == 0
     said = capsys.readouterr().err
     assert f"bec-jax prune: resuming after stage 1 of 1 in {str(tmp_path / 'p' / 'stages')!r}" in said
     rep = json.loads((tmp_path / "p" / "prune.json").read_text())
-    assert rep["test_mse"] > 0 and not (tmp_path / "p" / "stages").exists()
+    assert rep["test_mse"] > 0 and not (tmp_path / "p" / "stages").exists() and rep["schedule"] is None
+    assert "not used by" not in said
     assert main(argv) == 2  # a finished run is not replaced without --overwrite
+    assert "with these settings: nothing to do" in capsys.readouterr().err
+    assert main([*argv, "--ft-epochs", "3"]) == 2  # a setting the one-shot method does not use is no difference
+    assert "with these settings: nothing to do" in capsys.readouterr().err
+    assert main([*argv, "--sparsity", "0.6", "--distribution", "lamp"]) == 2
+    assert "with other settings (sparsity 0.5 there, 0.6 here; distribution global there, lamp here)" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -85,6 +85,36 @@ def test_same_config_same_data_and_conflict_is_refused(tiny, tmp_path):
         bd.generate(dataclasses.replace(TINY, seed=1), path, progress=False)
 
 
+def test_a_run_resumes_with_another_batch_size(tiny, tmp_path):
+    """Two batches of 2 saved, the rest solved in batches of 3 (one padded): the same states as one run's
+    (to round-off: a batch is vectorised), in order; a complete dataset is complete at any batch size."""
+    out = tmp_path / "d.h5"
+    assert bd.generate(TINY, out, progress=False, max_batches=2)["samples_done"] == 4
+    wider = dataclasses.replace(TINY, batch_size=3)
+    with pytest.raises(bd.DatasetConflict, match=r"different config \(seed: stored 0, given 1\)"):
+        bd.generate(dataclasses.replace(wider, seed=1), out, progress=False)  # the batch size is not named
+    summary = bd.generate(wider, out, progress=False)
+    assert summary["status"] == "complete" and summary["batches_this_run"] == 2
+    a, b = bd.read_h5(tiny[0])[0], bd.read_h5(out)[0]
+    for k in ("g", "omega", "seed", "group", "vortices"):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    np.testing.assert_allclose(b["energy"], a["energy"], rtol=1e-5)
+    assert bd.generate(dataclasses.replace(TINY, batch_size=8), out, progress=False)["status"] == "complete"
+
+
+def test_a_partial_run_of_numbered_batches_resumes(tiny, tmp_path):
+    """A partial folder written when batch files were numbered (batch_000001.h5: positions 2..3 at batch size
+    2) is renamed to positions and resumed, here at batch size 4."""
+    out = tmp_path / "d.h5"
+    bd.generate(TINY, out, progress=False, max_batches=2)
+    part = tmp_path / "d.h5.partial"
+    (part / "batch_000000002_000000004.h5").rename(part / "batch_000001.h5")
+    (part / "batch_000000000_000000002.h5").rename(part / "batch_000000.h5")
+    summary = bd.generate(dataclasses.replace(TINY, batch_size=4), out, progress=False)
+    assert summary["status"] == "complete" and summary["batches_this_run"] == 1  # positions 4..7
+    np.testing.assert_array_equal(bd.read_h5(out)[0]["seed"], bd.read_h5(tiny[0])[0]["seed"])
+
+
 @pytest.mark.slow  # integration test over ~15 s on 2 cores: `make test-slow`
 def test_only_converged_states_are_kept_by_default(tmp_path, monkeypatch):
     """Two single-state batches; the first sample's batch is solved with an unreachable
@@ -134,7 +164,8 @@ def test_sigkill_mid_generation_then_resume_gives_identical_data(tiny, tmp_path)
     killed = subprocess.run([sys.executable, "-c", DIE_IN_SECOND_WRITE] + CLI[3:] + ["--out", str(out)],
                             capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert sorted(p.name for p in part.glob("batch_*")) == ["batch_000000.h5", "batch_000001.h5.tmp"]
+    assert sorted(p.name for p in part.glob("batch_*")) == ["batch_000000000_000000002.h5",
+                                                            "batch_000000002_000000004.h5.tmp"]
     assert not out.exists()
     # A conflicting config does not touch the partial run.
     bad = subprocess.run(CLI + ["--out", str(out), "--seed", "5"], capture_output=True, text=True)

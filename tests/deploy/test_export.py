@@ -258,7 +258,7 @@ def test_export_cli_int8_onnx_needs_and_uses_data(folders, tmp_path, capsys, sma
     assert main(["export", "--model", str(tmp_path / "q"), "--format", "onnx", "--out", str(out),
                  "--data", str(small_dataset), "--calibration-samples", "4"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["precision"] == "int8" and summary["quantizer"] == "bec_jax"
+    assert summary["precision"] == "int8" and summary["quantizer"] == "bec_jax" and summary["calibration_samples"] == 4
     assert load_artifact(out)(x[:2]).shape == (2, 32, 32, 2)
 
 

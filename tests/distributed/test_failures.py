@@ -65,3 +65,5 @@ def test_killed_training_process_stops_the_run_and_a_rerun_resumes(tmp_path, tin
     assert f"resuming from epoch {done}" in procs[0].stdout
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [r["epoch"] for r in history] == list(range(1, done + 3))
+    plots = [json.loads(p.stdout.strip().splitlines()[-1])["plot"] for p in procs]  # one figure, process 0's
+    assert plots == [str(out / "loss.png"), None] and (out / "loss.png").is_file()

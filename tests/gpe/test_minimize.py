@@ -82,6 +82,20 @@ def test_unknown_preconditioner_raises():
         make_pcg(bj.Grid(16, 8.0), 1.0, 0.1, preconditioner="jacobi")
 
 
+def test_a_preconditioner_factory_of_one_s_own_is_called_as_the_named_ones():
+    grid, calls = bj.Grid(16, 8.0), []
+
+    def factory(grid_, g, omega):
+        calls.append((grid_, g, omega))
+        return rotating_preconditioner(grid_, g, omega)
+
+    psi = initial_guess(grid, 1.0, 0.1, jax.random.key(0), 1)
+    mine = make_pcg(grid, 1.0, 0.1, preconditioner=factory)
+    named = make_pcg(grid, 1.0, 0.1, preconditioner="rotating")
+    assert calls == [(grid, 1.0, 0.1)]
+    np.testing.assert_array_equal(mine[1](mine[0](psi))["psi"], named[1](named[0](psi))["psi"])
+
+
 def test_rotating_is_the_default_preconditioner_everywhere():
     import inspect
 

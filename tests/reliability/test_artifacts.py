@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from bec_jax.artifacts import (MANIFEST, CorruptArtifact, OutputLocked, check_replaceable, locked, remove_tree,
-                               verify_manifest, write_manifest)
+from bec_jax.artifacts import (MANIFEST, CorruptArtifact, OutputLocked, atomic_write, atomic_write_text,
+                               check_replaceable, locked, remove_tree, verify_manifest, write_manifest)
 
 
 def _folder(root):
@@ -97,3 +97,28 @@ def test_a_second_process_on_the_same_output_is_refused(tmp_path):
     with locked(out):
         first.__exit__(None, None, None)
         assert (out / ".lock").exists()
+
+
+
+def test_atomic_write_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "loss.png"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # a process that has ended
+    (tmp_path / f"loss.png.{dead}.tmp").write_text("half a figure")  # as a killed writer leaves it
+    other = tmp_path / "other.png.1.tmp"  # another file's: not ours to touch
+    other.write_text("x")
+
+    def interrupted(tmp):
+        tmp.write_text("partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, interrupted)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"loss.png.{dead}.tmp", "other.png.1.tmp"]
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as writer:
+        busy = tmp_path / f"loss.png.{writer.pid}.tmp"  # a running process's, mid-write
+        busy.write_text("being written")
+        atomic_write_text(path, "new")
+        writer.kill()
+    assert path.read_text() == "new" and other.exists() and busy.exists()
+    assert not (tmp_path / f"loss.png.{dead}.tmp").exists()

@@ -67,7 +67,7 @@ def test_prune_overwrite_replaces_its_own_model(small_run, tmp_path, capsys):
     assert first["kind"] == "model" and first["files"]
     capsys.readouterr()
     assert main(args) == 2                                   # done: said so, nothing redone
-    _one_line(capsys, "holds a finished `bec-jax prune` (prune.json): nothing to do")
+    _one_line(capsys, "holds a finished `bec-jax prune` (prune.json) with these settings: nothing to do")
     assert main(args + ["--overwrite"]) == 0
     capsys.readouterr()
     for out in (run, run / "checkpoints"):                   # never into the run it reads
@@ -289,7 +289,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, monkeypatch, ca
             "--batch-size", "1", "--n-starts", "1", "--max-iter", "200", "--g-range", "20,40", "--omega-range",
             "0.2,0.3", "--no-progress"]
     assert main(args) == 2
-    _one_line(capsys, "batch_000001.h5", "No space left on device")
+    _one_line(capsys, "batch_000000001_000000002.h5", "No space left on device")
     monkeypatch.undo()
     assert main(args) == 0                                   # resumes: batch 0 kept, 1 and 2 computed
     assert "; resuming, 1 batch(es) saved" in capsys.readouterr().out
@@ -330,9 +330,9 @@ def test_dataset_contents_are_checked_and_a_damaged_batch_is_recomputed(tmp_path
                          batch_size=1, n_starts=1, max_iter=200)
     out = tmp_path / "d.h5"
     generate(cfg, out, progress=False, max_batches=2)
-    batch = tmp_path / "d.h5.partial" / "batch_000001.h5"
+    batch = tmp_path / "d.h5.partial" / "batch_000000001_000000002.h5"
     batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])   # truncated
-    with pytest.warns(UserWarning, match="batch_000001.h5.*: the batch is computed again"):
+    with pytest.warns(UserWarning, match="batch_000000001_000000002.h5.*: the batch is computed again"):
         summary = generate(cfg, out, progress=False)       # the damaged batch is computed again, not merged
     assert summary["status"] == "complete" and summary["batches_this_run"] == 2
     assert len(read_h5(out, psi=False)[0]["g"]) == summary["n_samples"]

@@ -33,7 +33,7 @@ def _wait_for(path, timeout=120):
 def test_signal_stops_cleanly_and_the_run_resumes(sig, code, tmp_path):
     proc = subprocess.Popen(INTERRUPTIBLE + GEN[3:], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    _wait_for(tmp_path / "s.h5.partial" / "batch_000000.h5")   # in the middle of the work
+    _wait_for(tmp_path / "s.h5.partial" / "batch_000000000_000000002.h5")   # in the middle of the work
     t0 = time.monotonic()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)

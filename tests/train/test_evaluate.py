@@ -276,3 +276,28 @@ def test_camera_images_are_keyed_by_the_samples_index_in_the_file(small_run):
     assert other["mse"] != pytest.approx(whole["mse"], rel=1e-6)
     with pytest.raises(ValueError, match="ids must match idx"):
         evaluate_model(model, grid, rows, local, tcfg, progress=False, imaging=imaging, ids=idx[:-1])
+
+
+def test_data_unlike_the_training_data_is_named(small_run):
+    """Another box or a (g, Ω) beyond the training range: a warning each; the run's own data: none."""
+    import json
+    import warnings
+
+    from bec_jax.train.evaluate import _note_foreign_data
+    from bec_jax.train.trainer import run_settings
+
+    run, data = small_run
+    run_info = run_settings(run)[2]
+    attrs = read_h5(data, psi=False)[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _note_foreign_data(run, run_info, data, attrs)
+    cfg = json.loads(attrs["config"])
+    wider = dict(attrs, grid_length=2 * float(attrs["grid_length"]),
+                 config=json.dumps(dict(cfg, omega_range=[cfg["omega_range"][0], cfg["omega_range"][1] + 0.1])))
+    with pytest.warns(UserWarning) as caught:
+        _note_foreign_data(run, run_info, "other.h5", wider)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert "box of length" in messages[0] and "another scale" in messages[0]
+    assert "spans Ω" in messages[1] and "extrapolates" in messages[1]

@@ -42,6 +42,8 @@ def leaves(tree):
     (dict(learning_rate=0.0), "learning_rate"),
     (dict(learning_rate=float("inf")), "learning_rate must be a finite number > 0, got inf"),
     (dict(learning_rate=float("nan")), "learning_rate must be a finite number > 0, got nan"),
+    (dict(learning_rate=np.bool_(True)), "learning_rate must be a finite number > 0, got np.True_"),
+    (dict(learning_rate=np.ones(1)), "learning_rate must be a finite number > 0"),
     (dict(weight_decay=float("inf")), "weight_decay must be a finite number >= 0, got inf"),
     (dict(weight_decay=float("nan")), "weight_decay must be a finite number >= 0, got nan"),
     (dict(batch_size=0), "batch_size"),
@@ -150,6 +152,9 @@ def test_fit_writes_metrics_and_loads_back(small_dataset, tmp_path):
     assert s["true_positives"] + s["false_negatives"] == s["vortices_true"]
     png = (tmp_path / "run" / "eval" / "predictions.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert main(["evaluate", "--run", str(tmp_path / "run"), "--split", "all", "--samples", "0",
+                 "--no-progress"]) == 0  # no figure: the last one's would not match the new numbers
+    assert not (tmp_path / "run" / "eval" / "predictions.png").exists()
     # a model given in place of the checkpoint (a compressed copy) is scored on the run's split the same way
     from bec_jax.train.evaluate import evaluate_run
 
@@ -220,6 +225,11 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert "no dataset" in capsys.readouterr().err
     assert main(["evaluate", "--run", str(tmp_path / "nothing")]) == 2
     assert "no training run" in capsys.readouterr().err
+    (tmp_path / "pipe" / "train" / "checkpoints").mkdir(parents=True)  # a pipeline run folder's layout
+    for command in ("evaluate", "prune"):
+        assert main([command, "--run", str(tmp_path / "pipe"), "--out", str(tmp_path / "o")]) == 2
+        assert f"is a pipeline run: its training run is {str(tmp_path / 'pipe' / 'train')!r}" in \
+            capsys.readouterr().err
 
 
 def test_cli_refuses_a_non_finite_learning_rate_before_training(small_dataset, tmp_path, capsys):
