@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 __all__ = ["MANIFEST", "CorruptArtifact", "OutputLocked", "first_line", "atomic_write", "atomic_write_text", "claim_folder", "sha256_file", "write_manifest",
@@ -53,11 +54,13 @@ def short_repr(value, limit: int = 40) -> str:
 
 def atomic_write(path, write) -> None:
     """``write(tmp)`` to a temporary name beside ``path``, fsync it, then rename it over ``path``: a kill
-    (even SIGKILL) leaves the old file or the new one, never half of one. The name is this process's own, so
-    processes writing the same file (every process of a multi-process run draws loss.png) do not take each
-    other's temporary file away. Those a killed process left behind are removed."""
+    (even SIGKILL) leaves the old file or the new one, never half of one. The name is this process's own
+    (``NAME.<host>.<pid>.tmp``), so processes writing the same file, on one machine or several sharing a
+    file system, do not take each other's temporary file away. A failed or interrupted write removes its
+    temporary file; those that killed processes of this machine left in the folder go at this process's
+    first write there."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{_HOST}.{os.getpid()}.tmp")
     try:
         write(tmp)
         with open(tmp, "rb") as fh:
@@ -66,17 +69,30 @@ def atomic_write(path, write) -> None:
     except BaseException:  # an error or Ctrl-C: no temporary file left
         tmp.unlink(missing_ok=True)
         raise
-    for old in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
-        if not _alive(old.name[len(path.name) + 1:-len(".tmp")]):
+    _sweep(path.parent)
+
+
+_HOST = socket.gethostname().replace(os.sep, "_")
+_swept: set[str] = set()  # folders already cleared of stale temporary files by this process
+
+
+def _sweep(folder: Path) -> None:
+    """Remove the temporary files of ``atomic_write`` in ``folder`` whose process, on this machine, has ended;
+    once per folder and process (a folder of many files is listed once, not at every write)."""
+    key = os.path.abspath(folder)
+    if key in _swept:
+        return
+    _swept.add(key)
+    for old in folder.glob(f"*.{glob.escape(_HOST)}.*.tmp"):
+        pid = old.name[:-len(".tmp")].rpartition(".")[2]
+        if pid.isdigit() and not _alive(int(pid)):
             old.unlink(missing_ok=True)
 
 
-def _alive(pid: str) -> bool:
-    """Whether the process ``pid`` (a temporary file's) runs on this machine; True for a name that is no pid."""
-    if not pid.isdigit():
-        return True
+def _alive(pid: int) -> bool:
+    """Whether the process ``pid`` runs on this machine."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (PermissionError, OverflowError):

@@ -12,7 +12,8 @@ is identifiable), and time per inversion.
 
     bec-jax generate --preset quick --out data/quick.h5           # the data, if not there yet
     python experiments/hamiltonian_learning.py                  # CPU ~5 min
-    python experiments/hamiltonian_learning.py --data big.h5 --steps 40 --surrogate-steps 8000   # GPU
+    python experiments/hamiltonian_learning.py --data big.h5 --steps 40 --relax-iter 150 --chunk 64 \
+        --surrogate-steps 8000   # larger, on a GPU
 
 Writes experiments/results/hamiltonian_learning/{hamiltonian_learning.json,.md,.png}.
 """

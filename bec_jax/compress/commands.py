@@ -87,14 +87,14 @@ def cmd_prune(args) -> int:
 def _output(args, command: str, kind: str, names, config, unused=()) -> tuple[Path, bool]:
     """(output folder, whether its ``names`` may be replaced) of a compress ``command`` run, checked before any
     work. A finished run (its COMMAND.json written) is refused without --overwrite, naming the settings of
-    ``config`` (but ``unused``) it ran with other values. A run stopped after saving its model (``kind``, as
+    ``config`` (but ``unused``) and the run it ran with other values. A run stopped after saving its model (``kind``, as
     the save records it), during its evaluation, or halfway through the save, is taken up again: the model is
     replaced, as with --overwrite. A model of another command stays protected."""
     summary = Path(args.out) / f"{command}.json"
     if not args.overwrite and summary.is_file():
-        differ = _differences(summary, config, unused)
-        said = f"with other settings ({differ})" if differ else "with these settings: nothing to do"
-        raise UsageError(f"{args.out!r} holds a finished `bec-jax {command}` ({summary.name}) {said}; use "
+        differ = _differences(summary, config, unused, run=str(args.run))
+        said = f" with other settings ({differ})" if differ else ": nothing to do"
+        raise UsageError(f"{args.out!r} holds a finished `bec-jax {command}` ({summary.name}){said}; use "
                          "another --out, or --overwrite to run it again")
     out = out_dir(args.out)
     replace = args.overwrite or _saved_by(out / "model", kind)
@@ -103,9 +103,10 @@ def _output(args, command: str, kind: str, names, config, unused=()) -> tuple[Pa
     return out, replace
 
 
-def _differences(summary: Path, config, unused=()) -> str:
-    """The fields of the dataclass ``config`` (but ``unused``) whose values differ from those ``summary`` (a
-    JSON file) records, as "field X there, Y here; ..."; fields unset (None) on either side are not compared."""
+def _differences(summary: Path, config, unused=(), **inputs) -> str:
+    """The fields of the dataclass ``config`` (but ``unused``) and the ``inputs`` whose values differ from those
+    ``summary`` (a JSON file) records, as "field X there, Y here; ..."; values unset (None) on either side, as
+    a default decided at run time, are not compared."""
     try:
         done = json.loads(summary.read_text())
     except (OSError, ValueError):
@@ -114,13 +115,11 @@ def _differences(summary: Path, config, unused=()) -> str:
         return ""
     done = {**(done.get("prune_config") or {}), **done}  # prune.json keeps the pruning rule's own fields apart
     out = []
-    for f in dataclasses.fields(config):
-        if f.name in unused:
-            continue
-        here = json.loads(json.dumps(getattr(config, f.name)))  # tuples as the JSON's lists
-        there = done.get(f.name)
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in unused} | inputs
+    for name, value in values.items():
+        here, there = json.loads(json.dumps(value)), done.get(name)  # tuples as the JSON's lists
         if here is not None and there is not None and here != there:
-            out.append(f"{f.name} {there} there, {here} here")
+            out.append(f"{name} {there} there, {here} here")
     return "; ".join(out)
 
 

@@ -351,7 +351,7 @@ def prune_and_finetune(setup: Setup, sparsity: float, method: str = "finetune", 
     settings = dict(stages=list(stages), method=method,
                     prune=dataclasses.asdict(dataclasses.replace(prune, sparsity=sparsity)),
                     model=_fingerprint(setup.model))
-    if tuner:  # what shapes a fine-tuned stage; a one-shot stage resumes whatever they are
+    if tuner:  # what shapes a fine-tuned stage (_FINE_TUNING); a one-shot stage resumes whatever they are
         settings.update(ft_epochs=ft_epochs, learning_rate=lr, keep=keep, precise_bn=precise_bn)
     if last != ft_epochs:  # only then: stages saved before the setting existed still resume
         settings["last_ft_epochs"] = last
@@ -413,6 +413,10 @@ def _digest(tree) -> str:
     return h.hexdigest()
 
 
+#: the stage settings of fine-tuning alone
+_FINE_TUNING = ("ft_epochs", "learning_rate", "keep", "precise_bn")
+
+
 def _resume_stages(folder: Path, settings: dict, setup: Setup):
     """(model, rows) after the last stage saved in ``folder`` (``prune_and_finetune``'s resume_dir), or
     (setup.model, []) when none is. A stage saved with other settings or from another model is an error."""
@@ -429,6 +433,8 @@ def _resume_stages(folder: Path, settings: dict, setup: Setup):
         return setup.model, []
     model, meta = load_quantized(folder / f"stage_{last}", setup.model_config)
     stored, wanted = meta["extra"]["settings"], json.loads(json.dumps(settings))  # as JSON: tuples are lists
+    if wanted["method"] == "prune":  # one-shot stages saved when they recorded the fine-tuning settings resume too
+        stored = {k: v for k, v in stored.items() if k not in _FINE_TUNING}
     if stored != wanted:
         diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
         raise ValueError(f"{str(folder)!r} holds the stages of another pruning run (different {', '.join(diff)}); "

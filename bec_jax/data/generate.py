@@ -45,8 +45,8 @@ import numpy as np
 import bec_jax
 from bec_jax.artifacts import (CorruptArtifact, atomic_write_text, first_line, has_manifest, read_manifest,
                                sha256_file, write_manifest)
-from bec_jax.data.storage import (FIELDS, SHARDS_KIND, atomic_write_h5, content_sha256, read_h5, shard_name,
-                                  shards_dir)
+from bec_jax.data.storage import (FIELDS, SHARDS_KIND, atomic_write_h5, config_differences, content_sha256,
+                                  read_h5, same_states, shard_name, shards_dir)
 from bec_jax.distributed import process_slice
 from bec_jax.gpe.groundstate import (BoxTooSmallWarning, GridTooCoarseWarning, box_length, coarse_resolves,
                                      ground_state, solver_method, warn_if_unresolved)
@@ -254,25 +254,6 @@ def _solver_attrs(config: GenerateConfig) -> str:
     return json.dumps(dict(method=config.method, n_starts=config.n_starts, **dataclasses.asdict(config.solver)))
 
 
-def same_states(stored: str | None, given: str) -> bool:
-    """Whether two configs' JSON (``GenerateConfig.to_json``) make the same states: equal but for the batch
-    size, which only sets how many are solved at once."""
-    return _differences(stored, given) == ""
-
-
-def _differences(stored: str | None, given: str) -> str:
-    """The fields but batch_size in which two configs' JSON differ, as "field: stored X, given Y"; "" if none."""
-    try:
-        a, b = json.loads(stored or "{}"), json.loads(given)
-    except json.JSONDecodeError:
-        return "the stored config cannot be read"
-    if not isinstance(a, dict):
-        return "the stored config cannot be read"
-    diff = [f"{k}: stored {a.get(k)!r}, given {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if k != "batch_size" and a.get(k) != b.get(k)]
-    return "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")
-
-
 def partial_dir(out) -> Path:
     """The folder of ``out``'s unfinished run: one file per finished batch (module doc)."""
     out = Path(out)
@@ -315,7 +296,7 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
         _, attrs = read_h5(out, fields=[], psi=False)
         if not same_states(attrs.get("config"), cfg_json) or attrs.get("shard") != shard_json:
             raise DatasetConflict(f"{out} exists with a different config "
-                                  f"({_differences(attrs.get('config'), cfg_json) or 'another shard'}); choose "
+                                  f"({config_differences(attrs.get('config'), cfg_json) or 'another shard'}); choose "
                                   "another --out or delete it")
         stored = json.loads(attrs.get("summary", "{}"))
         _check_complete(out, stored)
@@ -329,7 +310,7 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
         before, _, before_shard = cfg_file.read_text().partition("\n")
         if not same_states(before, cfg_json) or (before_shard or None) != shard_json:
             raise DatasetConflict(f"{part} holds an unfinished run with a different config "
-                                  f"({_differences(before, cfg_json) or 'another shard'}); "
+                                  f"({config_differences(before, cfg_json) or 'another shard'}); "
                                   "rerun with the same settings to resume, or delete it")
         _name_legacy_batches(part, N, json.loads(before).get("batch_size", B))
         if before != cfg_json:  # another batch size: the batches saved so far keep their samples

@@ -40,7 +40,7 @@ from bec_jax.artifacts import (MANIFEST, CorruptArtifact, atomic_write, first_li
 from bec_jax.gpe.grid import Grid
 
 __all__ = ["FIELDS", "SHARDS_KIND", "write_h5", "read_h5", "load_grid", "atomic_write_h5", "is_sharded", "shards_dir",
-           "shard_name"]
+           "shard_name", "same_states", "config_differences"]
 
 SHARDS_KIND = "dataset-shards"
 
@@ -140,6 +140,25 @@ def _rows(rows, n: int):
     return rows if rows.size else slice(0, 0)
 
 
+def same_states(stored: str | None, given: str) -> bool:
+    """Whether two configs' JSON (``GenerateConfig.to_json``) make the same states: equal but for the batch
+    size, which only sets how many are solved at once."""
+    return config_differences(stored, given) == ""
+
+
+def config_differences(stored: str | None, given: str) -> str:
+    """The fields but batch_size in which two configs' JSON differ, as "field: stored X, given Y"; "" if none."""
+    try:
+        a, b = json.loads(stored or "{}"), json.loads(given)
+    except json.JSONDecodeError:
+        return "the stored config cannot be read"
+    if not isinstance(a, dict):
+        return "the stored config cannot be read"
+    diff = [f"{k}: stored {a.get(k)!r}, given {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k != "batch_size" and a.get(k) != b.get(k)]
+    return "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")
+
+
 def _read_shards(folder: Path, fields, psi: bool, rows) -> tuple[dict, dict]:
     """``read_h5`` of a shard folder: every shard's size checked against the manifest, the first shard and
     those holding ``rows`` read, checked against it (their SHA-256 too when ψ is read) and their samples
@@ -168,7 +187,7 @@ def _read_shards(folder: Path, fields, psi: bool, rows) -> tuple[dict, dict]:
         s, lo = shards[i], int(ends[i]) - shards[i]["n_samples"]
         local = None if rows is None else rows[(rows >= lo) & (rows < ends[i])] - lo
         arrays, a = read_h5(folder / s["file"], fields, psi, rows=local)
-        if a.get("config") != manifest.get("config"):
+        if not same_states(a.get("config"), manifest.get("config") or ""):  # shards may differ in batch size
             raise CorruptArtifact(f"{str(folder / s['file'])!r} was generated with another config than its manifest")
         got = len(next(iter(arrays.values()))) if arrays else None
         if rows is None and got is not None and got != s["n_samples"]:

@@ -111,7 +111,7 @@ def make_pcg(grid: Grid, g, omega, *, max_angle: float = 0.3, preconditioner="ro
     named ones are: ``factory(grid, g, omega) -> precondition(r, lam, psi)``. ``max_angle``
     caps the step (radians on the sphere).
     """
-    if not callable(preconditioner) and preconditioner not in _PRECONDITIONERS:
+    if not callable(preconditioner) and not (isinstance(preconditioner, str) and preconditioner in _PRECONDITIONERS):
         raise ValueError(f"preconditioner must be one of {sorted(_PRECONDITIONERS)}, got {preconditioner!r} "
                          "(or a factory (grid, g, omega) -> precondition)")
 

@@ -100,7 +100,9 @@ def test_prune_then_quantize_end_to_end(small_run, tmp_path, capsys):
     assert main([*again, "--out", str(tmp_path / "q")]) == 0 and (tmp_path / "q" / "quantize.json").is_file()
     capsys.readouterr()
     assert main([*again, "--out", str(tmp_path / "q")]) == 2  # finished: nothing to do
-    assert "holds a finished `bec-jax quantize`" in capsys.readouterr().err
+    assert "holds a finished `bec-jax quantize` (quantize.json): nothing to do" in capsys.readouterr().err
+    assert main([*again, "--scheme", "per_tensor", "--out", str(tmp_path / "q")]) == 2
+    assert "with other settings (scheme per_channel there, per_tensor here)" in capsys.readouterr().err
     # the saved model folder itself (a pipeline's models/pruned) is a pruned model too
     assert main([*again, "--from-pruned", str(tmp_path / "p" / "model"), "--out", str(tmp_path / "q4")]) == 0
     assert json.loads((tmp_path / "q4" / "quantize.json").read_text())["test_mse_reloaded"] > 0
@@ -208,9 +210,9 @@ def test_a_prune_stopped_after_saving_its_model_reruns(small_run, tmp_path, monk
     assert rep["test_mse"] > 0 and not (tmp_path / "p" / "stages").exists() and rep["schedule"] is None
     assert "not used by" not in said
     assert main(argv) == 2  # a finished run is not replaced without --overwrite
-    assert "with these settings: nothing to do" in capsys.readouterr().err
+    assert "(prune.json): nothing to do" in capsys.readouterr().err
     assert main([*argv, "--ft-epochs", "3"]) == 2  # a setting the one-shot method does not use is no difference
-    assert "with these settings: nothing to do" in capsys.readouterr().err
+    assert "(prune.json): nothing to do" in capsys.readouterr().err
     assert main([*argv, "--sparsity", "0.6", "--distribution", "lamp"]) == 2
     assert "with other settings (sparsity 0.5 there, 0.6 here; distribution global there, lamp here)" in \
         capsys.readouterr().err

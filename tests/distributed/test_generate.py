@@ -1,5 +1,6 @@
 """Sharded generation: every process (or job) its part of the (g, Ω) groups, a manifest, one dataset."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -35,7 +36,9 @@ def test_shards_resume_separately_and_read_as_one(tmp_path, reference):
     assert generate_sharded(TINY_DATA, out, progress=False, index=0, count=2)["status"] == "partial"
     folder = shards_dir(out)
     assert not (folder / MANIFEST).exists()  # no manifest before every shard is complete
-    last = generate_sharded(TINY_DATA, out, progress=False, index=1, count=2)
+    # shard 1 resumes with another batch size (on another machine, say): the shards still read as one
+    last = generate_sharded(dataclasses.replace(TINY_DATA, batch_size=TINY_DATA.batch_size + 1), out,
+                            progress=False, index=1, count=2)
     assert last["status"] == "complete" and last["path"] == str(folder) and last["n_samples"] == 10
     manifest = json.loads((folder / MANIFEST).read_text())
     assert [s["file"] for s in manifest["shards"]] == [shard_name(0, 2), shard_name(1, 2)]

@@ -221,6 +221,19 @@ def test_other_config_in_the_same_folder_is_refused(tiny_run):
         run_pipeline(other, out, progress=False, log=None)
 
 
+def test_a_run_resumes_with_another_data_batch_size(tmp_path):
+    """The batch size of generation only sets how many states are solved at once (after an out-of-memory
+    error, a rerun with a smaller one continues); every other setting is the run's."""
+    from bec_jax.pipeline.run import prepare_run
+
+    prepare_run(TINY, tmp_path)
+    smaller = dataclasses.replace(TINY, data=dataclasses.replace(TINY.data, batch_size=1))
+    prepare_run(smaller, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["data"]["batch_size"] == 1  # the config it runs
+    with pytest.raises(RunConflict, match=r"data.seed: 0 -> 1"):
+        prepare_run(dataclasses.replace(smaller, data=dataclasses.replace(smaller.data, seed=1)), tmp_path)
+
+
 CLI = [sys.executable, "-m", "bec_jax.cli", "pipeline", "--no-progress"]
 
 

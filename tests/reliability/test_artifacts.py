@@ -101,12 +101,18 @@ def test_a_second_process_on_the_same_output_is_refused(tmp_path):
 
 
 def test_atomic_write_leaves_no_temporary_file(tmp_path):
+    import socket
+
+    host = socket.gethostname()
     path = tmp_path / "loss.png"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True).stdout.strip()  # a process that has ended
-    (tmp_path / f"loss.png.{dead}.tmp").write_text("half a figure")  # as a killed writer leaves it
-    other = tmp_path / "other.png.1.tmp"  # another file's: not ours to touch
-    other.write_text("x")
+    stale = tmp_path / f"loss.png.{host}.{dead}.tmp"  # as a killed writer leaves it
+    stale.write_text("half a figure")
+    others = [tmp_path / "other.png.1.tmp",  # not ours: another naming
+              tmp_path / f"metrics.json.elsewhere.{dead}.tmp"]  # another machine's, on a shared file system
+    for other in others:
+        other.write_text("x")
 
     def interrupted(tmp):
         tmp.write_text("partial")
@@ -114,11 +120,11 @@ def test_atomic_write_leaves_no_temporary_file(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         atomic_write(path, interrupted)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"loss.png.{dead}.tmp", "other.png.1.tmp"]
+    assert sorted(tmp_path.iterdir()) == sorted([stale, *others])  # its own temporary file gone
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as writer:
-        busy = tmp_path / f"loss.png.{writer.pid}.tmp"  # a running process's, mid-write
+        busy = tmp_path / f"loss.png.{host}.{writer.pid}.tmp"  # a running process's, mid-write
         busy.write_text("being written")
         atomic_write_text(path, "new")
         writer.kill()
-    assert path.read_text() == "new" and other.exists() and busy.exists()
-    assert not (tmp_path / f"loss.png.{dead}.tmp").exists()
+    assert path.read_text() == "new" and busy.exists() and all(o.exists() for o in others)
+    assert not stale.exists()

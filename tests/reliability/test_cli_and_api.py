@@ -67,7 +67,7 @@ def test_prune_overwrite_replaces_its_own_model(small_run, tmp_path, capsys):
     assert first["kind"] == "model" and first["files"]
     capsys.readouterr()
     assert main(args) == 2                                   # done: said so, nothing redone
-    _one_line(capsys, "holds a finished `bec-jax prune` (prune.json) with these settings: nothing to do")
+    _one_line(capsys, "holds a finished `bec-jax prune` (prune.json): nothing to do")
     assert main(args + ["--overwrite"]) == 0
     capsys.readouterr()
     for out in (run, run / "checkpoints"):                   # never into the run it reads
