@@ -20,6 +20,7 @@ sizes (``--smoke``), which is how the test suite checks it. Parts (``--parts``, 
           with the ratio to the dense model.
 
     python benchmarks/accelerator_throughput.py --out benchmarks/results/gpu_h200/accelerator_throughput.json
+    python benchmarks/accelerator_throughput.py --parts models --models RUN/models --out models.json  # latencies
     python benchmarks/accelerator_throughput.py --smoke --out /tmp/smoke.json     # CPU, seconds
 
 Each timing is the median of ``--repeats`` calls after a warm-up (compiling) call.
@@ -52,7 +53,7 @@ def _ints(text: str) -> list[int]:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--parts", default="solver,pcg,unet,models")
+    p.add_argument("--parts", default=None, help="default: solver,pcg,unet, and models with --models")
     p.add_argument("--n", type=int, default=200, help="solver grid points per side")
     p.add_argument("--solver-batches", type=_ints, default=_ints("256,512,1024,2048,4096"))
     p.add_argument("--steps", type=int, default=20, help="split steps per timed solver call")
@@ -66,6 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--smoke", action="store_true", help="tiny sizes (CPU check of the script)")
     p.add_argument("--out", default="benchmarks/results/accelerator_throughput.json")
     args = p.parse_args(argv)
+    if args.parts is None:
+        args.parts = "solver,pcg,unet" + (",models" if args.models else "")
     args.parts = [s.strip() for s in args.parts.split(",") if s.strip()]
     unknown = set(args.parts) - {"solver", "pcg", "unet", "models"}
     if unknown:

@@ -20,7 +20,8 @@ keeping its epoch of lowest validation MSE (``--keep best``, the rule of the
 pruning study) or its last, plus the latency of those models at the run's size
 and batch size.
 
-    python benchmarks/compression_latency.py --run runs/compression_study --data data/quick.h5
+    python benchmarks/compression_latency.py --run runs/compression_study_e50 --data data/quick.h5 \
+        --ft-epochs 30 --ft-lr 1e-3   # the committed result (the run: pruning_variants, 50 epochs)
     python benchmarks/compression_latency.py --width 4 --depth 3 --size 64 --batches 8 --repeats 5   # smoke
 """
 

@@ -60,7 +60,8 @@ def time_steps(step, state, batches, block: int, repeats: int,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=None, help="write JSON here (also printed)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/gradient_flow_step.json"),
+                   help="write JSON here (also printed; default benchmarks/results/gradient_flow_step.json)")
     p.add_argument("--method", choices=("S", "L2", "M"), default="M")
     p.add_argument("--repeats", type=positive_int, default=7)
     p.add_argument("--block", type=positive_int, default=100,

@@ -18,7 +18,7 @@ latency does not depend on the weight values). Contenders:
                       int8 with the full-resolution convs float32, "mixed_full_res"), and
                       onnx_int8_all (every conv int8: what keeping those convs float gains).
                       The recipe (experiments/results/structured_quick/):
-                      bec-jax shrink --run runs/quick/train --keep 0.5 --outer --ft-epochs 30
+                      bec-jax shrink --run runs/quick/train --keep 0.5 --outer --ft-epochs 60
   torch_fp32          the PyTorch reference U-Net, where torch is installed
 
 Every thread setting runs in its own process (XLA fixes its threads at start):
@@ -32,7 +32,7 @@ that follows and slow the baseline. Medians in ms, ratios against jax_fp32
 from the same rounds. Accuracy (64² only): masked test MSE of every artifact,
 reloaded, on the run's test split. Artifact sizes are file bytes.
 
-    bec-jax shrink --run runs/quick/train --keep 0.5 --outer --ft-epochs 30 --out runs/shrink50
+    bec-jax shrink --run runs/quick/train --keep 0.5 --outer --ft-epochs 60 --out runs/shrink50
     python benchmarks/inference_latency.py --run runs/quick --structured runs/shrink50/model
     python benchmarks/inference_latency.py --run runs/quick --sizes 64 --repeats 5     # smoke
 """
@@ -356,9 +356,8 @@ def main() -> None:
             n = all_threads if t == "all" else int(t)
             out = Path(args.out).with_suffix(f".threads{n}.partial.json")  # kept if a later step fails
             env = dict(os.environ)
-            if n == 1:
-                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                                    "intra_op_parallelism_threads=1").strip()
+            if n == 1:  # one core: the child pins itself (sched_setaffinity); Eigen's pool stays single-threaded
+                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
             cmd = [sys.executable, __file__, "--run", args.run, "--keep", str(args.keep),
                    "--sizes", ",".join(map(str, args.sizes)), "--batches", ",".join(map(str, args.batches)),
                    "--repeats", str(args.repeats), "--repeats-ref", str(args.repeats_ref), "--warmup", str(args.warmup),

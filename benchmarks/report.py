@@ -506,8 +506,9 @@ def gradient_flow_step(d) -> str:
 
 def unet_throughput(d) -> str:
     r, c, m = d["results"], d["config"], d["machine"]
-    names = [n for n in ("jax", "jax_no_gemm", "torch") if n in r]
-    label = dict(jax="JAX (bec_jax)", jax_no_gemm="JAX, XLA conv only", torch="PyTorch")
+    names = [n for n in ("jax", "jax_no_gemm", "torch", "torch_tuned") if n in r]
+    label = dict(jax="JAX (bec_jax)", jax_no_gemm="JAX, XLA conv only", torch="PyTorch",
+                 torch_tuned="PyTorch, channels_last + fused Adam")
     torch = "torch" in r
     what = (f"U-Net train-step samples/s ({d['settings']['optimizer']}, {d['settings']['loss']}) and inference "
             f"latency, {c['input_size']}², width {c['base_width']}, depth {c['depth']} ({d['n_params']:,} parameters), "
@@ -523,7 +524,8 @@ def unet_throughput(d) -> str:
     rows += [[f"inference, batch {b}"] + [f"{r[n]['infer'][str(b)]['latency_ms']:.1f} ms" for n in names]
              + ([f"{_x(r['ratio_jax_over_torch']['infer_speed'][str(b)])} speed"] if torch else [])
              for b in d["settings"]["infer_batches"]]
-    return "\n".join(out + _table([""] + [label[n] for n in names] + (["JAX / PyTorch"] if torch else []), rows))
+    best = "JAX / faster PyTorch" if "torch_tuned" in r else "JAX / PyTorch"
+    return "\n".join(out + _table([""] + [label[n] for n in names] + ([best] if torch else []), rows))
 
 
 def unet_profile(d) -> str:
