@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -72,7 +72,7 @@ def atomic_write(path, write) -> None:
     _sweep(path.parent)
 
 
-_HOST = socket.gethostname().replace(os.sep, "_")
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())  # no dot: "NAME.HOST.PID.tmp" parses one way
 _swept: set[str] = set()  # folders already cleared of stale temporary files by this process
 
 
@@ -83,9 +83,9 @@ def _sweep(folder: Path) -> None:
     if key in _swept:
         return
     _swept.add(key)
-    for old in folder.glob(f"*.{glob.escape(_HOST)}.*.tmp"):
-        pid = old.name[:-len(".tmp")].rpartition(".")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+    for old in folder.glob("*.tmp"):
+        name, _, pid = old.name[:-len(".tmp")].rpartition(".")
+        if name.endswith(f".{_HOST}") and pid.isdigit() and not _alive(int(pid)):
             old.unlink(missing_ok=True)
 
 

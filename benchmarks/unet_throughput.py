@@ -15,7 +15,7 @@ measured only if importable (the optional benchmark extra: ``pip install torch``
 Each measurement: ``--warmup`` untimed calls (compilation, allocator warm-up),
 then ``--repeats`` timed calls, each synchronised (``block_until_ready``);
 reported: median seconds per call, its interquartile range, samples/s =
-batch / median, from rounds whose order rotates. Ratios are JAX over PyTorch from the same run.
+batch / median, from rounds in shuffled order. Ratios are JAX over PyTorch from the same run.
 
     python benchmarks/unet_throughput.py --ablation --out benchmarks/results/unet_throughput.json
     python benchmarks/unet_throughput.py --size 64 --repeats 5   # quicker
@@ -68,17 +68,18 @@ def _summary(ts) -> dict:
 def timed(calls: dict, repeats: int, warmup: int) -> dict:
     """Median/IQR seconds per call for each of ``calls`` = {name: (fn, sync)}.
 
-    The calls are interleaved so that all see the same machine load on a shared CPU, and the order
-    rotates every round (a, b, c; b, c, a; …) so that no contender always follows the same one (one
-    framework's idle thread pool can slow the next call); sync(result) blocks until the work is done.
+    The calls are interleaved so that all see the same machine load on a shared CPU, in a shuffled order
+    every round (seeded), so that no contender keeps following the same one (one framework's idle thread
+    pool can slow the next call; a rotation would keep every contender's predecessor); sync(result) blocks
+    until the work is done.
     """
     for fn, sync in calls.values():
         for _ in range(warmup):
             sync(fn())
     ts = {name: [] for name in calls}
-    names = list(calls)
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+    rng = np.random.default_rng(0)
+    for _ in range(repeats):
+        for name in rng.permutation(list(calls)):
             fn, sync = calls[name]
             t0 = time.perf_counter()
             sync(fn())

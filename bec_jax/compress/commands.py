@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def _output(args, command: str, kind: str, names, config, unused=()) -> tuple[Pa
     replaced, as with --overwrite. A model of another command stays protected."""
     summary = Path(args.out) / f"{command}.json"
     if not args.overwrite and summary.is_file():
-        differ = _differences(summary, config, unused, run=str(args.run))
+        differ = _differences(summary, config, unused, run=os.path.realpath(args.run))
         said = f" with other settings ({differ})" if differ else ": nothing to do"
         raise UsageError(f"{args.out!r} holds a finished `bec-jax {command}` ({summary.name}){said}; use "
                          "another --out, or --overwrite to run it again")
@@ -118,6 +119,8 @@ def _differences(summary: Path, config, unused=(), **inputs) -> str:
     values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in unused} | inputs
     for name, value in values.items():
         here, there = json.loads(json.dumps(value)), done.get(name)  # tuples as the JSON's lists
+        if name == "run" and there is not None:  # as typed then: the same folder, spelled another way, is no change
+            there = os.path.realpath(there)
         if here is not None and there is not None and here != there:
             out.append(f"{name} {there} there, {here} here")
     return "; ".join(out)

@@ -150,9 +150,9 @@ def config_differences(stored: str | None, given: str) -> str:
     """The fields but batch_size in which two configs' JSON differ, as "field: stored X, given Y"; "" if none."""
     try:
         a, b = json.loads(stored or "{}"), json.loads(given)
-    except json.JSONDecodeError:
+    except (TypeError, json.JSONDecodeError):  # not text, or not JSON
         return "the stored config cannot be read"
-    if not isinstance(a, dict):
+    if not isinstance(a, dict) or not isinstance(b, dict):
         return "the stored config cannot be read"
     diff = [f"{k}: stored {a.get(k)!r}, given {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k != "batch_size" and a.get(k) != b.get(k)]
@@ -187,7 +187,7 @@ def _read_shards(folder: Path, fields, psi: bool, rows) -> tuple[dict, dict]:
         s, lo = shards[i], int(ends[i]) - shards[i]["n_samples"]
         local = None if rows is None else rows[(rows >= lo) & (rows < ends[i])] - lo
         arrays, a = read_h5(folder / s["file"], fields, psi, rows=local)
-        if not same_states(a.get("config"), manifest.get("config") or ""):  # shards may differ in batch size
+        if a.get("config") != manifest.get("config") and not same_states(a.get("config"), manifest.get("config")):
             raise CorruptArtifact(f"{str(folder / s['file'])!r} was generated with another config than its manifest")
         got = len(next(iter(arrays.values()))) if arrays else None
         if rows is None and got is not None and got != s["n_samples"]:

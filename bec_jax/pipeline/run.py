@@ -79,11 +79,9 @@ def prepare_run(config: PipelineConfig, out) -> Path:
             pass  # compared as stored: the difference is named below
         # the data's batch size only sets how many states are solved at once: a run resumes with another
         diff = [d for d in _diff(old, new) if not d.startswith("data.batch_size:")]
-        if diff:
+        if diff:  # config.json keeps the run's first config: its data may already be generated with it
             raise RunConflict(f"{str(out)!r} holds a run with another config ({'; '.join(diff[:3])}"
                               f"{'; …' if len(diff) > 3 else ''}); use another --out or delete it")
-        if old != new:
-            _write_json(cfg_file, new)
     else:
         _write_json(cfg_file, new)
     return out

@@ -213,6 +213,10 @@ def test_a_prune_stopped_after_saving_its_model_reruns(small_run, tmp_path, monk
     assert "(prune.json): nothing to do" in capsys.readouterr().err
     assert main([*argv, "--ft-epochs", "3"]) == 2  # a setting the one-shot method does not use is no difference
     assert "(prune.json): nothing to do" in capsys.readouterr().err
+    assert main([*argv, "--run", str(run) + "/"]) == 2  # the same run, spelled another way
+    assert "(prune.json): nothing to do" in capsys.readouterr().err
+    assert main([*argv, "--run", str(tmp_path / "another")]) == 2
+    assert f"run {run} there, {tmp_path / 'another'} here" in capsys.readouterr().err
     assert main([*argv, "--sparsity", "0.6", "--distribution", "lamp"]) == 2
     assert "with other settings (sparsity 0.5 there, 0.6 here; distribution global there, lamp here)" in \
         capsys.readouterr().err

@@ -229,7 +229,7 @@ def test_a_run_resumes_with_another_data_batch_size(tmp_path):
     prepare_run(TINY, tmp_path)
     smaller = dataclasses.replace(TINY, data=dataclasses.replace(TINY.data, batch_size=1))
     prepare_run(smaller, tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["data"]["batch_size"] == 1  # the config it runs
+    assert json.loads((tmp_path / "config.json").read_text())["data"]["batch_size"] == 10  # the run's first
     with pytest.raises(RunConflict, match=r"data.seed: 0 -> 1"):
         prepare_run(dataclasses.replace(smaller, data=dataclasses.replace(smaller.data, seed=1)), tmp_path)
 

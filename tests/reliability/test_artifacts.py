@@ -101,16 +101,16 @@ def test_a_second_process_on_the_same_output_is_refused(tmp_path):
 
 
 def test_atomic_write_leaves_no_temporary_file(tmp_path):
-    import socket
-
-    host = socket.gethostname()
+    from bec_jax.artifacts import _HOST as host
     path = tmp_path / "loss.png"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True).stdout.strip()  # a process that has ended
     stale = tmp_path / f"loss.png.{host}.{dead}.tmp"  # as a killed writer leaves it
     stale.write_text("half a figure")
     others = [tmp_path / "other.png.1.tmp",  # not ours: another naming
-              tmp_path / f"metrics.json.elsewhere.{dead}.tmp"]  # another machine's, on a shared file system
+              tmp_path / f"metrics.json.elsewhere.{dead}.tmp",  # another machine's, on a shared file system
+              tmp_path / f"loss.png.{host}.elsewhere.{dead}.tmp",  # a machine whose name starts like this one's
+              tmp_path / f"loss.png.x{host}.{dead}.tmp"]  # ... or ends like it
     for other in others:
         other.write_text("x")
 
