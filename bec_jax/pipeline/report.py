@@ -79,7 +79,7 @@ def plot_compression(models: dict, path, zero_phase: float | None = None) -> Pat
     """Size on disk, test MSE, mean fidelity and vortex count accuracy of every model variant (bars).
 
     zero_phase: the zero-phase guess's mean fidelity on the same split (√n alone): the fidelity axis starts
-    there (dashed), so that a bar's length is what the model adds to the guess; None: from 0."""
+    there, so that a bar's length is what the model adds to the guess; None: from 0."""
     from matplotlib.ticker import MaxNLocator
 
     from bec_jax.plotting import save_figure, subplots
@@ -96,10 +96,9 @@ def plot_compression(models: dict, path, zero_phase: float | None = None) -> Pat
     for ax, (title, vals, fmt) in zip(axes, panels):
         ax.barh(y, vals, color=colors)
         if title == "mean fidelity" and zero_phase is not None and zero_phase < min(vals):
-            ax.axvline(zero_phase, color="0.3", ls="--", lw=1)
             ax.set_xlim(zero_phase, 1.0 + 0.35 * (1.0 - zero_phase))
             ax.set_xticks([t for t in MaxNLocator(4).tick_values(zero_phase, 1.0) if zero_phase <= t <= 1.0])
-            ax.set_xlabel(f"axis from the zero-phase guess ({zero_phase:.3f}, dashed)", fontsize=7)
+            ax.set_xlabel(f"axis from the zero-phase guess's {zero_phase:.3f}", fontsize=7)
         elif title == "mean fidelity":
             ax.set_xlim(0.0, 1.3)
             ax.set_xticks([0.0, 0.5, 1.0])
