@@ -10,8 +10,8 @@ alone), by each contender:
     finished on 200²;
   * coarse_8: the same with 8 starts.
 
-Each contender is compiled on a warm-up batch first; then every batch runs all contenders back to back, the
-order rotating per batch, so load falls on each alike. Reported: wall time per batch and contender, medians of
+Each contender is compiled on a warm-up batch first; then every batch runs all contenders back to back, in an
+order shuffled per batch (``round_orders``), so load falls on each alike. Reported: wall time per batch and contender, medians of
 the per-batch ratios to fine, the whole dataset EXTRAPOLATED as 1,680 × (total wall / states), per state the
 energy, vortex count and storage flags, and ΔE relative to fine (positive: a higher energy than fine found).
 
@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 import bec_jax as bj
+from bec_jax.bench.measure import round_orders
 from bec_jax.data.generate import PRESETS, sample_keys, sample_parameters
 from common import write_result
 
@@ -66,8 +67,7 @@ def main(argv=None) -> int:
     names = list(CONTENDERS)
     per_state = {k: [] for k in names}
     rows = []
-    for b, states in enumerate(batches):
-        order = names[b % len(names):] + names[:b % len(names)]
+    for b, (states, order) in enumerate(zip(batches, round_orders(names, len(batches)))):
         wall = {}
         for k in order:
             res, wall[k] = solve(k, states)

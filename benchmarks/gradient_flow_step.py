@@ -14,7 +14,9 @@ modified gradient, Adam; batch 10) in three variants:
                   50-step lax.scan as a Python loop (plain define-by-run execution)
 
 and reports steps/s (median over --repeats timed blocks of --block steps, after a
-warm-up block that includes compilation) and the ratios of jit to each baseline.
+warm-up block that includes compilation; one block of each variant a round, the
+rounds' orders shuffled, so the host's load falls on all alike) and the ratios of
+jit to each baseline (medians of same-round ratios).
 
     python benchmarks/gradient_flow_step.py --out benchmarks/results/gradient_flow_step.json
 """
@@ -27,35 +29,31 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from bec_jax.bench.measure import interleaved_times, load_average
 from bec_jax.flags import positive_int
 from bec_jax.quantum.gradient_flow import ControlConfig, make_control_data, make_control_train_step
 
 
-def time_steps(step, state, batches, block: int, repeats: int,
-               context=contextlib.nullcontext) -> tuple[float, list[float]]:
-    """Median steps/s over `repeats` blocks of `block` chained steps (after one warm-up block)."""
+def block_runner(step, state, batches, block: int, context=contextlib.nullcontext):
+    """A function running ``block`` chained training steps from the state the previous call left (blocking
+    until done); called once here, untimed (compilation and first dispatch)."""
+    carry = [state]
 
-    def run_block(state):
-        params, opt = state
+    def run_block():
+        params, opt = carry[0]
         with context():
             for i in range(block):
                 params, opt, loss = step(params, opt, batches[i % len(batches)])
         jax.block_until_ready((params, opt, loss))
-        return params, opt
+        carry[0] = (params, opt)
 
-    state = run_block(state)  # warm-up: compilation and first dispatch
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        state = run_block(state)
-        rates.append(block / (time.perf_counter() - t0))
-    return float(np.median(rates)), rates
+    run_block()
+    return run_block
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     psi0, target = make_control_data(cfg)
     batches = [psi0[i : i + cfg.batch_size] for i in range(0, cfg.n_initial, cfg.batch_size)]
 
-    results = {}
+    load_before = load_average()
+    runners, blocks = {}, {}
     for name, config, jit, block, context in (
         ("jit", cfg, True, args.block, contextlib.nullcontext),
         ("jit_checkpoint", cfg_ck, True, args.block, contextlib.nullcontext),
@@ -88,11 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         ("eager", cfg, False, args.eager_block, jax.disable_jit),
     ):
         init, step = make_control_train_step(config, args.method, target)
-        state = init(jax.random.PRNGKey(0))
         fn = jax.jit(step) if jit else step
-        median, rates = time_steps(fn, state, batches, block, args.repeats, context)
-        results[name] = {"steps_per_s": median, "all_steps_per_s": rates, "block": block}
-        print(f"{name:15s} {median:10.1f} steps/s", flush=True)
+        runners[name] = block_runner(fn, init(jax.random.PRNGKey(0)), batches, block, context)
+        blocks[name] = block
+    rates = {k: blocks[k] / t for k, t in interleaved_times(runners, args.repeats, warmup=False).items()}
+    results = {k: {"steps_per_s": float(np.median(r)), "all_steps_per_s": r.tolist(), "block": blocks[k]}
+               for k, r in rates.items()}
+    for k, r in results.items():
+        print(f"{k:15s} {r['steps_per_s']:10.1f} steps/s", flush=True)
 
     report = {
         "benchmark": "gradient_flow_step",
@@ -103,11 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                    "hidden": cfg.hidden, "dt": cfg.dt},
         "repeats": args.repeats,
         "results": results,
-        "ratios": {
-            f"jit_over_{k}": results["jit"]["steps_per_s"] / results[k]["steps_per_s"]
-            for k in ("no_outer_jit", "eager", "jit_checkpoint")
-        },
-        "load_average_1min": os.getloadavg()[0],
+        "ratios": {f"jit_over_{k}": float(np.median(rates["jit"] / rates[k]))
+                   for k in ("no_outer_jit", "eager", "jit_checkpoint")},
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
         "device": str(jax.devices()[0]),
         "jax": jax.__version__,
         "python": platform.python_version(),

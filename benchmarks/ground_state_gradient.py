@@ -7,7 +7,8 @@ backward pass solves a full adjoint system per state (an energy loss would not: 
 the tangent space).
 
 * Time: forward = ``jax.vjp`` of the loss (the solve plus the saved residuals), backward = the returned
-  VJP function applied to 1.0 (the adjoint CG, batched); medians of ``--repeats`` warm calls each.
+  VJP function applied to 1.0 (the adjoint CG, batched); medians of ``--repeats`` warm calls each, one of
+  each a round in a shuffled order (``interleaved_times``), the ratio a median of same-round ratios.
 * Memory: XLA's buffer assignment (``compiled.memory_analysis()``: temporaries + outputs) of
   jit(grad(loss)) at two iteration caps, max_iter = 500 and 4000. The solver's loops are while loops
   whose state is overwritten, and the adjoint needs only the converged ψ, so the two must agree. Baseline
@@ -20,30 +21,19 @@ the tangent space).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import bec_jax as bj
+from bec_jax.bench.measure import interleaved_times, load_average
 
 
 def _r2(grid, psi):
     X, Y = (jnp.asarray(a) for a in grid.mesh())
     return jnp.sum((X**2 + Y**2) * bj.density(psi)) * grid.cell_area
-
-
-def _median_time(fn, repeats: int) -> tuple[float, list]:
-    fn()  # warm (compile)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts), ts
 
 
 def timing(n: int, batch: int, repeats: int) -> dict:
@@ -57,14 +47,15 @@ def timing(n: int, batch: int, repeats: int) -> dict:
         jax.block_until_ready(out)
         return vjp
 
-    vjp = forward()
+    vjp = forward()  # compiles the forward pass
     backward = lambda: jax.block_until_ready(vjp(jnp.ones(())))
-    t_fwd, fwd_all = _median_time(forward, repeats)
-    t_bwd, bwd_all = _median_time(backward, repeats)
-    dg, dom = backward()
+    dg, dom = backward()  # compiles the adjoint solve
+    t = interleaved_times({"forward": forward, "backward": backward}, repeats, warmup=False)
     res = bj.ground_state(grid, g, om, key=jax.random.key(0))
-    return dict(n=n, batch=batch, repeats=repeats, forward_s=t_fwd, backward_s=t_bwd,
-                backward_over_forward=t_bwd / t_fwd, forward_all_s=fwd_all, backward_all_s=bwd_all,
+    return dict(n=n, batch=batch, repeats=repeats, forward_s=float(np.median(t["forward"])),
+                backward_s=float(np.median(t["backward"])),
+                backward_over_forward=float(np.median(t["backward"] / t["forward"])),
+                forward_all_s=t["forward"].tolist(), backward_all_s=t["backward"].tolist(),
                 converged=int(jnp.sum(res.converged)), vortices=res.vortices.tolist(),
                 finite_gradients=int(jnp.sum(jnp.isfinite(dg) & jnp.isfinite(dom))),
                 forward_iterations_max=int(jnp.max(res.start_steps)))
@@ -106,6 +97,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
+    load_before = load_average()
     t = timing(args.n, args.batch, args.repeats)
     print(f"n={args.n} batch={args.batch}: forward {t['forward_s']:.2f} s, backward {t['backward_s']:.2f} s "
           f"(ratio {t['backward_over_forward']:.3f}); {t['converged']}/{args.batch} converged, "
@@ -118,7 +110,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from common import write_result
     write_result(args.out, dict(benchmark="ground_state_gradient", timing=t, memory=m,
-                                load_average=list(np.round(__import__("os").getloadavg(), 2))))
+                                load_average_before=load_before, load_average_after=load_average()))
     return 0
 
 

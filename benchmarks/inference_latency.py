@@ -219,7 +219,9 @@ def contenders(args, size, files, threads):
     return calls
 
 
-def time_setting(calls, x, repeats, warmup, rng) -> dict:
+def time_setting(calls, x, repeats, warmup, seed) -> dict:
+    from bec_jax.bench.measure import interleaved_times
+
     names = list(calls)
     first = {}
     for name in names:
@@ -228,12 +230,7 @@ def time_setting(calls, x, repeats, warmup, rng) -> dict:
         first[name] = time.perf_counter() - t0
         for _ in range(warmup):
             calls[name](x)
-    times = {n: [] for n in names}
-    for _ in range(repeats):
-        for name in rng.permutation(names):
-            t0 = time.perf_counter()
-            calls[name](x)
-            times[name].append(time.perf_counter() - t0)
+    times = interleaved_times({n: (lambda f: lambda: f(x))(calls[n]) for n in names}, repeats, warmup=False, seed=seed)
     base = np.asarray(times["jax_fp32"])
     out = {}
     for name in names:
@@ -249,7 +246,6 @@ def child(args) -> None:
     if threads == 1 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     plan = json.loads(Path(args.child_plan).read_text())
-    rng = np.random.default_rng(0)
     results = []
     for size in args.sizes:
         calls = contenders(args, size, plan["files"][str(size)], threads)
@@ -257,7 +253,7 @@ def child(args) -> None:
             x = np.random.default_rng(batch).uniform(-20.0, 0.0, (batch, size, size, 1)).astype(np.float32)
             repeats = args.repeats if size < REF_SIZE else args.repeats_ref
             load0 = os.getloadavg()
-            t = time_setting(calls, x, repeats, args.warmup, rng)
+            t = time_setting(calls, x, repeats, args.warmup, seed=len(results))
             results.append(dict(size=size, batch=batch, threads=threads, repeats=repeats, loadavg_before=load0,
                                 loadavg_after=os.getloadavg(), contenders=t))
             best = max((n for n in t if n in INT8), key=lambda n: t[n]["speedup_vs_jax_fp32"])

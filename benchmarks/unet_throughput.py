@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bec_jax.bench.measure import interleaved_times
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -66,25 +68,14 @@ def _summary(ts) -> dict:
 
 
 def timed(calls: dict, repeats: int, warmup: int) -> dict:
-    """Median/IQR seconds per call for each of ``calls`` = {name: (fn, sync)}.
-
-    The calls are interleaved so that all see the same machine load on a shared CPU, in a shuffled order
-    every round (seeded), so that no contender keeps following the same one (one framework's idle thread
-    pool can slow the next call; a rotation would keep every contender's predecessor); sync(result) blocks
-    until the work is done.
-    """
+    """Median/IQR seconds per call for each of ``calls`` = {name: (fn, sync)}; sync(result) blocks until the
+    work is done. After ``warmup`` calls each, the calls are interleaved so that all see the same machine load
+    on a shared CPU, in an order shuffled every round (``interleaved_times``)."""
     for fn, sync in calls.values():
         for _ in range(warmup):
             sync(fn())
-    ts = {name: [] for name in calls}
-    rng = np.random.default_rng(0)
-    for _ in range(repeats):
-        for name in rng.permutation(list(calls)):
-            fn, sync = calls[name]
-            t0 = time.perf_counter()
-            sync(fn())
-            ts[name].append(time.perf_counter() - t0)
-    return {name: _summary(v) for name, v in ts.items()}
+    fns = {name: (lambda fn, sync: lambda: sync(fn()))(fn, sync) for name, (fn, sync) in calls.items()}
+    return {name: _summary(list(v)) for name, v in interleaved_times(fns, repeats, warmup=False).items()}
 
 
 def inputs(batch: int, size: int, seed: int = 0):

@@ -8,6 +8,9 @@ Writes to --out (default runs/gradient_flow):
   results.json     configs, per-seed final losses, mean/std, timings
   results.md       table of final losses (mean +- std over seeds) per method
 
+Each prediction or control training (one per method) is saved when done (--out/units/): a
+killed run, started again with the same flags, resumes there (the toy task takes seconds).
+
 Examples:
   python experiments/gradient_flow.py --quick            # ~1-2 min on a laptop CPU
   python experiments/gradient_flow.py                    # paper sizes, 3 seeds
@@ -24,10 +27,14 @@ import platform
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from bec_jax.flags import positive_int
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper, also when loaded by the tests
+from _units import Units  # noqa: E402
 
 TASKS = ("toy", "prediction", "control")
 COLORS = {"S": "tab:blue", "L2": "tab:red", "M": "tab:green"}
@@ -329,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
     }
 
+    # first: a refusal (another run's units in --out) comes before any work or figure
+    units = Units(out / "units", dict(seeds=args.seeds, counts=counts, n_modes=args.n_modes,
+                                      checkpoint=args.checkpoint))
     if "toy" in args.tasks:
         cfg = ToyConfig(steps=counts["toy_steps"])
         res = run_toy(cfg)
@@ -356,10 +366,18 @@ def main(argv: list[str] | None = None) -> int:
         tasks.append(("control", ControlConfig(epochs=counts["control_epochs"],
                                                 n_modes=args.n_modes, checkpoint=args.checkpoint),
                       run_control))
-    for name, cfg, run in tasks:
+    def train(run, cfg, m) -> dict:
         t0 = time.perf_counter()
-        runs = {m: run(cfg, m, seeds, chunk=10, progress=progress) for m in METHODS}
-        wall = time.perf_counter() - t0
+        r = run(cfg, m, seeds, chunk=10, progress=progress)
+        return dict(eval_loss=r.eval_loss.tolist(), test_loss=None if r.test_loss is None else r.test_loss.tolist(),
+                    wall_s=time.perf_counter() - t0)
+
+    for name, cfg, run in tasks:
+        saved = {m: units(f"{name}_{m}", lambda: train(run, cfg, m)) for m in METHODS}
+        runs = {m: SimpleNamespace(eval_loss=np.asarray(u["eval_loss"]),
+                                   test_loss=None if u["test_loss"] is None else np.asarray(u["test_loss"]))
+                for m, u in saved.items()}
+        wall = sum(u["wall_s"] for u in saved.values())
         entry = {
             "config": dataclasses.asdict(cfg),
             "epochs": cfg.epochs,
@@ -376,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
 
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "results.md").write_text(results_markdown(results))
+    units.finish()
     print(f"wrote {out}/results.json, results.md and PNGs", flush=True)
     return 0
 

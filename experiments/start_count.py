@@ -22,7 +22,8 @@ and k ∈ {1, 2, 4, 8, 16} the study reports over the seeds:
   * the cost: PCG + warm-up iterations of the k starts.
 
 and recommends per rule the smallest k whose winner reached the lowest state for every seed of every
-(g, Ω) (none when even 16 did not). The lowest state found is only the lowest of all these starts.
+(g, Ω) (none when even 16 did not). The lowest state found is only the lowest of all these starts. Every
+(g, Ω, rule, seed) is saved when done (--out/units/): a killed run, started again, resumes there.
 
     nice python experiments/start_count.py --seeds 8       # ~10 min on 2 cores -> results/start_count/
     nice python experiments/start_count.py --n 200 --g 500 --seeds 8 --out experiments/results/start_count_n200
@@ -45,6 +46,7 @@ import bec_jax as bj
 from bec_jax.gpe.groundstate import seeded_guesses, start_keys, start_vortex_numbers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when loaded by the tests
+from _units import Units  # noqa: E402
 from vortex_count_estimate import previous_estimate  # noqa: E402
 
 KS = (1, 2, 4, 8, 16)
@@ -209,6 +211,7 @@ def main(argv=None) -> int:
     out = Path(args.out or f"experiments/results/start_count{'_quick' if args.quick else ''}")
     out.mkdir(parents=True, exist_ok=True)
     t0, load0 = time.perf_counter(), os.getloadavg()
+    units = Units(out / "units", dict(n=args.n, coarsen=args.coarsen))
     cases = []
     for g in gs:
         for om in oms:
@@ -216,7 +219,8 @@ def main(argv=None) -> int:
             for seed in range(args.seeds):
                 for rule in rules:
                     ts = time.perf_counter()
-                    runs[rule].append(r := relax_starts(args.n, g, om, seed, rule, coarsen=args.coarsen))
+                    runs[rule].append(r := units(f"g{g!r}_omega{om!r}_{rule}_seed{seed}", lambda: relax_starts(
+                        args.n, g, om, seed, rule, coarsen=args.coarsen)))
                     print(f"g={g:g} Ω={om:g} {rule} seed {seed}: seeded {r['seeded']} E "
                           f"{np.round(r['energy'], 6).tolist()} vortices {r['vortices']} "
                           f"({time.perf_counter() - ts:.0f} s)", flush=True)
@@ -227,12 +231,13 @@ def main(argv=None) -> int:
                   settings=dict(n=args.n, coarsen=args.coarsen, seeds=args.seeds, basin_rtol=args.basin_rtol, ks=list(KS), dtype="float32",
                                 rules=rules),
                   cases=cases, recommended_n_starts={rule: recommend(cases, rule) for rule in rules},
-                  wall_s=time.perf_counter() - t0,
+                  wall_s=time.perf_counter() - t0, resumed_runs=units.resumed,
                   load_average_start=list(load0), load_average_end=list(os.getloadavg()),
                   jax_version=jax.__version__, devices=jax.local_device_count())
     (out / "start_count.json").write_text(json.dumps(result, indent=1))
     (out / "start_count.md").write_text(markdown(result))
     plot(result, out / "start_count.png")
+    units.finish()
     print(markdown(result))
     print(f"wrote {out}/start_count.{{json,md,png}}")
     return 0

@@ -16,6 +16,8 @@ Feynman lattice spacing):
     (to first order in κa/R); κ fitted by least squares on the g = 100 and g = 500 points and checked on the
     held-out g = 300 points. ``groundstate.vortex_number_estimate`` is this rule.
 
+Each (g, Ω)'s solves are saved when done (--out/units/): a killed run, started again, resumes there.
+
     nice python experiments/vortex_count_estimate.py            # ~10 min on 2 cores -> results/vortex_count_estimate/
     python experiments/vortex_count_estimate.py --from-json     # refit and rewrite the tables from the stored runs
 """
@@ -34,6 +36,9 @@ import numpy as np
 
 import bec_jax as bj
 from bec_jax.gpe.groundstate import RIM_SPACINGS, seeded_guesses, start_keys, vortex_number_estimate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper, also when loaded by the tests
+from _units import Units  # noqa: E402
 
 G = (100.0, 300.0, 500.0)
 OMEGA = (0.6, 0.7, 0.8, 0.85, 0.9)
@@ -195,21 +200,24 @@ def main(argv=None) -> int:
     bj.use_cpu_cores()
     out.mkdir(parents=True, exist_ok=True)
     t0, load0 = time.perf_counter(), os.getloadavg()
+    units = Units(out / "units", dict(n=args.n, keys=args.keys, seed=args.seed))
     cases = []
     for g in G:
         for om in OMEGA:
             ts = time.perf_counter()
-            run = relax_window(args.n, g, om, args.keys, args.seed)
+            run = units(f"g{g:g}_omega{om:g}", lambda: relax_window(args.n, g, om, args.keys, args.seed))
             cases.append(dict(g=g, omega=om, run=run))
             t = truth(run, args.basin_rtol)
             print(f"g={g:g} Ω={om:g}: true N {t['vortices']} E {t['energy']:.6f} seeded {min(run['seeded'])}–"
                   f"{max(run['seeded'])} ({time.perf_counter() - ts:.0f} s)", flush=True)
     result = dict(argv=sys.argv[1:] if argv is None else list(argv),
                   settings=dict(n=args.n, keys=args.keys, seed=args.seed, basin_rtol=args.basin_rtol, dtype="float32"),
-                  cases=cases, wall_s=time.perf_counter() - t0, load_average_start=list(load0),
+                  cases=cases, wall_s=time.perf_counter() - t0, resumed_cases=units.resumed,
+                  load_average_start=list(load0),
                   load_average_end=list(os.getloadavg()), jax_version=jax.__version__,
                   devices=jax.local_device_count())
     finish(result, out)
+    units.finish()
     return 0
 
 

@@ -20,7 +20,7 @@ dtype, steps per call):
 Every contender runs in its own worker process (``python -m
 bec_jax.bench.worker``), is warmed up there (compiled, first call untimed),
 and is then called one at a time, round by round, in turn with the others
-(A, B, C, A, B, C, ...; the order rotates each round). Only one contender
+(every contender once a round, in an order shuffled each round: ``round_orders``). Only one contender
 runs at any moment, background load hits all of them alike, and no
 contender shares another's thread pools, allocator or caches' warm state
 (timed in one process, a NumPy baseline ran beside XLA's idle thread pools
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 import subprocess
 import sys
@@ -339,17 +340,30 @@ def check_numpy_matches(w: StepWorkload, steps: int = 4) -> float:
 # ------------------------------------------------------------------------------------------------- timing
 
 
-def interleaved_times(fns: dict, repeats: int, warmup: bool = True) -> dict:
-    """Per-call wall times (s) of each function in ``fns``, in this process, calls interleaved round by round
-    (after one warm-up call each unless ``warmup=False``). For contenders of one kind (JAX programs against
-    each other); a NumPy baseline against JAX goes through ``WorkerPool``."""
+def round_orders(names, repeats: int, seed: int = 0) -> list[list]:
+    """The order of each of ``repeats`` timing rounds: every name once a round, shuffled anew each round (seeded,
+    so a rerun repeats it). Shuffled, not rotated: a call can be slowed by the one before it (another
+    framework's spinning threads, caches it evicted), and a rotation gives every contender the same
+    predecessor in every round."""
+    if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    names, rng = list(names), np.random.default_rng(seed)
+    return [[names[i] for i in rng.permutation(len(names))] for _ in range(repeats)]
+
+
+def interleaved_times(fns: dict, repeats: int, warmup: bool = True, seed: int = 0) -> dict:
+    """Per-call wall times (s) of each function in ``fns`` ({name: fn() that returns when its work is done}),
+    in this process, one call of each a round in ``round_orders`` (after one warm-up call each unless
+    ``warmup=False``). Returns {name: np.ndarray of ``repeats`` seconds}, entry r from round r. For
+    contenders of one kind (JAX programs against each other); a NumPy baseline against JAX goes through
+    ``WorkerPool``."""
     for f in fns.values() if warmup else ():
         f()
     times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
+    for order in round_orders(fns, repeats, seed):
+        for k in order:
             t0 = time.perf_counter()
-            f()
+            fns[k]()
             times[k].append(time.perf_counter() - t0)
     return {k: np.asarray(v) for k, v in times.items()}
 
@@ -418,8 +432,8 @@ class WorkerPool:
     """One worker process per contender name, kept across workloads (a context manager).
 
     ``measure(workload, contenders, repeats)`` sets every contender up on the workload (in parallel:
-    imports and compilation, untimed), then times one call of each in turn, ``repeats`` rounds, the order
-    rotating each round, with ``pause`` s between calls. Returns (times, infos): per-call seconds
+    imports and compilation, untimed), then times one call of each in turn, ``repeats`` rounds in
+    ``round_orders``, with ``pause`` s between calls. Returns (times, infos): per-call seconds
     (``np.ndarray`` of ``repeats``) and the setup info of each contender."""
 
     def __init__(self, cpu_devices: int | None = None, x64: bool = False, pause: float = PAUSE_S):
@@ -438,8 +452,7 @@ class WorkerPool:
         self.workers.clear()
 
     def measure(self, workload, contenders, repeats: int, chunk="auto"):
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-            raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+        orders = round_orders(contenders, repeats)  # first: its ValueError names a bad repeats
         for name in contenders:
             if name not in self.workers:
                 self.workers[name] = Worker(self.cpu_devices, self.x64)
@@ -448,9 +461,8 @@ class WorkerPool:
             self.workers[name].send({"op": "setup", "contender": name, "workload": spec, "chunk": chunk})
         infos = {name: self.workers[name].receive() for name in contenders}
         times = {name: [] for name in contenders}
-        order = list(contenders)
-        for r in range(repeats):
-            for name in order[r % len(order):] + order[:r % len(order)]:
+        for order in orders:
+            for name in order:
                 time.sleep(self.pause)
                 times[name].append(self.workers[name].ask({"op": "time"})["s"])
         return {k: np.asarray(v) for k, v in times.items()}, infos

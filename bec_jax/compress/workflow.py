@@ -26,6 +26,7 @@ import optax
 from flax import nnx
 
 from bec_jax.artifacts import remove_tree
+from bec_jax.bench.measure import interleaved_times
 from bec_jax.compress.pruning import (DEFAULT_SCHEDULE, PruneConfig, apply_masks, keep_pruned,
                                       magnitude_masks, masks_of, schedule_to, set_masks)
 from bec_jax.compress.quantization import SCHEMES, load_quantized, read_model_meta, save_quantized
@@ -717,7 +718,8 @@ def latency_table(models: dict, x, *, warmup: int = 3, repeats: int = 20) -> dic
     models: {name: model}. Each is compiled and run once (timed as
     "first_call_s": compile + run, compile only for the first model of an
     architecture), then run ``warmup`` times; then ``repeats`` rounds call every
-    model once in turn (block_until_ready), so all see the same machine load.
+    model once, in an order shuffled each round (``bench.measure.interleaved_times``;
+    block_until_ready), so all see the same machine load.
     Returns {name: {"median_ms", "q25_ms", "q75_ms", "first_call_s", "output":
     numpy output}}; the models are not modified.
     """
@@ -734,15 +736,9 @@ def latency_table(models: dict, x, *, warmup: int = 3, repeats: int = 20) -> dic
         out[name] = dict(first_call_s=time.perf_counter() - t0, output=np.asarray(y))
         for _ in range(warmup):
             jax.block_until_ready(fwd(state, x))
-        calls[name] = (fwd, state)
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, (fwd, state) in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fwd(state, x))
-            times[name].append(time.perf_counter() - t0)
-    for name, ts in times.items():
-        q25, q50, q75 = np.percentile(np.asarray(ts) * 1e3, [25, 50, 75])
+        calls[name] = functools.partial(lambda f, s: jax.block_until_ready(f(s, x)), fwd, state)
+    for name, ts in interleaved_times(calls, repeats, warmup=False).items():
+        q25, q50, q75 = np.percentile(ts * 1e3, [25, 50, 75])
         out[name].update(median_ms=float(q50), q25_ms=float(q25), q75_ms=float(q75))
     return out
 

@@ -10,8 +10,7 @@ from bec_jax.flags import UsageError, add_dataclass_flags, config_from_flags, lo
 
 
 def cmd_generate(args) -> int:
-    from bec_jax import distributed as dist
-    from bec_jax.data.generate import PRESETS, generate_sharded, partial_dir, process_file
+    from bec_jax.data.generate import PRESETS, generate_sharded
 
     if args.preset not in PRESETS:
         raise UsageError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
@@ -21,13 +20,15 @@ def cmd_generate(args) -> int:
         raise UsageError(f"--out must end in .h5 or .hdf5, got {args.out!r}")
     out_dir(str(out.parent) if str(out.parent) else ".", lock=False)
     lock_output(out)
-    mine = process_file(out, dist.process_index(), dist.process_count())  # this process's file: out or its shard
-    saved = len(list(partial_dir(mine).glob("batch_*.h5")))
-    state = "; already complete" if mine.is_file() else f"; resuming, {saved} batch(es) saved" if saved else ""
-    print(f"bec-jax generate: {config.n_samples} states ({config.n_groups} groups x {config.states_per_group}), "
-          f"grid {config.n}² L={config.resolved_length}, batches of {config.batch_size} -> {out}{state}", flush=True)
+
+    def header(note: str) -> None:  # once the checks have passed: a refusal is then the command's only line
+        print(f"bec-jax generate: {config.n_samples} states ({config.n_groups} groups x {config.states_per_group}), "
+              f"grid {config.n}² L={config.resolved_length}, batches of {config.batch_size} -> {out}"
+              + (f"; {note}" if note else ""), flush=True)
+
     # one process: ``out``; several (jax.distributed): one shard each, read as one dataset from <stem>.shards
-    summary = generate_sharded(config, out, progress=not args.no_progress, max_batches=args.max_batches)
+    summary = generate_sharded(config, out, progress=not args.no_progress, max_batches=args.max_batches,
+                               on_start=header)
     print(json.dumps(summary))
     # the dataset's totals: one process, or the shard that wrote the manifest (the others' are their shard's)
     if summary.get("status") == "complete" and summary.get("n_samples") == 0 and summary.get("shard") in (None, 0):

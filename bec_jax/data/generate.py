@@ -37,6 +37,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -266,7 +267,7 @@ def process_file(out, index: int, count: int) -> Path:
 
 
 def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches: int | None = None,
-             shard: tuple[int, int] | None = None) -> dict:
+             shard: tuple[int, int] | None = None, on_start: Callable[[str], None] | None = None) -> dict:
     """Generate (or resume) the dataset ``out`` (.h5). Returns a summary dict.
 
     max_batches: stop after computing this many new batches (for tests and
@@ -275,9 +276,14 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
       (``distributed.process_slice`` of the groups) into ``out``, a shard file with a
       ``shard`` attribute (``generate_sharded`` names and collects them). Its samples keep
       their global indices and seeds, so the union of the shards is the unsharded dataset.
+    on_start: called once the output and memory checks have passed (so a refusal is the only thing a
+      command prints), with what this call does: "" (a new dataset), "already complete" or
+      "resuming, K of N states saved" ("of this shard" with ``shard``).
     Raises DatasetConflict if ``out`` or its partial folder holds another config (or shard).
     """
     from tqdm.auto import tqdm
+
+    on_start = on_start or (lambda note: None)
 
     out = Path(out)
     cfg_json = config.to_json()
@@ -300,6 +306,7 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
                                   "another --out or delete it")
         stored = json.loads(attrs.get("summary", "{}"))
         _check_complete(out, stored)
+        on_start("already complete")
         # nothing computed by this call: not the summary's figures of the run that made it
         return dict(status="complete", path=str(out), **stored) | dict(seconds_this_run=0.0, batches_this_run=0)
     part = partial_dir(out)
@@ -320,8 +327,10 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
     if todo:
         check_batch_memory(config)  # before anything is written (a smaller batch resumes the same run)
         warn_if_unresolved(config.grid, g[samples], omega[samples], stacklevel=2)  # once, not per batch
+    done = sum(hi - lo for lo, hi in saved)
+    on_start(f"resuming, {done} of {N} states{'' if shard is None else ' of this shard'} saved" if done else "")
 
-    bar = tqdm(total=N, initial=sum(hi - lo for lo, hi in saved), unit="state", desc="generate",
+    bar = tqdm(total=N, initial=done, unit="state", desc="generate",
                disable=not progress, dynamic_ncols=True)
     computed, t0 = 0, time.perf_counter()
     for lo, hi in todo:
@@ -349,7 +358,8 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
 
 
 def generate_sharded(config: GenerateConfig, out, *, progress: bool = True, max_batches: int | None = None,
-                     index: int | None = None, count: int | None = None) -> dict:
+                     index: int | None = None, count: int | None = None,
+                     on_start: Callable[[str], None] | None = None) -> dict:
     """Generate (or resume) ``out`` as shards, one per process of a multi-process run.
 
     Process ``index`` of ``count`` (default: ``jax.process_index()`` / ``process_count()``)
@@ -357,7 +367,8 @@ def generate_sharded(config: GenerateConfig, out, *, progress: bool = True, max_
     resumes on its own). When every shard is complete, process 0 writes the manifest
     (``write_shard_manifest``), after which the shard folder reads as one dataset
     (``storage.read_h5``). With a single process (count 1) this is ``generate(out)``.
-    Every process of the run must call it (it synchronises them). Without jax.distributed,
+    Every process of the run must call it (it synchronises them). ``on_start``: as ``generate``'s, for
+    this process's shard. Without jax.distributed,
     separate jobs may each pass their own ``index`` and ``count``; the one that finds every
     shard complete writes the manifest. Returns this process's summary; "path" is the shard
     folder once the dataset is complete.
@@ -367,14 +378,14 @@ def generate_sharded(config: GenerateConfig, out, *, progress: bool = True, max_
     index = dist.process_index() if index is None else index
     count = dist.process_count() if count is None else count
     if count == 1:
-        return generate(config, out, progress=progress, max_batches=max_batches)
+        return generate(config, out, progress=progress, max_batches=max_batches, on_start=on_start)
     if config.n_groups < count:
         raise ValueError(f"n_groups must be >= the number of processes ({count}) to give each a shard, "
                          f"got {config.n_groups}")
     folder = shards_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
     summary = generate(config, process_file(out, index, count), progress=progress and index == 0,
-                       max_batches=max_batches, shard=(index, count))
+                       max_batches=max_batches, shard=(index, count), on_start=on_start)
     joint = dist.process_count() > 1
     done = summary["status"] == "complete"
     if joint:  # every process's verdict; process 0 writes the manifest

@@ -80,8 +80,8 @@ def cmd_demo(args) -> int:
         ))
         r = rows[-1]
         print(f"  g={r['g']:6.1f} Ω={r['omega']:.2f}  E={r['energy']:.5f}  μ={r['mu']:.5f}  "
-              f"residual={r['residual']:.1e}  vortices={r['vortices']}  steps={r['steps']}  "
-              f"converged={r['converged']}", flush=True)
+              f"residual={r['residual']:.1e}  {'antivortices' if r['omega'] < 0 else 'vortices'}={r['vortices']}  "
+              f"steps={r['steps']}  converged={r['converged']}", flush=True)
     summary = dict(grid=dict(n=grid.n, length=grid.length), wall_seconds=wall, backend=jax.default_backend(),
                    bec_jax_version=bj.__version__, states=rows)
     atomic_write_text(out / "ground_states.json", json.dumps(summary, indent=2))

@@ -572,11 +572,13 @@ def warn_if_unresolved(grid: Grid, g, omega, stacklevel: int = 3, coarsen: int =
                       GridTooCoarseWarning, stacklevel=stacklevel)
     coarse = grid.dx > COARSE_DX_OVER_XI * xi
     if coarse.any():
-        n_min = 2 * math.ceil(grid.length / float(xi.min()) / 2)  # dx <= ξ
+        n_resolves = 2 * math.ceil(grid.length / float(xi.min()) / 2)  # even n with dx <= ξ
+        n_quiet = 2 * math.ceil(grid.length / (COARSE_DX_OVER_XI * float(xi.min())) / 2)  # dx <= 2ξ
         warnings.warn(f"{int(coarse.sum())} of {len(coarse)} ground states have vortex cores (healing length "
                       f"{float(xi.min()):.3g}) the grid cannot resolve (spacing {grid.dx:.3g} > "
                       f"{COARSE_DX_OVER_XI:g}ξ; {_named(g, omega, coarse)}): their vortices depend on the grid; "
-                      f"n >= {n_min} resolves them in this box (dx <= ξ)",
+                      f"in this box n >= {n_resolves} resolves them (dx <= ξ), n >= {n_quiet} is "
+                      f"the least without this warning (dx <= {COARSE_DX_OVER_XI:g}ξ)",
                       GridTooCoarseWarning, stacklevel=stacklevel)
 
 

@@ -71,6 +71,9 @@ def run_data_path(run_dir) -> Path:
         path = Path(stored)
     if not path.exists():
         raise ValueError(f"the dataset of {str(run_dir)!r} ({stored!r}) is not found: pass it explicitly")
+    short = Path(os.path.normpath(path))  # run/train/../data.h5 reads as run/data.h5 (unless a link says otherwise)
+    if short.exists() and os.path.samefile(short, path):
+        path = short
     if ident is not None and _dataset_id(path, read_h5(path, psi=False)[1]) != ident:
         raise ValueError(f"{str(path)!r} is not the dataset {str(run_dir)!r} was trained on; pass the right one")
     return path

@@ -9,7 +9,7 @@ import pytest
 
 import bec_jax as bj
 from bec_jax.bench.measure import (StepWorkload, WorkerError, WorkerPool, initial_states, numpy_imaginary_time,
-                                   step_row)
+                                   round_orders, step_row)
 from bec_jax.cli import main
 from tests.conftest import tol
 
@@ -94,3 +94,17 @@ def test_worker_failure_is_one_error():
         pool.measure(StepWorkload(16, 1, steps=1), ["nope"], 1)
     with pytest.raises(ValueError, match="unknown split-step contenders"):
         step_row(None, StepWorkload(16, 1), ["nope"])
+
+
+def test_round_orders_shuffle_every_round_reproducibly():
+    names = ["a", ("b", None), None, "d"]  # any hashable names, kept as they are
+    orders = round_orders(names, 40, seed=3)
+    assert all(sorted(map(repr, o)) == sorted(map(repr, names)) for o in orders)  # each once a round
+    assert orders == round_orders(names, 40, seed=3) != round_orders(names, 40, seed=4)
+    # not a rotation: a contender's predecessor changes from round to round
+    before = {tuple(o[o.index("a") - 1:o.index("a")]) for o in orders}
+    assert len(before) == len(names)  # none (first) and each of the three others
+    assert round_orders(names, np.int64(2)) == round_orders(names, 2)
+    for bad in (0, True, 2.0):
+        with pytest.raises(ValueError, match="repeats must be an int >= 1"):
+            round_orders(names, bad)

@@ -28,7 +28,7 @@ TINY = {
     "ground_state_methods": ["--cases", "10:0.3:32", "--starts", "1", "--tol", "1e-3", "--report-tols", "1e-2",
                              "--max-iter", "200", "--it-max-steps", "200"],
     "dataset_time": ["--states", "1", "--batch", "1"],
-    "generation_throughput": ["--paper-states", "1", "--method-states", "1"],
+    "generation_throughput": ["--paper-states", "1", "--method-states", "1", "--repeats", "1"],
     "gradient_flow_step": ["--quick", "--repeats", "1", "--block", "1", "--no-jit-block", "1", "--eager-block", "1"],
     "unet_profile": ["--size", "16", "--width", "2", "--batch", "2", "--steps", "1"],
     "unet_throughput": ["--size", "16", "--width", "2", "--train-batches", "2", "--infer-batches", "1", "--repeats",

@@ -44,7 +44,7 @@ def test_a_grid_too_coarse_for_the_ranges_is_warned_of_once(tiny):
     """16² at L = 13.4 (dx = 0.83) does not resolve g = 60's cores (ξ = 0.34): one warning for the dataset, not
     one per batch (4 here)."""
     (w,) = tiny[1]["warnings"]
-    assert "have vortex cores" in str(w.message) and "resolves them in this box" in str(w.message)
+    assert "have vortex cores" in str(w.message) and "resolves them (dx <= ξ)" in str(w.message)
 
 
 def test_dataset_contents_and_attributes(tiny):
@@ -170,10 +170,10 @@ def test_sigkill_mid_generation_then_resume_gives_identical_data(tiny, tmp_path)
     # A conflicting config does not touch the partial run.
     bad = subprocess.run(CLI + ["--out", str(out), "--seed", "5"], capture_output=True, text=True)
     assert bad.returncode == 2 and "different config (seed: stored" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
+    assert len(bad.stderr.strip().splitlines()) == 1 and bad.stdout == ""  # the refusal is its only line
     ok = subprocess.run(CLI + ["--out", str(out)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert ok.stdout.splitlines()[0].endswith("; resuming, 1 batch(es) saved") and not part.exists()
+    assert ok.stdout.splitlines()[0].endswith("; resuming, 2 of 8 states saved") and not part.exists()
     a, b = bd.read_h5(tiny[0])[0], bd.read_h5(out)[0]
     for k in ("psi", "g", "omega", "seed", "group", "energy"):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)

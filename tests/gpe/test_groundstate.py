@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import bec_jax as bj
+from bec_jax.gpe.groundstate import warn_if_unresolved
 from tests.conftest import tol
 
 
@@ -145,9 +146,16 @@ def test_a_grid_too_coarse_for_the_cores_warns_with_the_points_it_needs():
     grid = bj.Grid(16, 8.0)  # dx = 0.5: within 2ξ of g = 0 (ξ = 0.71), not of g = 400 (ξ = 0.21)
     xi = float(bj.healing_length(400.0, 0.0))
     assert xi == pytest.approx(1 / np.sqrt(2 * np.sqrt(400 / np.pi)), rel=1e-12)  # μ_TF = √(g/π) at Ω = 0
+    n_warn = 2 * int(np.ceil(8 / (2 * xi) / 2))  # the least even n with dx <= 2ξ
     with pytest.warns(bj.GridTooCoarseWarning, match=rf"1 of 2 .*healing length {xi:.3g}.*g = \[400.0\].*"
-                                                     rf"n >= {2 * int(np.ceil(8 / xi / 2))} "):
+                                                     rf"n >= {2 * int(np.ceil(8 / xi / 2))} resolves them .*n >= "
+                                                     rf"{n_warn} is the least without this warning"):
         bj.ground_state(grid, jnp.array([0.0, 400.0]), 0.0, key=jax.random.key(0), n_starts=1)
+    with warnings.catch_warnings():  # the n it names is the least that does not warn
+        warnings.simplefilter("error", bj.GridTooCoarseWarning)
+        warn_if_unresolved(bj.Grid(n_warn, 8.0), np.array([400.0]), np.array([0.0]))
+    with pytest.warns(bj.GridTooCoarseWarning):
+        warn_if_unresolved(bj.Grid(n_warn - 2, 8.0), np.array([400.0]), np.array([0.0]))
     with warnings.catch_warnings():
         warnings.simplefilter("error", bj.GridTooCoarseWarning)
         bj.ground_state(bj.Grid(64, 8.0), 400.0, 0.0, key=jax.random.key(0), n_starts=1)  # dx = 0.125 < 2ξ

@@ -231,6 +231,10 @@ def test_experiment_cli_quick_run_writes_outputs(tmp_path):
     assert res["toy"]["steps_to_1e-2"]["M"] < res["toy"]["steps_to_1e-2"]["S"]
     md = (out / "results.md").read_text()
     assert "| M |" in md and "±" in md
+    assert not (out / "units").exists()  # the saved units go once the results are written
+    replot = subprocess.run([sys.executable, str(SCRIPT), "--replot", "--smooth", "2", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert replot.returncode == 0 and (out / "results.md").read_text() == md, replot.stderr
 
 
 # ------------------------------------------------------------------ ablation options

@@ -249,6 +249,7 @@ def test_a_moved_run_uses_the_data_beside_it_or_refuses(small_run, tmp_path):
     (moved / stored).resolve().parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(data, moved / stored)
     assert run_data_path(moved).resolve() == (moved / stored).resolve()
+    assert ".." not in run_data_path(moved).parts             # run/train/../data.h5 reads as run/data.h5
     with h5py.File(moved / stored, "r+") as f:               # another dataset under the same name
         f.attrs["config"] = f.attrs["config"].replace('"seed": 0', '"seed": 7')
     with pytest.raises(ValueError, match="not the dataset"):
@@ -292,7 +293,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, monkeypatch, ca
     _one_line(capsys, "batch_000000001_000000002.h5", "No space left on device")
     monkeypatch.undo()
     assert main(args) == 0                                   # resumes: batch 0 kept, 1 and 2 computed
-    assert "; resuming, 1 batch(es) saved" in capsys.readouterr().out
+    assert "; resuming, 1 of 3 states saved" in capsys.readouterr().out
     assert len(read_h5_fields(tmp_path / "d.h5")) == 3
     assert main(args) == 0 and "; already complete" in capsys.readouterr().out
     import h5py

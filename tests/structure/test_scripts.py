@@ -7,7 +7,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("*.py"))
-HELPERS = {"benchmarks/common.py", "experiments/_seed_study.py"}  # imported by the scripts, not run
+#: imported by the scripts, not run
+HELPERS = {"benchmarks/common.py", "experiments/_seed_study.py", "experiments/_units.py"}
 
 
 @pytest.mark.parametrize("script", sorted(str(p.relative_to(ROOT)) for folder in ("experiments", "benchmarks")
