@@ -34,7 +34,8 @@ class Units:
         self.folder = Path(folder)
         self.settings = json.loads(json.dumps(settings))  # as it reads back: tuples are lists
         path = self.folder / SETTINGS
-        if path.is_file():
+        units = [p for p in self.folder.glob("*.json") if p.name != SETTINGS]
+        if path.is_file() and units:
             try:
                 saved = json.loads(path.read_text())
             except json.JSONDecodeError:
@@ -46,9 +47,9 @@ class Units:
                                   if saved.get(k) != self.settings.get(k)))
                 _refuse(f"{str(self.folder)!r} holds the saved units of a run with other settings ({diff}); "
                         "rerun with those settings to resume it, or remove the folder to start afresh")
-        elif any(self.folder.glob("*.json")):  # a finish() cut short: whose units these are is unknown
+        elif units:  # a finish() cut short: whose units these are is unknown
             _refuse(f"{str(self.folder)!r} holds saved units but no {SETTINGS}: remove the folder to start afresh")
-        else:
+        else:  # nothing saved yet (or a run killed before its first unit): these settings start it
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, json.dumps(self.settings, indent=1))
         self.resumed = 0  # units read back, not computed, by this run

@@ -433,12 +433,15 @@ class WorkerPool:
 
     ``measure(workload, contenders, repeats)`` sets every contender up on the workload (in parallel:
     imports and compilation, untimed), then times one call of each in turn, ``repeats`` rounds in
-    ``round_orders``, with ``pause`` s between calls. Returns (times, infos): per-call seconds
-    (``np.ndarray`` of ``repeats``) and the setup info of each contender."""
+    ``round_orders`` (seeded by the number of earlier ``measure`` calls of this pool, so that repeated rows
+    do not share one sequence of orders), with ``pause`` s between calls. Returns (times, infos, orders):
+    per-call seconds (``np.ndarray`` of ``repeats``), the setup info of each contender, and the order of
+    each round."""
 
     def __init__(self, cpu_devices: int | None = None, x64: bool = False, pause: float = PAUSE_S):
         self.cpu_devices, self.x64, self.pause = cpu_devices, x64, pause
         self.workers: dict[str, Worker] = {}
+        self.measured = 0  # measure() calls so far: the seed of the next one's round orders
 
     def __enter__(self):
         return self
@@ -452,7 +455,8 @@ class WorkerPool:
         self.workers.clear()
 
     def measure(self, workload, contenders, repeats: int, chunk="auto"):
-        orders = round_orders(contenders, repeats)  # first: its ValueError names a bad repeats
+        orders = round_orders(contenders, repeats, seed=self.measured)  # first: its ValueError names a bad repeats
+        self.measured += 1
         for name in contenders:
             if name not in self.workers:
                 self.workers[name] = Worker(self.cpu_devices, self.x64)
@@ -465,7 +469,7 @@ class WorkerPool:
             for name in order:
                 time.sleep(self.pause)
                 times[name].append(self.workers[name].ask({"op": "time"})["s"])
-        return {k: np.asarray(v) for k, v in times.items()}, infos
+        return {k: np.asarray(v) for k, v in times.items()}, infos, orders
 
 
 def median_ratio(times: dict, a, b) -> float:
@@ -498,16 +502,16 @@ def step_row(pool: WorkerPool, w: StepWorkload, contenders=STEP_CONTENDERS, repe
     (medians), the ``STEP_RATIOS``, and against the faster of the NumPy baselines (``numpy_baseline``, by
     median): ``speedup_vs_numpy`` (its time over bec_jax's, median of same-round ratios) and
     ``numpy_over_fft`` (the most a step could gain over NumPy if it cost nothing beyond its FFT passes).
-    The host's load average is recorded before and after."""
+    The host's load average is recorded before and after, and the order of every round (``round_orders``)."""
     contenders = tuple(contenders)
     unknown = set(contenders) - set(STEP_CONTENDERS)
     if unknown:
         raise ValueError(f"unknown split-step contenders {sorted(unknown)}; choose from {STEP_CONTENDERS}")
     load_before = load_average()
     numpy_err = check_numpy_matches(w) if set(contenders) & set(NUMPY_CONTENDERS) else None
-    times, infos = pool.measure(w, contenders, repeats, chunk)
+    times, infos, orders = pool.measure(w, contenders, repeats, chunk)
     per_step = {k: v / w.steps for k, v in times.items()}
-    row = dict(n=w.n, batch=w.batch, dtype=w.dtype, steps_per_call=w.steps, repeats=repeats,
+    row = dict(n=w.n, batch=w.batch, dtype=w.dtype, steps_per_call=w.steps, repeats=repeats, round_orders=orders,
                load_average_before=load_before, load_average_after=load_average(),
                info={k: v["info"] for k, v in infos.items()},
                ms_per_step={k: 1e3 * float(np.median(v)) for k, v in per_step.items()},
@@ -530,7 +534,7 @@ def ground_state_row(pool: WorkerPool, w: GroundStateWorkload, repeats: int = 5)
     """Time ``bj.ground_state`` on ``w`` in its own process: median wall s of ``repeats`` compiled calls and
     ground states per second (``w.batch`` / median), with what the solver returned (energy, convergence)."""
     load_before = load_average()
-    times, infos = pool.measure(w, ("ground_state",), repeats)
+    times, infos, _ = pool.measure(w, ("ground_state",), repeats)
     wall = float(np.median(times["ground_state"]))
     # the solver's info last: n_starts None (its default) becomes the number it ran
     return {**dataclasses.asdict(w), "repeats": repeats, "wall_s": wall, "wall_s_all": times["ground_state"].tolist(),

@@ -326,9 +326,10 @@ def generate(config: GenerateConfig, out, *, progress: bool = True, max_batches:
     todo = _chunks(_unsaved(N, saved), B)
     if todo:
         check_batch_memory(config)  # before anything is written (a smaller batch resumes the same run)
-        warn_if_unresolved(config.grid, g[samples], omega[samples], stacklevel=2)  # once, not per batch
     done = sum(hi - lo for lo, hi in saved)
     on_start(f"resuming, {done} of {N} states{'' if shard is None else ' of this shard'} saved" if done else "")
+    if todo:
+        warn_if_unresolved(config.grid, g[samples], omega[samples], stacklevel=2)  # once, not per batch
 
     bar = tqdm(total=N, initial=done, unit="state", desc="generate",
                disable=not progress, dynamic_ncols=True)

@@ -651,8 +651,8 @@ def ground_state(
         at a time (``sharding.map_batch``).
         "auto" (default): on a CPU, one start at a time, so that every
         start stops at its own convergence instead of all running as long
-        as the slowest, and its passes stay in cache (2.4-3.7x faster on
-        batches of 16-128 states, 1.25x for one state's 4 starts split over
+        as the slowest, and its passes stay in cache (2.1-3.1x faster on
+        batches of 16-128 states, 1.24x for one state's 4 starts split over
         2 devices, ``benchmarks/solver_throughput.py``); all at once on a
         GPU/TPU. None: all at once; or an int >= 1. Results agree to round-off.
       adjoint: ``implicit.AdjointSettings`` of the backward pass (CG cap and

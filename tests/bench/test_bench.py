@@ -47,6 +47,7 @@ def test_bench_command_writes_json_and_table(tmp_path, capsys):
     assert set(s["ms_per_step"]) == {"bec_jax", "fft"} and "speedup_vs_numpy" not in s
     assert all(v > 0 for v in s["state_steps_per_s"].values())
     assert s["bec_jax_over_fft"] > 0 and len(s["load_average_before"]) == 3 and s["n"] == 16 and s["batch"] == 2
+    assert s["round_orders"] == round_orders(["bec_jax", "fft"], s["repeats"], seed=0)  # the pool's first row
     gs = r["ground_state"]
     assert gs["batch"] == 2 and gs["n_starts"] == 1 and gs["ground_states_per_s"] > 0 and gs["converged"] == 2
     table = capsys.readouterr().out

@@ -43,6 +43,8 @@ def test_other_settings_are_refused_with_the_difference(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1
     assert "other settings (n 64 there, 128 here); rerun with those settings" in err[0]
+    Units(tmp_path / "v", dict(n=1))  # killed before its first unit: nothing saved, other settings may start
+    assert Units(tmp_path / "v", dict(n=2)).settings == json.loads((tmp_path / "v" / "settings.json").read_text())
     (tmp_path / "u" / "settings.json").unlink()  # as a finish() killed half-way leaves it
     with pytest.raises(SystemExit) as stop:
         Units(tmp_path / "u", dict(n=128, seed=0))
