@@ -249,7 +249,7 @@ def vortex_phase(winding, n: int, max_vortices: int):
         return acc + w[i] * jnp.arctan2(y - yv[i], x - xv[i])
 
     # a loop over the vortices found, not the cap's slots (vmapped, a batch loops to its largest count): with a
-    # full-grid arctan2 per slot, the reconstruction took 6.6x as long at 3-14 vortices a state and the cap of
+    # full-grid arctan2 per slot, the reconstruction took 6.3x as long at 3-14 vortices a state and the cap of
     # 256 (benchmarks/phase_reconstruction.py)
     count = jnp.minimum(jnp.count_nonzero(flat), max_vortices)
     return jax.lax.fori_loop(0, count, add, jnp.zeros((n, n), jnp.float32))

@@ -6,7 +6,7 @@ copies of the single-device program, one slice of the batch each
 into a plain ``jit`` does not give that: XLA's SPMD partitioner does not
 partition FFTs along batch dimensions, and all-gathers the whole batch onto
 every device before each one, a program XLA:CPU (jax 0.10) refuses to run;
-split by shard_map, 2 devices run it (n = 200, batch 16) 2.41x faster than
+split by shard_map, 2 devices run it (n = 200, batch 16) 2.17x faster than
 one (``benchmarks/cpu_sharding.py``).
 
 XLA:CPU runs each FFT on one thread, so on a CPU host the split-step solver
@@ -171,7 +171,7 @@ def use_cpu_cores(n: int | None = None) -> int:
     """Split the host CPU into ``n`` XLA devices.
 
     Batched solvers shard over local devices, so on a CPU host this lets n
-    FFTs run at once (XLA:CPU runs each on one thread): 2.41x the
+    FFTs run at once (XLA:CPU runs each on one thread): 2.17x the
     split-step throughput on 2 cores at n = 200, batch 16
     (``benchmarks/cpu_sharding.py``). Programs that are not sharded (network training)
     still get the whole intra-op thread pool. Affects only the CPU backend: a GPU stays the default device. Must
