@@ -366,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks.append(("control", ControlConfig(epochs=counts["control_epochs"],
                                                 n_modes=args.n_modes, checkpoint=args.checkpoint),
                       run_control))
+
     def train(run, cfg, m) -> dict:
         t0 = time.perf_counter()
         r = run(cfg, m, seeds, chunk=10, progress=progress)
